@@ -1,0 +1,246 @@
+//! The versioned message envelope: the wire contract between forwarder and applier.
+//!
+//! Version 1 is a JSON object:
+//!
+//! ```json
+//! {"v":1,"src":"SourceTable","ev":[{"id":"…","sq":"…","t":1700000000000,"op":"INSERT","k":{…},"n":{…}}]}
+//! ```
+//!
+//! Attribute values use DynamoDB JSON (`{"N":"1.5"}`, `{"B":"<base64>"}`, …),
+//! so numbers stay decimal strings and every type round-trips losslessly.
+//! The encoder escapes the few code points SQS refuses in a message body
+//! (U+FFFE, U+FFFF; control characters are escaped by JSON itself).
+//!
+//! **Invariant:** a reader never guesses: a body whose `v` it does not know is
+//! an [`EnvelopeError::UnsupportedVersion`], never a best-effort parse.
+
+use std::io;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::ChangeEvent;
+
+/// The envelope version this build writes and reads.
+pub const VERSION: u32 = 1;
+
+/// A decoded message.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Envelope {
+    pub v: u32,
+    /// The source table name.
+    pub src: String,
+    /// The events, in stream order.
+    pub ev: Vec<ChangeEvent>,
+}
+
+#[derive(Serialize)]
+struct EnvelopeRef<'a> {
+    v: u32,
+    src: &'a str,
+    ev: &'a [ChangeEvent],
+}
+
+/// Why a message body could not be decoded. The text never quotes the body:
+/// message bodies hold customer data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("message body is not a JSON envelope ({0})")]
+    NotJson(String),
+    #[error("message envelope has no version field \"v\"")]
+    MissingVersion,
+    #[error("message envelope version {found} is not supported (this build reads version {supported}); deploy a newer applier or redrive after upgrading")]
+    UnsupportedVersion { found: u64, supported: u32 },
+    #[error("message envelope v{version} is malformed ({detail})")]
+    Malformed { version: u32, detail: String },
+}
+
+/// Describes a serde_json error by category and position only, so that no
+/// item content reaches a log.
+fn describe(e: &serde_json::Error) -> String {
+    format!(
+        "{:?} error at line {} column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
+}
+
+#[derive(Deserialize)]
+struct VersionProbe {
+    v: Option<serde_json::Value>,
+}
+
+/// Decodes a message body, checking the version first.
+pub fn decode(body: &str) -> Result<Envelope, EnvelopeError> {
+    let probe: VersionProbe =
+        serde_json::from_str(body).map_err(|e| EnvelopeError::NotJson(describe(&e)))?;
+    let version = match probe.v {
+        None => return Err(EnvelopeError::MissingVersion),
+        Some(v) => v.as_u64().ok_or(EnvelopeError::MissingVersion)?,
+    };
+    if version != u64::from(VERSION) {
+        return Err(EnvelopeError::UnsupportedVersion {
+            found: version,
+            supported: VERSION,
+        });
+    }
+    serde_json::from_str(body).map_err(|e| EnvelopeError::Malformed {
+        version: VERSION,
+        detail: describe(&e),
+    })
+}
+
+/// Encodes a whole message (used by tests and tools; the forwarder packs
+/// with [`header`], [`encode_event`] and [`FOOTER`] to know sizes as it goes).
+pub fn encode(src: &str, events: &[ChangeEvent]) -> String {
+    let mut out = Vec::new();
+    write_json(
+        &mut out,
+        &EnvelopeRef {
+            v: VERSION,
+            src,
+            ev: events,
+        },
+    );
+    into_string(out)
+}
+
+/// The bytes before the first event: `{"v":1,"src":"…","ev":[`.
+pub fn header(src: &str) -> Vec<u8> {
+    let mut out = format!("{{\"v\":{VERSION},\"src\":").into_bytes();
+    write_json(&mut out, &src);
+    out.extend_from_slice(b",\"ev\":[");
+    out
+}
+
+/// The bytes after the last event.
+pub const FOOTER: &[u8] = b"]}";
+/// The bytes between two events.
+pub const SEPARATOR: &[u8] = b",";
+
+/// One event as SQS-safe JSON.
+pub fn encode_event(event: &ChangeEvent) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write_json(&mut out, event);
+    out
+}
+
+/// Turns bytes built from [`header`], [`encode_event`], [`SEPARATOR`] and
+/// [`FOOTER`] into the body string.
+pub fn into_string(bytes: Vec<u8>) -> String {
+    // serde_json only writes UTF-8, and the framing bytes are ASCII.
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let mut ser = serde_json::Serializer::with_formatter(out, SqsSafe);
+    // Our types are plain data with string map keys: writing them into
+    // memory has no failure mode.
+    let written = value.serialize(&mut ser);
+    debug_assert!(written.is_ok(), "serialising an envelope into memory failed");
+}
+
+/// A compact JSON formatter that also escapes U+FFFE and U+FFFF, which are
+/// valid in DynamoDB strings but refused by SQS in a message body.
+struct SqsSafe;
+
+impl serde_json::ser::Formatter for SqsSafe {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            if c == '\u{FFFE}' || c == '\u{FFFF}' {
+                writer.write_all(&fragment.as_bytes()[start..i])?;
+                write!(writer, "\\u{:04X}", c as u32)?;
+                start = i + c.len_utf8();
+            }
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Op;
+    use crate::item::{AttributeValue as V, Attrs};
+
+    fn ev(id: &str, text: &str) -> ChangeEvent {
+        let keys: Attrs = [("pk".to_string(), V::S(id.into()))].into();
+        let mut image = keys.clone();
+        image.insert("text".into(), V::S(text.into()));
+        ChangeEvent {
+            event_id: id.into(),
+            seq: "100".into(),
+            time_ms: 1_700_000_000_000,
+            op: Op::Insert,
+            ttl: false,
+            refetch: false,
+            keys,
+            new_image: Some(image),
+            old_image: None,
+        }
+    }
+
+    #[test]
+    fn unknown_version_is_a_clear_error() {
+        let err = decode(r#"{"v":2,"src":"t","ev":[]}"#).unwrap_err();
+        assert_eq!(
+            err,
+            EnvelopeError::UnsupportedVersion {
+                found: 2,
+                supported: 1
+            }
+        );
+        assert!(err.to_string().contains("version 2 is not supported"));
+        assert_eq!(
+            decode(r#"{"src":"t","ev":[]}"#).unwrap_err(),
+            EnvelopeError::MissingVersion
+        );
+        assert!(matches!(
+            decode("not json").unwrap_err(),
+            EnvelopeError::NotJson(_)
+        ));
+    }
+
+    #[test]
+    fn malformed_errors_do_not_quote_customer_data() {
+        let body = r#"{"v":1,"src":"t","ev":[{"id":"secret-value-123","sq":5}]}"#;
+        let err = decode(body).unwrap_err().to_string();
+        assert!(err.contains("malformed"), "{err}");
+        assert!(!err.contains("secret-value-123"), "{err}");
+    }
+
+    #[test]
+    fn sqs_refused_code_points_are_escaped_and_round_trip() {
+        let text = "a\u{FFFF}b\u{FFFE}\u{0}\u{1F}\u{7F}😀";
+        let body = encode("t", &[ev("k", text)]);
+        assert!(!body.contains('\u{FFFF}') && !body.contains('\u{FFFE}'));
+        assert!(body.contains("\\uFFFF"));
+        assert!(body.chars().all(|c| c == '\t'
+            || c == '\n'
+            || c == '\r'
+            || ('\u{20}'..='\u{D7FF}').contains(&c)
+            || ('\u{E000}'..='\u{FFFD}').contains(&c)
+            || c >= '\u{10000}'));
+        let back = decode(&body).unwrap();
+        assert_eq!(back.ev[0], ev("k", text));
+    }
+
+    #[test]
+    fn framed_encoding_equals_whole_encoding() {
+        let events = [ev("a", "x"), ev("b", "y")];
+        let mut framed = header("src\"table");
+        framed.extend(encode_event(&events[0]));
+        framed.extend_from_slice(SEPARATOR);
+        framed.extend(encode_event(&events[1]));
+        framed.extend_from_slice(FOOTER);
+        let framed = into_string(framed);
+        let a: serde_json::Value = serde_json::from_str(&framed).unwrap();
+        let b: serde_json::Value = serde_json::from_str(&encode("src\"table", &events)).unwrap();
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,161 @@
+//! The change event: one DynamoDB stream record, reduced to what replication needs.
+
+use aws_lambda_events::event::dynamodb::EventRecord;
+use serde::{Deserialize, Serialize};
+
+use crate::item::Attrs;
+
+/// What happened to the item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    #[serde(rename = "INSERT")]
+    Insert,
+    #[serde(rename = "MODIFY")]
+    Modify,
+    #[serde(rename = "REMOVE")]
+    Remove,
+}
+
+/// One change of one source item, as carried on the queue.
+///
+/// The field names on the wire are short because they repeat once per event;
+/// see [`crate::envelope`] for the versioned message around them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChangeEvent {
+    /// The stream record's `eventID`.
+    #[serde(rename = "id")]
+    pub event_id: String,
+    /// The stream record's `SequenceNumber` (decimal string).
+    #[serde(rename = "sq")]
+    pub seq: String,
+    /// `ApproximateCreationDateTime` in epoch milliseconds. DynamoDB rounds it
+    /// down to the second.
+    #[serde(rename = "t")]
+    pub time_ms: i64,
+    #[serde(rename = "op")]
+    pub op: Op,
+    /// A REMOVE made by DynamoDB's TTL process (userIdentity is the service).
+    #[serde(rename = "ttl", default, skip_serializing_if = "is_false")]
+    pub ttl: bool,
+    /// Keys only: the applier must read the source item with a consistent
+    /// read and write its current state (oversized or unreadable records).
+    #[serde(rename = "rf", default, skip_serializing_if = "is_false")]
+    pub refetch: bool,
+    #[serde(rename = "k")]
+    pub keys: Attrs,
+    #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
+    pub new_image: Option<Attrs>,
+    #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
+    pub old_image: Option<Attrs>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl ChangeEvent {
+    /// The event reduced to its keys: the applier will refetch the item.
+    pub fn into_refetch(mut self) -> Self {
+        self.refetch = true;
+        self.new_image = None;
+        self.old_image = None;
+        self
+    }
+}
+
+/// Why a stream record could not be turned into a [`ChangeEvent`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    #[error("stream record {event_id} has no SequenceNumber")]
+    MissingSequenceNumber { event_id: String },
+    #[error("stream record {event_id} (seq {seq}) has no Keys, so it cannot be replicated or refetched")]
+    MissingKeys { event_id: String, seq: String },
+}
+
+/// The principal DynamoDB's TTL process uses in stream records.
+pub const TTL_PRINCIPAL: &str = "dynamodb.amazonaws.com";
+
+/// Turns a stream record into a change event.
+///
+/// A record with keys but an unknown `eventName`, or an INSERT/MODIFY
+/// without a new image, becomes a refetch marker: the applier will copy the
+/// source item's current state, so nothing is lost. Only a record without
+/// keys (or sequence number) is an error.
+pub fn from_stream_record(rec: &EventRecord) -> Result<ChangeEvent, RecordError> {
+    let change = &rec.change;
+    let seq = change
+        .sequence_number
+        .clone()
+        .ok_or_else(|| RecordError::MissingSequenceNumber {
+            event_id: rec.event_id.clone(),
+        })?;
+    let keys: Attrs = change.keys.clone().into();
+    if keys.is_empty() {
+        return Err(RecordError::MissingKeys {
+            event_id: rec.event_id.clone(),
+            seq,
+        });
+    }
+    let ttl = rec
+        .user_identity
+        .as_ref()
+        .is_some_and(|u| u.type_ == "Service" && u.principal_id == TTL_PRINCIPAL);
+    let image = |i: &serde_dynamo::Item| -> Option<Attrs> {
+        let m: Attrs = i.clone().into();
+        (!m.is_empty()).then_some(m)
+    };
+    let op = match rec.event_name.as_str() {
+        "INSERT" => Some(Op::Insert),
+        "MODIFY" => Some(Op::Modify),
+        "REMOVE" => Some(Op::Remove),
+        _ => None,
+    };
+    let new_image = image(&change.new_image);
+    let event = ChangeEvent {
+        event_id: rec.event_id.clone(),
+        seq,
+        time_ms: change.approximate_creation_date_time.timestamp_millis(),
+        op: op.unwrap_or(Op::Modify),
+        ttl,
+        refetch: false,
+        keys,
+        new_image,
+        old_image: image(&change.old_image),
+    };
+    let needs_refetch = match op {
+        None => true,
+        Some(Op::Insert | Op::Modify) => event.new_image.is_none(),
+        Some(Op::Remove) => false,
+    };
+    Ok(if needs_refetch {
+        event.into_refetch()
+    } else {
+        event
+    })
+}
+
+/// The table name in a stream or table ARN
+/// (`arn:aws:dynamodb:REGION:ACCOUNT:table/NAME/stream/LABEL`).
+pub fn table_from_arn(arn: &str) -> Option<&str> {
+    let rest = arn.split_once(":table/")?.1;
+    let name = rest.split('/').next()?;
+    (!name.is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_come_from_stream_arns() {
+        assert_eq!(
+            table_from_arn("arn:aws:dynamodb:us-east-1:123456789012:table/Orders/stream/2024-01-01T00:00:00.000"),
+            Some("Orders")
+        );
+        assert_eq!(
+            table_from_arn("arn:aws:dynamodb:us-east-1:1:table/T"),
+            Some("T")
+        );
+        assert_eq!(table_from_arn("arn:aws:sqs:us-east-1:1:q"), None);
+    }
+}

@@ -1,0 +1,24 @@
+//! ddb-relay's pure core: everything that decides, nothing that does I/O.
+//!
+//! - [`event`]: a stream record reduced to a [`event::ChangeEvent`];
+//! - [`envelope`]: the versioned wire format on the queue;
+//! - [`group`] and [`pack`]: FIFO groups, dedup ids, packing under a size cap;
+//! - [`send_plan`]: the forwarder's ordering-safe send rounds and failure report;
+//! - [`apply`]: cutoff, TTL policy, coalescing and failure planning for the applier;
+//! - [`control`]: the control item (cutoff, mode, restart bookkeeping);
+//! - [`config`], [`metrics`], [`retry`].
+//!
+//! **Boundary:** this crate depends on no AWS client, no Lambda runtime and no
+//! async runtime. Adapters and handlers call into it; it never calls out.
+
+pub mod apply;
+pub mod config;
+pub mod control;
+pub mod envelope;
+pub mod event;
+pub mod group;
+pub mod item;
+pub mod metrics;
+pub mod pack;
+pub mod retry;
+pub mod send_plan;

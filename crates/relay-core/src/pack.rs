@@ -1,0 +1,277 @@
+//! Packing: from the events of one stream batch to few, ordered FIFO messages.
+//!
+//! **Invariant:** events of one bucket appear in the messages of that bucket's
+//! group in stream order, and the messages of a group are listed in the
+//! order they must be sent.
+//!
+//! **Invariant:** no message body exceeds the size cap. An event too big for
+//! the cap first loses its old image, then becomes a refetch marker (keys
+//! only); it is never truncated and never dropped.
+
+use std::collections::HashMap;
+
+use crate::envelope;
+use crate::event::ChangeEvent;
+use crate::group::{bucket, dedup_id, group_id};
+use crate::item::CanonicalKey;
+
+/// How the forwarder packs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackConfig {
+    /// Number of FIFO groups (G).
+    pub buckets: u32,
+    /// Largest message body, in bytes.
+    pub max_message_bytes: usize,
+    /// Whether old images are forwarded at all.
+    pub forward_old_image: bool,
+}
+
+/// One FIFO message, ready to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutMessage {
+    pub group_id: String,
+    pub dedup_id: String,
+    pub body: String,
+    /// Position, in the stream batch, of the first record this message carries.
+    pub first_record: usize,
+    /// Number of events in the message.
+    pub events: usize,
+}
+
+/// What packing did, for metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PackStats {
+    pub events: u64,
+    pub messages: u64,
+    pub bytes: u64,
+    pub old_images_dropped: u64,
+    pub refetch_markers: u64,
+}
+
+/// The messages of one batch, by group, each group in send order.
+#[derive(Clone, Debug, Default)]
+pub struct Packed {
+    pub groups: Vec<Vec<OutMessage>>,
+    pub stats: PackStats,
+}
+
+/// Why packing failed: only a cap too small for an item's keys.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("record at position {record} does not fit a {cap}-byte message even as a keys-only refetch marker ({needed} bytes); raise MAX_MESSAGE_BYTES")]
+pub struct PackError {
+    pub record: usize,
+    pub cap: usize,
+    pub needed: usize,
+}
+
+/// The smallest cap we accept: room for the largest possible key (2 KB
+/// partition + 1 KB sort key, base64 and JSON overhead) as a refetch marker.
+pub const MIN_MESSAGE_BYTES: usize = 16 * 1024;
+
+struct Building {
+    body: Vec<u8>,
+    ids: Vec<String>,
+    first_record: usize,
+}
+
+/// Packs `(record position, event)` pairs, given in stream order.
+pub fn pack(
+    src_table: &str,
+    events: Vec<(usize, ChangeEvent)>,
+    cfg: &PackConfig,
+) -> Result<Packed, PackError> {
+    let header = envelope::header(src_table);
+    let frame = header.len() + envelope::FOOTER.len();
+    let room = cfg.max_message_bytes.saturating_sub(frame);
+
+    let mut order: Vec<u32> = Vec::new();
+    let mut groups: HashMap<u32, (Vec<OutMessage>, Option<Building>)> = HashMap::new();
+    let mut stats = PackStats::default();
+
+    for (record, mut event) in events {
+        if !cfg.forward_old_image && event.old_image.take().is_some() {
+            stats.old_images_dropped += 1;
+        }
+        let mut encoded = envelope::encode_event(&event);
+        if encoded.len() > room && event.old_image.take().is_some() {
+            stats.old_images_dropped += 1;
+            encoded = envelope::encode_event(&event);
+        }
+        if encoded.len() > room && !event.refetch {
+            event = event.into_refetch();
+            encoded = envelope::encode_event(&event);
+        }
+        if encoded.len() > room {
+            return Err(PackError {
+                record,
+                cap: cfg.max_message_bytes,
+                needed: encoded.len() + frame,
+            });
+        }
+        if event.refetch {
+            stats.refetch_markers += 1;
+        }
+        stats.events += 1;
+
+        let b = bucket(src_table, &CanonicalKey::of(&event.keys), cfg.buckets);
+        let (done, open) = groups.entry(b).or_insert_with(|| {
+            order.push(b);
+            (Vec::new(), None)
+        });
+        if let Some(cur) = open {
+            if cur.body.len() + envelope::SEPARATOR.len() + encoded.len() + envelope::FOOTER.len()
+                > cfg.max_message_bytes
+            {
+                if let Some(full) = open.take() {
+                    done.push(finish(b, full, &mut stats));
+                }
+            }
+        }
+        match open {
+            Some(cur) => {
+                cur.body.extend_from_slice(envelope::SEPARATOR);
+                cur.body.extend_from_slice(&encoded);
+                cur.ids.push(event.event_id);
+            }
+            None => {
+                let mut body = Vec::with_capacity(cfg.max_message_bytes.min(64 * 1024));
+                body.extend_from_slice(&header);
+                body.extend_from_slice(&encoded);
+                *open = Some(Building {
+                    body,
+                    ids: vec![event.event_id],
+                    first_record: record,
+                });
+            }
+        }
+    }
+
+    let mut out = Vec::with_capacity(order.len());
+    for b in order {
+        if let Some((mut done, open)) = groups.remove(&b) {
+            if let Some(last) = open {
+                done.push(finish(b, last, &mut stats));
+            }
+            out.push(done);
+        }
+    }
+    Ok(Packed { groups: out, stats })
+}
+
+fn finish(bucket: u32, mut m: Building, stats: &mut PackStats) -> OutMessage {
+    m.body.extend_from_slice(envelope::FOOTER);
+    stats.messages += 1;
+    stats.bytes += m.body.len() as u64;
+    OutMessage {
+        group_id: group_id(bucket),
+        dedup_id: dedup_id(m.ids.iter().map(String::as_str)),
+        events: m.ids.len(),
+        first_record: m.first_record,
+        body: envelope::into_string(m.body),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::decode;
+    use crate::event::Op;
+    use crate::item::{AttributeValue as V, Attrs};
+
+    fn ev(i: usize, pk: &str, payload: usize) -> ChangeEvent {
+        let keys: Attrs = [("pk".to_string(), V::S(pk.into()))].into();
+        let mut image = keys.clone();
+        image.insert("blob".into(), V::S("x".repeat(payload)));
+        ChangeEvent {
+            event_id: format!("e{i}"),
+            seq: format!("{:020}", i),
+            time_ms: 0,
+            op: Op::Modify,
+            ttl: false,
+            refetch: false,
+            keys,
+            new_image: Some(image.clone()),
+            old_image: Some(image),
+        }
+    }
+
+    fn cfg(buckets: u32, cap: usize) -> PackConfig {
+        PackConfig {
+            buckets,
+            max_message_bytes: cap,
+            forward_old_image: true,
+        }
+    }
+
+    #[test]
+    fn one_bucket_packs_in_order_under_the_cap() {
+        let events: Vec<_> = (0..50).map(|i| (i, ev(i, &format!("k{}", i % 7), 900))).collect();
+        let packed = pack("T", events, &cfg(1, MIN_MESSAGE_BYTES)).unwrap();
+        assert_eq!(packed.groups.len(), 1);
+        let msgs = &packed.groups[0];
+        assert!(msgs.len() > 1 && msgs.len() < 10, "{} messages", msgs.len());
+        let mut ids = Vec::new();
+        for m in msgs {
+            assert!(m.body.len() <= MIN_MESSAGE_BYTES);
+            let env = decode(&m.body).unwrap();
+            assert_eq!(m.first_record, env.ev[0].seq.parse::<usize>().unwrap());
+            ids.extend(env.ev.into_iter().map(|e| e.event_id));
+        }
+        let want: Vec<_> = (0..50).map(|i| format!("e{i}")).collect();
+        assert_eq!(ids, want);
+        assert_eq!(packed.stats.events, 50);
+        assert_eq!(packed.stats.messages, msgs.len() as u64);
+    }
+
+    #[test]
+    fn same_key_same_group() {
+        let events: Vec<_> = (0..40).map(|i| (i, ev(i, &format!("k{}", i % 5), 10))).collect();
+        let packed = pack("T", events, &cfg(16, 256 * 1024)).unwrap();
+        let mut seen: HashMap<String, String> = HashMap::new();
+        for g in &packed.groups {
+            for m in g {
+                for e in decode(&m.body).unwrap().ev {
+                    let pk = format!("{:?}", e.keys["pk"]);
+                    let prev = seen.insert(pk, m.group_id.clone());
+                    assert!(prev.is_none_or(|p| p == m.group_id));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_events_drop_old_image_then_become_refetch_markers() {
+        let cap = MIN_MESSAGE_BYTES;
+        let events = vec![
+            (0, ev(0, "a", cap / 2)), // fits only without its old image
+            (1, ev(1, "b", cap)),     // fits only as keys
+        ];
+        let packed = pack("T", events, &cfg(1, cap)).unwrap();
+        let all: Vec<ChangeEvent> = packed.groups[0]
+            .iter()
+            .flat_map(|m| decode(&m.body).unwrap().ev)
+            .collect();
+        assert_eq!(all.len(), 2, "nothing dropped");
+        assert!(all[0].old_image.is_none() && all[0].new_image.is_some() && !all[0].refetch);
+        assert!(all[1].refetch && all[1].new_image.is_none() && all[1].old_image.is_none());
+        assert_eq!(all[1].keys, ev(1, "b", 0).keys);
+        assert_eq!(packed.stats.refetch_markers, 1);
+        assert_eq!(packed.stats.old_images_dropped, 2);
+    }
+
+    #[test]
+    fn cap_too_small_for_keys_is_an_error_not_a_drop() {
+        let err = pack("T", vec![(3, ev(3, &"k".repeat(500), 1))], &cfg(1, 200)).unwrap_err();
+        assert_eq!(err.record, 3);
+        assert!(err.to_string().contains("MAX_MESSAGE_BYTES"));
+    }
+
+    #[test]
+    fn old_images_are_not_forwarded_when_disabled() {
+        let mut c = cfg(1, 256 * 1024);
+        c.forward_old_image = false;
+        let packed = pack("T", vec![(0, ev(0, "a", 10))], &c).unwrap();
+        let e = &decode(&packed.groups[0][0].body).unwrap().ev[0];
+        assert!(e.old_image.is_none() && e.new_image.is_some());
+    }
+}
