@@ -1,1 +1,31 @@
-fn main() {}
+//! The applier Lambda: FIFO SQS batch in, writes to the target table out.
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use relay_aws::runtime::{deadline_from_epoch_ms, init_tracing};
+use relay_aws::sdk::{load_config, CloudWatchMetrics, DynamoTable};
+use relay_applier::Applier;
+use relay_core::config::ApplierConfig;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+
+    // Invariant: bad configuration stops the cold start with the variable's name.
+    let config = ApplierConfig::from_env(&|k: &str| std::env::var(k).ok())?;
+    let sdk = load_config().await;
+    let applier = Applier::new(
+        config.clone(),
+        DynamoTable::new(&sdk, &config.target_table),
+        DynamoTable::new(&sdk, &config.source_table),
+        DynamoTable::new(&sdk, &config.control_table),
+        CloudWatchMetrics::new(&sdk),
+    );
+    let applier = &applier;
+
+    run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        let deadline = deadline_from_epoch_ms(event.context.deadline);
+        Ok::<SqsBatchResponse, Error>(applier.handle(event.payload, deadline).await)
+    }))
+    .await
+}

@@ -1,1 +1,215 @@
+//! The forwarder: a DynamoDB stream batch in, ordered FIFO messages out.
+//!
+//! The decisions (events, packing, send rounds, what to report) are made in
+//! `relay_core`; this crate performs them against a [`QueueSender`] within
+//! the invocation's time budget.
 
+use std::time::Duration;
+
+use aws_lambda_events::event::dynamodb::Event;
+use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use futures::stream::{self, StreamExt};
+use relay_aws::runtime::{emit_metrics, now_ms, remaining};
+use relay_aws::{EntryStatus, MetricsPublisher, QueueSender, SendEntry};
+use relay_core::config::ForwarderConfig;
+use relay_core::event::{from_stream_record, table_from_arn, ChangeEvent};
+use relay_core::metrics::{names, MetricRecord, Unit};
+use relay_core::pack::pack;
+use relay_core::retry::backoff_ms;
+use relay_core::send_plan::{EntryRef, Outcome, SendPlan};
+
+/// Time kept back from the deadline: no new round starts inside it.
+pub const RESERVE: Duration = Duration::from_millis(1500);
+
+/// The forwarder with its dependencies.
+#[derive(Debug)]
+pub struct Forwarder<Q, M> {
+    pub config: ForwarderConfig,
+    pub queue: Q,
+    pub metrics: M,
+}
+
+/// What one invocation did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forwarded {
+    pub response: DynamoDbEventResponse,
+    pub metrics: MetricRecord,
+}
+
+fn failure(seq: Option<&str>) -> DynamoDbEventResponse {
+    let mut f = DynamoDbBatchItemFailure::default();
+    // An empty identifier makes Lambda retry the whole batch: safe, never lossy.
+    f.item_identifier = Some(seq.unwrap_or_default().to_string());
+    let mut r = DynamoDbEventResponse::default();
+    r.batch_item_failures.push(f);
+    r
+}
+
+impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
+    /// Handles one stream batch and delivers its metrics.
+    pub async fn handle(&self, event: Event, deadline: tokio::time::Instant) -> DynamoDbEventResponse {
+        let out = self.forward(event, deadline).await;
+        emit_metrics(&self.config.metrics, &out.metrics, &self.metrics).await;
+        out.response
+    }
+
+    /// Handles one stream batch; returns the response and the metrics.
+    pub async fn forward(&self, event: Event, deadline: tokio::time::Instant) -> Forwarded {
+        let mut metrics = MetricRecord::new("forwarder");
+        let records = event.records;
+        let src = records
+            .first()
+            .and_then(|r| {
+                r.event_source_arn
+                    .as_deref()
+                    .and_then(table_from_arn)
+                    .map(str::to_string)
+                    .or_else(|| r.table_name.clone())
+            })
+            .unwrap_or_default();
+
+        // 1. Records to events, up to the first one that cannot be replicated.
+        let mut events: Vec<(usize, ChangeEvent)> = Vec::with_capacity(records.len());
+        let mut first_bad: Option<usize> = None;
+        for (i, rec) in records.iter().enumerate() {
+            match from_stream_record(rec) {
+                Ok(e) => events.push((i, e)),
+                Err(e) => {
+                    tracing::error!(position = i, error = %e, "stream record cannot be forwarded; reporting it failed so Lambda retries it and, past its retry limit, sends it to the on-failure destination");
+                    first_bad = Some(i);
+                    break;
+                }
+            }
+        }
+        let oldest_ms = events.iter().map(|(_, e)| e.time_ms).min();
+
+        // 2. Pack. A cap too small for some record's keys stops there.
+        let cfg = &self.config;
+        let packed = loop {
+            match pack(&src, events.clone(), &cfg.pack) {
+                Ok(p) => break p,
+                Err(e) => {
+                    tracing::error!(error = %e, "record does not fit a message");
+                    first_bad = Some(first_bad.map_or(e.record, |b| b.min(e.record)));
+                    events.retain(|(i, _)| *i < e.record);
+                }
+            }
+        };
+
+        // 3. Send in rounds: one entry per group per call, heads only.
+        let mut plan = SendPlan::new(packed.groups, cfg.limits);
+        let mut retries = 0u64;
+        let mut out_of_time = false;
+        loop {
+            let round = plan.next_round();
+            if round.is_empty() {
+                break;
+            }
+            if remaining(deadline, RESERVE).is_zero() {
+                out_of_time = true;
+                break;
+            }
+            let results: Vec<(Vec<EntryRef>, Vec<Outcome>)> = stream::iter(round)
+                .map(|call| self.send_call(&plan, call))
+                .buffer_unordered(cfg.send_concurrency)
+                .collect()
+                .await;
+            let mut any_retry = false;
+            for (call, outcomes) in results {
+                for (e, o) in call.into_iter().zip(outcomes) {
+                    if o == Outcome::Retryable {
+                        any_retry = true;
+                        retries += 1;
+                    }
+                    plan.record(e, o);
+                }
+            }
+            if any_retry {
+                let delay = Duration::from_millis(backoff_ms(
+                    plan.max_attempts_in_flight(),
+                    50,
+                    2_000,
+                    fastrand::f64(),
+                ));
+                if delay >= remaining(deadline, RESERVE) {
+                    out_of_time = !plan.next_round().is_empty();
+                    break;
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+
+        // 4. Report the earliest record not accepted.
+        let unsent = plan.earliest_unsent();
+        let fail_at = match (unsent, first_bad) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if out_of_time {
+            tracing::warn!("time budget exhausted before every message was sent");
+        }
+        let response = match fail_at {
+            None => DynamoDbEventResponse::default(),
+            Some(i) => {
+                let seq = records.get(i).and_then(|r| r.change.sequence_number.as_deref());
+                tracing::warn!(position = i, sequence_number = seq.unwrap_or(""), failed_groups = plan.failed_groups(), "reporting batch item failure; Lambda retries from this record");
+                failure(seq)
+            }
+        };
+
+        let (sent, bytes) = plan.accepted();
+        let stats = packed.stats;
+        metrics
+            .count(names::FORWARDED, stats.events)
+            .count(names::MESSAGES_SENT, sent)
+            .add(names::BYTES_SENT, bytes as f64, Unit::Bytes)
+            .count(names::REFETCH_MARKERS, stats.refetch_markers)
+            .count(names::OLD_IMAGES_DROPPED, stats.old_images_dropped)
+            .count(names::SEND_RETRIES, retries)
+            .count(names::SEND_FAILURES, u64::from(fail_at.is_some()))
+            .count(names::BAD_RECORDS, u64::from(first_bad.is_some()));
+        if let Some(t) = oldest_ms {
+            metrics.add(names::REPLICATION_LAG_MS, (now_ms() - t).max(0) as f64, Unit::Milliseconds);
+        }
+        Forwarded { response, metrics }
+    }
+
+    /// One `SendMessageBatch` call; every entry gets an outcome.
+    async fn send_call(&self, plan: &SendPlan, call: Vec<EntryRef>) -> (Vec<EntryRef>, Vec<Outcome>) {
+        let entries: Vec<SendEntry> = call
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let m = plan.message(*e);
+                SendEntry {
+                    id: i.to_string(),
+                    body: m.body.clone(),
+                    group_id: m.group_id.clone(),
+                    dedup_id: m.dedup_id.clone(),
+                }
+            })
+            .collect();
+        let outcomes = match self.queue.send_batch(entries).await {
+            Ok(status) => (0..call.len())
+                .map(|i| match status.get(&i.to_string()) {
+                    Some(EntryStatus::Accepted) => Outcome::Accepted,
+                    Some(EntryStatus::Failed { retryable: false, code }) => {
+                        tracing::error!(code = %code, group = %plan.message(call[i]).group_id, "SQS refused a message (sender fault)");
+                        Outcome::Permanent
+                    }
+                    _ => Outcome::Retryable,
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, entries = call.len(), "SendMessageBatch call failed");
+                let o = if e.is_retryable() {
+                    Outcome::Retryable
+                } else {
+                    Outcome::Permanent
+                };
+                vec![o; call.len()]
+            }
+        };
+        (call, outcomes)
+    }
+}

@@ -1,1 +1,30 @@
-fn main() {}
+//! The forwarder Lambda: DynamoDB stream in, FIFO SQS messages out.
+
+use aws_lambda_events::event::dynamodb::Event;
+use aws_lambda_events::event::streams::DynamoDbEventResponse;
+use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use relay_aws::runtime::{deadline_from_epoch_ms, init_tracing};
+use relay_aws::sdk::{load_config, CloudWatchMetrics, SqsQueue};
+use relay_core::config::ForwarderConfig;
+use relay_forwarder::Forwarder;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+
+    // Invariant: bad configuration stops the cold start with the variable's name.
+    let config = ForwarderConfig::from_env(&|k: &str| std::env::var(k).ok())?;
+    let sdk = load_config().await;
+    let forwarder = Forwarder {
+        queue: SqsQueue::new(&sdk, config.queue_url.clone()),
+        metrics: CloudWatchMetrics::new(&sdk),
+        config,
+    };
+    let forwarder = &forwarder;
+
+    run(service_fn(move |event: LambdaEvent<Event>| async move {
+        let deadline = deadline_from_epoch_ms(event.context.deadline);
+        Ok::<DynamoDbEventResponse, Error>(forwarder.handle(event.payload, deadline).await)
+    }))
+    .await
+}

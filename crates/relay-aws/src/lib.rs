@@ -1,1 +1,150 @@
+//! ddb-relay's AWS boundary.
+//!
+//! Each capability the handlers need is a small trait ([`QueueSender`],
+//! [`TargetWriter`], [`SourceReader`], [`ControlReader`], [`MetricsPublisher`]).
+//! [`sdk`] implements them with the AWS SDK; the `fake` feature adds
+//! in-memory implementations that can inject failures, for tests.
+//!
+//! **Boundary:** SDK types never leave this crate. Items cross it as
+//! [`relay_core::item::Attrs`], errors as [`AwsError`] already classified as
+//! retryable or permanent.
 
+use std::collections::HashMap;
+use std::future::Future;
+
+use relay_core::control::ControlState;
+use relay_core::item::Attrs;
+use relay_core::metrics::MetricRecord;
+
+pub mod convert;
+pub mod runtime;
+#[cfg(feature = "fake")]
+pub mod fake;
+pub mod sdk;
+
+/// Whether trying again can help.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Throttling, a server fault, a timeout or a dropped connection.
+    Retryable,
+    /// Validation, missing resource, missing permission: the same request
+    /// will fail again.
+    Permanent,
+}
+
+/// An AWS call that failed, classified. Its text never holds item values.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{operation}: {code}: {message}")]
+pub struct AwsError {
+    pub kind: ErrorKind,
+    pub operation: &'static str,
+    pub code: String,
+    pub message: String,
+}
+
+impl AwsError {
+    pub fn retryable(operation: &'static str, code: &str, message: &str) -> Self {
+        AwsError {
+            kind: ErrorKind::Retryable,
+            operation,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn permanent(operation: &'static str, code: &str, message: &str) -> Self {
+        AwsError {
+            kind: ErrorKind::Permanent,
+            operation,
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.kind == ErrorKind::Retryable
+    }
+}
+
+/// One entry of a `SendMessageBatch` call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SendEntry {
+    /// Unique within the call.
+    pub id: String,
+    pub body: String,
+    pub group_id: String,
+    pub dedup_id: String,
+}
+
+/// What SQS said about one entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryStatus {
+    Accepted,
+    Failed { retryable: bool, code: String },
+}
+
+/// Sends FIFO messages.
+pub trait QueueSender: Send + Sync {
+    /// One `SendMessageBatch` call. The map has a status for every entry id;
+    /// an `Err` means the whole call failed.
+    fn send_batch(
+        &self,
+        entries: Vec<SendEntry>,
+    ) -> impl Future<Output = Result<HashMap<String, EntryStatus>, AwsError>> + Send;
+}
+
+/// A write without conditions, as `BatchWriteItem` takes it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Write {
+    Put(Attrs),
+    Delete(Attrs),
+}
+
+/// Writes to the target table.
+pub trait TargetWriter: Send + Sync {
+    /// One `BatchWriteItem` call (at most 25 writes, no two on one key).
+    /// Returns the positions of the writes DynamoDB left unprocessed.
+    fn batch_write(&self, writes: &[Write])
+        -> impl Future<Output = Result<Vec<usize>, AwsError>> + Send;
+
+    /// One `PutItem` or `DeleteItem`: used to find which write of a batch
+    /// DynamoDB refuses.
+    fn write_one(&self, write: &Write) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+/// Reads the source table.
+pub trait SourceReader: Send + Sync {
+    /// `GetItem` with a consistent read.
+    fn get_consistent(
+        &self,
+        keys: &Attrs,
+    ) -> impl Future<Output = Result<Option<Attrs>, AwsError>> + Send;
+}
+
+/// Reads the control item of a migration.
+pub trait ControlReader: Send + Sync {
+    fn load(
+        &self,
+        migration: &str,
+    ) -> impl Future<Output = Result<Option<ControlState>, AwsError>> + Send;
+}
+
+/// Sends a metrics record with `PutMetricData`.
+pub trait MetricsPublisher: Send + Sync {
+    fn publish(
+        &self,
+        namespace: &str,
+        migration: &str,
+        record: &MetricRecord,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+/// A publisher for when `PutMetricData` is not wanted.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoMetrics;
+
+impl MetricsPublisher for NoMetrics {
+    async fn publish(&self, _: &str, _: &str, _: &MetricRecord) -> Result<(), AwsError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,347 @@
+//! The trait implementations on the AWS SDK.
+//!
+//! Every client is built from one `SdkConfig`, so `AWS_ENDPOINT_URL` (or an
+//! explicit endpoint) points all of them at an emulator or at AWS alike.
+
+use std::collections::HashMap;
+
+use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{DeleteRequest, PutRequest, WriteRequest};
+use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+use relay_core::control::{ControlState, ATTR_MIGRATION};
+use relay_core::item::{AttributeValue, Attrs};
+use relay_core::metrics::{MetricRecord, Unit};
+
+use crate::convert::{from_sdk_item, to_sdk_item};
+use crate::{
+    AwsError, ControlReader, EntryStatus, MetricsPublisher, QueueSender, SendEntry, SourceReader,
+    TargetWriter, Write,
+};
+
+/// Loads the shared SDK configuration (region, credentials, endpoint) from
+/// the environment, as the AWS CLI does.
+pub async fn load_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// Error codes that mean "try again later".
+const RETRYABLE_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "InternalServerError",
+    "InternalFailure",
+    "InternalError",
+    "ServiceUnavailable",
+    "TransactionInProgressException",
+    "KMS.ThrottlingException",
+];
+
+/// Classifies an SDK error. Transport failures and timeouts are retryable;
+/// service errors are retryable when their code or HTTP status says so.
+pub fn classify<E, R>(operation: &'static str, err: &SdkError<E, R>) -> AwsError
+where
+    E: ProvideErrorMetadata,
+    R: HasStatus,
+{
+    match err {
+        SdkError::ConstructionFailure(_) => {
+            AwsError::permanent(operation, "ConstructionFailure", "request could not be built")
+        }
+        SdkError::TimeoutError(_) => AwsError::retryable(operation, "Timeout", "request timed out"),
+        SdkError::DispatchFailure(e) => {
+            let what = if e.is_io() {
+                "connection failed"
+            } else if e.is_timeout() {
+                "connection timed out"
+            } else {
+                "request could not be sent"
+            };
+            AwsError::retryable(operation, "DispatchFailure", what)
+        }
+        SdkError::ResponseError(e) => {
+            let status = e.raw().status_code();
+            let kind_ok = status >= 500 || status == 429;
+            let msg = format!("unreadable response (HTTP {status})");
+            if kind_ok || status == 200 {
+                AwsError::retryable(operation, "ResponseError", &msg)
+            } else {
+                AwsError::permanent(operation, "ResponseError", &msg)
+            }
+        }
+        SdkError::ServiceError(e) => {
+            let code = e.err().code().unwrap_or("Unknown");
+            let message = e.err().message().unwrap_or("");
+            let status = e.raw().status_code();
+            if RETRYABLE_CODES.contains(&code) || status >= 500 || status == 429 {
+                AwsError::retryable(operation, code, message)
+            } else {
+                AwsError::permanent(operation, code, message)
+            }
+        }
+        _ => AwsError::retryable(operation, "Unknown", "unclassified SDK error"),
+    }
+}
+
+/// The HTTP status of a raw response, for [`classify`].
+pub trait HasStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HasStatus for aws_sdk_dynamodb::config::http::HttpResponse {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+/// The FIFO queue.
+#[derive(Clone, Debug)]
+pub struct SqsQueue {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SqsQueue {
+    pub fn new(config: &aws_config::SdkConfig, queue_url: impl Into<String>) -> Self {
+        SqsQueue {
+            client: aws_sdk_sqs::Client::new(config),
+            queue_url: queue_url.into(),
+        }
+    }
+}
+
+impl QueueSender for SqsQueue {
+    async fn send_batch(
+        &self,
+        entries: Vec<SendEntry>,
+    ) -> Result<HashMap<String, EntryStatus>, AwsError> {
+        const OP: &str = "SendMessageBatch";
+        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+        let mut request = Vec::with_capacity(entries.len());
+        for e in entries {
+            let entry = SendMessageBatchRequestEntry::builder()
+                .id(e.id)
+                .message_body(e.body)
+                .message_group_id(e.group_id)
+                .message_deduplication_id(e.dedup_id)
+                .build()
+                .map_err(|_| AwsError::permanent(OP, "ConstructionFailure", "invalid entry"))?;
+            request.push(entry);
+        }
+        let out = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(request))
+            .send()
+            .await
+            .map_err(|e| classify(OP, &e))?;
+        let mut status: HashMap<String, EntryStatus> = HashMap::new();
+        for ok in out.successful() {
+            status.insert(ok.id().to_string(), EntryStatus::Accepted);
+        }
+        for bad in out.failed() {
+            status.insert(
+                bad.id().to_string(),
+                EntryStatus::Failed {
+                    retryable: !bad.sender_fault(),
+                    code: bad.code().to_string(),
+                },
+            );
+        }
+        for id in ids {
+            status.entry(id).or_insert(EntryStatus::Failed {
+                retryable: true,
+                code: "NoResultForEntry".into(),
+            });
+        }
+        Ok(status)
+    }
+}
+
+/// One DynamoDB table, as a write target and as a consistent-read source.
+#[derive(Clone, Debug)]
+pub struct DynamoTable {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoTable {
+    pub fn new(config: &aws_config::SdkConfig, table: impl Into<String>) -> Self {
+        DynamoTable {
+            client: aws_sdk_dynamodb::Client::new(config),
+            table: table.into(),
+        }
+    }
+
+    pub fn from_client(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+        DynamoTable {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+fn to_request(w: &Write) -> Result<WriteRequest, AwsError> {
+    let bad = |_| AwsError::permanent("BatchWriteItem", "ConstructionFailure", "invalid write");
+    Ok(match w {
+        Write::Put(item) => WriteRequest::builder()
+            .put_request(PutRequest::builder().set_item(Some(to_sdk_item(item))).build().map_err(bad)?)
+            .build(),
+        Write::Delete(keys) => WriteRequest::builder()
+            .delete_request(
+                DeleteRequest::builder().set_key(Some(to_sdk_item(keys))).build().map_err(bad)?,
+            )
+            .build(),
+    })
+}
+
+fn from_request(r: &WriteRequest) -> Option<Write> {
+    if let Some(p) = r.put_request() {
+        return from_sdk_item(p.item()).ok().map(Write::Put);
+    }
+    r.delete_request()
+        .and_then(|d| from_sdk_item(d.key()).ok())
+        .map(Write::Delete)
+}
+
+impl TargetWriter for DynamoTable {
+    async fn batch_write(&self, writes: &[Write]) -> Result<Vec<usize>, AwsError> {
+        const OP: &str = "BatchWriteItem";
+        let requests = writes.iter().map(to_request).collect::<Result<Vec<_>, _>>()?;
+        let out = self
+            .client
+            .batch_write_item()
+            .request_items(&self.table, requests)
+            .send()
+            .await
+            .map_err(|e| classify(OP, &e))?;
+        let Some(left) = out.unprocessed_items().and_then(|m| m.get(&self.table)) else {
+            return Ok(Vec::new());
+        };
+        let mut unprocessed = Vec::with_capacity(left.len());
+        for r in left {
+            match from_request(r).and_then(|w| writes.iter().position(|x| *x == w)) {
+                Some(i) => unprocessed.push(i),
+                // Cannot tell which: retrying all of them is safe.
+                None => return Ok((0..writes.len()).collect()),
+            }
+        }
+        Ok(unprocessed)
+    }
+
+    async fn write_one(&self, write: &Write) -> Result<(), AwsError> {
+        match write {
+            Write::Put(item) => self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(to_sdk_item(item)))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify("PutItem", &e)),
+            Write::Delete(keys) => self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(to_sdk_item(keys)))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| classify("DeleteItem", &e)),
+        }
+    }
+}
+
+impl SourceReader for DynamoTable {
+    async fn get_consistent(&self, keys: &Attrs) -> Result<Option<Attrs>, AwsError> {
+        const OP: &str = "GetItem";
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(to_sdk_item(keys)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify(OP, &e))?;
+        match out.item() {
+            None => Ok(None),
+            Some(item) => from_sdk_item(item)
+                .map(Some)
+                .map_err(|e| AwsError::permanent(OP, "UnknownAttributeType", &e.to_string())),
+        }
+    }
+}
+
+impl ControlReader for DynamoTable {
+    async fn load(&self, migration: &str) -> Result<Option<ControlState>, AwsError> {
+        const OP: &str = "GetItem(control)";
+        let key: Attrs = [(ATTR_MIGRATION.to_string(), AttributeValue::S(migration.into()))].into();
+        let Some(item) = self.get_consistent(&key).await? else {
+            return Ok(None);
+        };
+        ControlState::from_item(&item)
+            .map(Some)
+            .map_err(|e| AwsError::permanent(OP, "InvalidControlItem", &e.to_string()))
+    }
+}
+
+/// CloudWatch `PutMetricData`.
+#[derive(Clone, Debug)]
+pub struct CloudWatchMetrics {
+    client: aws_sdk_cloudwatch::Client,
+}
+
+impl CloudWatchMetrics {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        CloudWatchMetrics {
+            client: aws_sdk_cloudwatch::Client::new(config),
+        }
+    }
+}
+
+impl MetricsPublisher for CloudWatchMetrics {
+    async fn publish(
+        &self,
+        namespace: &str,
+        migration: &str,
+        record: &MetricRecord,
+    ) -> Result<(), AwsError> {
+        let dims = [
+            Dimension::builder().name("Migration").value(migration).build(),
+            Dimension::builder().name("Function").value(record.function).build(),
+        ];
+        let data: Vec<MetricDatum> = record
+            .values
+            .iter()
+            .map(|(name, value, unit)| {
+                MetricDatum::builder()
+                    .metric_name(*name)
+                    .value(*value)
+                    .unit(match unit {
+                        Unit::Count => StandardUnit::Count,
+                        Unit::Bytes => StandardUnit::Bytes,
+                        Unit::Milliseconds => StandardUnit::Milliseconds,
+                    })
+                    .set_dimensions(Some(dims.to_vec()))
+                    .build()
+            })
+            .collect();
+        // PutMetricData takes up to 1000 data per call; a record has ~20.
+        self.client
+            .put_metric_data()
+            .namespace(namespace)
+            .set_metric_data(Some(data))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify("PutMetricData", &e))
+    }
+}
