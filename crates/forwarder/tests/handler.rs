@@ -1,0 +1,258 @@
+//! The forwarder handler on AWS-shaped stream events, against the in-memory
+//! FIFO fake with injected failures.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::dynamodb::Event;
+use relay_aws::fake::events::{stream_event, Record};
+use relay_aws::fake::{EntryFault, FakeFifo};
+use relay_aws::{AwsError, NoMetrics};
+use relay_core::config::{ForwarderConfig, MetricsConfig, MetricsMode};
+use relay_core::envelope::decode;
+use relay_core::event::ChangeEvent;
+use relay_core::group::{bucket, group_id};
+use relay_core::item::{AttributeValue as V, Attrs, CanonicalKey};
+use relay_core::metrics::names;
+use relay_core::pack::PackConfig;
+use relay_core::send_plan::BatchLimits;
+use relay_forwarder::Forwarder;
+
+const FIXTURE: &str = include_str!("../../../fixtures/dynamodb-stream-event.json");
+
+fn config(buckets: u32, cap: usize) -> ForwarderConfig {
+    ForwarderConfig {
+        queue_url: "https://sqs.us-east-1.amazonaws.com/123456789012/relay.fifo".into(),
+        pack: PackConfig {
+            buckets,
+            max_message_bytes: cap,
+            forward_old_image: true,
+        },
+        limits: BatchLimits::default(),
+        send_concurrency: 4,
+        metrics: MetricsConfig {
+            mode: MetricsMode::Off,
+            namespace: "DdbRelay".into(),
+            migration: "test".into(),
+        },
+    }
+}
+
+fn forwarder(queue: &FakeFifo, buckets: u32, cap: usize) -> Forwarder<FakeFifo, NoMetrics> {
+    Forwarder {
+        config: config(buckets, cap),
+        queue: queue.clone(),
+        metrics: NoMetrics,
+    }
+}
+
+fn deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(60)
+}
+
+fn delivered(queue: &FakeFifo) -> Vec<(String, ChangeEvent)> {
+    queue
+        .accepted()
+        .into_iter()
+        .flat_map(|m| {
+            let g = m.group_id.clone();
+            decode(&m.body).unwrap().ev.into_iter().map(move |e| (g.clone(), e))
+        })
+        .collect()
+}
+
+/// `n` changes cycling over `keys` items, each with a ~`size`-byte payload.
+fn synthetic(n: usize, keys: usize, size: usize) -> (Event, Vec<Record>) {
+    let records: Vec<Record> = (0..n)
+        .map(|i| {
+            let k: Attrs = [("pk".to_string(), V::S(format!("item-{}", i % keys)))].into();
+            let mut image = k.clone();
+            image.insert("v".into(), V::N(i.to_string()));
+            image.insert("pad".into(), V::S("p".repeat(size)));
+            Record {
+                event_id: format!("ev-{i}"),
+                event_name: if i < keys { "INSERT" } else { "MODIFY" }.into(),
+                seq: format!("{:021}", 1000 + i),
+                time_s: 1_793_750_400,
+                keys: k,
+                new_image: Some(image),
+                old_image: None,
+                ttl: false,
+            }
+        })
+        .collect();
+    (stream_event("Orders", &records), records)
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_aws_fixture_becomes_ordered_messages() {
+    let queue = FakeFifo::new(5);
+    let f = forwarder(&queue, 4, 256 * 1024);
+    let event: Event = serde_json::from_str(FIXTURE).unwrap();
+    let out = f.forward(event, deadline()).await;
+    assert!(out.response.batch_item_failures.is_empty());
+    assert_eq!(out.metrics.get(names::FORWARDED), Some(5.0));
+
+    let got = delivered(&queue);
+    let ids: Vec<&str> = got.iter().map(|(_, e)| e.event_id.as_str()).collect();
+    assert_eq!(ids.len(), 5);
+    // Per item, stream order; all changes of an item in one group.
+    let mut by_key: HashMap<String, (String, Vec<&str>)> = HashMap::new();
+    for (g, e) in &got {
+        let entry = by_key
+            .entry(format!("{:?}", e.keys.get("pk")))
+            .or_insert_with(|| (g.clone(), Vec::new()));
+        assert_eq!(&entry.0, g, "one item, one group");
+        entry.1.push(&e.event_id);
+    }
+    assert_eq!(by_key[&format!("{:?}", Some(V::S("order#1".into())))].1, vec!["e-1", "e-3"]);
+    assert_eq!(by_key[&format!("{:?}", Some(V::S("order#2".into())))].1, vec!["e-2", "e-4"]);
+    let ttl = got.iter().find(|(_, e)| e.event_id == "e-5").unwrap();
+    assert!(ttl.1.ttl, "TTL delete is flagged");
+    let modify = got.iter().find(|(_, e)| e.event_id == "e-3").unwrap();
+    assert!(modify.1.old_image.is_some() && modify.1.new_image.is_some());
+    assert_eq!(
+        modify.1.new_image.as_ref().unwrap()["total"],
+        V::N("12345678901234567890123456789012345678".into())
+    );
+    assert_eq!(modify.1.time_ms, 1_793_750_401_000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn packing_uses_few_messages() {
+    let queue = FakeFifo::new(5);
+    let f = forwarder(&queue, 4, 256 * 1024);
+    let (event, _) = synthetic(400, 100, 1000);
+    let out = f.forward(event, deadline()).await;
+    assert!(out.response.batch_item_failures.is_empty());
+    let sent = out.metrics.get(names::MESSAGES_SENT).unwrap();
+    assert!(sent <= 8.0, "400 events of ~1 KB in 4 groups took {sent} messages");
+    assert_eq!(delivered(&queue).len(), 400);
+    assert_eq!(queue.same_group_violations(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_message_reports_its_first_record_and_stops_its_group() {
+    let queue = FakeFifo::new(5);
+    // Small messages: several per group.
+    let f = forwarder(&queue, 3, 16 * 1024);
+    let (event, records) = synthetic(120, 30, 1000);
+    // The second message offered for the first group seen is refused for good.
+    let seen: Arc<std::sync::Mutex<HashMap<String, usize>>> = Arc::default();
+    let victim: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let (s2, v2) = (seen.clone(), victim.clone());
+    queue.set_entry_faults(move |e| {
+        let mut v = v2.lock().unwrap();
+        let victim = v.get_or_insert_with(|| e.group_id.clone()).clone();
+        let mut seen = s2.lock().unwrap();
+        let n = seen.entry(e.group_id.clone()).or_insert(0);
+        *n += 1;
+        (e.group_id == victim && *n == 2).then_some(EntryFault::Permanent)
+    });
+    let out = f.forward(event, deadline()).await;
+    let victim = victim.lock().unwrap().clone().unwrap();
+
+    // The refused message is the victim's second; its first event is the
+    // earliest record not delivered.
+    let got = delivered(&queue);
+    let victim_events: Vec<&ChangeEvent> = got.iter().filter(|(g, _)| *g == victim).map(|(_, e)| e).collect();
+    let after_victim = records
+        .iter()
+        .position(|r| {
+            !victim_events.iter().any(|e| e.event_id == r.event_id)
+                && got.iter().all(|(_, e)| e.event_id != r.event_id)
+        })
+        .unwrap();
+    assert_eq!(out.response.batch_item_failures.len(), 1);
+    assert_eq!(
+        out.response.batch_item_failures[0].item_identifier.as_deref(),
+        Some(records[after_victim].seq.as_str())
+    );
+    // Nothing later was sent for the victim group: it holds only its first message.
+    assert_eq!(queue.accepted().iter().filter(|m| m.group_id == victim).count(), 1);
+    // Other groups flowed: every event of every other group arrived.
+    for r in &records {
+        let g = group_id(bucket("Orders", &CanonicalKey::of(&r.keys), 3));
+        if g != victim {
+            assert!(got.iter().any(|(_, e)| e.event_id == r.event_id), "{} lost", r.event_id);
+        }
+    }
+    assert_eq!(queue.same_group_violations(), 0);
+    assert_eq!(out.metrics.get(names::SEND_FAILURES), Some(1.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttling_and_failed_calls_are_retried() {
+    let queue = FakeFifo::new(5);
+    let f = forwarder(&queue, 8, 16 * 1024);
+    let (event, records) = synthetic(200, 50, 500);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    queue.set_call_faults(move |_| {
+        (c.fetch_add(1, Ordering::SeqCst) < 2)
+            .then(|| AwsError::retryable("SendMessageBatch", "ServiceUnavailable", "try later"))
+    });
+    let entries = Arc::new(AtomicUsize::new(0));
+    let n = entries.clone();
+    queue.set_entry_faults(move |_| (n.fetch_add(1, Ordering::SeqCst) % 3 == 0).then_some(EntryFault::Retryable));
+    let out = f.forward(event, deadline()).await;
+    assert!(out.response.batch_item_failures.is_empty(), "{:?}", out.response);
+    assert_eq!(delivered(&queue).len(), records.len());
+    assert!(out.metrics.get(names::SEND_RETRIES).unwrap() > 0.0);
+    assert_eq!(queue.same_group_violations(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_time_left_means_nothing_sent_and_everything_reported() {
+    let queue = FakeFifo::new(5);
+    let f = forwarder(&queue, 4, 256 * 1024);
+    let (event, records) = synthetic(10, 5, 10);
+    let out = f
+        .forward(event, tokio::time::Instant::now() + Duration::from_millis(500))
+        .await;
+    assert_eq!(queue.calls(), 0);
+    assert_eq!(
+        out.response.batch_item_failures[0].item_identifier.as_deref(),
+        Some(records[0].seq.as_str())
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_record_without_keys_is_reported_not_skipped() {
+    let queue = FakeFifo::new(5);
+    let f = forwarder(&queue, 4, 256 * 1024);
+    let (_, mut records) = synthetic(6, 6, 10);
+    records[3].keys.clear();
+    let out = f.forward(stream_event("Orders", &records), deadline()).await;
+    assert_eq!(
+        out.response.batch_item_failures[0].item_identifier.as_deref(),
+        Some(records[3].seq.as_str())
+    );
+    let ids: Vec<String> = delivered(&queue).into_iter().map(|(_, e)| e.event_id).collect();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.iter().all(|id| ["ev-0", "ev-1", "ev-2"].contains(&id.as_str())));
+    assert_eq!(out.metrics.get(names::BAD_RECORDS), Some(1.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_event_names_and_oversized_items_become_refetch_markers() {
+    let queue = FakeFifo::new(5);
+    let f = forwarder(&queue, 1, 16 * 1024);
+    let (_, mut records) = synthetic(3, 3, 10);
+    records[0].event_name = "UPSERT".into();
+    records[1]
+        .new_image
+        .as_mut()
+        .unwrap()
+        .insert("huge".into(), V::S("h".repeat(20 * 1024)));
+    let out = f.forward(stream_event("Orders", &records), deadline()).await;
+    assert!(out.response.batch_item_failures.is_empty());
+    let got = delivered(&queue);
+    assert_eq!(got.len(), 3, "nothing dropped");
+    assert!(got[0].1.refetch && got[1].1.refetch && !got[2].1.refetch);
+    assert!(got[1].1.new_image.is_none());
+    assert_eq!(out.metrics.get(names::REFETCH_MARKERS), Some(2.0));
+}
