@@ -1,0 +1,286 @@
+//! The applier handler on AWS-shaped SQS FIFO events, against the in-memory
+//! DynamoDB fake with injected failures.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use relay_applier::Applier;
+use relay_aws::fake::{Call, DbFault, FakeDynamo, FakeTable};
+use relay_aws::{AwsError, NoMetrics, Write};
+use relay_core::apply::TtlPolicy;
+use relay_core::config::{ApplierConfig, MetricsConfig, MetricsMode};
+use relay_core::control::ControlState;
+use relay_core::envelope::encode;
+use relay_core::event::{ChangeEvent, Op};
+use relay_core::item::{AttributeValue as V, Attrs, CanonicalKey};
+use relay_core::metrics::names;
+
+const FIXTURE: &str = include_str!("../../../fixtures/sqs-fifo-event.json");
+const T0: i64 = 1_793_750_400_000;
+
+type TestApplier = Applier<FakeTable, FakeTable, FakeTable, NoMetrics>;
+
+fn setup(cutoff: Option<i64>, ttl: TtlPolicy) -> (FakeDynamo, TestApplier) {
+    let db = FakeDynamo::new();
+    db.create_table("target", &["pk"]);
+    db.create_table("source", &["pk"]);
+    db.create_table("control", &["migration"]);
+    if let Some(c) = cutoff {
+        set_cutoff(&db, c);
+    }
+    let config = ApplierConfig {
+        target_table: "target".into(),
+        source_table: "source".into(),
+        control_table: "control".into(),
+        ttl_policy: ttl,
+        control_cache_ms: 5_000,
+        write_concurrency: 2,
+        metrics: MetricsConfig {
+            mode: MetricsMode::Off,
+            namespace: "DdbRelay".into(),
+            migration: "m1".into(),
+        },
+    };
+    let a = Applier::new(config, db.table("target"), db.table("source"), db.table("control"), NoMetrics);
+    (db, a)
+}
+
+fn set_cutoff(db: &FakeDynamo, cutoff: i64) {
+    let state = ControlState {
+        migration: "m1".into(),
+        cutoff_ms: Some(cutoff),
+        ..ControlState::default()
+    };
+    db.put("control", state.to_item());
+}
+
+fn deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(60)
+}
+
+fn fixture() -> SqsEvent {
+    serde_json::from_str(FIXTURE).unwrap()
+}
+
+fn key(pk: &str) -> CanonicalKey {
+    CanonicalKey::of(&[("pk".to_string(), V::S(pk.into()))].into())
+}
+
+fn failed_ids(r: &SqsBatchResponse) -> Vec<String> {
+    r.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect()
+}
+
+fn ids(e: &SqsEvent) -> Vec<String> {
+    e.records.iter().map(|m| m.message_id.clone().unwrap()).collect()
+}
+
+fn item(pk: &str, v: i64) -> Attrs {
+    [("pk".to_string(), V::S(pk.into())), ("v".to_string(), V::N(v.to_string()))].into()
+}
+
+fn change(i: usize, op: Op, pk: &str, v: i64) -> ChangeEvent {
+    ChangeEvent {
+        event_id: format!("e{i}"),
+        seq: i.to_string(),
+        time_ms: T0,
+        op,
+        ttl: false,
+        refetch: false,
+        keys: [("pk".to_string(), V::S(pk.into()))].into(),
+        new_image: (op != Op::Remove).then(|| item(pk, v)),
+        old_image: None,
+    }
+}
+
+fn sqs_event(bodies: Vec<String>) -> SqsEvent {
+    let mut e = fixture();
+    let template = e.records[0].clone();
+    e.records = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let mut m = template.clone();
+            m.message_id = Some(format!("msg-{i}"));
+            m.body = Some(b);
+            m
+        })
+        .collect();
+    e
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_aws_fixture_is_applied_coalesced_and_counted() {
+    let (db, a) = setup(Some(T0), TtlPolicy::Replicate);
+    db.put("target", item("dave", 0));
+    let out = a.apply(fixture(), deadline()).await;
+    assert!(out.response.batch_item_failures.is_empty());
+    let items = db.items("target");
+    assert_eq!(items[&key("alice")]["v"], V::N("3".into()));
+    assert_eq!(items[&key("alice")]["note"], V::S("é😀".into()));
+    assert!(items.contains_key(&key("bob")) && items.contains_key(&key("carol")));
+    assert!(!items.contains_key(&key("dave")), "TTL delete replicated by default");
+    assert_eq!(out.metrics.get(names::COALESCED), Some(2.0));
+    assert_eq!(out.metrics.get(names::APPLIED_PUTS), Some(3.0));
+    assert_eq!(out.metrics.get(names::APPLIED_DELETES), Some(1.0));
+    assert_eq!(db.calls("BatchWriteItem"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_cutoff_nothing_is_written_and_every_message_fails() {
+    let (db, a) = setup(None, TtlPolicy::Replicate);
+    let event = fixture();
+    let out = a.apply(event.clone(), deadline()).await;
+    assert_eq!(failed_ids(&out.response), ids(&event));
+    assert!(db.items("target").is_empty());
+    assert_eq!(out.metrics.get(names::CUTOFF_MISSING), Some(1.0));
+    assert_eq!(db.calls("BatchWriteItem"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_before_the_cutoff_are_skipped_and_counted() {
+    // e-6 (dave) is one second later than the rest.
+    let (db, a) = setup(Some(T0 + 1000), TtlPolicy::Replicate);
+    db.put("target", item("dave", 0));
+    let out = a.apply(fixture(), deadline()).await;
+    assert!(out.response.batch_item_failures.is_empty());
+    assert_eq!(out.metrics.get(names::SKIPPED_BEFORE_CUTOFF), Some(5.0));
+    let items = db.items("target");
+    assert_eq!(items.len(), 0, "only dave's delete applied");
+}
+
+#[tokio::test(start_paused = true)]
+async fn ttl_deletes_can_be_skipped_and_are_counted() {
+    let (db, a) = setup(Some(T0), TtlPolicy::Skip);
+    db.put("target", item("dave", 0));
+    let out = a.apply(fixture(), deadline()).await;
+    assert!(out.response.batch_item_failures.is_empty());
+    assert!(db.items("target").contains_key(&key("dave")));
+    assert_eq!(out.metrics.get(names::SKIPPED_TTL), Some(1.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttling_and_unprocessed_items_are_retried_until_written() {
+    let (db, a) = setup(Some(T0), TtlPolicy::Replicate);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    db.set_faults(move |call: &Call<'_>| {
+        if call.op != "BatchWriteItem" {
+            return None;
+        }
+        match c.fetch_add(1, Ordering::SeqCst) {
+            0 => Some(DbFault::Error(AwsError::retryable(
+                "BatchWriteItem",
+                "ProvisionedThroughputExceededException",
+                "slow down",
+            ))),
+            1 | 2 => Some(DbFault::Unprocessed(vec![0])),
+            _ => None,
+        }
+    });
+    let bodies = vec![encode(
+        "Orders",
+        &(0..60).map(|i| change(i, Op::Insert, &format!("k{i}"), 1)).collect::<Vec<_>>(),
+    )];
+    let out = a.apply(sqs_event(bodies), deadline()).await;
+    assert!(out.response.batch_item_failures.is_empty(), "{:?}", out.response);
+    assert_eq!(db.items("target").len(), 60);
+    assert!(out.metrics.get(names::WRITE_RETRIES).unwrap() >= 3.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_item_fails_its_earliest_message_and_every_later_one() {
+    let (db, a) = setup(Some(T0), TtlPolicy::Replicate);
+    // The target refuses any write of item "poison" (e.g. too large after a transform).
+    db.set_faults(|call: &Call<'_>| {
+        let poisoned = call.writes.iter().any(|w| match w {
+            Write::Put(i) | Write::Delete(i) => i["pk"] == V::S("poison".into()),
+        });
+        poisoned.then(|| {
+            DbFault::Error(AwsError::permanent("BatchWriteItem", "ValidationException", "Item size has exceeded the maximum allowed size"))
+        })
+    });
+    let bodies = vec![
+        encode("Orders", &[change(1, Op::Insert, "a", 1)]),
+        encode("Orders", &[change(2, Op::Insert, "b", 1), change(3, Op::Insert, "poison", 1)]),
+        encode("Orders", &[change(4, Op::Modify, "poison", 2), change(5, Op::Insert, "c", 1)]),
+    ];
+    let event = sqs_event(bodies);
+    let out = a.apply(event.clone(), deadline()).await;
+    assert_eq!(failed_ids(&out.response), ids(&event)[1..].to_vec());
+    let items = db.items("target");
+    assert!(items.contains_key(&key("a")) && items.contains_key(&key("b")) && items.contains_key(&key("c")));
+    assert!(!items.contains_key(&key("poison")));
+    assert_eq!(out.metrics.get(names::FAILED_MESSAGES), Some(2.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_undecodable_message_stops_the_batch_there() {
+    let (db, a) = setup(Some(T0), TtlPolicy::Replicate);
+    let bodies = vec![
+        encode("Orders", &[change(1, Op::Insert, "a", 1)]),
+        r#"{"v":9,"src":"Orders","ev":[]}"#.to_string(),
+        encode("Orders", &[change(2, Op::Insert, "b", 1)]),
+    ];
+    let event = sqs_event(bodies);
+    let out = a.apply(event.clone(), deadline()).await;
+    assert_eq!(failed_ids(&out.response), ids(&event)[1..].to_vec());
+    let items = db.items("target");
+    assert!(items.contains_key(&key("a")));
+    assert!(!items.contains_key(&key("b")), "nothing after the bad message is applied");
+    assert_eq!(out.metrics.get(names::UNDECODABLE_MESSAGES), Some(1.0));
+
+    let event = sqs_event(vec!["not json at all".into()]);
+    let out = a.apply(event.clone(), deadline()).await;
+    assert_eq!(failed_ids(&out.response), ids(&event));
+}
+
+#[tokio::test(start_paused = true)]
+async fn refetch_markers_copy_the_source_state_or_delete() {
+    let (db, a) = setup(Some(T0), TtlPolicy::Replicate);
+    db.put("source", item("live", 42));
+    db.put("target", item("gone", 1));
+    let bodies = vec![encode(
+        "Orders",
+        &[
+            change(1, Op::Modify, "live", 1).into_refetch(),
+            change(2, Op::Modify, "gone", 1).into_refetch(),
+        ],
+    )];
+    let out = a.apply(sqs_event(bodies), deadline()).await;
+    assert!(out.response.batch_item_failures.is_empty());
+    let items = db.items("target");
+    assert_eq!(items[&key("live")]["v"], V::N("42".into()));
+    assert!(!items.contains_key(&key("gone")));
+    assert_eq!(out.metrics.get(names::REFETCHES), Some(2.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_control_item_is_cached_for_a_few_seconds() {
+    let (db, a) = setup(Some(T0), TtlPolicy::Replicate);
+    let body = || vec![encode("Orders", &[change(1, Op::Insert, "a", 1)])];
+    a.apply(sqs_event(body()), deadline()).await;
+    a.apply(sqs_event(body()), deadline()).await;
+    assert_eq!(db.calls("GetItem"), 1);
+    tokio::time::advance(Duration::from_secs(6)).await;
+    a.apply(sqs_event(body()), deadline()).await;
+    assert_eq!(db.calls("GetItem"), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn out_of_time_fails_what_is_left_instead_of_dropping_it() {
+    let (db, a) = setup(Some(T0), TtlPolicy::Replicate);
+    db.set_faults(|call: &Call<'_>| {
+        (call.op == "BatchWriteItem").then(|| {
+            DbFault::Error(AwsError::retryable("BatchWriteItem", "ThrottlingException", "slow down"))
+        })
+    });
+    let event = sqs_event(vec![
+        encode("Orders", &[change(1, Op::Insert, "a", 1)]),
+        encode("Orders", &[change(2, Op::Insert, "b", 1)]),
+    ]);
+    let out = a.apply(event.clone(), tokio::time::Instant::now() + Duration::from_secs(10)).await;
+    assert_eq!(failed_ids(&out.response), ids(&event));
+}
