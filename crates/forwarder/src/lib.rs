@@ -86,7 +86,7 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
         // 2. Pack. A cap too small for some record's keys stops there.
         let cfg = &self.config;
         let packed = loop {
-            match pack(&src, events.clone(), &cfg.pack) {
+            match pack(&src, &events, &cfg.pack) {
                 Ok(p) => break p,
                 Err(e) => {
                     tracing::error!(error = %e, "record does not fit a message");

@@ -77,7 +77,7 @@ struct Building {
 /// Packs `(record position, event)` pairs, given in stream order.
 pub fn pack(
     src_table: &str,
-    events: Vec<(usize, ChangeEvent)>,
+    events: &[(usize, ChangeEvent)],
     cfg: &PackConfig,
 ) -> Result<Packed, PackError> {
     let header = envelope::header(src_table);
@@ -88,19 +88,9 @@ pub fn pack(
     let mut groups: HashMap<u32, (Vec<OutMessage>, Option<Building>)> = HashMap::new();
     let mut stats = PackStats::default();
 
-    for (record, mut event) in events {
-        if !cfg.forward_old_image && event.old_image.take().is_some() {
-            stats.old_images_dropped += 1;
-        }
-        let mut encoded = envelope::encode_event(&event);
-        if encoded.len() > room && event.old_image.take().is_some() {
-            stats.old_images_dropped += 1;
-            encoded = envelope::encode_event(&event);
-        }
-        if encoded.len() > room && !event.refetch {
-            event = event.into_refetch();
-            encoded = envelope::encode_event(&event);
-        }
+    for (record, event) in events {
+        let record = *record;
+        let (encoded, refetch) = encode_within(event, room, cfg.forward_old_image, &mut stats);
         if encoded.len() > room {
             return Err(PackError {
                 record,
@@ -108,7 +98,7 @@ pub fn pack(
                 needed: encoded.len() + frame,
             });
         }
-        if event.refetch {
+        if refetch {
             stats.refetch_markers += 1;
         }
         stats.events += 1;
@@ -131,7 +121,7 @@ pub fn pack(
             Some(cur) => {
                 cur.body.extend_from_slice(envelope::SEPARATOR);
                 cur.body.extend_from_slice(&encoded);
-                cur.ids.push(event.event_id);
+                cur.ids.push(event.event_id.clone());
             }
             None => {
                 let mut body = Vec::with_capacity(cfg.max_message_bytes.min(64 * 1024));
@@ -139,7 +129,7 @@ pub fn pack(
                 body.extend_from_slice(&encoded);
                 *open = Some(Building {
                     body,
-                    ids: vec![event.event_id],
+                    ids: vec![event.event_id.clone()],
                     first_record: record,
                 });
             }
@@ -156,6 +146,34 @@ pub fn pack(
         }
     }
     Ok(Packed { groups: out, stats })
+}
+
+/// Encodes one event so that it fits `room` bytes if it can: without its old
+/// image if needed (or not wanted), else as a refetch marker. Clones the
+/// event only when it has to change it. Returns the bytes and whether the
+/// event is a refetch marker.
+fn encode_within(
+    event: &ChangeEvent,
+    room: usize,
+    forward_old_image: bool,
+    stats: &mut PackStats,
+) -> (Vec<u8>, bool) {
+    if forward_old_image || event.old_image.is_none() {
+        let encoded = envelope::encode_event(event);
+        if encoded.len() <= room {
+            return (encoded, event.refetch);
+        }
+    }
+    let mut slim = event.clone();
+    if slim.old_image.take().is_some() {
+        stats.old_images_dropped += 1;
+        let encoded = envelope::encode_event(&slim);
+        if encoded.len() <= room {
+            return (encoded, slim.refetch);
+        }
+    }
+    let marker = slim.into_refetch();
+    (envelope::encode_event(&marker), true)
 }
 
 fn finish(bucket: u32, mut m: Building, stats: &mut PackStats) -> OutMessage {
@@ -206,7 +224,7 @@ mod tests {
     #[test]
     fn one_bucket_packs_in_order_under_the_cap() {
         let events: Vec<_> = (0..50).map(|i| (i, ev(i, &format!("k{}", i % 7), 900))).collect();
-        let packed = pack("T", events, &cfg(1, MIN_MESSAGE_BYTES)).unwrap();
+        let packed = pack("T", &events, &cfg(1, MIN_MESSAGE_BYTES)).unwrap();
         assert_eq!(packed.groups.len(), 1);
         let msgs = &packed.groups[0];
         assert!(msgs.len() > 1 && msgs.len() < 10, "{} messages", msgs.len());
@@ -226,7 +244,7 @@ mod tests {
     #[test]
     fn same_key_same_group() {
         let events: Vec<_> = (0..40).map(|i| (i, ev(i, &format!("k{}", i % 5), 10))).collect();
-        let packed = pack("T", events, &cfg(16, 256 * 1024)).unwrap();
+        let packed = pack("T", &events, &cfg(16, 256 * 1024)).unwrap();
         let mut seen: HashMap<String, String> = HashMap::new();
         for g in &packed.groups {
             for m in g {
@@ -246,7 +264,7 @@ mod tests {
             (0, ev(0, "a", cap / 2)), // fits only without its old image
             (1, ev(1, "b", cap)),     // fits only as keys
         ];
-        let packed = pack("T", events, &cfg(1, cap)).unwrap();
+        let packed = pack("T", &events, &cfg(1, cap)).unwrap();
         let all: Vec<ChangeEvent> = packed.groups[0]
             .iter()
             .flat_map(|m| decode(&m.body).unwrap().ev)
@@ -261,7 +279,7 @@ mod tests {
 
     #[test]
     fn cap_too_small_for_keys_is_an_error_not_a_drop() {
-        let err = pack("T", vec![(3, ev(3, &"k".repeat(500), 1))], &cfg(1, 200)).unwrap_err();
+        let err = pack("T", &[(3, ev(3, &"k".repeat(500), 1))], &cfg(1, 200)).unwrap_err();
         assert_eq!(err.record, 3);
         assert!(err.to_string().contains("MAX_MESSAGE_BYTES"));
     }
@@ -270,7 +288,7 @@ mod tests {
     fn old_images_are_not_forwarded_when_disabled() {
         let mut c = cfg(1, 256 * 1024);
         c.forward_old_image = false;
-        let packed = pack("T", vec![(0, ev(0, "a", 10))], &c).unwrap();
+        let packed = pack("T", &[(0, ev(0, "a", 10))], &c).unwrap();
         let e = &decode(&packed.groups[0][0].body).unwrap().ev[0];
         assert!(e.old_image.is_none() && e.new_image.is_some());
     }
