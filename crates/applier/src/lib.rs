@@ -82,7 +82,11 @@ where
     }
 
     /// Handles one SQS batch and delivers its metrics.
-    pub async fn handle(&self, event: SqsEvent, deadline: tokio::time::Instant) -> SqsBatchResponse {
+    pub async fn handle(
+        &self,
+        event: SqsEvent,
+        deadline: tokio::time::Instant,
+    ) -> SqsBatchResponse {
         let out = self.apply(event, deadline).await;
         emit_metrics(&self.config.metrics, &out.metrics, &self.metrics).await;
         out.response
@@ -138,11 +142,16 @@ where
                 }
             }
         }
-        metrics.count(names::UNDECODABLE_MESSAGES, u64::from(undecodable.is_some()));
+        metrics.count(
+            names::UNDECODABLE_MESSAGES,
+            u64::from(undecodable.is_some()),
+        );
 
         // 2. The cutoff. Without one nothing is written.
         let cutoff = match self.control_state().await {
-            Ok(Some(ControlState { cutoff_ms: Some(c), .. })) => c,
+            Ok(Some(ControlState {
+                cutoff_ms: Some(c), ..
+            })) => c,
             other => {
                 let why = match other {
                     Err(e) => e.to_string(),
@@ -188,10 +197,8 @@ where
         }
 
         // 5. Write in chunks of 25, chunks concurrently.
-        let chunks: Vec<Vec<(usize, Write)>> = ready
-            .chunks(BATCH_WRITE_MAX)
-            .map(<[_]>::to_vec)
-            .collect();
+        let chunks: Vec<Vec<(usize, Write)>> =
+            ready.chunks(BATCH_WRITE_MAX).map(<[_]>::to_vec).collect();
         let results: Vec<(Vec<usize>, u64)> = stream::iter(chunks)
             .map(|chunk| self.write_chunk(chunk, deadline))
             .buffer_unordered(self.config.write_concurrency)
@@ -226,9 +233,16 @@ where
             .count(names::COALESCED, stats.coalesced)
             .count(names::REFETCHES, counters.refetches)
             .count(names::WRITE_RETRIES, counters.retries)
-            .count(names::FAILED_MESSAGES, fail_at.map_or(0, |f| (ids.len() - f) as u64));
+            .count(
+                names::FAILED_MESSAGES,
+                fail_at.map_or(0, |f| (ids.len() - f) as u64),
+            );
         if stats.events > stats.skipped_before_cutoff + stats.skipped_ttl {
-            metrics.add(names::REPLICATION_LAG_MS, stats.max_lag_ms as f64, Unit::Milliseconds);
+            metrics.add(
+                names::REPLICATION_LAG_MS,
+                stats.max_lag_ms as f64,
+                Unit::Milliseconds,
+            );
         }
         Applied {
             response: respond(&ids, fail_at),
@@ -272,7 +286,11 @@ where
     /// retryable errors with backoff; on a permanent error, single writes
     /// find the item DynamoDB refuses. Returns the plan indices that failed
     /// and the retries made.
-    async fn write_chunk(&self, chunk: Vec<(usize, Write)>, deadline: tokio::time::Instant) -> (Vec<usize>, u64) {
+    async fn write_chunk(
+        &self,
+        chunk: Vec<(usize, Write)>,
+        deadline: tokio::time::Instant,
+    ) -> (Vec<usize>, u64) {
         let mut pending = chunk;
         let mut attempt = 0;
         let mut retries = 0;
@@ -306,7 +324,11 @@ where
         }
     }
 
-    async fn isolate(&self, writes: Vec<(usize, Write)>, deadline: tokio::time::Instant) -> (Vec<usize>, u64) {
+    async fn isolate(
+        &self,
+        writes: Vec<(usize, Write)>,
+        deadline: tokio::time::Instant,
+    ) -> (Vec<usize>, u64) {
         let mut failed = Vec::new();
         let mut retries = 0;
         for (i, w) in writes {

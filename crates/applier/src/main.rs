@@ -2,9 +2,9 @@
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
+use relay_applier::Applier;
 use relay_aws::runtime::{deadline_from_epoch_ms, init_tracing};
 use relay_aws::sdk::{load_config, CloudWatchMetrics, DynamoTable};
-use relay_applier::Applier;
 use relay_core::config::ApplierConfig;
 
 #[tokio::main]

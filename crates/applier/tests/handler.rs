@@ -44,7 +44,13 @@ fn setup(cutoff: Option<i64>, ttl: TtlPolicy) -> (FakeDynamo, TestApplier) {
             migration: "m1".into(),
         },
     };
-    let a = Applier::new(config, db.table("target"), db.table("source"), db.table("control"), NoMetrics);
+    let a = Applier::new(
+        config,
+        db.table("target"),
+        db.table("source"),
+        db.table("control"),
+        NoMetrics,
+    );
     (db, a)
 }
 
@@ -70,15 +76,25 @@ fn key(pk: &str) -> CanonicalKey {
 }
 
 fn failed_ids(r: &SqsBatchResponse) -> Vec<String> {
-    r.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect()
+    r.batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect()
 }
 
 fn ids(e: &SqsEvent) -> Vec<String> {
-    e.records.iter().map(|m| m.message_id.clone().unwrap()).collect()
+    e.records
+        .iter()
+        .map(|m| m.message_id.clone().unwrap())
+        .collect()
 }
 
 fn item(pk: &str, v: i64) -> Attrs {
-    [("pk".to_string(), V::S(pk.into())), ("v".to_string(), V::N(v.to_string()))].into()
+    [
+        ("pk".to_string(), V::S(pk.into())),
+        ("v".to_string(), V::N(v.to_string())),
+    ]
+    .into()
 }
 
 fn change(i: usize, op: Op, pk: &str, v: i64) -> ChangeEvent {
@@ -121,7 +137,10 @@ async fn the_aws_fixture_is_applied_coalesced_and_counted() {
     assert_eq!(items[&key("alice")]["v"], V::N("3".into()));
     assert_eq!(items[&key("alice")]["note"], V::S("é😀".into()));
     assert!(items.contains_key(&key("bob")) && items.contains_key(&key("carol")));
-    assert!(!items.contains_key(&key("dave")), "TTL delete replicated by default");
+    assert!(
+        !items.contains_key(&key("dave")),
+        "TTL delete replicated by default"
+    );
     assert_eq!(out.metrics.get(names::COALESCED), Some(2.0));
     assert_eq!(out.metrics.get(names::APPLIED_PUTS), Some(3.0));
     assert_eq!(out.metrics.get(names::APPLIED_DELETES), Some(1.0));
@@ -182,10 +201,16 @@ async fn throttling_and_unprocessed_items_are_retried_until_written() {
     });
     let bodies = vec![encode(
         "Orders",
-        &(0..60).map(|i| change(i, Op::Insert, &format!("k{i}"), 1)).collect::<Vec<_>>(),
+        &(0..60)
+            .map(|i| change(i, Op::Insert, &format!("k{i}"), 1))
+            .collect::<Vec<_>>(),
     )];
     let out = a.apply(sqs_event(bodies), deadline()).await;
-    assert!(out.response.batch_item_failures.is_empty(), "{:?}", out.response);
+    assert!(
+        out.response.batch_item_failures.is_empty(),
+        "{:?}",
+        out.response
+    );
     assert_eq!(db.items("target").len(), 60);
     assert!(out.metrics.get(names::WRITE_RETRIES).unwrap() >= 3.0);
 }
@@ -199,19 +224,39 @@ async fn a_refused_item_fails_its_earliest_message_and_every_later_one() {
             Write::Put(i) | Write::Delete(i) => i["pk"] == V::S("poison".into()),
         });
         poisoned.then(|| {
-            DbFault::Error(AwsError::permanent("BatchWriteItem", "ValidationException", "Item size has exceeded the maximum allowed size"))
+            DbFault::Error(AwsError::permanent(
+                "BatchWriteItem",
+                "ValidationException",
+                "Item size has exceeded the maximum allowed size",
+            ))
         })
     });
     let bodies = vec![
         encode("Orders", &[change(1, Op::Insert, "a", 1)]),
-        encode("Orders", &[change(2, Op::Insert, "b", 1), change(3, Op::Insert, "poison", 1)]),
-        encode("Orders", &[change(4, Op::Modify, "poison", 2), change(5, Op::Insert, "c", 1)]),
+        encode(
+            "Orders",
+            &[
+                change(2, Op::Insert, "b", 1),
+                change(3, Op::Insert, "poison", 1),
+            ],
+        ),
+        encode(
+            "Orders",
+            &[
+                change(4, Op::Modify, "poison", 2),
+                change(5, Op::Insert, "c", 1),
+            ],
+        ),
     ];
     let event = sqs_event(bodies);
     let out = a.apply(event.clone(), deadline()).await;
     assert_eq!(failed_ids(&out.response), ids(&event)[1..].to_vec());
     let items = db.items("target");
-    assert!(items.contains_key(&key("a")) && items.contains_key(&key("b")) && items.contains_key(&key("c")));
+    assert!(
+        items.contains_key(&key("a"))
+            && items.contains_key(&key("b"))
+            && items.contains_key(&key("c"))
+    );
     assert!(!items.contains_key(&key("poison")));
     assert_eq!(out.metrics.get(names::FAILED_MESSAGES), Some(2.0));
 }
@@ -229,7 +274,10 @@ async fn an_undecodable_message_stops_the_batch_there() {
     assert_eq!(failed_ids(&out.response), ids(&event)[1..].to_vec());
     let items = db.items("target");
     assert!(items.contains_key(&key("a")));
-    assert!(!items.contains_key(&key("b")), "nothing after the bad message is applied");
+    assert!(
+        !items.contains_key(&key("b")),
+        "nothing after the bad message is applied"
+    );
     assert_eq!(out.metrics.get(names::UNDECODABLE_MESSAGES), Some(1.0));
 
     let event = sqs_event(vec!["not json at all".into()]);
@@ -274,13 +322,22 @@ async fn out_of_time_fails_what_is_left_instead_of_dropping_it() {
     let (db, a) = setup(Some(T0), TtlPolicy::Replicate);
     db.set_faults(|call: &Call<'_>| {
         (call.op == "BatchWriteItem").then(|| {
-            DbFault::Error(AwsError::retryable("BatchWriteItem", "ThrottlingException", "slow down"))
+            DbFault::Error(AwsError::retryable(
+                "BatchWriteItem",
+                "ThrottlingException",
+                "slow down",
+            ))
         })
     });
     let event = sqs_event(vec![
         encode("Orders", &[change(1, Op::Insert, "a", 1)]),
         encode("Orders", &[change(2, Op::Insert, "b", 1)]),
     ]);
-    let out = a.apply(event.clone(), tokio::time::Instant::now() + Duration::from_secs(10)).await;
+    let out = a
+        .apply(
+            event.clone(),
+            tokio::time::Instant::now() + Duration::from_secs(10),
+        )
+        .await;
     assert_eq!(failed_ids(&out.response), ids(&event));
 }

@@ -66,21 +66,23 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         (0u32..30, 0u32..20, 0u32..30, 0u32..20, 0u32..30, 0u32..20),
     )
         .prop_map(
-            |(acts, buckets, cap, stream_batch, applier_batch, seed, seed_at, snapshot_fuzz, f)| Scenario {
-                seed_at: seed_at.min(acts.len()),
-                acts,
-                buckets,
-                cap,
-                stream_batch,
-                applier_batch,
-                seed,
-                snapshot_fuzz,
-                sqs_entry_fault: f.0,
-                sqs_call_fault: f.1,
-                db_unprocessed: f.2,
-                db_throttle: f.3,
-                replay: f.4,
-                crash: f.5,
+            |(acts, buckets, cap, stream_batch, applier_batch, seed, seed_at, snapshot_fuzz, f)| {
+                Scenario {
+                    seed_at: seed_at.min(acts.len()),
+                    acts,
+                    buckets,
+                    cap,
+                    stream_batch,
+                    applier_batch,
+                    seed,
+                    snapshot_fuzz,
+                    sqs_entry_fault: f.0,
+                    sqs_call_fault: f.1,
+                    db_unprocessed: f.2,
+                    db_throttle: f.3,
+                    replay: f.4,
+                    crash: f.5,
+                }
             },
         )
 }
@@ -171,7 +173,8 @@ async fn run(s: Scenario) -> Result<(), TestCaseError> {
         let (pe, pc) = (s.sqs_entry_fault, s.sqs_call_fault);
         fifo.set_entry_faults(move |_| pct(&r1, pe).then_some(EntryFault::Retryable));
         fifo.set_call_faults(move |_| {
-            pct(&r2, pc).then(|| AwsError::retryable("SendMessageBatch", "ServiceUnavailable", "injected"))
+            pct(&r2, pc)
+                .then(|| AwsError::retryable("SendMessageBatch", "ServiceUnavailable", "injected"))
         });
         let r3 = rng.clone();
         let (pu, pt) = (s.db_unprocessed, s.db_throttle);
@@ -239,7 +242,10 @@ async fn run(s: Scenario) -> Result<(), TestCaseError> {
         // Sometimes a tight budget, so that writes fail for lack of time.
         let budget = if pct(&rng, 40) { 1_500 } else { 30_000 };
         let out = applier
-            .apply(sqs_event(&msgs), tokio::time::Instant::now() + Duration::from_millis(budget))
+            .apply(
+                sqs_event(&msgs),
+                tokio::time::Instant::now() + Duration::from_millis(budget),
+            )
             .await;
         let mut failed: HashSet<String> = out
             .response
@@ -263,7 +269,10 @@ async fn run(s: Scenario) -> Result<(), TestCaseError> {
         let batch = &records[pos..(pos + s.stream_batch).min(records.len())];
         let before = fifo.accepted_entries().len();
         let out = forwarder
-            .forward(stream_event("Src", batch), tokio::time::Instant::now() + Duration::from_secs(60))
+            .forward(
+                stream_event("Src", batch),
+                tokio::time::Instant::now() + Duration::from_secs(60),
+            )
             .await;
         let sent = &fifo.accepted_entries()[before..];
 
@@ -282,7 +291,10 @@ async fn run(s: Scenario) -> Result<(), TestCaseError> {
         }
         for (g, ids) in &got {
             let w = &want[g];
-            prop_assert!(ids.len() <= w.len() && ids[..] == w[..ids.len()], "group {g}: sent {ids:?}, stream {w:?}");
+            prop_assert!(
+                ids.len() <= w.len() && ids[..] == w[..ids.len()],
+                "group {g}: sent {ids:?}, stream {w:?}"
+            );
         }
         let delivered: HashSet<&String> = got.values().flatten().collect();
         match out.response.batch_item_failures.first() {
@@ -297,7 +309,11 @@ async fn run(s: Scenario) -> Result<(), TestCaseError> {
                 let i = i.unwrap_or(0);
                 prop_assert!(!delivered.contains(&batch[i].event_id));
                 for r in &batch[..i] {
-                    prop_assert!(delivered.contains(&r.event_id), "{} before the reported record was not sent", r.event_id);
+                    prop_assert!(
+                        delivered.contains(&r.event_id),
+                        "{} before the reported record was not sent",
+                        r.event_id
+                    );
                 }
                 pos += i;
             }

@@ -47,7 +47,11 @@ fn failure(seq: Option<&str>) -> DynamoDbEventResponse {
 
 impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
     /// Handles one stream batch and delivers its metrics.
-    pub async fn handle(&self, event: Event, deadline: tokio::time::Instant) -> DynamoDbEventResponse {
+    pub async fn handle(
+        &self,
+        event: Event,
+        deadline: tokio::time::Instant,
+    ) -> DynamoDbEventResponse {
         let out = self.forward(event, deadline).await;
         emit_metrics(&self.config.metrics, &out.metrics, &self.metrics).await;
         out.response
@@ -151,8 +155,15 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
         let response = match fail_at {
             None => DynamoDbEventResponse::default(),
             Some(i) => {
-                let seq = records.get(i).and_then(|r| r.change.sequence_number.as_deref());
-                tracing::warn!(position = i, sequence_number = seq.unwrap_or(""), failed_groups = plan.failed_groups(), "reporting batch item failure; Lambda retries from this record");
+                let seq = records
+                    .get(i)
+                    .and_then(|r| r.change.sequence_number.as_deref());
+                tracing::warn!(
+                    position = i,
+                    sequence_number = seq.unwrap_or(""),
+                    failed_groups = plan.failed_groups(),
+                    "reporting batch item failure; Lambda retries from this record"
+                );
                 failure(seq)
             }
         };
@@ -169,13 +180,21 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
             .count(names::SEND_FAILURES, u64::from(fail_at.is_some()))
             .count(names::BAD_RECORDS, u64::from(first_bad.is_some()));
         if let Some(t) = oldest_ms {
-            metrics.add(names::REPLICATION_LAG_MS, (now_ms() - t).max(0) as f64, Unit::Milliseconds);
+            metrics.add(
+                names::REPLICATION_LAG_MS,
+                (now_ms() - t).max(0) as f64,
+                Unit::Milliseconds,
+            );
         }
         Forwarded { response, metrics }
     }
 
     /// One `SendMessageBatch` call; every entry gets an outcome.
-    async fn send_call(&self, plan: &SendPlan, call: Vec<EntryRef>) -> (Vec<EntryRef>, Vec<Outcome>) {
+    async fn send_call(
+        &self,
+        plan: &SendPlan,
+        call: Vec<EntryRef>,
+    ) -> (Vec<EntryRef>, Vec<Outcome>) {
         let entries: Vec<SendEntry> = call
             .iter()
             .enumerate()

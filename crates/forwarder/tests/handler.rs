@@ -59,7 +59,11 @@ fn delivered(queue: &FakeFifo) -> Vec<(String, ChangeEvent)> {
         .into_iter()
         .flat_map(|m| {
             let g = m.group_id.clone();
-            decode(&m.body).unwrap().ev.into_iter().map(move |e| (g.clone(), e))
+            decode(&m.body)
+                .unwrap()
+                .ev
+                .into_iter()
+                .map(move |e| (g.clone(), e))
         })
         .collect()
 }
@@ -108,8 +112,14 @@ async fn the_aws_fixture_becomes_ordered_messages() {
         assert_eq!(&entry.0, g, "one item, one group");
         entry.1.push(&e.event_id);
     }
-    assert_eq!(by_key[&format!("{:?}", Some(V::S("order#1".into())))].1, vec!["e-1", "e-3"]);
-    assert_eq!(by_key[&format!("{:?}", Some(V::S("order#2".into())))].1, vec!["e-2", "e-4"]);
+    assert_eq!(
+        by_key[&format!("{:?}", Some(V::S("order#1".into())))].1,
+        vec!["e-1", "e-3"]
+    );
+    assert_eq!(
+        by_key[&format!("{:?}", Some(V::S("order#2".into())))].1,
+        vec!["e-2", "e-4"]
+    );
     let ttl = got.iter().find(|(_, e)| e.event_id == "e-5").unwrap();
     assert!(ttl.1.ttl, "TTL delete is flagged");
     let modify = got.iter().find(|(_, e)| e.event_id == "e-3").unwrap();
@@ -129,7 +139,10 @@ async fn packing_uses_few_messages() {
     let out = f.forward(event, deadline()).await;
     assert!(out.response.batch_item_failures.is_empty());
     let sent = out.metrics.get(names::MESSAGES_SENT).unwrap();
-    assert!(sent <= 8.0, "400 events of ~1 KB in 4 groups took {sent} messages");
+    assert!(
+        sent <= 8.0,
+        "400 events of ~1 KB in 4 groups took {sent} messages"
+    );
     assert_eq!(delivered(&queue).len(), 400);
     assert_eq!(queue.same_group_violations(), 0);
 }
@@ -158,7 +171,11 @@ async fn a_failed_message_reports_its_first_record_and_stops_its_group() {
     // The refused message is the victim's second; its first event is the
     // earliest record not delivered.
     let got = delivered(&queue);
-    let victim_events: Vec<&ChangeEvent> = got.iter().filter(|(g, _)| *g == victim).map(|(_, e)| e).collect();
+    let victim_events: Vec<&ChangeEvent> = got
+        .iter()
+        .filter(|(g, _)| *g == victim)
+        .map(|(_, e)| e)
+        .collect();
     let after_victim = records
         .iter()
         .position(|r| {
@@ -168,16 +185,29 @@ async fn a_failed_message_reports_its_first_record_and_stops_its_group() {
         .unwrap();
     assert_eq!(out.response.batch_item_failures.len(), 1);
     assert_eq!(
-        out.response.batch_item_failures[0].item_identifier.as_deref(),
+        out.response.batch_item_failures[0]
+            .item_identifier
+            .as_deref(),
         Some(records[after_victim].seq.as_str())
     );
     // Nothing later was sent for the victim group: it holds only its first message.
-    assert_eq!(queue.accepted().iter().filter(|m| m.group_id == victim).count(), 1);
+    assert_eq!(
+        queue
+            .accepted()
+            .iter()
+            .filter(|m| m.group_id == victim)
+            .count(),
+        1
+    );
     // Other groups flowed: every event of every other group arrived.
     for r in &records {
         let g = group_id(bucket("Orders", &CanonicalKey::of(&r.keys), 3));
         if g != victim {
-            assert!(got.iter().any(|(_, e)| e.event_id == r.event_id), "{} lost", r.event_id);
+            assert!(
+                got.iter().any(|(_, e)| e.event_id == r.event_id),
+                "{} lost",
+                r.event_id
+            );
         }
     }
     assert_eq!(queue.same_group_violations(), 0);
@@ -197,9 +227,15 @@ async fn throttling_and_failed_calls_are_retried() {
     });
     let entries = Arc::new(AtomicUsize::new(0));
     let n = entries.clone();
-    queue.set_entry_faults(move |_| (n.fetch_add(1, Ordering::SeqCst) % 3 == 0).then_some(EntryFault::Retryable));
+    queue.set_entry_faults(move |_| {
+        (n.fetch_add(1, Ordering::SeqCst) % 3 == 0).then_some(EntryFault::Retryable)
+    });
     let out = f.forward(event, deadline()).await;
-    assert!(out.response.batch_item_failures.is_empty(), "{:?}", out.response);
+    assert!(
+        out.response.batch_item_failures.is_empty(),
+        "{:?}",
+        out.response
+    );
     assert_eq!(delivered(&queue).len(), records.len());
     assert!(out.metrics.get(names::SEND_RETRIES).unwrap() > 0.0);
     assert_eq!(queue.same_group_violations(), 0);
@@ -211,11 +247,16 @@ async fn no_time_left_means_nothing_sent_and_everything_reported() {
     let f = forwarder(&queue, 4, 256 * 1024);
     let (event, records) = synthetic(10, 5, 10);
     let out = f
-        .forward(event, tokio::time::Instant::now() + Duration::from_millis(500))
+        .forward(
+            event,
+            tokio::time::Instant::now() + Duration::from_millis(500),
+        )
         .await;
     assert_eq!(queue.calls(), 0);
     assert_eq!(
-        out.response.batch_item_failures[0].item_identifier.as_deref(),
+        out.response.batch_item_failures[0]
+            .item_identifier
+            .as_deref(),
         Some(records[0].seq.as_str())
     );
 }
@@ -226,14 +267,23 @@ async fn a_record_without_keys_is_reported_not_skipped() {
     let f = forwarder(&queue, 4, 256 * 1024);
     let (_, mut records) = synthetic(6, 6, 10);
     records[3].keys.clear();
-    let out = f.forward(stream_event("Orders", &records), deadline()).await;
+    let out = f
+        .forward(stream_event("Orders", &records), deadline())
+        .await;
     assert_eq!(
-        out.response.batch_item_failures[0].item_identifier.as_deref(),
+        out.response.batch_item_failures[0]
+            .item_identifier
+            .as_deref(),
         Some(records[3].seq.as_str())
     );
-    let ids: Vec<String> = delivered(&queue).into_iter().map(|(_, e)| e.event_id).collect();
+    let ids: Vec<String> = delivered(&queue)
+        .into_iter()
+        .map(|(_, e)| e.event_id)
+        .collect();
     assert_eq!(ids.len(), 3);
-    assert!(ids.iter().all(|id| ["ev-0", "ev-1", "ev-2"].contains(&id.as_str())));
+    assert!(ids
+        .iter()
+        .all(|id| ["ev-0", "ev-1", "ev-2"].contains(&id.as_str())));
     assert_eq!(out.metrics.get(names::BAD_RECORDS), Some(1.0));
 }
 
@@ -248,7 +298,9 @@ async fn unknown_event_names_and_oversized_items_become_refetch_markers() {
         .as_mut()
         .unwrap()
         .insert("huge".into(), V::S("h".repeat(20 * 1024)));
-    let out = f.forward(stream_event("Orders", &records), deadline()).await;
+    let out = f
+        .forward(stream_event("Orders", &records), deadline())
+        .await;
     assert!(out.response.batch_item_failures.is_empty());
     let got = delivered(&queue);
     assert_eq!(got.len(), 3, "nothing dropped");

@@ -66,12 +66,18 @@ mod tests {
         inner.insert("n".into(), Core::N("-1.5E-130".into()));
         let item: Attrs = [
             ("s", Core::S("é😀\u{0}".into())),
-            ("n", Core::N("12345678901234567890123456789012345678".into())),
+            (
+                "n",
+                Core::N("12345678901234567890123456789012345678".into()),
+            ),
             ("b", Core::B(vec![0, 255, 1])),
             ("t", Core::Bool(true)),
             ("z", Core::Null(true)),
             ("m", Core::M(inner)),
-            ("l", Core::L(vec![Core::S(String::new()), Core::N("0".into())])),
+            (
+                "l",
+                Core::L(vec![Core::S(String::new()), Core::N("0".into())]),
+            ),
             ("ss", Core::Ss(vec!["a".into(), "b".into()])),
             ("ns", Core::Ns(vec!["1".into(), "2.5".into()])),
             ("bs", Core::Bs(vec![vec![1], vec![2, 3]])),

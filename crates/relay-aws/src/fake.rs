@@ -13,8 +13,7 @@ use relay_core::control::{ControlState, ATTR_MIGRATION};
 use relay_core::item::{AttributeValue, Attrs, CanonicalKey};
 
 use crate::{
-    AwsError, ControlReader, EntryStatus, QueueSender, SendEntry, SourceReader, TargetWriter,
-    Write,
+    AwsError, ControlReader, EntryStatus, QueueSender, SendEntry, SourceReader, TargetWriter, Write,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -87,12 +86,18 @@ impl FakeFifo {
     }
 
     /// Injects per-entry faults.
-    pub fn set_entry_faults(&self, f: impl FnMut(&SendEntry) -> Option<EntryFault> + Send + 'static) {
+    pub fn set_entry_faults(
+        &self,
+        f: impl FnMut(&SendEntry) -> Option<EntryFault> + Send + 'static,
+    ) {
         lock(&self.state).entry_fault = Some(Box::new(f));
     }
 
     /// Injects whole-call failures.
-    pub fn set_call_faults(&self, f: impl FnMut(&[SendEntry]) -> Option<AwsError> + Send + 'static) {
+    pub fn set_call_faults(
+        &self,
+        f: impl FnMut(&[SendEntry]) -> Option<AwsError> + Send + 'static,
+    ) {
         lock(&self.state).call_fault = Some(Box::new(f));
     }
 
@@ -251,7 +256,10 @@ impl QueueSender for FakeFifo {
                         if !s.groups.contains_key(&m.group_id) {
                             s.group_order.push(m.group_id.clone());
                         }
-                        s.groups.entry(m.group_id.clone()).or_default().push_back(m.clone());
+                        s.groups
+                            .entry(m.group_id.clone())
+                            .or_default()
+                            .push_back(m.clone());
                         s.accepted.push(m);
                     }
                     out.insert(e.id, EntryStatus::Accepted);
@@ -374,7 +382,11 @@ impl FakeDynamo {
     fn apply(&self, table: &str, op: &'static str, w: &Write) -> Result<(), AwsError> {
         let mut s = lock(&self.state);
         let t = s.tables.get_mut(table).ok_or_else(|| {
-            AwsError::permanent(op, "ResourceNotFoundException", "Requested resource not found")
+            AwsError::permanent(
+                op,
+                "ResourceNotFoundException",
+                "Requested resource not found",
+            )
         })?;
         match w {
             Write::Put(item) => {
@@ -394,7 +406,12 @@ fn key_of(key_attrs: &[String], item: &Attrs, op: &'static str) -> Result<Canoni
     let mut key = Attrs::new();
     for a in key_attrs {
         let v = item.get(a).ok_or_else(|| {
-            validation(op, &format!("One or more parameter values were invalid: Missing the key {a} in the item"))
+            validation(
+                op,
+                &format!(
+                    "One or more parameter values were invalid: Missing the key {a} in the item"
+                ),
+            )
         })?;
         key.insert(a.clone(), v.clone());
     }
@@ -412,12 +429,19 @@ impl TargetWriter for FakeTable {
     async fn batch_write(&self, writes: &[Write]) -> Result<Vec<usize>, AwsError> {
         const OP: &str = "BatchWriteItem";
         if writes.is_empty() || writes.len() > 25 {
-            return Err(validation(OP, "Too many items requested for the BatchWriteItem call"));
+            return Err(validation(
+                OP,
+                "Too many items requested for the BatchWriteItem call",
+            ));
         }
         {
             let s = lock(&self.db.state);
             let t = s.tables.get(&self.name).ok_or_else(|| {
-                AwsError::permanent(OP, "ResourceNotFoundException", "Requested resource not found")
+                AwsError::permanent(
+                    OP,
+                    "ResourceNotFoundException",
+                    "Requested resource not found",
+                )
             })?;
             let mut seen = HashSet::new();
             for w in writes {
@@ -425,7 +449,10 @@ impl TargetWriter for FakeTable {
                     Write::Put(i) | Write::Delete(i) => key_of(&t.key_attrs, i, OP)?,
                 };
                 if !seen.insert(k) {
-                    return Err(validation(OP, "Provided list of item keys contains duplicates"));
+                    return Err(validation(
+                        OP,
+                        "Provided list of item keys contains duplicates",
+                    ));
                 }
             }
         }
@@ -477,7 +504,11 @@ impl SourceReader for FakeTable {
         }
         let s = lock(&self.db.state);
         let t = s.tables.get(&self.name).ok_or_else(|| {
-            AwsError::permanent(OP, "ResourceNotFoundException", "Requested resource not found")
+            AwsError::permanent(
+                OP,
+                "ResourceNotFoundException",
+                "Requested resource not found",
+            )
         })?;
         let k = key_of(&t.key_attrs, keys, OP)?;
         Ok(t.items.get(&k).cloned())
@@ -486,7 +517,11 @@ impl SourceReader for FakeTable {
 
 impl ControlReader for FakeTable {
     async fn load(&self, migration: &str) -> Result<Option<ControlState>, AwsError> {
-        let key: Attrs = [(ATTR_MIGRATION.to_string(), AttributeValue::S(migration.into()))].into();
+        let key: Attrs = [(
+            ATTR_MIGRATION.to_string(),
+            AttributeValue::S(migration.into()),
+        )]
+        .into();
         match self.get_consistent(&key).await? {
             None => Ok(None),
             Some(item) => ControlState::from_item(&item).map(Some).map_err(|e| {
@@ -522,7 +557,9 @@ pub mod events {
 
     /// The stream ARN used by [`stream_event`].
     pub fn stream_arn(table: &str) -> String {
-        format!("arn:aws:dynamodb:us-east-1:123456789012:table/{table}/stream/2026-11-01T00:00:00.000")
+        format!(
+            "arn:aws:dynamodb:us-east-1:123456789012:table/{table}/stream/2026-11-01T00:00:00.000"
+        )
     }
 
     /// A DynamoDB stream event as Lambda delivers it.
@@ -554,7 +591,8 @@ pub mod events {
                     "eventSourceARN": arn,
                 });
                 if r.ttl {
-                    rec["userIdentity"] = json!({"type": "Service", "principalId": "dynamodb.amazonaws.com"});
+                    rec["userIdentity"] =
+                        json!({"type": "Service", "principalId": "dynamodb.amazonaws.com"});
                 }
                 rec
             })

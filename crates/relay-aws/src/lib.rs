@@ -17,9 +17,9 @@ use relay_core::item::Attrs;
 use relay_core::metrics::MetricRecord;
 
 pub mod convert;
-pub mod runtime;
 #[cfg(feature = "fake")]
 pub mod fake;
+pub mod runtime;
 pub mod sdk;
 
 /// Whether trying again can help.
@@ -104,8 +104,10 @@ pub enum Write {
 pub trait TargetWriter: Send + Sync {
     /// One `BatchWriteItem` call (at most 25 writes, no two on one key).
     /// Returns the positions of the writes DynamoDB left unprocessed.
-    fn batch_write(&self, writes: &[Write])
-        -> impl Future<Output = Result<Vec<usize>, AwsError>> + Send;
+    fn batch_write(
+        &self,
+        writes: &[Write],
+    ) -> impl Future<Output = Result<Vec<usize>, AwsError>> + Send;
 
     /// One `PutItem` or `DeleteItem`: used to find which write of a batch
     /// DynamoDB refuses.

@@ -30,15 +30,25 @@ pub fn remaining(deadline: tokio::time::Instant, reserve: Duration) -> Duration 
 
 /// Delivers one invocation's metrics as configured. A metrics failure is
 /// logged, never returned: it must not fail the batch.
-pub async fn emit_metrics(cfg: &MetricsConfig, record: &MetricRecord, publisher: &impl MetricsPublisher) {
+pub async fn emit_metrics(
+    cfg: &MetricsConfig,
+    record: &MetricRecord,
+    publisher: &impl MetricsPublisher,
+) {
     if matches!(cfg.mode, MetricsMode::Emf | MetricsMode::Both) {
         #[allow(clippy::print_stdout)] // EMF is a line on stdout by definition.
         {
-            println!("{}", record.to_emf(&cfg.namespace, &cfg.migration, now_ms()));
+            println!(
+                "{}",
+                record.to_emf(&cfg.namespace, &cfg.migration, now_ms())
+            );
         }
     }
     if matches!(cfg.mode, MetricsMode::PutMetricData | MetricsMode::Both) {
-        if let Err(e) = publisher.publish(&cfg.namespace, &cfg.migration, record).await {
+        if let Err(e) = publisher
+            .publish(&cfg.namespace, &cfg.migration, record)
+            .await
+        {
             tracing::warn!(error = %e, "PutMetricData failed; metrics for this invocation are missing");
         }
     }

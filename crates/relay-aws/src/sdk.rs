@@ -50,9 +50,11 @@ where
     R: HasStatus,
 {
     match err {
-        SdkError::ConstructionFailure(_) => {
-            AwsError::permanent(operation, "ConstructionFailure", "request could not be built")
-        }
+        SdkError::ConstructionFailure(_) => AwsError::permanent(
+            operation,
+            "ConstructionFailure",
+            "request could not be built",
+        ),
         SdkError::TimeoutError(_) => AwsError::retryable(operation, "Timeout", "request timed out"),
         SdkError::DispatchFailure(e) => {
             let what = if e.is_io() {
@@ -191,11 +193,19 @@ fn to_request(w: &Write) -> Result<WriteRequest, AwsError> {
     let bad = |_| AwsError::permanent("BatchWriteItem", "ConstructionFailure", "invalid write");
     Ok(match w {
         Write::Put(item) => WriteRequest::builder()
-            .put_request(PutRequest::builder().set_item(Some(to_sdk_item(item))).build().map_err(bad)?)
+            .put_request(
+                PutRequest::builder()
+                    .set_item(Some(to_sdk_item(item)))
+                    .build()
+                    .map_err(bad)?,
+            )
             .build(),
         Write::Delete(keys) => WriteRequest::builder()
             .delete_request(
-                DeleteRequest::builder().set_key(Some(to_sdk_item(keys))).build().map_err(bad)?,
+                DeleteRequest::builder()
+                    .set_key(Some(to_sdk_item(keys)))
+                    .build()
+                    .map_err(bad)?,
             )
             .build(),
     })
@@ -213,7 +223,10 @@ fn from_request(r: &WriteRequest) -> Option<Write> {
 impl TargetWriter for DynamoTable {
     async fn batch_write(&self, writes: &[Write]) -> Result<Vec<usize>, AwsError> {
         const OP: &str = "BatchWriteItem";
-        let requests = writes.iter().map(to_request).collect::<Result<Vec<_>, _>>()?;
+        let requests = writes
+            .iter()
+            .map(to_request)
+            .collect::<Result<Vec<_>, _>>()?;
         let out = self
             .client
             .batch_write_item()
@@ -283,7 +296,11 @@ impl SourceReader for DynamoTable {
 impl ControlReader for DynamoTable {
     async fn load(&self, migration: &str) -> Result<Option<ControlState>, AwsError> {
         const OP: &str = "GetItem(control)";
-        let key: Attrs = [(ATTR_MIGRATION.to_string(), AttributeValue::S(migration.into()))].into();
+        let key: Attrs = [(
+            ATTR_MIGRATION.to_string(),
+            AttributeValue::S(migration.into()),
+        )]
+        .into();
         let Some(item) = self.get_consistent(&key).await? else {
             return Ok(None);
         };
@@ -315,8 +332,14 @@ impl MetricsPublisher for CloudWatchMetrics {
         record: &MetricRecord,
     ) -> Result<(), AwsError> {
         let dims = [
-            Dimension::builder().name("Migration").value(migration).build(),
-            Dimension::builder().name("Function").value(record.function).build(),
+            Dimension::builder()
+                .name("Migration")
+                .value(migration)
+                .build(),
+            Dimension::builder()
+                .name("Function")
+                .value(record.function)
+                .build(),
         ];
         let data: Vec<MetricDatum> = record
             .values

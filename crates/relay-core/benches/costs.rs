@@ -10,6 +10,7 @@
 //! order, coalesces per key and writes with BatchWriteItem (<= 25 per call).
 //! The naive path sends one SendMessage per event and writes one PutItem or
 //! DeleteItem per event.
+#![allow(clippy::print_stdout)] // a bench binary prints its table
 
 use relay_core::apply::{plan, TtlPolicy};
 use relay_core::envelope::{decode, encode};
@@ -38,7 +39,12 @@ fn chunks(len: usize) -> usize {
     len.div_ceil(CHUNK).max(1)
 }
 
-fn ours(events: &[relay_core::event::ChangeEvent], batch: usize, buckets: u32, cap: usize) -> Counts {
+fn ours(
+    events: &[relay_core::event::ChangeEvent],
+    batch: usize,
+    buckets: u32,
+    cap: usize,
+) -> Counts {
     let cfg = PackConfig {
         buckets,
         max_message_bytes: cap,
@@ -120,7 +126,10 @@ fn row(label: &str, c: Counts, base: Counts) {
 fn main() {
     // `cargo bench` passes --bench; nothing to parse.
     println!("Per 1,000,000 events of ~1 KB (simulated {SIMULATED}, scaled x{SCALE}).");
-    for (keys, label) in [(1_000_000u64, "1M keys (few repeats)"), (10_000, "10k keys (hot)")] {
+    for (keys, label) in [
+        (1_000_000u64, "1M keys (few repeats)"),
+        (10_000, "10k keys (hot)"),
+    ] {
         let events = common::events(SIMULATED, keys, 1024, 42);
         let base = naive(&events);
         println!("\nWorkload: {label}\n");

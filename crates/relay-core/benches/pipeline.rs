@@ -57,7 +57,10 @@ fn applier(c: &mut Criterion) {
         .flatten()
         .map(|m| m.body)
         .collect();
-    let naive: Vec<String> = evs.iter().map(|e| encode("Orders", std::slice::from_ref(e))).collect();
+    let naive: Vec<String> = evs
+        .iter()
+        .map(|e| encode("Orders", std::slice::from_ref(e)))
+        .collect();
     let mut g = c.benchmark_group("applier_decode_coalesce_plan_1KB");
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function(BenchmarkId::new("packed", "coalesced"), |b| {

@@ -170,9 +170,15 @@ mod tests {
     #[test]
     fn last_change_per_key_wins_and_remembers_its_first_message() {
         let msgs = vec![
-            (0, vec![ev("a", Op::Insert, 10, 1), ev("b", Op::Insert, 10, 2)]),
+            (
+                0,
+                vec![ev("a", Op::Insert, 10, 1), ev("b", Op::Insert, 10, 2)],
+            ),
             (1, vec![ev("a", Op::Modify, 11, 3)]),
-            (2, vec![ev("a", Op::Remove, 12, 4), ev("c", Op::Insert, 12, 5)]),
+            (
+                2,
+                vec![ev("a", Op::Remove, 12, 4), ev("c", Op::Insert, 12, 5)],
+            ),
         ];
         let (writes, stats) = plan(&msgs, 0, TtlPolicy::Replicate, 20);
         assert_eq!(writes.len(), 3);
@@ -185,11 +191,17 @@ mod tests {
 
     #[test]
     fn events_before_the_cutoff_are_skipped_and_counted() {
-        let msgs = vec![(0, vec![ev("a", Op::Insert, 999, 1), ev("a", Op::Modify, 1000, 2)])];
+        let msgs = vec![(
+            0,
+            vec![ev("a", Op::Insert, 999, 1), ev("a", Op::Modify, 1000, 2)],
+        )];
         let (writes, stats) = plan(&msgs, 1000, TtlPolicy::Replicate, 1000);
         assert_eq!(stats.skipped_before_cutoff, 1);
         assert_eq!(writes.len(), 1);
-        assert_eq!(writes[0].op, WriteOp::Put(msgs[0].1[1].new_image.clone().unwrap()));
+        assert_eq!(
+            writes[0].op,
+            WriteOp::Put(msgs[0].1[1].new_image.clone().unwrap())
+        );
         assert!(applies(1000, 1000) && !applies(999, 1000));
     }
 

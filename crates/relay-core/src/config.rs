@@ -59,9 +59,12 @@ fn number<T: FromStr + PartialOrd + std::fmt::Display + Copy>(
     let Some(raw) = optional(env, var) else {
         return Ok(default);
     };
-    let v: T = raw
-        .parse()
-        .map_err(|_| err(var, format!("must be a whole number from {min} to {max}, got {raw:?}")))?;
+    let v: T = raw.parse().map_err(|_| {
+        err(
+            var,
+            format!("must be a whole number from {min} to {max}, got {raw:?}"),
+        )
+    })?;
     if v < min || v > max {
         return Err(err(var, format!("must be from {min} to {max}, got {v}")));
     }
@@ -69,7 +72,11 @@ fn number<T: FromStr + PartialOrd + std::fmt::Display + Copy>(
 }
 
 fn boolean(env: &dyn Env, var: &'static str, default: bool) -> Result<bool, ConfigError> {
-    match optional(env, var).as_deref().map(str::to_ascii_lowercase).as_deref() {
+    match optional(env, var)
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None => Ok(default),
         Some("true" | "1" | "yes") => Ok(true),
         Some("false" | "0" | "no") => Ok(false),
@@ -159,13 +166,21 @@ impl ForwarderConfig {
         if max_batch_bytes < max_message_bytes {
             return Err(err(
                 "MAX_BATCH_BYTES",
-                format!("({max_batch_bytes}) must be at least MAX_MESSAGE_BYTES ({max_message_bytes})"),
+                format!(
+                    "({max_batch_bytes}) must be at least MAX_MESSAGE_BYTES ({max_message_bytes})"
+                ),
             ));
         }
         Ok(ForwarderConfig {
             queue_url: required(env, "QUEUE_URL")?,
             pack: PackConfig {
-                buckets: number(env, "GROUP_BUCKETS", DEFAULT_BUCKETS, 1, crate::group::MAX_BUCKETS)?,
+                buckets: number(
+                    env,
+                    "GROUP_BUCKETS",
+                    DEFAULT_BUCKETS,
+                    1,
+                    crate::group::MAX_BUCKETS,
+                )?,
                 max_message_bytes,
                 forward_old_image: boolean(env, "FORWARD_OLD_IMAGE", true)?,
             },
@@ -237,7 +252,8 @@ mod tests {
 
     #[test]
     fn forwarder_defaults() {
-        let c = ForwarderConfig::from_env(&env(&[("QUEUE_URL", "q"), ("MIGRATION_ID", "m")])).unwrap();
+        let c =
+            ForwarderConfig::from_env(&env(&[("QUEUE_URL", "q"), ("MIGRATION_ID", "m")])).unwrap();
         assert_eq!(c.pack.buckets, DEFAULT_BUCKETS);
         assert_eq!(c.pack.max_message_bytes, 256 * 1024);
         assert!(c.pack.forward_old_image);
@@ -280,7 +296,10 @@ mod tests {
             ("MIGRATION_ID", "m"),
         ]))
         .unwrap_err();
-        assert_eq!(e.to_string(), "configuration: CONTROL_TABLE is set but empty");
+        assert_eq!(
+            e.to_string(),
+            "configuration: CONTROL_TABLE is set but empty"
+        );
     }
 
     #[test]

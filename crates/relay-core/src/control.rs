@@ -50,12 +50,14 @@ pub enum ControlError {
 fn number(item: &Attrs, attr: &'static str) -> Result<Option<i64>, ControlError> {
     match item.get(attr) {
         None | Some(AttributeValue::Null(_)) => Ok(None),
-        Some(AttributeValue::N(n)) => n.parse::<i64>().map(Some).map_err(|_| {
-            ControlError::NotANumber {
-                attr,
-                found: format!("N {n:?}"),
-            }
-        }),
+        Some(AttributeValue::N(n)) => {
+            n.parse::<i64>()
+                .map(Some)
+                .map_err(|_| ControlError::NotANumber {
+                    attr,
+                    found: format!("N {n:?}"),
+                })
+        }
         Some(other) => Err(ControlError::NotANumber {
             attr,
             found: type_name(other).to_string(),
@@ -102,7 +104,10 @@ impl ControlState {
 
     pub fn to_item(&self) -> Attrs {
         let mut item = Attrs::new();
-        item.insert(ATTR_MIGRATION.into(), AttributeValue::S(self.migration.clone()));
+        item.insert(
+            ATTR_MIGRATION.into(),
+            AttributeValue::S(self.migration.clone()),
+        );
         if let Some(c) = self.cutoff_ms {
             item.insert(ATTR_CUTOFF_MS.into(), AttributeValue::N(c.to_string()));
         }
@@ -114,7 +119,10 @@ impl ControlState {
             Mode::Tombstone => "tombstone",
         };
         item.insert(ATTR_MODE.into(), AttributeValue::S(mode.into()));
-        item.insert(ATTR_VERSION.into(), AttributeValue::N(self.version.to_string()));
+        item.insert(
+            ATTR_VERSION.into(),
+            AttributeValue::N(self.version.to_string()),
+        );
         item
     }
 }

@@ -137,7 +137,10 @@ fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     // Our types are plain data with string map keys: writing them into
     // memory has no failure mode.
     let written = value.serialize(&mut ser);
-    debug_assert!(written.is_ok(), "serialising an envelope into memory failed");
+    debug_assert!(
+        written.is_ok(),
+        "serialising an envelope into memory failed"
+    );
 }
 
 /// A compact JSON formatter that also escapes U+FFFE and U+FFFF, which are

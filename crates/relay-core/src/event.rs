@@ -68,7 +68,9 @@ impl ChangeEvent {
 pub enum RecordError {
     #[error("stream record {event_id} has no SequenceNumber")]
     MissingSequenceNumber { event_id: String },
-    #[error("stream record {event_id} (seq {seq}) has no Keys, so it cannot be replicated or refetched")]
+    #[error(
+        "stream record {event_id} (seq {seq}) has no Keys, so it cannot be replicated or refetched"
+    )]
     MissingKeys { event_id: String, seq: String },
 }
 

@@ -57,7 +57,10 @@ mod tests {
     fn buckets_are_stable_across_processes() {
         // Golden values: a change here moves keys between groups on upgrade,
         // which would break per-item order across a deploy.
-        assert_eq!(bucket("Orders", &key("alice"), 64), bucket("Orders", &key("alice"), 64));
+        assert_eq!(
+            bucket("Orders", &key("alice"), 64),
+            bucket("Orders", &key("alice"), 64)
+        );
         let golden: Vec<u32> = ["a", "b", "c", "d"]
             .iter()
             .map(|k| bucket("T", &key(k), 1000))

@@ -223,7 +223,9 @@ mod tests {
 
     #[test]
     fn one_bucket_packs_in_order_under_the_cap() {
-        let events: Vec<_> = (0..50).map(|i| (i, ev(i, &format!("k{}", i % 7), 900))).collect();
+        let events: Vec<_> = (0..50)
+            .map(|i| (i, ev(i, &format!("k{}", i % 7), 900)))
+            .collect();
         let packed = pack("T", &events, &cfg(1, MIN_MESSAGE_BYTES)).unwrap();
         assert_eq!(packed.groups.len(), 1);
         let msgs = &packed.groups[0];
@@ -243,7 +245,9 @@ mod tests {
 
     #[test]
     fn same_key_same_group() {
-        let events: Vec<_> = (0..40).map(|i| (i, ev(i, &format!("k{}", i % 5), 10))).collect();
+        let events: Vec<_> = (0..40)
+            .map(|i| (i, ev(i, &format!("k{}", i % 5), 10)))
+            .collect();
         let packed = pack("T", &events, &cfg(16, 256 * 1024)).unwrap();
         let mut seen: HashMap<String, String> = HashMap::new();
         for g in &packed.groups {

@@ -289,10 +289,13 @@ mod tests {
 
     #[test]
     fn retries_are_bounded() {
-        let mut p = plan(&[&[7]], BatchLimits {
-            max_attempts: 3,
-            ..BatchLimits::default()
-        });
+        let mut p = plan(
+            &[&[7]],
+            BatchLimits {
+                max_attempts: 3,
+                ..BatchLimits::default()
+            },
+        );
         let mut rounds = 0;
         loop {
             let round = p.next_round();

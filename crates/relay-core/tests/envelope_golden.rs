@@ -45,7 +45,13 @@ fn expected() -> Vec<ChangeEvent> {
             ("no", V::Bool(false)),
             (
                 "list",
-                V::L(vec![s("x"), n("1"), V::L(vec![]), V::M(Attrs::new()), V::Null(true)]),
+                V::L(vec![
+                    s("x"),
+                    n("1"),
+                    V::L(vec![]),
+                    V::M(Attrs::new()),
+                    V::Null(true),
+                ]),
             ),
             (
                 "map",
@@ -76,21 +82,41 @@ fn expected() -> Vec<ChangeEvent> {
     vec![
         ChangeEvent {
             new_image: Some(first),
-            ..ev("e-1", "100000000000000000001", 1_793_750_400_000, Op::Insert)
+            ..ev(
+                "e-1",
+                "100000000000000000001",
+                1_793_750_400_000,
+                Op::Insert,
+            )
         },
         ChangeEvent {
             new_image: Some(with_keys(&keys, vec![("v", n("2"))])),
             old_image: Some(with_keys(&keys, vec![("v", n("1"))])),
-            ..ev("e-2", "100000000000000000002", 1_793_750_401_000, Op::Modify)
+            ..ev(
+                "e-2",
+                "100000000000000000002",
+                1_793_750_401_000,
+                Op::Modify,
+            )
         },
         ChangeEvent {
             ttl: true,
             old_image: Some(with_keys(&keys, vec![("v", n("2"))])),
-            ..ev("e-3", "100000000000000000003", 1_793_750_402_000, Op::Remove)
+            ..ev(
+                "e-3",
+                "100000000000000000003",
+                1_793_750_402_000,
+                Op::Remove,
+            )
         },
         ChangeEvent {
             refetch: true,
-            ..ev("e-4", "100000000000000000004", 1_793_750_403_000, Op::Modify)
+            ..ev(
+                "e-4",
+                "100000000000000000004",
+                1_793_750_403_000,
+                Op::Modify,
+            )
         },
     ]
 }

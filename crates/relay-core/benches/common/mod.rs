@@ -24,7 +24,10 @@ pub fn events(n: usize, keys: u64, item_bytes: usize, seed: u64) -> Vec<ChangeEv
             image.insert("status".into(), V::S("active".into()));
             image.insert("tags".into(), V::Ss(vec!["a".into(), "b".into()]));
             // Pad so that the event (keys + image) is about item_bytes of JSON.
-            image.insert("payload".into(), V::S("x".repeat(item_bytes.saturating_sub(220))));
+            image.insert(
+                "payload".into(),
+                V::S("x".repeat(item_bytes.saturating_sub(220))),
+            );
             ChangeEvent {
                 event_id: format!("{i:032x}"),
                 seq: format!("{:021}", 1_000_000 + i),
