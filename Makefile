@@ -9,26 +9,54 @@ ARCHS       ?= arm64 x86_64
 LAMBDA_DIR  := target/lambda
 CARGO       := cargo
 
-.PHONY: help toolchain venv build test lint fmt bench zip clean
+.PHONY: help toolchain venv setup build test unit validate e2e demo lint fmt bench zip \
+        local-start local-stop local-reset build-local deploy-local clean
 
 help: ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 toolchain: ## Install the pinned Rust toolchain (rust-toolchain.toml) with rustfmt and clippy.
 	@rustup show active-toolchain >/dev/null
 
-$(VENV)/.stamp: infra/build/requirements.txt
-	$(PY) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r infra/build/requirements.txt
-	touch $@
+setup: ## Create .venv (cargo-lambda, sam-cli, cfn-lint) and .venv/ministack (idempotent).
+	infra/local/setup.sh
 
-venv: $(VENV)/.stamp ## Create .venv with the pinned build tools (cargo-lambda).
+venv: setup
 
 build: toolchain ## Build everything (debug).
 	$(CARGO) build --workspace --all-targets --locked
 
-test: toolchain ## Run every test.
+test: toolchain ## Every test: unit, handler and property tests, template validation, end-to-end on MiniStack.
+	$(MAKE) unit
+	$(MAKE) validate
+	$(MAKE) e2e
+
+unit: toolchain ## Unit, handler and property tests (no emulator).
 	$(CARGO) test --workspace --locked
+
+validate: setup ## sam validate --lint and cfn-lint 1.52 on template.yaml.
+	infra/validate.sh
+
+e2e: toolchain setup ## End-to-end tests on MiniStack with the real template and binaries.
+	infra/local/e2e.sh
+
+demo: toolchain setup ## A whole live migration, locally, narrated (no AWS account).
+	infra/local/demo.sh
+
+local-start: setup ## Start MiniStack on 127.0.0.1:4566 (pid and log in .local/).
+	infra/local/start.sh
+
+local-stop: ## Stop MiniStack.
+	infra/local/stop.sh
+
+local-reset: ## Wipe MiniStack's state.
+	infra/local/reset.sh
+
+build-local: toolchain setup ## sam build for the local emulator (x86_64).
+	infra/local/build.sh
+
+deploy-local: build-local ## Build and sam deploy template.yaml to MiniStack: make deploy-local STACK=name PARAMS="SourceTableName=... SourceStreamArn=... TargetTableName=..."
+	infra/local/deploy.sh $(or $(STACK),ddb-relay-local) $(PARAMS)
 
 lint: toolchain ## rustfmt check and clippy with warnings as errors.
 	$(CARGO) fmt --all -- --check
@@ -41,7 +69,7 @@ bench: toolchain ## Request counts per 1M events, then CPU per event (criterion)
 	$(CARGO) bench -p relay-core --bench costs --locked
 	$(CARGO) bench -p relay-core --bench pipeline --locked
 
-zip: toolchain venv ## Lambda bootstrap.zip per function and architecture, under target/lambda/<arch>/<function>/.
+zip: toolchain setup ## Lambda bootstrap.zip per function and architecture, under target/lambda/<arch>/<function>/.
 	@for arch in $(ARCHS); do \
 	  case $$arch in \
 	    arm64)  target=aarch64-unknown-linux-gnu; flag=--arm64 ;; \
@@ -54,6 +82,7 @@ zip: toolchain venv ## Lambda bootstrap.zip per function and architecture, under
 	done
 	@ls -l $(LAMBDA_DIR)/*/*/bootstrap.zip
 
-clean: ## Remove build outputs and .venv.
+clean: ## Stop MiniStack; remove build outputs, .venv and .local.
+	-infra/local/stop.sh
 	$(CARGO) clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) .local .aws-sam

@@ -6,6 +6,7 @@
 //! - [`send_plan`]: the forwarder's ordering-safe send rounds and failure report;
 //! - [`apply`]: cutoff, TTL policy, coalescing and failure planning for the applier;
 //! - [`control`]: the control item (cutoff, mode, restart bookkeeping);
+//! - [`diff`]: table comparison by canonical encoding;
 //! - [`config`], [`metrics`], [`retry`].
 //!
 //! **Boundary:** this crate depends on no AWS client, no Lambda runtime and no
@@ -14,6 +15,7 @@
 pub mod apply;
 pub mod config;
 pub mod control;
+pub mod diff;
 pub mod envelope;
 pub mod event;
 pub mod group;

@@ -1,0 +1,642 @@
+//! End-to-end harness on a local AWS emulator (MiniStack by default).
+//!
+//! Everything here talks to a real endpoint through the AWS SDK: the stack is
+//! deployed from the real `template.yaml` with `sam deploy`
+//! (`infra/local/deploy.sh`), the functions are the real `bootstrap` binaries
+//! and they are triggered by the emulator's event source mappings. Only the
+//! endpoint differs from AWS (`AWS_ENDPOINT_URL`, default
+//! `http://localhost:4566`).
+//!
+//! **Boundary:** this crate is a test and demo driver. The migration steps it
+//! performs with the SDK (seed, cutoff, trigger) are what the operator CLI
+//! does in production.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aws_sdk_dynamodb::types::AttributeValue as Av;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    StreamSpecification, StreamViewType, TableStatus,
+};
+use relay_core::control::{ControlState, Mode};
+use relay_core::diff::{self, Keyed, TableDiff};
+use relay_core::item::Attrs;
+
+pub const DEFAULT_ENDPOINT: &str = "http://localhost:4566";
+pub const REGION: &str = "us-east-1";
+/// Key attributes of the tables the harness creates.
+pub const PK: &str = "pk";
+pub const SK: &str = "sk";
+
+/// SDK clients for one endpoint.
+#[derive(Clone, Debug)]
+pub struct Local {
+    pub endpoint: String,
+    pub ddb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub cfn: aws_sdk_cloudformation::Client,
+    pub lambda: aws_sdk_lambda::Client,
+}
+
+/// The repository root (for `infra/local/*.sh`).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+impl Local {
+    /// Clients for `AWS_ENDPOINT_URL` (default MiniStack on localhost) with
+    /// the emulator's dummy credentials unless real ones are set.
+    pub async fn connect() -> Result<Self> {
+        let endpoint =
+            std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| DEFAULT_ENDPOINT.to_string());
+        let region = std::env::var("AWS_REGION")
+            .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+            .unwrap_or_else(|_| REGION.to_string());
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&endpoint)
+            .region(aws_config::Region::new(region));
+        if std::env::var("AWS_ACCESS_KEY_ID").is_err() {
+            loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "test",
+                "test",
+                None,
+                None,
+                "ddb-relay-e2e",
+            ));
+        }
+        let conf = loader.load().await;
+        let local = Local {
+            endpoint,
+            ddb: aws_sdk_dynamodb::Client::new(&conf),
+            sqs: aws_sdk_sqs::Client::new(&conf),
+            cfn: aws_sdk_cloudformation::Client::new(&conf),
+            lambda: aws_sdk_lambda::Client::new(&conf),
+        };
+        local
+            .ddb
+            .list_tables()
+            .limit(1)
+            .send()
+            .await
+            .map_err(sdk)
+            .with_context(|| {
+                format!(
+                    "no AWS endpoint answers at {} (start the local stack: infra/local/start.sh)",
+                    local.endpoint
+                )
+            })?;
+        Ok(local)
+    }
+
+    /// Creates a table keyed on (pk S, sk N) with a NEW_AND_OLD_IMAGES
+    /// stream, waits for ACTIVE and returns the stream ARN.
+    pub async fn create_source_table(&self, name: &str) -> Result<String> {
+        self.ddb
+            .create_table()
+            .table_name(name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr_def(PK, ScalarAttributeType::S)?)
+            .attribute_definitions(attr_def(SK, ScalarAttributeType::N)?)
+            .key_schema(key_elem(PK, KeyType::Hash)?)
+            .key_schema(key_elem(SK, KeyType::Range)?)
+            .stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(StreamViewType::NewAndOldImages)
+                    .build()?,
+            )
+            .send()
+            .await
+            .map_err(sdk)
+            .with_context(|| format!("create table {name}"))?;
+        self.wait_active(name, Duration::from_secs(60)).await?;
+        let desc = self
+            .ddb
+            .describe_table()
+            .table_name(name)
+            .send()
+            .await
+            .map_err(sdk)?;
+        desc.table()
+            .and_then(|t| t.latest_stream_arn())
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("table {name} has no stream"))
+    }
+
+    pub async fn wait_active(&self, name: &str, limit: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            if let Ok(d) = self.ddb.describe_table().table_name(name).send().await {
+                if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+                    return Ok(());
+                }
+            }
+            if start.elapsed() > limit {
+                bail!("table {name} not ACTIVE after {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Deploys `template.yaml` to the endpoint as `stack` with `sam deploy`
+    /// (through `infra/local/deploy.sh`) and returns the stack outputs.
+    pub async fn deploy(&self, stack: &str, params: &[(&str, &str)]) -> Result<Stack> {
+        let script = repo_root().join("infra/local/deploy.sh");
+        let mut cmd = tokio::process::Command::new("bash");
+        cmd.arg(&script).arg(stack);
+        for (k, v) in params {
+            cmd.arg(format!("{k}={v}"));
+        }
+        let out = cmd
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .context("run infra/local/deploy.sh")?;
+        if !out.status.success() {
+            bail!(
+                "sam deploy of {stack} failed:\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.stack(stack).await
+    }
+
+    /// The outputs of a deployed stack.
+    pub async fn stack(&self, stack: &str) -> Result<Stack> {
+        let d = self
+            .cfn
+            .describe_stacks()
+            .stack_name(stack)
+            .send()
+            .await
+            .map_err(sdk)?;
+        let s = d
+            .stacks()
+            .first()
+            .ok_or_else(|| anyhow!("stack {stack} not found"))?;
+        let outputs: HashMap<String, String> = s
+            .outputs()
+            .iter()
+            .filter_map(|o| Some((o.output_key()?.to_string(), o.output_value()?.to_string())))
+            .collect();
+        let get = |k: &str| {
+            outputs
+                .get(k)
+                .cloned()
+                .ok_or_else(|| anyhow!("stack {stack} has no output {k}"))
+        };
+        Ok(Stack {
+            name: stack.to_string(),
+            queue_url: get("QueueUrl")?,
+            dlq_url: get("DeadLetterQueueUrl")?,
+            forwarder: get("ForwarderFunction")?,
+            applier: get("ApplierFunction")?,
+            control_table: get("ControlTable")?,
+            source_table: get("SourceTable")?,
+            target_table: get("TargetTable")?,
+            migration: get("MigrationId")?,
+            margin_ms: get("CutoffMarginSeconds")?.parse::<i64>()? * 1000,
+        })
+    }
+
+    /// Seeds `target` from `source` by on-demand backup and restore. Returns
+    /// the backup's creation time in epoch ms (the seed time).
+    pub async fn seed_by_backup(&self, source: &str, target: &str) -> Result<i64> {
+        let b = self
+            .ddb
+            .create_backup()
+            .table_name(source)
+            .backup_name(format!("{target}-seed"))
+            .send()
+            .await
+            .map_err(sdk)
+            .context("create backup")?;
+        let details = b
+            .backup_details()
+            .ok_or_else(|| anyhow!("CreateBackup returned no details"))?;
+        let arn = details.backup_arn().to_string();
+        let created = details.backup_creation_date_time();
+        let seed_ms = created.secs() * 1000 + i64::from(created.subsec_nanos() / 1_000_000);
+        self.ddb
+            .restore_table_from_backup()
+            .backup_arn(&arn)
+            .target_table_name(target)
+            .send()
+            .await
+            .map_err(sdk)
+            .context("restore table from backup")?;
+        self.wait_active(target, Duration::from_secs(120)).await?;
+        Ok(seed_ms)
+    }
+
+    /// Writes the control item (cutoff, normal mode).
+    pub async fn set_cutoff(&self, stack: &Stack, cutoff_ms: i64) -> Result<()> {
+        let state = ControlState {
+            migration: stack.migration.clone(),
+            cutoff_ms: Some(cutoff_ms),
+            mode: Mode::Normal,
+            paused_at_ms: None,
+            version: 1,
+        };
+        self.ddb
+            .put_item()
+            .table_name(&stack.control_table)
+            .set_item(Some(relay_aws::convert::to_sdk_item(&state.to_item())))
+            .send()
+            .await
+            .map_err(sdk)
+            .context("write control item")?;
+        Ok(())
+    }
+
+    /// Enables or disables the applier's queue trigger and waits for the state.
+    pub async fn set_applier_trigger(&self, stack: &Stack, enabled: bool) -> Result<()> {
+        let uuid = self.applier_mapping(stack).await?;
+        self.lambda
+            .update_event_source_mapping()
+            .uuid(&uuid)
+            .enabled(enabled)
+            .send()
+            .await
+            .map_err(sdk)
+            .context("update event source mapping")?;
+        let want = if enabled { "Enabled" } else { "Disabled" };
+        let start = Instant::now();
+        loop {
+            let m = self
+                .lambda
+                .get_event_source_mapping()
+                .uuid(&uuid)
+                .send()
+                .await
+                .map_err(sdk)?;
+            if m.state() == Some(want) {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!("applier trigger did not become {want}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// The applier trigger's state as the service reports it.
+    pub async fn applier_trigger_state(&self, stack: &Stack) -> Result<String> {
+        let uuid = self.applier_mapping(stack).await?;
+        let m = self
+            .lambda
+            .get_event_source_mapping()
+            .uuid(&uuid)
+            .send()
+            .await
+            .map_err(sdk)?;
+        Ok(m.state().unwrap_or("unknown").to_string())
+    }
+
+    async fn applier_mapping(&self, stack: &Stack) -> Result<String> {
+        let list = self
+            .lambda
+            .list_event_source_mappings()
+            .function_name(&stack.applier)
+            .send()
+            .await
+            .map_err(sdk)?;
+        list.event_source_mappings()
+            .iter()
+            .find(|m| {
+                m.event_source_arn()
+                    .is_some_and(|a| a.starts_with("arn:aws:sqs:"))
+            })
+            .and_then(|m| m.uuid())
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no SQS trigger on {}", stack.applier))
+    }
+
+    /// Visible + in-flight messages of a queue.
+    pub async fn queue_depth(&self, url: &str) -> Result<(u64, u64)> {
+        use aws_sdk_sqs::types::QueueAttributeName as N;
+        let a = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(N::ApproximateNumberOfMessages)
+            .attribute_names(N::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .map_err(sdk)?;
+        let attrs = a.attributes().cloned().unwrap_or_default();
+        let n = |k: N| {
+            attrs
+                .get(&k)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok((
+            n(N::ApproximateNumberOfMessages),
+            n(N::ApproximateNumberOfMessagesNotVisible),
+        ))
+    }
+
+    /// Every item of a table (consistent scan), keyed by (pk, sk).
+    pub async fn scan(&self, table: &str) -> Result<Keyed> {
+        let mut items = Vec::new();
+        let mut start: Option<HashMap<String, Av>> = None;
+        loop {
+            let page = self
+                .ddb
+                .scan()
+                .table_name(table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk)
+                .with_context(|| format!("scan {table}"))?;
+            for it in page.items() {
+                items.push(
+                    relay_aws::convert::from_sdk_item(it)
+                        .map_err(|e| anyhow!("scan {table}: {e}"))?,
+                );
+            }
+            match page.last_evaluated_key() {
+                Some(k) if !k.is_empty() => start = Some(k.clone()),
+                _ => break,
+            }
+        }
+        let keys = [PK.to_string(), SK.to_string()];
+        Ok(diff::index(items, &keys).0)
+    }
+
+    /// Compares two tables item for item.
+    pub async fn compare(&self, source: &str, target: &str) -> Result<(usize, TableDiff)> {
+        let s = self.scan(source).await?;
+        let t = self.scan(target).await?;
+        Ok((s.len(), diff::diff(&s, &t)))
+    }
+
+    /// Waits until the queue is empty and the target equals the source, or
+    /// `limit` passes. Returns the last comparison.
+    pub async fn wait_converged(
+        &self,
+        stack: &Stack,
+        limit: Duration,
+    ) -> Result<(usize, TableDiff)> {
+        let start = Instant::now();
+        loop {
+            let (visible, in_flight) = self.queue_depth(&stack.queue_url).await?;
+            if visible + in_flight == 0 {
+                let r = self
+                    .compare(&stack.source_table, &stack.target_table)
+                    .await?;
+                if r.1.is_clean() || start.elapsed() > limit {
+                    return Ok(r);
+                }
+            } else if start.elapsed() > limit {
+                return self.compare(&stack.source_table, &stack.target_table).await;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// An SDK error with its whole chain (code, message, cause) in one line.
+pub fn sdk<E>(e: E) -> anyhow::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    anyhow!(
+        "{}",
+        aws_smithy_types::error::display::DisplayErrorContext(&e)
+    )
+}
+
+fn attr_def(name: &str, t: ScalarAttributeType) -> Result<AttributeDefinition> {
+    Ok(AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(t)
+        .build()?)
+}
+
+fn key_elem(name: &str, t: KeyType) -> Result<KeySchemaElement> {
+    Ok(KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(t)
+        .build()?)
+}
+
+/// A deployed ddb-relay stack, from its outputs.
+#[derive(Clone, Debug)]
+pub struct Stack {
+    pub name: String,
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub forwarder: String,
+    pub applier: String,
+    pub control_table: String,
+    pub source_table: String,
+    pub target_table: String,
+    pub migration: String,
+    pub margin_ms: i64,
+}
+
+/// What a [`Writer`] did.
+#[derive(Debug, Default)]
+pub struct WriterCounts {
+    pub puts: AtomicU64,
+    pub updates: AtomicU64,
+    pub deletes: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+impl WriterCounts {
+    pub fn total(&self) -> u64 {
+        self.puts.load(Ordering::Relaxed)
+            + self.updates.load(Ordering::Relaxed)
+            + self.deletes.load(Ordering::Relaxed)
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{} puts, {} updates, {} deletes",
+            self.puts.load(Ordering::Relaxed),
+            self.updates.load(Ordering::Relaxed),
+            self.deletes.load(Ordering::Relaxed)
+        )
+    }
+}
+
+/// A load generator: puts (full items of every DynamoDB type), updates and
+/// deletes over `keys` items at about `rate` operations per second, until
+/// stopped. Bounded: it also stops after `max_ops`.
+#[derive(Debug)]
+pub struct Writer {
+    stop: Arc<AtomicBool>,
+    pub counts: Arc<WriterCounts>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    pub fn start(local: &Local, table: &str, keys: u32, rate: u32, max_ops: u64) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts = Arc::new(WriterCounts::default());
+        let (ddb, table) = (local.ddb.clone(), table.to_string());
+        let (stop2, counts2) = (stop.clone(), counts.clone());
+        let handle = tokio::spawn(async move {
+            let mut rng = fastrand::Rng::with_seed(0x5eed);
+            let pause = Duration::from_micros(1_000_000 / u64::from(rate.max(1)));
+            let mut n = 0u64;
+            while !stop2.load(Ordering::Relaxed) && n < max_ops {
+                n += 1;
+                let k = rng.u32(0..keys);
+                let r = match rng.u8(0..10) {
+                    0..=4 => ddb
+                        .put_item()
+                        .table_name(&table)
+                        .set_item(Some(sample_item(k, n, &mut rng)))
+                        .send()
+                        .await
+                        .map(|_| &counts2.puts)
+                        .map_err(drop),
+                    5..=7 => ddb
+                        .update_item()
+                        .table_name(&table)
+                        .key(PK, Av::S(pk(k)))
+                        .key(SK, Av::N(sk(k)))
+                        .update_expression("SET #c = if_not_exists(#c, :z) + :one, #w = :w")
+                        .expression_attribute_names("#c", "counter")
+                        .expression_attribute_names("#w", "written")
+                        .expression_attribute_values(":z", Av::N("0".into()))
+                        .expression_attribute_values(":one", Av::N("1".into()))
+                        .expression_attribute_values(":w", Av::N(n.to_string()))
+                        .send()
+                        .await
+                        .map(|_| &counts2.updates)
+                        .map_err(drop),
+                    _ => ddb
+                        .delete_item()
+                        .table_name(&table)
+                        .key(PK, Av::S(pk(k)))
+                        .key(SK, Av::N(sk(k)))
+                        .send()
+                        .await
+                        .map(|_| &counts2.deletes)
+                        .map_err(drop),
+                };
+                match r {
+                    Ok(c) => c.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => counts2.errors.fetch_add(1, Ordering::Relaxed),
+                };
+                tokio::time::sleep(pause).await;
+            }
+        });
+        Writer {
+            stop,
+            counts,
+            handle,
+        }
+    }
+
+    /// Stops the writer and waits for its last operation.
+    pub async fn stop(self) -> Arc<WriterCounts> {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.handle.await;
+        self.counts
+    }
+}
+
+fn pk(k: u32) -> String {
+    format!("user#{:04}", k / 3)
+}
+
+fn sk(k: u32) -> String {
+    (k % 3).to_string()
+}
+
+/// A full item with every DynamoDB type, big numbers and awkward strings.
+pub fn sample_item(k: u32, n: u64, rng: &mut fastrand::Rng) -> HashMap<String, Av> {
+    let mut m = HashMap::new();
+    m.insert(PK.to_string(), Av::S(pk(k)));
+    m.insert(SK.to_string(), Av::N(sk(k)));
+    m.insert("written".into(), Av::N(n.to_string()));
+    m.insert(
+        "big".into(),
+        Av::N(format!(
+            "1234567890123456789012345678901234567.{}",
+            rng.u8(0..9)
+        )),
+    );
+    m.insert(
+        "name".into(),
+        Av::S(format!("naïve ☃ 🚀 \t{}", rng.u32(..))),
+    );
+    m.insert("empty".into(), Av::S(String::new()));
+    m.insert("flag".into(), Av::Bool(rng.bool()));
+    m.insert("nothing".into(), Av::Null(true));
+    m.insert(
+        "blob".into(),
+        Av::B(aws_sdk_dynamodb::primitives::Blob::new(
+            (0..16).map(|_| rng.u8(..)).collect::<Vec<u8>>(),
+        )),
+    );
+    m.insert(
+        "tags".into(),
+        Av::Ss(vec!["a".into(), format!("t{}", rng.u8(..))]),
+    );
+    m.insert("scores".into(), Av::Ns(vec!["1".into(), "2.5".into()]));
+    m.insert(
+        "nested".into(),
+        Av::M(HashMap::from([(
+            "list".to_string(),
+            Av::L(vec![
+                Av::N("-0.001".into()),
+                Av::S("x".into()),
+                Av::Bool(false),
+            ]),
+        )])),
+    );
+    m.insert("pad".into(), Av::S("x".repeat(rng.usize(100..900))));
+    m
+}
+
+/// Items of the source table as the writer would create them, written
+/// directly (for preloading before a seed).
+pub async fn preload(local: &Local, table: &str, count: u32) -> Result<()> {
+    let mut rng = fastrand::Rng::with_seed(7);
+    for k in 0..count {
+        local
+            .ddb
+            .put_item()
+            .table_name(table)
+            .set_item(Some(sample_item(k, 0, &mut rng)))
+            .send()
+            .await
+            .map_err(sdk)
+            .context("preload put")?;
+    }
+    Ok(())
+}
+
+/// The current time in epoch milliseconds.
+pub fn now_ms() -> i64 {
+    relay_aws::runtime::now_ms()
+}
+
+/// A unique-enough suffix for names created by one run.
+pub fn run_id() -> String {
+    format!("{:x}", now_ms() % 0xffff_ffff)
+}
+
+/// Keys in `items` (for test messages).
+pub fn keys_of(items: &Keyed) -> Vec<Attrs> {
+    items
+        .values()
+        .filter_map(|i| diff::key_of(i, &[PK.to_string(), SK.to_string()]))
+        .collect()
+}

@@ -1,0 +1,55 @@
+//! `make validate` must be able to fail: the real template passes, and
+//! deliberately broken copies (a CloudFormation error and a SAM error) are
+//! refused.
+
+use std::path::Path;
+use std::process::Command;
+
+use relay_e2e::repo_root;
+
+fn validate(template: &Path) -> (bool, String) {
+    let out = Command::new("bash")
+        .arg(repo_root().join("infra/validate.sh"))
+        .arg(template)
+        .output()
+        .expect("run infra/validate.sh");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn broken_copy(name: &str, from: &str, to: &str) -> std::path::PathBuf {
+    let template = std::fs::read_to_string(repo_root().join("template.yaml")).expect("template");
+    assert!(template.contains(from), "the breakage must apply: {from}");
+    let dir = std::env::temp_dir().join(format!("ddb-relay-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, template.replacen(from, to, 1)).expect("write copy");
+    path
+}
+
+#[test]
+#[ignore = "needs the pinned sam-cli and cfn-lint in .venv: run `make e2e`"]
+fn the_template_is_clean_and_broken_copies_are_refused() {
+    let (ok, log) = validate(&repo_root().join("template.yaml"));
+    assert!(ok, "template.yaml must validate:\n{log}");
+
+    // CloudFormation: a reference to a resource that does not exist.
+    let dangling = broken_copy(
+        "dangling.yaml",
+        "deadLetterTargetArn: !GetAtt DeadLetterQueue.Arn",
+        "deadLetterTargetArn: !GetAtt NoSuchQueue.Arn",
+    );
+    let (ok, log) = validate(&dangling);
+    assert!(!ok, "a dangling GetAtt must fail validation:\n{log}");
+
+    // SAM: an event source property of the wrong type.
+    let sam = broken_copy("sam-event.yaml", "BatchSize: 10", "BatchSize: [ten]");
+    let (ok, log) = validate(&sam);
+    assert!(!ok, "a malformed SQS event must fail validation:\n{log}");
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Deploy template.yaml (as built by build.sh) to the local emulator with
+# `sam deploy`, exactly as to AWS; only the endpoint differs.
+#   infra/local/deploy.sh STACK Key=Value...   (template parameters)
+# Local deploys run the host's architecture (x86_64), send metrics with
+# PutMetricData (the emulator does not extract EMF from logs), and set no
+# applier maximum concurrency (MiniStack echoes it back as a string, which
+# the SDK cannot parse).
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+[[ $# -ge 1 ]] || { echo "usage: $0 STACK [Key=Value...]" >&2; exit 2; }
+stack=$1; shift
+[[ -f $ROOT/.aws-sam/build/template.yaml ]] || "$ROOT/infra/local/build.sh"
+export PATH="$VENV/bin:$PATH" SAM_CLI_TELEMETRY=0
+export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://localhost:$MINISTACK_PORT}"
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
+export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}" AWS_REGION="${AWS_REGION:-us-east-1}"
+cd "$ROOT"
+sam deploy --template-file .aws-sam/build/template.yaml --stack-name "$stack" \
+  --resolve-s3 --capabilities CAPABILITY_IAM --no-confirm-changeset \
+  --no-fail-on-empty-changeset --region "$AWS_REGION" \
+  --parameter-overrides Architecture=x86_64 MetricsMode=putmetricdata ApplierMaxConcurrency=0 "$@"

@@ -1,0 +1,11 @@
+# Sourced by the infra/local scripts: where the local stack lives.
+# Override any of these in the environment.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+MINISTACK_VENV="${MINISTACK_VENV:-$VENV/ministack}"
+LOCAL_DIR="${LOCAL_DIR:-$ROOT/.local}"
+MINISTACK_PORT="${MINISTACK_PORT:-4566}"
+MINISTACK_PID="$LOCAL_DIR/ministack.pid"
+MINISTACK_LOG="$LOCAL_DIR/ministack.log"
+MINISTACK_HEALTH="http://127.0.0.1:$MINISTACK_PORT/_ministack/health"
+PY="${PY:-python3}"
