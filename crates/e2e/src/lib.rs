@@ -41,6 +41,7 @@ pub struct Local {
     pub sqs: aws_sdk_sqs::Client,
     pub cfn: aws_sdk_cloudformation::Client,
     pub lambda: aws_sdk_lambda::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
 }
 
 /// The repository root (for `infra/local/*.sh`).
@@ -76,6 +77,7 @@ impl Local {
             sqs: aws_sdk_sqs::Client::new(&conf),
             cfn: aws_sdk_cloudformation::Client::new(&conf),
             lambda: aws_sdk_lambda::Client::new(&conf),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&conf),
         };
         local
             .ddb
@@ -317,6 +319,49 @@ impl Local {
             .and_then(|m| m.uuid())
             .map(str::to_string)
             .ok_or_else(|| anyhow!("no SQS trigger on {}", stack.applier))
+    }
+
+    /// A ddb-relay metric of one function since `since_ms`: the sum of its
+    /// values, or the maximum with `max`. `None` when nothing was recorded.
+    pub async fn metric(
+        &self,
+        stack: &Stack,
+        function: &str,
+        name: &str,
+        since_ms: i64,
+        max: bool,
+    ) -> Result<Option<f64>> {
+        use aws_sdk_cloudwatch::primitives::DateTime;
+        use aws_sdk_cloudwatch::types::{Dimension, Statistic};
+        let dim = |n: &str, v: &str| Dimension::builder().name(n).value(v).build();
+        let stat = if max {
+            Statistic::Maximum
+        } else {
+            Statistic::Sum
+        };
+        let r = self
+            .cloudwatch
+            .get_metric_statistics()
+            .namespace("DdbRelay")
+            .metric_name(name)
+            .dimensions(dim("Migration", &stack.migration))
+            .dimensions(dim("Function", function))
+            .start_time(DateTime::from_millis(since_ms - 60_000))
+            .end_time(DateTime::from_millis(now_ms() + 60_000))
+            .period(60)
+            .statistics(stat)
+            .send()
+            .await
+            .map_err(sdk)?;
+        let values = r
+            .datapoints()
+            .iter()
+            .filter_map(|d| if max { d.maximum() } else { d.sum() });
+        Ok(if max {
+            values.reduce(f64::max)
+        } else {
+            values.reduce(|a, b| a + b)
+        })
     }
 
     /// Visible + in-flight messages of a queue.

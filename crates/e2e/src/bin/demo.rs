@@ -93,8 +93,7 @@ async fn main() -> Result<()> {
         )
         .await?;
     s.done(&format!(
-        "stack {name}; applier trigger {}",
-        local.applier_trigger_state(&stack).await?
+        "stack {name} created; applier trigger created disabled"
     ));
 
     s.begin(
@@ -109,9 +108,8 @@ async fn main() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (v, f) = local.queue_depth(&stack.queue_url).await?;
     s.done(&format!(
-        "{} so far; queue holds {} messages",
+        "{} so far; the queue holds {v} messages, {f} in flight (nothing applied yet)",
         writer.counts.summary(),
-        v + f
     ));
 
     s.begin(
@@ -141,16 +139,24 @@ async fn main() -> Result<()> {
         "The load continues; the backlog stays small while the applier keeps up.",
     );
     let live = Instant::now();
+    let enabled_ms = now_ms();
     while live.elapsed() < Duration::from_secs(live_secs) {
         tokio::time::sleep(Duration::from_secs(4)).await;
         let (v, f) = local.queue_depth(&stack.queue_url).await?;
         let target_items = local.scan(&target).await?.len();
+        let lag = local
+            .metric(&stack, "applier", "ReplicationLag", now_ms() - 10_000, true)
+            .await
+            .ok()
+            .flatten()
+            .map_or("n/a".to_string(), |ms| format!("{:.1} s", ms / 1000.0));
         println!(
-            "    t+{:>3.0}s  writes: {:<40}  backlog: {:>3} visible {:>3} in flight  target: {} items",
+            "    t+{:>3.0}s  writes: {:<40}  backlog: {:>3} visible {:>3} in flight  lag (max, last min): {:>7}  target: {} items",
             live.elapsed().as_secs_f64(),
             writer.counts.summary(),
             v,
             f,
+            lag,
             target_items
         );
     }
@@ -170,6 +176,29 @@ async fn main() -> Result<()> {
         (now_ms() - stop_ms) as f64 / 1000.0,
         counts.summary()
     ));
+
+    let mut counters = Vec::new();
+    for (function, name) in [
+        ("forwarder", "Forwarded"),
+        ("forwarder", "MessagesSent"),
+        ("applier", "AppliedPuts"),
+        ("applier", "AppliedDeletes"),
+        ("applier", "SkippedBeforeCutoff"),
+        ("applier", "Coalesced"),
+        ("applier", "FailedMessages"),
+    ] {
+        let v = local
+            .metric(&stack, function, name, enabled_ms - 600_000, false)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(0.0);
+        counters.push(format!("{name} {v:.0}"));
+    }
+    println!(
+        "    metrics (CloudWatch, PutMetricData): {}",
+        counters.join(", ")
+    );
 
     s.begin(
         "Compare the tables item for item",
