@@ -4,8 +4,8 @@
 #   infra/local/deploy.sh STACK Key=Value...   (template parameters)
 # Local deploys run the host's architecture (x86_64), send metrics with
 # PutMetricData (the emulator does not extract EMF from logs), and set no
-# applier maximum concurrency (MiniStack echoes it back as a string, which
-# the SDK cannot parse).
+# applier maximum concurrency and no parallelization factor (MiniStack echoes
+# both back as strings, which the SDK cannot parse).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 [[ $# -ge 1 ]] || { echo "usage: $0 STACK [Key=Value...]" >&2; exit 2; }
@@ -19,4 +19,4 @@ cd "$ROOT"
 sam deploy --template-file .aws-sam/build/template.yaml --stack-name "$stack" \
   --resolve-s3 --capabilities CAPABILITY_IAM --no-confirm-changeset \
   --no-fail-on-empty-changeset --region "$AWS_REGION" \
-  --parameter-overrides Architecture=x86_64 MetricsMode=putmetricdata ApplierMaxConcurrency=0 "$@"
+  --parameter-overrides Architecture=x86_64 MetricsMode=putmetricdata ApplierMaxConcurrency=0 ParallelizationFactor=1 "$@"

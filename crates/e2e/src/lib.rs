@@ -130,6 +130,22 @@ impl Local {
             .ok_or_else(|| anyhow!("table {name} has no stream"))
     }
 
+    /// Turns on point-in-time recovery (for PITR seeds and replays).
+    pub async fn enable_pitr(&self, table: &str) -> Result<()> {
+        self.ddb
+            .update_continuous_backups()
+            .table_name(table)
+            .point_in_time_recovery_specification(
+                aws_sdk_dynamodb::types::PointInTimeRecoverySpecification::builder()
+                    .point_in_time_recovery_enabled(true)
+                    .build()?,
+            )
+            .send()
+            .await
+            .map_err(sdk)?;
+        Ok(())
+    }
+
     pub async fn wait_active(&self, name: &str, limit: Duration) -> Result<()> {
         let start = Instant::now();
         loop {
@@ -167,7 +183,14 @@ impl Local {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        self.stack(stack).await
+        let stack = self.stack(stack).await?;
+        // Emulator gap: MiniStack reports State "Enabled" for a mapping that
+        // CloudFormation created with Enabled: false (it does not poll it).
+        // Disabling it again makes the reported state match the template.
+        if self.applier_trigger_state(&stack).await? != "Disabled" {
+            self.set_applier_trigger(&stack, false).await?;
+        }
+        Ok(stack)
     }
 
     /// The outputs of a deployed stack.
@@ -246,6 +269,7 @@ impl Local {
             mode: Mode::Normal,
             paused_at_ms: None,
             version: 1,
+            ..Default::default()
         };
         self.ddb
             .put_item()

@@ -19,6 +19,8 @@ use relay_core::metrics::MetricRecord;
 pub mod convert;
 #[cfg(feature = "fake")]
 pub mod fake;
+#[cfg(feature = "ops")]
+pub mod ops;
 pub mod runtime;
 pub mod sdk;
 

@@ -46,7 +46,7 @@ const RETRYABLE_CODES: &[&str] = &[
 /// service errors are retryable when their code or HTTP status says so.
 pub fn classify<E, R>(operation: &'static str, err: &SdkError<E, R>) -> AwsError
 where
-    E: ProvideErrorMetadata,
+    E: ProvideErrorMetadata + std::error::Error,
     R: HasStatus,
 {
     match err {
@@ -78,7 +78,17 @@ where
         }
         SdkError::ServiceError(e) => {
             let code = e.err().code().unwrap_or("Unknown");
-            let message = e.err().message().unwrap_or("");
+            // A response the SDK could not read has no code or message:
+            // describe the error itself (never the raw body).
+            let described;
+            let message = match e.err().message() {
+                Some(m) => m,
+                None => {
+                    described =
+                        aws_smithy_types::error::display::DisplayErrorContext(e.err()).to_string();
+                    described.as_str()
+                }
+            };
             let status = e.raw().status_code();
             if RETRYABLE_CODES.contains(&code) || status >= 500 || status == 429 {
                 AwsError::retryable(operation, code, message)

@@ -12,6 +12,10 @@ pub const ATTR_CUTOFF_MS: &str = "cutoff_ms";
 pub const ATTR_MODE: &str = "mode";
 pub const ATTR_PAUSED_AT_MS: &str = "paused_at_ms";
 pub const ATTR_VERSION: &str = "version";
+pub const ATTR_SEED_METHOD: &str = "seed_method";
+pub const ATTR_SEED_MS: &str = "seed_ms";
+pub const ATTR_LAST_VERIFY: &str = "last_verify";
+pub const ATTR_UPDATED_MS: &str = "updated_ms";
 
 /// Default safety margin between the seed's time and the cutoff. An
 /// on-demand backup taken at T may miss writes up to T-60 s and event times
@@ -35,7 +39,14 @@ pub struct ControlState {
     pub cutoff_ms: Option<i64>,
     pub mode: Mode,
     pub paused_at_ms: Option<i64>,
+    /// Incremented by every change; the CLI writes conditionally on it.
     pub version: u64,
+    /// How and when the target was seeded (backup, pitr, export, scan).
+    pub seed_method: Option<String>,
+    pub seed_ms: Option<i64>,
+    /// The last verify's verdict ("clean" or a summary).
+    pub last_verify: Option<String>,
+    pub updated_ms: Option<i64>,
 }
 
 /// Why a control item is unusable.
@@ -62,6 +73,13 @@ fn number(item: &Attrs, attr: &'static str) -> Result<Option<i64>, ControlError>
             attr,
             found: type_name(other).to_string(),
         }),
+    }
+}
+
+fn string(item: &Attrs, attr: &'static str) -> Option<String> {
+    match item.get(attr) {
+        Some(AttributeValue::S(s)) => Some(s.clone()),
+        _ => None,
     }
 }
 
@@ -99,6 +117,10 @@ impl ControlState {
             mode,
             paused_at_ms: number(item, ATTR_PAUSED_AT_MS)?,
             version: number(item, ATTR_VERSION)?.unwrap_or(0).max(0) as u64,
+            seed_method: string(item, ATTR_SEED_METHOD),
+            seed_ms: number(item, ATTR_SEED_MS)?,
+            last_verify: string(item, ATTR_LAST_VERIFY),
+            updated_ms: number(item, ATTR_UPDATED_MS)?,
         })
     }
 
@@ -123,6 +145,18 @@ impl ControlState {
             ATTR_VERSION.into(),
             AttributeValue::N(self.version.to_string()),
         );
+        if let Some(m) = &self.seed_method {
+            item.insert(ATTR_SEED_METHOD.into(), AttributeValue::S(m.clone()));
+        }
+        if let Some(t) = self.seed_ms {
+            item.insert(ATTR_SEED_MS.into(), AttributeValue::N(t.to_string()));
+        }
+        if let Some(v) = &self.last_verify {
+            item.insert(ATTR_LAST_VERIFY.into(), AttributeValue::S(v.clone()));
+        }
+        if let Some(t) = self.updated_ms {
+            item.insert(ATTR_UPDATED_MS.into(), AttributeValue::N(t.to_string()));
+        }
         item
     }
 }
@@ -150,6 +184,7 @@ mod tests {
             mode: Mode::Tombstone,
             paused_at_ms: None,
             version: 7,
+            ..Default::default()
         };
         assert_eq!(ControlState::from_item(&s.to_item()).unwrap(), s);
     }

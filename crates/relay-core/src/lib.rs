@@ -21,6 +21,7 @@ pub mod event;
 pub mod group;
 pub mod item;
 pub mod metrics;
+pub mod ops;
 pub mod pack;
 pub mod retry;
 pub mod send_plan;

@@ -1,0 +1,421 @@
+//! The CLI on the local emulator: every command, through the real binary,
+//! against a stack deployed from the real template. Needs MiniStack and a
+//! `sam build`: `make e2e` runs these with `--ignored`.
+
+use std::process::Output;
+use std::time::Duration;
+
+use anyhow::Result;
+use relay_e2e::{preload, run_id, Local, Stack, Writer};
+use serde_json::Value;
+
+/// Runs `ddb-relay ARGS` against the emulator and stack.
+fn cli(local: &Local, stack: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ddb-relay"));
+    cmd.args(args)
+        .env("AWS_ENDPOINT_URL", &local.endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env_remove("DDB_RELAY_STACK")
+        .env_remove("AWS_PROFILE");
+    if let Some(s) = stack {
+        cmd.env("DDB_RELAY_STACK", s);
+    }
+    cmd.output().expect("run ddb-relay")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs and expects exit code `code`; returns stdout parsed as JSON when
+/// `--output json` was given, else stdout as a JSON string.
+fn run(local: &Local, stack: &str, args: &[&str], code: i32) -> Value {
+    let o = cli(local, Some(stack), args);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "ddb-relay {args:?}: {}",
+        text(&o)
+    );
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    serde_json::from_str(&out).unwrap_or(Value::String(out))
+}
+
+fn stderr_of(local: &Local, stack: Option<&str>, args: &[&str]) -> (Option<i32>, String) {
+    let o = cli(local, stack, args);
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
+}
+
+async fn setup(local: &Local, tag: &str, extra: &[(&str, &str)]) -> Result<Stack> {
+    let run = run_id();
+    let (source, target, name) = (
+        format!("cli-{tag}-src-{run}"),
+        format!("cli-{tag}-tgt-{run}"),
+        format!("cli-{tag}-{run}"),
+    );
+    let stream = local.create_source_table(&source).await?;
+    local.enable_pitr(&source).await?;
+    let mut params = vec![
+        ("SourceTableName", source.as_str()),
+        ("SourceStreamArn", stream.as_str()),
+        ("TargetTableName", target.as_str()),
+        ("StreamBatchingWindowSeconds", "0"),
+        ("CutoffMarginSeconds", "3"),
+    ];
+    params.extend_from_slice(extra);
+    local.deploy(&name, &params).await
+}
+
+/// The whole migration through the CLI only: preflight, seed, resume, live
+/// writes, pause, replay from a new point, resume, cutover GO, finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack and a sam build: run `make e2e`"]
+async fn a_whole_migration_runs_through_the_cli() -> Result<()> {
+    let local = Local::connect().await?;
+    let stack = setup(&local, "main", &[]).await?;
+    let st = stack.name.as_str();
+    preload(&local, &stack.source_table, 40).await?;
+    let writer = Writer::start(&local, &stack.source_table, 60, 20, 100_000);
+
+    let pre = run(&local, st, &["preflight", "--output", "json"], 0);
+    assert_eq!(pre["ok"], true, "{pre:#}");
+
+    let seed = run(
+        &local,
+        st,
+        &["seed", "--method", "backup", "--output", "json"],
+        0,
+    );
+    assert_eq!(seed["method"], "backup");
+    assert_eq!(
+        seed["cutoff_ms"].as_i64(),
+        seed["seed_ms"].as_i64().map(|t| t - 3000)
+    );
+    // Re-running is harmless.
+    let again = run(
+        &local,
+        st,
+        &["seed", "--method", "backup", "--output", "json"],
+        0,
+    );
+    assert_eq!(again["already"], true);
+
+    run(&local, st, &["resume"], 0);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let paused = run(&local, st, &["pause", "--output", "json"], 0);
+    let paused_at = paused["paused_at_ms"].as_i64().expect("paused_at_ms");
+    let earliest = paused["earliest_replay_ms"].as_i64().expect("earliest");
+    assert_eq!(earliest, paused_at + 3000);
+    // Changes keep coming while paused; they wait in the queue.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    // Replay from a point before the earliest is refused with the number.
+    let (code, err) = stderr_of(
+        &local,
+        Some(st),
+        &["replay", "--from", &(earliest - 1).to_string()],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("earliest valid T is {earliest}")),
+        "{err}"
+    );
+    let replay = run(
+        &local,
+        st,
+        &[
+            "replay",
+            "--from",
+            &earliest.to_string(),
+            "--output",
+            "json",
+        ],
+        0,
+    );
+    assert_eq!(replay["trigger"], "Enabled", "{replay:#}");
+    assert_eq!(replay["cutoff_ms"].as_i64(), Some(earliest - 3000));
+
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let counts = writer.stop().await;
+    assert!(counts.total() > 50, "{}", counts.summary());
+    let (_, diff) = local
+        .wait_converged(&stack, Duration::from_secs(120))
+        .await?;
+    assert!(diff.is_clean(), "not converged after replay: {diff:?}");
+
+    let go = run(
+        &local,
+        st,
+        &["cutover", "--max-lag", "600", "--output", "json"],
+        0,
+    );
+    assert_eq!(go["go"], true, "{go:#}");
+
+    let report = std::env::temp_dir().join(format!("ddb-relay-report-{}.json", run_id()));
+    let fin = run(
+        &local,
+        st,
+        &[
+            "finish",
+            "--quiet",
+            "3",
+            "--timeout",
+            "120",
+            "--report",
+            report.to_str().unwrap_or_default(),
+            "--output",
+            "json",
+        ],
+        0,
+    );
+    assert_eq!(fin["triggers"], "Disabled");
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
+    assert_eq!(saved["migration"], fin["migration"]);
+    let status = run(&local, st, &["status", "--output", "json"], 0);
+    assert_eq!(status["applier_trigger"], "Disabled");
+    assert_eq!(status["forwarder_trigger"], "Disabled");
+
+    let (items, diff) = local
+        .compare(&stack.source_table, &stack.target_table)
+        .await?;
+    assert!(
+        diff.is_clean(),
+        "tables differ at the end ({items} items): {diff:?}"
+    );
+    Ok(())
+}
+
+/// Each unsafe or impossible request is refused with one line that names
+/// the fix, and dry runs change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack and a sam build: run `make e2e`"]
+async fn commands_refuse_what_is_unsafe_and_dry_runs_change_nothing() -> Result<()> {
+    let local = Local::connect().await?;
+
+    let (code, err) = stderr_of(&local, None, &["status"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--stack"), "{err}");
+    let (code, err) = stderr_of(&local, Some("no-such-stack"), &["status"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("stack no-such-stack not found"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+
+    let stack = setup(&local, "errs", &[]).await?;
+    let st = stack.name.as_str();
+
+    // Nothing may be applied before a cutoff exists.
+    let (code, err) = stderr_of(&local, Some(st), &["resume"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no cutoff"), "{err}");
+    // Replays need a pause first; times must parse.
+    let (code, err) = stderr_of(&local, Some(st), &["replay", "--from", "now"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("ddb-relay pause"), "{err}");
+    run(&local, st, &["pause"], 0);
+    let (code, err) = stderr_of(&local, Some(st), &["replay", "--from", "yesterday"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("RFC 3339"), "{err}");
+    let (code, err) = stderr_of(&local, Some(st), &["restart"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("earliest valid T"), "{err}");
+
+    // Dry runs change nothing.
+    let dry = run(
+        &local,
+        st,
+        &[
+            "seed",
+            "--method",
+            "backup",
+            "--dry-run",
+            "--output",
+            "json",
+        ],
+        0,
+    );
+    assert_eq!(dry["dry_run"], true);
+    assert!(local
+        .ddb
+        .describe_table()
+        .table_name(&stack.target_table)
+        .send()
+        .await
+        .is_err());
+    run(&local, st, &["resume", "--dry-run"], 1);
+    let export = run(
+        &local,
+        st,
+        &[
+            "seed",
+            "--method",
+            "export",
+            "--print-import-spec",
+            "--s3-bucket",
+            "b",
+            "--output",
+            "json",
+        ],
+        0,
+    );
+    assert_eq!(
+        export["ImportSourceSpecification"]["InputFormat"],
+        "DYNAMODB_JSON"
+    );
+    let (code, err) = stderr_of(&local, Some(st), &["seed", "--method", "export"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--s3-bucket"), "{err}");
+
+    // A target that exists but was not seeded by ddb-relay is a blocker.
+    local.create_source_table(&stack.target_table).await?;
+    let pre = run(&local, st, &["preflight", "--output", "json"], 3);
+    assert_eq!(pre["ok"], false);
+    let failed: Vec<&str> = pre["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["status"] == "fail")
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(failed, vec!["target table"], "{pre:#}");
+    let (code, err) = stderr_of(&local, Some(st), &["seed", "--method", "backup"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("already exists"), "{err}");
+
+    // Two operators: a stale control-item write is refused.
+    let ops = relay_aws::ops::Ops::new(
+        &aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&local.endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "test", "test", None, None, "t",
+            ))
+            .load()
+            .await,
+    );
+    let current = ops
+        .control(&stack.control_table, &stack.migration)
+        .await?
+        .expect("pause wrote the control item");
+    let stale = relay_core::control::ControlState {
+        cutoff_ms: Some(1),
+        ..current.clone()
+    };
+    let first = ops
+        .write_control(&stack.control_table, &stale, current.version)
+        .await?;
+    assert!(matches!(first, relay_aws::ops::ControlWrite::Written(_)));
+    let second = ops
+        .write_control(&stack.control_table, &stale, current.version)
+        .await?;
+    assert_eq!(second, relay_aws::ops::ControlWrite::Conflict);
+    Ok(())
+}
+
+/// status, watch and the DLQ: list shows keys and reasons; repair copies the
+/// source state and deletes only what it repaired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack and a sam build: run `make e2e`"]
+async fn status_watch_and_dlq_repair() -> Result<()> {
+    let local = Local::connect().await?;
+    let stack = setup(&local, "dlq", &[]).await?;
+    let st = stack.name.as_str();
+    run(&local, st, &["seed", "--method", "backup"], 0);
+    preload(&local, &stack.source_table, 5).await?;
+
+    let status = run(&local, st, &["status", "--output", "json"], 0);
+    for key in [
+        "forwarder_trigger",
+        "applier_trigger",
+        "cutoff_ms",
+        "queue_visible",
+        "queue_in_flight",
+        "dlq_depth",
+        "replication_lag_ms",
+        "errors",
+    ] {
+        assert!(status.get(key).is_some(), "status lacks {key}: {status:#}");
+    }
+    let watch = cli(
+        &local,
+        Some(st),
+        &["watch", "--count", "2", "--interval", "1"],
+    );
+    assert!(watch.status.success(), "{}", text(&watch));
+    assert!(String::from_utf8_lossy(&watch.stdout).contains("\x1b[2J"));
+    // Not GO: the applier is paused (disabled) with changes queued.
+    let nogo = run(&local, st, &["cutover", "--output", "json"], 3);
+    assert_eq!(nogo["go"], false);
+
+    // Two dead letters: a real change for a key the target lacks, and garbage.
+    let src = local.scan(&stack.source_table).await?;
+    let (_, item) = src.iter().next().expect("preloaded");
+    let key = relay_core::item::Attrs::from([
+        ("pk".to_string(), item["pk"].clone()),
+        ("sk".to_string(), item["sk"].clone()),
+    ]);
+    let ev = relay_core::event::ChangeEvent {
+        event_id: "e1".into(),
+        seq: "1".into(),
+        time_ms: 1,
+        op: relay_core::event::Op::Insert,
+        ttl: false,
+        refetch: true,
+        keys: key.clone(),
+        new_image: None,
+        old_image: None,
+    };
+    let body = relay_core::envelope::encode(&stack.source_table, &[ev]);
+    for (i, b) in [body.as_str(), "not json"].iter().enumerate() {
+        local
+            .sqs
+            .send_message()
+            .queue_url(&stack.dlq_url)
+            .message_group_id("b0001")
+            .message_deduplication_id(format!("dl-{i}"))
+            .message_body(*b)
+            .send()
+            .await?;
+    }
+    let list = run(&local, st, &["dlq", "list", "--output", "json"], 0);
+    assert_eq!(list["count"], 2, "{list:#}");
+    let listed = serde_json::to_string(&list)?;
+    assert!(listed.contains("undecodable"), "{listed}");
+    assert!(!listed.contains("naïve"), "item values must not be listed");
+
+    let dry = run(
+        &local,
+        st,
+        &["dlq", "repair", "--dry-run", "--output", "json"],
+        0,
+    );
+    assert_eq!(dry["repaired"], 0);
+    assert_eq!(
+        local.queue_depth(&stack.dlq_url).await?.0 + local.queue_depth(&stack.dlq_url).await?.1,
+        2
+    );
+
+    let fixed = run(&local, st, &["dlq", "repair", "--output", "json"], 0);
+    assert_eq!(fixed["repaired"], 1, "{fixed:#}");
+    assert_eq!(fixed["left"], 1);
+    let tgt = local.scan(&stack.target_table).await?;
+    assert_eq!(
+        tgt.get(&relay_core::item::CanonicalKey::of(&key)),
+        Some(item),
+        "repair copies the source state"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let left = run(&local, st, &["dlq", "list", "--output", "json"], 0);
+    assert_eq!(left["count"], 1, "only the undecodable message is left");
+    Ok(())
+}
