@@ -16,5 +16,5 @@ echo "== build the Lambda binaries (sam build -> cargo lambda; first run: ~5 min
 "$ROOT/infra/local/build.sh" >"$LOCAL_DIR/build.log" 2>&1 || { tail -n 30 "$LOCAL_DIR/build.log"; exit 1; }
 echo "   built in $(( $(date +%s) - t0 )) s since start (log: .local/build.log)"
 cd "$ROOT"
-cargo build -p relay-e2e --bin demo --locked --quiet
+cargo build -p relay-e2e --bin demo -p ddb-relay --bin ddb-relay --locked --quiet
 AWS_ENDPOINT_URL="http://localhost:$MINISTACK_PORT" ./target/debug/demo

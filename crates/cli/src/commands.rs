@@ -401,7 +401,7 @@ async fn run_seed(
     };
     match method {
         Method::Backup => {
-            let name = format!("ddb-relay-{}-{}", s.migration, now_ms() / 1000);
+            let name = format!("{}-seed-{}", s.migration, now_ms() / 1000);
             ctx.step(&format!("creating backup {name} of {}", s.source_table));
             let (arn, seed_ms, _) = ctx
                 .ops

@@ -97,6 +97,15 @@ async fn main() -> Result<()> {
     ));
 
     s.begin(
+        "Preflight (ddb-relay preflight)",
+        "The operator CLI checks the stream, triggers, target, timeouts and permissions.",
+    );
+    if relay(&local, &name, &["preflight", "--method", "backup"])? != 0 {
+        bail!("preflight found a blocker");
+    }
+    s.done("ready");
+
+    s.begin(
         "Start the load generator",
         &format!(
             "About {rate} writes/s (puts, updates, deletes) on {} items, for the rest of the demo.\n\
@@ -113,14 +122,14 @@ async fn main() -> Result<()> {
     ));
 
     s.begin(
-        "Seed the target: on-demand backup, then restore",
+        "Seed the target (ddb-relay seed --method backup)",
         "Writes continue during the seed. The backup is not a point in time, so the cutoff\n\
          is the backup time minus a margin: events after it are applied again (harmless,\n\
          full images in per-item order), events before it are skipped and counted.",
     );
-    let seed_ms = local.seed_by_backup(&source, &target).await?;
-    let cutoff = seed_ms - stack.margin_ms;
-    local.set_cutoff(&stack, cutoff).await?;
+    if relay(&local, &name, &["seed", "--method", "backup"])? != 0 {
+        bail!("seed failed");
+    }
     let seeded = local.scan(&target).await?.len();
     s.done(&format!(
         "{target} restored with {seeded} items; cutoff = seed time - {} s",
@@ -128,10 +137,12 @@ async fn main() -> Result<()> {
     ));
 
     s.begin(
-        "Enable the applier",
+        "Enable the applier (ddb-relay resume)",
         "The queue drains into the target: puts of new images, deletes, coalesced per key.",
     );
-    local.set_applier_trigger(&stack, true).await?;
+    if relay(&local, &name, &["resume"])? != 0 {
+        bail!("resume failed");
+    }
     s.done("applier trigger Enabled");
 
     s.begin(
@@ -177,6 +188,27 @@ async fn main() -> Result<()> {
         counts.summary()
     ));
 
+    s.begin(
+        "Cutover check (ddb-relay cutover)",
+        "GO needs: cutoff set, applier enabled, empty backlog, low lag, empty DLQ, no errors.",
+    );
+    let go = relay(&local, &name, &["cutover", "--max-lag", "60"])?;
+    s.done(if go == 0 { "GO" } else { "NO-GO" });
+
+    s.begin(
+        "Finish (ddb-relay finish)",
+        "Waits until nothing new arrives, then disables both triggers and writes a report.",
+    );
+    if relay(
+        &local,
+        &name,
+        &["finish", "--quiet", "3", "--timeout", "120"],
+    )? != 0
+    {
+        bail!("finish failed");
+    }
+    s.done("both triggers disabled");
+
     let mut counters = Vec::new();
     for (function, name) in [
         ("forwarder", "Forwarded"),
@@ -219,7 +251,7 @@ async fn main() -> Result<()> {
         println!("  {:>6.1} s  {title}", took.as_secs_f64());
     }
     println!("  {:>6.1} s  total", s.start.elapsed().as_secs_f64());
-    if !diff.is_clean() || dv + df > 0 {
+    if !diff.is_clean() || dv + df > 0 || go != 0 {
         bail!("the tables differ: the migration is NOT complete");
     }
     println!(
@@ -227,6 +259,43 @@ async fn main() -> Result<()> {
         counts.total()
     );
     Ok(())
+}
+
+/// Runs the operator CLI (`ddb-relay`, built beside this binary), shows the
+/// command and its output, and returns its exit code.
+fn relay(local: &Local, stack: &str, args: &[&str]) -> Result<i32> {
+    let bin = std::env::current_exe()?
+        .parent()
+        .map(|d| d.join("ddb-relay"))
+        .ok_or_else(|| anyhow::anyhow!("no directory for the ddb-relay binary"))?;
+    println!("    $ ddb-relay {}", args.join(" "));
+    let out = std::process::Command::new(&bin)
+        .args(args)
+        .env("AWS_ENDPOINT_URL", &local.endpoint)
+        .env("DDB_RELAY_STACK", stack)
+        .env("AWS_REGION", relay_e2e::REGION)
+        .env(
+            "AWS_ACCESS_KEY_ID",
+            std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "test".into()),
+        )
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "test".into()),
+        )
+        .output()
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot run {}: {e} (build it: cargo build -p ddb-relay)",
+                bin.display()
+            )
+        })?;
+    for line in String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stdout).lines())
+    {
+        println!("      {line}");
+    }
+    Ok(out.status.code().unwrap_or(1))
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
