@@ -72,7 +72,7 @@ pub async fn run(cli: Cli) -> Result<i32> {
     }
 }
 
-fn emit(ctx: &Ctx, value: &Value, text: &str) {
+pub(crate) fn emit(ctx: &Ctx, value: &Value, text: &str) {
     if ctx.json() {
         println!(
             "{}",
@@ -340,18 +340,7 @@ async fn seed(
         );
         return Ok(0);
     }
-    ctx.wait_table_active(&s.target_table).await?;
-    let read = ctx.control().await?;
-    let cutoff = cutoff_for_seed(seed_ms, s.margin_ms);
-    let written = ctx
-        .write_control(
-            &read,
-            ControlState {
-                cutoff_ms: Some(cutoff),
-                ..read.clone()
-            },
-        )
-        .await?;
+    let (cutoff, written) = set_cutoff_when_active(ctx, seed_ms).await?;
     let items = ctx
         .ops
         .table(&s.target_table)
@@ -372,6 +361,18 @@ async fn seed(
         ),
     );
     Ok(0)
+}
+
+/// Waits for the target to be ACTIVE, then sets cutoff = seed time - margin.
+async fn set_cutoff_when_active(ctx: &Ctx, seed_ms: i64) -> Result<(i64, ControlState)> {
+    ctx.wait_table_active(&ctx.stack.target_table).await?;
+    let read = ctx.control().await?;
+    let cutoff = cutoff_for_seed(seed_ms, ctx.stack.margin_ms);
+    let next = ControlState {
+        cutoff_ms: Some(cutoff),
+        ..read.clone()
+    };
+    Ok((cutoff, ctx.write_control(&read, next).await?))
 }
 
 fn import_spec(bucket: &str, prefix: &str) -> Value {
@@ -701,19 +702,8 @@ async fn replay(ctx: &Ctx, from: Option<&str>, no_resume: bool, dry_run: bool) -
         ));
         run_seed(ctx, &cleared, method, Some(t), None, "").await?
     };
-    ctx.wait_table_active(&s.target_table).await?;
-    let read = ctx.control().await?;
-    let cutoff = cutoff_for_seed(seed_ms, s.margin_ms);
-    ctx.step(&format!("step 4/4: cutoff {}", rfc3339(cutoff)));
-    let mut written = ctx
-        .write_control(
-            &read,
-            ControlState {
-                cutoff_ms: Some(cutoff),
-                ..read.clone()
-            },
-        )
-        .await?;
+    ctx.step("step 4/4: set the cutoff once the target is ACTIVE");
+    let (cutoff, mut written) = set_cutoff_when_active(ctx, seed_ms).await?;
     let trigger = if no_resume {
         "Disabled"
     } else {

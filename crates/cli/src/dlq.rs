@@ -12,6 +12,7 @@ use relay_core::envelope;
 use relay_core::item::{Attrs, CanonicalKey};
 use serde_json::{json, Value};
 
+use crate::commands::emit;
 use crate::ctx::{explain, rfc3339, Ctx};
 
 /// What a DLQ message holds, without item values.
@@ -129,17 +130,6 @@ pub async fn list(ctx: &Ctx, max: usize) -> Result<i32> {
     }
     emit(ctx, &value, &text);
     Ok(0)
-}
-
-fn emit(ctx: &Ctx, value: &Value, text: &str) {
-    if ctx.json() {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        );
-    } else {
-        println!("{text}");
-    }
 }
 
 pub async fn repair(ctx: &Ctx, max: usize, dry_run: bool) -> Result<i32> {

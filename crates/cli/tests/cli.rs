@@ -57,23 +57,11 @@ fn stderr_of(local: &Local, stack: Option<&str>, args: &[&str]) -> (Option<i32>,
 }
 
 async fn setup(local: &Local, tag: &str, extra: &[(&str, &str)]) -> Result<Stack> {
-    let run = run_id();
-    let (source, target, name) = (
-        format!("cli-{tag}-src-{run}"),
-        format!("cli-{tag}-tgt-{run}"),
-        format!("cli-{tag}-{run}"),
-    );
-    let stream = local.create_source_table(&source).await?;
-    local.enable_pitr(&source).await?;
-    let mut params = vec![
-        ("SourceTableName", source.as_str()),
-        ("SourceStreamArn", stream.as_str()),
-        ("TargetTableName", target.as_str()),
-        ("StreamBatchingWindowSeconds", "0"),
-        ("CutoffMarginSeconds", "3"),
-    ];
+    let mut params = vec![("CutoffMarginSeconds", "3")];
     params.extend_from_slice(extra);
-    local.deploy(&name, &params).await
+    local
+        .new_migration(&format!("cli-{tag}"), &params, true)
+        .await
 }
 
 /// The whole migration through the CLI only: preflight, seed, resume, live

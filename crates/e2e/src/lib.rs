@@ -40,8 +40,8 @@ pub struct Local {
     pub ddb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub cfn: aws_sdk_cloudformation::Client,
-    pub lambda: aws_sdk_lambda::Client,
-    pub cloudwatch: aws_sdk_cloudwatch::Client,
+    /// The operator's calls, shared with the CLI.
+    pub ops: relay_aws::ops::Ops,
 }
 
 /// The repository root (for `infra/local/*.sh`).
@@ -76,8 +76,7 @@ impl Local {
             ddb: aws_sdk_dynamodb::Client::new(&conf),
             sqs: aws_sdk_sqs::Client::new(&conf),
             cfn: aws_sdk_cloudformation::Client::new(&conf),
-            lambda: aws_sdk_lambda::Client::new(&conf),
-            cloudwatch: aws_sdk_cloudwatch::Client::new(&conf),
+            ops: relay_aws::ops::Ops::new(&conf),
         };
         local
             .ddb
@@ -193,6 +192,35 @@ impl Local {
         Ok(stack)
     }
 
+    /// A fresh migration: a source table `{prefix}-src-{run}` with a stream
+    /// (and PITR with `pitr`), and the stack `{prefix}-{run}` deployed for it
+    /// with the target `{prefix}-tgt-{run}`, plus `extra` parameters.
+    pub async fn new_migration(
+        &self,
+        prefix: &str,
+        extra: &[(&str, &str)],
+        pitr: bool,
+    ) -> Result<Stack> {
+        let run = run_id();
+        let (source, target, name) = (
+            format!("{prefix}-src-{run}"),
+            format!("{prefix}-tgt-{run}"),
+            format!("{prefix}-{run}"),
+        );
+        let stream = self.create_source_table(&source).await?;
+        if pitr {
+            self.enable_pitr(&source).await?;
+        }
+        let mut params = vec![
+            ("SourceTableName", source.as_str()),
+            ("SourceStreamArn", stream.as_str()),
+            ("TargetTableName", target.as_str()),
+            ("StreamBatchingWindowSeconds", "0"),
+        ];
+        params.extend_from_slice(extra);
+        self.deploy(&name, &params).await
+    }
+
     /// The outputs of a deployed stack.
     pub async fn stack(&self, stack: &str) -> Result<Stack> {
         let d = self
@@ -284,65 +312,26 @@ impl Local {
 
     /// Enables or disables the applier's queue trigger and waits for the state.
     pub async fn set_applier_trigger(&self, stack: &Stack, enabled: bool) -> Result<()> {
-        let uuid = self.applier_mapping(stack).await?;
-        self.lambda
-            .update_event_source_mapping()
-            .uuid(&uuid)
-            .enabled(enabled)
-            .send()
-            .await
-            .map_err(sdk)
-            .context("update event source mapping")?;
+        let uuid = self.ops.mapping(&stack.applier, "arn:aws:sqs:").await?.uuid;
+        self.ops.set_mapping(&uuid, enabled).await?;
         let want = if enabled { "Enabled" } else { "Disabled" };
         let start = Instant::now();
-        loop {
-            let m = self
-                .lambda
-                .get_event_source_mapping()
-                .uuid(&uuid)
-                .send()
-                .await
-                .map_err(sdk)?;
-            if m.state() == Some(want) {
-                return Ok(());
-            }
+        while self.ops.mapping_state(&uuid).await? != want {
             if start.elapsed() > Duration::from_secs(60) {
                 bail!("applier trigger did not become {want}");
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+        Ok(())
     }
 
     /// The applier trigger's state as the service reports it.
     pub async fn applier_trigger_state(&self, stack: &Stack) -> Result<String> {
-        let uuid = self.applier_mapping(stack).await?;
-        let m = self
-            .lambda
-            .get_event_source_mapping()
-            .uuid(&uuid)
-            .send()
-            .await
-            .map_err(sdk)?;
-        Ok(m.state().unwrap_or("unknown").to_string())
-    }
-
-    async fn applier_mapping(&self, stack: &Stack) -> Result<String> {
-        let list = self
-            .lambda
-            .list_event_source_mappings()
-            .function_name(&stack.applier)
-            .send()
-            .await
-            .map_err(sdk)?;
-        list.event_source_mappings()
-            .iter()
-            .find(|m| {
-                m.event_source_arn()
-                    .is_some_and(|a| a.starts_with("arn:aws:sqs:"))
-            })
-            .and_then(|m| m.uuid())
-            .map(str::to_string)
-            .ok_or_else(|| anyhow!("no SQS trigger on {}", stack.applier))
+        Ok(self
+            .ops
+            .mapping(&stack.applier, "arn:aws:sqs:")
+            .await?
+            .state)
     }
 
     /// A ddb-relay metric of one function since `since_ms`: the sum of its
@@ -355,62 +344,19 @@ impl Local {
         since_ms: i64,
         max: bool,
     ) -> Result<Option<f64>> {
-        use aws_sdk_cloudwatch::primitives::DateTime;
-        use aws_sdk_cloudwatch::types::{Dimension, Statistic};
-        let dim = |n: &str, v: &str| Dimension::builder().name(n).value(v).build();
-        let stat = if max {
-            Statistic::Maximum
-        } else {
-            Statistic::Sum
-        };
-        let r = self
-            .cloudwatch
-            .get_metric_statistics()
-            .namespace("DdbRelay")
-            .metric_name(name)
-            .dimensions(dim("Migration", &stack.migration))
-            .dimensions(dim("Function", function))
-            .start_time(DateTime::from_millis(since_ms - 60_000))
-            .end_time(DateTime::from_millis(now_ms() + 60_000))
-            .period(60)
-            .statistics(stat)
-            .send()
-            .await
-            .map_err(sdk)?;
-        let values = r
-            .datapoints()
-            .iter()
-            .filter_map(|d| if max { d.maximum() } else { d.sum() });
-        Ok(if max {
-            values.reduce(f64::max)
-        } else {
-            values.reduce(|a, b| a + b)
-        })
+        let dims = [
+            ("Migration", stack.migration.as_str()),
+            ("Function", function),
+        ];
+        Ok(self
+            .ops
+            .metric("DdbRelay", name, &dims, since_ms - 60_000, max)
+            .await?)
     }
 
     /// Visible + in-flight messages of a queue.
     pub async fn queue_depth(&self, url: &str) -> Result<(u64, u64)> {
-        use aws_sdk_sqs::types::QueueAttributeName as N;
-        let a = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(N::ApproximateNumberOfMessages)
-            .attribute_names(N::ApproximateNumberOfMessagesNotVisible)
-            .send()
-            .await
-            .map_err(sdk)?;
-        let attrs = a.attributes().cloned().unwrap_or_default();
-        let n = |k: N| {
-            attrs
-                .get(&k)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        Ok((
-            n(N::ApproximateNumberOfMessages),
-            n(N::ApproximateNumberOfMessagesNotVisible),
-        ))
+        Ok(self.ops.queue_counts(url).await?)
     }
 
     /// Every item of a table (consistent scan), keyed by (pk, sk).

@@ -12,39 +12,15 @@ use relay_core::group::bucket;
 use relay_core::item::{Attrs, CanonicalKey};
 use relay_e2e::{preload, run_id, Local, Writer, PK, SK};
 
-fn params<'a>(
-    source: &'a str,
-    stream: &'a str,
-    target: &'a str,
-    extra: &[(&'a str, &'a str)],
-) -> Vec<(&'a str, &'a str)> {
-    let mut p = vec![
-        ("SourceTableName", source),
-        ("SourceStreamArn", stream),
-        ("TargetTableName", target),
-        ("StreamBatchingWindowSeconds", "0"),
-    ];
-    p.extend_from_slice(extra);
-    p
-}
-
 /// The main scenario: live writes before, during and after a backup-restore
 /// seed; the target must equal the source item for item.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local stack and a sam build: run `make e2e`"]
 async fn a_live_migration_seeded_by_backup_restore_converges() -> Result<()> {
     let local = Local::connect().await?;
-    let run = run_id();
-    let (source, target, name) = (
-        format!("e2e-main-src-{run}"),
-        format!("e2e-main-tgt-{run}"),
-        format!("e2e-main-{run}"),
-    );
-    let stream = local.create_source_table(&source).await?;
+    let stack = local.new_migration("e2e-main", &[], false).await?;
+    let (source, target) = (stack.source_table.clone(), stack.target_table.clone());
     preload(&local, &source, 60).await?;
-    let stack = local
-        .deploy(&name, &params(&source, &stream, &target, &[]))
-        .await?;
 
     // Writes run before, during and after the seed.
     let writer = Writer::start(&local, &source, 90, 25, 10_000);
@@ -88,24 +64,14 @@ async fn a_live_migration_seeded_by_backup_restore_converges() -> Result<()> {
 #[ignore = "needs the local stack and a sam build: run `make e2e`"]
 async fn messages_received_before_a_cutoff_exists_are_not_lost() -> Result<()> {
     let local = Local::connect().await?;
-    let run = run_id();
-    let (source, target, name) = (
-        format!("e2e-nocut-src-{run}"),
-        format!("e2e-nocut-tgt-{run}"),
-        format!("e2e-nocut-{run}"),
-    );
-    let stream = local.create_source_table(&source).await?;
     let stack = local
-        .deploy(
-            &name,
-            &params(
-                &source,
-                &stream,
-                &target,
-                &[("ApplierTimeoutSeconds", "3"), ("MaxReceiveCount", "10")],
-            ),
+        .new_migration(
+            "e2e-nocut",
+            &[("ApplierTimeoutSeconds", "3"), ("MaxReceiveCount", "10")],
+            false,
         )
         .await?;
+    let (source, target) = (stack.source_table.clone(), stack.target_table.clone());
     let seed_ms = local.seed_by_backup(&source, &target).await?;
     // The operator mistake the CLI refuses: the trigger on, no cutoff.
     local.set_applier_trigger(&stack, true).await?;
@@ -152,28 +118,18 @@ async fn messages_received_before_a_cutoff_exists_are_not_lost() -> Result<()> {
 #[ignore = "needs the local stack and a sam build: run `make e2e`"]
 async fn a_poison_message_reaches_the_dlq_while_other_groups_keep_flowing() -> Result<()> {
     let local = Local::connect().await?;
-    let run = run_id();
-    let (source, target, name) = (
-        format!("e2e-poison-src-{run}"),
-        format!("e2e-poison-tgt-{run}"),
-        format!("e2e-poison-{run}"),
-    );
-    let stream = local.create_source_table(&source).await?;
     let stack = local
-        .deploy(
-            &name,
-            &params(
-                &source,
-                &stream,
-                &target,
-                &[
-                    ("ApplierTimeoutSeconds", "3"),
-                    ("MaxReceiveCount", "2"),
-                    ("GroupBuckets", "8"),
-                ],
-            ),
+        .new_migration(
+            "e2e-poison",
+            &[
+                ("ApplierTimeoutSeconds", "3"),
+                ("MaxReceiveCount", "2"),
+                ("GroupBuckets", "8"),
+            ],
+            false,
         )
         .await?;
+    let (source, target) = (stack.source_table.clone(), stack.target_table.clone());
     let seed_ms = local.seed_by_backup(&source, &target).await?;
     local.set_cutoff(&stack, seed_ms - stack.margin_ms).await?;
 
@@ -184,7 +140,7 @@ async fn a_poison_message_reaches_the_dlq_while_other_groups_keep_flowing() -> R
         .send_message()
         .queue_url(&stack.queue_url)
         .message_group_id(relay_core::group::group_id(poisoned))
-        .message_deduplication_id(format!("poison-{run}"))
+        .message_deduplication_id(format!("poison-{}", run_id()))
         .message_body(r#"{"v":99,"src":"from-the-future","ev":[]}"#)
         .send()
         .await?;

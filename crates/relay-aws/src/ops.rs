@@ -35,6 +35,10 @@ where
     move |err| classify(op, &err)
 }
 
+fn ms(t: &aws_smithy_types::DateTime) -> i64 {
+    t.secs() * 1000 + i64::from(t.subsec_nanos() / 1_000_000)
+}
+
 /// The outputs of a ddb-relay stack.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StackInfo {
@@ -364,9 +368,7 @@ impl Ops {
         let enabled = p
             .and_then(|p| p.point_in_time_recovery_status())
             .is_some_and(|s| s.as_str() == "ENABLED");
-        let latest = p
-            .and_then(|p| p.latest_restorable_date_time())
-            .map(|t| t.secs() * 1000 + i64::from(t.subsec_nanos() / 1_000_000));
+        let latest = p.and_then(|p| p.latest_restorable_date_time()).map(ms);
         Ok((enabled, latest))
     }
 
@@ -387,10 +389,9 @@ impl Ops {
         let d = b.backup_details().ok_or_else(|| {
             AwsError::permanent("CreateBackup", "NoDetails", "no backup details returned")
         })?;
-        let t = d.backup_creation_date_time();
         Ok((
             d.backup_arn().to_string(),
-            t.secs() * 1000 + i64::from(t.subsec_nanos() / 1_000_000),
+            ms(d.backup_creation_date_time()),
             d.backup_status().as_str().to_string(),
         ))
     }
@@ -479,8 +480,7 @@ impl Ops {
             x.and_then(|x| x.export_status())
                 .map(|s| s.as_str().to_string())
                 .unwrap_or_default(),
-            x.and_then(|x| x.export_time())
-                .map(|t| t.secs() * 1000 + i64::from(t.subsec_nanos() / 1_000_000)),
+            x.and_then(|x| x.export_time()).map(ms),
             x.and_then(|x| x.export_manifest()).map(str::to_string),
         ))
     }
