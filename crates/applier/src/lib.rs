@@ -12,16 +12,45 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use futures::stream::{self, StreamExt};
 use relay_aws::runtime::{emit_metrics, now_ms, remaining};
 use relay_aws::{AwsError, ControlReader, MetricsPublisher, SourceReader, TargetWriter, Write};
-use relay_core::apply::{failure_point, plan, WriteOp};
+use relay_core::apply::{failure_point, plan_with, tombstone, WriteOp};
 use relay_core::config::ApplierConfig;
-use relay_core::control::ControlState;
+use relay_core::control::{ControlState, Mode};
 use relay_core::envelope::decode;
 use relay_core::event::ChangeEvent;
 use relay_core::metrics::{names, MetricRecord, Unit};
 use relay_core::retry::backoff_ms;
+use relay_core::transform::{Declarative, Transform};
 
 /// Time kept back from the deadline for answering.
 pub const RESERVE: Duration = Duration::from_millis(1500);
+/// A transform spec that did not parse: every change is refused.
+#[derive(Debug)]
+struct Broken(String);
+
+impl Transform for Broken {
+    fn item(
+        &self,
+        _: &relay_core::item::Attrs,
+    ) -> Result<relay_core::item::Attrs, relay_core::transform::TransformError> {
+        Err(relay_core::transform::TransformError::Missing(format!(
+            "(invalid TRANSFORM: {})",
+            self.0
+        )))
+    }
+    fn key_sources(&self) -> std::collections::BTreeSet<String> {
+        std::collections::BTreeSet::new()
+    }
+    fn target_key_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn key_only(
+        &self,
+        image: &relay_core::item::Attrs,
+    ) -> Result<relay_core::item::Attrs, relay_core::transform::TransformError> {
+        self.item(image)
+    }
+}
+
 /// Writes per `BatchWriteItem` call (the DynamoDB limit).
 pub const BATCH_WRITE_MAX: usize = 25;
 
@@ -33,6 +62,9 @@ pub struct Applier<T, S, C, M> {
     pub source: S,
     pub control: C,
     pub metrics: M,
+    /// The transform (declarative from `TRANSFORM`, or custom via
+    /// [`Applier::with_transform`]); `None` copies items unchanged.
+    pub transform: Option<Box<dyn Transform>>,
     cache: Mutex<Option<(tokio::time::Instant, ControlState)>>,
 }
 
@@ -71,14 +103,28 @@ where
     M: MetricsPublisher,
 {
     pub fn new(config: ApplierConfig, target: T, source: S, control: C, metrics: M) -> Self {
+        // The spec was validated by `ApplierConfig::from_env`; a spec set by
+        // hand that does not parse fails every change instead of guessing.
+        let transform = config.transform.as_deref().map(|t| {
+            Declarative::parse(t, &[])
+                .map(|d| Box::new(d) as Box<dyn Transform>)
+                .unwrap_or_else(|e| Box::new(Broken(e.to_string())))
+        });
         Applier {
             config,
             target,
             source,
             control,
             metrics,
+            transform,
             cache: Mutex::new(None),
         }
+    }
+
+    /// Uses a custom transform (see the crate's `examples/custom_transform.rs`).
+    pub fn with_transform(mut self, transform: Box<dyn Transform>) -> Self {
+        self.transform = Some(transform);
+        self
     }
 
     /// Handles one SQS batch and delivers its metrics.
@@ -148,10 +194,12 @@ where
         );
 
         // 2. The cutoff. Without one nothing is written.
-        let cutoff = match self.control_state().await {
+        let (cutoff, mode) = match self.control_state().await {
             Ok(Some(ControlState {
-                cutoff_ms: Some(c), ..
-            })) => c,
+                cutoff_ms: Some(c),
+                mode,
+                ..
+            })) => (c, mode),
             other => {
                 let why = match other {
                     Err(e) => e.to_string(),
@@ -172,11 +220,23 @@ where
         };
 
         // 3. Plan: cutoff, TTL policy, coalescing.
-        let (writes, stats) = plan(&decoded, cutoff, self.config.ttl_policy, now_ms());
+        let planned = plan_with(
+            &decoded,
+            cutoff,
+            self.config.ttl_policy,
+            now_ms(),
+            self.transform.as_deref(),
+            mode,
+        );
+        let (writes, stats) = (planned.writes, planned.stats);
 
         // 4. Refetch markers become puts or deletes of the source's current state.
         let mut counters = Counters::default();
         let mut failed_messages: Vec<usize> = Vec::new();
+        for (index, e) in &planned.refused {
+            tracing::error!(message_id = %ids[*index], error = %e, "the transform cannot map a change; the message fails (it reaches the DLQ after maxReceiveCount)");
+            failed_messages.push(*index);
+        }
         let mut ready: Vec<(usize, Write)> = Vec::with_capacity(writes.len());
         for (i, w) in writes.iter().enumerate() {
             match &w.op {
@@ -185,8 +245,17 @@ where
                 WriteOp::Refetch(keys) => {
                     counters.refetches += 1;
                     match self.refetch(keys, deadline, &mut counters).await {
-                        Ok(Some(item)) => ready.push((i, Write::Put(item))),
-                        Ok(None) => ready.push((i, Write::Delete(keys.clone()))),
+                        Ok(Some(item)) => match self.target_item(&item) {
+                            Ok(item) => ready.push((i, Write::Put(item))),
+                            Err(e) => {
+                                tracing::error!(error = %e, first_message = %ids[w.first_message], "the transform cannot map the refetched item");
+                                failed_messages.push(w.first_message);
+                            }
+                        },
+                        Ok(None) if mode == Mode::Tombstone => {
+                            ready.push((i, Write::Put(tombstone(&w.keys))))
+                        }
+                        Ok(None) => ready.push((i, Write::Delete(w.keys.clone()))),
                         Err(e) => {
                             tracing::error!(error = %e, first_message = %ids[w.first_message], "refetch from the source failed");
                             failed_messages.push(w.first_message);
@@ -247,6 +316,17 @@ where
         Applied {
             response: respond(&ids, fail_at),
             metrics,
+        }
+    }
+
+    /// The target item for a source item.
+    fn target_item(
+        &self,
+        item: &relay_core::item::Attrs,
+    ) -> Result<relay_core::item::Attrs, relay_core::transform::TransformError> {
+        match &self.transform {
+            Some(t) => t.item(item),
+            None => Ok(item.clone()),
         }
     }
 

@@ -43,6 +43,7 @@ fn setup(cutoff: Option<i64>, ttl: TtlPolicy) -> (FakeDynamo, TestApplier) {
             namespace: "DdbRelay".into(),
             migration: "m1".into(),
         },
+        transform: None,
     };
     let a = Applier::new(
         config,
@@ -340,4 +341,94 @@ async fn out_of_time_fails_what_is_left_instead_of_dropping_it() {
         )
         .await;
     assert_eq!(failed_ids(&out.response), ids(&event));
+}
+
+/// A transform re-keys items (pk -> id = "user#" + pk), deletes find their
+/// new key, and in tombstone mode (during a scan copy) deletes leave a
+/// tombstone instead of nothing.
+#[tokio::test(start_paused = true)]
+async fn transforms_re_key_items_and_tombstone_mode_keeps_deletes_visible() {
+    use relay_core::apply::is_tombstone;
+    use relay_core::control::Mode;
+    let db = FakeDynamo::new();
+    db.create_table("target", &["id"]);
+    db.create_table("source", &["pk"]);
+    db.create_table("control", &["migration"]);
+    set_cutoff(&db, T0);
+    let config = ApplierConfig {
+        target_table: "target".into(),
+        source_table: "source".into(),
+        control_table: "control".into(),
+        ttl_policy: TtlPolicy::Replicate,
+        control_cache_ms: 0,
+        write_concurrency: 2,
+        metrics: MetricsConfig {
+            mode: MetricsMode::Off,
+            namespace: "DdbRelay".into(),
+            migration: "m1".into(),
+        },
+        transform: Some(
+            "key: [{attribute: id, concat: {from: [pk], separator: '#'}}]\nrename: {v: value}\n"
+                .into(),
+        ),
+    };
+    let a = Applier::new(
+        config,
+        db.table("target"),
+        db.table("source"),
+        db.table("control"),
+        NoMetrics,
+    );
+    let id = |s: &str| CanonicalKey::of(&[("id".to_string(), V::S(s.into()))].into());
+    let body = encode(
+        "Orders",
+        &[
+            change(1, Op::Insert, "a", 1),
+            change(2, Op::Insert, "b", 2),
+            change(3, Op::Remove, "b", 0),
+        ],
+    );
+    let out = a.apply(sqs_event(vec![body]), deadline()).await;
+    assert!(out.response.batch_item_failures.is_empty());
+    let items = db.items("target");
+    assert_eq!(items[&id("a")]["value"], V::N("1".into()));
+    assert!(!items[&id("a")].contains_key("v"));
+    assert!(!items.contains_key(&id("b")));
+
+    // Tombstone mode: the delete of "a" leaves a tombstone.
+    let state = ControlState {
+        migration: "m1".into(),
+        cutoff_ms: Some(T0),
+        mode: Mode::Tombstone,
+        ..ControlState::default()
+    };
+    db.put("control", state.to_item());
+    let body = encode("Orders", &[change(4, Op::Remove, "a", 0)]);
+    let out = a.apply(sqs_event(vec![body]), deadline()).await;
+    assert!(out.response.batch_item_failures.is_empty());
+    assert!(is_tombstone(&db.items("target")[&id("a")]));
+}
+
+/// A delete whose target key needs an attribute the record lacks fails its
+/// message (and every later one) instead of being dropped.
+#[tokio::test(start_paused = true)]
+async fn a_change_the_transform_cannot_map_fails_its_message() {
+    let (db, mut a) = setup(Some(T0), TtlPolicy::Replicate);
+    a.transform = Some(Box::new(
+        relay_core::transform::Declarative::parse(
+            "key: [{attribute: pk, uuidv5: {from: [v]}}]",
+            &[],
+        )
+        .unwrap(),
+    ));
+    let bodies = vec![
+        encode("Orders", &[change(1, Op::Insert, "ok", 1)]),
+        encode("Orders", &[change(2, Op::Remove, "x", 0)]),
+        encode("Orders", &[change(3, Op::Insert, "later", 1)]),
+    ];
+    let event = sqs_event(bodies);
+    let all = ids(&event);
+    let out = a.apply(event, deadline()).await;
+    assert_eq!(failed_ids(&out.response), all[1..].to_vec());
+    let _ = db;
 }

@@ -227,6 +227,7 @@ async fn run(s: Scenario) -> Result<(), TestCaseError> {
             control_cache_ms: 5000,
             write_concurrency: 2,
             metrics,
+            transform: None,
         },
         db.table("target"),
         db.table("source"),

@@ -11,8 +11,27 @@
 
 use std::collections::HashMap;
 
+use crate::control::Mode;
 use crate::event::{ChangeEvent, Op};
-use crate::item::{Attrs, CanonicalKey};
+use crate::item::{AttributeValue, Attrs, CanonicalKey};
+use crate::transform::{Transform, TransformError};
+
+/// Marks a tombstone item (a delete seen during a scan copy).
+pub const TOMBSTONE_ATTR: &str = "ddb_relay_tombstone";
+
+/// The tombstone that stands for a deleted target item during a scan copy:
+/// the key and the marker, so a slower copy of the old item cannot
+/// resurrect it (the copy's puts require the key to be absent).
+pub fn tombstone(key: &Attrs) -> Attrs {
+    let mut t = key.clone();
+    t.insert(TOMBSTONE_ATTR.into(), AttributeValue::Bool(true));
+    t
+}
+
+/// True for a tombstone item.
+pub fn is_tombstone(item: &Attrs) -> bool {
+    matches!(item.get(TOMBSTONE_ATTR), Some(AttributeValue::Bool(true)))
+}
 
 /// What to do with REMOVEs made by DynamoDB's TTL process.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -91,48 +110,126 @@ fn write_for(event: &ChangeEvent) -> WriteOp {
 }
 
 /// Plans the writes for decoded messages `(batch index, events)`, given in
-/// batch order.
+/// batch order, with no transform, in normal mode.
 pub fn plan(
     messages: &[(usize, Vec<ChangeEvent>)],
     cutoff_ms: i64,
     ttl: TtlPolicy,
     now_ms: i64,
 ) -> (Vec<PlannedWrite>, PlanStats) {
-    let mut stats = PlanStats::default();
-    let mut writes: Vec<PlannedWrite> = Vec::new();
+    let p = plan_with(messages, cutoff_ms, ttl, now_ms, None, Mode::Normal);
+    (p.writes, p.stats)
+}
+
+/// A plan: the writes, the counters, and the messages holding a change the
+/// transform could not map (they fail, with every later message).
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub writes: Vec<PlannedWrite>,
+    pub stats: PlanStats,
+    pub refused: Vec<(usize, TransformError)>,
+}
+
+/// The target writes one event asks for: usually one; two when a transform
+/// derives the key from an attribute the change modified (the item moves).
+fn map_event(
+    t: &dyn Transform,
+    event: &ChangeEvent,
+) -> Result<Vec<(Attrs, WriteOp)>, TransformError> {
+    let identity = t.is_identity_key();
+    let key_of_change = |old: Option<&Attrs>| {
+        if identity {
+            Ok(event.keys.clone())
+        } else {
+            t.change_key(&event.keys, old)
+        }
+    };
+    match write_for(event) {
+        WriteOp::Refetch(keys) => Ok(vec![(key_of_change(None)?, WriteOp::Refetch(keys))]),
+        WriteOp::Delete(_) => {
+            let key = key_of_change(event.old_image.as_ref())?;
+            Ok(vec![(key.clone(), WriteOp::Delete(key))])
+        }
+        WriteOp::Put(image) => {
+            let item = t.item(&image)?;
+            let key = if identity {
+                event.keys.clone()
+            } else {
+                t.key_only(&image)?
+            };
+            let mut out = Vec::with_capacity(2);
+            if let (false, Some(old)) = (identity, &event.old_image) {
+                if let Ok(old_key) = t.key_only(old) {
+                    if CanonicalKey::of(&old_key) != CanonicalKey::of(&key) {
+                        out.push((old_key.clone(), WriteOp::Delete(old_key)));
+                    }
+                }
+            }
+            out.push((key, WriteOp::Put(item)));
+            Ok(out)
+        }
+    }
+}
+
+/// [`plan`] with an optional transform and the control item's mode (in
+/// tombstone mode deletes become tombstone puts).
+pub fn plan_with(
+    messages: &[(usize, Vec<ChangeEvent>)],
+    cutoff_ms: i64,
+    ttl: TtlPolicy,
+    now_ms: i64,
+    transform: Option<&dyn Transform>,
+    mode: Mode,
+) -> Plan {
+    let mut p = Plan::default();
     let mut by_key: HashMap<CanonicalKey, usize> = HashMap::new();
     for (index, events) in messages {
         for event in events {
-            stats.events += 1;
+            p.stats.events += 1;
             if !applies(event.time_ms, cutoff_ms) {
-                stats.skipped_before_cutoff += 1;
+                p.stats.skipped_before_cutoff += 1;
                 continue;
             }
             if event.ttl && event.op == Op::Remove && ttl == TtlPolicy::Skip {
-                stats.skipped_ttl += 1;
+                p.stats.skipped_ttl += 1;
                 continue;
             }
-            stats.max_lag_ms = stats.max_lag_ms.max(now_ms - event.time_ms);
-            let key = CanonicalKey::of(&event.keys);
-            let op = write_for(event);
-            match by_key.get(&key) {
-                Some(&i) => {
-                    stats.coalesced += 1;
-                    writes[i].op = op;
-                }
-                None => {
-                    by_key.insert(key.clone(), writes.len());
-                    writes.push(PlannedWrite {
-                        key,
-                        keys: event.keys.clone(),
-                        op,
-                        first_message: *index,
-                    });
+            p.stats.max_lag_ms = p.stats.max_lag_ms.max(now_ms - event.time_ms);
+            let mapped = match transform {
+                None => vec![(event.keys.clone(), write_for(event))],
+                Some(t) => match map_event(t, event) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        p.refused.push((*index, e));
+                        continue;
+                    }
+                },
+            };
+            for (keys, op) in mapped {
+                let op = match (mode, op) {
+                    (Mode::Tombstone, WriteOp::Delete(k)) => WriteOp::Put(tombstone(&k)),
+                    (_, op) => op,
+                };
+                let key = CanonicalKey::of(&keys);
+                match by_key.get(&key) {
+                    Some(&i) => {
+                        p.stats.coalesced += 1;
+                        p.writes[i].op = op;
+                    }
+                    None => {
+                        by_key.insert(key.clone(), p.writes.len());
+                        p.writes.push(PlannedWrite {
+                            key,
+                            keys,
+                            op,
+                            first_message: *index,
+                        });
+                    }
                 }
             }
         }
     }
-    (writes, stats)
+    p
 }
 
 /// The first message to report failed: the earliest of the first message
@@ -223,6 +320,63 @@ mod tests {
         let e = ev("a", Op::Modify, 5, 1).into_refetch();
         let (w, _) = plan(&[(0, vec![e.clone()])], 0, TtlPolicy::Replicate, 5);
         assert_eq!(w[0].op, WriteOp::Refetch(e.keys));
+    }
+
+    #[test]
+    fn transforms_map_keys_and_tombstone_mode_keeps_deletes_visible() {
+        let t = crate::transform::Declarative::parse(
+            "key: [{attribute: id, concat: {from: [pk], separator: '#'}}]",
+            &["pk".to_string()],
+        )
+        .unwrap();
+        let events = vec![ev("a", Op::Insert, 10, 1), ev("a", Op::Remove, 11, 2)];
+        let p = plan_with(
+            &[(0, events.clone())],
+            0,
+            TtlPolicy::Replicate,
+            20,
+            Some(&t),
+            Mode::Normal,
+        );
+        assert_eq!(p.writes.len(), 1);
+        assert_eq!(
+            p.writes[0].keys,
+            Attrs::from([("id".to_string(), V::S("a".into()))])
+        );
+        assert!(matches!(p.writes[0].op, WriteOp::Delete(_)));
+        let p = plan_with(
+            &[(0, events)],
+            0,
+            TtlPolicy::Replicate,
+            20,
+            Some(&t),
+            Mode::Tombstone,
+        );
+        match &p.writes[0].op {
+            WriteOp::Put(item) => assert!(is_tombstone(item)),
+            other => panic!("expected a tombstone put, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_change_the_transform_cannot_map_is_refused_not_dropped() {
+        let t = crate::transform::Declarative::parse(
+            "key: [{attribute: id, uuidv5: {from: [email]}}]",
+            &["pk".to_string()],
+        )
+        .unwrap();
+        // A REMOVE without an old image cannot find the target key.
+        let p = plan_with(
+            &[(3, vec![ev("a", Op::Remove, 10, 1)])],
+            0,
+            TtlPolicy::Replicate,
+            20,
+            Some(&t),
+            Mode::Normal,
+        );
+        assert!(p.writes.is_empty());
+        assert_eq!(p.refused.len(), 1);
+        assert_eq!(p.refused[0].0, 3);
     }
 
     #[test]

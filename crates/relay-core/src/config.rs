@@ -208,6 +208,8 @@ pub struct ApplierConfig {
     /// BatchWriteItem calls in flight at once.
     pub write_concurrency: usize,
     pub metrics: MetricsConfig,
+    /// A declarative transform (JSON or YAML), validated at cold start.
+    pub transform: Option<String>,
 }
 
 impl ApplierConfig {
@@ -233,6 +235,14 @@ impl ApplierConfig {
             control_cache_ms: number(env, "CONTROL_CACHE_SECONDS", 5u64, 0, 300)? * 1000,
             write_concurrency: number(env, "WRITE_CONCURRENCY", 4, 1, 64)?,
             metrics: MetricsConfig::from_env(env)?,
+            transform: match optional(env, "TRANSFORM") {
+                Some(t) if !t.trim().is_empty() => {
+                    crate::transform::Declarative::parse(&t, &[])
+                        .map_err(|e| err("TRANSFORM", e.to_string()))?;
+                    Some(t)
+                }
+                _ => None,
+            },
         })
     }
 }

@@ -25,3 +25,4 @@ pub mod ops;
 pub mod pack;
 pub mod retry;
 pub mod send_plan;
+pub mod transform;

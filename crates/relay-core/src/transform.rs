@@ -1,0 +1,565 @@
+//! Transforms: how a source item becomes a target item, and how a source
+//! change finds its target key.
+//!
+//! One implementation runs in the applier, in the scan copy and in verify,
+//! so all three agree by construction. A transform is pure and deterministic.
+//!
+//! Declarative specs cover the common cases (JSON or YAML):
+//!
+//! ```yaml
+//! key:                      # the target key attributes, derived from the source item
+//!   - attribute: UUID
+//!     uuidv5: { from: [Name] }          # optional namespace (a UUID), separator
+//! rename: { Name: DisplayName }          # old -> new
+//! copy:   { Email: ContactEmail }        # from -> to (keeps the original)
+//! drop:   [Legacy]
+//! set:    { Schema: { N: "2" } }         # DynamoDB JSON values
+//! ```
+//!
+//! Key derivations: `uuidv5` (of the attributes' canonical text, joined by
+//! `separator`), `concat` (with a separator), `convert` (S <-> N), `copy`.
+//! Custom logic implements [`Transform`].
+//!
+//! **Invariant:** a REMOVE maps to its target key through the keys alone when
+//! the derivation needs only key attributes, else through the old image; if
+//! neither can, the change is refused (never guessed).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+
+use crate::item::{AttributeValue, Attrs};
+
+/// Why a transform could not map an item or a change.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TransformError {
+    #[error("attribute {0} is missing, and the target key needs it")]
+    Missing(String),
+    #[error("attribute {attr} is {found}; the key derivation needs a string or number")]
+    NotScalar { attr: String, found: &'static str },
+    #[error("cannot convert attribute {attr} to {to}: not a valid number")]
+    NotNumber { attr: String, to: &'static str },
+    #[error("a delete needs attributes {0:?} to find its target key, and the stream record has no old image (use NEW_AND_OLD_IMAGES)")]
+    NoOldImage(Vec<String>),
+}
+
+/// Why a spec is invalid.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("transform spec is not valid JSON or YAML: {0}")]
+    Parse(String),
+    #[error("transform spec: {0}")]
+    Invalid(String),
+}
+
+/// A transform, declarative or custom.
+pub trait Transform: Send + Sync + std::fmt::Debug {
+    /// The target item for a full source image.
+    fn item(&self, source: &Attrs) -> Result<Attrs, TransformError>;
+
+    /// The source attributes the target key is derived from.
+    fn key_sources(&self) -> BTreeSet<String>;
+
+    /// The target key attribute names.
+    fn target_key_names(&self) -> Vec<String>;
+
+    /// The target key of a source item (any image holding the key sources).
+    fn key(&self, image: &Attrs) -> Result<Attrs, TransformError> {
+        let item = self.item(image)?;
+        let mut key = Attrs::new();
+        for name in self.target_key_names() {
+            let v = item
+                .get(&name)
+                .ok_or_else(|| TransformError::Missing(name.clone()))?;
+            key.insert(name, v.clone());
+        }
+        Ok(key)
+    }
+
+    /// The target key of a change: from the source keys when they suffice,
+    /// else from the old image.
+    fn change_key(&self, keys: &Attrs, old: Option<&Attrs>) -> Result<Attrs, TransformError> {
+        let need = self.key_sources();
+        if need.iter().all(|a| keys.contains_key(a)) {
+            return self.key_only(keys);
+        }
+        match old {
+            Some(image) => self.key_only(image),
+            None => Err(TransformError::NoOldImage(need.into_iter().collect())),
+        }
+    }
+
+    /// The target key from an image that may hold only some attributes.
+    fn key_only(&self, image: &Attrs) -> Result<Attrs, TransformError>;
+
+    /// True when the target key is the source key unchanged.
+    fn is_identity_key(&self) -> bool {
+        false
+    }
+}
+
+/// No transform: the target item is the source item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub key_names: Vec<String>,
+}
+
+impl Transform for Identity {
+    fn item(&self, source: &Attrs) -> Result<Attrs, TransformError> {
+        Ok(source.clone())
+    }
+    fn key_sources(&self) -> BTreeSet<String> {
+        self.key_names.iter().cloned().collect()
+    }
+    fn target_key_names(&self) -> Vec<String> {
+        self.key_names.clone()
+    }
+    fn key_only(&self, image: &Attrs) -> Result<Attrs, TransformError> {
+        let mut key = Attrs::new();
+        for n in &self.key_names {
+            let v = image
+                .get(n)
+                .ok_or_else(|| TransformError::Missing(n.clone()))?;
+            key.insert(n.clone(), v.clone());
+        }
+        Ok(key)
+    }
+    fn is_identity_key(&self) -> bool {
+        true
+    }
+}
+
+/// A scalar type for `convert`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+pub enum Scalar {
+    S,
+    N,
+}
+
+/// How one target key attribute is derived.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRule {
+    pub attribute: String,
+    #[serde(default)]
+    pub uuidv5: Option<Uuidv5>,
+    #[serde(default)]
+    pub concat: Option<Concat>,
+    #[serde(default)]
+    pub convert: Option<Convert>,
+    #[serde(default)]
+    pub copy: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Uuidv5 {
+    /// A UUID; default: the RFC 4122 OID namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub from: Vec<String>,
+    #[serde(default = "default_separator")]
+    pub separator: String,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Concat {
+    pub from: Vec<String>,
+    #[serde(default = "default_separator")]
+    pub separator: String,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Convert {
+    pub from: String,
+    pub to: Scalar,
+}
+
+fn default_separator() -> String {
+    "#".into()
+}
+
+/// The declarative spec.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    #[serde(default)]
+    pub key: Vec<KeyRule>,
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+    #[serde(default)]
+    pub copy: BTreeMap<String, String>,
+    #[serde(default)]
+    pub drop: Vec<String>,
+    #[serde(default)]
+    pub set: BTreeMap<String, AttributeValue>,
+}
+
+/// A validated declarative transform.
+#[derive(Clone, Debug)]
+pub struct Declarative {
+    spec: Spec,
+    rules: Vec<(String, Derivation)>,
+    /// Source key names, used as the target key when `key` is empty.
+    source_keys: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+enum Derivation {
+    Uuid(uuid::Uuid, Vec<String>, String),
+    Concat(Vec<String>, String),
+    Convert(String, Scalar),
+    Copy(String),
+}
+
+impl Derivation {
+    fn sources(&self) -> Vec<String> {
+        match self {
+            Derivation::Uuid(_, f, _) | Derivation::Concat(f, _) => f.clone(),
+            Derivation::Convert(f, _) | Derivation::Copy(f) => vec![f.clone()],
+        }
+    }
+
+    fn derive(&self, image: &Attrs) -> Result<AttributeValue, TransformError> {
+        let text = |attr: &String| -> Result<String, TransformError> {
+            match image.get(attr) {
+                None => Err(TransformError::Missing(attr.clone())),
+                Some(AttributeValue::S(s)) => Ok(s.clone()),
+                // DynamoDB stores numbers normalised, so every image (stream,
+                // scan, get) spells a number the same way.
+                Some(AttributeValue::N(n)) => Ok(n.clone()),
+                Some(other) => Err(TransformError::NotScalar {
+                    attr: attr.clone(),
+                    found: type_name(other),
+                }),
+            }
+        };
+        let join = |from: &[String], sep: &str| -> Result<String, TransformError> {
+            Ok(from
+                .iter()
+                .map(text)
+                .collect::<Result<Vec<_>, _>>()?
+                .join(sep))
+        };
+        Ok(match self {
+            Derivation::Uuid(ns, from, sep) => {
+                AttributeValue::S(uuid::Uuid::new_v5(ns, join(from, sep)?.as_bytes()).to_string())
+            }
+            Derivation::Concat(from, sep) => AttributeValue::S(join(from, sep)?),
+            Derivation::Copy(from) => image
+                .get(from)
+                .cloned()
+                .ok_or_else(|| TransformError::Missing(from.clone()))?,
+            Derivation::Convert(from, Scalar::S) => AttributeValue::S(text(from)?),
+            Derivation::Convert(from, Scalar::N) => {
+                let t = text(from)?.trim().to_string();
+                if t.is_empty() || t.parse::<f64>().is_err() {
+                    return Err(TransformError::NotNumber {
+                        attr: from.clone(),
+                        to: "N",
+                    });
+                }
+                AttributeValue::N(t)
+            }
+        })
+    }
+}
+
+fn type_name(v: &AttributeValue) -> &'static str {
+    match v {
+        AttributeValue::S(_) => "S",
+        AttributeValue::N(_) => "N",
+        AttributeValue::B(_) => "B",
+        AttributeValue::Bool(_) => "BOOL",
+        AttributeValue::Null(_) => "NULL",
+        AttributeValue::M(_) => "M",
+        AttributeValue::L(_) => "L",
+        AttributeValue::Ss(_) => "SS",
+        AttributeValue::Ns(_) => "NS",
+        AttributeValue::Bs(_) => "BS",
+    }
+}
+
+impl Declarative {
+    /// Parses a JSON or YAML spec for a source table keyed on `source_keys`.
+    pub fn parse(text: &str, source_keys: &[String]) -> Result<Self, SpecError> {
+        let spec: Spec = if text.trim_start().starts_with('{') {
+            serde_json::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?
+        };
+        Self::new(spec, source_keys)
+    }
+
+    pub fn new(spec: Spec, source_keys: &[String]) -> Result<Self, SpecError> {
+        let mut rules = Vec::new();
+        for r in &spec.key {
+            let given = [
+                r.uuidv5.is_some(),
+                r.concat.is_some(),
+                r.convert.is_some(),
+                r.copy.is_some(),
+            ]
+            .iter()
+            .filter(|b| **b)
+            .count();
+            if given != 1 {
+                return Err(SpecError::Invalid(format!(
+                    "key attribute {} needs exactly one of uuidv5, concat, convert, copy",
+                    r.attribute
+                )));
+            }
+            let d = if let Some(u) = &r.uuidv5 {
+                let ns = match &u.namespace {
+                    None => uuid::Uuid::NAMESPACE_OID,
+                    Some(s) => uuid::Uuid::parse_str(s).map_err(|_| {
+                        SpecError::Invalid(format!("uuidv5 namespace {s:?} is not a UUID"))
+                    })?,
+                };
+                Derivation::Uuid(ns, u.from.clone(), u.separator.clone())
+            } else if let Some(c) = &r.concat {
+                Derivation::Concat(c.from.clone(), c.separator.clone())
+            } else if let Some(c) = &r.convert {
+                Derivation::Convert(c.from.clone(), c.to)
+            } else {
+                Derivation::Copy(r.copy.clone().unwrap_or_default())
+            };
+            if d.sources().is_empty() {
+                return Err(SpecError::Invalid(format!(
+                    "key attribute {} derives from no attribute",
+                    r.attribute
+                )));
+            }
+            rules.push((r.attribute.clone(), d));
+        }
+        if spec.key.is_empty() {
+            for k in source_keys {
+                if spec.drop.contains(k) || spec.rename.contains_key(k) {
+                    return Err(SpecError::Invalid(format!(
+                        "source key {k} is renamed or dropped; derive the target key with `key:`"
+                    )));
+                }
+            }
+        }
+        Ok(Declarative {
+            spec,
+            rules,
+            source_keys: source_keys.to_vec(),
+        })
+    }
+}
+
+impl Transform for Declarative {
+    fn item(&self, source: &Attrs) -> Result<Attrs, TransformError> {
+        let mut derived = Vec::new();
+        for (name, d) in &self.rules {
+            derived.push((name.clone(), d.derive(source)?));
+        }
+        let mut out = source.clone();
+        for (from, to) in &self.spec.copy {
+            if let Some(v) = source.get(from) {
+                out.insert(to.clone(), v.clone());
+            }
+        }
+        for (old, new) in &self.spec.rename {
+            if let Some(v) = out.remove(old) {
+                out.insert(new.clone(), v);
+            }
+        }
+        for d in &self.spec.drop {
+            out.remove(d);
+        }
+        for (k, v) in &self.spec.set {
+            out.insert(k.clone(), v.clone());
+        }
+        for (k, v) in derived {
+            out.insert(k, v);
+        }
+        Ok(out)
+    }
+
+    fn key_sources(&self) -> BTreeSet<String> {
+        if self.rules.is_empty() {
+            self.source_keys.iter().cloned().collect()
+        } else {
+            self.rules.iter().flat_map(|(_, d)| d.sources()).collect()
+        }
+    }
+
+    fn target_key_names(&self) -> Vec<String> {
+        if self.rules.is_empty() {
+            self.source_keys.clone()
+        } else {
+            self.rules.iter().map(|(n, _)| n.clone()).collect()
+        }
+    }
+
+    fn key_only(&self, image: &Attrs) -> Result<Attrs, TransformError> {
+        let mut key = Attrs::new();
+        if self.rules.is_empty() {
+            for k in &self.source_keys {
+                let v = image
+                    .get(k)
+                    .ok_or_else(|| TransformError::Missing(k.clone()))?;
+                key.insert(k.clone(), v.clone());
+            }
+        } else {
+            for (name, d) in &self.rules {
+                key.insert(name.clone(), d.derive(image)?);
+            }
+        }
+        Ok(key)
+    }
+
+    fn is_identity_key(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+/// Whether a stream view carries what REMOVEs need to find their target key.
+pub fn remove_mapping_supported(
+    t: &dyn Transform,
+    source_keys: &[String],
+    stream_view: Option<&str>,
+) -> Result<(), String> {
+    let need: Vec<String> = t
+        .key_sources()
+        .into_iter()
+        .filter(|a| !source_keys.contains(a))
+        .collect();
+    if need.is_empty() {
+        return Ok(());
+    }
+    match stream_view {
+        Some("NEW_AND_OLD_IMAGES") | Some("OLD_IMAGE") => Ok(()),
+        v => Err(format!(
+            "the target key is derived from {need:?}, which are not source key attributes, so a delete must read them from the old image; the stream view {} has none: use NEW_AND_OLD_IMAGES",
+            v.unwrap_or("(no stream)")
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use AttributeValue as V;
+
+    fn item(pairs: &[(&str, V)]) -> Attrs {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
+    }
+
+    fn keys(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn uuidv5_of_name_is_the_new_key() {
+        let t = Declarative::parse(
+            "key:\n  - attribute: UUID\n    uuidv5: { from: [Name] }\n",
+            &keys(&["Name"]),
+        )
+        .unwrap();
+        let out = t
+            .item(&item(&[
+                ("Name", V::S("alice".into())),
+                ("Age", V::N("3".into())),
+            ]))
+            .unwrap();
+        let expected = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, b"alice").to_string();
+        assert_eq!(out["UUID"], V::S(expected.clone()));
+        assert_eq!(out["Name"], V::S("alice".into()));
+        assert_eq!(t.target_key_names(), vec!["UUID".to_string()]);
+        // A REMOVE finds its key from the source keys alone.
+        let k = t
+            .change_key(&item(&[("Name", V::S("alice".into()))]), None)
+            .unwrap();
+        assert_eq!(k, item(&[("UUID", V::S(expected))]));
+    }
+
+    #[test]
+    fn rename_copy_drop_set_and_concat() {
+        let t = Declarative::parse(
+            r#"{"key":[{"attribute":"id","concat":{"from":["pk","sk"],"separator":"|"}}],
+                "rename":{"a":"b"},"copy":{"c":"d"},"drop":["e"],"set":{"v":{"N":"2"}}}"#,
+            &keys(&["pk", "sk"]),
+        )
+        .unwrap();
+        let out = t
+            .item(&item(&[
+                ("pk", V::S("x".into())),
+                ("sk", V::N("1.5".into())),
+                ("a", V::Bool(true)),
+                ("c", V::S("c".into())),
+                ("e", V::Null(true)),
+            ]))
+            .unwrap();
+        assert_eq!(out["id"], V::S("x|1.5".into()));
+        assert_eq!(out["b"], V::Bool(true));
+        assert!(!out.contains_key("a") && !out.contains_key("e"));
+        assert_eq!(out["c"], out["d"]);
+        assert_eq!(out["v"], V::N("2".into()));
+    }
+
+    #[test]
+    fn removes_need_old_images_for_non_key_sources() {
+        let t = Declarative::parse(
+            "key:\n  - attribute: email_id\n    uuidv5: { from: [Email] }\n",
+            &keys(&["pk"]),
+        )
+        .unwrap();
+        let ks = item(&[("pk", V::S("1".into()))]);
+        assert!(matches!(
+            t.change_key(&ks, None),
+            Err(TransformError::NoOldImage(_))
+        ));
+        let old = item(&[("pk", V::S("1".into())), ("Email", V::S("a@b".into()))]);
+        assert!(t.change_key(&ks, Some(&old)).is_ok());
+        assert!(remove_mapping_supported(&t, &keys(&["pk"]), Some("NEW_IMAGE")).is_err());
+        assert!(remove_mapping_supported(&t, &keys(&["pk"]), Some("NEW_AND_OLD_IMAGES")).is_ok());
+    }
+
+    #[test]
+    fn bad_specs_and_bad_items_are_clear_errors() {
+        assert!(matches!(
+            Declarative::parse("key: [{attribute: x}]", &keys(&["pk"])),
+            Err(SpecError::Invalid(_))
+        ));
+        assert!(matches!(
+            Declarative::parse("nonsense: 1", &keys(&["pk"])),
+            Err(SpecError::Parse(_))
+        ));
+        assert!(matches!(
+            Declarative::parse("rename: {pk: id}", &keys(&["pk"])),
+            Err(SpecError::Invalid(_))
+        ));
+        let t = Declarative::parse(
+            "key: [{attribute: n, convert: {from: pk, to: N}}]",
+            &keys(&["pk"]),
+        )
+        .unwrap();
+        assert!(matches!(
+            t.item(&item(&[("pk", V::S("abc".into()))])),
+            Err(TransformError::NotNumber { .. })
+        ));
+        assert_eq!(
+            t.item(&item(&[("pk", V::S("42".into()))])).unwrap()["n"],
+            V::N("42".into())
+        );
+    }
+
+    #[test]
+    fn identity_keeps_everything() {
+        let t = Identity {
+            key_names: keys(&["pk"]),
+        };
+        let i = item(&[("pk", V::S("1".into())), ("x", V::Bool(true))]);
+        assert_eq!(t.item(&i).unwrap(), i);
+        assert_eq!(t.key(&i).unwrap(), item(&[("pk", V::S("1".into()))]));
+        assert!(t.is_identity_key());
+    }
+}
