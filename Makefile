@@ -9,7 +9,7 @@ ARCHS       ?= arm64 x86_64
 LAMBDA_DIR  := target/lambda
 CARGO       := cargo
 
-.PHONY: help toolchain venv setup build test unit validate e2e demo lint fmt bench zip \
+.PHONY: help toolchain venv setup build test unit validate e2e demo lint fmt bench bench-local zip \
         local-start local-stop local-reset build-local deploy-local clean
 
 help: ## List the targets.
@@ -68,6 +68,9 @@ fmt: toolchain ## Format the code.
 bench: toolchain ## Request counts per 1M events, then CPU per event (criterion).
 	$(CARGO) bench -p relay-core --bench costs --locked
 	$(CARGO) bench -p relay-core --bench pipeline --locked
+
+bench-local: toolchain setup ## Scan-copy and verify items/s against MiniStack's raw scan and write rates.
+	infra/local/bench.sh
 
 zip: toolchain setup ## Lambda bootstrap.zip per function and architecture, under target/lambda/<arch>/<function>/.
 	@for arch in $(ARCHS); do \

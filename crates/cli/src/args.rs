@@ -34,6 +34,10 @@ pub struct Global {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    /// Declarative transform (JSON or YAML): the same spec as the stack's
+    /// TransformSpec. Used by preflight, seed --method scan and verify.
+    #[arg(long, global = true, env = "DDB_RELAY_TRANSFORM")]
+    pub transform: Option<std::path::PathBuf>,
     /// More detail on errors and progress (SDK errors in full).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -53,6 +57,8 @@ pub enum Method {
     Pitr,
     /// Export to S3, then import into the target name.
     Export,
+    /// Parallel scan copy into an existing target (key-schema changes, transforms).
+    Scan,
 }
 
 impl Method {
@@ -61,6 +67,7 @@ impl Method {
             Method::Backup => "backup",
             Method::Pitr => "pitr",
             Method::Export => "export",
+            Method::Scan => "scan",
         }
     }
 }
@@ -89,9 +96,32 @@ pub enum Command {
         /// Print the ImportSourceSpecification snippet (for a table created by your own IaC) and stop.
         #[arg(long)]
         print_import_spec: bool,
+        /// Scan copy: parallel segments.
+        #[arg(long, default_value_t = 4)]
+        segments: i32,
+        /// Scan copy and verify: at most this many items per second (0 = no limit).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
         /// Show what would be done; change nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Compare the tables through the transform: missing, different, extra items.
+    Verify {
+        /// Check this percentage of keys (0-100).
+        #[arg(long, default_value_t = 100.0)]
+        sample: f64,
+        /// Write the source state for missing/different items, delete extras, re-verify them.
+        #[arg(long)]
+        repair: bool,
+        /// Seconds to wait before re-checking mismatches with consistent reads.
+        #[arg(long, default_value_t = 2)]
+        recheck_wait: u64,
+        #[arg(long, default_value_t = 4)]
+        segments: i32,
+        /// At most this many items per second read from each table (0 = no limit).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
     },
     /// Disable the applier trigger (changes keep queueing) and record the time.
     Pause {
@@ -114,8 +144,14 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Re-seed the target now by backup and restore, set the cutoff, resume.
+    /// Re-seed the target now (backup and restore, or a fresh scan copy), set the cutoff, resume.
     Restart {
+        #[arg(long, value_enum, default_value_t = Method::Backup)]
+        method: Method,
+        #[arg(long, default_value_t = 4)]
+        segments: i32,
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
         #[arg(long)]
         no_resume: bool,
         #[arg(long)]

@@ -23,7 +23,21 @@ pub async fn run(cli: Cli) -> Result<i32> {
             s3_bucket,
             s3_prefix,
             print_import_spec,
+            segments,
+            rate,
             dry_run,
+        } if method == Method::Scan && !print_import_spec => {
+            let _ = (at, s3_bucket, s3_prefix);
+            crate::copy::seed_scan(&ctx, segments, rate, dry_run).await
+        }
+        Command::Seed {
+            method,
+            at,
+            s3_bucket,
+            s3_prefix,
+            print_import_spec,
+            dry_run,
+            ..
         } => {
             seed(
                 &ctx,
@@ -43,7 +57,23 @@ pub async fn run(cli: Cli) -> Result<i32> {
             no_resume,
             dry_run,
         } => replay(&ctx, Some(&from), no_resume, dry_run).await,
-        Command::Restart { no_resume, dry_run } => replay(&ctx, None, no_resume, dry_run).await,
+        Command::Restart {
+            method: Method::Scan,
+            segments,
+            rate,
+            no_resume,
+            dry_run,
+        } => restart_scan(&ctx, segments, rate, no_resume, dry_run).await,
+        Command::Restart {
+            no_resume, dry_run, ..
+        } => replay(&ctx, None, no_resume, dry_run).await,
+        Command::Verify {
+            sample,
+            repair,
+            recheck_wait,
+            segments,
+            rate,
+        } => crate::copy::verify(&ctx, sample, repair, recheck_wait, segments, rate).await,
         Command::Status { window } => {
             let s = status(&ctx, window).await?;
             print_status(&ctx, &s);
@@ -117,6 +147,14 @@ async fn preflight(ctx: &Ctx, method: Method) -> Result<i32> {
                 format!("{} ({})", t.name, t.status),
             ));
             checks.push(ops::stream_view_check(t.stream_view.as_deref()));
+            match crate::copy::transform(ctx).await {
+                Ok((tf, keys)) => checks.push(crate::copy::remove_mapping_check(
+                    tf.as_ref(),
+                    &keys,
+                    t.stream_view.as_deref(),
+                )),
+                Err(e) => checks.push(Check::fail("transform", e.to_string())),
+            }
             match (ctx.forwarder_trigger().await, &t.stream_arn) {
                 (Ok((_, state, arn)), Some(current)) if &arn == current => {
                     checks.push(if state == "Enabled" {
@@ -176,6 +214,14 @@ async fn preflight(ctx: &Ctx, method: Method) -> Result<i32> {
 
     // The target: restore and import create it.
     match ctx.ops.table(&s.target_table).await {
+        Ok(None) if method == Method::Scan => checks.push(Check::fail(
+            "target table",
+            format!("{} does not exist: a scan copy writes into a table your IaC creates", s.target_table),
+        )),
+        Ok(Some(t)) if method == Method::Scan => checks.push(Check::pass(
+            "target table",
+            format!("{} ({}, keys {:?}) exists for the scan copy", t.name, t.status, t.key_names),
+        )),
         Ok(None) => checks.push(Check::pass("target table", format!("{} does not exist yet; the {} seed creates it", s.target_table, method.as_str()))),
         Ok(Some(t)) if seeded => checks.push(Check::pass("target table", format!("{} ({}), seeded by ddb-relay", t.name, t.status))),
         Ok(Some(t)) => checks.push(Check::fail(
@@ -303,6 +349,7 @@ async fn seed(
             Method::Backup => format!("create an on-demand backup of {}, restore it as {}, set cutoff = backup time - {} s", s.source_table, s.target_table, s.margin_ms / 1000),
             Method::Pitr => format!("restore {} at {} as {}, set cutoff = that time - {} s", s.source_table, at_ms.map_or("the latest restorable time".into(), rfc3339), s.target_table, s.margin_ms / 1000),
             Method::Export => format!("export {} to s3://{}/{prefix}, import it as {}, set cutoff = export time - {} s", s.source_table, bucket.unwrap_or("<--s3-bucket>"), s.target_table, s.margin_ms / 1000),
+            Method::Scan => "scan copy (see `seed --method scan --dry-run`)".to_string(),
         };
         emit(
             ctx,
@@ -401,6 +448,7 @@ async fn run_seed(
         ..read.clone()
     };
     match method {
+        Method::Scan => bail!("the scan copy runs through `seed --method scan`"),
         Method::Backup => {
             let name = format!("{}-seed-{}", s.migration, now_ms() / 1000);
             ctx.step(&format!("creating backup {name} of {}", s.source_table));
@@ -726,6 +774,44 @@ async fn replay(ctx: &Ctx, from: Option<&str>, no_resume: bool, dry_run: bool) -
         ),
     );
     Ok(0)
+}
+
+/// `restart --method scan`: paused first; clears the target, copies again
+/// (tombstone mode), and resumes.
+async fn restart_scan(
+    ctx: &Ctx,
+    segments: i32,
+    rate: u64,
+    no_resume: bool,
+    dry_run: bool,
+) -> Result<i32> {
+    let read = ctx.control().await?;
+    let (uuid, state) = ctx.applier_trigger().await?;
+    if read.paused_at_ms.is_none() || state != "Disabled" {
+        bail!("{}", ops::ReplayError::NotPaused);
+    }
+    if dry_run {
+        emit(ctx, &json!({"stack": ctx.stack.name, "dry_run": true, "method": "scan"}), &format!("dry run: would delete every item of {}, copy {} again (tombstone mode), and resume", ctx.stack.target_table, ctx.stack.source_table));
+        return Ok(0);
+    }
+    ctx.step(&format!("clearing {}", ctx.stack.target_table));
+    let cleared = crate::copy::clear_target(ctx, segments).await?;
+    ctx.step(&format!("{cleared} items deleted; copying again"));
+    let code = crate::copy::seed_scan(ctx, segments, rate, false).await?;
+    let read = ctx.control().await?;
+    if no_resume {
+        ctx.set_trigger(&uuid, false, "applier trigger").await?;
+    } else if read.paused_at_ms.is_some() {
+        ctx.write_control(
+            &read,
+            ControlState {
+                paused_at_ms: None,
+                ..read.clone()
+            },
+        )
+        .await?;
+    }
+    Ok(code)
 }
 
 // ---------------------------------------------------------------- status / watch

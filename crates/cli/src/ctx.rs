@@ -31,6 +31,7 @@ pub struct Ctx {
     pub ops: Ops,
     pub output: Output,
     pub stack: Stack,
+    pub transform_file: Option<std::path::PathBuf>,
 }
 
 /// Turns an AWS error into one line that names the fix.
@@ -123,6 +124,7 @@ impl Ctx {
             ops,
             output: g.output,
             stack,
+            transform_file: g.transform.clone(),
         })
     }
 

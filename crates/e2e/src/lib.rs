@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aws_sdk_dynamodb::types::AttributeValue as Av;
+pub use aws_sdk_dynamodb::types::StreamViewType as View;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
     StreamSpecification, StreamViewType, TableStatus,
@@ -129,6 +130,47 @@ impl Local {
             .ok_or_else(|| anyhow!("table {name} has no stream"))
     }
 
+    /// Creates a table keyed on one string attribute, with a stream of
+    /// `view` (or none), waits for ACTIVE, and returns the stream ARN.
+    pub async fn create_table_keyed(
+        &self,
+        name: &str,
+        key: &str,
+        view: Option<StreamViewType>,
+    ) -> Result<Option<String>> {
+        let mut req = self
+            .ddb
+            .create_table()
+            .table_name(name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr_def(key, ScalarAttributeType::S)?)
+            .key_schema(key_elem(key, KeyType::Hash)?);
+        if let Some(v) = view {
+            req = req.stream_specification(
+                StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(v)
+                    .build()?,
+            );
+        }
+        req.send()
+            .await
+            .map_err(sdk)
+            .with_context(|| format!("create table {name}"))?;
+        self.wait_active(name, Duration::from_secs(60)).await?;
+        let desc = self
+            .ddb
+            .describe_table()
+            .table_name(name)
+            .send()
+            .await
+            .map_err(sdk)?;
+        Ok(desc
+            .table()
+            .and_then(|t| t.latest_stream_arn())
+            .map(str::to_string))
+    }
+
     /// Turns on point-in-time recovery (for PITR seeds and replays).
     pub async fn enable_pitr(&self, table: &str) -> Result<()> {
         self.ddb
@@ -167,7 +209,13 @@ impl Local {
         let mut cmd = tokio::process::Command::new("bash");
         cmd.arg(&script).arg(stack);
         for (k, v) in params {
-            cmd.arg(format!("{k}={v}"));
+            // sam's --parameter-overrides splits on spaces and quotes: wrap a
+            // value holding either in single quotes (JSON uses double ones).
+            if v.contains(['"', ' ']) {
+                cmd.arg(format!("{k}='{v}'"));
+            } else {
+                cmd.arg(format!("{k}={v}"));
+            }
         }
         let out = cmd
             .env("AWS_ENDPOINT_URL", &self.endpoint)

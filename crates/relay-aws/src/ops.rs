@@ -553,6 +553,100 @@ impl Ops {
         Ok(())
     }
 
+    /// One page of a (parallel) scan: items and the key to continue from.
+    pub async fn scan_page(
+        &self,
+        table: &str,
+        segment: i32,
+        total: i32,
+        start: Option<Attrs>,
+        consistent: bool,
+    ) -> Result<(Vec<Attrs>, Option<Attrs>), AwsError> {
+        let r = self
+            .ddb
+            .scan()
+            .table_name(table)
+            .segment(segment)
+            .total_segments(total)
+            .consistent_read(consistent)
+            .set_exclusive_start_key(start.as_ref().map(to_sdk_item))
+            .send()
+            .await
+            .map_err(e("Scan"))?;
+        let unknown = |u: crate::convert::UnknownType| {
+            AwsError::permanent("Scan", "UnknownType", &u.to_string())
+        };
+        let items = r
+            .items()
+            .iter()
+            .map(|i| from_sdk_item(i).map_err(unknown))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = match r.last_evaluated_key() {
+            Some(k) if !k.is_empty() => Some(from_sdk_item(k).map_err(unknown)?),
+            _ => None,
+        };
+        Ok((items, next))
+    }
+
+    /// Puts `item` only if no item with its key exists (attribute
+    /// `key_attr` absent). False when one exists (newer data, or a tombstone).
+    pub async fn put_if_absent(
+        &self,
+        table: &str,
+        item: &Attrs,
+        key_attr: &str,
+    ) -> Result<bool, AwsError> {
+        match self
+            .ddb
+            .put_item()
+            .table_name(table)
+            .set_item(Some(to_sdk_item(item)))
+            .condition_expression("attribute_not_exists(#k)")
+            .expression_attribute_names("#k", key_attr)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) => {
+                let err = classify("PutItem", &err);
+                if err.code == "ConditionalCheckFailedException" {
+                    Ok(false)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// Deletes the item at `key` only while it is still a tombstone.
+    pub async fn delete_if_marked(
+        &self,
+        table: &str,
+        key: &Attrs,
+        marker: &str,
+    ) -> Result<bool, AwsError> {
+        match self
+            .ddb
+            .delete_item()
+            .table_name(table)
+            .set_key(Some(to_sdk_item(key)))
+            .condition_expression("attribute_exists(#m)")
+            .expression_attribute_names("#m", marker)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(err) => {
+                let err = classify("DeleteItem", &err);
+                if err.code == "ConditionalCheckFailedException" {
+                    Ok(false)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
     // ------------------------------------------------------------ control
 
     pub async fn control(

@@ -1,0 +1,488 @@
+//! Transforms, the scan copy and verify on the local emulator, through the
+//! real CLI and a stack deployed from the real template with a TransformSpec.
+//! Needs MiniStack and a `sam build`: `make e2e` runs these with `--ignored`.
+
+use std::collections::HashMap;
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use aws_sdk_dynamodb::types::AttributeValue as Av;
+use relay_core::apply::TOMBSTONE_ATTR;
+use relay_e2e::{preload, run_id, Local, Stack, View};
+use serde_json::Value;
+
+/// The seed 003 transform: the new key is UUIDv5(Name).
+const UUID_OF_NAME: &str = r#"{"key":[{"attribute":"UUID","uuidv5":{"from":["Name"]}}]}"#;
+/// A wrong one: another namespace, so every UUID differs.
+const WRONG: &str = r#"{"key":[{"attribute":"UUID","uuidv5":{"namespace":"6ba7b811-9dad-11d1-80b4-00c04fd430c8","from":["Name"]}}]}"#;
+
+fn spec_file(text: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let p = std::env::temp_dir().join(format!(
+        "ddb-relay-transform-{}-{}-{}.json",
+        std::process::id(),
+        run_id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&p, text).expect("write spec");
+    p.to_string_lossy().to_string()
+}
+
+fn cli(local: &Local, stack: &str, args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ddb-relay"))
+        .args(args)
+        .env("AWS_ENDPOINT_URL", &local.endpoint)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("DDB_RELAY_STACK", stack)
+        .env_remove("DDB_RELAY_TRANSFORM")
+        .output()
+        .expect("run ddb-relay")
+}
+
+fn run(local: &Local, stack: &str, args: &[&str], code: i32) -> Value {
+    let o = cli(local, stack, args);
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "ddb-relay {args:?}\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
+}
+
+/// A source keyed on Name (NEW_AND_OLD_IMAGES), a target keyed on UUID
+/// (as the user's IaC would create it), and the stack with `spec`.
+async fn name_to_uuid(local: &Local, tag: &str, spec: &str, items: u32) -> Result<Stack> {
+    let run = run_id();
+    let (source, target, name) = (
+        format!("t5-{tag}-src-{run}"),
+        format!("t5-{tag}-tgt-{run}"),
+        format!("t5-{tag}-{run}"),
+    );
+    let stream = local
+        .create_table_keyed(&source, "Name", Some(View::NewAndOldImages))
+        .await?
+        .expect("stream");
+    local.create_table_keyed(&target, "UUID", None).await?;
+    for i in 0..items {
+        put_person(local, &source, i, 0).await?;
+    }
+    local
+        .deploy(
+            &name,
+            &[
+                ("SourceTableName", source.as_str()),
+                ("SourceStreamArn", stream.as_str()),
+                ("TargetTableName", target.as_str()),
+                ("StreamBatchingWindowSeconds", "0"),
+                ("CutoffMarginSeconds", "3"),
+                ("TransformSpec", spec),
+            ],
+        )
+        .await
+}
+
+async fn put_person(local: &Local, table: &str, i: u32, version: u64) -> Result<()> {
+    let item = HashMap::from([
+        ("Name".to_string(), Av::S(format!("person-{i:03}"))),
+        ("Age".to_string(), Av::N((20 + i % 50).to_string())),
+        ("Email".to_string(), Av::S(format!("p{i}@example.com"))),
+        ("Version".to_string(), Av::N(version.to_string())),
+    ]);
+    local
+        .ddb
+        .put_item()
+        .table_name(table)
+        .set_item(Some(item))
+        .send()
+        .await
+        .map_err(relay_e2e::sdk)?;
+    Ok(())
+}
+
+/// Puts, updates and deletes on Name keys until stopped, including deletes
+/// of items the scan has not reached yet.
+fn live_writes(
+    local: &Local,
+    table: &str,
+    keys: u32,
+) -> (
+    Arc<AtomicBool>,
+    Arc<AtomicU64>,
+    tokio::task::JoinHandle<Result<()>>,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let (local, table, stop2, ops2) = (local.clone(), table.to_string(), stop.clone(), ops.clone());
+    let h = tokio::spawn(async move {
+        let mut rng = fastrand::Rng::with_seed(3);
+        let mut n = 0u64;
+        while !stop2.load(Ordering::Relaxed) && n < 20_000 {
+            n += 1;
+            let i = rng.u32(0..keys);
+            if rng.u8(0..10) < 3 {
+                local
+                    .ddb
+                    .delete_item()
+                    .table_name(&table)
+                    .key("Name", Av::S(format!("person-{i:03}")))
+                    .send()
+                    .await
+                    .map_err(relay_e2e::sdk)?;
+            } else {
+                put_person(&local, &table, i, n).await?;
+            }
+            ops2.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        Ok(())
+    });
+    (stop, ops, h)
+}
+
+async fn tombstones(local: &Local, table: &str) -> Result<usize> {
+    let r = local
+        .ddb
+        .scan()
+        .table_name(table)
+        .filter_expression("attribute_exists(#t)")
+        .expression_attribute_names("#t", TOMBSTONE_ATTR)
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(relay_e2e::sdk)?;
+    Ok(r.items().len())
+}
+
+/// Verify, retried while the applier drains (bounded).
+async fn verify_until_clean(local: &Local, st: &str, spec: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let o = cli(
+            local,
+            st,
+            &["--transform", spec, "verify", "--output", "json"],
+        );
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+        if v["clean"] == true || start.elapsed() > Duration::from_secs(90) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Seed 003: Name -> UUID = UUIDv5(Name) by scan copy while puts, updates
+/// and deletes run (some deletes race the scan); verify is clean and no
+/// tombstone is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack and a sam build: run `make e2e`"]
+async fn a_key_change_by_scan_copy_under_live_writes_verifies_clean() -> Result<()> {
+    let local = Local::connect().await?;
+    let stack = name_to_uuid(&local, "main", UUID_OF_NAME, 150).await?;
+    let st = stack.name.as_str();
+    let spec = spec_file(UUID_OF_NAME);
+
+    let pre = run(
+        &local,
+        st,
+        &[
+            "--transform",
+            &spec,
+            "preflight",
+            "--method",
+            "scan",
+            "--output",
+            "json",
+        ],
+        0,
+    );
+    assert_eq!(pre["ok"], true, "{pre:#}");
+
+    let (stop, ops, writer) = live_writes(&local, &stack.source_table, 180);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let seed = run(
+        &local,
+        st,
+        &[
+            "--transform",
+            &spec,
+            "seed",
+            "--method",
+            "scan",
+            "--segments",
+            "3",
+            "--output",
+            "json",
+        ],
+        0,
+    );
+    assert!(seed["copied"].as_u64().unwrap_or(0) > 0, "{seed:#}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await??;
+    assert!(ops.load(Ordering::Relaxed) > 50);
+
+    let v = verify_until_clean(&local, st, &spec).await;
+    assert_eq!(v["clean"], true, "{v:#}");
+    assert!(v["compared"].as_u64().unwrap_or(0) > 0);
+    assert_eq!(tombstones(&local, &stack.target_table).await?, 0);
+    // Every target item is keyed by the UUID of its Name.
+    let target = local
+        .ddb
+        .scan()
+        .table_name(&stack.target_table)
+        .send()
+        .await?;
+    for item in target.items() {
+        let (Some(Av::S(name)), Some(Av::S(id))) = (item.get("Name"), item.get("UUID")) else {
+            panic!("target item without Name/UUID");
+        };
+        let want = uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, name.as_bytes()).to_string();
+        assert_eq!(id, &want);
+    }
+    Ok(())
+}
+
+/// A wrong transform is caught by verify, then fixed by redeploying the
+/// corrected TransformSpec and `restart --method scan`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack and a sam build: run `make e2e`"]
+async fn a_wrong_transform_is_caught_by_verify_and_fixed_by_a_restart() -> Result<()> {
+    let local = Local::connect().await?;
+    let stack = name_to_uuid(&local, "wrong", WRONG, 40).await?;
+    let st = stack.name.as_str();
+    let (wrong, right) = (spec_file(WRONG), spec_file(UUID_OF_NAME));
+    run(
+        &local,
+        st,
+        &["--transform", &wrong, "seed", "--method", "scan"],
+        0,
+    );
+
+    let v = run(
+        &local,
+        st,
+        &[
+            "--transform",
+            &right,
+            "verify",
+            "--recheck-wait",
+            "0",
+            "--output",
+            "json",
+        ],
+        3,
+    );
+    assert_eq!(v["clean"], false);
+    assert_eq!(v["missing"], 40, "{v:#}");
+    assert_eq!(v["extra"], 40, "{v:#}");
+    let nogo = run(&local, st, &["cutover", "--output", "json"], 3);
+    assert!(
+        nogo["reasons"].to_string().contains("last verify"),
+        "{nogo:#}"
+    );
+
+    // Fix: the corrected transform in the stack, then a fresh copy.
+    let redeployed = local
+        .deploy(
+            st,
+            &[
+                ("SourceTableName", stack.source_table.as_str()),
+                (
+                    "SourceStreamArn",
+                    local
+                        .ddb
+                        .describe_table()
+                        .table_name(&stack.source_table)
+                        .send()
+                        .await?
+                        .table()
+                        .and_then(|t| t.latest_stream_arn())
+                        .unwrap_or_default(),
+                ),
+                ("TargetTableName", stack.target_table.as_str()),
+                ("StreamBatchingWindowSeconds", "0"),
+                ("CutoffMarginSeconds", "3"),
+                ("TransformSpec", UUID_OF_NAME),
+            ],
+        )
+        .await?;
+    assert_eq!(redeployed.name, st);
+    run(&local, st, &["pause"], 0);
+    run(
+        &local,
+        st,
+        &["--transform", &right, "restart", "--method", "scan"],
+        0,
+    );
+    put_person(&local, &stack.source_table, 7, 99).await?;
+    let v = verify_until_clean(&local, st, &right).await;
+    assert_eq!(v["clean"], true, "{v:#}");
+    assert_eq!(v["compared"], 40);
+    Ok(())
+}
+
+/// Injected divergence (a missing, an extra and a changed item) is found by
+/// verify and fixed by `verify --repair`; cutover then sees a clean verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack and a sam build: run `make e2e`"]
+async fn verify_finds_injected_divergence_and_repair_fixes_it() -> Result<()> {
+    let local = Local::connect().await?;
+    let stack = local
+        .new_migration("t5-div", &[("CutoffMarginSeconds", "3")], false)
+        .await?;
+    let st = stack.name.as_str();
+    preload(&local, &stack.source_table, 30).await?;
+    run(&local, st, &["seed", "--method", "backup"], 0);
+    run(&local, st, &["resume"], 0);
+    let (_, d) = local
+        .wait_converged(&stack, Duration::from_secs(60))
+        .await?;
+    assert!(d.is_clean());
+
+    let target = local.scan(&stack.target_table).await?;
+    let mut it = target.values();
+    let (gone, changed) = (it.next().expect("item"), it.next().expect("item"));
+    let key = |i: &relay_core::item::Attrs| {
+        HashMap::from([
+            ("pk".to_string(), relay_aws::convert::to_sdk(&i["pk"])),
+            ("sk".to_string(), relay_aws::convert::to_sdk(&i["sk"])),
+        ])
+    };
+    local
+        .ddb
+        .delete_item()
+        .table_name(&stack.target_table)
+        .set_key(Some(key(gone)))
+        .send()
+        .await?;
+    let mut c = relay_aws::convert::to_sdk_item(changed);
+    c.insert("name".into(), Av::S("tampered".into()));
+    local
+        .ddb
+        .put_item()
+        .table_name(&stack.target_table)
+        .set_item(Some(c))
+        .send()
+        .await?;
+    local
+        .ddb
+        .put_item()
+        .table_name(&stack.target_table)
+        .item("pk", Av::S("intruder".into()))
+        .item("sk", Av::N("9".into()))
+        .send()
+        .await?;
+
+    let v = run(
+        &local,
+        st,
+        &["verify", "--recheck-wait", "1", "--output", "json"],
+        3,
+    );
+    assert_eq!(
+        (
+            v["missing"].as_u64(),
+            v["changed"].as_u64(),
+            v["extra"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1)),
+        "{v:#}"
+    );
+    let fixed = run(&local, st, &["verify", "--repair", "--output", "json"], 0);
+    assert_eq!(fixed["repaired"], 3, "{fixed:#}");
+    let again = run(&local, st, &["verify", "--output", "json"], 0);
+    assert_eq!(again["clean"], true);
+    let (_, d) = local
+        .compare(&stack.source_table, &stack.target_table)
+        .await?;
+    assert!(d.is_clean());
+    let go = run(
+        &local,
+        st,
+        &["cutover", "--max-lag", "600", "--output", "json"],
+        0,
+    );
+    assert!(go["checks"].to_string().contains("last verify"), "{go:#}");
+    Ok(())
+}
+
+/// A key derived from a non-key attribute needs old images for deletes:
+/// preflight refuses it on a NEW_IMAGE stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack and a sam build: run `make e2e`"]
+async fn preflight_rejects_a_key_derivation_the_stream_cannot_support() -> Result<()> {
+    let local = Local::connect().await?;
+    let run_ = run_id();
+    let (source, target, name) = (
+        format!("t5-view-src-{run_}"),
+        format!("t5-view-tgt-{run_}"),
+        format!("t5-view-{run_}"),
+    );
+    let stream = local
+        .create_table_keyed(&source, "Name", Some(View::NewImage))
+        .await?
+        .expect("stream");
+    local.create_table_keyed(&target, "UUID", None).await?;
+    local
+        .deploy(
+            &name,
+            &[
+                ("SourceTableName", source.as_str()),
+                ("SourceStreamArn", stream.as_str()),
+                ("TargetTableName", target.as_str()),
+            ],
+        )
+        .await?;
+    let by_email = spec_file(r#"{"key":[{"attribute":"UUID","uuidv5":{"from":["Email"]}}]}"#);
+    let pre = run(
+        &local,
+        &name,
+        &[
+            "--transform",
+            &by_email,
+            "preflight",
+            "--method",
+            "scan",
+            "--output",
+            "json",
+        ],
+        3,
+    );
+    let failed: Vec<String> = pre["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["status"] == "fail")
+        .map(|c| format!("{}: {}", c["name"], c["detail"]))
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0].contains("transform key derivation") && failed[0].contains("NEW_AND_OLD_IMAGES"),
+        "{failed:?}"
+    );
+    // Derived from the key alone, the same stream is fine.
+    let by_name = spec_file(UUID_OF_NAME);
+    let ok = run(
+        &local,
+        &name,
+        &[
+            "--transform",
+            &by_name,
+            "preflight",
+            "--method",
+            "scan",
+            "--output",
+            "json",
+        ],
+        0,
+    );
+    assert_eq!(ok["ok"], true, "{ok:#}");
+    Ok(())
+}
