@@ -102,6 +102,10 @@ pub enum Command {
         /// Scan copy and verify: at most this many items per second (0 = no limit).
         #[arg(long, default_value_t = 0)]
         rate: u64,
+        /// Scan copy: at most this many write capacity units per second, as
+        /// DynamoDB reports them consumed (0 = no limit).
+        #[arg(long, default_value_t = 0)]
+        max_wcu: u64,
         /// Show what would be done; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -152,6 +156,8 @@ pub enum Command {
         segments: i32,
         #[arg(long, default_value_t = 0)]
         rate: u64,
+        #[arg(long, default_value_t = 0)]
+        max_wcu: u64,
         #[arg(long)]
         no_resume: bool,
         #[arg(long)]

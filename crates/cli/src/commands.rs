@@ -25,10 +25,16 @@ pub async fn run(cli: Cli) -> Result<i32> {
             print_import_spec,
             segments,
             rate,
+            max_wcu,
             dry_run,
         } if method == Method::Scan && !print_import_spec => {
             let _ = (at, s3_bucket, s3_prefix);
-            crate::copy::seed_scan(&ctx, segments, rate, dry_run).await
+            let limits = crate::copy::Limits {
+                segments,
+                rate,
+                max_wcu,
+            };
+            crate::copy::seed_scan(&ctx, limits, dry_run).await
         }
         Command::Seed {
             method,
@@ -61,9 +67,17 @@ pub async fn run(cli: Cli) -> Result<i32> {
             method: Method::Scan,
             segments,
             rate,
+            max_wcu,
             no_resume,
             dry_run,
-        } => restart_scan(&ctx, segments, rate, no_resume, dry_run).await,
+        } => {
+            let limits = crate::copy::Limits {
+                segments,
+                rate,
+                max_wcu,
+            };
+            restart_scan(&ctx, limits, no_resume, dry_run).await
+        }
         Command::Restart {
             no_resume, dry_run, ..
         } => replay(&ctx, None, no_resume, dry_run).await,
@@ -780,8 +794,7 @@ async fn replay(ctx: &Ctx, from: Option<&str>, no_resume: bool, dry_run: bool) -
 /// (tombstone mode), and resumes.
 async fn restart_scan(
     ctx: &Ctx,
-    segments: i32,
-    rate: u64,
+    limits: crate::copy::Limits,
     no_resume: bool,
     dry_run: bool,
 ) -> Result<i32> {
@@ -795,9 +808,10 @@ async fn restart_scan(
         return Ok(0);
     }
     ctx.step(&format!("clearing {}", ctx.stack.target_table));
-    let cleared = crate::copy::clear_target(ctx, segments).await?;
+    let cleared = crate::copy::clear_target(ctx, limits.segments).await?;
     ctx.step(&format!("{cleared} items deleted; copying again"));
-    let code = crate::copy::seed_scan(ctx, segments, rate, false).await?;
+    crate::copy::forget_checkpoints(ctx).await?;
+    let code = crate::copy::seed_scan(ctx, limits, false).await?;
     let read = ctx.control().await?;
     if no_resume {
         ctx.set_trigger(&uuid, false, "applier trigger").await?;

@@ -16,7 +16,7 @@ use relay_aws::runtime::now_ms;
 use relay_core::apply::{is_tombstone, TOMBSTONE_ATTR};
 use relay_core::control::{cutoff_for_seed, ControlState, Mode};
 use relay_core::diff::{self, key_of, Keyed};
-use relay_core::item::{Attrs, CanonicalKey};
+use relay_core::item::{AttributeValue, Attrs, CanonicalKey};
 use relay_core::transform::{remove_mapping_supported, Declarative, Identity, Transform};
 use serde_json::json;
 
@@ -132,9 +132,53 @@ async fn scan_all(
     Ok(parts.into_iter().flatten().collect())
 }
 
+/// How hard the scan copy may push.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub segments: i32,
+    /// Items per second (0: no limit).
+    pub rate: u64,
+    /// Consumed write capacity units per second (0: no limit).
+    pub max_wcu: u64,
+}
+
+/// The checkpoint item of a scan copy, beside the control item.
+fn checkpoint_key(ctx: &Ctx) -> Attrs {
+    Attrs::from([(
+        relay_core::control::ATTR_MIGRATION.to_string(),
+        AttributeValue::S(format!("{}#scan", ctx.stack.migration)),
+    )])
+}
+
+/// Forgets a scan copy's checkpoints (a restart copies from the start).
+pub async fn forget_checkpoints(ctx: &Ctx) -> Result<()> {
+    ctx.ops
+        .delete_item(&ctx.stack.control_table, &checkpoint_key(ctx))
+        .await
+        .map_err(|e| explain(e, "control table"))
+}
+
+/// Where each segment stands: `None` = start, `Some(None)` = done,
+/// `Some(Some(key))` = continue after `key`.
+fn segment_positions(item: &Attrs, segments: i32) -> Vec<Option<Option<Attrs>>> {
+    (0..segments)
+        .map(|i| match item.get(&format!("seg_{i}")) {
+            Some(AttributeValue::S(s)) if s == "done" => Some(None),
+            Some(AttributeValue::S(s)) => serde_json::from_str::<Attrs>(s).ok().map(Some),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Scan copy: tombstone mode and cutoff first, applier on, copy with
-/// conditional puts, normal mode, tombstones swept.
-pub async fn seed_scan(ctx: &Ctx, segments: i32, rate: u64, dry_run: bool) -> Result<i32> {
+/// conditional puts (resumable from per-segment checkpoints), normal mode,
+/// tombstones swept.
+pub async fn seed_scan(ctx: &Ctx, limits: Limits, dry_run: bool) -> Result<i32> {
+    let Limits {
+        segments,
+        rate,
+        max_wcu,
+    } = limits;
     let s = &ctx.stack;
     let (t, _) = transform(ctx).await?;
     let target = ctx
@@ -155,30 +199,70 @@ pub async fn seed_scan(ctx: &Ctx, segments: i32, rate: u64, dry_run: bool) -> Re
             t.target_key_names()
         );
     }
-    let start_ms = now_ms();
-    let cutoff = cutoff_for_seed(start_ms, s.margin_ms);
+    let read = ctx.control().await?;
+    let ckey = checkpoint_key(ctx);
+    let checkpoint = ctx
+        .ops
+        .get_item(&s.control_table, &ckey)
+        .await
+        .map_err(|e| explain(e, "control table"))?;
+    let number = |item: &Attrs, n: &str| match item.get(n) {
+        Some(AttributeValue::N(v)) => v.parse::<i64>().ok(),
+        _ => None,
+    };
+    // A copy that stopped halfway (same seed, same segments) continues.
+    let resuming = matches!(
+        (&checkpoint, read.seed_ms, read.cutoff_ms),
+        (Some(c), Some(seed), Some(_))
+            if read.seed_method.as_deref() == Some("scan")
+                && read.mode == Mode::Tombstone
+                && number(c, "seed_ms") == Some(seed)
+                && number(c, "segments") == Some(i64::from(segments))
+    );
+    let start_ms = if resuming {
+        read.seed_ms.unwrap_or_else(now_ms)
+    } else {
+        now_ms()
+    };
+    let cutoff = if resuming {
+        read.cutoff_ms.unwrap_or(0)
+    } else {
+        cutoff_for_seed(start_ms, s.margin_ms)
+    };
     if dry_run {
-        emit(ctx, &json!({"stack": s.name, "method": "scan", "dry_run": true, "cutoff_ms": cutoff, "target_key": t.target_key_names()}),
-            &format!("dry run: would switch the applier to tombstone mode with cutoff {}, enable it, copy {} into {} ({segments} segments, puts only where the key is absent), then return to normal mode and delete the tombstones", rfc3339(cutoff), s.source_table, s.target_table));
+        emit(ctx, &json!({"stack": s.name, "method": "scan", "dry_run": true, "cutoff_ms": cutoff, "resuming": resuming, "target_key": t.target_key_names()}),
+            &format!("dry run: would {}switch the applier to tombstone mode with cutoff {}, enable it, copy {} into {} ({segments} segments, puts only where the key is absent), then return to normal mode and delete the tombstones", if resuming { "resume the stopped copy; " } else { "" }, rfc3339(cutoff), s.source_table, s.target_table));
         return Ok(0);
     }
-    ctx.step(&format!(
-        "tombstone mode, cutoff {} (scan start - {} s)",
-        rfc3339(cutoff),
-        s.margin_ms / 1000
-    ));
-    let read = ctx.control().await?;
-    ctx.write_control(
-        &read,
-        ControlState {
-            cutoff_ms: Some(cutoff),
-            mode: Mode::Tombstone,
-            seed_method: Some("scan".into()),
-            seed_ms: Some(start_ms),
-            ..read.clone()
-        },
-    )
-    .await?;
+    let positions = if resuming {
+        ctx.step("resuming the scan copy from its checkpoints (same cutoff)");
+        segment_positions(checkpoint.as_ref().unwrap_or(&ckey), segments)
+    } else {
+        ctx.step(&format!(
+            "tombstone mode, cutoff {} (scan start - {} s)",
+            rfc3339(cutoff),
+            s.margin_ms / 1000
+        ));
+        ctx.write_control(
+            &read,
+            ControlState {
+                cutoff_ms: Some(cutoff),
+                mode: Mode::Tombstone,
+                seed_method: Some("scan".into()),
+                seed_ms: Some(start_ms),
+                ..read.clone()
+            },
+        )
+        .await?;
+        let mut c = ckey.clone();
+        c.insert("seed_ms".into(), AttributeValue::N(start_ms.to_string()));
+        c.insert("segments".into(), AttributeValue::N(segments.to_string()));
+        ctx.ops
+            .put_item(&s.control_table, &c)
+            .await
+            .map_err(|e| explain(e, "control table"))?;
+        vec![None; segments as usize]
+    };
     let (uuid, state) = ctx.applier_trigger().await?;
     if state != "Enabled" {
         ctx.step("enabling the applier (deletes during the copy become tombstones)");
@@ -206,11 +290,17 @@ pub async fn seed_scan(ctx: &Ctx, segments: i32, rate: u64, dry_run: bool) -> Re
     let skipped = AtomicU64::new(0);
     let began = Instant::now();
     let seen = AtomicU64::new(0);
+    let wcu_milli = AtomicU64::new(0);
     try_join_all((0..segments).map(|seg| {
-        let (copied, skipped, seen, t, key_attr, pb) =
-            (&copied, &skipped, &seen, &t, &key_attr, &pb);
+        let (copied, skipped, seen, wcu_milli) = (&copied, &skipped, &seen, &wcu_milli);
+        let (t, key_attr, pb, ckey) = (&t, &key_attr, &pb, &ckey);
+        let position = positions.get(seg as usize).cloned().flatten();
         async move {
-            let mut next = None;
+            let mut next = match position {
+                Some(None) => return Ok::<(), anyhow::Error>(()),
+                Some(Some(k)) => Some(k),
+                None => None,
+            };
             loop {
                 let (items, more) = ctx
                     .ops
@@ -221,12 +311,12 @@ pub async fn seed_scan(ctx: &Ctx, segments: i32, rate: u64, dry_run: bool) -> Re
                     let out = t
                         .item(item)
                         .map_err(|e| anyhow!("the transform cannot map a source item: {e}"))?;
-                    if ctx
+                    let (written, wcu) = ctx
                         .ops
                         .put_if_absent(&s.target_table, &out, key_attr)
                         .await
-                        .map_err(|e| explain(e, &s.target_table))?
-                    {
+                        .map_err(|e| explain(e, &s.target_table))?;
+                    if written {
                         copied.fetch_add(1, Ordering::Relaxed);
                     } else {
                         skipped.fetch_add(1, Ordering::Relaxed);
@@ -234,10 +324,23 @@ pub async fn seed_scan(ctx: &Ctx, segments: i32, rate: u64, dry_run: bool) -> Re
                     pb.inc(1);
                     let done = seen.fetch_add(1, Ordering::Relaxed) + 1;
                     pace(began, done, rate).await;
+                    // Capacity as DynamoDB reports it (1 unit when it does not).
+                    let used = (wcu.unwrap_or(1.0) * 1000.0) as u64;
+                    let total = wcu_milli.fetch_add(used, Ordering::Relaxed) + used;
+                    pace(began, total / 1000, max_wcu).await;
                 }
+                // The segment's checkpoint: resume after this page.
+                let mark = match &more {
+                    Some(k) => AttributeValue::S(serde_json::to_string(k).unwrap_or_default()),
+                    None => AttributeValue::S("done".into()),
+                };
+                ctx.ops
+                    .set_attr(&s.control_table, ckey, &format!("seg_{seg}"), mark)
+                    .await
+                    .map_err(|e| explain(e, "control table"))?;
                 match more {
                     Some(k) => next = Some(k),
-                    None => return Ok::<(), anyhow::Error>(()),
+                    None => return Ok(()),
                 }
             }
         }
@@ -259,10 +362,11 @@ pub async fn seed_scan(ctx: &Ctx, segments: i32, rate: u64, dry_run: bool) -> Re
     // The applier caches the control item for a few seconds: wait, then sweep.
     tokio::time::sleep(Duration::from_secs(6)).await;
     let swept = sweep_tombstones(ctx, &t.target_key_names(), segments).await?;
+    forget_checkpoints(ctx).await?;
     let (copied, skipped) = (copied.into_inner(), skipped.into_inner());
     emit(
         ctx,
-        &json!({"stack": s.name, "method": "scan", "seed_ms": start_ms, "cutoff_ms": cutoff, "copied": copied, "skipped_existing": skipped, "tombstones_deleted": swept, "seconds": took, "items_per_s": (copied + skipped) as f64 / took.max(0.001), "already": false, "dry_run": false}),
+        &json!({"stack": s.name, "method": "scan", "seed_ms": start_ms, "cutoff_ms": cutoff, "resumed": resuming, "copied": copied, "skipped_existing": skipped, "tombstones_deleted": swept, "seconds": took, "items_per_s": (copied + skipped) as f64 / took.max(0.001), "already": false, "dry_run": false}),
         &format!(
             "scan copy done: {copied} copied, {skipped} already there (newer or deleted), {swept} tombstones removed, {:.0} items/s; cutoff {}. The applier is running: `ddb-relay verify`",
             (copied + skipped) as f64 / took.max(0.001),

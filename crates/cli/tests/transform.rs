@@ -486,3 +486,82 @@ async fn preflight_rejects_a_key_derivation_the_stream_cannot_support() -> Resul
     assert_eq!(ok["ok"], true, "{ok:#}");
     Ok(())
 }
+
+/// A scan copy that stopped halfway continues from its checkpoints (same
+/// cutoff) instead of starting over: segments marked done are not copied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local stack and a sam build: run `make e2e`"]
+async fn a_stopped_scan_copy_resumes_from_its_checkpoints() -> Result<()> {
+    let local = Local::connect().await?;
+    let stack = name_to_uuid(&local, "resume", UUID_OF_NAME, 60).await?;
+    let st = stack.name.as_str();
+    let spec = spec_file(UUID_OF_NAME);
+
+    // The state a crash leaves: tombstone mode, a cutoff, and checkpoints
+    // where segment 0 of 2 is done and segment 1 has not started.
+    let seed_ms = relay_e2e::now_ms();
+    let control = relay_core::control::ControlState {
+        migration: stack.migration.clone(),
+        cutoff_ms: Some(seed_ms - 3000),
+        mode: relay_core::control::Mode::Tombstone,
+        seed_method: Some("scan".into()),
+        seed_ms: Some(seed_ms),
+        version: 1,
+        ..Default::default()
+    };
+    local
+        .ddb
+        .put_item()
+        .table_name(&stack.control_table)
+        .set_item(Some(relay_aws::convert::to_sdk_item(&control.to_item())))
+        .send()
+        .await?;
+    local
+        .ddb
+        .put_item()
+        .table_name(&stack.control_table)
+        .item("migration", Av::S(format!("{}#scan", stack.migration)))
+        .item("seed_ms", Av::N(seed_ms.to_string()))
+        .item("segments", Av::N("2".into()))
+        .item("seg_0", Av::S("done".into()))
+        .send()
+        .await?;
+
+    let out = run(
+        &local,
+        st,
+        &[
+            "--transform",
+            &spec,
+            "seed",
+            "--method",
+            "scan",
+            "--segments",
+            "2",
+            "--output",
+            "json",
+        ],
+        0,
+    );
+    assert_eq!(out["resumed"], true, "{out:#}");
+    assert_eq!(
+        out["cutoff_ms"].as_i64(),
+        Some(seed_ms - 3000),
+        "the cutoff is kept"
+    );
+    let copied = out["copied"].as_u64().unwrap_or(0);
+    assert!(
+        copied > 0 && copied < 60,
+        "only segment 1 was copied: {out:#}"
+    );
+    // The checkpoints are gone once the copy finished.
+    let ck = local
+        .ddb
+        .get_item()
+        .table_name(&stack.control_table)
+        .key("migration", Av::S(format!("{}#scan", stack.migration)))
+        .send()
+        .await?;
+    assert!(ck.item().is_none());
+    Ok(())
+}

@@ -589,13 +589,14 @@ impl Ops {
     }
 
     /// Puts `item` only if no item with its key exists (attribute
-    /// `key_attr` absent). False when one exists (newer data, or a tombstone).
+    /// `key_attr` absent). Returns whether it was written (false: newer data
+    /// or a tombstone is there) and the write capacity consumed, if reported.
     pub async fn put_if_absent(
         &self,
         table: &str,
         item: &Attrs,
         key_attr: &str,
-    ) -> Result<bool, AwsError> {
+    ) -> Result<(bool, Option<f64>), AwsError> {
         match self
             .ddb
             .put_item()
@@ -603,19 +604,42 @@ impl Ops {
             .set_item(Some(to_sdk_item(item)))
             .condition_expression("attribute_not_exists(#k)")
             .expression_attribute_names("#k", key_attr)
+            .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
             .send()
             .await
         {
-            Ok(_) => Ok(true),
+            Ok(r) => Ok((true, r.consumed_capacity().and_then(|c| c.capacity_units()))),
             Err(err) => {
                 let err = classify("PutItem", &err);
                 if err.code == "ConditionalCheckFailedException" {
-                    Ok(false)
+                    Ok((false, None))
                 } else {
                     Err(err)
                 }
             }
         }
+    }
+
+    /// Sets one attribute of an item (creating the item if needed), with no
+    /// condition: for state that one writer owns (a scan segment's checkpoint).
+    pub async fn set_attr(
+        &self,
+        table: &str,
+        key: &Attrs,
+        name: &str,
+        value: relay_core::item::AttributeValue,
+    ) -> Result<(), AwsError> {
+        self.ddb
+            .update_item()
+            .table_name(table)
+            .set_key(Some(to_sdk_item(key)))
+            .update_expression("SET #n = :v")
+            .expression_attribute_names("#n", name)
+            .expression_attribute_values(":v", crate::convert::to_sdk(&value))
+            .send()
+            .await
+            .map_err(e("UpdateItem"))?;
+        Ok(())
     }
 
     /// Deletes the item at `key` only while it is still a tombstone.
