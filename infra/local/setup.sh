@@ -12,7 +12,7 @@ install() { # venv requirements
   if [[ -f $stamp && $(cat "$stamp") == "$sum" ]]; then return; fi
   echo "setup: installing $(basename "$req") into ${venv#"$ROOT"/}" >&2
   [[ -x $venv/bin/python ]] || "$PY" -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir -r "$req"
   echo "$sum" > "$stamp"
 }
 
