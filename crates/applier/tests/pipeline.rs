@@ -339,16 +339,22 @@ async fn run(s: Scenario) -> Result<(), TestCaseError> {
     prop_assert!(fifo.dlq().is_empty());
     let target = db.items("target");
     let source = db.items("source");
-    prop_assert_eq!(target.len(), source.len());
-    for (k, v) in &source {
-        prop_assert_eq!(target.get(k), Some(v));
-    }
+    let extra: Vec<&CanonicalKey> = target.keys().filter(|k| !source.contains_key(*k)).collect();
+    let wrong: Vec<&CanonicalKey> = source
+        .iter()
+        .filter(|(k, v)| target.get(*k) != Some(*v))
+        .map(|(k, _)| k)
+        .collect();
+    prop_assert!(
+        extra.is_empty() && wrong.is_empty(),
+        "target differs: extra {extra:?}, missing or different {wrong:?}"
+    );
     Ok(())
 }
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(128),
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(512),
         .. ProptestConfig::default()
     })]
 

@@ -87,10 +87,13 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
         }
         let oldest_ms = events.iter().map(|(_, e)| e.time_ms).min();
 
-        // 2. Pack. A cap too small for some record's keys stops there.
+        // 2. Pack. A cap too small for some record's keys stops there. Dedup
+        //    ids are scoped to this invocation: a batch Lambda retries is
+        //    packed anew and must never match an earlier invocation's message.
         let cfg = &self.config;
+        let invocation = fastrand::u64(..);
         let packed = loop {
-            match pack(&src, &events, &cfg.pack) {
+            match pack(&src, &events, &cfg.pack, invocation) {
                 Ok(p) => break p,
                 Err(e) => {
                     tracing::error!(error = %e, "record does not fit a message");

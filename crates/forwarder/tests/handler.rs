@@ -147,6 +147,48 @@ async fn packing_uses_few_messages() {
     assert_eq!(queue.same_group_violations(), 0);
 }
 
+/// Lambda retries a stream batch (a timeout after the sends, a bisected
+/// batch) and the retry is packed differently: its first message is new but
+/// its last one carries the same events as a message of the first attempt.
+/// Were dedup ids derived from event ids alone, SQS would drop that last
+/// message and the queue would end on the older change.
+#[tokio::test(start_paused = true)]
+async fn a_retried_batch_packed_differently_still_ends_on_the_newest_change() {
+    let queue = FakeFifo::new(5);
+    let f = forwarder(&queue, 1, 16 * 1024);
+    let k: Attrs = [("pk".to_string(), V::S("item".into()))].into();
+    let rec = |i: usize, pad: usize| {
+        let mut image = k.clone();
+        image.insert("v".into(), V::N(i.to_string()));
+        image.insert("pad".into(), V::S("p".repeat(pad)));
+        Record {
+            event_id: format!("ev-{i}"),
+            event_name: if i == 1 { "INSERT" } else { "MODIFY" }.into(),
+            seq: format!("{:021}", 1000 + i),
+            time_s: 1_793_750_400,
+            keys: k.clone(),
+            new_image: Some(image),
+            old_image: None,
+            ttl: false,
+        }
+    };
+    let records = [rec(1, 1_000), rec(2, 8_000), rec(3, 9_000)];
+    // First attempt: [ev-1, ev-2], [ev-3]. The retry from ev-2: [ev-2], [ev-3].
+    for batch in [&records[..], &records[1..]] {
+        let out = f.forward(stream_event("Orders", batch), deadline()).await;
+        assert!(out.response.batch_item_failures.is_empty());
+    }
+    let ids: Vec<String> = delivered(&queue)
+        .into_iter()
+        .map(|(_, e)| e.event_id)
+        .collect();
+    assert_eq!(
+        ids,
+        ["ev-1", "ev-2", "ev-3", "ev-2", "ev-3"],
+        "the queue must end on the newest change"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failed_message_reports_its_first_record_and_stops_its_group() {
     let queue = FakeFifo::new(5);

@@ -54,7 +54,7 @@ fn ours(
     let mut sent: Vec<OutMessage> = Vec::new();
     for window in events.chunks(batch) {
         let indexed: Vec<_> = window.iter().cloned().enumerate().collect();
-        let packed = pack("Orders", &indexed, &cfg).expect("pack");
+        let packed = pack("Orders", &indexed, &cfg, 1).expect("pack");
         c.max_groups_in_batch = c.max_groups_in_batch.max(packed.groups.len());
         let mut plan = SendPlan::new(packed.groups, BatchLimits::default());
         loop {

@@ -25,7 +25,7 @@ fn forwarder(c: &mut Criterion) {
     let mut g = c.benchmark_group("forwarder_encode_pack_1KB");
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function(BenchmarkId::new("packed", "G=32"), |b| {
-        b.iter(|| black_box(pack("Orders", &indexed, &cfg)))
+        b.iter(|| black_box(pack("Orders", &indexed, &cfg, 1)))
     });
     g.bench_function(BenchmarkId::new("naive", "1 msg/event"), |b| {
         b.iter(|| {
@@ -33,7 +33,7 @@ fn forwarder(c: &mut Criterion) {
                 .iter()
                 .map(|e| {
                     let body = encode("Orders", std::slice::from_ref(e));
-                    (body, dedup_id([e.event_id.as_str()]))
+                    (body, dedup_id(1, [e.event_id.as_str()]))
                 })
                 .collect();
             black_box(msgs)
@@ -50,7 +50,7 @@ fn applier(c: &mut Criterion) {
         max_message_bytes: 256 * 1024,
         forward_old_image: true,
     };
-    let packed: Vec<String> = pack("Orders", &indexed, &cfg)
+    let packed: Vec<String> = pack("Orders", &indexed, &cfg, 1)
         .expect("pack")
         .groups
         .into_iter()

@@ -32,10 +32,22 @@ pub fn group_id(bucket: u32) -> String {
     format!("b{bucket:04}")
 }
 
-/// The SQS `MessageDeduplicationId` of a message: SHA-256 over the event ids
-/// it carries, in order (64 hex characters; SQS allows 128).
-pub fn dedup_id<'a>(event_ids: impl IntoIterator<Item = &'a str>) -> String {
+/// The SQS `MessageDeduplicationId` of a message: SHA-256 over the sending
+/// invocation's nonce and the event ids the message carries, in order (64 hex
+/// characters; SQS allows 128).
+///
+/// **Invariant:** dedup ids are scoped to one forwarder invocation. A retry
+/// of a send inside the invocation reuses the id (an ambiguous failure cannot
+/// queue the message twice), but a stream batch retried by Lambda is a new
+/// invocation and never matches what an earlier one sent. Were ids derived
+/// from event ids alone, a retried batch packed differently could queue an
+/// older change (new id) and then have its newer change dropped as a
+/// duplicate of an earlier message (same id): the target would end on the
+/// older image. Duplicates across invocations are harmless: a replay resends
+/// every later change of the item too (DESIGN.md invariant 1).
+pub fn dedup_id<'a>(invocation: u64, event_ids: impl IntoIterator<Item = &'a str>) -> String {
     let mut h = Sha256::new();
+    h.update(invocation.to_be_bytes());
     for id in event_ids {
         h.update((id.len() as u64).to_be_bytes());
         h.update(id.as_bytes());
@@ -82,11 +94,16 @@ mod tests {
     }
 
     #[test]
-    fn dedup_ids_depend_on_ids_and_their_order() {
-        let a = dedup_id(["e1", "e2"]);
+    fn dedup_ids_depend_on_invocation_ids_and_their_order() {
+        let a = dedup_id(7, ["e1", "e2"]);
         assert_eq!(a.len(), 64);
-        assert_eq!(a, dedup_id(["e1", "e2"]));
-        assert_ne!(a, dedup_id(["e2", "e1"]));
-        assert_ne!(dedup_id(["e1e", "2"]), dedup_id(["e1", "e2"]));
+        assert_eq!(a, dedup_id(7, ["e1", "e2"]));
+        assert_ne!(
+            a,
+            dedup_id(8, ["e1", "e2"]),
+            "another invocation, another id"
+        );
+        assert_ne!(a, dedup_id(7, ["e2", "e1"]));
+        assert_ne!(dedup_id(7, ["e1e", "2"]), dedup_id(7, ["e1", "e2"]));
     }
 }

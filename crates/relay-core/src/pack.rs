@@ -75,10 +75,13 @@ struct Building {
 }
 
 /// Packs `(record position, event)` pairs, given in stream order.
+/// `invocation` is a number unique to the calling forwarder invocation; it
+/// scopes the messages' dedup ids (see [`crate::group::dedup_id`]).
 pub fn pack(
     src_table: &str,
     events: &[(usize, ChangeEvent)],
     cfg: &PackConfig,
+    invocation: u64,
 ) -> Result<Packed, PackError> {
     let header = envelope::header(src_table);
     let frame = header.len() + envelope::FOOTER.len();
@@ -113,7 +116,7 @@ pub fn pack(
                 > cfg.max_message_bytes
             {
                 if let Some(full) = open.take() {
-                    done.push(finish(b, full, &mut stats));
+                    done.push(finish(b, full, invocation, &mut stats));
                 }
             }
         }
@@ -140,7 +143,7 @@ pub fn pack(
     for b in order {
         if let Some((mut done, open)) = groups.remove(&b) {
             if let Some(last) = open {
-                done.push(finish(b, last, &mut stats));
+                done.push(finish(b, last, invocation, &mut stats));
             }
             out.push(done);
         }
@@ -176,13 +179,13 @@ fn encode_within(
     (envelope::encode_event(&marker), true)
 }
 
-fn finish(bucket: u32, mut m: Building, stats: &mut PackStats) -> OutMessage {
+fn finish(bucket: u32, mut m: Building, invocation: u64, stats: &mut PackStats) -> OutMessage {
     m.body.extend_from_slice(envelope::FOOTER);
     stats.messages += 1;
     stats.bytes += m.body.len() as u64;
     OutMessage {
         group_id: group_id(bucket),
-        dedup_id: dedup_id(m.ids.iter().map(String::as_str)),
+        dedup_id: dedup_id(invocation, m.ids.iter().map(String::as_str)),
         events: m.ids.len(),
         first_record: m.first_record,
         body: envelope::into_string(m.body),
@@ -226,7 +229,7 @@ mod tests {
         let events: Vec<_> = (0..50)
             .map(|i| (i, ev(i, &format!("k{}", i % 7), 900)))
             .collect();
-        let packed = pack("T", &events, &cfg(1, MIN_MESSAGE_BYTES)).unwrap();
+        let packed = pack("T", &events, &cfg(1, MIN_MESSAGE_BYTES), 1).unwrap();
         assert_eq!(packed.groups.len(), 1);
         let msgs = &packed.groups[0];
         assert!(msgs.len() > 1 && msgs.len() < 10, "{} messages", msgs.len());
@@ -248,7 +251,7 @@ mod tests {
         let events: Vec<_> = (0..40)
             .map(|i| (i, ev(i, &format!("k{}", i % 5), 10)))
             .collect();
-        let packed = pack("T", &events, &cfg(16, 256 * 1024)).unwrap();
+        let packed = pack("T", &events, &cfg(16, 256 * 1024), 1).unwrap();
         let mut seen: HashMap<String, String> = HashMap::new();
         for g in &packed.groups {
             for m in g {
@@ -268,7 +271,7 @@ mod tests {
             (0, ev(0, "a", cap / 2)), // fits only without its old image
             (1, ev(1, "b", cap)),     // fits only as keys
         ];
-        let packed = pack("T", &events, &cfg(1, cap)).unwrap();
+        let packed = pack("T", &events, &cfg(1, cap), 1).unwrap();
         let all: Vec<ChangeEvent> = packed.groups[0]
             .iter()
             .flat_map(|m| decode(&m.body).unwrap().ev)
@@ -283,7 +286,7 @@ mod tests {
 
     #[test]
     fn cap_too_small_for_keys_is_an_error_not_a_drop() {
-        let err = pack("T", &[(3, ev(3, &"k".repeat(500), 1))], &cfg(1, 200)).unwrap_err();
+        let err = pack("T", &[(3, ev(3, &"k".repeat(500), 1))], &cfg(1, 200), 1).unwrap_err();
         assert_eq!(err.record, 3);
         assert!(err.to_string().contains("MAX_MESSAGE_BYTES"));
     }
@@ -292,7 +295,7 @@ mod tests {
     fn old_images_are_not_forwarded_when_disabled() {
         let mut c = cfg(1, 256 * 1024);
         c.forward_old_image = false;
-        let packed = pack("T", &[(0, ev(0, "a", 10))], &c).unwrap();
+        let packed = pack("T", &[(0, ev(0, "a", 10))], &c, 1).unwrap();
         let e = &decode(&packed.groups[0][0].body).unwrap().ev[0];
         assert!(e.old_image.is_none() && e.new_image.is_some());
     }
