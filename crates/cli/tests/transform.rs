@@ -56,9 +56,15 @@ fn run(local: &Local, stack: &str, args: &[&str], code: i32) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or(Value::Null)
 }
 
-/// A source keyed on Name (NEW_AND_OLD_IMAGES), a target keyed on UUID
-/// (as the user's IaC would create it), and the stack with `spec`.
-async fn name_to_uuid(local: &Local, tag: &str, spec: &str, items: u32) -> Result<Stack> {
+/// A source keyed on Name with a `view` stream, a target keyed on UUID (as
+/// the user's IaC would create it), and the stack, with `spec` if given.
+async fn name_to_uuid(
+    local: &Local,
+    tag: &str,
+    view: View,
+    spec: Option<&str>,
+    items: u32,
+) -> Result<Stack> {
     let run = run_id();
     let (source, target, name) = (
         format!("t5-{tag}-src-{run}"),
@@ -66,26 +72,24 @@ async fn name_to_uuid(local: &Local, tag: &str, spec: &str, items: u32) -> Resul
         format!("t5-{tag}-{run}"),
     );
     let stream = local
-        .create_table_keyed(&source, "Name", Some(View::NewAndOldImages))
+        .create_table_keyed(&source, "Name", Some(view))
         .await?
         .expect("stream");
     local.create_table_keyed(&target, "UUID", None).await?;
     for i in 0..items {
         put_person(local, &source, i, 0).await?;
     }
-    local
-        .deploy(
-            &name,
-            &[
-                ("SourceTableName", source.as_str()),
-                ("SourceStreamArn", stream.as_str()),
-                ("TargetTableName", target.as_str()),
-                ("StreamBatchingWindowSeconds", "0"),
-                ("CutoffMarginSeconds", "3"),
-                ("TransformSpec", spec),
-            ],
-        )
-        .await
+    let mut params = vec![
+        ("SourceTableName", source.as_str()),
+        ("SourceStreamArn", stream.as_str()),
+        ("TargetTableName", target.as_str()),
+        ("StreamBatchingWindowSeconds", "0"),
+        ("CutoffMarginSeconds", "3"),
+    ];
+    if let Some(spec) = spec {
+        params.push(("TransformSpec", spec));
+    }
+    local.deploy(&name, &params).await
 }
 
 async fn put_person(local: &Local, table: &str, i: u32, version: u64) -> Result<()> {
@@ -184,7 +188,14 @@ async fn verify_until_clean(local: &Local, st: &str, spec: &str) -> Value {
 #[ignore = "needs the local stack and a sam build: run `make e2e`"]
 async fn a_key_change_by_scan_copy_under_live_writes_verifies_clean() -> Result<()> {
     let local = Local::connect().await?;
-    let stack = name_to_uuid(&local, "main", UUID_OF_NAME, 150).await?;
+    let stack = name_to_uuid(
+        &local,
+        "main",
+        View::NewAndOldImages,
+        Some(UUID_OF_NAME),
+        150,
+    )
+    .await?;
     let st = stack.name.as_str();
     let spec = spec_file(UUID_OF_NAME);
 
@@ -255,7 +266,7 @@ async fn a_key_change_by_scan_copy_under_live_writes_verifies_clean() -> Result<
 #[ignore = "needs the local stack and a sam build: run `make e2e`"]
 async fn a_wrong_transform_is_caught_by_verify_and_fixed_by_a_restart() -> Result<()> {
     let local = Local::connect().await?;
-    let stack = name_to_uuid(&local, "wrong", WRONG, 40).await?;
+    let stack = name_to_uuid(&local, "wrong", View::NewAndOldImages, Some(WRONG), 40).await?;
     let st = stack.name.as_str();
     let (wrong, right) = (spec_file(WRONG), spec_file(UUID_OF_NAME));
     run(
@@ -419,27 +430,8 @@ async fn verify_finds_injected_divergence_and_repair_fixes_it() -> Result<()> {
 #[ignore = "needs the local stack and a sam build: run `make e2e`"]
 async fn preflight_rejects_a_key_derivation_the_stream_cannot_support() -> Result<()> {
     let local = Local::connect().await?;
-    let run_ = run_id();
-    let (source, target, name) = (
-        format!("t5-view-src-{run_}"),
-        format!("t5-view-tgt-{run_}"),
-        format!("t5-view-{run_}"),
-    );
-    let stream = local
-        .create_table_keyed(&source, "Name", Some(View::NewImage))
-        .await?
-        .expect("stream");
-    local.create_table_keyed(&target, "UUID", None).await?;
-    local
-        .deploy(
-            &name,
-            &[
-                ("SourceTableName", source.as_str()),
-                ("SourceStreamArn", stream.as_str()),
-                ("TargetTableName", target.as_str()),
-            ],
-        )
-        .await?;
+    let stack = name_to_uuid(&local, "view", View::NewImage, None, 0).await?;
+    let name = stack.name;
     let by_email = spec_file(r#"{"key":[{"attribute":"UUID","uuidv5":{"from":["Email"]}}]}"#);
     let pre = run(
         &local,
@@ -493,7 +485,14 @@ async fn preflight_rejects_a_key_derivation_the_stream_cannot_support() -> Resul
 #[ignore = "needs the local stack and a sam build: run `make e2e`"]
 async fn a_stopped_scan_copy_resumes_from_its_checkpoints() -> Result<()> {
     let local = Local::connect().await?;
-    let stack = name_to_uuid(&local, "resume", UUID_OF_NAME, 60).await?;
+    let stack = name_to_uuid(
+        &local,
+        "resume",
+        View::NewAndOldImages,
+        Some(UUID_OF_NAME),
+        60,
+    )
+    .await?;
     let st = stack.name.as_str();
     let spec = spec_file(UUID_OF_NAME);
 
