@@ -68,25 +68,28 @@ fn delivered(queue: &FakeFifo) -> Vec<(String, ChangeEvent)> {
         .collect()
 }
 
+/// Change number `i` of item `pk`: a put with a ~`size`-byte payload.
+fn change(i: usize, pk: &str, size: usize, insert: bool) -> Record {
+    let k: Attrs = [("pk".to_string(), V::S(pk.into()))].into();
+    let mut image = k.clone();
+    image.insert("v".into(), V::N(i.to_string()));
+    image.insert("pad".into(), V::S("p".repeat(size)));
+    Record {
+        event_id: format!("ev-{i}"),
+        event_name: if insert { "INSERT" } else { "MODIFY" }.into(),
+        seq: format!("{:021}", 1000 + i),
+        time_s: 1_793_750_400,
+        keys: k,
+        new_image: Some(image),
+        old_image: None,
+        ttl: false,
+    }
+}
+
 /// `n` changes cycling over `keys` items, each with a ~`size`-byte payload.
 fn synthetic(n: usize, keys: usize, size: usize) -> (Event, Vec<Record>) {
     let records: Vec<Record> = (0..n)
-        .map(|i| {
-            let k: Attrs = [("pk".to_string(), V::S(format!("item-{}", i % keys)))].into();
-            let mut image = k.clone();
-            image.insert("v".into(), V::N(i.to_string()));
-            image.insert("pad".into(), V::S("p".repeat(size)));
-            Record {
-                event_id: format!("ev-{i}"),
-                event_name: if i < keys { "INSERT" } else { "MODIFY" }.into(),
-                seq: format!("{:021}", 1000 + i),
-                time_s: 1_793_750_400,
-                keys: k,
-                new_image: Some(image),
-                old_image: None,
-                ttl: false,
-            }
-        })
+        .map(|i| change(i, &format!("item-{}", i % keys), size, i < keys))
         .collect();
     (stream_event("Orders", &records), records)
 }
@@ -156,23 +159,11 @@ async fn packing_uses_few_messages() {
 async fn a_retried_batch_packed_differently_still_ends_on_the_newest_change() {
     let queue = FakeFifo::new(5);
     let f = forwarder(&queue, 1, 16 * 1024);
-    let k: Attrs = [("pk".to_string(), V::S("item".into()))].into();
-    let rec = |i: usize, pad: usize| {
-        let mut image = k.clone();
-        image.insert("v".into(), V::N(i.to_string()));
-        image.insert("pad".into(), V::S("p".repeat(pad)));
-        Record {
-            event_id: format!("ev-{i}"),
-            event_name: if i == 1 { "INSERT" } else { "MODIFY" }.into(),
-            seq: format!("{:021}", 1000 + i),
-            time_s: 1_793_750_400,
-            keys: k.clone(),
-            new_image: Some(image),
-            old_image: None,
-            ttl: false,
-        }
-    };
-    let records = [rec(1, 1_000), rec(2, 8_000), rec(3, 9_000)];
+    let records = [
+        change(1, "item", 1_000, true),
+        change(2, "item", 8_000, false),
+        change(3, "item", 9_000, false),
+    ];
     // First attempt: [ev-1, ev-2], [ev-3]. The retry from ev-2: [ev-2], [ev-3].
     for batch in [&records[..], &records[1..]] {
         let out = f.forward(stream_event("Orders", batch), deadline()).await;
