@@ -1,38 +1,57 @@
 //! The applier: an SQS FIFO batch in, writes to the target table out.
 //!
-//! Decode, cutoff, TTL policy and coalescing are `relay_core::apply`; this
-//! crate performs the writes (refetches, `BatchWriteItem` with retries, single
-//! writes to isolate a refused item) and answers with the messages to retry.
+//! Decode, cutoff, TTL policy, refetch resolution, coalescing and failure
+//! planning are `relay_core::apply`; this crate reads what the plan needs
+//! (refetched source items, the control item), performs the writes
+//! (`BatchWriteItem` with retries, single writes to isolate a refused item),
+//! commits the batch on the control item, and answers with the messages to
+//! retry.
+//!
+//! **Invariant:** a message is reported complete (and so deleted by SQS)
+//! only after the control item's commit held: the item was still at the
+//! version the batch was planned with, and `consumed_ms` covers the batch.
+//! If an operator changed it meanwhile (pause, mode switch, new cutoff), the
+//! batch is planned and written again under the new state, or, paused,
+//! every message fails and stays queued.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use futures::stream::{self, StreamExt};
-use relay_aws::runtime::{emit_metrics, now_ms, remaining};
-use relay_aws::{AwsError, ControlReader, MetricsPublisher, SourceReader, TargetWriter, Write};
-use relay_core::apply::{failure_point, plan_with, tombstone, WriteOp};
+use relay_aws::runtime::{bounded, emit_metrics, now_ms, remaining};
+use relay_aws::{
+    AwsError, ControlStore, Fence, MetricsPublisher, SourceReader, TargetWriter, Write,
+};
+use relay_core::apply::{
+    consumed_up_to, failed_messages, plan_with, refetch_keys, Fetched, PlanStats, WriteOp,
+};
 use relay_core::config::ApplierConfig;
-use relay_core::control::{ControlState, Mode};
+use relay_core::control::{Applying, ControlState, Mode};
 use relay_core::envelope::decode;
 use relay_core::event::ChangeEvent;
+use relay_core::item::{Attrs, CanonicalKey};
 use relay_core::metrics::{names, MetricRecord, Unit};
 use relay_core::retry::backoff_ms;
-use relay_core::transform::{Declarative, Transform};
+use relay_core::transform::{Declarative, Transform, TransformError};
 
 /// Time kept back from the deadline for answering.
 pub const RESERVE: Duration = Duration::from_millis(1500);
+/// Writes per `BatchWriteItem` call (the DynamoDB limit).
+pub const BATCH_WRITE_MAX: usize = 25;
+/// Plans per invocation: the first, and re-plans after operator changes.
+pub const MAX_PLANS: usize = 3;
+/// Source reads in flight for refetch markers.
+const READ_CONCURRENCY: usize = 8;
+
 /// A transform spec that did not parse: every change is refused.
 #[derive(Debug)]
 struct Broken(String);
 
 impl Transform for Broken {
-    fn item(
-        &self,
-        _: &relay_core::item::Attrs,
-    ) -> Result<relay_core::item::Attrs, relay_core::transform::TransformError> {
-        Err(relay_core::transform::TransformError::Missing(format!(
+    fn item(&self, _: &Attrs) -> Result<Attrs, TransformError> {
+        Err(TransformError::Missing(format!(
             "(invalid TRANSFORM: {})",
             self.0
         )))
@@ -43,16 +62,10 @@ impl Transform for Broken {
     fn target_key_names(&self) -> Vec<String> {
         Vec::new()
     }
-    fn key_only(
-        &self,
-        image: &relay_core::item::Attrs,
-    ) -> Result<relay_core::item::Attrs, relay_core::transform::TransformError> {
+    fn key_only(&self, image: &Attrs) -> Result<Attrs, TransformError> {
         self.item(image)
     }
 }
-
-/// Writes per `BatchWriteItem` call (the DynamoDB limit).
-pub const BATCH_WRITE_MAX: usize = 25;
 
 /// The applier with its dependencies.
 #[derive(Debug)]
@@ -79,14 +92,20 @@ pub struct Applied {
 struct Counters {
     puts: u64,
     deletes: u64,
-    refetches: u64,
     retries: u64,
 }
 
-fn respond(ids: &[String], from: Option<usize>) -> SqsBatchResponse {
+/// One plan, written: which messages failed, and what was done.
+struct Attempt {
+    failed: BTreeSet<usize>,
+    counters: Counters,
+    stats: PlanStats,
+}
+
+fn respond(ids: &[String], failed: &BTreeSet<usize>) -> SqsBatchResponse {
     let mut r = SqsBatchResponse::default();
-    if let Some(from) = from {
-        for id in &ids[from.min(ids.len())..] {
+    for &i in failed {
+        if let Some(id) = ids.get(i) {
             let mut f = BatchItemFailure::default();
             f.item_identifier = id.clone();
             r.batch_item_failures.push(f);
@@ -99,7 +118,7 @@ impl<T, S, C, M> Applier<T, S, C, M>
 where
     T: TargetWriter,
     S: SourceReader,
-    C: ControlReader,
+    C: ControlStore,
     M: MetricsPublisher,
 {
     pub fn new(config: ApplierConfig, target: T, source: S, control: C, metrics: M) -> Self {
@@ -133,27 +152,45 @@ where
         event: SqsEvent,
         deadline: tokio::time::Instant,
     ) -> SqsBatchResponse {
-        let out = self.apply(event, deadline).await;
+        let out = Box::pin(self.apply(event, deadline)).await;
         emit_metrics(&self.config.metrics, &out.metrics, &self.metrics).await;
         out.response
     }
 
-    /// The control item, from a cache at most `control_cache_ms` old.
-    async fn control_state(&self) -> Result<Option<ControlState>, AwsError> {
+    fn remember(&self, state: Option<&ControlState>) {
+        if let Ok(mut c) = self.cache.lock() {
+            *c = state.map(|s| (tokio::time::Instant::now(), s.clone()));
+        }
+    }
+
+    /// The control item: the cached one while it is younger than
+    /// `CONTROL_CACHE_SECONDS` and lets the applier apply; otherwise read
+    /// again (a paused or unseeded state is never trusted from the cache,
+    /// so a resume takes effect at once). A stale cache is caught by the
+    /// commit fence, whatever its age.
+    async fn control_state(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<ControlState>, AwsError> {
         let ttl = Duration::from_millis(self.config.control_cache_ms);
         let cached = self
             .cache
             .lock()
             .ok()
             .and_then(|c| c.clone())
-            .filter(|(at, _)| at.elapsed() < ttl);
+            .filter(|(at, s)| at.elapsed() < ttl && matches!(s.applying(), Applying::Yes { .. }));
         if let Some((_, state)) = cached {
             return Ok(Some(state));
         }
-        let loaded = self.control.load(&self.config.metrics.migration).await?;
-        if let (Some(state), Ok(mut c)) = (&loaded, self.cache.lock()) {
-            *c = Some((tokio::time::Instant::now(), state.clone()));
-        }
+        let migration = &self.config.metrics.migration;
+        let loaded = bounded(
+            deadline,
+            RESERVE,
+            "GetItem(control)",
+            self.control.load(migration),
+        )
+        .await?;
+        self.remember(loaded.as_ref());
         Ok(loaded)
     }
 
@@ -165,107 +202,319 @@ where
             .iter()
             .map(|m| m.message_id.clone().unwrap_or_default())
             .collect();
+        let all: BTreeSet<usize> = (0..ids.len()).collect();
         if ids.iter().any(String::is_empty) {
             // Without ids we cannot say which to retry: fail them all (an
             // empty identifier makes Lambda retry the whole batch).
             tracing::error!("SQS record without messageId; failing the whole batch");
             return Applied {
-                response: respond(&ids, Some(0)),
+                response: respond(&ids, &all),
                 metrics,
             };
         }
+        let groups: Vec<String> = event
+            .records
+            .iter()
+            .map(|m| {
+                m.attributes
+                    .get("MessageGroupId")
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
 
-        // 1. Decode, up to the first message that cannot be read.
+        // 1. Decode every message; one that cannot be read fails its group
+        //    from there on.
         let mut decoded: Vec<(usize, Vec<ChangeEvent>)> = Vec::with_capacity(ids.len());
-        let mut undecodable: Option<usize> = None;
+        let mut undecodable: Vec<usize> = Vec::new();
         for (i, m) in event.records.iter().enumerate() {
             match decode(m.body.as_deref().unwrap_or_default()) {
                 Ok(env) => decoded.push((i, env.ev)),
                 Err(e) => {
-                    tracing::error!(message_id = %ids[i], error = %e, "message cannot be decoded; it and every later message are reported failed (it reaches the DLQ after maxReceiveCount)");
-                    undecodable = Some(i);
-                    break;
+                    tracing::error!(message_id = %ids[i], error = %e, "message cannot be decoded; it and every later message of its group are reported failed (it reaches the DLQ after maxReceiveCount)");
+                    undecodable.push(i);
                 }
             }
         }
-        metrics.count(
-            names::UNDECODABLE_MESSAGES,
-            u64::from(undecodable.is_some()),
-        );
+        metrics.count(names::UNDECODABLE_MESSAGES, undecodable.len() as u64);
 
-        // 2. The cutoff. Without one nothing is written.
-        let (cutoff, mode) = match self.control_state().await {
-            Ok(Some(ControlState {
-                cutoff_ms: Some(c),
-                mode,
-                ..
-            })) => (c, mode),
-            other => {
-                let why = match other {
-                    Err(e) => e.to_string(),
-                    _ => format!(
-                        "no cutoff for migration {:?} in control table {:?}; seed the target first (the applier trigger should stay disabled until then)",
-                        self.config.metrics.migration, self.config.control_table
-                    ),
-                };
-                tracing::error!(reason = %why, messages = ids.len(), "failing the whole batch: no cutoff");
-                metrics
-                    .count(names::CUTOFF_MISSING, 1)
-                    .count(names::FAILED_MESSAGES, ids.len() as u64);
-                return Applied {
-                    response: respond(&ids, Some(0)),
+        // 2. Plan, write and commit under the control item; plan again if
+        //    an operator changed it meanwhile.
+        let mut replanned = 0u64;
+        let mut retries = 0u64;
+        let mut state = self.control_state(deadline).await;
+        for _ in 0..MAX_PLANS {
+            let (cutoff, mode, version) = match &state {
+                Ok(Some(s)) => match s.applying() {
+                    Applying::Yes {
+                        cutoff_ms,
+                        mode,
+                        version,
+                    } => (cutoff_ms, mode, version),
+                    Applying::Paused => {
+                        tracing::warn!(messages = ids.len(), "the migration is paused: failing the batch, nothing is consumed until `ddb-relay resume`");
+                        // Not a failure: the messages wait for `resume`.
+                        metrics.count(names::PAUSED_BATCHES, 1);
+                        return Applied {
+                            response: respond(&ids, &all),
+                            metrics,
+                        };
+                    }
+                    Applying::NoCutoff => return self.no_cutoff(&ids, None, metrics),
+                },
+                Ok(None) => return self.no_cutoff(&ids, None, metrics),
+                Err(e) => return self.no_cutoff(&ids, Some(e), metrics),
+            };
+            // Boxed: the write path nests many futures (bounded calls in
+            // buffered streams); boxing keeps the handler's future shallow,
+            // so binaries embedding it need no raised recursion limit.
+            let attempt =
+                Box::pin(self.attempt(&decoded, &groups, &undecodable, cutoff, mode, deadline))
+                    .await;
+            retries += attempt.counters.retries;
+            let failed = attempt.failed;
+            if failed.len() == ids.len() {
+                return self.finish(
+                    &ids,
+                    failed,
+                    attempt.counters,
+                    attempt.stats,
+                    retries,
+                    replanned,
                     metrics,
-                };
+                );
             }
-        };
-
-        // 3. Plan: cutoff, TTL policy, coalescing.
-        let planned = plan_with(
-            &decoded,
-            cutoff,
-            self.config.ttl_policy,
-            now_ms(),
-            self.transform.as_deref(),
-            mode,
-        );
-        let (writes, stats) = (planned.writes, planned.stats);
-
-        // 4. Refetch markers become puts or deletes of the source's current state.
-        let mut counters = Counters::default();
-        let mut failed_messages: Vec<usize> = Vec::new();
-        for (index, e) in &planned.refused {
-            tracing::error!(message_id = %ids[*index], error = %e, "the transform cannot map a change; the message fails (it reaches the DLQ after maxReceiveCount)");
-            failed_messages.push(*index);
+            let consumed = consumed_up_to(&decoded, &failed);
+            match self.commit(version, consumed, deadline, &mut retries).await {
+                Ok(Fence::Held) => {
+                    return self.finish(
+                        &ids,
+                        failed,
+                        attempt.counters,
+                        attempt.stats,
+                        retries,
+                        replanned,
+                        metrics,
+                    );
+                }
+                Ok(Fence::Moved(next)) => {
+                    tracing::info!(planned_version = version, "the control item changed while this batch was applied; planning it again under the new state");
+                    replanned += 1;
+                    self.remember(next.as_ref());
+                    state = Ok(next);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot commit the batch on the control item; failing it (it is applied again on redelivery)");
+                    return self.finish(
+                        &ids,
+                        all,
+                        attempt.counters,
+                        attempt.stats,
+                        retries,
+                        replanned,
+                        metrics,
+                    );
+                }
+            }
         }
-        let mut ready: Vec<(usize, Write)> = Vec::with_capacity(writes.len());
-        for (i, w) in writes.iter().enumerate() {
-            match &w.op {
-                WriteOp::Put(item) => ready.push((i, Write::Put(item.clone()))),
-                WriteOp::Delete(keys) => ready.push((i, Write::Delete(keys.clone()))),
-                WriteOp::Refetch(keys) => {
-                    counters.refetches += 1;
-                    match self.refetch(keys, deadline, &mut counters).await {
-                        Ok(Some(item)) => match self.target_item(&item) {
-                            Ok(item) => ready.push((i, Write::Put(item))),
-                            Err(e) => {
-                                tracing::error!(error = %e, first_message = %ids[w.first_message], "the transform cannot map the refetched item");
-                                failed_messages.push(w.first_message);
-                            }
-                        },
-                        Ok(None) if mode == Mode::Tombstone => {
-                            ready.push((i, Write::Put(tombstone(&w.keys))))
-                        }
-                        Ok(None) => ready.push((i, Write::Delete(w.keys.clone()))),
-                        Err(e) => {
-                            tracing::error!(error = %e, first_message = %ids[w.first_message], "refetch from the source failed");
-                            failed_messages.push(w.first_message);
-                        }
+        tracing::warn!(
+            plans = MAX_PLANS,
+            "the control item kept changing; failing the batch for redelivery"
+        );
+        self.finish(
+            &ids,
+            all,
+            Counters::default(),
+            PlanStats::default(),
+            retries,
+            replanned,
+            metrics,
+        )
+    }
+
+    fn no_cutoff(
+        &self,
+        ids: &[String],
+        err: Option<&AwsError>,
+        mut metrics: MetricRecord,
+    ) -> Applied {
+        let why = match err {
+            Some(e) => e.to_string(),
+            None => format!(
+                "no cutoff for migration {:?} in control table {:?}; seed the target first (the applier trigger should stay disabled until then)",
+                self.config.metrics.migration, self.config.control_table
+            ),
+        };
+        tracing::error!(reason = %why, messages = ids.len(), "failing the whole batch: no cutoff");
+        metrics
+            .count(names::CUTOFF_MISSING, u64::from(err.is_none()))
+            .count(names::FAILED_MESSAGES, ids.len() as u64);
+        Applied {
+            response: respond(ids, &(0..ids.len()).collect()),
+            metrics,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &self,
+        ids: &[String],
+        failed: BTreeSet<usize>,
+        counters: Counters,
+        stats: PlanStats,
+        retries: u64,
+        replanned: u64,
+        mut metrics: MetricRecord,
+    ) -> Applied {
+        if !failed.is_empty() {
+            tracing::warn!(
+                failed = failed.len(),
+                of = ids.len(),
+                "reporting batch item failures (their groups only)"
+            );
+        }
+        metrics
+            .count(names::APPLIED_PUTS, counters.puts)
+            .count(names::APPLIED_DELETES, counters.deletes)
+            .count(names::SKIPPED_BEFORE_CUTOFF, stats.skipped_before_cutoff)
+            .count(names::SKIPPED_TTL, stats.skipped_ttl)
+            .count(names::COALESCED, stats.coalesced)
+            .count(names::REFETCHES, stats.refetched)
+            .count(names::WRITE_RETRIES, retries)
+            .count(names::REPLANNED, replanned)
+            .count(names::FAILED_MESSAGES, failed.len() as u64);
+        if stats.events > stats.skipped_before_cutoff + stats.skipped_ttl
+            && failed.len() < ids.len()
+        {
+            metrics.add(
+                names::REPLICATION_LAG_MS,
+                stats.max_lag_ms as f64,
+                Unit::Milliseconds,
+            );
+        }
+        Applied {
+            response: respond(ids, &failed),
+            metrics,
+        }
+    }
+
+    /// Commits the batch on the control item, retrying throttling within
+    /// the deadline.
+    async fn commit(
+        &self,
+        version: u64,
+        consumed: Option<i64>,
+        deadline: tokio::time::Instant,
+        retries: &mut u64,
+    ) -> Result<Fence, AwsError> {
+        let migration = &self.config.metrics.migration;
+        let mut attempt = 0;
+        loop {
+            let r = bounded(
+                deadline,
+                RESERVE,
+                "UpdateItem(control)",
+                self.control.commit(migration, version, consumed),
+            )
+            .await;
+            match r {
+                Err(e) if e.is_retryable() => {
+                    attempt += 1;
+                    *retries += 1;
+                    if !self.pause(attempt, deadline).await {
+                        return Err(e);
                     }
                 }
+                other => return other,
+            }
+        }
+    }
+
+    /// Plans and writes the batch once under (`cutoff`, `mode`).
+    async fn attempt(
+        &self,
+        decoded: &[(usize, Vec<ChangeEvent>)],
+        groups: &[&str],
+        undecodable: &[usize],
+        cutoff: i64,
+        mode: Mode,
+        deadline: tokio::time::Instant,
+    ) -> Attempt {
+        let mut counters = Counters::default();
+        // Messages that will fail anyway (undecodable, then refused) are
+        // left out of the plan with every later message of their group:
+        // nothing of a group is written past its first failure.
+        let mut doomed = failed_messages(groups, undecodable.iter().copied());
+        let live = |doomed: &BTreeSet<usize>| -> Vec<(usize, Vec<ChangeEvent>)> {
+            decoded
+                .iter()
+                .filter(|(i, _)| !doomed.contains(i))
+                .cloned()
+                .collect()
+        };
+        let mut messages = live(&doomed);
+
+        // Refetch markers: read the source items they need, concurrently.
+        let wanted = refetch_keys(&messages, cutoff);
+        let reads: Vec<(Attrs, Result<Option<Attrs>, AwsError>, u64)> = stream::iter(wanted)
+            .map(|keys| async move {
+                let mut retries = 0;
+                let r = self.read_source(&keys, deadline, &mut retries).await;
+                (keys, r, retries)
+            })
+            .buffer_unordered(READ_CONCURRENCY)
+            .collect()
+            .await;
+        let mut fetched = Fetched::new();
+        for (keys, r, n) in reads {
+            counters.retries += n;
+            match r {
+                Ok(item) => {
+                    fetched.insert(CanonicalKey::of(&keys), item);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "refetch from the source failed; its message fails and is redelivered");
+                }
             }
         }
 
-        // 5. Write in chunks of 25, chunks concurrently.
+        let plan = |messages: &[(usize, Vec<ChangeEvent>)]| {
+            plan_with(
+                messages,
+                cutoff,
+                self.config.ttl_policy,
+                now_ms(),
+                self.transform.as_deref(),
+                mode,
+                &fetched,
+            )
+        };
+        let mut planned = plan(&messages);
+        let mut failed_at: Vec<usize> = undecodable.to_vec();
+        if !planned.refused.is_empty() {
+            for (index, e) in &planned.refused {
+                tracing::error!(error = %e, "a change cannot be applied; its message and the later ones of its group fail (they reach the DLQ after maxReceiveCount unless it clears)");
+                failed_at.push(*index);
+            }
+            doomed = failed_messages(groups, failed_at.iter().copied());
+            messages = live(&doomed);
+            planned = plan(&messages);
+        }
+
+        // Write in chunks of 25, chunks concurrently.
+        let ready: Vec<(usize, Write)> = planned
+            .writes
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let write = match &w.op {
+                    WriteOp::Put(item) => Write::Put(item.clone()),
+                    WriteOp::Delete(keys) => Write::Delete(keys.clone()),
+                };
+                (i, write)
+            })
+            .collect();
         let chunks: Vec<Vec<(usize, Write)>> =
             ready.chunks(BATCH_WRITE_MAX).map(<[_]>::to_vec).collect();
         let results: Vec<(Vec<usize>, u64)> = stream::iter(chunks)
@@ -280,7 +529,7 @@ where
         }
         for (i, w) in &ready {
             if failed_writes.contains(i) {
-                failed_messages.push(writes[*i].first_message);
+                failed_at.push(planned.writes[*i].first_message);
             } else {
                 match w {
                     Write::Put(_) => counters.puts += 1,
@@ -288,61 +537,33 @@ where
                 }
             }
         }
-
-        // 6. Report the first failed message and every later one.
-        let fail_at = failure_point(undecodable, failed_messages);
-        if let Some(f) = fail_at {
-            tracing::warn!(first_failed = %ids[f], failed = ids.len() - f, "reporting batch item failures");
-        }
-        metrics
-            .count(names::APPLIED_PUTS, counters.puts)
-            .count(names::APPLIED_DELETES, counters.deletes)
-            .count(names::SKIPPED_BEFORE_CUTOFF, stats.skipped_before_cutoff)
-            .count(names::SKIPPED_TTL, stats.skipped_ttl)
-            .count(names::COALESCED, stats.coalesced)
-            .count(names::REFETCHES, counters.refetches)
-            .count(names::WRITE_RETRIES, counters.retries)
-            .count(
-                names::FAILED_MESSAGES,
-                fail_at.map_or(0, |f| (ids.len() - f) as u64),
-            );
-        if stats.events > stats.skipped_before_cutoff + stats.skipped_ttl {
-            metrics.add(
-                names::REPLICATION_LAG_MS,
-                stats.max_lag_ms as f64,
-                Unit::Milliseconds,
-            );
-        }
-        Applied {
-            response: respond(&ids, fail_at),
-            metrics,
+        Attempt {
+            failed: failed_messages(groups, failed_at),
+            counters,
+            stats: planned.stats,
         }
     }
 
-    /// The target item for a source item.
-    fn target_item(
+    async fn read_source(
         &self,
-        item: &relay_core::item::Attrs,
-    ) -> Result<relay_core::item::Attrs, relay_core::transform::TransformError> {
-        match &self.transform {
-            Some(t) => t.item(item),
-            None => Ok(item.clone()),
-        }
-    }
-
-    async fn refetch(
-        &self,
-        keys: &relay_core::item::Attrs,
+        keys: &Attrs,
         deadline: tokio::time::Instant,
-        counters: &mut Counters,
-    ) -> Result<Option<relay_core::item::Attrs>, AwsError> {
+        retries: &mut u64,
+    ) -> Result<Option<Attrs>, AwsError> {
         let mut attempt = 0;
         loop {
-            match self.source.get_consistent(keys).await {
+            match bounded(
+                deadline,
+                RESERVE,
+                "GetItem",
+                self.source.get_consistent(keys),
+            )
+            .await
+            {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_retryable() => {
                     attempt += 1;
-                    counters.retries += 1;
+                    *retries += 1;
                     if !self.pause(attempt, deadline).await {
                         return Err(e);
                     }
@@ -376,7 +597,14 @@ where
         let mut retries = 0;
         loop {
             let writes: Vec<Write> = pending.iter().map(|(_, w)| w.clone()).collect();
-            match self.target.batch_write(&writes).await {
+            match bounded(
+                deadline,
+                RESERVE,
+                "BatchWriteItem",
+                self.target.batch_write(&writes),
+            )
+            .await
+            {
                 Ok(unprocessed) if unprocessed.is_empty() => return (Vec::new(), retries),
                 Ok(unprocessed) => {
                     let keep: HashSet<usize> = unprocessed.into_iter().collect();
@@ -414,7 +642,7 @@ where
         for (i, w) in writes {
             let mut attempt = 0;
             loop {
-                match self.target.write_one(&w).await {
+                match bounded(deadline, RESERVE, "PutItem", self.target.write_one(&w)).await {
                     Ok(()) => break,
                     Err(e) if e.is_retryable() => {
                         attempt += 1;

@@ -309,12 +309,19 @@ async fn refetch_markers_copy_the_source_state_or_delete() {
 #[tokio::test(start_paused = true)]
 async fn the_control_item_is_cached_for_a_few_seconds() {
     let (db, a) = setup(Some(T0), TtlPolicy::Replicate);
-    let body = || vec![encode("Orders", &[change(1, Op::Insert, "a", 1)])];
-    a.apply(sqs_event(body()), deadline()).await;
-    a.apply(sqs_event(body()), deadline()).await;
+    // Each batch is newer than the last, so its commit raises the
+    // high-water mark in one conditional write (no read).
+    let body = |i: usize| {
+        let mut c = change(i, Op::Insert, "a", 1);
+        c.time_ms = T0 + i as i64 * 1000;
+        vec![encode("Orders", &[c])]
+    };
+    a.apply(sqs_event(body(1)), deadline()).await;
+    a.apply(sqs_event(body(2)), deadline()).await;
     assert_eq!(db.calls("GetItem"), 1);
+    assert_eq!(db.calls("UpdateItem(control)"), 2);
     tokio::time::advance(Duration::from_secs(6)).await;
-    a.apply(sqs_event(body()), deadline()).await;
+    a.apply(sqs_event(body(3)), deadline()).await;
     assert_eq!(db.calls("GetItem"), 2);
 }
 

@@ -206,6 +206,7 @@ async fn run(s: Scenario) -> Result<(), TestCaseError> {
                 buckets: s.buckets,
                 max_message_bytes: s.cap,
                 forward_old_image: true,
+                old_key_sources: Default::default(),
             },
             limits: BatchLimits {
                 max_entries: 10,

@@ -1,6 +1,10 @@
-//! Command-line arguments.
+//! Command-line arguments. Everything that can be checked without AWS is
+//! checked here (clap value parsers, then [`Cli::validate`]): a bad value is
+//! a usage error, exit 2, naming the flag, before any AWS call.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use crate::ctx::{parse_when, Output, When};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,19 +38,13 @@ pub struct Global {
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     pub output: Output,
-    /// Declarative transform (JSON or YAML): the same spec as the stack's
-    /// TransformSpec. Used by preflight, seed --method scan and verify.
+    /// Declarative transform (JSON or YAML). Default: the stack's deployed
+    /// TransformSpec; a file that differs from it is refused.
     #[arg(long, global = true, env = "DDB_RELAY_TRANSFORM")]
     pub transform: Option<std::path::PathBuf>,
     /// More detail on errors and progress (SDK errors in full).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Output {
-    Text,
-    Json,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -72,6 +70,49 @@ impl Method {
     }
 }
 
+/// How `restart` re-seeds (now): `replay --from T` is the point-in-time way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RestartMethod {
+    Backup,
+    Scan,
+}
+
+/// How hard a scan (copy, verify, clear) may push.
+#[derive(Clone, Copy, Debug, Args, PartialEq, Eq)]
+pub struct CopyArgs {
+    /// Parallel scan segments.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=1_000_000))]
+    pub segments: i32,
+    /// At most this many items per second (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// At most this many write capacity units per second, as DynamoDB
+    /// reports them consumed (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    pub max_wcu: u64,
+}
+
+impl Default for CopyArgs {
+    fn default() -> Self {
+        CopyArgs {
+            segments: 4,
+            rate: 0,
+            max_wcu: 0,
+        }
+    }
+}
+
+fn percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number from 0 to 100"))?;
+    if (0.0..=100.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not a percentage from 0 to 100"))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check that the migration can start; non-zero exit on a blocker.
@@ -85,8 +126,8 @@ pub enum Command {
         #[arg(long, value_enum)]
         method: Method,
         /// Point in time for pitr/export: epoch ms, RFC 3339, or "now".
-        #[arg(long)]
-        at: Option<String>,
+        #[arg(long, value_parser = parse_when)]
+        at: Option<When>,
         /// S3 bucket for export.
         #[arg(long)]
         s3_bucket: Option<String>,
@@ -96,16 +137,8 @@ pub enum Command {
         /// Print the ImportSourceSpecification snippet (for a table created by your own IaC) and stop.
         #[arg(long)]
         print_import_spec: bool,
-        /// Scan copy: parallel segments.
-        #[arg(long, default_value_t = 4)]
-        segments: i32,
-        /// Scan copy and verify: at most this many items per second (0 = no limit).
-        #[arg(long, default_value_t = 0)]
-        rate: u64,
-        /// Scan copy: at most this many write capacity units per second, as
-        /// DynamoDB reports them consumed (0 = no limit).
-        #[arg(long, default_value_t = 0)]
-        max_wcu: u64,
+        #[command(flatten)]
+        copy: CopyArgs,
         /// Show what would be done; change nothing.
         #[arg(long)]
         dry_run: bool,
@@ -113,21 +146,20 @@ pub enum Command {
     /// Compare the tables through the transform: missing, different, extra items.
     Verify {
         /// Check this percentage of keys (0-100).
-        #[arg(long, default_value_t = 100.0)]
+        #[arg(long, default_value_t = 100.0, value_parser = percent)]
         sample: f64,
-        /// Write the source state for missing/different items, delete extras, re-verify them.
+        /// Repair what differs from the source's current state (conditional
+        /// writes that never overwrite a newer change), then re-check.
         #[arg(long)]
         repair: bool,
         /// Seconds to wait before re-checking mismatches with consistent reads.
         #[arg(long, default_value_t = 2)]
         recheck_wait: u64,
-        #[arg(long, default_value_t = 4)]
-        segments: i32,
-        /// At most this many items per second read from each table (0 = no limit).
-        #[arg(long, default_value_t = 0)]
-        rate: u64,
+        #[command(flatten)]
+        copy: CopyArgs,
     },
-    /// Disable the applier trigger (changes keep queueing) and record the time.
+    /// Stop applying (a fence in the control item), disable the applier
+    /// trigger and wait for in-flight invocations; changes keep queueing.
     Pause {
         #[arg(long)]
         dry_run: bool,
@@ -139,9 +171,10 @@ pub enum Command {
     },
     /// Re-seed the target at point T by point-in-time restore, set the cutoff, resume.
     Replay {
-        /// T: epoch ms, RFC 3339, or "now". Must be >= paused-at + margin.
-        #[arg(long)]
-        from: String,
+        /// T: epoch ms, RFC 3339, or "now". Must leave every change after it
+        /// in the queue (the error names the earliest valid T).
+        #[arg(long, value_parser = parse_when)]
+        from: When,
         /// Leave the applier paused at the end.
         #[arg(long)]
         no_resume: bool,
@@ -150,14 +183,10 @@ pub enum Command {
     },
     /// Re-seed the target now (backup and restore, or a fresh scan copy), set the cutoff, resume.
     Restart {
-        #[arg(long, value_enum, default_value_t = Method::Backup)]
-        method: Method,
-        #[arg(long, default_value_t = 4)]
-        segments: i32,
-        #[arg(long, default_value_t = 0)]
-        rate: u64,
-        #[arg(long, default_value_t = 0)]
-        max_wcu: u64,
+        #[arg(long, value_enum, default_value_t = RestartMethod::Backup)]
+        method: RestartMethod,
+        #[command(flatten)]
+        copy: CopyArgs,
         #[arg(long)]
         no_resume: bool,
         #[arg(long)]
@@ -191,8 +220,12 @@ pub enum Command {
         /// Error window, seconds.
         #[arg(long, default_value_t = 300)]
         window: u64,
+        /// Do not require a clean `verify` since the last seed (the decision says so).
+        #[arg(long)]
+        no_verify: bool,
     },
-    /// Wait for the queue to drain with no new changes, disable both triggers, write a report.
+    /// After writes to the source stopped: wait until the forwarder is caught
+    /// up and the queue drained, then stop both triggers and write a report.
     Finish {
         /// Seconds with an empty queue and nothing forwarded.
         #[arg(long, default_value_t = 60)]
@@ -220,11 +253,153 @@ pub enum DlqCommand {
         #[arg(long, default_value_t = 100)]
         max: usize,
     },
-    /// Copy each key's current source state to the target, then delete the message.
+    /// Copy each key's current source state to the target (through the
+    /// transform, never over a newer change), then delete the message.
     Repair {
         #[arg(long, default_value_t = 1000)]
         max: usize,
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+impl Cli {
+    /// Cross-flag rules clap cannot express; a usage error (exit 2) names
+    /// the flag.
+    pub fn validate(&self) -> Result<(), clap::Error> {
+        let conflict =
+            |msg: String| Cli::command().error(clap::error::ErrorKind::ArgumentConflict, msg);
+        if let Command::Seed {
+            method,
+            at,
+            s3_bucket,
+            print_import_spec,
+            copy,
+            ..
+        } = &self.command
+        {
+            let scan_flags = *copy != CopyArgs::default();
+            match method {
+                Method::Scan if at.is_some() => {
+                    return Err(conflict(
+                        "--at is not used by --method scan (the copy starts now)".into(),
+                    ))
+                }
+                Method::Scan if s3_bucket.is_some() || *print_import_spec => {
+                    return Err(conflict(
+                        "--s3-bucket and --print-import-spec are for --method export, not scan"
+                            .into(),
+                    ))
+                }
+                Method::Backup if at.is_some() => {
+                    return Err(conflict(
+                        "--at is for --method pitr or export; a backup is taken now".into(),
+                    ))
+                }
+                Method::Backup | Method::Pitr if s3_bucket.is_some() || *print_import_spec => {
+                    return Err(conflict(format!(
+                        "--s3-bucket and --print-import-spec are for --method export, not {}",
+                        method.as_str()
+                    )))
+                }
+                Method::Backup | Method::Pitr | Method::Export if scan_flags => {
+                    return Err(conflict(format!(
+                        "--segments, --rate and --max-wcu are for --method scan, not {}",
+                        method.as_str()
+                    )))
+                }
+                Method::Export if s3_bucket.is_none() => {
+                    return Err(Cli::command().error(
+                        clap::error::ErrorKind::MissingRequiredArgument,
+                        "--method export needs --s3-bucket (a bucket in this account and region)",
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if let Command::Restart {
+            method: RestartMethod::Backup,
+            copy,
+            ..
+        } = &self.command
+        {
+            if *copy != CopyArgs::default() {
+                return Err(conflict(
+                    "--segments, --rate and --max-wcu are for --method scan".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let cli = Cli::try_parse_from(std::iter::once("ddb-relay").chain(args.iter().copied()))?;
+        cli.validate()?;
+        Ok(cli)
+    }
+
+    fn usage_error(args: &[&str], flag: &str) {
+        let err = parse(args).expect_err("a usage error");
+        assert_eq!(err.exit_code(), 2, "{args:?}");
+        let text = err.to_string();
+        assert!(text.contains(flag), "{args:?}: {text}");
+    }
+
+    #[test]
+    fn bad_arguments_are_usage_errors_naming_the_flag() {
+        usage_error(&["restart", "--method", "pitr"], "--method");
+        usage_error(&["verify", "--sample", "250"], "--sample");
+        usage_error(&["verify", "--sample=-1"], "--sample");
+        usage_error(&["seed", "--method", "scan", "--at", "now"], "--at");
+        usage_error(
+            &["seed", "--method", "scan", "--s3-bucket", "b"],
+            "--s3-bucket",
+        );
+        usage_error(&["seed", "--method", "backup", "--at", "now"], "--at");
+        usage_error(&["seed", "--method", "pitr", "--at", "yesterday"], "--at");
+        usage_error(&["replay", "--from", "last tuesday"], "--from");
+        usage_error(&["seed", "--method", "export"], "--s3-bucket");
+        usage_error(
+            &["seed", "--method", "backup", "--segments", "8"],
+            "--segments",
+        );
+        usage_error(&["restart", "--rate", "5"], "--rate");
+        usage_error(&["verify", "--segments", "0"], "--segments");
+    }
+
+    #[test]
+    fn good_arguments_parse() {
+        for args in [
+            &["seed", "--method", "pitr", "--at", "2026-11-24T18:00:00Z"][..],
+            &[
+                "seed",
+                "--method",
+                "scan",
+                "--segments",
+                "8",
+                "--rate",
+                "100",
+            ],
+            &[
+                "seed",
+                "--method",
+                "export",
+                "--s3-bucket",
+                "b",
+                "--at",
+                "now",
+            ],
+            &["restart", "--method", "scan", "--segments", "2"],
+            &["replay", "--from", "1700000000000", "--no-resume"],
+            &["verify", "--sample", "12.5", "--repair"],
+            &["cutover", "--no-verify"],
+        ] {
+            parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+    }
 }

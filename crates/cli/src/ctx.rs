@@ -1,37 +1,42 @@
-//! What every command needs: clients, the resolved stack, output, and errors
-//! that say what to do.
+//! What every command needs: the AWS services (real or fake), the resolved
+//! stack, the clock, output settings, and errors that say what to do.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use relay_aws::ops::{ControlWrite, Ops};
+use relay_aws::operator::{Aws, ControlWrite, Deployment, Mapping};
+use relay_aws::runtime::Clock;
 use relay_aws::AwsError;
 use relay_core::control::ControlState;
 
-use crate::args::{Global, Output};
-
-/// A ddb-relay stack, from its outputs.
-#[derive(Clone, Debug)]
-pub struct Stack {
-    pub name: String,
-    pub queue_url: String,
-    pub dlq_url: String,
-    pub stream_failure_url: String,
-    pub forwarder: String,
-    pub applier: String,
-    pub control_table: String,
-    pub source_table: String,
-    pub target_table: String,
-    pub migration: String,
-    pub margin_ms: i64,
+/// Text or JSON on stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
 }
 
-pub struct Ctx {
-    pub ops: Ops,
-    pub output: Output,
-    pub stack: Stack,
+/// A command's context.
+pub struct Ctx<A> {
+    pub aws: A,
+    pub stack: Deployment,
+    pub clock: Clock,
+    /// `--transform FILE`, when given.
     pub transform_file: Option<std::path::PathBuf>,
+    pub output: Output,
+    /// No progress bars or steps on stderr (tests, simulations).
+    pub quiet: bool,
+    /// How often waits poll.
+    pub poll: Duration,
+}
+
+impl<A> std::fmt::Debug for Ctx<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("stack", &self.stack.name)
+            .finish()
+    }
 }
 
 /// Turns an AWS error into one line that names the fix.
@@ -67,65 +72,38 @@ pub fn explain(err: AwsError, what: &str) -> anyhow::Error {
     }
 }
 
-impl Ctx {
-    pub async fn new(g: &Global) -> Result<Ctx> {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(p) = &g.profile {
-            loader = loader.profile_name(p);
-        }
-        if let Some(r) = &g.region {
-            loader = loader.region(aws_config::Region::new(r.clone()));
-        }
-        if let Some(e) = &g.endpoint_url {
-            loader = loader.endpoint_url(e);
-        }
-        let conf = loader.load().await;
-        let region = conf
-            .region()
-            .map(|r| r.to_string())
-            .ok_or_else(|| anyhow!("no AWS region: pass --region or set AWS_REGION"))?;
-        let ops = Ops::new(&conf);
-        let name = g
-            .stack
-            .clone()
-            .ok_or_else(|| anyhow!("no stack: pass --stack NAME (the ddb-relay stack of this migration) or set DDB_RELAY_STACK"))?;
-        let info = ops.stack(&name).await.map_err(|e| {
+impl<A: Aws> Ctx<A> {
+    /// A context for `stack`, read from CloudFormation.
+    pub async fn for_stack(aws: A, name: &str, region: &str, clock: Clock) -> Result<Ctx<A>> {
+        let info = aws.stack(name).await.map_err(|e| {
             if e.code == "ValidationError" {
                 anyhow!("stack {name} not found in {region}: check --stack and --region (deploy it with `sam deploy`)")
             } else {
                 explain(e, &format!("stack {name}"))
             }
         })?;
-        let get = |k: &str| {
-            info.output(k).map(str::to_string).ok_or_else(|| {
-                anyhow!(
-                    "stack {name} has no output {k}: is it a ddb-relay stack (status {})?",
-                    info.status
-                )
-            })
-        };
-        let margin_s: i64 = get("CutoffMarginSeconds")?
-            .parse()
-            .map_err(|_| anyhow!("stack {name}: output CutoffMarginSeconds is not a number"))?;
-        let stack = Stack {
-            name: name.clone(),
-            queue_url: get("QueueUrl")?,
-            dlq_url: get("DeadLetterQueueUrl")?,
-            stream_failure_url: get("StreamFailureQueueUrl")?,
-            forwarder: get("ForwarderFunction")?,
-            applier: get("ApplierFunction")?,
-            control_table: get("ControlTable")?,
-            source_table: get("SourceTable")?,
-            target_table: get("TargetTable")?,
-            migration: get("MigrationId")?,
-            margin_ms: margin_s * 1000,
-        };
+        let mut stack = Deployment::from_stack(&info).map_err(|e| anyhow!(e))?;
+        if stack.transform_spec.is_none() && !info.parameters.contains_key("TransformSpec") {
+            // A stack that does not report parameters: the applier's setting.
+            stack.transform_spec = aws
+                .function_env(&stack.applier, "TRANSFORM")
+                .await
+                .map_err(|e| explain(e, &format!("function {}", stack.applier)))?
+                .filter(|s| !s.trim().is_empty());
+        }
         Ok(Ctx {
-            ops,
-            output: g.output,
+            aws,
             stack,
-            transform_file: g.transform.clone(),
+            clock,
+            transform_file: None,
+            output: Output::Text,
+            quiet: false,
+            poll: Duration::from_millis(500),
         })
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     pub fn json(&self) -> bool {
@@ -134,14 +112,35 @@ impl Ctx {
 
     /// A step of a multi-step command, on stderr (stdout stays clean for JSON).
     pub fn step(&self, msg: &str) {
-        eprintln!("==> {msg}");
+        if !self.quiet {
+            eprintln!("==> {msg}");
+        }
+    }
+
+    /// A progress bar on stderr (hidden when quiet).
+    pub fn bar(&self, len: Option<u64>, what: &str) -> ProgressBar {
+        if self.quiet {
+            return ProgressBar::hidden();
+        }
+        let b = match len {
+            Some(n) => ProgressBar::new(n),
+            None => ProgressBar::new_spinner(),
+        };
+        b.set_style(
+            ProgressStyle::with_template(
+                "    {spinner} {msg} {pos}/{len} items ({per_sec}, {elapsed})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b.set_message(what.to_string());
+        b
     }
 
     /// The control item; a default (version 0) when absent.
     pub async fn control(&self) -> Result<ControlState> {
         let s = &self.stack;
         Ok(self
-            .ops
+            .aws
             .control(&s.control_table, &s.migration)
             .await
             .map_err(|e| explain(e, &format!("control table {}", s.control_table)))?
@@ -151,53 +150,51 @@ impl Ctx {
             }))
     }
 
-    /// Writes the control item if nobody changed it since `read`.
+    /// Writes the control item's operator attributes if nobody changed it
+    /// since `read`.
     pub async fn write_control(
         &self,
         read: &ControlState,
         next: ControlState,
     ) -> Result<ControlState> {
         let mut next = next;
-        next.updated_ms = Some(relay_aws::runtime::now_ms());
+        next.migration = self.stack.migration.clone();
+        next.updated_ms = Some(self.now_ms());
         match self
-            .ops
+            .aws
             .write_control(&self.stack.control_table, &next, read.version)
             .await
             .map_err(|e| explain(e, &format!("control table {}", self.stack.control_table)))?
         {
             ControlWrite::Written(s) => Ok(s),
             ControlWrite::Conflict => bail!(
-                "another operator changed migration {} since this command read it (version {}); check `ddb-relay status` and re-run",
+                "another operator (or command) changed migration {} since this command read it (version {}); check `ddb-relay status` and re-run",
                 self.stack.migration,
                 read.version
             ),
         }
     }
 
-    /// The applier's queue trigger: (uuid, state).
-    pub async fn applier_trigger(&self) -> Result<(String, String)> {
-        let m = self
-            .ops
+    /// The applier's queue trigger.
+    pub async fn applier_trigger(&self) -> Result<Mapping> {
+        self.aws
             .mapping(&self.stack.applier, "arn:aws:sqs:")
             .await
-            .map_err(|e| explain(e, &format!("function {}", self.stack.applier)))?;
-        Ok((m.uuid, m.state))
+            .map_err(|e| explain(e, &format!("function {}", self.stack.applier)))
     }
 
-    /// The forwarder's stream trigger: (uuid, state, stream ARN).
-    pub async fn forwarder_trigger(&self) -> Result<(String, String, String)> {
-        let m = self
-            .ops
+    /// The forwarder's stream trigger.
+    pub async fn forwarder_trigger(&self) -> Result<Mapping> {
+        self.aws
             .mapping(&self.stack.forwarder, "arn:aws:dynamodb:")
             .await
-            .map_err(|e| explain(e, &format!("function {}", self.stack.forwarder)))?;
-        Ok((m.uuid, m.state, m.source_arn))
+            .map_err(|e| explain(e, &format!("function {}", self.stack.forwarder)))
     }
 
     /// Sets a trigger and waits until the service reports the state.
     pub async fn set_trigger(&self, uuid: &str, enabled: bool, what: &str) -> Result<()> {
         let want = if enabled { "Enabled" } else { "Disabled" };
-        self.ops
+        self.aws
             .set_mapping(uuid, enabled)
             .await
             .map_err(|e| explain(e, what))?;
@@ -206,7 +203,7 @@ impl Ctx {
             Duration::from_secs(300),
             || async {
                 Ok(self
-                    .ops
+                    .aws
                     .mapping_state(uuid)
                     .await
                     .map_err(|e| explain(e, what))?
@@ -222,13 +219,18 @@ impl Ctx {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<bool>>,
     {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("    {spinner} {msg} ({elapsed})")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
+        let bar = if self.quiet {
+            ProgressBar::hidden()
+        } else {
+            let b = ProgressBar::new_spinner();
+            b.set_style(
+                ProgressStyle::with_template("    {spinner} {msg} ({elapsed})")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            b
+        };
         bar.set_message(msg.to_string());
-        let start = Instant::now();
+        let start = tokio::time::Instant::now();
         loop {
             bar.tick();
             if done().await? {
@@ -239,8 +241,19 @@ impl Ctx {
                 bar.finish_and_clear();
                 bail!("timed out after {} s: {msg}", limit.as_secs());
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(self.poll).await;
         }
+    }
+
+    /// Sleeps until the clock reaches `t_ms` (with a spinner saying why).
+    pub async fn wait_until(&self, t_ms: i64, why: &str) -> Result<()> {
+        let left = t_ms - self.now_ms();
+        if left <= 0 {
+            return Ok(());
+        }
+        let limit = Duration::from_millis(left as u64 + 60_000);
+        self.wait(why, limit, || async { Ok(self.now_ms() >= t_ms) })
+            .await
     }
 
     /// Waits for a table to be ACTIVE.
@@ -249,7 +262,7 @@ impl Ctx {
             &format!("table {name}: waiting for ACTIVE"),
             Duration::from_secs(6 * 3600),
             || async {
-                Ok(matches!(self.ops.table(name).await.map_err(|e| explain(e, name))?, Some(t) if t.status == "ACTIVE"))
+                Ok(matches!(self.aws.describe(name).await.map_err(|e| explain(e, name))?, Some(t) if t.status == "ACTIVE"))
             },
         )
         .await
@@ -262,8 +275,8 @@ impl Ctx {
             Duration::from_secs(3600),
             || async {
                 Ok(self
-                    .ops
-                    .table(name)
+                    .aws
+                    .describe(name)
                     .await
                     .map_err(|e| explain(e, name))?
                     .is_none())
@@ -273,20 +286,37 @@ impl Ctx {
     }
 }
 
-/// Parses a point in time: epoch milliseconds, RFC 3339, or "now".
-pub fn parse_time(s: &str, now_ms: i64) -> Result<i64> {
-    if s == "now" {
-        return Ok(now_ms);
-    }
-    if let Ok(ms) = s.parse::<i64>() {
-        return Ok(ms);
-    }
-    chrono::DateTime::parse_from_rfc3339(s)
-        .map(|t| t.timestamp_millis())
-        .map_err(|_| anyhow!("invalid time {s:?}: use epoch milliseconds, RFC 3339 (2026-11-24T18:00:00Z) or \"now\""))
+/// A point in time on the command line: "now", epoch milliseconds or
+/// RFC 3339. Parsed by clap, so a bad value is a usage error (exit 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum When {
+    Now,
+    At(i64),
 }
 
-/// Epoch ms as RFC 3339 (UTC, seconds).
+impl When {
+    pub fn resolve(self, now_ms: i64) -> i64 {
+        match self {
+            When::Now => now_ms,
+            When::At(t) => t,
+        }
+    }
+}
+
+/// Parses a point in time: epoch milliseconds, RFC 3339, or "now".
+pub fn parse_when(s: &str) -> Result<When, String> {
+    if s == "now" {
+        return Ok(When::Now);
+    }
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(When::At(ms));
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| When::At(t.timestamp_millis()))
+        .map_err(|_| format!("invalid time {s:?}: use epoch milliseconds, RFC 3339 (2026-11-24T18:00:00Z) or \"now\""))
+}
+
+/// Epoch ms as RFC 3339 (UTC, milliseconds).
 pub fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
@@ -299,13 +329,16 @@ mod tests {
 
     #[test]
     fn times_parse_in_three_forms() {
-        assert_eq!(parse_time("now", 5).unwrap(), 5);
-        assert_eq!(parse_time("1700000000000", 5).unwrap(), 1_700_000_000_000);
+        assert_eq!(parse_when("now").unwrap().resolve(5), 5);
         assert_eq!(
-            parse_time("2023-11-14T22:13:20Z", 5).unwrap(),
-            1_700_000_000_000
+            parse_when("1700000000000").unwrap(),
+            When::At(1_700_000_000_000)
         );
-        let e = parse_time("yesterday", 5).unwrap_err().to_string();
+        assert_eq!(
+            parse_when("2023-11-14T22:13:20Z").unwrap(),
+            When::At(1_700_000_000_000)
+        );
+        let e = parse_when("yesterday").unwrap_err();
         assert!(e.contains("RFC 3339"), "{e}");
         assert_eq!(rfc3339(1_700_000_000_000), "2023-11-14T22:13:20.000Z");
     }

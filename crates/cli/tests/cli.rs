@@ -281,16 +281,8 @@ async fn commands_refuse_what_is_unsafe_and_dry_runs_change_nothing() -> Result<
     assert!(err.contains("already exists"), "{err}");
 
     // Two operators: a stale control-item write is refused.
-    let ops = relay_aws::ops::Ops::new(
-        &aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(&local.endpoint)
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "test", "test", None, None, "t",
-            ))
-            .load()
-            .await,
-    );
+    use relay_aws::operator::Tables;
+    let ops = &local.ops;
     let current = ops
         .control(&stack.control_table, &stack.migration)
         .await?
@@ -302,11 +294,14 @@ async fn commands_refuse_what_is_unsafe_and_dry_runs_change_nothing() -> Result<
     let first = ops
         .write_control(&stack.control_table, &stale, current.version)
         .await?;
-    assert!(matches!(first, relay_aws::ops::ControlWrite::Written(_)));
+    assert!(matches!(
+        first,
+        relay_aws::operator::ControlWrite::Written(_)
+    ));
     let second = ops
         .write_control(&stack.control_table, &stale, current.version)
         .await?;
-    assert_eq!(second, relay_aws::ops::ControlWrite::Conflict);
+    assert_eq!(second, relay_aws::operator::ControlWrite::Conflict);
     Ok(())
 }
 

@@ -24,6 +24,7 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
     StreamSpecification, StreamViewType, TableStatus,
 };
+use relay_aws::operator::{MetricQuery, Metrics, Queues, Stacks, Stat, Triggers};
 use relay_core::control::{ControlState, Mode};
 use relay_core::diff::{self, Keyed, TableDiff};
 use relay_core::item::Attrs;
@@ -42,7 +43,7 @@ pub struct Local {
     pub sqs: aws_sdk_sqs::Client,
     pub cfn: aws_sdk_cloudformation::Client,
     /// The operator's calls, shared with the CLI.
-    pub ops: relay_aws::ops::Ops,
+    pub ops: relay_aws::operator::Sdk,
 }
 
 /// The repository root (for `infra/local/*.sh`).
@@ -77,7 +78,7 @@ impl Local {
             ddb: aws_sdk_dynamodb::Client::new(&conf),
             sqs: aws_sdk_sqs::Client::new(&conf),
             cfn: aws_sdk_cloudformation::Client::new(&conf),
-            ops: relay_aws::ops::Ops::new(&conf),
+            ops: relay_aws::operator::Sdk::new(&conf),
         };
         local
             .ddb
@@ -269,42 +270,10 @@ impl Local {
         self.deploy(&name, &params).await
     }
 
-    /// The outputs of a deployed stack.
+    /// The outputs of a deployed stack (parsed as the CLI parses them).
     pub async fn stack(&self, stack: &str) -> Result<Stack> {
-        let d = self
-            .cfn
-            .describe_stacks()
-            .stack_name(stack)
-            .send()
-            .await
-            .map_err(sdk)?;
-        let s = d
-            .stacks()
-            .first()
-            .ok_or_else(|| anyhow!("stack {stack} not found"))?;
-        let outputs: HashMap<String, String> = s
-            .outputs()
-            .iter()
-            .filter_map(|o| Some((o.output_key()?.to_string(), o.output_value()?.to_string())))
-            .collect();
-        let get = |k: &str| {
-            outputs
-                .get(k)
-                .cloned()
-                .ok_or_else(|| anyhow!("stack {stack} has no output {k}"))
-        };
-        Ok(Stack {
-            name: stack.to_string(),
-            queue_url: get("QueueUrl")?,
-            dlq_url: get("DeadLetterQueueUrl")?,
-            forwarder: get("ForwarderFunction")?,
-            applier: get("ApplierFunction")?,
-            control_table: get("ControlTable")?,
-            source_table: get("SourceTable")?,
-            target_table: get("TargetTable")?,
-            migration: get("MigrationId")?,
-            margin_ms: get("CutoffMarginSeconds")?.parse::<i64>()? * 1000,
-        })
+        let info = self.ops.stack(stack).await?;
+        Stack::from_stack(&info).map_err(|e| anyhow!(e))
     }
 
     /// Seeds `target` from `source` by on-demand backup and restore. Returns
@@ -396,15 +365,24 @@ impl Local {
             ("Migration", stack.migration.as_str()),
             ("Function", function),
         ];
-        Ok(self
+        let stat = if max { Stat::Maximum } else { Stat::Sum };
+        let q = MetricQuery::new("DdbRelay", name, &dims, stat);
+        let series = self
             .ops
-            .metric("DdbRelay", name, &dims, since_ms - 60_000, max)
-            .await?)
+            .metrics(&[q], since_ms - 60_000, now_ms() + 60_000)
+            .await?;
+        let values = series.into_iter().flatten().map(|(_, v)| v);
+        Ok(if max {
+            values.reduce(f64::max)
+        } else {
+            values.reduce(|a, b| a + b)
+        })
     }
 
     /// Visible + in-flight messages of a queue.
     pub async fn queue_depth(&self, url: &str) -> Result<(u64, u64)> {
-        Ok(self.ops.queue_counts(url).await?)
+        let q = self.ops.queue_attrs(url).await?;
+        Ok((q.visible, q.in_flight))
     }
 
     /// Every item of a table (consistent scan), keyed by (pk, sk).
@@ -494,20 +472,8 @@ fn key_elem(name: &str, t: KeyType) -> Result<KeySchemaElement> {
         .build()?)
 }
 
-/// A deployed ddb-relay stack, from its outputs.
-#[derive(Clone, Debug)]
-pub struct Stack {
-    pub name: String,
-    pub queue_url: String,
-    pub dlq_url: String,
-    pub forwarder: String,
-    pub applier: String,
-    pub control_table: String,
-    pub source_table: String,
-    pub target_table: String,
-    pub migration: String,
-    pub margin_ms: i64,
-}
+/// A deployed ddb-relay stack, as the CLI reads it.
+pub type Stack = relay_aws::operator::Deployment;
 
 /// What a [`Writer`] did.
 #[derive(Debug, Default)]

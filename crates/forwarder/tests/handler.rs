@@ -30,6 +30,7 @@ fn config(buckets: u32, cap: usize) -> ForwarderConfig {
             buckets,
             max_message_bytes: cap,
             forward_old_image: true,
+            old_key_sources: Default::default(),
         },
         limits: BatchLimits::default(),
         send_concurrency: 4,

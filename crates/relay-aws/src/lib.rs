@@ -1,9 +1,11 @@
 //! ddb-relay's AWS boundary.
 //!
 //! Each capability the handlers need is a small trait ([`QueueSender`],
-//! [`TargetWriter`], [`SourceReader`], [`ControlReader`], [`MetricsPublisher`]).
+//! [`TargetWriter`], [`SourceReader`], [`ControlStore`], [`MetricsPublisher`]).
 //! [`sdk`] implements them with the AWS SDK; the `fake` feature adds
-//! in-memory implementations that can inject failures, for tests.
+//! in-memory implementations that can inject failures, for tests. The
+//! operator's calls (feature `operator`) are traits too, split by service in
+//! [`operator`], so the CLI's commands run against the same fakes.
 //!
 //! **Boundary:** SDK types never leave this crate. Items cross it as
 //! [`relay_core::item::Attrs`], errors as [`AwsError`] already classified as
@@ -19,8 +21,8 @@ use relay_core::metrics::MetricRecord;
 pub mod convert;
 #[cfg(feature = "fake")]
 pub mod fake;
-#[cfg(feature = "ops")]
-pub mod ops;
+#[cfg(feature = "operator")]
+pub mod operator;
 pub mod runtime;
 pub mod sdk;
 
@@ -125,12 +127,36 @@ pub trait SourceReader: Send + Sync {
     ) -> impl Future<Output = Result<Option<Attrs>, AwsError>> + Send;
 }
 
-/// Reads the control item of a migration.
-pub trait ControlReader: Send + Sync {
+/// The result of the applier's commit on the control item.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fence {
+    /// The control item is still at the version the batch was planned with,
+    /// and `consumed_ms` now covers the batch: its messages may be deleted.
+    Held,
+    /// An operator changed the control item since (pause, mode switch,
+    /// cutoff): nothing may be consumed under the old plan. The new state.
+    Moved(Option<ControlState>),
+}
+
+/// The applier's side of the control item of a migration.
+pub trait ControlStore: Send + Sync {
+    /// The control item, read consistently.
     fn load(
         &self,
         migration: &str,
     ) -> impl Future<Output = Result<Option<ControlState>, AwsError>> + Send;
+
+    /// Commits a batch planned at `version`: raises `consumed_ms` to
+    /// `consumed_ms` (monotonically) if the item is still at `version`, else
+    /// answers [`Fence::Moved`]. Called after the batch's writes and before
+    /// its messages are reported complete, so a message is deleted only
+    /// while the plan it was applied under still stands.
+    fn commit(
+        &self,
+        migration: &str,
+        version: u64,
+        consumed_ms: Option<i64>,
+    ) -> impl Future<Output = Result<Fence, AwsError>> + Send;
 }
 
 /// Sends a metrics record with `PutMetricData`.

@@ -15,6 +15,43 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Where time comes from (epoch ms): the wall clock, or a virtual one that
+/// follows tokio's (paused) clock in simulations. The operator's commands
+/// and the fakes read it, so a simulated migration has one timeline.
+#[derive(Clone)]
+pub struct Clock(std::sync::Arc<dyn Fn() -> i64 + Send + Sync>);
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Clock({})", self.now_ms())
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::wall()
+    }
+}
+
+impl Clock {
+    pub fn wall() -> Self {
+        Clock(std::sync::Arc::new(now_ms))
+    }
+
+    /// `epoch_ms` plus the tokio time elapsed since this call: with a
+    /// paused runtime, simulated time.
+    pub fn virtual_from(epoch_ms: i64) -> Self {
+        let start = tokio::time::Instant::now();
+        Clock(std::sync::Arc::new(move || {
+            epoch_ms + start.elapsed().as_millis() as i64
+        }))
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        (self.0)()
+    }
+}
+
 /// Turns the Lambda context deadline (epoch ms) into a monotonic instant.
 pub fn deadline_from_epoch_ms(deadline_ms: u64) -> tokio::time::Instant {
     let left = (deadline_ms as i64 - now_ms()).max(0) as u64;
@@ -26,6 +63,34 @@ pub fn remaining(deadline: tokio::time::Instant, reserve: Duration) -> Duration 
     deadline
         .saturating_duration_since(tokio::time::Instant::now())
         .saturating_sub(reserve)
+}
+
+/// Runs one AWS call within the time left before `deadline` less `reserve`.
+/// A call that would outlive it is abandoned and reported as a retryable
+/// `Timeout`, so the handler answers before Lambda kills it (and the
+/// unfinished work is retried, never assumed done).
+pub async fn bounded<T>(
+    deadline: tokio::time::Instant,
+    reserve: Duration,
+    operation: &'static str,
+    call: impl std::future::Future<Output = Result<T, crate::AwsError>>,
+) -> Result<T, crate::AwsError> {
+    let left = remaining(deadline, reserve);
+    if left.is_zero() {
+        return Err(crate::AwsError::retryable(
+            operation,
+            "Timeout",
+            "no time left in this invocation",
+        ));
+    }
+    match tokio::time::timeout(left, call).await {
+        Ok(r) => r,
+        Err(_) => Err(crate::AwsError::retryable(
+            operation,
+            "Timeout",
+            "the call did not finish within the invocation's remaining time",
+        )),
+    }
 }
 
 /// Delivers one invocation's metrics as configured. A metrics failure is

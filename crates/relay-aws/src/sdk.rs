@@ -15,32 +15,54 @@ use relay_core::metrics::{MetricRecord, Unit};
 
 use crate::convert::{from_sdk_item, to_sdk_item};
 use crate::{
-    AwsError, ControlReader, EntryStatus, MetricsPublisher, QueueSender, SendEntry, SourceReader,
-    TargetWriter, Write,
+    AwsError, ControlStore, EntryStatus, Fence, MetricsPublisher, QueueSender, SendEntry,
+    SourceReader, TargetWriter, Write,
 };
 
-/// Loads the shared SDK configuration (region, credentials, endpoint) from
-/// the environment, as the AWS CLI does.
-pub async fn load_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+/// The SDK settings of the Lambda functions: the handlers own their retries
+/// (with backoff, within the invocation's deadline), so the SDK makes one
+/// attempt per call; every attempt has a timeout, and the handlers bound
+/// each call by the time left (`runtime::bounded`).
+pub fn lambda_sdk_settings() -> (
+    aws_config::retry::RetryConfig,
+    aws_config::timeout::TimeoutConfig,
+) {
+    (
+        aws_config::retry::RetryConfig::standard().with_max_attempts(1),
+        aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(std::time::Duration::from_secs(3))
+            .operation_attempt_timeout(std::time::Duration::from_secs(20))
+            .build(),
+    )
 }
 
-/// Error codes that mean "try again later".
-const RETRYABLE_CODES: &[&str] = &[
-    "ThrottlingException",
-    "Throttling",
-    "ProvisionedThroughputExceededException",
-    "RequestLimitExceeded",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "TooManyRequestsException",
-    "InternalServerError",
-    "InternalFailure",
-    "InternalError",
-    "ServiceUnavailable",
-    "TransactionInProgressException",
-    "KMS.ThrottlingException",
-];
+/// Loads the shared SDK configuration (region, credentials, endpoint) from
+/// the environment, as the AWS CLI does, with [`lambda_sdk_settings`].
+pub async fn load_config() -> aws_config::SdkConfig {
+    let (retry, timeout) = lambda_sdk_settings();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .retry_config(retry)
+        .timeout_config(timeout)
+        .load()
+        .await
+}
+
+/// Service error codes that mean "try again later": the SDK's own lists
+/// (throttling and transient codes, `aws_runtime::retries::classifiers`),
+/// plus server faults some services name without a 5xx status.
+pub fn is_retryable_code(code: &str) -> bool {
+    use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
+    THROTTLING_ERRORS.contains(&code)
+        || TRANSIENT_ERRORS.contains(&code)
+        || matches!(
+            code,
+            "InternalServerError"
+                | "InternalFailure"
+                | "InternalError"
+                | "ServiceUnavailable"
+                | "KMS.ThrottlingException"
+        )
+}
 
 /// Classifies an SDK error. Transport failures and timeouts are retryable;
 /// service errors are retryable when their code or HTTP status says so.
@@ -90,13 +112,71 @@ where
                 }
             };
             let status = e.raw().status_code();
-            if RETRYABLE_CODES.contains(&code) || status >= 500 || status == 429 {
+            if is_retryable_code(code) || status >= 500 || status == 429 {
                 AwsError::retryable(operation, code, message)
             } else {
                 AwsError::permanent(operation, code, message)
             }
         }
         _ => AwsError::retryable(operation, "Unknown", "unclassified SDK error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sdk_own_throttling_and_transient_codes_are_retryable() {
+        for code in [
+            "ThrottledException",
+            "LimitExceededException",
+            "RequestTimeout",
+            "RequestTimeoutException",
+            "ProvisionedThroughputExceededException",
+            "TooManyRequestsException",
+            "SlowDown",
+            "InternalServerError",
+        ] {
+            assert!(is_retryable_code(code), "{code}");
+        }
+        for code in [
+            "ValidationException",
+            "AccessDeniedException",
+            "ConditionalCheckFailedException",
+            "ResourceNotFoundException",
+        ] {
+            assert!(!is_retryable_code(code), "{code}");
+        }
+    }
+
+    #[test]
+    fn lambda_clients_make_one_attempt_with_timeouts() {
+        let (retry, timeout) = lambda_sdk_settings();
+        assert_eq!(retry.max_attempts(), 1);
+        assert!(timeout.connect_timeout().is_some());
+        assert!(timeout.operation_attempt_timeout().is_some());
+    }
+
+    #[test]
+    fn the_fence_holds_only_at_the_planned_version() {
+        let at = |version, consumed| ControlState {
+            version,
+            consumed_ms: consumed,
+            ..ControlState::default()
+        };
+        assert_eq!(fence_from(Some(at(3, Some(10))), 3, Some(10)), Fence::Held);
+        assert_eq!(fence_from(Some(at(3, Some(12))), 3, Some(10)), Fence::Held);
+        assert_eq!(fence_from(Some(at(3, None)), 3, None), Fence::Held);
+        assert!(matches!(
+            fence_from(Some(at(4, Some(12))), 3, Some(10)),
+            Fence::Moved(_)
+        ));
+        assert!(matches!(
+            fence_from(Some(at(3, Some(9))), 3, Some(10)),
+            Fence::Moved(_)
+        ));
+        assert!(matches!(fence_from(None, 3, None), Fence::Moved(None)));
     }
 }
 
@@ -303,7 +383,7 @@ impl SourceReader for DynamoTable {
     }
 }
 
-impl ControlReader for DynamoTable {
+impl ControlStore for DynamoTable {
     async fn load(&self, migration: &str) -> Result<Option<ControlState>, AwsError> {
         const OP: &str = "GetItem(control)";
         let key: Attrs = [(
@@ -317,6 +397,58 @@ impl ControlReader for DynamoTable {
         ControlState::from_item(&item)
             .map(Some)
             .map_err(|e| AwsError::permanent(OP, "InvalidControlItem", &e.to_string()))
+    }
+
+    async fn commit(
+        &self,
+        migration: &str,
+        version: u64,
+        consumed_ms: Option<i64>,
+    ) -> Result<Fence, AwsError> {
+        use aws_sdk_dynamodb::types::AttributeValue as Av;
+        const OP: &str = "UpdateItem(control)";
+        // Raise consumed_ms if the item is still at `version`. A failed
+        // condition means either another batch already raised it past ours
+        // (fine) or an operator moved the item (fenced): a consistent read
+        // tells which, and is itself the fence when there is nothing to raise.
+        if let Some(t) = consumed_ms {
+            let r = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key(ATTR_MIGRATION, Av::S(migration.into()))
+                .update_expression("SET #c = :t")
+                .condition_expression("#v = :v AND (attribute_not_exists(#c) OR #c < :t)")
+                .expression_attribute_names("#c", relay_core::control::ATTR_CONSUMED_MS)
+                .expression_attribute_names("#v", relay_core::control::ATTR_VERSION)
+                .expression_attribute_values(":t", Av::N(t.to_string()))
+                .expression_attribute_values(":v", Av::N(version.to_string()))
+                .send()
+                .await;
+            match r {
+                Ok(_) => return Ok(Fence::Held),
+                Err(err) => {
+                    let err = classify(OP, &err);
+                    if err.code != "ConditionalCheckFailedException" {
+                        return Err(err);
+                    }
+                }
+            }
+        }
+        let state = self.load(migration).await?;
+        Ok(fence_from(state, version, consumed_ms))
+    }
+}
+
+/// The commit's answer from the control item as read after a failed (or
+/// skipped) conditional update.
+pub fn fence_from(state: Option<ControlState>, version: u64, consumed_ms: Option<i64>) -> Fence {
+    match state {
+        Some(s) if s.version == version && s.consumed_ms >= consumed_ms => Fence::Held,
+        // Same version but below our mark: only a concurrent writer racing
+        // the condition can cause this; reporting Moved makes the caller
+        // reload and commit again, never consume unrecorded.
+        other => Fence::Moved(other),
     }
 }
 

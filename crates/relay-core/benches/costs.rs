@@ -49,6 +49,7 @@ fn ours(
         buckets,
         max_message_bytes: cap,
         forward_old_image: true,
+        old_key_sources: Default::default(),
     };
     let mut c = Counts::default();
     let mut sent: Vec<OutMessage> = Vec::new();

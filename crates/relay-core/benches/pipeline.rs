@@ -21,6 +21,7 @@ fn forwarder(c: &mut Criterion) {
         buckets: 32,
         max_message_bytes: 256 * 1024,
         forward_old_image: true,
+        old_key_sources: Default::default(),
     };
     let mut g = c.benchmark_group("forwarder_encode_pack_1KB");
     g.throughput(Throughput::Elements(BATCH as u64));
@@ -49,6 +50,7 @@ fn applier(c: &mut Criterion) {
         buckets: 1,
         max_message_bytes: 256 * 1024,
         forward_old_image: true,
+        old_key_sources: Default::default(),
     };
     let packed: Vec<String> = pack("Orders", &indexed, &cfg, 1)
         .expect("pack")

@@ -183,6 +183,7 @@ impl ForwarderConfig {
                 )?,
                 max_message_bytes,
                 forward_old_image: boolean(env, "FORWARD_OLD_IMAGE", true)?,
+                old_key_sources: old_key_sources(env)?,
             },
             limits: BatchLimits {
                 max_entries: 10,
@@ -192,6 +193,33 @@ impl ForwarderConfig {
             send_concurrency: number(env, "SEND_CONCURRENCY", 8, 1, 64)?,
             metrics: MetricsConfig::from_env(env)?,
         })
+    }
+}
+
+/// What a key-changing transform needs from old images: `KEY_SOURCES`
+/// (comma-separated, for a custom transform) or the key sources of the
+/// declarative `TRANSFORM` (the same spec as the applier's). Empty when the
+/// target key comes from the source keys, which every event carries.
+fn old_key_sources(env: &dyn Env) -> Result<std::collections::BTreeSet<String>, ConfigError> {
+    if let Some(list) = optional(env, "KEY_SOURCES") {
+        return Ok(list
+            .split(',')
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+            .collect());
+    }
+    match optional(env, "TRANSFORM") {
+        None => Ok(Default::default()),
+        Some(t) => {
+            use crate::transform::Transform;
+            let d = crate::transform::Declarative::parse(&t, &[])
+                .map_err(|e| err("TRANSFORM", e.to_string()))?;
+            Ok(if d.is_identity_key() {
+                Default::default()
+            } else {
+                d.key_sources()
+            })
+        }
     }
 }
 
@@ -268,6 +296,31 @@ mod tests {
         assert_eq!(c.pack.max_message_bytes, 256 * 1024);
         assert!(c.pack.forward_old_image);
         assert_eq!(c.metrics.mode, MetricsMode::Emf);
+        assert!(c.pack.old_key_sources.is_empty());
+    }
+
+    #[test]
+    fn the_forwarder_keeps_the_key_sources_of_the_transform() {
+        let base = [("QUEUE_URL", "q"), ("MIGRATION_ID", "m")];
+        let with = |extra: (&'static str, &'static str)| {
+            let mut v = base.to_vec();
+            v.push(extra);
+            ForwarderConfig::from_env(&env(&v))
+        };
+        let c = with((
+            "TRANSFORM",
+            r#"{"key":[{"attribute":"id","uuidv5":{"from":["Email"]}}]}"#,
+        ))
+        .unwrap();
+        assert_eq!(c.pack.old_key_sources, ["Email".to_string()].into());
+        let c = with(("TRANSFORM", r#"{"rename":{"a":"b"}}"#)).unwrap();
+        assert!(c.pack.old_key_sources.is_empty());
+        let c = with(("KEY_SOURCES", "Email, Region")).unwrap();
+        assert_eq!(
+            c.pack.old_key_sources,
+            ["Email".to_string(), "Region".to_string()].into()
+        );
+        assert_eq!(with(("TRANSFORM", "{")).unwrap_err().var, "TRANSFORM");
     }
 
     #[test]

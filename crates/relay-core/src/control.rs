@@ -1,10 +1,19 @@
 //! The control item: one per migration, in the control table the template
-//! creates. It holds the cutoff, the mode and the restart bookkeeping.
+//! creates. It holds the cutoff, the mode, the pause (a fence) and the
+//! restart bookkeeping, written by the operator, and the consumption
+//! high-water mark, written by the applier.
 //!
 //! **Invariant:** the applier applies an event only if a cutoff exists and the
 //! event's time is at or after it. No cutoff means no write at all.
+//!
+//! **Invariant:** the queue holds every change newer than
+//! [`ControlState::frontier`]. The applier raises `consumed_ms` (monotonic)
+//! before any message it consumed can be deleted, and consumes nothing while
+//! the item is paused or after the item's `version` moved past the version
+//! it planned with (see [`Applying`]); so whoever stopped the applier, the
+//! frontier read after a pause is final.
 
-use crate::item::{AttributeValue, Attrs};
+use crate::item::{type_name, AttributeValue, Attrs};
 
 /// Partition key attribute of the control table.
 pub const ATTR_MIGRATION: &str = "migration";
@@ -16,6 +25,11 @@ pub const ATTR_SEED_METHOD: &str = "seed_method";
 pub const ATTR_SEED_MS: &str = "seed_ms";
 pub const ATTR_LAST_VERIFY: &str = "last_verify";
 pub const ATTR_UPDATED_MS: &str = "updated_ms";
+/// Written by the applier only: the newest event time it has consumed.
+pub const ATTR_CONSUMED_MS: &str = "consumed_ms";
+/// After a pause: no applier invocation that started before the pause can
+/// still write after this time (trigger disabled + the function's timeout).
+pub const ATTR_STOPPED_BY_MS: &str = "stopped_by_ms";
 
 /// Default safety margin between the seed's time and the cutoff. An
 /// on-demand backup taken at T may miss writes up to T-60 s and event times
@@ -44,9 +58,33 @@ pub struct ControlState {
     /// How and when the target was seeded (backup, pitr, export, scan).
     pub seed_method: Option<String>,
     pub seed_ms: Option<i64>,
-    /// The last verify's verdict ("clean" or a summary).
+    /// The last full verify's verdict ("clean" or a summary) since the
+    /// last seed; every seed and restart clears it.
     pub last_verify: Option<String>,
     pub updated_ms: Option<i64>,
+    /// The newest event time in any message the applier has consumed
+    /// (reported successful, so SQS deletes it). Written only by the
+    /// applier, monotonically; operator writes never touch it.
+    pub consumed_ms: Option<i64>,
+    /// Set by `pause` once the trigger is disabled: the time after which no
+    /// invocation that started before the pause can still write.
+    pub stopped_by_ms: Option<i64>,
+}
+
+/// What the applier may do under a control item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applying {
+    /// Apply events at or after `cutoff_ms` in `mode`; commit only while the
+    /// item is still at `version`.
+    Yes {
+        cutoff_ms: i64,
+        mode: Mode,
+        version: u64,
+    },
+    /// No cutoff: the target is not seeded. Nothing is written.
+    NoCutoff,
+    /// Paused (a fence): nothing is consumed until `resume`.
+    Paused,
 }
 
 /// Why a control item is unusable.
@@ -83,21 +121,6 @@ fn string(item: &Attrs, attr: &'static str) -> Option<String> {
     }
 }
 
-fn type_name(v: &AttributeValue) -> &'static str {
-    match v {
-        AttributeValue::S(_) => "S",
-        AttributeValue::N(_) => "N",
-        AttributeValue::B(_) => "B",
-        AttributeValue::Bool(_) => "BOOL",
-        AttributeValue::Null(_) => "NULL",
-        AttributeValue::M(_) => "M",
-        AttributeValue::L(_) => "L",
-        AttributeValue::Ss(_) => "SS",
-        AttributeValue::Ns(_) => "NS",
-        AttributeValue::Bs(_) => "BS",
-    }
-}
-
 impl ControlState {
     pub fn from_item(item: &Attrs) -> Result<Self, ControlError> {
         let migration = match item.get(ATTR_MIGRATION) {
@@ -121,43 +144,76 @@ impl ControlState {
             seed_ms: number(item, ATTR_SEED_MS)?,
             last_verify: string(item, ATTR_LAST_VERIFY),
             updated_ms: number(item, ATTR_UPDATED_MS)?,
+            consumed_ms: number(item, ATTR_CONSUMED_MS)?,
+            stopped_by_ms: number(item, ATTR_STOPPED_BY_MS)?,
         })
     }
 
+    /// The attributes the operator owns, each with its value or `None`
+    /// (to be removed). The CLI writes exactly these, conditionally on
+    /// `version`, so it never overwrites the applier's `consumed_ms`.
+    pub fn operator_attrs(&self) -> Vec<(&'static str, Option<AttributeValue>)> {
+        let n = |v: Option<i64>| v.map(|v| AttributeValue::N(v.to_string()));
+        let s = |v: &Option<String>| v.clone().map(AttributeValue::S);
+        let mode = match self.mode {
+            Mode::Normal => "normal",
+            Mode::Tombstone => "tombstone",
+        };
+        vec![
+            (ATTR_CUTOFF_MS, n(self.cutoff_ms)),
+            (ATTR_PAUSED_AT_MS, n(self.paused_at_ms)),
+            (ATTR_STOPPED_BY_MS, n(self.stopped_by_ms)),
+            (ATTR_MODE, Some(AttributeValue::S(mode.into()))),
+            (ATTR_SEED_METHOD, s(&self.seed_method)),
+            (ATTR_SEED_MS, n(self.seed_ms)),
+            (ATTR_LAST_VERIFY, s(&self.last_verify)),
+            (ATTR_UPDATED_MS, n(self.updated_ms)),
+        ]
+    }
+
+    /// The whole item (tests and first writes).
     pub fn to_item(&self) -> Attrs {
         let mut item = Attrs::new();
         item.insert(
             ATTR_MIGRATION.into(),
             AttributeValue::S(self.migration.clone()),
         );
-        if let Some(c) = self.cutoff_ms {
-            item.insert(ATTR_CUTOFF_MS.into(), AttributeValue::N(c.to_string()));
+        for (name, value) in self.operator_attrs() {
+            if let Some(v) = value {
+                item.insert(name.into(), v);
+            }
         }
-        if let Some(p) = self.paused_at_ms {
-            item.insert(ATTR_PAUSED_AT_MS.into(), AttributeValue::N(p.to_string()));
-        }
-        let mode = match self.mode {
-            Mode::Normal => "normal",
-            Mode::Tombstone => "tombstone",
-        };
-        item.insert(ATTR_MODE.into(), AttributeValue::S(mode.into()));
         item.insert(
             ATTR_VERSION.into(),
             AttributeValue::N(self.version.to_string()),
         );
-        if let Some(m) = &self.seed_method {
-            item.insert(ATTR_SEED_METHOD.into(), AttributeValue::S(m.clone()));
-        }
-        if let Some(t) = self.seed_ms {
-            item.insert(ATTR_SEED_MS.into(), AttributeValue::N(t.to_string()));
-        }
-        if let Some(v) = &self.last_verify {
-            item.insert(ATTR_LAST_VERIFY.into(), AttributeValue::S(v.clone()));
-        }
-        if let Some(t) = self.updated_ms {
-            item.insert(ATTR_UPDATED_MS.into(), AttributeValue::N(t.to_string()));
+        if let Some(t) = self.consumed_ms {
+            item.insert(ATTR_CONSUMED_MS.into(), AttributeValue::N(t.to_string()));
         }
         item
+    }
+
+    /// What the applier may do.
+    pub fn applying(&self) -> Applying {
+        match (self.cutoff_ms, self.paused_at_ms) {
+            (_, Some(_)) => Applying::Paused,
+            (None, None) => Applying::NoCutoff,
+            (Some(cutoff_ms), None) => Applying::Yes {
+                cutoff_ms,
+                mode: self.mode,
+                version: self.version,
+            },
+        }
+    }
+
+    /// The queue holds every change newer than this point: the newest event
+    /// the applier consumed, or the pause, whichever is later (`None`: the
+    /// applier never consumed anything and is not paused).
+    pub fn frontier(&self) -> Option<i64> {
+        match (self.consumed_ms, self.paused_at_ms) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -166,10 +222,11 @@ pub fn cutoff_for_seed(seed_time_ms: i64, margin_ms: i64) -> i64 {
     seed_time_ms - margin_ms
 }
 
-/// The earliest point a replay may re-seed at: the queue holds every event
-/// since the pause, so the new cutoff (T - margin) must not be before it.
-pub fn earliest_replay_point(paused_at_ms: i64, margin_ms: i64) -> i64 {
-    paused_at_ms + margin_ms
+/// The earliest point a replay may re-seed at: the queue holds every change
+/// newer than `frontier_ms`, so the new cutoff (T - margin) must not be
+/// before it.
+pub fn earliest_replay_point(frontier_ms: i64, margin_ms: i64) -> i64 {
+    frontier_ms + margin_ms
 }
 
 #[cfg(test)]
@@ -195,6 +252,38 @@ mod tests {
         item.insert(ATTR_CUTOFF_MS.into(), AttributeValue::S("yesterday".into()));
         let err = ControlState::from_item(&item).unwrap_err().to_string();
         assert!(err.contains("cutoff_ms"), "{err}");
+    }
+
+    #[test]
+    fn operator_writes_never_carry_the_applier_high_water_mark() {
+        let s = ControlState {
+            migration: "m".into(),
+            cutoff_ms: Some(5),
+            consumed_ms: Some(9),
+            ..Default::default()
+        };
+        assert!(s
+            .operator_attrs()
+            .iter()
+            .all(|(name, _)| *name != ATTR_CONSUMED_MS && *name != ATTR_VERSION));
+        assert_eq!(ControlState::from_item(&s.to_item()).unwrap(), s);
+    }
+
+    #[test]
+    fn the_frontier_is_the_later_of_consumption_and_pause() {
+        let mut s = ControlState::default();
+        assert_eq!(s.frontier(), None);
+        s.consumed_ms = Some(100);
+        assert_eq!(s.frontier(), Some(100));
+        s.paused_at_ms = Some(90);
+        assert_eq!(s.frontier(), Some(100));
+        s.paused_at_ms = Some(120);
+        assert_eq!(s.frontier(), Some(120));
+        assert_eq!(s.applying(), Applying::Paused);
+        s.paused_at_ms = None;
+        assert_eq!(s.applying(), Applying::NoCutoff);
+        s.cutoff_ms = Some(1);
+        assert!(matches!(s.applying(), Applying::Yes { cutoff_ms: 1, .. }));
     }
 
     #[test]

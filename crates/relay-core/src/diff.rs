@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::item::{Attrs, CanonicalKey};
+use crate::item::{same_item, Attrs, CanonicalKey};
 
 /// The key attributes of `item`, or `None` if one is absent.
 pub fn key_of(item: &Attrs, key_names: &[String]) -> Option<Attrs> {
@@ -63,9 +63,7 @@ pub fn diff(expected: &Keyed, actual: &Keyed) -> TableDiff {
     for (k, want) in expected {
         match actual.get(k) {
             None => d.missing.push(k.clone()),
-            Some(got) if CanonicalKey::of(got) != CanonicalKey::of(want) => {
-                d.changed.push(k.clone())
-            }
+            Some(got) if !same_item(got, want) => d.changed.push(k.clone()),
             Some(_) => d.same += 1,
         }
     }

@@ -18,7 +18,8 @@ use std::io;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::ChangeEvent;
+use crate::event::{ChangeEvent, Op};
+use crate::item::Attrs;
 
 /// The envelope version this build writes and reads.
 pub const VERSION: u32 = 1;
@@ -122,6 +123,59 @@ pub const SEPARATOR: &[u8] = b",";
 pub fn encode_event(event: &ChangeEvent) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     write_json(&mut out, event);
+    out
+}
+
+/// A borrowed view of a [`ChangeEvent`] that serialises exactly like it, so
+/// the packer can encode an event with a slimmer image (or as a refetch
+/// marker) without cloning it.
+#[derive(Debug, Serialize)]
+pub struct EventView<'a> {
+    #[serde(rename = "id")]
+    pub event_id: &'a str,
+    #[serde(rename = "sq")]
+    pub seq: &'a str,
+    #[serde(rename = "t")]
+    pub time_ms: i64,
+    #[serde(rename = "op")]
+    pub op: Op,
+    #[serde(rename = "ttl", skip_serializing_if = "is_false")]
+    pub ttl: bool,
+    #[serde(rename = "rf", skip_serializing_if = "is_false")]
+    pub refetch: bool,
+    #[serde(rename = "k")]
+    pub keys: &'a Attrs,
+    #[serde(rename = "n", skip_serializing_if = "Option::is_none")]
+    pub new_image: Option<&'a Attrs>,
+    #[serde(rename = "o", skip_serializing_if = "Option::is_none")]
+    pub old_image: Option<&'a Attrs>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl<'a> EventView<'a> {
+    /// The event as it is.
+    pub fn of(e: &'a ChangeEvent) -> Self {
+        EventView {
+            event_id: &e.event_id,
+            seq: &e.seq,
+            time_ms: e.time_ms,
+            op: e.op,
+            ttl: e.ttl,
+            refetch: e.refetch,
+            keys: &e.keys,
+            new_image: e.new_image.as_ref(),
+            old_image: e.old_image.as_ref(),
+        }
+    }
+}
+
+/// One event view as SQS-safe JSON.
+pub fn encode_view(view: &EventView<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    write_json(&mut out, view);
     out
 }
 
@@ -231,6 +285,17 @@ mod tests {
             || c >= '\u{10000}'));
         let back = decode(&body).unwrap();
         assert_eq!(back.ev[0], ev("k", text));
+    }
+
+    #[test]
+    fn views_encode_exactly_like_events() {
+        let mut e = ev("k", "x");
+        e.old_image = Some(e.keys.clone());
+        e.ttl = true;
+        assert_eq!(encode_view(&EventView::of(&e)), encode_event(&e));
+        e.refetch = true;
+        e.new_image = None;
+        assert_eq!(encode_view(&EventView::of(&e)), encode_event(&e));
     }
 
     #[test]

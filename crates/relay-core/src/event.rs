@@ -45,6 +45,9 @@ pub struct ChangeEvent {
     pub keys: Attrs,
     #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
     pub new_image: Option<Attrs>,
+    /// The old image, or, when it did not fit a message, its projection onto
+    /// the transform's key sources: the applier only derives the old target
+    /// key from it (to delete a moved or removed item), never writes it.
     #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
     pub old_image: Option<Attrs>,
 }
@@ -54,11 +57,18 @@ fn is_false(b: &bool) -> bool {
 }
 
 impl ChangeEvent {
-    /// The event reduced to its keys: the applier will refetch the item.
+    /// True when the applier must read the source's current item: a refetch
+    /// marker, or an INSERT/MODIFY without a new image.
+    pub fn needs_refetch(&self) -> bool {
+        self.refetch || (self.op != Op::Remove && self.new_image.is_none())
+    }
+
+    /// The event without its new image: the applier will refetch the
+    /// item. The old image is kept for the packer to shrink to the key
+    /// sources (a moved or deleted item's old target key needs them).
     pub fn into_refetch(mut self) -> Self {
         self.refetch = true;
         self.new_image = None;
-        self.old_image = None;
         self
     }
 }
@@ -72,6 +82,8 @@ pub enum RecordError {
         "stream record {event_id} (seq {seq}) has no Keys, so it cannot be replicated or refetched"
     )]
     MissingKeys { event_id: String, seq: String },
+    #[error("stream record {event_id} (seq {seq}) has no ApproximateCreationDateTime, so the cutoff cannot place it; it is reported, never treated as older than the cutoff")]
+    MissingCreationTime { event_id: String, seq: String },
 }
 
 /// The principal DynamoDB's TTL process uses in stream records.
@@ -98,6 +110,16 @@ pub fn from_stream_record(rec: &EventRecord) -> Result<ChangeEvent, RecordError>
             seq,
         });
     }
+    // aws_lambda_events defaults a missing ApproximateCreationDateTime to
+    // the epoch; real records always carry one. Treating the epoch as a time
+    // would skip the change as "before the cutoff": refuse it instead.
+    let time_ms = change.approximate_creation_date_time.timestamp_millis();
+    if time_ms <= 0 {
+        return Err(RecordError::MissingCreationTime {
+            event_id: rec.event_id.clone(),
+            seq,
+        });
+    }
     let ttl = rec
         .user_identity
         .as_ref()
@@ -116,7 +138,7 @@ pub fn from_stream_record(rec: &EventRecord) -> Result<ChangeEvent, RecordError>
     let event = ChangeEvent {
         event_id: rec.event_id.clone(),
         seq,
-        time_ms: change.approximate_creation_date_time.timestamp_millis(),
+        time_ms,
         op: op.unwrap_or(Op::Modify),
         ttl,
         refetch: false,

@@ -29,6 +29,32 @@ impl CanonicalKey {
     }
 }
 
+/// The DynamoDB type tag of a value (`S`, `N`, `SS`, ...), for error messages
+/// that must not quote the value.
+pub fn type_name(v: &AttributeValue) -> &'static str {
+    match v {
+        AttributeValue::S(_) => "S",
+        AttributeValue::N(_) => "N",
+        AttributeValue::B(_) => "B",
+        AttributeValue::Bool(_) => "BOOL",
+        AttributeValue::Null(_) => "NULL",
+        AttributeValue::M(_) => "M",
+        AttributeValue::L(_) => "L",
+        AttributeValue::Ss(_) => "SS",
+        AttributeValue::Ns(_) => "NS",
+        AttributeValue::Bs(_) => "BS",
+    }
+}
+
+/// Whether two items are equal as DynamoDB sees them: same attributes, same
+/// values, whatever the attribute order, set order or number spelling.
+pub fn same_item(a: &Attrs, b: &Attrs) -> bool {
+    let (mut x, mut y) = (Vec::with_capacity(256), Vec::with_capacity(256));
+    encode_map(a, &mut x);
+    encode_map(b, &mut y);
+    x == y
+}
+
 fn put_len_prefixed(bytes: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
     out.extend_from_slice(bytes);
@@ -107,11 +133,18 @@ fn encode_value(value: &AttributeValue, out: &mut Vec<u8>) {
     }
 }
 
-/// Normalises a DynamoDB number string so that equal numbers compare equal:
-/// `-001.500e2` becomes `-15E1`, `0.0` becomes `0`. It never goes through a
-/// float, so all 38 digits are kept. A string that is not a number is
-/// returned unchanged (DynamoDB would have refused it; we still keep it).
-pub fn canonical_number(raw: &str) -> String {
+/// A decimal number as DynamoDB writes it: sign, significant digits (no
+/// leading or trailing zeros; empty for zero) and the power of ten of the
+/// last digit.
+struct Decimal<'a> {
+    negative: bool,
+    digits: std::borrow::Cow<'a, str>,
+    exponent: i64,
+}
+
+/// Parses `[+-]digits[.digits][(e|E)[+-]digits]` without going through a
+/// float. `None` when the text is not a decimal number.
+fn parse_decimal(raw: &str) -> Option<Decimal<'_>> {
     let s = raw.trim();
     let (negative, rest) = match s.as_bytes().first() {
         Some(b'-') => (true, &s[1..]),
@@ -124,10 +157,7 @@ pub fn canonical_number(raw: &str) -> String {
     };
     let mut exponent: i64 = match exp_part {
         None => 0,
-        Some(e) => match e.parse::<i64>() {
-            Ok(v) => v,
-            Err(_) => return raw.to_string(),
-        },
+        Some(e) => e.parse::<i64>().ok()?,
     };
     let (int_part, frac_part) = match mantissa.find('.') {
         Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
@@ -137,24 +167,81 @@ pub fn canonical_number(raw: &str) -> String {
         || !int_part.bytes().all(|b| b.is_ascii_digit())
         || !frac_part.bytes().all(|b| b.is_ascii_digit())
     {
-        return raw.to_string();
+        return None;
     }
-    let mut digits: String = format!("{int_part}{frac_part}");
-    exponent -= frac_part.len() as i64;
-    let trimmed_lead = digits.trim_start_matches('0');
-    if trimmed_lead.is_empty() {
+    exponent = exponent.checked_sub(frac_part.len() as i64)?;
+    let digits: std::borrow::Cow<'_, str> = if frac_part.is_empty() {
+        int_part.into()
+    } else {
+        format!("{int_part}{frac_part}").into()
+    };
+    let lead = digits.len() - digits.trim_start_matches('0').len();
+    let trail = digits.len() - digits.trim_end_matches('0').len();
+    if lead == digits.len() {
+        return Some(Decimal {
+            negative: false,
+            digits: "".into(),
+            exponent: 0,
+        });
+    }
+    exponent = exponent.checked_add(trail as i64)?;
+    let digits = match digits {
+        std::borrow::Cow::Borrowed(d) => std::borrow::Cow::Borrowed(&d[lead..d.len() - trail]),
+        std::borrow::Cow::Owned(d) => d[lead..d.len() - trail].to_string().into(),
+    };
+    Some(Decimal {
+        negative,
+        digits,
+        exponent,
+    })
+}
+
+/// Normalises a DynamoDB number string so that equal numbers compare equal:
+/// `-001.500e2` becomes `-15E1`, `0.0` becomes `0`. It never goes through a
+/// float, so all 38 digits are kept. A string that is not a number is
+/// returned unchanged (DynamoDB would have refused it; we still keep it).
+pub fn canonical_number(raw: &str) -> String {
+    let Some(d) = parse_decimal(raw) else {
+        return raw.to_string();
+    };
+    if d.digits.is_empty() {
         return "0".to_string();
     }
-    digits = trimmed_lead.to_string();
-    let without_trailing = digits.trim_end_matches('0');
-    exponent += (digits.len() - without_trailing.len()) as i64;
-    let digits = without_trailing;
-    let sign = if negative { "-" } else { "" };
-    if exponent == 0 {
-        format!("{sign}{digits}")
+    let sign = if d.negative { "-" } else { "" };
+    if d.exponent == 0 {
+        format!("{sign}{}", d.digits)
     } else {
-        format!("{sign}{digits}E{exponent}")
+        format!("{sign}{}E{}", d.digits, d.exponent)
     }
+}
+
+/// Why DynamoDB would refuse a number.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NumberError {
+    #[error("is not a decimal number (NaN, Infinity and hexadecimal are not numbers in DynamoDB)")]
+    NotDecimal,
+    #[error("has {0} significant digits; DynamoDB keeps at most 38")]
+    TooPrecise(usize),
+    #[error("is out of DynamoDB's range (magnitude 1E-130 to 9.99...E+125)")]
+    OutOfRange,
+}
+
+/// Checks DynamoDB's number rules: a decimal with at most 38 significant
+/// digits, zero or a magnitude from 1E-130 to 9.9999999999999999999999999999999999999E+125.
+pub fn check_number(raw: &str) -> Result<(), NumberError> {
+    let d = parse_decimal(raw).ok_or(NumberError::NotDecimal)?;
+    if d.digits.is_empty() {
+        return Ok(());
+    }
+    if d.digits.len() > 38 {
+        return Err(NumberError::TooPrecise(d.digits.len()));
+    }
+    // The power of ten of the most significant digit.
+    let top = d.exponent + d.digits.len() as i64 - 1;
+    if !(-130..=125).contains(&top) {
+        return Err(NumberError::OutOfRange);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -180,6 +267,41 @@ mod tests {
         let big = "12345678901234567890123456789012345678";
         assert_eq!(canonical_number(big), big);
         assert_eq!(canonical_number("not a number"), "not a number");
+    }
+
+    #[test]
+    fn dynamodb_number_rules_are_enforced_without_floats() {
+        for ok in [
+            "0",
+            "-0.000",
+            "42",
+            "1E-130",
+            "-1e-130",
+            "9.9999999999999999999999999999999999999E+125",
+            "12345678901234567890123456789012345678",
+            "0.00012345678901234567890123456789012345678",
+            "+7",
+            "1.5e2",
+        ] {
+            assert_eq!(check_number(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("NaN", NumberError::NotDecimal),
+            ("inf", NumberError::NotDecimal),
+            ("-Infinity", NumberError::NotDecimal),
+            ("0x10", NumberError::NotDecimal),
+            ("", NumberError::NotDecimal),
+            ("1e", NumberError::NotDecimal),
+            ("1e400", NumberError::OutOfRange),
+            ("1E126", NumberError::OutOfRange),
+            ("1E-131", NumberError::OutOfRange),
+            (
+                "123456789012345678901234567890123456789",
+                NumberError::TooPrecise(39),
+            ),
+        ] {
+            assert_eq!(check_number(bad), Err(why), "{bad}");
+        }
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! - [`group`] and [`pack`]: FIFO groups, dedup ids, packing under a size cap;
 //! - [`send_plan`]: the forwarder's ordering-safe send rounds and failure report;
 //! - [`apply`]: cutoff, TTL policy, coalescing and failure planning for the applier;
-//! - [`control`]: the control item (cutoff, mode, restart bookkeeping);
+//! - [`control`]: the control item (cutoff, mode, pause fence, consumption
+//!   high-water mark, restart bookkeeping);
+//! - [`decide`]: the operator's decisions (preflight checks, replay points,
+//!   cutover GO/NO-GO);
 //! - [`diff`]: table comparison by canonical encoding;
 //! - [`config`], [`metrics`], [`retry`].
 //!
@@ -15,13 +18,13 @@
 pub mod apply;
 pub mod config;
 pub mod control;
+pub mod decide;
 pub mod diff;
 pub mod envelope;
 pub mod event;
 pub mod group;
 pub mod item;
 pub mod metrics;
-pub mod ops;
 pub mod pack;
 pub mod retry;
 pub mod send_plan;

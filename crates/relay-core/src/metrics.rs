@@ -25,6 +25,11 @@ pub mod names {
     pub const FAILED_MESSAGES: &str = "FailedMessages";
     pub const UNDECODABLE_MESSAGES: &str = "UndecodableMessages";
     pub const CUTOFF_MISSING: &str = "CutoffMissing";
+    /// Batches the applier planned again because an operator changed the
+    /// control item while it was applying them (pause, mode switch, cutoff).
+    pub const REPLANNED: &str = "Replanned";
+    /// Batches not applied because the migration is paused.
+    pub const PAUSED_BATCHES: &str = "PausedBatches";
     pub const REPLICATION_LAG_MS: &str = "ReplicationLag";
 }
 

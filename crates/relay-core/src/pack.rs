@@ -5,25 +5,32 @@
 //! order they must be sent.
 //!
 //! **Invariant:** no message body exceeds the size cap. An event too big for
-//! the cap first loses its old image, then becomes a refetch marker (keys
-//! only); it is never truncated and never dropped.
+//! the cap first has its old image shrunk to the transform's key sources
+//! (what the applier needs to find a moved or deleted item's old target
+//! key), then becomes a refetch marker (keys and those key sources); it is
+//! never truncated and never dropped.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
-use crate::envelope;
+use crate::envelope::{self, EventView};
 use crate::event::ChangeEvent;
 use crate::group::{bucket, dedup_id, group_id};
 use crate::item::CanonicalKey;
+use crate::transform::project;
 
 /// How the forwarder packs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PackConfig {
     /// Number of FIFO groups (G).
     pub buckets: u32,
     /// Largest message body, in bytes.
     pub max_message_bytes: usize,
-    /// Whether old images are forwarded at all.
+    /// Whether whole old images are forwarded (when they fit).
     pub forward_old_image: bool,
+    /// Attributes of the old image that always travel, even when the old
+    /// image does not: the transform's key sources that are not key
+    /// attributes (empty when the target key comes from the source keys).
+    pub old_key_sources: BTreeSet<String>,
 }
 
 /// One FIFO message, ready to send.
@@ -93,7 +100,7 @@ pub fn pack(
 
     for (record, event) in events {
         let record = *record;
-        let (encoded, refetch) = encode_within(event, room, cfg.forward_old_image, &mut stats);
+        let (encoded, refetch) = encode_within(event, room, cfg, &mut stats);
         if encoded.len() > room {
             return Err(PackError {
                 record,
@@ -151,32 +158,39 @@ pub fn pack(
     Ok(Packed { groups: out, stats })
 }
 
-/// Encodes one event so that it fits `room` bytes if it can: without its old
-/// image if needed (or not wanted), else as a refetch marker. Clones the
-/// event only when it has to change it. Returns the bytes and whether the
-/// event is a refetch marker.
+/// Encodes one event so that it fits `room` bytes if it can: as it is (with
+/// its old image, if wanted); else with the old image shrunk to its key
+/// sources; else as a refetch marker (keys and those key sources). Never
+/// clones the event. Returns the bytes and whether it is a refetch marker.
 fn encode_within(
     event: &ChangeEvent,
     room: usize,
-    forward_old_image: bool,
+    cfg: &PackConfig,
     stats: &mut PackStats,
 ) -> (Vec<u8>, bool) {
-    if forward_old_image || event.old_image.is_none() {
+    let whole = cfg.forward_old_image || event.old_image.is_none();
+    if whole {
         let encoded = envelope::encode_event(event);
         if encoded.len() <= room {
             return (encoded, event.refetch);
         }
     }
-    let mut slim = event.clone();
-    if slim.old_image.take().is_some() {
+    let projected = event
+        .old_image
+        .as_ref()
+        .and_then(|o| project(o, &cfg.old_key_sources));
+    let mut view = EventView::of(event);
+    view.old_image = projected.as_ref();
+    if event.old_image.is_some() {
         stats.old_images_dropped += 1;
-        let encoded = envelope::encode_event(&slim);
+        let encoded = envelope::encode_view(&view);
         if encoded.len() <= room {
-            return (encoded, slim.refetch);
+            return (encoded, event.refetch);
         }
     }
-    let marker = slim.into_refetch();
-    (envelope::encode_event(&marker), true)
+    view.refetch = true;
+    view.new_image = None;
+    (envelope::encode_view(&view), true)
 }
 
 fn finish(bucket: u32, mut m: Building, invocation: u64, stats: &mut PackStats) -> OutMessage {
@@ -221,6 +235,7 @@ mod tests {
             buckets,
             max_message_bytes: cap,
             forward_old_image: true,
+            old_key_sources: BTreeSet::new(),
         }
     }
 
@@ -282,6 +297,38 @@ mod tests {
         assert_eq!(all[1].keys, ev(1, "b", 0).keys);
         assert_eq!(packed.stats.refetch_markers, 1);
         assert_eq!(packed.stats.old_images_dropped, 2);
+    }
+
+    #[test]
+    fn what_a_key_transform_needs_from_the_old_image_always_travels() {
+        let cap = MIN_MESSAGE_BYTES;
+        let mut c = cfg(1, cap);
+        c.old_key_sources = ["email".to_string()].into();
+        let with_email = |mut e: ChangeEvent| {
+            if let Some(o) = e.old_image.as_mut() {
+                o.insert("email".into(), V::S("old@x".into()));
+            }
+            e
+        };
+        let events = vec![
+            (0, with_email(ev(0, "a", cap / 2))), // fits only without its old image
+            (1, with_email(ev(1, "b", cap))),     // fits only as a marker
+        ];
+        let packed = pack("T", &events, &c, 1).unwrap();
+        let all: Vec<ChangeEvent> = packed.groups[0]
+            .iter()
+            .flat_map(|m| decode(&m.body).unwrap().ev)
+            .collect();
+        let projection: Attrs = [("email".to_string(), V::S("old@x".into()))].into();
+        assert!(all[0].new_image.is_some() && !all[0].refetch);
+        assert_eq!(all[0].old_image.as_ref(), Some(&projection));
+        assert!(all[1].refetch && all[1].new_image.is_none());
+        assert_eq!(all[1].old_image.as_ref(), Some(&projection));
+        // Even when old images are not forwarded at all.
+        c.forward_old_image = false;
+        let packed = pack("T", &events[..1], &c, 1).unwrap();
+        let e = &decode(&packed.groups[0][0].body).unwrap().ev[0];
+        assert_eq!(e.old_image.as_ref(), Some(&projection));
     }
 
     #[test]

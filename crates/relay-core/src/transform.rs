@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
-use crate::item::{AttributeValue, Attrs};
+use crate::item::{check_number, type_name, AttributeValue, Attrs, NumberError};
 
 /// Why a transform could not map an item or a change.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -37,8 +37,12 @@ pub enum TransformError {
     Missing(String),
     #[error("attribute {attr} is {found}; the key derivation needs a string or number")]
     NotScalar { attr: String, found: &'static str },
-    #[error("cannot convert attribute {attr} to {to}: not a valid number")]
-    NotNumber { attr: String, to: &'static str },
+    #[error("cannot convert attribute {attr} to {to}: it {why}")]
+    NotNumber {
+        attr: String,
+        to: &'static str,
+        why: NumberError,
+    },
     #[error("a delete needs attributes {0:?} to find its target key, and the stream record has no old image (use NEW_AND_OLD_IMAGES)")]
     NoOldImage(Vec<String>),
 }
@@ -96,6 +100,24 @@ pub trait Transform: Send + Sync + std::fmt::Debug {
     fn is_identity_key(&self) -> bool {
         false
     }
+
+    /// The source key of the item a target item was made from, when the
+    /// target item still carries the source key attributes (`None` when the
+    /// transform dropped them). Used to find where an extra target item
+    /// came from; never guessed.
+    fn source_key_of(&self, target_item: &Attrs, source_key_names: &[String]) -> Option<Attrs> {
+        crate::diff::key_of(target_item, source_key_names)
+    }
+}
+
+/// The attributes of `image` named in `names` (the key sources a delete or a
+/// moved item needs), or `None` when it holds none of them.
+pub fn project(image: &Attrs, names: &BTreeSet<String>) -> Option<Attrs> {
+    let out: Attrs = names
+        .iter()
+        .filter_map(|n| image.get(n).map(|v| (n.clone(), v.clone())))
+        .collect();
+    (!out.is_empty()).then_some(out)
 }
 
 /// No transform: the target item is the source item.
@@ -255,42 +277,39 @@ impl Derivation {
             Derivation::Convert(from, Scalar::S) => AttributeValue::S(text(from)?),
             Derivation::Convert(from, Scalar::N) => {
                 let t = text(from)?.trim().to_string();
-                if t.is_empty() || t.parse::<f64>().is_err() {
-                    return Err(TransformError::NotNumber {
-                        attr: from.clone(),
-                        to: "N",
-                    });
-                }
+                // DynamoDB's rules, not f64's: "NaN", "inf" and "1e400"
+                // parse as floats but DynamoDB refuses them mid-copy.
+                check_number(&t).map_err(|why| TransformError::NotNumber {
+                    attr: from.clone(),
+                    to: "N",
+                    why,
+                })?;
                 AttributeValue::N(t)
             }
         })
     }
 }
 
-fn type_name(v: &AttributeValue) -> &'static str {
-    match v {
-        AttributeValue::S(_) => "S",
-        AttributeValue::N(_) => "N",
-        AttributeValue::B(_) => "B",
-        AttributeValue::Bool(_) => "BOOL",
-        AttributeValue::Null(_) => "NULL",
-        AttributeValue::M(_) => "M",
-        AttributeValue::L(_) => "L",
-        AttributeValue::Ss(_) => "SS",
-        AttributeValue::Ns(_) => "NS",
-        AttributeValue::Bs(_) => "BS",
+impl Spec {
+    /// Parses a JSON or YAML spec (not yet validated: see [`Declarative::new`]).
+    pub fn parse(text: &str) -> Result<Spec, SpecError> {
+        if text.trim_start().starts_with('{') {
+            serde_json::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))
+        }
     }
 }
 
 impl Declarative {
     /// Parses a JSON or YAML spec for a source table keyed on `source_keys`.
     pub fn parse(text: &str, source_keys: &[String]) -> Result<Self, SpecError> {
-        let spec: Spec = if text.trim_start().starts_with('{') {
-            serde_json::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?
-        } else {
-            serde_yaml_ng::from_str(text).map_err(|e| SpecError::Parse(e.to_string()))?
-        };
-        Self::new(spec, source_keys)
+        Self::new(Spec::parse(text)?, source_keys)
+    }
+
+    /// The spec it was made from.
+    pub fn spec(&self) -> &Spec {
+        &self.spec
     }
 
     pub fn new(spec: Spec, source_keys: &[String]) -> Result<Self, SpecError> {
@@ -415,6 +434,23 @@ impl Transform for Declarative {
 
     fn is_identity_key(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    fn source_key_of(&self, target_item: &Attrs, source_key_names: &[String]) -> Option<Attrs> {
+        let mut key = Attrs::new();
+        for name in source_key_names {
+            // A renamed attribute is found under its new name; a dropped
+            // one (not copied elsewhere) cannot be found.
+            let found = match self.spec.rename.get(name) {
+                Some(new) => target_item.get(new),
+                None if self.spec.drop.contains(name) => {
+                    self.spec.copy.get(name).and_then(|to| target_item.get(to))
+                }
+                None => target_item.get(name),
+            }?;
+            key.insert(name.clone(), found.clone());
+        }
+        Some(key)
     }
 }
 
@@ -550,6 +586,53 @@ mod tests {
             t.item(&item(&[("pk", V::S("42".into()))])).unwrap()["n"],
             V::N("42".into())
         );
+        // f64 accepts these; DynamoDB does not. The error names the attribute.
+        for bad in [
+            "NaN",
+            "inf",
+            "1e400",
+            "-Infinity",
+            "1234567890123456789012345678901234567890",
+        ] {
+            let err = t.item(&item(&[("pk", V::S(bad.into()))])).unwrap_err();
+            assert!(
+                matches!(&err, TransformError::NotNumber { attr, .. } if attr == "pk"),
+                "{bad}: {err}"
+            );
+            assert!(err.to_string().contains("attribute pk"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_source_key_is_found_in_a_target_item_through_renames() {
+        let t = Declarative::parse(
+            "key: [{attribute: UUID, uuidv5: {from: [Name]}}]\nrename: {Name: DisplayName}",
+            &keys(&["Name"]),
+        )
+        .unwrap();
+        let target = t.item(&item(&[("Name", V::S("ann".into()))])).unwrap();
+        assert_eq!(
+            t.source_key_of(&target, &keys(&["Name"])),
+            Some(item(&[("Name", V::S("ann".into()))]))
+        );
+        let dropped = Declarative::parse(
+            "key: [{attribute: UUID, uuidv5: {from: [Name]}}]\ndrop: [Name]",
+            &keys(&["Name"]),
+        )
+        .unwrap();
+        let target = dropped
+            .item(&item(&[("Name", V::S("ann".into()))]))
+            .unwrap();
+        assert_eq!(dropped.source_key_of(&target, &keys(&["Name"])), None);
+        let names: BTreeSet<String> = ["Email".to_string()].into();
+        assert_eq!(
+            project(
+                &item(&[("pk", V::S("1".into())), ("Email", V::S("a@b".into()))]),
+                &names
+            ),
+            Some(item(&[("Email", V::S("a@b".into()))]))
+        );
+        assert_eq!(project(&item(&[("pk", V::S("1".into()))]), &names), None);
     }
 
     #[test]

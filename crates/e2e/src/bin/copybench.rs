@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
 use futures::future::try_join_all;
+use relay_aws::operator::Tables;
 use relay_e2e::{sample_item, Local};
 use serde_json::Value;
 

@@ -1,0 +1,241 @@
+//! `finish`: run after writes to the source stopped. Waits until the
+//! forwarder has forwarded everything and the queue is drained, then stops
+//! both triggers (and sets the pause fence) and writes a report.
+//!
+//! **Invariant:** quiet is proven, never assumed: an empty queue (visible
+//! and in flight), a `Forwarded` total that stopped growing, a forwarder
+//! that is Enabled, not behind, not throttled and not failing, and no
+//! stream failures, all for `quiet` seconds. A metric that cannot be read
+//! is not quiet.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use relay_aws::operator::{Aws, MetricQuery, Stat};
+use relay_core::control::ControlState;
+use relay_core::metrics::names;
+use serde::Serialize;
+
+use super::status::status;
+use crate::ctx::{explain, Ctx};
+use crate::report::Report;
+
+#[derive(Debug, Serialize)]
+pub struct FinishReport {
+    pub stack: String,
+    pub migration: String,
+    pub finished_ms: i64,
+    pub source_table: String,
+    pub target_table: String,
+    pub source_items_approx: Option<i64>,
+    pub target_items_approx: Option<i64>,
+    pub seed_method: Option<String>,
+    pub seed_ms: Option<i64>,
+    pub cutoff_ms: Option<i64>,
+    pub dlq_depth: u64,
+    pub stream_failures: u64,
+    pub last_verify: Option<String>,
+    pub triggers: String,
+    /// Seconds from the start of `finish` to quiet (how long writes paused
+    /// at least, with `quiet`).
+    pub drained_s: f64,
+    pub dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+}
+
+impl Report for FinishReport {
+    fn text(&self) -> String {
+        if let Some(plan) = &self.plan {
+            return format!("dry run: would {plan}");
+        }
+        format!("finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. DLQ {}, stream failures {}. The target {} is ready: switch your application to it.", self.drained_s, self.dlq_depth, self.stream_failures, self.target_table)
+    }
+}
+
+/// One look at the pipeline: `Ok(None)` when quiet, else what is not.
+async fn not_quiet<A: Aws>(
+    ctx: &Ctx<A>,
+    since_ms: i64,
+    last_total: &std::cell::Cell<Option<f64>>,
+    quiet_ms: i64,
+) -> Result<Option<String>> {
+    let s = &ctx.stack;
+    let forwarder = ctx.forwarder_trigger().await?;
+    if forwarder.state != "Enabled" {
+        bail!("the forwarder trigger is {}: source changes are not forwarded, so the drain cannot be proven; enable it (redeploy the stack) and run finish again", forwarder.state);
+    }
+    let q = ctx
+        .aws
+        .queue_attrs(&s.queue_url)
+        .await
+        .map_err(|e| explain(e, "queue"))?;
+    if q.visible + q.in_flight > 0 {
+        return Ok(Some(format!("{} messages queued", q.visible + q.in_flight)));
+    }
+    let f = ctx
+        .aws
+        .queue_attrs(&s.stream_failure_url)
+        .await
+        .map_err(|e| explain(e, "stream failure queue"))?;
+    if f.visible + f.in_flight > 0 {
+        bail!("{} stream batches were given up by the forwarder (stream failure queue): verify and repair before finishing", f.visible + f.in_flight);
+    }
+    let now = ctx.now_ms();
+    let dims = [
+        ("Migration", s.migration.as_str()),
+        ("Function", "forwarder"),
+    ];
+    let queries = [
+        MetricQuery::new("DdbRelay", names::FORWARDED, &dims, Stat::Sum),
+        MetricQuery::new("DdbRelay", names::REPLICATION_LAG_MS, &dims, Stat::Maximum),
+        MetricQuery::new(
+            "AWS/Lambda",
+            "IteratorAge",
+            &[("FunctionName", &s.forwarder)],
+            Stat::Maximum,
+        ),
+        MetricQuery::new(
+            "AWS/Lambda",
+            "Throttles",
+            &[("FunctionName", &s.forwarder)],
+            Stat::Sum,
+        ),
+        MetricQuery::new(
+            "AWS/Lambda",
+            "Errors",
+            &[("FunctionName", &s.forwarder)],
+            Stat::Sum,
+        ),
+        MetricQuery::new("DdbRelay", names::SEND_FAILURES, &dims, Stat::Sum),
+    ];
+    let series = match ctx.aws.metrics(&queries, since_ms, now + 60_000).await {
+        Ok(v) => v,
+        // Unknown is not quiet.
+        Err(e) => return Ok(Some(format!("metrics unknown ({}: {})", e.code, e.message))),
+    };
+    let total: f64 = series[0].iter().map(|(_, v)| v).sum();
+    let recent = |i: usize| {
+        series[i]
+            .iter()
+            .filter(|(t, _)| *t >= now - quiet_ms - 60_000)
+            .map(|(_, v)| *v)
+            .collect::<Vec<_>>()
+    };
+    let behind = recent(1)
+        .into_iter()
+        .chain(recent(2))
+        .fold(0.0f64, f64::max);
+    let throttled: f64 = recent(3).iter().sum();
+    let failing: f64 = recent(4).iter().sum::<f64>() + recent(5).iter().sum::<f64>();
+    let changed = last_total.get() != Some(total);
+    last_total.set(Some(total));
+    Ok(if changed {
+        Some("changes are still being forwarded".into())
+    } else if throttled > 0.0 {
+        Some(format!(
+            "the forwarder is throttled ({throttled:.0} in the last minutes)"
+        ))
+    } else if failing > 0.0 {
+        Some(format!(
+            "the forwarder is failing ({failing:.0} errors in the last minutes)"
+        ))
+    } else if behind > quiet_ms as f64 {
+        Some(format!(
+            "the forwarder is {:.0} s behind the stream",
+            behind / 1000.0
+        ))
+    } else {
+        None
+    })
+}
+
+pub async fn finish<A: Aws>(
+    ctx: &Ctx<A>,
+    quiet: u64,
+    timeout: u64,
+    report: Option<&std::path::Path>,
+    dry_run: bool,
+) -> Result<FinishReport> {
+    let s = &ctx.stack;
+    let applier = ctx.applier_trigger().await?;
+    let forwarder = ctx.forwarder_trigger().await?;
+    let plan = format!("wait until the forwarder is caught up and the queue stays empty for {quiet} s, then set the pause, disable both triggers and write a report");
+    let started = ctx.now_ms();
+    let since = started - 3_600_000;
+    if !dry_run {
+        let last_total = std::cell::Cell::new(None);
+        let quiet_since: std::cell::Cell<Option<i64>> = std::cell::Cell::new(None);
+        let why = std::cell::RefCell::new(String::from("not checked yet"));
+        let result = ctx
+            .wait(
+                &format!("waiting for {quiet} s of quiet: forwarder caught up, queue empty"),
+                Duration::from_secs(timeout),
+                || async {
+                    match not_quiet(ctx, since, &last_total, (quiet * 1000) as i64).await? {
+                        Some(reason) => {
+                            *why.borrow_mut() = reason;
+                            quiet_since.set(None);
+                            Ok(false)
+                        }
+                        None => {
+                            let since = quiet_since.get().unwrap_or_else(|| ctx.now_ms());
+                            quiet_since.set(Some(since));
+                            Ok(ctx.now_ms() - since >= (quiet * 1000) as i64)
+                        }
+                    }
+                },
+            )
+            .await;
+        if let Err(e) = result {
+            return Err(anyhow!("{e} (last check: {})", why.borrow()));
+        }
+        ctx.step("setting the pause and disabling the forwarder and applier triggers");
+        let read = ctx.control().await?;
+        if read.paused_at_ms.is_none() {
+            ctx.write_control(
+                &read,
+                ControlState {
+                    paused_at_ms: Some(ctx.now_ms()),
+                    ..read.clone()
+                },
+            )
+            .await?;
+        }
+        ctx.set_trigger(&forwarder.uuid, false, "forwarder trigger")
+            .await?;
+        ctx.set_trigger(&applier.uuid, false, "applier trigger")
+            .await?;
+    }
+    let st = status(ctx, 300).await?;
+    let src = ctx.aws.describe(&s.source_table).await.ok().flatten();
+    let tgt = ctx.aws.describe(&s.target_table).await.ok().flatten();
+    let value = FinishReport {
+        stack: s.name.clone(),
+        migration: s.migration.clone(),
+        finished_ms: ctx.now_ms(),
+        source_table: s.source_table.clone(),
+        target_table: s.target_table.clone(),
+        source_items_approx: src.and_then(|t| t.item_count),
+        target_items_approx: tgt.and_then(|t| t.item_count),
+        seed_method: st.seed_method,
+        seed_ms: st.seed_ms,
+        cutoff_ms: st.cutoff_ms,
+        dlq_depth: st.dlq_depth,
+        stream_failures: st.stream_failures,
+        last_verify: st.last_verify,
+        triggers: if dry_run {
+            st.applier_trigger
+        } else {
+            "Disabled".into()
+        },
+        drained_s: (ctx.now_ms() - started) as f64 / 1000.0,
+        dry_run,
+        plan: dry_run.then_some(plan),
+    };
+    if let (Some(path), false) = (report, dry_run) {
+        std::fs::write(path, serde_json::to_string_pretty(&value)?)
+            .map_err(|e| anyhow!("cannot write the report to {}: {e}", path.display()))?;
+    }
+    Ok(value)
+}

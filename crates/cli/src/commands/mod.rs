@@ -1,0 +1,144 @@
+//! The commands, one file each. Every command gathers facts through the
+//! [`relay_aws::operator::Aws`] traits, lets `relay_core::decide` decide,
+//! acts, and returns a typed report ([`crate::report::Report`]).
+
+pub mod cutover;
+pub mod dlq;
+pub mod finish;
+pub mod pause;
+pub mod preflight;
+pub mod replay;
+pub mod scan;
+pub mod seed;
+pub mod status;
+pub mod verify;
+
+use anyhow::Result;
+use relay_aws::operator::Aws;
+use relay_core::decide::CutoverThresholds;
+
+use crate::args::{Command, DlqCommand, Method, RestartMethod};
+use crate::ctx::Ctx;
+use crate::report::emit;
+
+/// Runs a command and prints its report; returns the exit code.
+pub async fn run<A: Aws>(ctx: &Ctx<A>, command: Command) -> Result<i32> {
+    let out = ctx.output;
+    Ok(match command {
+        Command::Preflight { method } => emit(out, &preflight::preflight(ctx, method).await?),
+        Command::Seed {
+            method: Method::Export,
+            print_import_spec: true,
+            s3_bucket,
+            s3_prefix,
+            ..
+        } => emit(
+            out,
+            &seed::print_import_spec(ctx, s3_bucket.as_deref().unwrap_or_default(), &s3_prefix)
+                .await?,
+        ),
+        Command::Seed {
+            method: Method::Scan,
+            copy,
+            dry_run,
+            ..
+        } => emit(out, &scan::seed_scan(ctx, copy, dry_run, false).await?),
+        Command::Seed {
+            method,
+            at,
+            s3_bucket,
+            s3_prefix,
+            dry_run,
+            ..
+        } => emit(
+            out,
+            &seed::seed(
+                ctx,
+                &seed::SeedArgs {
+                    method,
+                    at,
+                    bucket: s3_bucket,
+                    prefix: s3_prefix,
+                    dry_run,
+                },
+            )
+            .await?,
+        ),
+        Command::Pause { dry_run } => emit(out, &pause::pause(ctx, dry_run).await?),
+        Command::Resume { dry_run } => emit(out, &pause::resume(ctx, dry_run).await?),
+        Command::Replay {
+            from,
+            no_resume,
+            dry_run,
+        } => emit(
+            out,
+            &replay::replay(ctx, Some(from), no_resume, dry_run).await?,
+        ),
+        Command::Restart {
+            method: RestartMethod::Scan,
+            copy,
+            no_resume,
+            dry_run,
+        } => emit(
+            out,
+            &scan::restart_scan(ctx, copy, no_resume, dry_run).await?,
+        ),
+        Command::Restart {
+            method: RestartMethod::Backup,
+            no_resume,
+            dry_run,
+            ..
+        } => emit(out, &replay::replay(ctx, None, no_resume, dry_run).await?),
+        Command::Verify {
+            sample,
+            repair,
+            recheck_wait,
+            copy,
+        } => emit(
+            out,
+            &verify::verify(ctx, sample, repair, recheck_wait, copy).await?,
+        ),
+        Command::Status { window } => emit(
+            out,
+            &status::StatusReport(status::status(ctx, window).await?),
+        ),
+        Command::Watch {
+            window,
+            interval,
+            count,
+        } => status::watch(ctx, window, interval, count).await?,
+        Command::Cutover {
+            max_lag,
+            max_backlog,
+            window,
+            no_verify,
+        } => emit(
+            out,
+            &cutover::cutover(
+                ctx,
+                &CutoverThresholds {
+                    max_lag_ms: max_lag * 1000.0,
+                    max_backlog,
+                    waive_verify: no_verify,
+                },
+                window,
+            )
+            .await?,
+        ),
+        Command::Finish {
+            quiet,
+            timeout,
+            report,
+            dry_run,
+        } => emit(
+            out,
+            &finish::finish(ctx, quiet, timeout, report.as_deref(), dry_run).await?,
+        ),
+        Command::Dlq { command } => match command {
+            DlqCommand::List { max } => emit(out, &dlq::list(ctx, max).await?),
+            DlqCommand::Repair { max, dry_run } => {
+                emit(out, &dlq::repair(ctx, max, dry_run).await?)
+            }
+        },
+    })
+}

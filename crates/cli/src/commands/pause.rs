@@ -1,0 +1,232 @@
+//! `pause` and `resume`.
+//!
+//! **Invariant:** `pause` sets the fence in the control item *before* it
+//! disables the trigger, and reports when no invocation that started before
+//! the pause can still write (`stopped_by_ms`: the trigger reported
+//! Disabled, plus the applier's timeout). From the fence on, the applier
+//! consumes nothing, so the frontier it reports is final.
+
+use anyhow::{bail, Result};
+use relay_aws::operator::Aws;
+use relay_core::control::ControlState;
+use relay_core::decide::ReplayBounds;
+use serde::Serialize;
+
+use crate::ctx::{explain, rfc3339, Ctx};
+use crate::report::Report;
+
+#[derive(Debug, Serialize)]
+pub struct PauseReport {
+    pub stack: String,
+    pub trigger: String,
+    pub paused_at_ms: Option<i64>,
+    /// No applier invocation that started before the pause writes after this.
+    pub stopped_by_ms: Option<i64>,
+    /// The newest change the applier consumed.
+    pub consumed_ms: Option<i64>,
+    /// The earliest T `replay --from` accepts.
+    pub earliest_replay_ms: i64,
+    pub version: u64,
+    pub dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+}
+
+impl Report for PauseReport {
+    fn text(&self) -> String {
+        if let Some(plan) = &self.plan {
+            return format!("dry run: would {plan}");
+        }
+        format!(
+            "paused at {}; changes keep queueing (14-day retention). Earliest replay point: {}",
+            self.paused_at_ms.map_or("?".into(), rfc3339),
+            rfc3339(self.earliest_replay_ms)
+        )
+    }
+}
+
+/// The replay bounds under a control item, now.
+pub async fn bounds<A: Aws>(ctx: &Ctx<A>, control: &ControlState) -> Result<ReplayBounds> {
+    let retention_s = ctx
+        .aws
+        .queue_attrs(&ctx.stack.queue_url)
+        .await
+        .map_err(|e| explain(e, "queue"))?
+        .retention_s;
+    let now = ctx.now_ms();
+    Ok(ReplayBounds {
+        frontier_ms: control.frontier(),
+        paused: control.paused_at_ms.is_some(),
+        margin_ms: ctx.stack.margin_ms,
+        now_ms: now,
+        latest_ms: now,
+        retention_s,
+    })
+}
+
+pub async fn pause<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<PauseReport> {
+    let trigger = ctx.applier_trigger().await?;
+    let read = ctx.control().await?;
+    if dry_run {
+        let b = bounds(ctx, &read).await?;
+        return Ok(PauseReport {
+            stack: ctx.stack.name.clone(),
+            trigger: trigger.state.clone(),
+            paused_at_ms: read.paused_at_ms,
+            stopped_by_ms: read.stopped_by_ms,
+            consumed_ms: read.consumed_ms,
+            earliest_replay_ms: b.earliest_ms(),
+            version: read.version,
+            dry_run: true,
+            plan: Some(format!(
+                "set the pause in the control item (nothing is consumed after it), disable the applier trigger (now {}) and wait for in-flight invocations",
+                trigger.state
+            )),
+        });
+    }
+    // 1. The fence. A second pause keeps the first time.
+    let fenced = if read.paused_at_ms.is_some() {
+        read
+    } else {
+        ctx.write_control(
+            &read,
+            ControlState {
+                paused_at_ms: Some(ctx.now_ms()),
+                stopped_by_ms: None,
+                ..read.clone()
+            },
+        )
+        .await?
+    };
+    // 2. The trigger, then the longest an invocation already running can last.
+    if trigger.state != "Disabled" {
+        ctx.set_trigger(&trigger.uuid, false, "applier trigger")
+            .await?;
+    }
+    let timeout_s = ctx
+        .aws
+        .function_timeout_s(&ctx.stack.applier)
+        .await
+        .map_err(|e| explain(e, &format!("function {}", ctx.stack.applier)))?;
+    let stopped_by = ctx.now_ms() + (timeout_s as i64 + 5) * 1000;
+    let written = if fenced.stopped_by_ms.is_some_and(|t| t >= stopped_by) {
+        fenced
+    } else {
+        ctx.write_control(
+            &fenced,
+            ControlState {
+                stopped_by_ms: Some(stopped_by),
+                ..fenced.clone()
+            },
+        )
+        .await?
+    };
+    let b = bounds(ctx, &written).await?;
+    Ok(PauseReport {
+        stack: ctx.stack.name.clone(),
+        trigger: "Disabled".into(),
+        paused_at_ms: written.paused_at_ms,
+        stopped_by_ms: written.stopped_by_ms,
+        consumed_ms: written.consumed_ms,
+        earliest_replay_ms: b.earliest_ms(),
+        version: written.version,
+        dry_run: false,
+        plan: None,
+    })
+}
+
+#[derive(Debug, Serialize)]
+pub struct ResumeReport {
+    pub stack: String,
+    pub trigger: String,
+    pub cutoff_ms: i64,
+    pub version: u64,
+    pub dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+}
+
+impl Report for ResumeReport {
+    fn text(&self) -> String {
+        match &self.plan {
+            Some(plan) => format!("dry run: would {plan}"),
+            None => format!(
+                "resumed: the applier drains the queue into the target (cutoff {})",
+                rfc3339(self.cutoff_ms)
+            ),
+        }
+    }
+}
+
+pub async fn resume<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<ResumeReport> {
+    let s = &ctx.stack;
+    let read = ctx.control().await?;
+    let Some(cutoff) = read.cutoff_ms else {
+        bail!("no cutoff for migration {}: the target is not seeded; run `ddb-relay seed` first (resuming now would apply nothing and fail every batch)", s.migration);
+    };
+    match ctx
+        .aws
+        .describe(&s.target_table)
+        .await
+        .map_err(|e| explain(e, &s.target_table))?
+    {
+        Some(t) if t.status == "ACTIVE" => {}
+        Some(t) => bail!(
+            "target table {} is {}, not ACTIVE: wait for the seed to finish",
+            s.target_table,
+            t.status
+        ),
+        None => bail!(
+            "target table {} does not exist: run `ddb-relay seed`",
+            s.target_table
+        ),
+    }
+    let trigger = ctx.applier_trigger().await?;
+    if dry_run {
+        return Ok(ResumeReport {
+            stack: s.name.clone(),
+            trigger: trigger.state.clone(),
+            cutoff_ms: cutoff,
+            version: read.version,
+            dry_run: true,
+            plan: Some(format!(
+                "lift the pause and enable the applier trigger (now {}); cutoff {}",
+                trigger.state,
+                rfc3339(cutoff)
+            )),
+        });
+    }
+    let written = enable_applier(ctx, &trigger.uuid, read).await?;
+    Ok(ResumeReport {
+        stack: s.name.clone(),
+        trigger: "Enabled".into(),
+        cutoff_ms: cutoff,
+        version: written.version,
+        dry_run: false,
+        plan: None,
+    })
+}
+
+/// Lifts the pause (the fence first, so the first batches are not failed),
+/// then enables the applier trigger.
+pub async fn enable_applier<A: Aws>(
+    ctx: &Ctx<A>,
+    uuid: &str,
+    read: ControlState,
+) -> Result<ControlState> {
+    let written = if read.paused_at_ms.is_some() || read.stopped_by_ms.is_some() {
+        ctx.write_control(
+            &read,
+            ControlState {
+                paused_at_ms: None,
+                stopped_by_ms: None,
+                ..read.clone()
+            },
+        )
+        .await?
+    } else {
+        read
+    };
+    ctx.set_trigger(uuid, true, "applier trigger").await?;
+    Ok(written)
+}

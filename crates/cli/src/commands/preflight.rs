@@ -1,0 +1,199 @@
+//! `preflight`: a checklist before seeding; any FAIL is a blocker (exit 3).
+
+use anyhow::Result;
+use relay_aws::operator::Aws;
+use relay_core::decide::{self, Check, CheckStatus};
+use serde::Serialize;
+
+use super::cutover::check_lines;
+use crate::args::Method;
+use crate::ctx::{explain, rfc3339, Ctx};
+use crate::report::{Report, EXIT_NO_GO};
+
+#[derive(Debug, Serialize)]
+pub struct PreflightReport {
+    pub stack: String,
+    pub method: String,
+    pub ok: bool,
+    pub checks: Vec<Check>,
+}
+
+impl Report for PreflightReport {
+    fn text(&self) -> String {
+        let blockers = self
+            .checks
+            .iter()
+            .filter(|c| c.status == CheckStatus::Fail)
+            .count();
+        format!(
+            "{}\npreflight: {}",
+            check_lines(&self.checks),
+            if self.ok {
+                "ready".into()
+            } else {
+                format!("{blockers} blocker(s)")
+            }
+        )
+    }
+
+    fn exit_code(&self) -> i32 {
+        if self.ok {
+            0
+        } else {
+            EXIT_NO_GO
+        }
+    }
+}
+
+pub async fn preflight<A: Aws>(ctx: &Ctx<A>, method: Method) -> Result<PreflightReport> {
+    let s = &ctx.stack;
+    let mut checks = vec![Check::pass(
+        "stack",
+        format!("{} (migration {})", s.name, s.migration),
+    )];
+    let probe =
+        |what: &str, e: relay_aws::AwsError| Check::fail(what, explain(e, what).to_string());
+
+    // Source table, its stream, and the transform against both.
+    match ctx.aws.describe(&s.source_table).await {
+        Ok(Some(t)) => {
+            checks.push(Check::pass(
+                "source table",
+                format!("{} ({})", t.name, t.status),
+            ));
+            checks.push(decide::stream_view_check(t.stream_view.as_deref()));
+            match crate::transform::load_checked(ctx).await {
+                Ok(loaded) => {
+                    if let Some(why) = &loaded.mismatch {
+                        checks.push(Check::fail("transform", why.clone()));
+                    } else {
+                        checks.push(Check::pass(
+                            "transform",
+                            match &s.transform_spec {
+                                Some(_) => "the deployed TransformSpec".to_string(),
+                                None => "none (items are copied unchanged)".to_string(),
+                            },
+                        ));
+                    }
+                    checks.push(crate::transform::remove_mapping_check(
+                        loaded.transform.as_ref(),
+                        &loaded.source_keys,
+                        t.stream_view.as_deref(),
+                    ));
+                }
+                Err(e) => checks.push(Check::fail("transform", e.to_string())),
+            }
+            match (ctx.forwarder_trigger().await, &t.stream_arn) {
+                (Ok(m), Some(current)) if &m.source_arn == current => {
+                    checks.push(if m.state == "Enabled" {
+                        Check::pass("forwarder trigger", "Enabled on the current stream")
+                    } else {
+                        Check::fail("forwarder trigger", format!("{}: changes are not forwarded; enable it (redeploy the stack)", m.state))
+                    })
+                }
+                (Ok(m), Some(current)) => checks.push(Check::fail(
+                    "forwarder trigger",
+                    format!("reads {}, but the source's stream is now {current}: redeploy with SourceStreamArn={current}", m.source_arn),
+                )),
+                (Ok(_), None) => {}
+                (Err(e), _) => checks.push(Check::fail("forwarder trigger", e.to_string())),
+            }
+        }
+        Ok(None) => checks.push(Check::fail(
+            "source table",
+            format!(
+                "{} not found: check SourceTableName and --region",
+                s.source_table
+            ),
+        )),
+        Err(e) => checks.push(probe("source table", e)),
+    }
+
+    // PITR, for the methods that need it.
+    if matches!(method, Method::Pitr | Method::Export) {
+        match ctx.aws.pitr(&s.source_table).await {
+            Ok((true, _)) => checks.push(Check::pass("source PITR", "enabled")),
+            Ok((false, _)) => checks.push(Check::fail(
+                "source PITR",
+                format!("disabled: `aws dynamodb update-continuous-backups --table-name {} --point-in-time-recovery-specification PointInTimeRecoveryEnabled=true`", s.source_table),
+            )),
+            Err(e) => checks.push(probe("source PITR", e)),
+        }
+    }
+
+    // The control item (also probes the permission to read it).
+    let control = match ctx.control().await {
+        Ok(c) => {
+            checks.push(Check::pass(
+                "control item",
+                match c.cutoff_ms {
+                    Some(t) => format!("cutoff {}", rfc3339(t)),
+                    None => "no cutoff yet (seed sets it)".into(),
+                },
+            ));
+            Some(c)
+        }
+        Err(e) => {
+            checks.push(Check::fail("control item", e.to_string()));
+            None
+        }
+    };
+    let seeded = control.as_ref().is_some_and(|c| c.seed_ms.is_some());
+
+    // The target: restore and import create it.
+    match ctx.aws.describe(&s.target_table).await {
+        Ok(None) if method == Method::Scan => checks.push(Check::fail(
+            "target table",
+            format!("{} does not exist: a scan copy writes into a table your IaC creates", s.target_table),
+        )),
+        Ok(Some(t)) if method == Method::Scan => checks.push(Check::pass(
+            "target table",
+            format!("{} ({}, keys {:?}) exists for the scan copy", t.name, t.status, t.key_names),
+        )),
+        Ok(None) => checks.push(Check::pass("target table", format!("{} does not exist yet; the {} seed creates it", s.target_table, method.as_str()))),
+        Ok(Some(t)) if seeded => checks.push(Check::pass("target table", format!("{} ({}), seeded by ddb-relay", t.name, t.status))),
+        Ok(Some(t)) => checks.push(Check::fail(
+            "target table",
+            format!("{} already exists ({} keys {:?}) and no seed is recorded: a {} seed must create it; delete it or choose another TargetTableName", t.name, t.status, t.key_names, method.as_str()),
+        )),
+        Err(e) => checks.push(probe("target table", e)),
+    }
+
+    // Triggers and queues.
+    match ctx.applier_trigger().await {
+        Ok(m) => {
+            let cutoff = control.as_ref().and_then(|c| c.cutoff_ms).is_some();
+            checks.push(match (m.state.as_str(), cutoff) {
+                ("Enabled", false) => Check::fail(
+                    "applier trigger",
+                    "Enabled without a cutoff: run `ddb-relay pause`, then seed",
+                ),
+                (st, _) => Check::pass("applier trigger", st.to_string()),
+            });
+        }
+        Err(e) => checks.push(Check::fail("applier trigger", e.to_string())),
+    }
+    match (
+        ctx.aws.queue_attrs(&s.queue_url).await,
+        ctx.aws.function_timeout_s(&s.applier).await,
+    ) {
+        (Ok(q), Ok(t)) => checks.push(decide::visibility_check(q.visibility_s, t)),
+        (Err(e), _) => checks.push(probe("queue", e)),
+        (_, Err(e)) => checks.push(probe("applier function", e)),
+    }
+    match ctx.aws.queue_attrs(&s.dlq_url).await {
+        Ok(q) if q.visible + q.in_flight == 0 => checks.push(Check::pass("DLQ", "empty")),
+        Ok(q) => checks.push(Check::warn(
+            "DLQ",
+            format!("{} messages: `ddb-relay dlq list`", q.visible + q.in_flight),
+        )),
+        Err(e) => checks.push(probe("DLQ", e)),
+    }
+
+    Ok(PreflightReport {
+        stack: s.name.clone(),
+        method: method.as_str().into(),
+        ok: !decide::has_blocker(&checks),
+        checks,
+    })
+}

@@ -1,0 +1,507 @@
+//! The scan copy: `seed --method scan` and `restart --method scan`, and the
+//! page-by-page passes over the target (clear, tombstone sweep).
+//!
+//! **Invariant:** the scan copy never overwrites: each put requires the
+//! target key to be absent, so a newer image or a tombstone written by the
+//! applier wins over the (older) scanned copy.
+//!
+//! **Invariant:** mode switches need no waiting. The copy starts right
+//! after the control item says tombstone mode, and the sweep right after it
+//! says normal mode: an applier invocation still working under the old mode
+//! finds the item moved when it commits, and writes its batch again under
+//! the new mode before any of its messages is deleted.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use futures::future::try_join_all;
+use relay_aws::operator::{Aws, Cond};
+use relay_core::apply::{is_tombstone, TOMBSTONE_ATTR};
+use relay_core::control::{cutoff_for_seed, ControlState, Mode, ATTR_MIGRATION};
+use relay_core::decide::validate_replay_point;
+use relay_core::diff::key_of;
+use relay_core::item::{AttributeValue, Attrs};
+use serde::Serialize;
+
+use super::pause::{bounds, enable_applier};
+use super::replay::{require_paused, wait_stopped};
+use crate::args::CopyArgs;
+use crate::ctx::{explain, rfc3339, Ctx};
+use crate::report::Report;
+
+#[derive(Debug, Serialize)]
+pub struct ScanReport {
+    pub stack: String,
+    pub method: String,
+    pub seed_ms: i64,
+    pub cutoff_ms: i64,
+    pub resumed: bool,
+    pub copied: u64,
+    pub skipped_existing: u64,
+    pub tombstones_deleted: u64,
+    pub seconds: f64,
+    pub items_per_s: f64,
+    pub already: bool,
+    pub dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_key: Option<Vec<String>>,
+}
+
+impl Report for ScanReport {
+    fn text(&self) -> String {
+        if let Some(plan) = &self.plan {
+            return format!("dry run: would {plan}");
+        }
+        format!(
+            "scan copy done: {} copied, {} already there (newer or deleted), {} tombstones removed, {:.0} items/s; cutoff {}. The applier is running: `ddb-relay verify`",
+            self.copied,
+            self.skipped_existing,
+            self.tombstones_deleted,
+            self.items_per_s,
+            rfc3339(self.cutoff_ms)
+        )
+    }
+}
+
+/// Simple rate limit: after `done` items, sleep until `done / rate` seconds
+/// have passed.
+async fn pace(start: tokio::time::Instant, done: u64, rate: u64) {
+    if rate == 0 {
+        return;
+    }
+    let due = Duration::from_secs_f64(done as f64 / rate as f64);
+    if let Some(wait) = due.checked_sub(start.elapsed()) {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// The checkpoint item of a scan copy, beside the control item.
+fn checkpoint_key<A>(ctx: &Ctx<A>) -> Attrs {
+    Attrs::from([(
+        ATTR_MIGRATION.to_string(),
+        AttributeValue::S(format!("{}#scan", ctx.stack.migration)),
+    )])
+}
+
+/// Forgets a scan copy's checkpoints (a restart copies from the start).
+pub async fn forget_checkpoints<A: Aws>(ctx: &Ctx<A>) -> Result<()> {
+    ctx.aws
+        .delete_item(
+            &ctx.stack.control_table,
+            &checkpoint_key(ctx),
+            &Cond::Always,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| explain(e, "control table"))
+}
+
+/// Where each segment stands: `None` = start, `Some(None)` = done,
+/// `Some(Some(key))` = continue after `key`.
+fn segment_positions(item: &Attrs, segments: i32) -> Vec<Option<Option<Attrs>>> {
+    (0..segments)
+        .map(|i| match item.get(&format!("seg_{i}")) {
+            Some(AttributeValue::S(s)) if s == "done" => Some(None),
+            Some(AttributeValue::S(s)) => serde_json::from_str::<Attrs>(s).ok().map(Some),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs `each` on every item of `table`, page by page, segments in
+/// parallel: memory is bounded by one page per segment, whatever the size
+/// of the table. Returns how many items `each` counted.
+pub async fn for_each_page<A, F, Fut>(
+    ctx: &Ctx<A>,
+    table: &str,
+    segments: i32,
+    what: &str,
+    each: F,
+) -> Result<u64>
+where
+    A: Aws,
+    F: Fn(Vec<Attrs>) -> Fut,
+    Fut: std::future::Future<Output = Result<u64>>,
+{
+    let pb = ctx.bar(None, what);
+    let counted = AtomicU64::new(0);
+    try_join_all((0..segments).map(|seg| {
+        let (pb, counted, each) = (&pb, &counted, &each);
+        async move {
+            let mut next = None;
+            loop {
+                let (items, more) = ctx
+                    .aws
+                    .scan_page(table, seg, segments, next.take(), true)
+                    .await
+                    .map_err(|e| explain(e, table))?;
+                pb.inc(items.len() as u64);
+                counted.fetch_add(each(items).await?, Ordering::Relaxed);
+                match more {
+                    Some(k) => next = Some(k),
+                    None => return Ok::<_, anyhow::Error>(()),
+                }
+            }
+        }
+    }))
+    .await?;
+    pb.finish_and_clear();
+    Ok(counted.into_inner())
+}
+
+/// Deletes every tombstone still in the target (only while it is still a
+/// tombstone); returns how many.
+pub async fn sweep_tombstones<A: Aws>(
+    ctx: &Ctx<A>,
+    key_names: &[String],
+    segments: i32,
+) -> Result<u64> {
+    let table = &ctx.stack.target_table;
+    for_each_page(
+        ctx,
+        table,
+        segments,
+        "tombstone sweep",
+        |items| async move {
+            let mut n = 0;
+            for item in items.iter().filter(|i| is_tombstone(i)) {
+                if let Some(key) = key_of(item, key_names) {
+                    let w = ctx
+                        .aws
+                        .delete_item(table, &key, &Cond::Exists(TOMBSTONE_ATTR.into()))
+                        .await
+                        .map_err(|e| explain(e, table))?;
+                    n += u64::from(w.done);
+                }
+            }
+            Ok(n)
+        },
+    )
+    .await
+}
+
+/// Deletes every item of the target (a restart copies again); the applier
+/// must be paused and stopped.
+pub async fn clear_target<A: Aws>(
+    ctx: &Ctx<A>,
+    key_names: &[String],
+    segments: i32,
+) -> Result<u64> {
+    let table = &ctx.stack.target_table;
+    for_each_page(
+        ctx,
+        table,
+        segments,
+        "clearing the target",
+        |items| async move {
+            let mut n = 0;
+            for item in &items {
+                if let Some(key) = key_of(item, key_names) {
+                    ctx.aws
+                        .delete_item(table, &key, &Cond::Always)
+                        .await
+                        .map_err(|e| explain(e, table))?;
+                    n += 1;
+                }
+            }
+            Ok(n)
+        },
+    )
+    .await
+}
+
+/// Scan copy: tombstone mode and cutoff first, applier on, copy with
+/// conditional puts (resumable from per-segment checkpoints), normal mode,
+/// tombstones swept. `replacing`: called by `restart` on a cleared target.
+pub async fn seed_scan<A: Aws>(
+    ctx: &Ctx<A>,
+    limits: CopyArgs,
+    dry_run: bool,
+    replacing: bool,
+) -> Result<ScanReport> {
+    let CopyArgs {
+        segments,
+        rate,
+        max_wcu,
+    } = limits;
+    let s = &ctx.stack;
+    let loaded = crate::transform::load(ctx).await?;
+    let t = loaded.transform.as_ref();
+    let target = ctx
+        .aws
+        .describe(&s.target_table)
+        .await
+        .map_err(|e| explain(e, &s.target_table))?
+        .ok_or_else(|| anyhow!("target table {} does not exist: a scan copy writes into a table your IaC created (with key {:?})", s.target_table, t.target_key_names()))?;
+    let mut want = t.target_key_names();
+    let mut have = target.key_names.clone();
+    want.sort();
+    have.sort();
+    if want != have {
+        bail!(
+            "target table {} is keyed on {:?}, but the transform produces {:?}: fix --transform or the table",
+            s.target_table,
+            target.key_names,
+            t.target_key_names()
+        );
+    }
+    let read = ctx.control().await?;
+    let ckey = checkpoint_key(ctx);
+    let checkpoint = ctx
+        .aws
+        .get_item(&s.control_table, &ckey)
+        .await
+        .map_err(|e| explain(e, "control table"))?;
+    let number = |item: &Attrs, n: &str| match item.get(n) {
+        Some(AttributeValue::N(v)) => v.parse::<i64>().ok(),
+        _ => None,
+    };
+    // A copy that stopped halfway (same seed, same segments) continues.
+    let resuming = matches!(
+        (&checkpoint, read.seed_ms, read.cutoff_ms),
+        (Some(c), Some(seed), Some(_))
+            if read.seed_method.as_deref() == Some("scan")
+                && read.mode == Mode::Tombstone
+                && number(c, "seed_ms") == Some(seed)
+                && number(c, "segments") == Some(i64::from(segments))
+    );
+    let start_ms = if resuming {
+        read.seed_ms.unwrap_or_else(|| ctx.now_ms())
+    } else {
+        ctx.now_ms()
+    };
+    let cutoff = if resuming {
+        read.cutoff_ms.unwrap_or(0)
+    } else {
+        cutoff_for_seed(start_ms, s.margin_ms)
+    };
+    let report = |plan: Option<String>| ScanReport {
+        stack: s.name.clone(),
+        method: "scan".into(),
+        seed_ms: start_ms,
+        cutoff_ms: cutoff,
+        resumed: resuming,
+        copied: 0,
+        skipped_existing: 0,
+        tombstones_deleted: 0,
+        seconds: 0.0,
+        items_per_s: 0.0,
+        already: false,
+        dry_run,
+        plan,
+        target_key: None,
+    };
+    if !resuming && !replacing && read.cutoff_ms.is_some() && read.consumed_ms.is_some() {
+        bail!(
+            "the target is already seeded ({} at {}) and the applier has written to it: to copy again, `ddb-relay pause` then `ddb-relay restart --method scan`",
+            read.seed_method.as_deref().unwrap_or("?"),
+            read.seed_ms.map_or("?".into(), rfc3339)
+        );
+    }
+    if !resuming && read.consumed_ms.is_some() {
+        // The copy's cutoff skips everything before it: every change after
+        // it must still be queued.
+        let b = bounds(ctx, &read).await?;
+        validate_replay_point(start_ms, &b).map_err(|e| anyhow!("{e}"))?;
+    }
+    if dry_run {
+        let plan = format!("{}switch the applier to tombstone mode with cutoff {}, enable it, copy {} into {} ({segments} segments, puts only where the key is absent), then return to normal mode and delete the tombstones", if resuming { "resume the stopped copy; " } else { "" }, rfc3339(cutoff), s.source_table, s.target_table);
+        return Ok(ScanReport {
+            target_key: Some(t.target_key_names()),
+            ..report(Some(plan))
+        });
+    }
+    let (positions, written) = if resuming {
+        ctx.step("resuming the scan copy from its checkpoints (same cutoff)");
+        (
+            segment_positions(checkpoint.as_ref().unwrap_or(&ckey), segments),
+            read,
+        )
+    } else {
+        ctx.step(&format!(
+            "tombstone mode, cutoff {} (scan start - {} s)",
+            rfc3339(cutoff),
+            s.margin_ms / 1000
+        ));
+        let written = ctx
+            .write_control(
+                &read,
+                ControlState {
+                    cutoff_ms: Some(cutoff),
+                    mode: Mode::Tombstone,
+                    seed_method: Some("scan".into()),
+                    seed_ms: Some(start_ms),
+                    last_verify: None,
+                    ..read.clone()
+                },
+            )
+            .await?;
+        let mut c = ckey.clone();
+        c.insert("seed_ms".into(), AttributeValue::N(start_ms.to_string()));
+        c.insert("segments".into(), AttributeValue::N(segments.to_string()));
+        ctx.aws
+            .put_item(&s.control_table, &c, &Cond::Always)
+            .await
+            .map_err(|e| explain(e, "control table"))?;
+        (vec![None; segments as usize], written)
+    };
+    let trigger = ctx.applier_trigger().await?;
+    if trigger.state != "Enabled" || written.paused_at_ms.is_some() {
+        ctx.step("enabling the applier (deletes during the copy become tombstones)");
+        enable_applier(ctx, &trigger.uuid, written).await?;
+    }
+
+    ctx.step(&format!(
+        "copying {} -> {} ({segments} segments)",
+        s.source_table, s.target_table
+    ));
+    let key_attr = t.target_key_names().first().cloned().unwrap_or_default();
+    let pb = ctx.bar(
+        ctx.aws
+            .describe(&s.source_table)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|x| x.item_count)
+            .map(|n| n as u64),
+        "scan copy",
+    );
+    let copied = AtomicU64::new(0);
+    let skipped = AtomicU64::new(0);
+    let began = Instant::now();
+    let paced = tokio::time::Instant::now();
+    let seen = AtomicU64::new(0);
+    let wcu_milli = AtomicU64::new(0);
+    try_join_all((0..segments).map(|seg| {
+        let (copied, skipped, seen, wcu_milli) = (&copied, &skipped, &seen, &wcu_milli);
+        let (key_attr, pb, ckey) = (&key_attr, &pb, &ckey);
+        let position = positions.get(seg as usize).cloned().flatten();
+        async move {
+            let mut next = match position {
+                Some(None) => return Ok::<(), anyhow::Error>(()),
+                Some(Some(k)) => Some(k),
+                None => None,
+            };
+            loop {
+                let (items, more) = ctx
+                    .aws
+                    .scan_page(&s.source_table, seg, segments, next.take(), false)
+                    .await
+                    .map_err(|e| explain(e, &s.source_table))?;
+                for item in &items {
+                    let out = t
+                        .item(item)
+                        .map_err(|e| anyhow!("the transform cannot map a source item: {e}"))?;
+                    let w = ctx
+                        .aws
+                        .put_item(&s.target_table, &out, &Cond::Absent(key_attr.clone()))
+                        .await
+                        .map_err(|e| explain(e, &s.target_table))?;
+                    if w.done {
+                        copied.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        skipped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    pb.inc(1);
+                    let done = seen.fetch_add(1, Ordering::Relaxed) + 1;
+                    pace(paced, done, rate).await;
+                    // Capacity as DynamoDB reports it (1 unit when it does not).
+                    let used = (w.wcu.unwrap_or(1.0) * 1000.0) as u64;
+                    let total = wcu_milli.fetch_add(used, Ordering::Relaxed) + used;
+                    pace(paced, total / 1000, max_wcu).await;
+                }
+                // The segment's checkpoint: resume after this page.
+                let mark = match &more {
+                    Some(k) => AttributeValue::S(serde_json::to_string(k).unwrap_or_default()),
+                    None => AttributeValue::S("done".into()),
+                };
+                ctx.aws
+                    .set_attr(
+                        &s.control_table,
+                        ckey,
+                        &format!("seg_{seg}"),
+                        Some(mark),
+                        &Cond::Always,
+                    )
+                    .await
+                    .map_err(|e| explain(e, "control table"))?;
+                match more {
+                    Some(k) => next = Some(k),
+                    None => return Ok(()),
+                }
+            }
+        }
+    }))
+    .await?;
+    pb.finish_and_clear();
+    let took = began.elapsed().as_secs_f64();
+
+    ctx.step("normal mode; deleting tombstones");
+    let read = ctx.control().await?;
+    ctx.write_control(
+        &read,
+        ControlState {
+            mode: Mode::Normal,
+            ..read.clone()
+        },
+    )
+    .await?;
+    let swept = sweep_tombstones(ctx, &t.target_key_names(), segments).await?;
+    forget_checkpoints(ctx).await?;
+    let (copied, skipped) = (copied.into_inner(), skipped.into_inner());
+    Ok(ScanReport {
+        copied,
+        skipped_existing: skipped,
+        tombstones_deleted: swept,
+        seconds: took,
+        items_per_s: (copied + skipped) as f64 / took.max(0.001),
+        ..report(None)
+    })
+}
+
+/// `restart --method scan`: paused first; waits for the earliest valid
+/// point and for in-flight invocations, clears the target, copies again
+/// (tombstone mode), and resumes (or pauses again with `--no-resume`).
+pub async fn restart_scan<A: Aws>(
+    ctx: &Ctx<A>,
+    limits: CopyArgs,
+    no_resume: bool,
+    dry_run: bool,
+) -> Result<ScanReport> {
+    let read = ctx.control().await?;
+    let trigger = ctx.applier_trigger().await?;
+    require_paused(&read, &trigger.state)?;
+    let loaded = crate::transform::load(ctx).await?;
+    if dry_run {
+        return seed_scan(ctx, limits, true, true).await.map(|mut r| {
+            r.plan = Some(format!(
+                "delete every item of {}, then {}",
+                ctx.stack.target_table,
+                r.plan.unwrap_or_default()
+            ));
+            r
+        });
+    }
+    let b = bounds(ctx, &read).await?;
+    ctx.wait_until(
+        b.earliest_ms(),
+        &format!(
+            "the earliest valid restart point is {}",
+            rfc3339(b.earliest_ms())
+        ),
+    )
+    .await?;
+    wait_stopped(ctx, &read).await?;
+    ctx.step(&format!("clearing {}", ctx.stack.target_table));
+    let cleared = clear_target(ctx, &loaded.transform.target_key_names(), limits.segments).await?;
+    ctx.step(&format!("{cleared} items deleted; copying again"));
+    forget_checkpoints(ctx).await?;
+    let report = seed_scan(ctx, limits, false, true).await?;
+    if no_resume {
+        super::pause::pause(ctx, false).await?;
+    }
+    Ok(report)
+}

@@ -1,0 +1,392 @@
+//! `seed --method backup|pitr|export`: create the target from the source and
+//! set the cutoff (seed time - margin). The scan copy is `scan.rs`.
+//!
+//! **Invariant:** a seed records its method and time in the control item
+//! before the target exists, so a re-run after a crash finishes it instead
+//! of starting another; every seed clears the last verify verdict (a clean
+//! verify is needed again before cutover).
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use relay_aws::operator::Aws;
+use relay_core::control::{cutoff_for_seed, ControlState};
+use relay_core::decide::validate_replay_point;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::args::Method;
+use crate::ctx::{explain, rfc3339, Ctx, When};
+use crate::report::Report;
+
+#[derive(Debug, Serialize)]
+pub struct SeedReport {
+    pub stack: String,
+    pub method: String,
+    pub seed_ms: Option<i64>,
+    pub cutoff_ms: Option<i64>,
+    pub target_table: String,
+    pub target_items: Option<i64>,
+    pub version: u64,
+    pub already: bool,
+    pub dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// Export seeds: the import is still to be done by your IaC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<String>,
+    #[serde(
+        rename = "ImportSourceSpecification",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub import_source_specification: Option<Value>,
+    #[serde(skip)]
+    margin_ms: i64,
+}
+
+impl Report for SeedReport {
+    fn text(&self) -> String {
+        if let Some(plan) = &self.plan {
+            return format!("dry run: would {plan}");
+        }
+        let t = |v: Option<i64>| v.map_or("?".into(), rfc3339);
+        if self.already {
+            return format!(
+                "already seeded ({} at {}), cutoff {}: nothing to do",
+                self.method,
+                t(self.seed_ms),
+                t(self.cutoff_ms)
+            );
+        }
+        if self.pending.is_some() {
+            return format!("exported at {}. Next: create {} with this export as its ImportSourceSpecification (`ddb-relay seed --method export --print-import-spec --s3-bucket B`), then re-run `ddb-relay seed --method export` to set the cutoff.", t(self.seed_ms), self.target_table);
+        }
+        format!(
+            "seeded {} by {} at {}; cutoff {} (seed time - {} s). Next: `ddb-relay resume`",
+            self.target_table,
+            self.method,
+            t(self.seed_ms),
+            t(self.cutoff_ms),
+            self.margin_ms / 1000
+        )
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImportSpecReport {
+    #[serde(rename = "ImportSourceSpecification")]
+    pub import_source_specification: Value,
+    pub key_names: Vec<String>,
+    #[serde(skip)]
+    bucket: String,
+    #[serde(skip)]
+    prefix: String,
+}
+
+impl Report for ImportSpecReport {
+    fn text(&self) -> String {
+        format!(
+            "# Add to the target table's AWS::DynamoDB::Table properties (same keys: {:?}),\n# after `ddb-relay seed --method export --s3-bucket {b}` has exported:\nImportSourceSpecification:\n  InputFormat: DYNAMODB_JSON\n  InputCompressionType: GZIP\n  S3BucketSource:\n    S3Bucket: {b}\n    S3KeyPrefix: {p}/AWSDynamoDB/<export-id>/data/\n# Deploy it, then re-run `ddb-relay seed --method export` to set the cutoff.",
+            self.key_names,
+            b = self.bucket,
+            p = self.prefix
+        )
+    }
+}
+
+fn import_spec(bucket: &str, prefix: &str) -> Value {
+    json!({
+        "InputFormat": "DYNAMODB_JSON",
+        "InputCompressionType": "GZIP",
+        "S3BucketSource": {"S3Bucket": bucket, "S3KeyPrefix": format!("{prefix}/AWSDynamoDB/<export-id>/data/")}
+    })
+}
+
+/// What `seed` was asked.
+#[derive(Clone, Debug)]
+pub struct SeedArgs {
+    pub method: Method,
+    pub at: Option<When>,
+    pub bucket: Option<String>,
+    pub prefix: String,
+    pub dry_run: bool,
+}
+
+pub async fn print_import_spec<A: Aws>(
+    ctx: &Ctx<A>,
+    bucket: &str,
+    prefix: &str,
+) -> Result<ImportSpecReport> {
+    let s = &ctx.stack;
+    let src = ctx
+        .aws
+        .describe(&s.source_table)
+        .await
+        .map_err(|e| explain(e, &s.source_table))?
+        .ok_or_else(|| anyhow!("source table {} not found", s.source_table))?;
+    Ok(ImportSpecReport {
+        import_source_specification: import_spec(bucket, prefix),
+        key_names: src.key_names,
+        bucket: bucket.into(),
+        prefix: prefix.into(),
+    })
+}
+
+pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
+    let s = &ctx.stack;
+    let now = ctx.now_ms();
+    let report = |method: &str| SeedReport {
+        stack: s.name.clone(),
+        method: method.to_string(),
+        seed_ms: None,
+        cutoff_ms: None,
+        target_table: s.target_table.clone(),
+        target_items: None,
+        version: 0,
+        already: false,
+        dry_run: a.dry_run,
+        plan: None,
+        pending: None,
+        import_source_specification: None,
+        margin_ms: s.margin_ms,
+    };
+    let read = ctx.control().await?;
+    let target = ctx
+        .aws
+        .describe(&s.target_table)
+        .await
+        .map_err(|e| explain(e, &s.target_table))?;
+    if let (Some(t), Some(seed_ms), Some(cutoff)) = (&target, read.seed_ms, read.cutoff_ms) {
+        if t.status == "ACTIVE" {
+            return Ok(SeedReport {
+                seed_ms: Some(seed_ms),
+                cutoff_ms: Some(cutoff),
+                version: read.version,
+                already: true,
+                ..report(read.seed_method.as_deref().unwrap_or("?"))
+            });
+        }
+    }
+    if target.is_some() && read.seed_ms.is_none() {
+        bail!(
+            "target table {} already exists and no seed is recorded; the {} seed creates it: delete it or choose another TargetTableName",
+            s.target_table,
+            a.method.as_str()
+        );
+    }
+    let at_ms = a.at.map(|w| w.resolve(now));
+    // Something was consumed before: this seed replaces a seeded target, so
+    // the replay rules hold (paused, every change after T still queued).
+    if read.consumed_ms.is_some() && target.is_none() {
+        let b = super::pause::bounds(ctx, &read).await?;
+        validate_replay_point(at_ms.unwrap_or(now), &b).map_err(|e| anyhow!("{e}"))?;
+    }
+    if a.dry_run {
+        let plan = match a.method {
+            Method::Backup => format!("create an on-demand backup of {}, restore it as {}, set cutoff = backup time - {} s", s.source_table, s.target_table, s.margin_ms / 1000),
+            Method::Pitr => format!("restore {} at {} as {}, set cutoff = that time - {} s", s.source_table, at_ms.map_or("the latest restorable time".into(), rfc3339), s.target_table, s.margin_ms / 1000),
+            Method::Export => format!("export {} to s3://{}/{}, import it as {}, set cutoff = export time - {} s", s.source_table, a.bucket.as_deref().unwrap_or("<--s3-bucket>"), a.prefix, s.target_table, s.margin_ms / 1000),
+            Method::Scan => "scan copy (see `seed --method scan --dry-run`)".to_string(),
+        };
+        return Ok(SeedReport {
+            plan: Some(plan),
+            version: read.version,
+            ..report(a.method.as_str())
+        });
+    }
+    let seed_ms = match (&target, read.seed_ms) {
+        // A seed was started and its table exists: a re-run after a crash.
+        (Some(_), Some(seed_ms)) => {
+            ctx.step(&format!(
+                "resuming the recorded {} seed at {}",
+                read.seed_method.as_deref().unwrap_or("?"),
+                rfc3339(seed_ms)
+            ));
+            seed_ms
+        }
+        _ => run_seed(ctx, &read, a.method, at_ms, a.bucket.as_deref(), &a.prefix).await?,
+    };
+    if a.method == Method::Export
+        && ctx
+            .aws
+            .describe(&s.target_table)
+            .await
+            .map_err(|e| explain(e, &s.target_table))?
+            .is_none()
+    {
+        let b = a.bucket.as_deref().unwrap_or("<bucket>");
+        return Ok(SeedReport {
+            seed_ms: Some(seed_ms),
+            pending: Some("import".into()),
+            import_source_specification: Some(import_spec(b, &a.prefix)),
+            version: ctx.control().await?.version,
+            ..report("export")
+        });
+    }
+    let (cutoff, written) = set_cutoff_when_active(ctx, seed_ms, a.method.as_str()).await?;
+    let items = ctx
+        .aws
+        .describe(&s.target_table)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|t| t.item_count);
+    Ok(SeedReport {
+        seed_ms: Some(seed_ms),
+        cutoff_ms: Some(cutoff),
+        target_items: items,
+        version: written.version,
+        ..report(a.method.as_str())
+    })
+}
+
+/// Waits for the target to be ACTIVE, then sets cutoff = seed time - margin
+/// and records the method.
+pub async fn set_cutoff_when_active<A: Aws>(
+    ctx: &Ctx<A>,
+    seed_ms: i64,
+    method: &str,
+) -> Result<(i64, ControlState)> {
+    ctx.wait_table_active(&ctx.stack.target_table).await?;
+    let read = ctx.control().await?;
+    let cutoff = cutoff_for_seed(seed_ms, ctx.stack.margin_ms);
+    let next = ControlState {
+        cutoff_ms: Some(cutoff),
+        seed_method: Some(method.to_string()),
+        seed_ms: Some(seed_ms),
+        ..read.clone()
+    };
+    Ok((cutoff, ctx.write_control(&read, next).await?))
+}
+
+/// Creates the target by `method`; records the seed (method and time) in
+/// the control item before the target exists, so a re-run can resume, and
+/// clears the cutoff and the last verify.
+pub async fn run_seed<A: Aws>(
+    ctx: &Ctx<A>,
+    read: &ControlState,
+    method: Method,
+    at_ms: Option<i64>,
+    bucket: Option<&str>,
+    prefix: &str,
+) -> Result<i64> {
+    let s = &ctx.stack;
+    let record = |seed_ms: i64| ControlState {
+        seed_method: Some(method.as_str().into()),
+        seed_ms: Some(seed_ms),
+        cutoff_ms: None,
+        last_verify: None,
+        ..read.clone()
+    };
+    match method {
+        Method::Scan => bail!("the scan copy runs through `seed --method scan`"),
+        Method::Backup => {
+            let name = format!("{}-seed-{}", s.migration, ctx.now_ms() / 1000);
+            ctx.step(&format!("creating backup {name} of {}", s.source_table));
+            let (arn, seed_ms) = ctx
+                .aws
+                .create_backup(&s.source_table, &name)
+                .await
+                .map_err(|e| explain(e, &s.source_table))?;
+            ctx.wait(
+                &format!("backup {name}: waiting for AVAILABLE"),
+                Duration::from_secs(6 * 3600),
+                || async {
+                    Ok(ctx
+                        .aws
+                        .backup_status(&arn)
+                        .await
+                        .map_err(|e| explain(e, &arn))?
+                        == "AVAILABLE")
+                },
+            )
+            .await?;
+            ctx.write_control(read, record(seed_ms)).await?;
+            ctx.step(&format!(
+                "restoring {} from the backup (taken {})",
+                s.target_table,
+                rfc3339(seed_ms)
+            ));
+            ctx.aws
+                .restore_backup(&arn, &s.target_table)
+                .await
+                .map_err(|e| explain(e, &s.target_table))?;
+            Ok(seed_ms)
+        }
+        Method::Pitr => {
+            let (enabled, latest) = ctx
+                .aws
+                .pitr(&s.source_table)
+                .await
+                .map_err(|e| explain(e, &s.source_table))?;
+            if !enabled {
+                bail!(
+                    "point-in-time recovery is disabled on {}: enable it, or use --method backup",
+                    s.source_table
+                );
+            }
+            let latest = latest.unwrap_or_else(|| ctx.now_ms());
+            let seed_ms = at_ms.unwrap_or(latest);
+            if seed_ms > latest {
+                bail!(
+                    "--at {} is after the latest restorable time {}",
+                    rfc3339(seed_ms),
+                    rfc3339(latest)
+                );
+            }
+            ctx.write_control(read, record(seed_ms)).await?;
+            ctx.step(&format!(
+                "restoring {} at {} as {}",
+                s.source_table,
+                rfc3339(seed_ms),
+                s.target_table
+            ));
+            ctx.aws
+                .restore_pitr(&s.source_table, &s.target_table, seed_ms)
+                .await
+                .map_err(|e| explain(e, &s.target_table))?;
+            Ok(seed_ms)
+        }
+        Method::Export => {
+            let bucket = bucket.ok_or_else(|| {
+                anyhow!("--method export needs --s3-bucket (a bucket in this account and region)")
+            })?;
+            let arn = ctx
+                .aws
+                .describe(&s.source_table)
+                .await
+                .map_err(|e| explain(e, &s.source_table))?
+                .and_then(|t| t.arn)
+                .ok_or_else(|| anyhow!("source table {} not found", s.source_table))?;
+            ctx.step(&format!(
+                "exporting {} to s3://{bucket}/{prefix}",
+                s.source_table
+            ));
+            let export = ctx
+                .aws
+                .export(&arn, bucket, prefix, at_ms)
+                .await
+                .map_err(|e| explain(e, &format!("export of {}", s.source_table)))?;
+            let seed_ms = std::cell::Cell::new(0i64);
+            ctx.wait(
+                "export: waiting for COMPLETED",
+                Duration::from_secs(12 * 3600),
+                || async {
+                    let (status, t, _) = ctx
+                        .aws
+                        .export_status(&export)
+                        .await
+                        .map_err(|e| explain(e, &export))?;
+                    if status == "FAILED" {
+                        bail!("export {export} FAILED; see the DynamoDB console");
+                    }
+                    seed_ms.set(t.unwrap_or(0));
+                    Ok(status == "COMPLETED")
+                },
+            )
+            .await?;
+            ctx.write_control(read, record(seed_ms.get())).await?;
+            Ok(seed_ms.get())
+        }
+    }
+}

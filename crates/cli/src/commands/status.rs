@@ -1,0 +1,260 @@
+//! `status` and `watch`: one screen of facts, read with one CloudWatch
+//! request per refresh. A fact that cannot be read is listed as unknown.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use anyhow::Result;
+use relay_aws::operator::{Aws, MetricQuery, Series, Stat};
+use relay_core::decide::Status;
+use relay_core::metrics::names;
+
+use crate::ctx::{explain, rfc3339, Ctx, Output};
+use crate::report::Report;
+
+/// Datapoints newer than this count as "recent" for lag.
+const RECENT_MS: i64 = 180_000;
+
+impl Report for StatusReport {
+    fn text(&self) -> String {
+        status_text(&self.0)
+    }
+}
+
+/// `status` as a report.
+#[derive(Debug, serde::Serialize)]
+#[serde(transparent)]
+pub struct StatusReport(pub Status);
+
+/// The metric series `status` reads, in one request.
+struct Queries {
+    list: Vec<MetricQuery>,
+}
+
+const FORWARDED: usize = 0;
+const PUTS: usize = 1;
+const DELETES: usize = 2;
+const SKIPPED: usize = 3;
+const LAG: usize = 4;
+const FORWARDER_LAG: usize = 5;
+const ITERATOR_AGE: usize = 6;
+const OLDEST: usize = 7;
+/// From here on: failures, summed into `errors`.
+const ERRORS_FROM: usize = 8;
+
+impl Queries {
+    fn new<A>(ctx: &Ctx<A>) -> Self {
+        let s = &ctx.stack;
+        let ours = |name: &str, f: &str, stat| {
+            MetricQuery::new(
+                "DdbRelay",
+                name,
+                &[("Migration", s.migration.as_str()), ("Function", f)],
+                stat,
+            )
+        };
+        let lambda = |name: &str, function: &str, stat| {
+            MetricQuery::new("AWS/Lambda", name, &[("FunctionName", function)], stat)
+        };
+        let queue_name = s.queue_url.rsplit('/').next().unwrap_or_default();
+        Queries {
+            list: vec![
+                ours(names::FORWARDED, "forwarder", Stat::Sum),
+                ours(names::APPLIED_PUTS, "applier", Stat::Sum),
+                ours(names::APPLIED_DELETES, "applier", Stat::Sum),
+                ours(names::SKIPPED_BEFORE_CUTOFF, "applier", Stat::Sum),
+                ours(names::REPLICATION_LAG_MS, "applier", Stat::Maximum),
+                ours(names::REPLICATION_LAG_MS, "forwarder", Stat::Maximum),
+                lambda("IteratorAge", &s.forwarder, Stat::Maximum),
+                MetricQuery::new(
+                    "AWS/SQS",
+                    "ApproximateAgeOfOldestMessage",
+                    &[("QueueName", queue_name)],
+                    Stat::Maximum,
+                ),
+                ours(names::SEND_FAILURES, "forwarder", Stat::Sum),
+                ours(names::BAD_RECORDS, "forwarder", Stat::Sum),
+                ours(names::FAILED_MESSAGES, "applier", Stat::Sum),
+                ours(names::UNDECODABLE_MESSAGES, "applier", Stat::Sum),
+                ours(names::CUTOFF_MISSING, "applier", Stat::Sum),
+                lambda("Errors", &s.forwarder, Stat::Sum),
+                lambda("Errors", &s.applier, Stat::Sum),
+                lambda("Throttles", &s.forwarder, Stat::Sum),
+                lambda("Throttles", &s.applier, Stat::Sum),
+            ],
+        }
+    }
+}
+
+fn sum(s: &Series) -> Option<f64> {
+    (!s.is_empty()).then(|| s.iter().map(|(_, v)| v).sum())
+}
+
+/// The newest datapoint of the series, if it is recent.
+fn newest(series: &[&Series], now_ms: i64) -> Option<f64> {
+    series
+        .iter()
+        .flat_map(|s| s.last())
+        .filter(|(t, _)| *t >= now_ms - RECENT_MS)
+        .max_by_key(|(t, _)| *t)
+        .map(|(_, v)| *v)
+}
+
+pub async fn status<A: Aws>(ctx: &Ctx<A>, window_s: u64) -> Result<Status> {
+    let s = &ctx.stack;
+    let control = ctx.control().await?;
+    let applier = ctx.applier_trigger().await?;
+    let forwarder = ctx.forwarder_trigger().await?;
+    let queue = ctx
+        .aws
+        .queue_attrs(&s.queue_url)
+        .await
+        .map_err(|e| explain(e, "queue"))?;
+    let dlq = ctx
+        .aws
+        .queue_attrs(&s.dlq_url)
+        .await
+        .map_err(|e| explain(e, "DLQ"))?;
+    let failures = ctx
+        .aws
+        .queue_attrs(&s.stream_failure_url)
+        .await
+        .map_err(|e| explain(e, "stream failure queue"))?;
+    let source = ctx
+        .aws
+        .describe(&s.source_table)
+        .await
+        .map_err(|e| explain(e, &s.source_table))?;
+    let now = ctx.now_ms();
+    let since = now - (window_s.max(60) as i64) * 1000;
+    let q = Queries::new(ctx);
+    let mut unknown = Vec::new();
+    let series: Vec<Series> = match ctx.aws.metrics(&q.list, since, now + 60_000).await {
+        Ok(series) => series,
+        Err(e) => {
+            unknown.push(format!("CloudWatch metrics ({}: {})", e.code, e.message));
+            vec![Vec::new(); q.list.len()]
+        }
+    };
+    let metrics_known = unknown.is_empty();
+    let per_min = |v: Option<f64>| v.map(|v| v * 60.0 / window_s.max(1) as f64);
+    let applied = match (sum(&series[PUTS]), sum(&series[DELETES])) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
+    };
+    let errors = metrics_known.then(|| series[ERRORS_FROM..].iter().filter_map(sum).sum::<f64>());
+    Ok(Status {
+        stack: s.name.clone(),
+        migration: s.migration.clone(),
+        source_table: s.source_table.clone(),
+        target_table: s.target_table.clone(),
+        forwarder_on_current_stream: source
+            .and_then(|t| t.stream_arn)
+            .map(|current| current == forwarder.source_arn),
+        forwarder_trigger: forwarder.state,
+        applier_trigger: applier.state,
+        cutoff_ms: control.cutoff_ms,
+        mode: format!("{:?}", control.mode).to_lowercase(),
+        paused_at_ms: control.paused_at_ms,
+        consumed_ms: control.consumed_ms,
+        seed_method: control.seed_method,
+        seed_ms: control.seed_ms,
+        queue_visible: queue.visible,
+        queue_in_flight: queue.in_flight,
+        queue_oldest_age_s: newest(&[&series[OLDEST]], now),
+        dlq_depth: dlq.visible + dlq.in_flight,
+        stream_failures: failures.visible + failures.in_flight,
+        forwarder_iterator_age_ms: newest(&[&series[ITERATOR_AGE], &series[FORWARDER_LAG]], now),
+        window_s,
+        forwarded_per_min: per_min(sum(&series[FORWARDED])),
+        applied_per_min: per_min(applied),
+        skipped_per_min: per_min(sum(&series[SKIPPED])),
+        replication_lag_ms: newest(&[&series[LAG]], now),
+        errors,
+        last_verify: control.last_verify,
+        unknown,
+    })
+}
+
+fn opt(v: Option<f64>, unit: &str, scale: f64) -> String {
+    v.map_or("n/a".into(), |v| format!("{:.1}{unit}", v / scale))
+}
+
+pub fn status_text(s: &Status) -> String {
+    let t = |v: Option<i64>| v.map_or("none".to_string(), rfc3339);
+    let mut out = format!(
+        "migration {}  (stack {})\n  {} -> {}\n\
+         triggers   forwarder {}{}   applier {}\n\
+         cutoff     {}   mode {}   paused at {}   seed {} at {}\n\
+         consumed   up to {}\n\
+         queue      {} visible   {} in flight   oldest {}\n\
+         DLQ        {}   stream failures {}\n\
+         forwarder  behind the stream by {}\n\
+         rates      forwarded {}/min   applied {}/min   skipped (before cutoff) {}/min   (last {} s)\n\
+         lag        {}   errors {}\n\
+         verify     {}",
+        s.migration,
+        s.stack,
+        s.source_table,
+        s.target_table,
+        s.forwarder_trigger,
+        if s.forwarder_on_current_stream == Some(false) {
+            " (on an OLD stream)"
+        } else {
+            ""
+        },
+        s.applier_trigger,
+        t(s.cutoff_ms),
+        s.mode,
+        t(s.paused_at_ms),
+        s.seed_method.as_deref().unwrap_or("none"),
+        t(s.seed_ms),
+        t(s.consumed_ms),
+        s.queue_visible,
+        s.queue_in_flight,
+        opt(s.queue_oldest_age_s, " s", 1.0),
+        s.dlq_depth,
+        s.stream_failures,
+        opt(s.forwarder_iterator_age_ms, " s", 1000.0),
+        opt(s.forwarded_per_min, "", 1.0),
+        opt(s.applied_per_min, "", 1.0),
+        opt(s.skipped_per_min, "", 1.0),
+        s.window_s,
+        opt(s.replication_lag_ms, " s", 1000.0),
+        s.errors.map_or("unknown".into(), |e| format!("{e:.0}")),
+        s.last_verify.as_deref().unwrap_or("none since the last seed"),
+    );
+    for u in &s.unknown {
+        out.push_str(&format!("\nunknown    {u}"));
+    }
+    out
+}
+
+/// `watch`: `status` every `interval` seconds; redraws in place only on a
+/// terminal (a log or a pipe gets one snapshot after another).
+#[allow(clippy::print_stdout)]
+pub async fn watch<A: Aws>(
+    ctx: &Ctx<A>,
+    window: u64,
+    interval: u64,
+    count: Option<u64>,
+) -> Result<i32> {
+    let redraw = ctx.output == Output::Text && std::io::stdout().is_terminal();
+    let mut n = 0;
+    loop {
+        let s = status(ctx, window).await?;
+        match (ctx.output, redraw) {
+            (Output::Json, _) => println!("{}", serde_json::to_string(&s)?),
+            (Output::Text, true) => print!(
+                "\x1b[2J\x1b[H{}\n\n(refresh every {interval} s; Ctrl-C to stop)\n",
+                status_text(&s)
+            ),
+            (Output::Text, false) => println!("{}\n", status_text(&s)),
+        }
+        n += 1;
+        if count.is_some_and(|c| n >= c) {
+            return Ok(0);
+        }
+        tokio::time::sleep(Duration::from_secs(interval.max(1))).await;
+    }
+}

@@ -1,0 +1,253 @@
+//! Repairs: bring a target item to its source item's current state, through
+//! the transform, without ever overwriting a newer change.
+//!
+//! The writes are what the applier would write for a refetch marker
+//! ([`relay_core::apply::converge`]: the transformed item at its target key,
+//! deletes of stale keys). What makes a repair safe beside a running
+//! applier is the order of its steps, per target key it will touch:
+//!
+//! 1. mark the target item with a random token (an attribute; a
+//!    placeholder item when it is absent);
+//! 2. read the source item, consistently;
+//! 3. write (or delete) on the condition that the token is still there.
+//!
+//! Any applier write between 1 and 3 replaces or deletes the whole item, so
+//! the token is gone and the repair's write is refused: the repair starts
+//! over from fresh reads. A write after 3 belongs to a change made after the
+//! source read of 2, so it is newer. Either way the target never moves
+//! backwards.
+//!
+//! **Invariant:** a repair writes only data read from the source after the
+//! last applier write to the same target item.
+
+use anyhow::{anyhow, Result};
+use relay_aws::operator::{Aws, Cond};
+use relay_core::apply::{converge, WriteOp};
+use relay_core::control::Mode;
+use relay_core::item::{same_item, AttributeValue, Attrs, CanonicalKey};
+use relay_core::transform::Transform;
+
+use crate::ctx::{explain, Ctx};
+
+/// The attribute a repair marks a target item with while it decides.
+pub const REPAIR_TOKEN_ATTR: &str = "ddb_relay_repair";
+
+/// Attempts before a repair of one key gives up (the item keeps changing).
+const ATTEMPTS: usize = 8;
+
+/// What a repair of one source item wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Repaired {
+    pub puts: u32,
+    pub deletes: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Marked {
+    /// The item existed; the token was added to it.
+    Existing,
+    /// The item was absent; a placeholder (key + token) holds its place.
+    Placeholder,
+    /// Absent, and only to be deleted: nothing to do.
+    Absent,
+}
+
+fn ops_shape(plan: &[(Attrs, WriteOp)]) -> Vec<(CanonicalKey, &'static str)> {
+    plan.iter()
+        .map(|(k, op)| (CanonicalKey::of(k), op.kind()))
+        .collect()
+}
+
+/// Brings the target to the current state of the source item `source_key`:
+/// its transformed item at its target key (or a delete, or a tombstone in
+/// tombstone mode), and deletes of the `stale` target keys it may still
+/// occupy. Never overwrites a newer change (see the module docs).
+pub async fn repair<A: Aws>(
+    ctx: &Ctx<A>,
+    t: &dyn Transform,
+    mode: Mode,
+    source_key: &Attrs,
+    stale: &[Attrs],
+) -> Result<Repaired> {
+    let s = &ctx.stack;
+    let key_attr = t
+        .target_key_names()
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow!("the transform names no target key"))?;
+    let plan_for = |current: Option<&Attrs>| {
+        converge(Some(t), source_key, current, stale)
+            .map_err(|e| anyhow!("cannot repair this item: {e}"))
+    };
+    for _ in 0..ATTEMPTS {
+        let before = ctx
+            .aws
+            .get_item(&s.source_table, source_key)
+            .await
+            .map_err(|e| explain(e, &s.source_table))?;
+        let plan = plan_for(before.as_ref())?;
+        let token = AttributeValue::S(format!("{:016x}", fastrand::u64(..)));
+        let mut marked: Vec<(Attrs, Marked)> = Vec::with_capacity(plan.len());
+        let mut lost_race = false;
+        for (key, op) in &plan {
+            let m = mark(ctx, key, op, &key_attr, &token).await?;
+            match m {
+                Some(m) => marked.push((key.clone(), m)),
+                None => {
+                    lost_race = true;
+                    break;
+                }
+            }
+        }
+        if lost_race {
+            unmark(ctx, &marked, &token).await;
+            continue;
+        }
+        let after = ctx
+            .aws
+            .get_item(&s.source_table, source_key)
+            .await
+            .map_err(|e| explain(e, &s.source_table))?;
+        let plan2 = plan_for(after.as_ref())?;
+        if ops_shape(&plan2) != ops_shape(&plan) {
+            unmark(ctx, &marked, &token).await;
+            continue;
+        }
+        let mut done = Repaired::default();
+        let mut refused = false;
+        let ours = Cond::Equals(REPAIR_TOKEN_ATTR.into(), token.clone());
+        for ((key, op), (_, m)) in plan2.into_iter().zip(&marked) {
+            let written = match (op.in_mode(mode), m) {
+                (WriteOp::Delete(_), Marked::Absent) => continue,
+                (WriteOp::Put(item), Marked::Absent) => ctx
+                    .aws
+                    .put_item(&s.target_table, &item, &Cond::Absent(key_attr.clone()))
+                    .await
+                    .map(|w| (w.done, true)),
+                (WriteOp::Put(item), _) => ctx
+                    .aws
+                    .put_item(&s.target_table, &item, &ours)
+                    .await
+                    .map(|w| (w.done, true)),
+                (WriteOp::Delete(_), _) => ctx
+                    .aws
+                    .delete_item(&s.target_table, &key, &ours)
+                    .await
+                    .map(|w| (w.done, false)),
+            }
+            .map_err(|e| explain(e, &s.target_table))?;
+            match written {
+                (true, true) => done.puts += 1,
+                (true, false) => done.deletes += 1,
+                (false, _) => refused = true,
+            }
+        }
+        if !refused {
+            return Ok(done);
+        }
+        // A newer change landed meanwhile: never overwrite it; start over.
+        unmark(ctx, &marked, &token).await;
+    }
+    Err(anyhow!(
+        "the item kept changing during {ATTEMPTS} repair attempts; the applier is writing it (re-run later)"
+    ))
+}
+
+/// Marks one target key with the token. `None`: another writer created the
+/// item between the two checks (start over).
+async fn mark<A: Aws>(
+    ctx: &Ctx<A>,
+    key: &Attrs,
+    op: &WriteOp,
+    key_attr: &str,
+    token: &AttributeValue,
+) -> Result<Option<Marked>> {
+    let table = &ctx.stack.target_table;
+    let on_existing = ctx
+        .aws
+        .set_attr(
+            table,
+            key,
+            REPAIR_TOKEN_ATTR,
+            Some(token.clone()),
+            &Cond::Exists(key_attr.to_string()),
+        )
+        .await
+        .map_err(|e| explain(e, table))?;
+    if on_existing.done {
+        return Ok(Some(Marked::Existing));
+    }
+    if let WriteOp::Delete(_) = op {
+        return Ok(Some(Marked::Absent));
+    }
+    let mut placeholder = key.clone();
+    placeholder.insert(REPAIR_TOKEN_ATTR.into(), token.clone());
+    let created = ctx
+        .aws
+        .put_item(table, &placeholder, &Cond::Absent(key_attr.to_string()))
+        .await
+        .map_err(|e| explain(e, table))?;
+    Ok(created.done.then_some(Marked::Placeholder))
+}
+
+/// Takes the token back where it is still ours (best effort: a leftover
+/// token or placeholder is a difference the next verify repairs).
+async fn unmark<A: Aws>(ctx: &Ctx<A>, marked: &[(Attrs, Marked)], token: &AttributeValue) {
+    let table = &ctx.stack.target_table;
+    let ours = Cond::Equals(REPAIR_TOKEN_ATTR.into(), token.clone());
+    for (key, m) in marked {
+        let _ = match m {
+            Marked::Existing => {
+                ctx.aws
+                    .set_attr(table, key, REPAIR_TOKEN_ATTR, None, &ours)
+                    .await
+            }
+            Marked::Placeholder => ctx.aws.delete_item(table, key, &ours).await,
+            Marked::Absent => continue,
+        };
+    }
+}
+
+/// Whether the target holds exactly what the source item's current state
+/// maps to at `target_key` (re-read, consistently): the transformed item
+/// there if the source item maps there, else nothing.
+pub async fn agrees<A: Aws>(
+    ctx: &Ctx<A>,
+    t: &dyn Transform,
+    source_key: Option<&Attrs>,
+    target_key: &Attrs,
+) -> Result<bool> {
+    let s = &ctx.stack;
+    let want = match source_key {
+        None => None,
+        Some(sk) => match ctx
+            .aws
+            .get_item(&s.source_table, sk)
+            .await
+            .map_err(|e| explain(e, &s.source_table))?
+        {
+            None => None,
+            Some(item) => {
+                let here = t
+                    .key_only(&item)
+                    .map(|k| CanonicalKey::of(&k) == CanonicalKey::of(target_key))
+                    .unwrap_or(false);
+                if here {
+                    Some(t.item(&item).map_err(|e| anyhow!("{e}"))?)
+                } else {
+                    None
+                }
+            }
+        },
+    };
+    let got = ctx
+        .aws
+        .get_item(&s.target_table, target_key)
+        .await
+        .map_err(|e| explain(e, &s.target_table))?;
+    Ok(match (want, got) {
+        (None, None) => true,
+        (Some(w), Some(g)) => same_item(&w, &g),
+        _ => false,
+    })
+}

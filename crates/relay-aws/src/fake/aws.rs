@@ -1,0 +1,593 @@
+//! The operator's view of the fakes: every service trait of
+//! [`crate::operator`] on one in-memory account, so the CLI's commands run
+//! in tests and simulations exactly as against AWS.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use relay_core::control::ControlState;
+use relay_core::item::{AttributeValue, Attrs};
+use relay_core::metrics::MetricRecord;
+
+use super::dynamo::Check;
+use super::{lock, Clock, FakeDynamo, FakeFifo};
+use crate::operator::{
+    Cond, ControlWrite, Mapping, MetricQuery, Metrics, QueueAttrs, Queues, RawMessage, Series,
+    StackInfo, Stacks, Stat, TableInfo, Tables, Triggers, Written,
+};
+use crate::{AwsError, MetricsPublisher};
+
+/// One datapoint: (time ms, namespace, name, dimensions, value).
+type Datum = (i64, String, String, Vec<(String, String)>, f64);
+
+/// Metrics published by the fake functions, readable by the operator.
+#[derive(Clone, Default)]
+pub struct FakeMetrics {
+    data: Arc<Mutex<Vec<Datum>>>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for FakeMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeMetrics").finish_non_exhaustive()
+    }
+}
+
+impl FakeMetrics {
+    pub fn new(clock: Clock) -> Self {
+        FakeMetrics {
+            data: Arc::default(),
+            clock,
+        }
+    }
+
+    pub fn record(&self, namespace: &str, name: &str, dims: &[(&str, &str)], value: f64) {
+        lock(&self.data).push((
+            self.clock.now_ms(),
+            namespace.into(),
+            name.into(),
+            dims.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            value,
+        ));
+    }
+
+    fn query(&self, q: &MetricQuery, since_ms: i64, until_ms: i64) -> Series {
+        let data = lock(&self.data);
+        let mut buckets: std::collections::BTreeMap<i64, f64> = Default::default();
+        for (t, ns, name, dims, v) in data.iter() {
+            let mut want = q.dims.clone();
+            want.sort();
+            let mut have = dims.clone();
+            have.sort();
+            if *t < since_ms
+                || *t > until_ms
+                || *ns != q.namespace
+                || *name != q.name
+                || want != have
+            {
+                continue;
+            }
+            let b = buckets
+                .entry(t.div_euclid(60_000) * 60_000)
+                .or_insert(match q.stat {
+                    Stat::Sum => 0.0,
+                    Stat::Maximum => f64::MIN,
+                });
+            *b = match q.stat {
+                Stat::Sum => *b + v,
+                Stat::Maximum => b.max(*v),
+            };
+        }
+        buckets.into_iter().collect()
+    }
+}
+
+impl MetricsPublisher for FakeMetrics {
+    async fn publish(
+        &self,
+        namespace: &str,
+        migration: &str,
+        record: &MetricRecord,
+    ) -> Result<(), AwsError> {
+        for (name, value, _) in &record.values {
+            self.record(
+                namespace,
+                name,
+                &[("Migration", migration), ("Function", record.function)],
+                *value,
+            );
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Trigger {
+    uuid: String,
+    function: String,
+    source_arn: String,
+    enabled: bool,
+}
+
+#[derive(Default)]
+struct State {
+    triggers: Vec<Trigger>,
+    timeouts: HashMap<String, u64>,
+    env: HashMap<(String, String), String>,
+    stacks: HashMap<String, StackInfo>,
+    /// Point-in-time restores are possible up to now minus this.
+    pitr_lag_ms: i64,
+    page_size: usize,
+}
+
+/// One in-memory account: DynamoDB, the FIFO queue and its DLQ, the
+/// functions' triggers, CloudWatch and CloudFormation.
+#[derive(Clone)]
+pub struct FakeAws {
+    pub db: FakeDynamo,
+    pub queue: FakeFifo,
+    pub metrics: FakeMetrics,
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub failures_url: String,
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for FakeAws {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeAws").finish_non_exhaustive()
+    }
+}
+
+/// The ARN the fakes give a table.
+pub fn table_arn(name: &str) -> String {
+    format!("arn:aws:dynamodb:us-east-1:123456789012:table/{name}")
+}
+
+impl FakeAws {
+    pub fn new(db: FakeDynamo, queue: FakeFifo, metrics: FakeMetrics) -> Self {
+        FakeAws {
+            db,
+            queue,
+            metrics,
+            queue_url: "https://sqs.us-east-1.amazonaws.com/123456789012/relay.fifo".into(),
+            dlq_url: "https://sqs.us-east-1.amazonaws.com/123456789012/relay-dlq.fifo".into(),
+            failures_url: "https://sqs.us-east-1.amazonaws.com/123456789012/relay-failures".into(),
+            state: Arc::new(Mutex::new(State {
+                pitr_lag_ms: 1_000,
+                page_size: 10,
+                ..State::default()
+            })),
+        }
+    }
+
+    /// Adds a function with its trigger (on `source_arn`) and timeout.
+    pub fn add_function(&self, function: &str, source_arn: &str, enabled: bool, timeout_s: u64) {
+        let mut s = lock(&self.state);
+        let uuid = format!("esm-{function}");
+        s.triggers.push(Trigger {
+            uuid,
+            function: function.into(),
+            source_arn: source_arn.into(),
+            enabled,
+        });
+        s.timeouts.insert(function.into(), timeout_s);
+    }
+
+    pub fn set_env(&self, function: &str, var: &str, value: &str) {
+        lock(&self.state)
+            .env
+            .insert((function.into(), var.into()), value.into());
+    }
+
+    pub fn add_stack(&self, info: StackInfo) {
+        lock(&self.state).stacks.insert(info.name.clone(), info);
+    }
+
+    /// Whether a function's trigger is enabled (the simulation's pollers
+    /// invoke only then).
+    pub fn trigger_enabled(&self, function: &str) -> bool {
+        lock(&self.state)
+            .triggers
+            .iter()
+            .any(|t| t.function == function && t.enabled)
+    }
+
+    /// Items per scan page.
+    pub fn set_page_size(&self, n: usize) {
+        lock(&self.state).page_size = n.max(1);
+    }
+
+    fn unsupported(op: &'static str) -> AwsError {
+        AwsError::permanent(op, "UnsupportedOperation", "not supported by the fake")
+    }
+}
+
+impl Stacks for FakeAws {
+    async fn stack(&self, name: &str) -> Result<StackInfo, AwsError> {
+        tokio::task::yield_now().await;
+        lock(&self.state).stacks.get(name).cloned().ok_or_else(|| {
+            AwsError::permanent("DescribeStacks", "ValidationError", "stack not found")
+        })
+    }
+}
+
+impl Triggers for FakeAws {
+    async fn mapping(&self, function: &str, prefix: &str) -> Result<Mapping, AwsError> {
+        tokio::task::yield_now().await;
+        lock(&self.state)
+            .triggers
+            .iter()
+            .find(|t| t.function == function && t.source_arn.starts_with(prefix))
+            .map(|t| Mapping {
+                uuid: t.uuid.clone(),
+                state: if t.enabled { "Enabled" } else { "Disabled" }.into(),
+                source_arn: t.source_arn.clone(),
+            })
+            .ok_or_else(|| {
+                AwsError::permanent(
+                    "ListEventSourceMappings",
+                    "ResourceNotFoundException",
+                    &format!("no {prefix}* trigger on function {function}"),
+                )
+            })
+    }
+
+    async fn mapping_state(&self, uuid: &str) -> Result<String, AwsError> {
+        tokio::task::yield_now().await;
+        lock(&self.state)
+            .triggers
+            .iter()
+            .find(|t| t.uuid == uuid)
+            .map(|t| if t.enabled { "Enabled" } else { "Disabled" }.to_string())
+            .ok_or_else(|| {
+                AwsError::permanent(
+                    "GetEventSourceMapping",
+                    "ResourceNotFoundException",
+                    "no such mapping",
+                )
+            })
+    }
+
+    async fn set_mapping(&self, uuid: &str, enabled: bool) -> Result<(), AwsError> {
+        tokio::task::yield_now().await;
+        for t in lock(&self.state).triggers.iter_mut() {
+            if t.uuid == uuid {
+                t.enabled = enabled;
+            }
+        }
+        Ok(())
+    }
+
+    async fn function_timeout_s(&self, function: &str) -> Result<u64, AwsError> {
+        Ok(lock(&self.state)
+            .timeouts
+            .get(function)
+            .copied()
+            .unwrap_or(3))
+    }
+
+    async fn function_env(&self, function: &str, var: &str) -> Result<Option<String>, AwsError> {
+        Ok(lock(&self.state)
+            .env
+            .get(&(function.to_string(), var.to_string()))
+            .cloned())
+    }
+}
+
+impl Queues for FakeAws {
+    async fn queue_attrs(&self, url: &str) -> Result<QueueAttrs, AwsError> {
+        tokio::task::yield_now().await;
+        let (visible, in_flight) = if url == self.queue_url {
+            self.queue.counts()
+        } else if url == self.dlq_url {
+            self.queue.dlq_counts()
+        } else {
+            (0, 0)
+        };
+        Ok(QueueAttrs {
+            visible,
+            in_flight,
+            visibility_s: 360,
+            retention_s: 1_209_600,
+        })
+    }
+
+    async fn receive(
+        &self,
+        url: &str,
+        max: i32,
+        _visibility_s: i32,
+    ) -> Result<Vec<RawMessage>, AwsError> {
+        tokio::task::yield_now().await;
+        if url != self.dlq_url {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .queue
+            .receive_dlq(max.clamp(1, 10) as usize)
+            .into_iter()
+            .map(|m| RawMessage {
+                id: m.message_id.clone(),
+                receipt: m.message_id,
+                body: m.body,
+                group: Some(m.group_id),
+                receive_count: u64::from(m.receive_count),
+                sent_ms: None,
+            })
+            .collect())
+    }
+
+    async fn delete_message(&self, url: &str, receipt: &str) -> Result<(), AwsError> {
+        tokio::task::yield_now().await;
+        if url == self.dlq_url {
+            self.queue.delete_dlq(receipt);
+        }
+        Ok(())
+    }
+
+    async fn release_message(&self, url: &str, receipt: &str) -> Result<(), AwsError> {
+        tokio::task::yield_now().await;
+        if url == self.dlq_url {
+            self.queue.release_dlq(receipt);
+        }
+        Ok(())
+    }
+}
+
+fn check(cond: &Cond) -> Check {
+    match cond {
+        Cond::Always => Check::Always,
+        Cond::Absent(a) => Check::Absent(a.clone()),
+        Cond::Exists(a) => Check::Exists(a.clone()),
+        Cond::Equals(a, v) => Check::Equals(a.clone(), v.clone()),
+    }
+}
+
+impl FakeAws {
+    async fn enter(&self, op: &'static str, table: &str) -> Result<(), AwsError> {
+        let call = super::Call {
+            op,
+            table,
+            writes: &[],
+        };
+        match self.db.enter(&call).await {
+            Some(super::DbFault::Error(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Tables for FakeAws {
+    async fn describe(&self, table: &str) -> Result<Option<TableInfo>, AwsError> {
+        self.enter("DescribeTable", table).await?;
+        Ok(self.db.with_state(|s| {
+            s.describe(table)
+                .map(|(status, key_names, count, stream)| TableInfo {
+                    name: table.into(),
+                    status,
+                    key_names,
+                    stream_arn: stream.then(|| super::events::stream_arn(table)),
+                    stream_view: stream.then(|| "NEW_AND_OLD_IMAGES".to_string()),
+                    item_count: Some(count),
+                    arn: Some(table_arn(table)),
+                })
+        }))
+    }
+
+    async fn pitr(&self, table: &str) -> Result<(bool, Option<i64>), AwsError> {
+        self.enter("DescribeContinuousBackups", table).await?;
+        let lag = lock(&self.state).pitr_lag_ms;
+        self.db.with_state(|s| match s.pitr(table) {
+            None => Err(AwsError::permanent(
+                "DescribeContinuousBackups",
+                "TableNotFoundException",
+                "table not found",
+            )),
+            Some(on) => Ok((on, on.then(|| s.now_ms() - lag))),
+        })
+    }
+
+    async fn create_backup(&self, table: &str, _name: &str) -> Result<(String, i64), AwsError> {
+        self.enter("CreateBackup", table).await?;
+        self.db.with_state(|s| s.create_backup(table))
+    }
+
+    async fn backup_status(&self, arn: &str) -> Result<String, AwsError> {
+        self.enter("DescribeBackup", "").await?;
+        self.db.with_state(|s| s.backup_status(arn))
+    }
+
+    async fn restore_backup(&self, arn: &str, target: &str) -> Result<(), AwsError> {
+        self.enter("RestoreTableFromBackup", target).await?;
+        self.db.with_state(|s| {
+            let (table, items) = s.backup(arn).ok_or_else(|| {
+                AwsError::permanent(
+                    "RestoreTableFromBackup",
+                    "BackupNotFoundException",
+                    "backup not available",
+                )
+            })?;
+            s.create_from(&table, target, items, "RestoreTableFromBackup")
+        })
+    }
+
+    async fn restore_pitr(&self, source: &str, target: &str, at_ms: i64) -> Result<(), AwsError> {
+        self.enter("RestoreTableToPointInTime", target).await?;
+        self.db.with_state(|s| {
+            let items = s.state_at(source, at_ms)?;
+            s.create_from(source, target, items, "RestoreTableToPointInTime")
+        })
+    }
+
+    async fn export(
+        &self,
+        _table_arn: &str,
+        _bucket: &str,
+        _prefix: &str,
+        _at_ms: Option<i64>,
+    ) -> Result<String, AwsError> {
+        Err(Self::unsupported("ExportTableToPointInTime"))
+    }
+
+    async fn export_status(
+        &self,
+        _arn: &str,
+    ) -> Result<(String, Option<i64>, Option<String>), AwsError> {
+        Err(Self::unsupported("DescribeExport"))
+    }
+
+    async fn delete_table(&self, name: &str) -> Result<(), AwsError> {
+        self.enter("DeleteTable", name).await?;
+        self.db.with_state(|s| s.delete_table(name));
+        Ok(())
+    }
+
+    async fn get_item(&self, table: &str, key: &Attrs) -> Result<Option<Attrs>, AwsError> {
+        self.enter("GetItem", table).await?;
+        self.db.with_state(|s| s.get(table, key))
+    }
+
+    async fn put_item(&self, table: &str, item: &Attrs, cond: &Cond) -> Result<Written, AwsError> {
+        self.enter("PutItem", table).await?;
+        let done = self.db.with_state(|s| {
+            s.write_if(table, "PutItem", item, |_| Some(item.clone()), &check(cond))
+        })?;
+        Ok(Written {
+            done,
+            wcu: done.then_some(1.0),
+        })
+    }
+
+    async fn delete_item(
+        &self,
+        table: &str,
+        key: &Attrs,
+        cond: &Cond,
+    ) -> Result<Written, AwsError> {
+        self.enter("DeleteItem", table).await?;
+        let done = self
+            .db
+            .with_state(|s| s.write_if(table, "DeleteItem", key, |_| None, &check(cond)))?;
+        Ok(Written { done, wcu: None })
+    }
+
+    async fn set_attr(
+        &self,
+        table: &str,
+        key: &Attrs,
+        name: &str,
+        value: Option<AttributeValue>,
+        cond: &Cond,
+    ) -> Result<Written, AwsError> {
+        self.enter("UpdateItem", table).await?;
+        let done = self.db.with_state(|s| {
+            s.write_if(
+                table,
+                "UpdateItem",
+                key,
+                |cur| {
+                    let mut item = cur.cloned().unwrap_or_else(|| key.clone());
+                    match &value {
+                        Some(v) => item.insert(name.to_string(), v.clone()),
+                        None => item.remove(name),
+                    };
+                    Some(item)
+                },
+                &check(cond),
+            )
+        })?;
+        Ok(Written { done, wcu: None })
+    }
+
+    async fn scan_page(
+        &self,
+        table: &str,
+        segment: i32,
+        total: i32,
+        start: Option<Attrs>,
+        _consistent: bool,
+    ) -> Result<(Vec<Attrs>, Option<Attrs>), AwsError> {
+        self.enter("Scan", table).await?;
+        let limit = lock(&self.state).page_size;
+        self.db
+            .with_state(|s| s.scan(table, segment, total, start.as_ref(), limit))
+    }
+
+    async fn control(
+        &self,
+        table: &str,
+        migration: &str,
+    ) -> Result<Option<ControlState>, AwsError> {
+        let key: Attrs = [(
+            relay_core::control::ATTR_MIGRATION.to_string(),
+            AttributeValue::S(migration.into()),
+        )]
+        .into();
+        match self.get_item(table, &key).await? {
+            None => Ok(None),
+            Some(item) => ControlState::from_item(&item)
+                .map(Some)
+                .map_err(|e| AwsError::permanent("GetItem", "BadControlItem", &e.to_string())),
+        }
+    }
+
+    async fn write_control(
+        &self,
+        table: &str,
+        next: &ControlState,
+        expected: u64,
+    ) -> Result<ControlWrite, AwsError> {
+        self.enter("UpdateItem(control)", table).await?;
+        let key: Attrs = [(
+            relay_core::control::ATTR_MIGRATION.to_string(),
+            AttributeValue::S(next.migration.clone()),
+        )]
+        .into();
+        let mut written = None;
+        let done = self.db.with_state(|s| {
+            s.write_if(
+                table,
+                "UpdateItem(control)",
+                &key,
+                |cur| {
+                    let mut item = cur.cloned().unwrap_or_else(|| key.clone());
+                    for (name, value) in next.operator_attrs() {
+                        match value {
+                            Some(v) => item.insert(name.to_string(), v),
+                            None => item.remove(name),
+                        };
+                    }
+                    item.insert(
+                        relay_core::control::ATTR_VERSION.into(),
+                        AttributeValue::N((expected + 1).to_string()),
+                    );
+                    written = ControlState::from_item(&item).ok();
+                    Some(item)
+                },
+                &Check::Version(expected),
+            )
+        })?;
+        Ok(match (done, written) {
+            (true, Some(s)) => ControlWrite::Written(s),
+            _ => ControlWrite::Conflict,
+        })
+    }
+}
+
+impl Metrics for FakeAws {
+    async fn metrics(
+        &self,
+        queries: &[MetricQuery],
+        since_ms: i64,
+        until_ms: i64,
+    ) -> Result<Vec<Series>, AwsError> {
+        tokio::task::yield_now().await;
+        Ok(queries
+            .iter()
+            .map(|q| self.metrics.query(q, since_ms, until_ms))
+            .collect())
+    }
+}

@@ -1,0 +1,97 @@
+//! Builders of AWS-shaped Lambda events, for tests.
+
+use aws_lambda_events::event::dynamodb::Event;
+use aws_lambda_events::event::sqs::SqsEvent;
+use relay_core::item::Attrs;
+use serde_json::{json, Value};
+
+use super::QueuedMessage;
+
+/// One stream record to build.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub event_id: String,
+    /// `INSERT`, `MODIFY` or `REMOVE`.
+    pub event_name: String,
+    pub seq: String,
+    /// Seconds since the epoch.
+    pub time_s: i64,
+    pub keys: Attrs,
+    pub new_image: Option<Attrs>,
+    pub old_image: Option<Attrs>,
+    pub ttl: bool,
+}
+
+/// The stream ARN used by [`stream_event`].
+pub fn stream_arn(table: &str) -> String {
+    format!("arn:aws:dynamodb:us-east-1:123456789012:table/{table}/stream/2026-11-01T00:00:00.000")
+}
+
+/// A DynamoDB stream event as Lambda delivers it.
+pub fn stream_event(table: &str, records: &[Record]) -> Event {
+    let arn = stream_arn(table);
+    let recs: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            let mut dynamodb = json!({
+                "ApproximateCreationDateTime": r.time_s,
+                "Keys": r.keys,
+                "SequenceNumber": r.seq,
+                "SizeBytes": 100,
+                "StreamViewType": "NEW_AND_OLD_IMAGES",
+            });
+            if let Some(n) = &r.new_image {
+                dynamodb["NewImage"] = json!(n);
+            }
+            if let Some(o) = &r.old_image {
+                dynamodb["OldImage"] = json!(o);
+            }
+            let mut rec = json!({
+                "eventID": r.event_id,
+                "eventName": r.event_name,
+                "eventVersion": "1.1",
+                "eventSource": "aws:dynamodb",
+                "awsRegion": "us-east-1",
+                "dynamodb": dynamodb,
+                "eventSourceARN": arn,
+            });
+            if r.ttl {
+                rec["userIdentity"] =
+                    json!({"type": "Service", "principalId": "dynamodb.amazonaws.com"});
+            }
+            rec
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": recs }))
+        .unwrap_or_else(|e| panic!("test stream event does not parse: {e}"))
+}
+
+/// An SQS FIFO event as Lambda delivers it.
+pub fn sqs_event(messages: &[QueuedMessage]) -> SqsEvent {
+    let recs: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            json!({
+                "messageId": m.message_id,
+                "receiptHandle": format!("rh-{}", m.message_id),
+                "body": m.body,
+                "attributes": {
+                    "ApproximateReceiveCount": m.receive_count.to_string(),
+                    "SentTimestamp": "1793750400000",
+                    "SequenceNumber": format!("{:020}", m.sequence),
+                    "MessageGroupId": m.group_id,
+                    "SenderId": "AROAEXAMPLE:forwarder",
+                    "MessageDeduplicationId": m.dedup_id,
+                    "ApproximateFirstReceiveTimestamp": "1793750400001"
+                },
+                "messageAttributes": {},
+                "md5OfBody": "00000000000000000000000000000000",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:relay.fifo",
+                "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": recs }))
+        .unwrap_or_else(|e| panic!("test SQS event does not parse: {e}"))
+}

@@ -1,0 +1,454 @@
+//! DynamoDB: tables, backups, restores, exports, single items, scans and
+//! the control item.
+
+use aws_sdk_dynamodb::types::AttributeValue as Av;
+use relay_core::control::{ControlState, ATTR_MIGRATION, ATTR_VERSION};
+use relay_core::item::{AttributeValue, Attrs};
+
+use super::{e, ms, Cond, ControlWrite, Sdk, TableInfo, Tables, Written};
+use crate::convert::{from_sdk_item, to_sdk, to_sdk_item};
+use crate::sdk::classify;
+use crate::AwsError;
+
+/// A condition as (expression, names, values).
+type Expr = (Option<String>, Vec<(String, String)>, Vec<(String, Av)>);
+
+fn condition(cond: &Cond) -> Expr {
+    match cond {
+        Cond::Always => (None, vec![], vec![]),
+        Cond::Absent(a) => (
+            Some("attribute_not_exists(#c)".into()),
+            vec![("#c".into(), a.clone())],
+            vec![],
+        ),
+        Cond::Exists(a) => (
+            Some("attribute_exists(#c)".into()),
+            vec![("#c".into(), a.clone())],
+            vec![],
+        ),
+        Cond::Equals(a, v) => (
+            Some("#c = :c".into()),
+            vec![("#c".into(), a.clone())],
+            vec![(":c".into(), to_sdk(v))],
+        ),
+    }
+}
+
+/// `Ok(false)` for a failed condition, the error otherwise.
+fn conditional<T>(op: &'static str, r: Result<T, AwsError>) -> Result<Option<T>, AwsError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(err) if err.code == "ConditionalCheckFailedException" => Ok(None),
+        Err(err) => Err(AwsError {
+            operation: op,
+            ..err
+        }),
+    }
+}
+
+impl Tables for Sdk {
+    async fn describe(&self, name: &str) -> Result<Option<TableInfo>, AwsError> {
+        let d = match self.ddb.describe_table().table_name(name).send().await {
+            Ok(d) => d,
+            Err(err) => {
+                let err = classify("DescribeTable", &err);
+                return if err.code == "ResourceNotFoundException" {
+                    Ok(None)
+                } else {
+                    Err(err)
+                };
+            }
+        };
+        let Some(t) = d.table() else { return Ok(None) };
+        let mut keys: Vec<(bool, String)> = t
+            .key_schema()
+            .iter()
+            .map(|k| {
+                (
+                    k.key_type().as_str() != "HASH",
+                    k.attribute_name().to_string(),
+                )
+            })
+            .collect();
+        keys.sort();
+        let spec = t.stream_specification();
+        let enabled = spec.map(|s| s.stream_enabled()).unwrap_or(false);
+        Ok(Some(TableInfo {
+            name: name.to_string(),
+            status: t
+                .table_status()
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            key_names: keys.into_iter().map(|(_, n)| n).collect(),
+            stream_arn: if enabled {
+                t.latest_stream_arn().map(str::to_string)
+            } else {
+                None
+            },
+            stream_view: if enabled {
+                spec.and_then(|s| s.stream_view_type())
+                    .map(|v| v.as_str().to_string())
+            } else {
+                None
+            },
+            item_count: t.item_count(),
+            arn: t.table_arn().map(str::to_string),
+        }))
+    }
+
+    async fn pitr(&self, table: &str) -> Result<(bool, Option<i64>), AwsError> {
+        let d = self
+            .ddb
+            .describe_continuous_backups()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(e("DescribeContinuousBackups"))?;
+        let p = d
+            .continuous_backups_description()
+            .and_then(|c| c.point_in_time_recovery_description());
+        let enabled = p
+            .and_then(|p| p.point_in_time_recovery_status())
+            .is_some_and(|s| s.as_str() == "ENABLED");
+        let latest = p.and_then(|p| p.latest_restorable_date_time()).map(ms);
+        Ok((enabled, latest))
+    }
+
+    async fn create_backup(&self, table: &str, name: &str) -> Result<(String, i64), AwsError> {
+        let b = self
+            .ddb
+            .create_backup()
+            .table_name(table)
+            .backup_name(name)
+            .send()
+            .await
+            .map_err(e("CreateBackup"))?;
+        let d = b.backup_details().ok_or_else(|| {
+            AwsError::permanent("CreateBackup", "NoDetails", "no backup details returned")
+        })?;
+        Ok((
+            d.backup_arn().to_string(),
+            ms(d.backup_creation_date_time()),
+        ))
+    }
+
+    async fn backup_status(&self, arn: &str) -> Result<String, AwsError> {
+        let d = self
+            .ddb
+            .describe_backup()
+            .backup_arn(arn)
+            .send()
+            .await
+            .map_err(e("DescribeBackup"))?;
+        Ok(d.backup_description()
+            .and_then(|b| b.backup_details())
+            .map(|b| b.backup_status().as_str().to_string())
+            .unwrap_or_default())
+    }
+
+    async fn restore_backup(&self, arn: &str, target: &str) -> Result<(), AwsError> {
+        self.ddb
+            .restore_table_from_backup()
+            .backup_arn(arn)
+            .target_table_name(target)
+            .send()
+            .await
+            .map_err(e("RestoreTableFromBackup"))?;
+        Ok(())
+    }
+
+    async fn restore_pitr(&self, source: &str, target: &str, at_ms: i64) -> Result<(), AwsError> {
+        self.ddb
+            .restore_table_to_point_in_time()
+            .source_table_name(source)
+            .target_table_name(target)
+            .restore_date_time(aws_smithy_types::DateTime::from_millis(at_ms))
+            .send()
+            .await
+            .map_err(e("RestoreTableToPointInTime"))?;
+        Ok(())
+    }
+
+    async fn export(
+        &self,
+        table_arn: &str,
+        bucket: &str,
+        prefix: &str,
+        at_ms: Option<i64>,
+    ) -> Result<String, AwsError> {
+        let mut req = self
+            .ddb
+            .export_table_to_point_in_time()
+            .table_arn(table_arn)
+            .s3_bucket(bucket)
+            .s3_prefix(prefix)
+            .export_format(aws_sdk_dynamodb::types::ExportFormat::DynamodbJson);
+        if let Some(t) = at_ms {
+            req = req.export_time(aws_smithy_types::DateTime::from_millis(t));
+        }
+        let r = req.send().await.map_err(e("ExportTableToPointInTime"))?;
+        Ok(r.export_description()
+            .and_then(|d| d.export_arn())
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    async fn export_status(
+        &self,
+        arn: &str,
+    ) -> Result<(String, Option<i64>, Option<String>), AwsError> {
+        let d = self
+            .ddb
+            .describe_export()
+            .export_arn(arn)
+            .send()
+            .await
+            .map_err(e("DescribeExport"))?;
+        let x = d.export_description();
+        Ok((
+            x.and_then(|x| x.export_status())
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_default(),
+            x.and_then(|x| x.export_time()).map(ms),
+            x.and_then(|x| x.export_manifest()).map(str::to_string),
+        ))
+    }
+
+    async fn delete_table(&self, name: &str) -> Result<(), AwsError> {
+        match self.ddb.delete_table().table_name(name).send().await {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let err = classify("DeleteTable", &err);
+                if err.code == "ResourceNotFoundException" {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    async fn get_item(&self, table: &str, key: &Attrs) -> Result<Option<Attrs>, AwsError> {
+        let r = self
+            .ddb
+            .get_item()
+            .table_name(table)
+            .set_key(Some(to_sdk_item(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(e("GetItem"))?;
+        match r.item() {
+            None => Ok(None),
+            Some(i) => from_sdk_item(i)
+                .map(Some)
+                .map_err(|u| AwsError::permanent("GetItem", "UnknownType", &u.to_string())),
+        }
+    }
+
+    async fn put_item(&self, table: &str, item: &Attrs, cond: &Cond) -> Result<Written, AwsError> {
+        let (expr, names, values) = condition(cond);
+        let r = self
+            .ddb
+            .put_item()
+            .table_name(table)
+            .set_item(Some(to_sdk_item(item)))
+            .set_condition_expression(expr)
+            .set_expression_attribute_names(
+                (!names.is_empty()).then(|| names.into_iter().collect()),
+            )
+            .set_expression_attribute_values(
+                (!values.is_empty()).then(|| values.into_iter().collect()),
+            )
+            .return_consumed_capacity(aws_sdk_dynamodb::types::ReturnConsumedCapacity::Total)
+            .send()
+            .await
+            .map_err(e("PutItem"));
+        Ok(match conditional("PutItem", r)? {
+            Some(r) => Written {
+                done: true,
+                wcu: r.consumed_capacity().and_then(|c| c.capacity_units()),
+            },
+            None => Written {
+                done: false,
+                wcu: None,
+            },
+        })
+    }
+
+    async fn delete_item(
+        &self,
+        table: &str,
+        key: &Attrs,
+        cond: &Cond,
+    ) -> Result<Written, AwsError> {
+        let (expr, names, values) = condition(cond);
+        let r = self
+            .ddb
+            .delete_item()
+            .table_name(table)
+            .set_key(Some(to_sdk_item(key)))
+            .set_condition_expression(expr)
+            .set_expression_attribute_names(
+                (!names.is_empty()).then(|| names.into_iter().collect()),
+            )
+            .set_expression_attribute_values(
+                (!values.is_empty()).then(|| values.into_iter().collect()),
+            )
+            .send()
+            .await
+            .map_err(e("DeleteItem"));
+        Ok(Written {
+            done: conditional("DeleteItem", r)?.is_some(),
+            wcu: None,
+        })
+    }
+
+    async fn set_attr(
+        &self,
+        table: &str,
+        key: &Attrs,
+        name: &str,
+        value: Option<AttributeValue>,
+        cond: &Cond,
+    ) -> Result<Written, AwsError> {
+        let (expr, mut names, mut values) = condition(cond);
+        names.push(("#n".into(), name.to_string()));
+        let update = match value {
+            Some(v) => {
+                values.push((":n".into(), to_sdk(&v)));
+                "SET #n = :n"
+            }
+            None => "REMOVE #n",
+        };
+        let r = self
+            .ddb
+            .update_item()
+            .table_name(table)
+            .set_key(Some(to_sdk_item(key)))
+            .update_expression(update)
+            .set_condition_expression(expr)
+            .set_expression_attribute_names(Some(names.into_iter().collect()))
+            .set_expression_attribute_values(
+                (!values.is_empty()).then(|| values.into_iter().collect()),
+            )
+            .send()
+            .await
+            .map_err(e("UpdateItem"));
+        Ok(Written {
+            done: conditional("UpdateItem", r)?.is_some(),
+            wcu: None,
+        })
+    }
+
+    async fn scan_page(
+        &self,
+        table: &str,
+        segment: i32,
+        total: i32,
+        start: Option<Attrs>,
+        consistent: bool,
+    ) -> Result<(Vec<Attrs>, Option<Attrs>), AwsError> {
+        let r = self
+            .ddb
+            .scan()
+            .table_name(table)
+            .segment(segment)
+            .total_segments(total)
+            .consistent_read(consistent)
+            .set_exclusive_start_key(start.as_ref().map(to_sdk_item))
+            .send()
+            .await
+            .map_err(e("Scan"))?;
+        let unknown = |u: crate::convert::UnknownType| {
+            AwsError::permanent("Scan", "UnknownType", &u.to_string())
+        };
+        let items = r
+            .items()
+            .iter()
+            .map(|i| from_sdk_item(i).map_err(unknown))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = match r.last_evaluated_key() {
+            Some(k) if !k.is_empty() => Some(from_sdk_item(k).map_err(unknown)?),
+            _ => None,
+        };
+        Ok((items, next))
+    }
+
+    async fn control(
+        &self,
+        table: &str,
+        migration: &str,
+    ) -> Result<Option<ControlState>, AwsError> {
+        let key = Attrs::from([(
+            ATTR_MIGRATION.to_string(),
+            AttributeValue::S(migration.to_string()),
+        )]);
+        match self.get_item(table, &key).await? {
+            None => Ok(None),
+            Some(item) => ControlState::from_item(&item)
+                .map(Some)
+                .map_err(|err| AwsError::permanent("GetItem", "BadControlItem", &err.to_string())),
+        }
+    }
+
+    async fn write_control(
+        &self,
+        table: &str,
+        next: &ControlState,
+        expected: u64,
+    ) -> Result<ControlWrite, AwsError> {
+        let mut set = vec!["#ver = :ver".to_string()];
+        let mut remove = Vec::new();
+        let mut req = self
+            .ddb
+            .update_item()
+            .table_name(table)
+            .key(ATTR_MIGRATION, Av::S(next.migration.clone()))
+            .expression_attribute_names("#ver", ATTR_VERSION)
+            .expression_attribute_values(":ver", Av::N((expected + 1).to_string()));
+        for (i, (name, value)) in next.operator_attrs().into_iter().enumerate() {
+            req = req.expression_attribute_names(format!("#a{i}"), name);
+            match value {
+                Some(v) => {
+                    set.push(format!("#a{i} = :a{i}"));
+                    req = req.expression_attribute_values(format!(":a{i}"), to_sdk(&v));
+                }
+                None => remove.push(format!("#a{i}")),
+            }
+        }
+        let mut update = format!("SET {}", set.join(", "));
+        if !remove.is_empty() {
+            update.push_str(&format!(" REMOVE {}", remove.join(", ")));
+        }
+        let req = req.update_expression(update);
+        let req = if expected == 0 {
+            req.condition_expression("attribute_not_exists(#ver) OR #ver = :zero")
+                .expression_attribute_values(":zero", Av::N("0".into()))
+        } else {
+            req.condition_expression("#ver = :expected")
+                .expression_attribute_values(":expected", Av::N(expected.to_string()))
+        };
+        let r = req
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(e("UpdateItem(control)"));
+        match conditional("UpdateItem(control)", r)? {
+            None => Ok(ControlWrite::Conflict),
+            Some(out) => {
+                let state = match out.attributes() {
+                    Some(a) => from_sdk_item(a)
+                        .ok()
+                        .and_then(|i| ControlState::from_item(&i).ok()),
+                    None => None,
+                };
+                Ok(ControlWrite::Written(state.unwrap_or_else(|| {
+                    let mut s = next.clone();
+                    s.version = expected + 1;
+                    s
+                })))
+            }
+        }
+    }
+}

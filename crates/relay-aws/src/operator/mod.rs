@@ -1,0 +1,399 @@
+//! The operator's AWS calls (feature `operator`, used by the `ddb-relay`
+//! CLI and its tests): one small trait per service, implemented on the SDK
+//! by [`Sdk`] (one file per service) and in memory by `fake::FakeAws`.
+//!
+//! **Boundary:** like the rest of this crate, SDK types stay here. Items are
+//! [`Attrs`], errors are [`AwsError`] with the service's code, so the CLI
+//! can turn them into one-line messages that name the fix.
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use relay_core::control::ControlState;
+use relay_core::item::{AttributeValue, Attrs};
+
+use crate::AwsError;
+
+mod cloudformation;
+mod cloudwatch;
+mod dynamodb;
+mod lambda;
+mod sqs;
+
+/// The outputs of a stack.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StackInfo {
+    pub name: String,
+    pub status: String,
+    pub outputs: HashMap<String, String>,
+    /// Template parameters, as deployed (`NoEcho` ones are masked by AWS).
+    pub parameters: HashMap<String, String>,
+}
+
+impl StackInfo {
+    pub fn output(&self, key: &str) -> Option<&str> {
+        self.outputs.get(key).map(String::as_str)
+    }
+}
+
+/// A deployed ddb-relay stack: what its outputs and parameters name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deployment {
+    pub name: String,
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub stream_failure_url: String,
+    pub forwarder: String,
+    pub applier: String,
+    pub control_table: String,
+    pub source_table: String,
+    pub target_table: String,
+    pub migration: String,
+    pub margin_ms: i64,
+    /// The deployed `TransformSpec` (`None`: no transform, or a stack that
+    /// does not report its parameters).
+    pub transform_spec: Option<String>,
+}
+
+impl Deployment {
+    /// Reads a ddb-relay stack's outputs; the error names the missing one.
+    pub fn from_stack(info: &StackInfo) -> Result<Deployment, String> {
+        let name = &info.name;
+        let get = |k: &str| {
+            info.output(k).map(str::to_string).ok_or_else(|| {
+                format!(
+                    "stack {name} has no output {k}: is it a ddb-relay stack (status {})?",
+                    info.status
+                )
+            })
+        };
+        let margin_s: i64 = get("CutoffMarginSeconds")?
+            .parse()
+            .map_err(|_| format!("stack {name}: output CutoffMarginSeconds is not a number"))?;
+        Ok(Deployment {
+            name: name.clone(),
+            queue_url: get("QueueUrl")?,
+            dlq_url: get("DeadLetterQueueUrl")?,
+            stream_failure_url: get("StreamFailureQueueUrl")?,
+            forwarder: get("ForwarderFunction")?,
+            applier: get("ApplierFunction")?,
+            control_table: get("ControlTable")?,
+            source_table: get("SourceTable")?,
+            target_table: get("TargetTable")?,
+            migration: get("MigrationId")?,
+            margin_ms: margin_s * 1000,
+            transform_spec: info
+                .parameters
+                .get("TransformSpec")
+                .filter(|s| !s.trim().is_empty())
+                .cloned(),
+        })
+    }
+}
+
+/// An event source mapping, as far as the operator cares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub uuid: String,
+    pub state: String,
+    pub source_arn: String,
+}
+
+/// A table, as far as the operator cares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableInfo {
+    pub name: String,
+    pub status: String,
+    pub key_names: Vec<String>,
+    pub stream_arn: Option<String>,
+    pub stream_view: Option<String>,
+    pub item_count: Option<i64>,
+    pub arn: Option<String>,
+}
+
+/// A message read from a queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawMessage {
+    pub id: String,
+    pub receipt: String,
+    pub body: String,
+    pub group: Option<String>,
+    pub receive_count: u64,
+    pub sent_ms: Option<i64>,
+}
+
+/// Queue attributes the operator checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueAttrs {
+    pub visible: u64,
+    pub in_flight: u64,
+    pub visibility_s: u64,
+    pub retention_s: i64,
+}
+
+/// The result of a conditional control-item write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ControlWrite {
+    Written(ControlState),
+    /// Somebody else changed the item since it was read.
+    Conflict,
+}
+
+/// A condition on a single-item write.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Cond {
+    Always,
+    /// No item with this key (the named key attribute is absent).
+    Absent(String),
+    /// An item exists (the named attribute is present).
+    Exists(String),
+    /// The named attribute holds this value.
+    Equals(String, AttributeValue),
+}
+
+/// What a conditional write did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Written {
+    /// False when the condition failed (nothing was written).
+    pub done: bool,
+    /// Write capacity consumed, when the service reports it.
+    pub wcu: Option<f64>,
+}
+
+/// A statistic of a metric query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    Sum,
+    Maximum,
+}
+
+/// One metric series to read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricQuery {
+    pub namespace: String,
+    pub name: String,
+    pub dims: Vec<(String, String)>,
+    pub stat: Stat,
+}
+
+impl MetricQuery {
+    pub fn new(namespace: &str, name: &str, dims: &[(&str, &str)], stat: Stat) -> Self {
+        MetricQuery {
+            namespace: namespace.into(),
+            name: name.into(),
+            dims: dims
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            stat,
+        }
+    }
+}
+
+/// Datapoints of one series: (timestamp ms, value), oldest first.
+pub type Series = Vec<(i64, f64)>;
+
+/// CloudFormation.
+pub trait Stacks: Send + Sync {
+    fn stack(&self, name: &str) -> impl Future<Output = Result<StackInfo, AwsError>> + Send;
+}
+
+/// Lambda: triggers and function settings.
+pub trait Triggers: Send + Sync {
+    /// The function's mapping whose source ARN starts with `prefix`.
+    fn mapping(
+        &self,
+        function: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Mapping, AwsError>> + Send;
+    fn mapping_state(&self, uuid: &str) -> impl Future<Output = Result<String, AwsError>> + Send;
+    fn set_mapping(
+        &self,
+        uuid: &str,
+        enabled: bool,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn function_timeout_s(
+        &self,
+        function: &str,
+    ) -> impl Future<Output = Result<u64, AwsError>> + Send;
+    /// One environment variable of a function, as deployed.
+    fn function_env(
+        &self,
+        function: &str,
+        var: &str,
+    ) -> impl Future<Output = Result<Option<String>, AwsError>> + Send;
+}
+
+/// SQS.
+pub trait Queues: Send + Sync {
+    fn queue_attrs(&self, url: &str) -> impl Future<Output = Result<QueueAttrs, AwsError>> + Send;
+    /// Receives up to `max` (<= 10) messages, hidden for `visibility_s`.
+    fn receive(
+        &self,
+        url: &str,
+        max: i32,
+        visibility_s: i32,
+    ) -> impl Future<Output = Result<Vec<RawMessage>, AwsError>> + Send;
+    fn delete_message(
+        &self,
+        url: &str,
+        receipt: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// Makes a received message visible again at once.
+    fn release_message(
+        &self,
+        url: &str,
+        receipt: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+/// DynamoDB: tables, backups, restores, exports, single items and scans.
+pub trait Tables: Send + Sync {
+    /// `None` when the table does not exist.
+    fn describe(
+        &self,
+        table: &str,
+    ) -> impl Future<Output = Result<Option<TableInfo>, AwsError>> + Send;
+    /// (PITR enabled, latest restorable time in ms).
+    fn pitr(
+        &self,
+        table: &str,
+    ) -> impl Future<Output = Result<(bool, Option<i64>), AwsError>> + Send;
+    /// Starts an on-demand backup; returns (ARN, creation time ms).
+    fn create_backup(
+        &self,
+        table: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<(String, i64), AwsError>> + Send;
+    fn backup_status(&self, arn: &str) -> impl Future<Output = Result<String, AwsError>> + Send;
+    fn restore_backup(
+        &self,
+        arn: &str,
+        target: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    fn restore_pitr(
+        &self,
+        source: &str,
+        target: &str,
+        at_ms: i64,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// Starts an export to S3; returns its ARN.
+    fn export(
+        &self,
+        table_arn: &str,
+        bucket: &str,
+        prefix: &str,
+        at_ms: Option<i64>,
+    ) -> impl Future<Output = Result<String, AwsError>> + Send;
+    /// (status, export time ms, manifest prefix).
+    fn export_status(
+        &self,
+        arn: &str,
+    ) -> impl Future<Output = Result<(String, Option<i64>, Option<String>), AwsError>> + Send;
+    /// Deletes a table; absent is fine.
+    fn delete_table(&self, name: &str) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// A consistent read.
+    fn get_item(
+        &self,
+        table: &str,
+        key: &Attrs,
+    ) -> impl Future<Output = Result<Option<Attrs>, AwsError>> + Send;
+    fn put_item(
+        &self,
+        table: &str,
+        item: &Attrs,
+        cond: &Cond,
+    ) -> impl Future<Output = Result<Written, AwsError>> + Send;
+    fn delete_item(
+        &self,
+        table: &str,
+        key: &Attrs,
+        cond: &Cond,
+    ) -> impl Future<Output = Result<Written, AwsError>> + Send;
+    /// Sets (or, with `None`, removes) one attribute, creating the item if
+    /// needed.
+    fn set_attr(
+        &self,
+        table: &str,
+        key: &Attrs,
+        name: &str,
+        value: Option<AttributeValue>,
+        cond: &Cond,
+    ) -> impl Future<Output = Result<Written, AwsError>> + Send;
+    /// One page of a (parallel) scan: items and the key to continue from.
+    fn scan_page(
+        &self,
+        table: &str,
+        segment: i32,
+        total: i32,
+        start: Option<Attrs>,
+        consistent: bool,
+    ) -> impl Future<Output = Result<(Vec<Attrs>, Option<Attrs>), AwsError>> + Send;
+    /// The control item.
+    fn control(
+        &self,
+        table: &str,
+        migration: &str,
+    ) -> impl Future<Output = Result<Option<ControlState>, AwsError>> + Send;
+    /// Writes the operator's attributes of `next` with `version = expected
+    /// + 1`, only if the stored version is still `expected` (or the item is
+    /// absent when `expected` is 0): two operators cannot clobber each
+    /// other, and the applier's `consumed_ms` is never overwritten.
+    fn write_control(
+        &self,
+        table: &str,
+        next: &ControlState,
+        expected: u64,
+    ) -> impl Future<Output = Result<ControlWrite, AwsError>> + Send;
+}
+
+/// CloudWatch.
+pub trait Metrics: Send + Sync {
+    /// Several series over `[since_ms, until_ms]` at 60 s resolution, in one
+    /// request (GetMetricData); one `Series` per query, in order.
+    fn metrics(
+        &self,
+        queries: &[MetricQuery],
+        since_ms: i64,
+        until_ms: i64,
+    ) -> impl Future<Output = Result<Vec<Series>, AwsError>> + Send;
+}
+
+/// Every service the operator touches.
+pub trait Aws: Stacks + Triggers + Queues + Tables + Metrics {}
+
+impl<T: Stacks + Triggers + Queues + Tables + Metrics> Aws for T {}
+
+/// Clients for every service the operator touches.
+#[derive(Clone, Debug)]
+pub struct Sdk {
+    pub ddb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub cfn: aws_sdk_cloudformation::Client,
+    pub lambda: aws_sdk_lambda::Client,
+    pub cw: aws_sdk_cloudwatch::Client,
+}
+
+impl Sdk {
+    pub fn new(conf: &aws_config::SdkConfig) -> Self {
+        Sdk {
+            ddb: aws_sdk_dynamodb::Client::new(conf),
+            sqs: aws_sdk_sqs::Client::new(conf),
+            cfn: aws_sdk_cloudformation::Client::new(conf),
+            lambda: aws_sdk_lambda::Client::new(conf),
+            cw: aws_sdk_cloudwatch::Client::new(conf),
+        }
+    }
+}
+
+fn e<E, R>(op: &'static str) -> impl FnOnce(aws_sdk_dynamodb::error::SdkError<E, R>) -> AwsError
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error,
+    R: crate::sdk::HasStatus,
+{
+    move |err| crate::sdk::classify(op, &err)
+}
+
+fn ms(t: &aws_smithy_types::DateTime) -> i64 {
+    t.secs() * 1000 + i64::from(t.subsec_nanos() / 1_000_000)
+}

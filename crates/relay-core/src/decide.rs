@@ -1,0 +1,551 @@
+//! The operator's decisions, as pure functions: preflight checklists, the
+//! replay-point rule, the status snapshot and the cutover GO/NO-GO.
+//!
+//! The CLI gathers facts from AWS and hands them here; everything that
+//! decides lives here so it is tested without AWS. A fact that could not be
+//! read is *unknown*, never zero: it is a NO-GO.
+
+use serde::Serialize;
+
+/// One line of a checklist.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub status: CheckStatus,
+    pub detail: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Pass,
+    Warn,
+    Fail,
+}
+
+impl Check {
+    pub fn pass(name: &str, detail: impl Into<String>) -> Self {
+        Check {
+            name: name.into(),
+            status: CheckStatus::Pass,
+            detail: detail.into(),
+        }
+    }
+    pub fn warn(name: &str, detail: impl Into<String>) -> Self {
+        Check {
+            name: name.into(),
+            status: CheckStatus::Warn,
+            detail: detail.into(),
+        }
+    }
+    pub fn fail(name: &str, detail: impl Into<String>) -> Self {
+        Check {
+            name: name.into(),
+            status: CheckStatus::Fail,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// True when any check is a blocker.
+pub fn has_blocker(checks: &[Check]) -> bool {
+    checks.iter().any(|c| c.status == CheckStatus::Fail)
+}
+
+/// Stream view types and what they allow.
+pub fn stream_view_check(view: Option<&str>) -> Check {
+    match view {
+        Some("NEW_AND_OLD_IMAGES") => Check::pass(
+            "source stream view",
+            "NEW_AND_OLD_IMAGES: puts carry the new image, deletes their keys and old image",
+        ),
+        Some("NEW_IMAGE") => Check::pass(
+            "source stream view",
+            "NEW_IMAGE: enough for a copy without key derivation from old images",
+        ),
+        Some(v) => Check::fail(
+            "source stream view",
+            format!("{v} does not carry new images; set the stream view to NEW_AND_OLD_IMAGES (a new stream: redeploy the stack with its ARN)"),
+        ),
+        None => Check::fail(
+            "source stream",
+            "the source table has no stream; enable one with view NEW_AND_OLD_IMAGES, then redeploy the stack with its ARN",
+        ),
+    }
+}
+
+/// Visibility timeout against the applier timeout (AWS advises 6x).
+pub fn visibility_check(visibility_s: u64, applier_timeout_s: u64) -> Check {
+    let need = applier_timeout_s * 6;
+    if visibility_s >= need {
+        Check::pass(
+            "queue visibility timeout",
+            format!("{visibility_s} s >= 6 x applier timeout ({applier_timeout_s} s)"),
+        )
+    } else {
+        Check::fail(
+            "queue visibility timeout",
+            format!("{visibility_s} s < 6 x applier timeout ({applier_timeout_s} s) = {need} s: messages may be delivered twice at once; redeploy with matching ApplierTimeoutSeconds"),
+        )
+    }
+}
+
+/// Why a replay point is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    #[error("the applier is not paused; run `ddb-relay pause` first (the queue keeps every change from the pause on)")]
+    NotPaused,
+    #[error("T={t_ms} is too early: the earliest valid T is {earliest_ms} (the queue holds every change after {frontier_ms}, the later of the newest change the applier consumed and the pause, + margin {margin_ms} ms); changes before it were consumed and cannot be replayed")]
+    TooEarly {
+        t_ms: i64,
+        earliest_ms: i64,
+        frontier_ms: i64,
+        margin_ms: i64,
+    },
+    #[error("T={t_ms} is too early: the earliest valid T is {earliest_ms}; the queue keeps messages for {retention_s} s, so older changes may be gone")]
+    BeyondRetention {
+        t_ms: i64,
+        earliest_ms: i64,
+        retention_s: i64,
+    },
+    #[error("T={t_ms} is in the future (now {now_ms}); the latest valid T is {latest_ms}")]
+    InFuture {
+        t_ms: i64,
+        now_ms: i64,
+        latest_ms: i64,
+    },
+}
+
+/// What a replay point is checked against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplayBounds {
+    /// The queue holds every change after this ([`crate::control::ControlState::frontier`]);
+    /// `None`: nothing was ever consumed.
+    pub frontier_ms: Option<i64>,
+    /// The applier is paused (the control item's fence is set).
+    pub paused: bool,
+    pub margin_ms: i64,
+    pub now_ms: i64,
+    /// The latest restorable time (PITR's LatestRestorableDateTime, or now).
+    pub latest_ms: i64,
+    /// The queue's message retention.
+    pub retention_s: i64,
+}
+
+impl ReplayBounds {
+    /// The earliest valid T.
+    pub fn earliest_ms(&self) -> i64 {
+        let retention_floor = self.now_ms - self.retention_s * 1000 + 2 * self.margin_ms;
+        match self.frontier_ms {
+            Some(f) => {
+                crate::control::earliest_replay_point(f, self.margin_ms).max(retention_floor)
+            }
+            None => retention_floor,
+        }
+    }
+}
+
+/// Validates a replay point T: the applier is paused, `T - margin` is not
+/// before the frontier (every change after T is still queued), the queue's
+/// retention still covers it, and T is not after `latest_ms` or now.
+pub fn validate_replay_point(t_ms: i64, b: &ReplayBounds) -> Result<(), ReplayError> {
+    if !b.paused {
+        return Err(ReplayError::NotPaused);
+    }
+    let earliest_ms = b.earliest_ms();
+    if t_ms < earliest_ms {
+        return Err(match b.frontier_ms {
+            Some(frontier_ms)
+                if crate::control::earliest_replay_point(frontier_ms, b.margin_ms)
+                    >= earliest_ms =>
+            {
+                ReplayError::TooEarly {
+                    t_ms,
+                    earliest_ms,
+                    frontier_ms,
+                    margin_ms: b.margin_ms,
+                }
+            }
+            _ => ReplayError::BeyondRetention {
+                t_ms,
+                earliest_ms,
+                retention_s: b.retention_s,
+            },
+        });
+    }
+    let latest_ms = b.latest_ms.min(b.now_ms);
+    if t_ms > latest_ms {
+        return Err(ReplayError::InFuture {
+            t_ms,
+            now_ms: b.now_ms,
+            latest_ms,
+        });
+    }
+    Ok(())
+}
+
+/// Everything `status` shows, as facts. `None` means "no datapoint" (for
+/// example no recent applies); a fact that could not be read is listed in
+/// `unknown` instead, and `cutover` treats it as a NO-GO.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Status {
+    pub stack: String,
+    pub migration: String,
+    pub source_table: String,
+    pub target_table: String,
+    pub forwarder_trigger: String,
+    /// Whether the forwarder's trigger reads the source's current stream.
+    pub forwarder_on_current_stream: Option<bool>,
+    pub applier_trigger: String,
+    pub cutoff_ms: Option<i64>,
+    pub mode: String,
+    pub paused_at_ms: Option<i64>,
+    /// The newest change the applier consumed.
+    pub consumed_ms: Option<i64>,
+    pub seed_method: Option<String>,
+    pub seed_ms: Option<i64>,
+    pub queue_visible: u64,
+    pub queue_in_flight: u64,
+    pub queue_oldest_age_s: Option<f64>,
+    pub dlq_depth: u64,
+    pub stream_failures: u64,
+    /// How far the forwarder is behind the stream: the newest datapoint of
+    /// its IteratorAge or its own lag metric (`None`: no recent batch).
+    pub forwarder_iterator_age_ms: Option<f64>,
+    pub window_s: u64,
+    pub forwarded_per_min: Option<f64>,
+    pub applied_per_min: Option<f64>,
+    pub skipped_per_min: Option<f64>,
+    /// Replication lag of the most recent applies (`None`: no recent applies).
+    pub replication_lag_ms: Option<f64>,
+    /// Failures in the window (send failures, bad records, failed and
+    /// undecodable messages, missing cutoff, Lambda errors and throttles).
+    pub errors: Option<f64>,
+    pub last_verify: Option<String>,
+    /// Facts that could not be read, with the reason.
+    pub unknown: Vec<String>,
+}
+
+/// Thresholds for `cutover`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CutoverThresholds {
+    pub max_lag_ms: f64,
+    pub max_backlog: u64,
+    /// Accept the cutover without a clean verify since the last seed (the
+    /// decision says so).
+    pub waive_verify: bool,
+}
+
+/// GO or NO-GO, with every reason.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Decision {
+    pub go: bool,
+    pub reasons: Vec<String>,
+    pub checks: Vec<Check>,
+}
+
+/// The cutover decision. Every condition is a check; GO needs all of them to
+/// pass. Anything unknown is a NO-GO.
+pub fn cutover(status: &Status, t: &CutoverThresholds) -> Decision {
+    let mut checks = Vec::new();
+    checks.push(match status.cutoff_ms {
+        Some(_) => Check::pass("cutoff", "set"),
+        None => Check::fail("cutoff", "no cutoff: the target was never seeded"),
+    });
+    checks.push(
+        match (status.applier_trigger.as_str(), status.paused_at_ms) {
+            ("Enabled", None) => Check::pass("applier", "Enabled"),
+            (_, Some(_)) => Check::fail(
+                "applier",
+                "paused: changes are not being applied (`ddb-relay resume`)",
+            ),
+            (state, None) => Check::fail(
+                "applier",
+                format!("trigger {state}: changes are not being applied (`ddb-relay resume`)"),
+            ),
+        },
+    );
+    if status.mode != "normal" {
+        checks.push(Check::fail(
+            "mode",
+            format!("{}: a scan copy is still running", status.mode),
+        ));
+    }
+    checks.push(
+        match (
+            status.forwarder_trigger.as_str(),
+            status.forwarder_on_current_stream,
+        ) {
+            (_, Some(false)) => Check::fail(
+                "forwarder",
+                "its trigger reads an old stream of the source: changes are not forwarded",
+            ),
+            ("Enabled", _) => Check::pass("forwarder", "Enabled"),
+            (state, _) => Check::fail(
+                "forwarder",
+                format!("trigger {state}: source changes are not forwarded"),
+            ),
+        },
+    );
+    checks.push(match status.forwarder_iterator_age_ms {
+        Some(age) if age > t.max_lag_ms => Check::fail(
+            "forwarder lag",
+            format!(
+                "{:.1} s behind the stream > {:.1} s",
+                age / 1000.0,
+                t.max_lag_ms / 1000.0
+            ),
+        ),
+        Some(age) => Check::pass("forwarder lag", format!("{:.1} s", age / 1000.0)),
+        None => Check::pass("forwarder lag", "no recent stream batch (caught up)"),
+    });
+    let backlog = status.queue_visible + status.queue_in_flight;
+    checks.push(if backlog <= t.max_backlog {
+        Check::pass("backlog", format!("{backlog} messages"))
+    } else {
+        Check::fail(
+            "backlog",
+            format!("{backlog} messages > {} allowed", t.max_backlog),
+        )
+    });
+    checks.push(match status.replication_lag_ms {
+        Some(lag) if lag <= t.max_lag_ms => Check::pass("lag", format!("{:.1} s", lag / 1000.0)),
+        Some(lag) => Check::fail(
+            "lag",
+            format!("{:.1} s > {:.1} s", lag / 1000.0, t.max_lag_ms / 1000.0),
+        ),
+        None if backlog == 0 => Check::pass("lag", "no recent applies and an empty queue"),
+        None => Check::fail("lag", "no recent applies with a backlog"),
+    });
+    checks.push(if status.dlq_depth == 0 {
+        Check::pass("DLQ", "empty")
+    } else {
+        Check::fail(
+            "DLQ",
+            format!(
+                "{} messages: `ddb-relay dlq list`, then `ddb-relay dlq repair`",
+                status.dlq_depth
+            ),
+        )
+    });
+    checks.push(if status.stream_failures == 0 {
+        Check::pass("stream failures", "none")
+    } else {
+        Check::fail(
+            "stream failures",
+            format!(
+                "{} batches the forwarder gave up on: verify and repair from the source",
+                status.stream_failures
+            ),
+        )
+    });
+    checks.push(match status.errors {
+        Some(e) if e > 0.0 => Check::fail(
+            "errors",
+            format!("{e:.0} in the last {} s", status.window_s),
+        ),
+        _ => Check::pass("errors", format!("none in the last {} s", status.window_s)),
+    });
+    for u in &status.unknown {
+        checks.push(Check::fail("unknown", format!("{u} (unknown is not zero)")));
+    }
+    checks.push(match (status.last_verify.as_deref(), t.waive_verify) {
+        (Some("clean"), _) => Check::pass("verify", "clean since the last seed"),
+        (_, true) => Check::warn(
+            "verify",
+            "waived by --no-verify: no clean full verify since the last seed",
+        ),
+        (Some(v), false) => Check::fail("verify", v.to_string()),
+        (None, false) => Check::fail(
+            "verify",
+            "no clean full verify since the last seed: run `ddb-relay verify` (or waive with --no-verify)",
+        ),
+    });
+    let reasons = checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Fail)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect::<Vec<_>>();
+    Decision {
+        go: reasons.is_empty(),
+        reasons,
+        checks,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn healthy() -> Status {
+        Status {
+            applier_trigger: "Enabled".into(),
+            forwarder_trigger: "Enabled".into(),
+            forwarder_on_current_stream: Some(true),
+            mode: "normal".into(),
+            cutoff_ms: Some(1),
+            replication_lag_ms: Some(800.0),
+            forwarder_iterator_age_ms: Some(300.0),
+            errors: Some(0.0),
+            window_s: 300,
+            last_verify: Some("clean".into()),
+            ..Status::default()
+        }
+    }
+
+    const T: CutoverThresholds = CutoverThresholds {
+        max_lag_ms: 5_000.0,
+        max_backlog: 0,
+        waive_verify: false,
+    };
+
+    #[test]
+    fn a_healthy_migration_is_go() {
+        let d = cutover(&healthy(), &T);
+        assert!(d.go, "{:?}", d.reasons);
+    }
+
+    #[test]
+    fn every_unhealthy_fact_is_a_reason() {
+        let mut s = healthy();
+        s.cutoff_ms = None;
+        s.applier_trigger = "Disabled".into();
+        s.queue_visible = 3;
+        s.replication_lag_ms = Some(60_000.0);
+        s.dlq_depth = 1;
+        s.stream_failures = 2;
+        s.errors = Some(4.0);
+        s.last_verify = Some("3 differences".into());
+        s.forwarder_trigger = "Disabled".into();
+        s.forwarder_iterator_age_ms = Some(3_600_000.0);
+        s.mode = "tombstone".into();
+        s.unknown = vec!["AWS/Lambda Throttles: AccessDenied".into()];
+        let d = cutover(&s, &T);
+        assert!(!d.go);
+        assert_eq!(d.reasons.len(), 12, "{:#?}", d.reasons);
+    }
+
+    #[test]
+    fn a_disabled_or_lagging_forwarder_is_no_go() {
+        let mut s = healthy();
+        s.forwarder_trigger = "Disabled".into();
+        assert!(!cutover(&s, &T).go);
+        let mut s = healthy();
+        s.forwarder_iterator_age_ms = Some(3_600_000.0);
+        assert!(!cutover(&s, &T).go);
+        let mut s = healthy();
+        s.forwarder_on_current_stream = Some(false);
+        assert!(!cutover(&s, &T).go);
+        let mut s = healthy();
+        s.forwarder_iterator_age_ms = None;
+        assert!(cutover(&s, &T).go, "an idle stream is caught up");
+    }
+
+    #[test]
+    fn unknown_is_not_zero() {
+        let mut s = healthy();
+        s.unknown = vec!["DdbRelay FailedMessages: ThrottlingException".into()];
+        let d = cutover(&s, &T);
+        assert!(!d.go);
+        assert!(
+            d.reasons[0].contains("unknown is not zero"),
+            "{:?}",
+            d.reasons
+        );
+    }
+
+    #[test]
+    fn no_clean_verify_since_the_seed_is_no_go_unless_waived() {
+        let mut s = healthy();
+        s.last_verify = None;
+        assert!(!cutover(&s, &T).go);
+        let d = cutover(
+            &s,
+            &CutoverThresholds {
+                waive_verify: true,
+                ..T
+            },
+        );
+        assert!(d.go);
+        assert!(d
+            .checks
+            .iter()
+            .any(|c| c.status == CheckStatus::Warn && c.detail.contains("waived")));
+    }
+
+    #[test]
+    fn a_paused_applier_is_no_go_whatever_its_trigger_says() {
+        let mut s = healthy();
+        s.paused_at_ms = Some(5);
+        assert!(!cutover(&s, &T).go);
+    }
+
+    #[test]
+    fn unknown_lag_is_go_only_with_an_empty_queue() {
+        let mut s = healthy();
+        s.replication_lag_ms = None;
+        assert!(cutover(&s, &T).go);
+        s.queue_in_flight = 1;
+        assert!(!cutover(&s, &T).go);
+    }
+
+    fn bounds(frontier: Option<i64>) -> ReplayBounds {
+        ReplayBounds {
+            frontier_ms: frontier,
+            paused: true,
+            margin_ms: 120_000,
+            now_ms: 2_000_000,
+            latest_ms: 2_000_000,
+            retention_s: 1_209_600,
+        }
+    }
+
+    #[test]
+    fn replay_points_keep_the_margin_and_name_the_earliest() {
+        let mut b = bounds(Some(1_000_000));
+        b.paused = false;
+        assert_eq!(
+            validate_replay_point(1_500_000, &b),
+            Err(ReplayError::NotPaused)
+        );
+        let b = bounds(Some(1_000_000));
+        let err = validate_replay_point(1_100_000, &b).expect_err("too early");
+        assert!(
+            err.to_string().contains("earliest valid T is 1120000"),
+            "{err}"
+        );
+        assert!(validate_replay_point(1_120_000, &b).is_ok());
+        assert!(matches!(
+            validate_replay_point(2_100_000, &b),
+            Err(ReplayError::InFuture { .. })
+        ));
+        // Nothing consumed and never paused before: only retention bounds it.
+        assert!(validate_replay_point(1_000, &bounds(None)).is_ok());
+    }
+
+    #[test]
+    fn the_queue_retention_bounds_replay_points() {
+        let mut b = bounds(None);
+        b.now_ms = 2_000_000_000;
+        b.latest_ms = b.now_ms;
+        b.retention_s = 3600;
+        let err = validate_replay_point(b.now_ms - 3_600_000, &b).unwrap_err();
+        assert!(matches!(err, ReplayError::BeyondRetention { .. }), "{err}");
+        assert!(validate_replay_point(b.earliest_ms(), &b).is_ok());
+    }
+
+    #[test]
+    fn stream_views_without_new_images_are_blockers() {
+        assert_eq!(
+            stream_view_check(Some("NEW_AND_OLD_IMAGES")).status,
+            CheckStatus::Pass
+        );
+        assert_eq!(
+            stream_view_check(Some("KEYS_ONLY")).status,
+            CheckStatus::Fail
+        );
+        assert_eq!(stream_view_check(None).status, CheckStatus::Fail);
+        assert_eq!(visibility_check(359, 60).status, CheckStatus::Fail);
+        assert_eq!(visibility_check(360, 60).status, CheckStatus::Pass);
+    }
+}
