@@ -15,12 +15,11 @@
 //! every message fails and stays queued.
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use futures::stream::{self, StreamExt};
-use relay_aws::runtime::{bounded, emit_metrics, now_ms, remaining};
+use relay_aws::runtime::{bounded, emit_metrics, remaining, Clock};
 use relay_aws::{
     AwsError, ControlStore, Fence, MetricsPublisher, SourceReader, TargetWriter, Write,
 };
@@ -78,7 +77,8 @@ pub struct Applier<T, S, C, M> {
     /// The transform (declarative from `TRANSFORM`, or custom via
     /// [`Applier::with_transform`]); `None` copies items unchanged.
     pub transform: Option<Box<dyn Transform>>,
-    cache: Mutex<Option<(tokio::time::Instant, ControlState)>>,
+    /// Where "now" comes from (lag metrics); the wall clock in Lambda.
+    pub clock: Clock,
 }
 
 /// What one invocation did.
@@ -136,8 +136,14 @@ where
             control,
             metrics,
             transform,
-            cache: Mutex::new(None),
+            clock: Clock::wall(),
         }
+    }
+
+    /// Reads the time from `clock` (simulations).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Uses a custom transform (see the crate's `examples/custom_transform.rs`).
@@ -157,41 +163,22 @@ where
         out.response
     }
 
-    fn remember(&self, state: Option<&ControlState>) {
-        if let Ok(mut c) = self.cache.lock() {
-            *c = state.map(|s| (tokio::time::Instant::now(), s.clone()));
-        }
-    }
-
-    /// The control item: the cached one while it is younger than
-    /// `CONTROL_CACHE_SECONDS` and lets the applier apply; otherwise read
-    /// again (a paused or unseeded state is never trusted from the cache,
-    /// so a resume takes effect at once). A stale cache is caught by the
-    /// commit fence, whatever its age.
+    /// The control item, read consistently. Never from a cache: a warm
+    /// instance that kept a state from before a pause would plan a batch
+    /// with the old cutoff after a re-seed and write images older than the
+    /// new seed before its commit could notice.
     async fn control_state(
         &self,
         deadline: tokio::time::Instant,
     ) -> Result<Option<ControlState>, AwsError> {
-        let ttl = Duration::from_millis(self.config.control_cache_ms);
-        let cached = self
-            .cache
-            .lock()
-            .ok()
-            .and_then(|c| c.clone())
-            .filter(|(at, s)| at.elapsed() < ttl && matches!(s.applying(), Applying::Yes { .. }));
-        if let Some((_, state)) = cached {
-            return Ok(Some(state));
-        }
         let migration = &self.config.metrics.migration;
-        let loaded = bounded(
+        bounded(
             deadline,
             RESERVE,
             "GetItem(control)",
             self.control.load(migration),
         )
-        .await?;
-        self.remember(loaded.as_ref());
-        Ok(loaded)
+        .await
     }
 
     /// Handles one SQS batch; returns the response and the metrics.
@@ -301,7 +288,6 @@ where
                 Ok(Fence::Moved(next)) => {
                     tracing::info!(planned_version = version, "the control item changed while this batch was applied; planning it again under the new state");
                     replanned += 1;
-                    self.remember(next.as_ref());
                     state = Ok(next);
                 }
                 Err(e) => {
@@ -484,7 +470,7 @@ where
                 messages,
                 cutoff,
                 self.config.ttl_policy,
-                now_ms(),
+                self.clock.now_ms(),
                 self.transform.as_deref(),
                 mode,
                 &fetched,

@@ -36,7 +36,6 @@ fn setup(cutoff: Option<i64>, ttl: TtlPolicy) -> (FakeDynamo, TestApplier) {
         source_table: "source".into(),
         control_table: "control".into(),
         ttl_policy: ttl,
-        control_cache_ms: 5_000,
         write_concurrency: 2,
         metrics: MetricsConfig {
             mode: MetricsMode::Off,
@@ -307,10 +306,10 @@ async fn refetch_markers_copy_the_source_state_or_delete() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_control_item_is_cached_for_a_few_seconds() {
+async fn every_batch_reads_the_control_item_and_commits_on_it() {
     let (db, a) = setup(Some(T0), TtlPolicy::Replicate);
     // Each batch is newer than the last, so its commit raises the
-    // high-water mark in one conditional write (no read).
+    // high-water mark in one conditional write (no second read).
     let body = |i: usize| {
         let mut c = change(i, Op::Insert, "a", 1);
         c.time_ms = T0 + i as i64 * 1000;
@@ -318,11 +317,13 @@ async fn the_control_item_is_cached_for_a_few_seconds() {
     };
     a.apply(sqs_event(body(1)), deadline()).await;
     a.apply(sqs_event(body(2)), deadline()).await;
-    assert_eq!(db.calls("GetItem"), 1);
-    assert_eq!(db.calls("UpdateItem(control)"), 2);
-    tokio::time::advance(Duration::from_secs(6)).await;
-    a.apply(sqs_event(body(3)), deadline()).await;
     assert_eq!(db.calls("GetItem"), 2);
+    assert_eq!(db.calls("UpdateItem(control)"), 2);
+    let state = relay_aws::ControlStore::load(&db.table("control"), "m1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.consumed_ms, Some(T0 + 2000));
 }
 
 #[tokio::test(start_paused = true)]
@@ -367,7 +368,6 @@ async fn transforms_re_key_items_and_tombstone_mode_keeps_deletes_visible() {
         source_table: "source".into(),
         control_table: "control".into(),
         ttl_policy: TtlPolicy::Replicate,
-        control_cache_ms: 0,
         write_concurrency: 2,
         metrics: MetricsConfig {
             mode: MetricsMode::Off,

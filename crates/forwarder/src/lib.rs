@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use futures::stream::{self, StreamExt};
-use relay_aws::runtime::{emit_metrics, now_ms, remaining};
+use relay_aws::runtime::{emit_metrics, remaining, Clock};
 use relay_aws::{EntryStatus, MetricsPublisher, QueueSender, SendEntry};
 use relay_core::config::ForwarderConfig;
 use relay_core::event::{from_stream_record, table_from_arn, ChangeEvent};
@@ -27,6 +27,8 @@ pub struct Forwarder<Q, M> {
     pub config: ForwarderConfig,
     pub queue: Q,
     pub metrics: M,
+    /// Where "now" comes from (lag metrics); the wall clock in Lambda.
+    pub clock: Clock,
 }
 
 /// What one invocation did.
@@ -185,7 +187,7 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
         if let Some(t) = oldest_ms {
             metrics.add(
                 names::REPLICATION_LAG_MS,
-                (now_ms() - t).max(0) as f64,
+                (self.clock.now_ms() - t).max(0) as f64,
                 Unit::Milliseconds,
             );
         }

@@ -3,7 +3,7 @@
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use relay_aws::runtime::{deadline_from_epoch_ms, init_tracing};
+use relay_aws::runtime::{deadline_from_epoch_ms, init_tracing, Clock};
 use relay_aws::sdk::{load_config, CloudWatchMetrics, SqsQueue};
 use relay_core::config::ForwarderConfig;
 use relay_forwarder::Forwarder;
@@ -18,6 +18,7 @@ async fn main() -> Result<(), Error> {
     let forwarder = Forwarder {
         queue: SqsQueue::new(&sdk, config.queue_url.clone()),
         metrics: CloudWatchMetrics::new(&sdk),
+        clock: Clock::wall(),
         config,
     };
     let forwarder = &forwarder;

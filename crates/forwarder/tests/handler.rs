@@ -47,6 +47,7 @@ fn forwarder(queue: &FakeFifo, buckets: u32, cap: usize) -> Forwarder<FakeFifo, 
         config: config(buckets, cap),
         queue: queue.clone(),
         metrics: NoMetrics,
+        clock: relay_aws::runtime::Clock::wall(),
     }
 }
 

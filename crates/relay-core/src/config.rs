@@ -231,8 +231,6 @@ pub struct ApplierConfig {
     pub source_table: String,
     pub control_table: String,
     pub ttl_policy: TtlPolicy,
-    /// How long a read control item is trusted.
-    pub control_cache_ms: u64,
     /// BatchWriteItem calls in flight at once.
     pub write_concurrency: usize,
     pub metrics: MetricsConfig,
@@ -260,7 +258,6 @@ impl ApplierConfig {
             source_table: required(env, "SOURCE_TABLE")?,
             control_table: required(env, "CONTROL_TABLE")?,
             ttl_policy,
-            control_cache_ms: number(env, "CONTROL_CACHE_SECONDS", 5u64, 0, 300)? * 1000,
             write_concurrency: number(env, "WRITE_CONCURRENCY", 4, 1, 64)?,
             metrics: MetricsConfig::from_env(env)?,
             transform: match optional(env, "TRANSFORM") {
@@ -378,6 +375,5 @@ mod tests {
         .unwrap();
         assert_eq!(c.ttl_policy, TtlPolicy::Skip);
         assert_eq!(c.metrics.mode, MetricsMode::Both);
-        assert_eq!(c.control_cache_ms, 5000);
     }
 }

@@ -283,6 +283,25 @@ pub async fn repair<A: Aws>(ctx: &Ctx<A>, max: usize, dry_run: bool) -> Result<D
         let mut failed = None;
         for (key, changes) in &r.keys {
             let stale = stale_keys(t, key, changes);
+            // Only inserts without images (refetch markers of items too big
+            // to travel) and the item is gone again: the message left
+            // nothing in the target, and the item's REMOVE carries its own
+            // key sources. Nothing to repair.
+            if stale.is_empty()
+                && changes
+                    .iter()
+                    .all(|c| c.op == relay_core::event::Op::Insert)
+            {
+                let gone = ctx
+                    .aws
+                    .get_item(&s.source_table, key)
+                    .await
+                    .map_err(|e| explain(e, &s.source_table))?
+                    .is_none();
+                if gone {
+                    continue;
+                }
+            }
             match repair_key(ctx, t, mode, key, &stale).await {
                 Ok(Repaired { puts, deletes }) => {
                     actions.put += puts;

@@ -91,6 +91,14 @@ pub async fn replay<A: Aws>(
     dry_run: bool,
 ) -> Result<ReplayReport> {
     let s = &ctx.stack;
+    super::seed::refuse_restore_with_transform(
+        ctx,
+        if from.is_some() {
+            "a replay (point-in-time restore)"
+        } else {
+            "a restart by backup"
+        },
+    )?;
     let read = ctx.control().await?;
     let trigger = ctx.applier_trigger().await?;
     require_paused(&read, &trigger.state)?;

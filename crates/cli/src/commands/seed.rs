@@ -102,6 +102,18 @@ fn import_spec(bucket: &str, prefix: &str) -> Value {
     })
 }
 
+/// Restores and imports copy the table as it is: with a transform deployed
+/// they would seed untransformed items, so only the scan copy may seed.
+pub fn refuse_restore_with_transform<A>(ctx: &Ctx<A>, what: &str) -> Result<()> {
+    if let Some(spec) = &ctx.stack.transform_spec {
+        bail!(
+            "{what} copies the table as it is, but stack {} transforms items (TransformSpec {spec}): seed with the scan copy instead (`ddb-relay seed --method scan`, or `ddb-relay restart --method scan`)",
+            ctx.stack.name
+        );
+    }
+    Ok(())
+}
+
 /// What `seed` was asked.
 #[derive(Clone, Debug)]
 pub struct SeedArgs {
@@ -150,6 +162,7 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
         import_source_specification: None,
         margin_ms: s.margin_ms,
     };
+    refuse_restore_with_transform(ctx, &format!("a {} seed", a.method.as_str()))?;
     let read = ctx.control().await?;
     let target = ctx
         .aws

@@ -1,0 +1,585 @@
+//! A whole migration on one simulated timeline: the real forwarder, the
+//! real applier and the real operator commands (the `ddb-relay` library),
+//! against the in-memory fakes (DynamoDB with streams, history and backups;
+//! SQS FIFO with a DLQ; Lambda triggers; CloudWatch), with injected faults.
+//!
+//! Time is tokio's paused clock: every `sleep` (a poller's, a retry's, a
+//! command's wait) advances it only when nothing else can run, so a case
+//! covering minutes of migration runs in milliseconds, and the same seed
+//! replays the same interleaving.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashSet};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ddb_relay::ctx::{Ctx, Output};
+use relay_applier::Applier;
+use relay_aws::fake::events::{sqs_event, stream_event};
+use relay_aws::fake::{DbFault, EntryFault, FakeAws, FakeDynamo, FakeFifo, FakeMetrics, FakeTable};
+use relay_aws::operator::StackInfo;
+use relay_aws::runtime::Clock;
+use relay_aws::{AwsError, Write};
+use relay_core::apply::{TtlPolicy, TOMBSTONE_ATTR};
+use relay_core::config::{ApplierConfig, ForwarderConfig, MetricsConfig, MetricsMode};
+use relay_core::item::{same_item, AttributeValue as V, Attrs, CanonicalKey};
+use relay_core::pack::PackConfig;
+use relay_core::send_plan::BatchLimits;
+use relay_core::transform::{Declarative, Transform};
+use relay_forwarder::Forwarder;
+
+pub const T0_MS: i64 = 1_793_750_400_000;
+pub const STACK: &str = "sim";
+pub const APPLIER: &str = "sim-applier";
+pub const FORWARDER: &str = "sim-forwarder";
+pub const APPLIER_TIMEOUT_S: u64 = 10;
+pub const QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:123456789012:relay.fifo";
+
+/// What the transform does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// Items are copied unchanged.
+    Identity,
+    /// An attribute is renamed (the key stays).
+    Rename,
+    /// The target key is a UUIDv5 of a non-key attribute that changes (items move).
+    KeyByEmail,
+}
+
+impl Shape {
+    pub fn spec(self) -> Option<&'static str> {
+        match self {
+            Shape::Identity => None,
+            Shape::Rename => Some(r#"{"rename":{"v":"value"}}"#),
+            Shape::KeyByEmail => {
+                Some(r#"{"key":[{"attribute":"id","uuidv5":{"from":["email"]}}]}"#)
+            }
+        }
+    }
+
+    pub fn target_key(self) -> &'static str {
+        match self {
+            Shape::KeyByEmail => "id",
+            _ => "pk",
+        }
+    }
+}
+
+/// The settings and faults of one simulated migration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub shape: Shape,
+    pub buckets: u32,
+    pub cap: usize,
+    pub forward_old_image: bool,
+    pub stream_batch: usize,
+    pub applier_batch: usize,
+    pub margin_s: i64,
+    pub max_receive: u32,
+    pub seed: u64,
+    /// Percent chances.
+    pub sqs_entry_fault: u32,
+    pub sqs_call_fault: u32,
+    pub db_unprocessed: u32,
+    pub db_throttle: u32,
+    pub latency: u32,
+    pub crash: u32,
+    pub replay: u32,
+}
+
+impl Config {
+    pub fn quiet(shape: Shape, seed: u64) -> Self {
+        Config {
+            shape,
+            buckets: 4,
+            cap: 16 * 1024,
+            forward_old_image: true,
+            stream_batch: 10,
+            applier_batch: 5,
+            margin_s: 4,
+            max_receive: 4,
+            seed,
+            sqs_entry_fault: 0,
+            sqs_call_fault: 0,
+            db_unprocessed: 0,
+            db_throttle: 0,
+            latency: 0,
+            crash: 0,
+            replay: 0,
+        }
+    }
+}
+
+type Rng = Arc<Mutex<fastrand::Rng>>;
+
+fn pct(rng: &Rng, p: u32) -> bool {
+    p > 0 && rng.lock().unwrap().u32(0..100) < p
+}
+
+/// One simulated migration.
+pub struct Sim {
+    pub cfg: Config,
+    pub aws: FakeAws,
+    pub db: FakeDynamo,
+    pub fifo: FakeFifo,
+    pub clock: Clock,
+    pub ctx: Ctx<FakeAws>,
+    pub transform: Option<Declarative>,
+    pub rng: Rng,
+    /// The target key whose writes the target refuses (a poison message).
+    pub poison: Arc<Mutex<Option<CanonicalKey>>>,
+    forwarder: Rc<Forwarder<FakeFifo, FakeMetrics>>,
+    applier: Rc<Applier<FakeTable, FakeTable, FakeTable, FakeMetrics>>,
+    /// The forwarder's position in the source stream.
+    pub pos: Rc<Cell<usize>>,
+    stop: Rc<Cell<bool>>,
+    /// What happened, for failure messages.
+    pub log: Rc<RefCell<Vec<String>>>,
+}
+
+impl Sim {
+    /// Builds the account, the stack and the functions (nothing runs yet).
+    pub async fn new(cfg: Config) -> Sim {
+        fastrand::seed(cfg.seed);
+        let clock = Clock::virtual_from(T0_MS);
+        let rng: Rng = Arc::new(Mutex::new(fastrand::Rng::with_seed(cfg.seed ^ 0x5eed)));
+        let db = FakeDynamo::with_clock(clock.clone(), 2_000, (cfg.margin_s * 1000) / 3, cfg.seed);
+        db.create_table("source", &["pk"]);
+        db.enable_stream_and_pitr("source");
+        db.create_table("control", &["migration"]);
+        let fifo = FakeFifo::new(cfg.max_receive);
+        let metrics = FakeMetrics::new(clock.clone());
+        let aws = FakeAws::new(db.clone(), fifo.clone(), metrics.clone());
+        aws.add_function(
+            FORWARDER,
+            &relay_aws::fake::events::stream_arn("source"),
+            true,
+            60,
+        );
+        aws.add_function(APPLIER, QUEUE_ARN, false, APPLIER_TIMEOUT_S);
+        let spec = cfg.shape.spec();
+        let outputs = [
+            ("QueueUrl", aws.queue_url.as_str()),
+            ("DeadLetterQueueUrl", aws.dlq_url.as_str()),
+            ("StreamFailureQueueUrl", aws.failures_url.as_str()),
+            ("ForwarderFunction", FORWARDER),
+            ("ApplierFunction", APPLIER),
+            ("ControlTable", "control"),
+            ("SourceTable", "source"),
+            ("TargetTable", "target"),
+            ("MigrationId", STACK),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain([("CutoffMarginSeconds".to_string(), cfg.margin_s.to_string())])
+        .collect();
+        aws.add_stack(StackInfo {
+            name: STACK.into(),
+            status: "CREATE_COMPLETE".into(),
+            outputs,
+            parameters: [(
+                "TransformSpec".to_string(),
+                spec.unwrap_or_default().to_string(),
+            )]
+            .into(),
+        });
+        aws.set_page_size(3);
+        let mut ctx = Ctx::for_stack(aws.clone(), STACK, "us-east-1", clock.clone())
+            .await
+            .unwrap();
+        ctx.output = Output::Json;
+        ctx.quiet = true;
+        ctx.poll = Duration::from_millis(100);
+
+        let transform = spec.map(|s| Declarative::parse(s, &["pk".to_string()]).unwrap());
+        let metrics_cfg = MetricsConfig {
+            mode: MetricsMode::PutMetricData,
+            namespace: "DdbRelay".into(),
+            migration: STACK.into(),
+        };
+        let forwarder = Forwarder {
+            config: ForwarderConfig {
+                queue_url: aws.queue_url.clone(),
+                pack: PackConfig {
+                    buckets: cfg.buckets,
+                    max_message_bytes: cfg.cap,
+                    forward_old_image: cfg.forward_old_image,
+                    old_key_sources: match &transform {
+                        Some(t) if !t.is_identity_key() => t.key_sources(),
+                        _ => Default::default(),
+                    },
+                },
+                limits: BatchLimits {
+                    max_entries: 10,
+                    max_batch_bytes: 1024 * 1024,
+                    max_attempts: 4,
+                },
+                send_concurrency: 3,
+                metrics: metrics_cfg.clone(),
+            },
+            queue: fifo.clone(),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+        };
+        let applier = Applier::new(
+            ApplierConfig {
+                target_table: "target".into(),
+                source_table: "source".into(),
+                control_table: "control".into(),
+                ttl_policy: TtlPolicy::Replicate,
+                write_concurrency: 2,
+                metrics: metrics_cfg,
+                transform: spec.map(str::to_string),
+            },
+            db.table("target"),
+            db.table("source"),
+            db.table("control"),
+            metrics,
+        )
+        .with_clock(clock.clone());
+
+        let poison: Arc<Mutex<Option<CanonicalKey>>> = Arc::default();
+        {
+            let (r1, r2) = (rng.clone(), rng.clone());
+            let (pe, pc) = (cfg.sqs_entry_fault, cfg.sqs_call_fault);
+            fifo.set_entry_faults(move |_| pct(&r1, pe).then_some(EntryFault::Retryable));
+            fifo.set_call_faults(move |_| {
+                pct(&r2, pc).then(|| {
+                    AwsError::retryable("SendMessageBatch", "ServiceUnavailable", "injected")
+                })
+            });
+            let r3 = rng.clone();
+            let (pu, pt) = (cfg.db_unprocessed, cfg.db_throttle);
+            let poisoned = poison.clone();
+            let key_attr = cfg.shape.target_key().to_string();
+            db.set_faults(move |call| {
+                if call.table != "target" || call.writes.is_empty() {
+                    return None;
+                }
+                let bad = poisoned.lock().unwrap().clone();
+                if let Some(bad) = bad {
+                    let hit = call.writes.iter().any(|w| {
+                        let (Write::Put(i) | Write::Delete(i)) = w;
+                        i.get(&key_attr).is_some_and(|v| {
+                            CanonicalKey::of(&[(key_attr.clone(), v.clone())].into()) == bad
+                        })
+                    });
+                    if hit {
+                        return Some(DbFault::Error(AwsError::permanent(
+                            call.op,
+                            "ValidationException",
+                            "injected poison: the target refuses this item",
+                        )));
+                    }
+                }
+                if call.op != "BatchWriteItem" {
+                    return None;
+                }
+                if pct(&r3, pt) {
+                    return Some(DbFault::Error(AwsError::retryable(
+                        "BatchWriteItem",
+                        "ProvisionedThroughputExceededException",
+                        "injected",
+                    )));
+                }
+                let left: Vec<usize> = (0..call.writes.len()).filter(|_| pct(&r3, pu)).collect();
+                (!left.is_empty()).then_some(DbFault::Unprocessed(left))
+            });
+            let r4 = rng.clone();
+            let pl = cfg.latency;
+            db.set_latency(move |call| {
+                let slow = match (call.table, call.op) {
+                    ("target", "BatchWriteItem") => pct(&r4, pl),
+                    // The scan copy and the sweeps take time, so live
+                    // traffic overlaps them.
+                    (_, "Scan") => pct(&r4, 50),
+                    _ => false,
+                };
+                if slow {
+                    Duration::from_millis(r4.lock().unwrap().u64(100..3_000))
+                } else {
+                    Duration::ZERO
+                }
+            });
+        }
+
+        Sim {
+            cfg,
+            aws,
+            db,
+            fifo,
+            clock,
+            ctx,
+            transform,
+            rng,
+            poison,
+            forwarder: Rc::new(forwarder),
+            applier: Rc::new(applier),
+            pos: Rc::new(Cell::new(0)),
+            stop: Rc::new(Cell::new(false)),
+            log: Rc::default(),
+        }
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    pub fn note(&self, what: impl Into<String>) {
+        let t = (self.now_ms() - T0_MS) as f64 / 1000.0;
+        self.log
+            .borrow_mut()
+            .push(format!("{t:8.1}s {}", what.into()));
+    }
+
+    /// Creates the target table for a scan copy (the user's IaC would).
+    pub fn create_target(&self) {
+        self.db
+            .create_table("target", &[self.cfg.shape.target_key()]);
+    }
+
+    /// Starts the forwarder poller and two applier pollers (as Lambda's
+    /// event source mappings would), on the current `LocalSet`.
+    pub fn start_pollers(&self) {
+        let (fwd, aws, db, pos, stop, rng) = (
+            self.forwarder.clone(),
+            self.aws.clone(),
+            self.db.clone(),
+            self.pos.clone(),
+            self.stop.clone(),
+            self.rng.clone(),
+        );
+        let (batch, replay) = (self.cfg.stream_batch, self.cfg.replay);
+        tokio::task::spawn_local(async move {
+            while !stop.get() {
+                if aws.trigger_enabled(FORWARDER) {
+                    let pending = db.stream("source", pos.get());
+                    if !pending.is_empty() {
+                        let records: Vec<_> =
+                            pending.iter().take(batch).map(|r| r.to_record()).collect();
+                        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                        let out = fwd.handle(stream_event("source", &records), deadline).await;
+                        let advanced = match out.batch_item_failures.first() {
+                            None => records.len(),
+                            Some(f) => {
+                                let seq = f.item_identifier.clone().unwrap_or_default();
+                                records.iter().position(|r| r.seq == seq).unwrap_or(0)
+                            }
+                        };
+                        pos.set(pos.get() + advanced);
+                        if pct(&rng, replay) {
+                            let back = rng.lock().unwrap().usize(0..=batch);
+                            pos.set(pos.get().saturating_sub(back));
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        for _ in 0..2 {
+            let (applier, aws, fifo, stop, rng) = (
+                self.applier.clone(),
+                self.aws.clone(),
+                self.fifo.clone(),
+                self.stop.clone(),
+                self.rng.clone(),
+            );
+            let (batch, crash) = (self.cfg.applier_batch, self.cfg.crash);
+            tokio::task::spawn_local(async move {
+                while !stop.get() {
+                    if aws.trigger_enabled(APPLIER) {
+                        let msgs = fifo.receive(batch);
+                        if !msgs.is_empty() {
+                            let timeout = Duration::from_secs(APPLIER_TIMEOUT_S);
+                            let deadline = tokio::time::Instant::now() + timeout;
+                            // Lambda kills an invocation at its timeout: then
+                            // every message returns to the queue.
+                            let mut failed: HashSet<String> = match tokio::time::timeout(
+                                timeout,
+                                applier.handle(sqs_event(&msgs), deadline),
+                            )
+                            .await
+                            {
+                                Ok(r) => r
+                                    .batch_item_failures
+                                    .into_iter()
+                                    .map(|f| f.item_identifier)
+                                    .collect(),
+                                Err(_) => msgs.iter().map(|m| m.message_id.clone()).collect(),
+                            };
+                            if pct(&rng, crash) {
+                                failed = msgs.iter().map(|m| m.message_id.clone()).collect();
+                            }
+                            fifo.complete(&msgs, &failed);
+                            continue;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+        }
+    }
+
+    /// Stops the pollers (at their next turn).
+    pub fn stop_pollers(&self) {
+        self.stop.set(true);
+    }
+
+    /// Whether every stream record was forwarded and every message consumed.
+    pub fn drained(&self) -> bool {
+        self.pos.get() >= self.db.stream("source", 0).len() && self.fifo.depth() == 0
+    }
+
+    /// Waits (in simulated time) until drained, at most `limit`.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        let start = tokio::time::Instant::now();
+        while !self.drained() {
+            if start.elapsed() > limit {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        true
+    }
+
+    /// The source's items through the transform, by target key.
+    pub fn expected(&self) -> BTreeMap<CanonicalKey, Attrs> {
+        self.db
+            .items("source")
+            .into_values()
+            .map(|item| match &self.transform {
+                None => {
+                    let key: Attrs = [("pk".to_string(), item["pk"].clone())].into();
+                    (CanonicalKey::of(&key), item)
+                }
+                Some(t) => {
+                    let out = t.item(&item).unwrap();
+                    (CanonicalKey::of(&t.key_only(&item).unwrap()), out)
+                }
+            })
+            .collect()
+    }
+
+    /// How the target differs from the source through the transform:
+    /// (missing or different, extra, leftover markers).
+    pub fn divergence(&self) -> (Vec<CanonicalKey>, Vec<CanonicalKey>, Vec<CanonicalKey>) {
+        let want = self.expected();
+        let got = self.db.items("target");
+        let wrong = want
+            .iter()
+            .filter(|(k, v)| got.get(*k).is_none_or(|g| !same_item(g, v)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let extra = got
+            .keys()
+            .filter(|k| !want.contains_key(*k))
+            .cloned()
+            .collect();
+        let marked = got
+            .iter()
+            .filter(|(_, v)| {
+                v.contains_key(TOMBSTONE_ATTR)
+                    || v.contains_key(ddb_relay::repair::REPAIR_TOKEN_ATTR)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        (wrong, extra, marked)
+    }
+
+    /// Totals of the functions' metrics (what the case exercised).
+    pub fn stats(&self) -> String {
+        use relay_aws::operator::{MetricQuery, Metrics, Stat};
+        let names = [
+            ("forwarder", "RefetchMarkers"),
+            ("forwarder", "OldImagesDropped"),
+            ("forwarder", "SendRetries"),
+            ("applier", "Refetches"),
+            ("applier", "Replanned"),
+            ("applier", "PausedBatches"),
+            ("applier", "FailedMessages"),
+            ("applier", "SkippedBeforeCutoff"),
+            ("applier", "WriteRetries"),
+        ];
+        let queries: Vec<MetricQuery> = names
+            .iter()
+            .map(|(f, n)| {
+                MetricQuery::new(
+                    "DdbRelay",
+                    n,
+                    &[("Migration", STACK), ("Function", f)],
+                    Stat::Sum,
+                )
+            })
+            .collect();
+        let series = futures_lite_block(self.aws.metrics(&queries, 0, i64::MAX)).unwrap();
+        names
+            .iter()
+            .zip(series)
+            .map(|((_, n), s)| format!("{n}={}", s.iter().map(|(_, v)| v).sum::<f64>()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    pub fn report(&self) -> String {
+        let (wrong, extra, marked) = self.divergence();
+        format!(
+            "missing or different {}, extra {}, tombstones/tokens {}; stream {} records, forwarded to {}; queue {}; DLQ {}\n{}",
+            wrong.len(),
+            extra.len(),
+            marked.len(),
+            self.db.stream("source", 0).len(),
+            self.pos.get(),
+            self.fifo.depth(),
+            self.fifo.dlq().len(),
+            self.log.borrow().join("\n")
+        )
+    }
+}
+
+/// A source item: key `pk = item-{i}`, a version, padding, and (for the
+/// key-changing transform) an email that moves it.
+pub fn source_item(i: u8, version: usize, pad: usize, email: u32) -> Attrs {
+    let mut item: Attrs = [
+        ("pk".to_string(), V::S(format!("item-{i}"))),
+        ("v".to_string(), V::N(version.to_string())),
+        (
+            "email".to_string(),
+            V::S(format!("{i}-{email}@example.com")),
+        ),
+    ]
+    .into();
+    if pad > 0 {
+        item.insert("pad".into(), V::S("p".repeat(pad)));
+    }
+    item
+}
+
+pub fn source_key(i: u8) -> Attrs {
+    [("pk".to_string(), V::S(format!("item-{i}")))].into()
+}
+
+/// Runs `f` on a current-thread runtime with paused time and a `LocalSet`.
+pub fn run<F: std::future::Future<Output = ()>>(f: F) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    tokio::task::LocalSet::new().block_on(&rt, f);
+}
+
+/// Polls a future that never waits (the fakes' metrics query) to completion.
+fn futures_lite_block<F: std::future::Future>(f: F) -> F::Output {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
