@@ -21,6 +21,9 @@ use relay_core::pack::PackConfig;
 use relay_core::send_plan::BatchLimits;
 use relay_forwarder::Forwarder;
 
+const AWS_SAMPLES: &str = include_str!("../../../fixtures/dynamodb-stream-aws-samples.json");
+const NO_CREATION_TIME: &str =
+    include_str!("../../../fixtures/dynamodb-stream-no-creation-time.json");
 const FIXTURE: &str = include_str!("../../../fixtures/dynamodb-stream-event.json");
 
 fn config(buckets: u32, cap: usize) -> ForwarderConfig {
@@ -134,6 +137,71 @@ async fn the_aws_fixture_becomes_ordered_messages() {
         V::N("12345678901234567890123456789012345678".into())
     );
     assert_eq!(modify.1.time_ms, 1_793_750_401_000);
+}
+
+/// Records shaped like AWS's documented sample stream events, with the
+/// optional-field variants: float and integer creation times, no old image,
+/// no images at all (KEYS_ONLY), a TTL delete, eventVersion 1.0, and empty
+/// sets, lists, maps and strings.
+#[tokio::test(start_paused = true)]
+async fn aws_sample_events_and_their_variants_are_forwarded_faithfully() {
+    let queue = FakeFifo::new(5);
+    let f = forwarder(&queue, 4, 256 * 1024);
+    let event: Event = serde_json::from_str(AWS_SAMPLES).unwrap();
+    let out = f.forward(event, deadline()).await;
+    assert!(
+        out.response.batch_item_failures.is_empty(),
+        "{:?}",
+        out.response
+    );
+    assert_eq!(out.metrics.get(names::FORWARDED), Some(6.0));
+    assert_eq!(out.metrics.get(names::BAD_RECORDS), Some(0.0));
+    let got: HashMap<String, ChangeEvent> = delivered(&queue)
+        .into_iter()
+        .map(|(_, e)| (e.seq.clone(), e))
+        .collect();
+    let e = |prefix: &str| {
+        got.iter()
+            .find(|(seq, _)| seq.starts_with(prefix))
+            .map(|(_, e)| e)
+            .unwrap_or_else(|| panic!("record {prefix}… not forwarded"))
+    };
+    assert_eq!(e("111").time_ms, 1_793_750_400_000);
+    assert_eq!(e("222").time_ms, 1_793_750_401_000, "a float creation time");
+    assert!(e("222").old_image.is_some() && e("222").new_image.is_some());
+    assert_eq!(e("333").op, relay_core::event::Op::Remove);
+    assert!(e("444").ttl, "the TTL service identity is kept");
+    assert!(e("555").refetch, "no images: the applier reads the source");
+    let empty = e("666").new_image.as_ref().unwrap();
+    assert_eq!(empty["Tags"], V::Ss(vec![]));
+    assert_eq!(empty["Scores"], V::Ns(vec![]));
+    assert_eq!(empty["Blobs"], V::Bs(vec![]));
+    assert_eq!(empty["Nothing"], V::M(Default::default()));
+    assert_eq!(empty["Empty"], V::L(vec![]));
+    assert_eq!(empty["Blank"], V::S(String::new()));
+    assert!(e("666").old_image.is_none());
+}
+
+/// A record without ApproximateCreationDateTime is a bad record: reported
+/// (so Lambda retries it and, past its age limit, hands it to the failure
+/// queue) and counted, never forwarded as "the epoch" for the cutoff to
+/// skip.
+#[tokio::test(start_paused = true)]
+async fn a_record_without_a_creation_time_is_reported_not_skipped() {
+    let queue = FakeFifo::new(5);
+    let f = forwarder(&queue, 4, 256 * 1024);
+    let event: Event = serde_json::from_str(NO_CREATION_TIME).unwrap();
+    let out = f.forward(event, deadline()).await;
+    assert_eq!(
+        out.response.batch_item_failures[0]
+            .item_identifier
+            .as_deref(),
+        Some("888000000000000000008")
+    );
+    assert_eq!(out.metrics.get(names::BAD_RECORDS), Some(1.0));
+    let sent = delivered(&queue);
+    assert_eq!(sent.len(), 1, "the record before it is forwarded");
+    assert!(sent.iter().all(|(_, e)| e.time_ms > 0));
 }
 
 #[tokio::test(start_paused = true)]

@@ -424,6 +424,36 @@ impl Sim {
         }
     }
 
+    /// Forwards every pending stream record now (one forwarder pass, no
+    /// applier): for tests that drive the applier by hand.
+    pub async fn forward_pending(&self) {
+        let records: Vec<_> = self
+            .db
+            .stream("source", self.pos.get())
+            .iter()
+            .map(|r| r.to_record())
+            .collect();
+        if records.is_empty() {
+            return;
+        }
+        let event = stream_event("source", &records);
+        let out = self
+            .forwarder
+            .handle(event, tokio::time::Instant::now() + Duration::from_secs(60))
+            .await;
+        assert!(out.batch_item_failures.is_empty(), "forwarding failed");
+        self.pos.set(self.pos.get() + records.len());
+    }
+
+    /// One applier invocation, with the Lambda timeout as its deadline.
+    pub async fn apply(
+        &self,
+        event: aws_lambda_events::event::sqs::SqsEvent,
+    ) -> aws_lambda_events::event::sqs::SqsBatchResponse {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(APPLIER_TIMEOUT_S);
+        self.applier.handle(event, deadline).await
+    }
+
     /// Stops the pollers (at their next turn).
     pub fn stop_pollers(&self) {
         self.stop.set(true);

@@ -117,6 +117,8 @@ struct State {
     timeouts: HashMap<String, u64>,
     env: HashMap<(String, String), String>,
     stacks: HashMap<String, StackInfo>,
+    /// When set, every metrics read fails with it.
+    metrics_fault: Option<AwsError>,
     /// Point-in-time restores are possible up to now minus this.
     pitr_lag_ms: i64,
     page_size: usize,
@@ -193,6 +195,11 @@ impl FakeAws {
             .triggers
             .iter()
             .any(|t| t.function == function && t.enabled)
+    }
+
+    /// Makes metric reads fail (`None`: they work again).
+    pub fn fail_metrics(&self, err: Option<AwsError>) {
+        lock(&self.state).metrics_fault = err;
     }
 
     /// Items per scan page.
@@ -585,6 +592,9 @@ impl Metrics for FakeAws {
         until_ms: i64,
     ) -> Result<Vec<Series>, AwsError> {
         tokio::task::yield_now().await;
+        if let Some(e) = lock(&self.state).metrics_fault.clone() {
+            return Err(e);
+        }
         Ok(queries
             .iter()
             .map(|q| self.metrics.query(q, since_ms, until_ms))

@@ -1,0 +1,688 @@
+//! One deterministic test per lost-write path of issue 9, each on the
+//! simulation harness (`sim`): the real forwarder, applier and `ddb-relay`
+//! commands on the fakes, with the interleaving that broke forced by
+//! latency hooks. Each fails without its fix.
+#![allow(clippy::unwrap_used)]
+
+mod sim;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ddb_relay::args::CopyArgs;
+use ddb_relay::commands::{cutover, dlq, finish, pause, replay, scan, seed, status, verify};
+use ddb_relay::ctx::When;
+use relay_aws::fake::events::sqs_event;
+use relay_aws::fake::{DbFault, FakeFifo};
+use relay_aws::{AwsError, Write};
+use relay_core::apply::{is_tombstone, TOMBSTONE_ATTR};
+use relay_core::control::Mode;
+use relay_core::decide::{CheckStatus, CutoverThresholds};
+use relay_core::item::{AttributeValue as V, CanonicalKey};
+use relay_core::transform::Transform;
+use sim::{source_item, source_key, Config, Shape, Sim};
+
+fn copy() -> CopyArgs {
+    CopyArgs {
+        segments: 2,
+        rate: 0,
+        max_wcu: 0,
+    }
+}
+
+/// Writes item `i` (version `v`) every `every` until `until` (simulated).
+fn keep_writing(sim: &Sim, items: u8, every: Duration, until: Duration) {
+    let db = sim.db.clone();
+    tokio::task::spawn_local(async move {
+        let start = tokio::time::Instant::now();
+        let mut v = 0;
+        while start.elapsed() < until {
+            v += 1;
+            let i = (v % usize::from(items)) as u8;
+            db.put("source", source_item(i, v, 20, 0));
+            tokio::time::sleep(every).await;
+        }
+    });
+}
+
+async fn seed_by_scan(sim: &Sim) {
+    sim.create_target();
+    scan::seed_scan(&sim.ctx, copy(), false, false)
+        .await
+        .unwrap();
+}
+
+async fn seed_by_backup(sim: &Sim) {
+    seed::seed(
+        &sim.ctx,
+        &seed::SeedArgs {
+            method: ddb_relay::args::Method::Backup,
+            at: None,
+            bucket: None,
+            prefix: String::new(),
+            dry_run: false,
+        },
+    )
+    .await
+    .unwrap();
+    pause::resume(&sim.ctx, false).await.unwrap();
+}
+
+async fn converged(sim: &Sim) {
+    assert!(
+        sim.drain(Duration::from_secs(300)).await,
+        "{}",
+        sim.report()
+    );
+    let (wrong, extra, marked) = sim.divergence();
+    assert!(
+        wrong.is_empty() && extra.is_empty() && marked.is_empty(),
+        "target != transform(source): {}",
+        sim.report()
+    );
+}
+
+/// Finding 1: pause at P0, restart by scan copy (the applier drains to P1),
+/// pause again: a replay point between P0 + margin and P1 is refused, with
+/// the earliest valid T; a valid one converges.
+#[test]
+fn a_replay_point_before_what_a_scan_restart_consumed_is_refused() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 11)).await;
+        sim.start_pollers();
+        keep_writing(
+            &sim,
+            5,
+            Duration::from_millis(300),
+            Duration::from_secs(120),
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        seed_by_scan(&sim).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let ctx = &sim.ctx;
+        let margin = sim.cfg.margin_s * 1000;
+        let p0 = pause::pause(ctx, false)
+            .await
+            .unwrap()
+            .paused_at_ms
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        scan::restart_scan(ctx, copy(), false, false).await.unwrap();
+        // The applier consumes the changes made since P0.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        let second = pause::pause(ctx, false).await.unwrap();
+        let p1 = second.paused_at_ms.unwrap();
+        let earliest = second.earliest_replay_ms;
+        assert!(
+            second.consumed_ms.unwrap() > p0 + margin,
+            "the restart consumed changes after P0"
+        );
+        assert!(earliest >= p1 + margin, "{earliest} < {p1} + margin");
+        ctx.wait_until(earliest + 1_500, "past the earliest point")
+            .await
+            .unwrap();
+        let before = ctx.control().await.unwrap();
+        for t in [p0 + margin, p1 - 1_000] {
+            let err = replay::replay(ctx, Some(When::At(t)), false, false)
+                .await
+                .expect_err("a point whose changes were consumed")
+                .to_string();
+            assert!(
+                err.contains(&format!("earliest valid T is {earliest}")),
+                "{err}"
+            );
+            let after = ctx.control().await.unwrap();
+            assert_eq!(
+                after.version, before.version,
+                "a refused replay changed the control item"
+            );
+        }
+        replay::replay(ctx, Some(When::At(earliest)), false, false)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        converged(&sim).await;
+        sim.stop_pollers();
+    });
+}
+
+/// Finding 2: under a key derived from a non-key attribute (uuidv5 of
+/// email), items too big to carry both images move and get deleted with
+/// exactly one target item each; a REMOVE too big for its old image deletes.
+#[test]
+fn large_items_moving_under_a_key_transform_leave_exactly_one_target_item() {
+    sim::run(async {
+        let mut cfg = Config::quiet(Shape::KeyByEmail, 12);
+        cfg.cap = 256 * 1024;
+        cfg.forward_old_image = true;
+        let sim = Sim::new(cfg).await;
+        sim.start_pollers();
+        seed_by_scan(&sim).await;
+        let t = sim.transform.as_ref().unwrap();
+        // 300 KB: not even the new image fits a message (a refetch marker);
+        // 150 KB: the new image fits, the old one does not.
+        for (i, pad) in [(1u8, 300 * 1024), (2, 150 * 1024)] {
+            sim.db.put("source", source_item(i, 1, pad, 1));
+            converged(&sim).await;
+            sim.db.put("source", source_item(i, 2, pad, 2));
+            converged(&sim).await;
+            let target = sim.db.items("target");
+            let old = CanonicalKey::of(&t.key_only(&source_item(i, 1, 0, 1)).unwrap());
+            let new = CanonicalKey::of(&t.key_only(&source_item(i, 2, 0, 2)).unwrap());
+            assert!(
+                target.contains_key(&new) && !target.contains_key(&old),
+                "item {i}"
+            );
+        }
+        assert_eq!(
+            sim.db.items("target").len(),
+            2,
+            "one target item per source item"
+        );
+        sim.db.delete("source", &source_key(1), false);
+        sim.db.delete("source", &source_key(2), false);
+        converged(&sim).await;
+        assert!(sim.db.items("target").is_empty(), "large removes delete");
+        let stats = sim.stats();
+        assert!(
+            !stats.contains("RefetchMarkers=0") && !stats.contains("OldImagesDropped=0"),
+            "{stats}"
+        );
+        sim.stop_pollers();
+    });
+}
+
+/// Finding 3: a change lands between verify's read of the source and its
+/// repair write: the repair must not overwrite it; the target ends on the
+/// newest source state and verify says clean only when they agree.
+#[test]
+fn a_repair_never_overwrites_a_change_applied_while_it_ran() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 13)).await;
+        sim.start_pollers();
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        seed_by_scan(&sim).await;
+        sim.db.put("source", source_item(1, 2, 20, 0));
+        converged(&sim).await;
+        // Divergence the repair must fix: a stale target item.
+        sim.db.put("target", source_item(1, 1, 20, 0));
+        // The repair's write is slow (the first one: the conditional put);
+        // while it waits, the source changes and the applier applies it.
+        let writing = Arc::new(AtomicBool::new(false));
+        let flag = writing.clone();
+        let delayed = Arc::new(AtomicUsize::new(0));
+        let d = delayed.clone();
+        sim.db.set_latency(move |call| {
+            let operator_put =
+                call.table == "target" && call.op == "PutItem" && call.writes.is_empty();
+            if operator_put && d.fetch_add(1, Ordering::SeqCst) == 0 {
+                flag.store(true, Ordering::SeqCst);
+                return Duration::from_secs(3);
+            }
+            Duration::ZERO
+        });
+        let db = sim.db.clone();
+        let flag = writing.clone();
+        tokio::task::spawn_local(async move {
+            while !flag.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            db.put("source", source_item(1, 3, 20, 0));
+        });
+        let r = verify::verify(&sim.ctx, 100.0, true, 1, copy())
+            .await
+            .unwrap();
+        assert!(sim.drain(Duration::from_secs(60)).await);
+        let target = sim.db.items("target");
+        assert_eq!(
+            target.values().next().unwrap()["v"],
+            V::N("3".into()),
+            "the newest change won"
+        );
+        assert!(
+            delayed.load(Ordering::SeqCst) >= 2,
+            "the delayed write was refused and retried"
+        );
+        assert!(r.clean, "{r:?}");
+        converged(&sim).await;
+        sim.stop_pollers();
+    });
+}
+
+/// Finding 3: `dlq repair` goes through the transform: under a rename it
+/// writes the renamed item, under a key transform it writes the item at its
+/// current target key and deletes the key it moved from.
+#[test]
+fn dlq_repair_writes_through_the_transform() {
+    for shape in [Shape::Rename, Shape::KeyByEmail] {
+        sim::run(async {
+            let sim = Sim::new(Config::quiet(shape, 14)).await;
+            sim.start_pollers();
+            sim.db.put("source", source_item(1, 1, 20, 1));
+            seed_by_scan(&sim).await;
+            converged(&sim).await;
+            // The target refuses the item's writes: its changes reach the DLQ.
+            let t = sim.transform.as_ref().unwrap();
+            let key = |v, e| CanonicalKey::of(&t.key_only(&source_item(1, v, 0, e)).unwrap());
+            *sim.poison.lock().unwrap() = Some(key(2, 2));
+            sim.db.put("source", source_item(1, 2, 20, 2));
+            let start = tokio::time::Instant::now();
+            while sim.fifo.dlq().is_empty() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(120),
+                    "{}",
+                    sim.report()
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            *sim.poison.lock().unwrap() = None;
+            let r = dlq::repair(&sim.ctx, 100, false).await.unwrap();
+            assert_eq!((r.repaired, r.left), (1, 0), "{:?}", r.results);
+            converged(&sim).await;
+            let target = sim.db.items("target");
+            assert_eq!(target.len(), 1, "{shape:?}");
+            let item = &target[&key(2, 2)];
+            if shape == Shape::Rename {
+                assert!(item.contains_key("value") && !item.contains_key("v"));
+            }
+            sim.stop_pollers();
+        });
+    }
+}
+
+/// Finding 4: an applier invocation that read tombstone mode and writes its
+/// tombstone after the copy switched to normal mode and swept: the commit
+/// fence makes it write the batch again in normal mode, so no tombstone
+/// survives, whatever the delay.
+#[test]
+fn a_late_tombstone_does_not_survive_the_sweep() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 15)).await;
+        for i in 0..12 {
+            sim.db.put("source", source_item(i, 1, 20, 0));
+        }
+        sim.start_pollers();
+        let late = Arc::new(AtomicBool::new(false));
+        let l = late.clone();
+        sim.db.set_latency(move |call| {
+            let tombstone = call
+                .writes
+                .iter()
+                .any(|w| matches!(w, Write::Put(i) if is_tombstone(i)));
+            match (call.table, call.op) {
+                // The copy takes a few seconds...
+                ("source", "Scan") => Duration::from_millis(800),
+                // ...and the applier's tombstone write far longer.
+                ("target", "BatchWriteItem") if tombstone && !l.swap(true, Ordering::SeqCst) => {
+                    Duration::from_secs(8)
+                }
+                _ => Duration::ZERO,
+            }
+        });
+        let db = sim.db.clone();
+        let ctx_aws = sim.aws.clone();
+        tokio::task::spawn_local(async move {
+            // Delete an item once the copy is under way (tombstone mode).
+            loop {
+                let c = relay_aws::operator::Tables::control(&ctx_aws, "control", sim::STACK)
+                    .await
+                    .unwrap();
+                if c.is_some_and(|c| c.mode == Mode::Tombstone) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            db.delete("source", &source_key(3), false);
+        });
+        sim.create_target();
+        let r = scan::seed_scan(&sim.ctx, copy(), false, false)
+            .await
+            .unwrap();
+        assert!(!late.load(Ordering::SeqCst) || r.tombstones_deleted <= 1);
+        converged(&sim).await;
+        assert!(
+            late.load(Ordering::SeqCst),
+            "the tombstone write was delayed"
+        );
+        assert!(
+            sim.db
+                .items("target")
+                .values()
+                .all(|i| !i.contains_key(TOMBSTONE_ATTR)),
+            "{}",
+            sim.report()
+        );
+        assert!(
+            !sim.stats().contains("Replanned=0"),
+            "the fence made the applier plan again"
+        );
+        sim.stop_pollers();
+    });
+}
+
+/// Finding 4, the other direction: an invocation applying a delete in
+/// normal mode while the mode switches to tombstone mode writes a
+/// tombstone before its messages are consumed (the copy cannot resurrect
+/// the item).
+#[test]
+fn a_delete_that_straddles_the_switch_to_tombstone_mode_writes_a_tombstone() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 16)).await;
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        sim.start_pollers();
+        seed_by_backup(&sim).await;
+        converged(&sim).await;
+        let slow = Arc::new(AtomicBool::new(false));
+        let s = slow.clone();
+        sim.db.set_latency(move |call| {
+            let delete = call.writes.iter().any(|w| matches!(w, Write::Delete(_)));
+            if call.op == "BatchWriteItem" && delete && !s.swap(true, Ordering::SeqCst) {
+                Duration::from_secs(5)
+            } else {
+                Duration::ZERO
+            }
+        });
+        sim.db.delete("source", &source_key(1), false);
+        // Wait until the applier is writing the delete, then switch modes.
+        while !slow.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let read = sim.ctx.control().await.unwrap();
+        sim.ctx
+            .write_control(
+                &read,
+                relay_core::control::ControlState {
+                    mode: Mode::Tombstone,
+                    ..read.clone()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(sim.drain(Duration::from_secs(60)).await);
+        let target = sim.db.items("target");
+        assert_eq!(target.len(), 1, "{}", sim.report());
+        assert!(
+            target.values().all(is_tombstone),
+            "the delete was redone as a tombstone"
+        );
+        sim.stop_pollers();
+    });
+}
+
+fn go(d: &cutover::CutoverReport) -> bool {
+    d.decision.go
+}
+
+async fn decide(sim: &Sim, waive: bool) -> cutover::CutoverReport {
+    cutover::cutover(
+        &sim.ctx,
+        &CutoverThresholds {
+            max_lag_ms: 5_000.0,
+            max_backlog: 0,
+            waive_verify: waive,
+        },
+        60,
+    )
+    .await
+    .unwrap()
+}
+
+/// Finding 5: cutover is NO-GO when the forwarder is disabled or behind,
+/// when anything is unknown, and without a clean verify since the last
+/// seed (unless waived, which it says); lag comes from recent applies only.
+#[test]
+fn cutover_says_go_only_when_everything_is_known_and_in_sync() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 17)).await;
+        sim.start_pollers();
+        keep_writing(&sim, 4, Duration::from_millis(200), Duration::from_secs(10));
+        seed_by_backup(&sim).await;
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        converged(&sim).await;
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        let d = decide(&sim, false).await;
+        assert!(!go(&d), "no verify yet");
+        assert!(
+            d.decision.reasons.iter().any(|r| r.contains("verify")),
+            "{:?}",
+            d.decision.reasons
+        );
+        let waived = decide(&sim, true).await;
+        assert!(go(&waived), "{:?}", waived.decision.reasons);
+        assert!(waived
+            .decision
+            .checks
+            .iter()
+            .any(|c| c.status == CheckStatus::Warn && c.detail.contains("waived")));
+        assert!(
+            verify::verify(&sim.ctx, 100.0, false, 1, copy())
+                .await
+                .unwrap()
+                .clean
+        );
+        assert!(go(&decide(&sim, false).await));
+
+        // The forwarder disabled.
+        let fwd = sim.ctx.forwarder_trigger().await.unwrap();
+        sim.ctx
+            .set_trigger(&fwd.uuid, false, "forwarder")
+            .await
+            .unwrap();
+        let d = decide(&sim, false).await;
+        assert!(
+            !go(&d) && d.decision.reasons.iter().any(|r| r.contains("forwarder")),
+            "{:?}",
+            d.decision.reasons
+        );
+        sim.ctx
+            .set_trigger(&fwd.uuid, true, "forwarder")
+            .await
+            .unwrap();
+        // The forwarder an hour behind.
+        sim.aws.metrics.record(
+            "DdbRelay",
+            "ReplicationLag",
+            &[("Migration", sim::STACK), ("Function", "forwarder")],
+            3_600_000.0,
+        );
+        let d = decide(&sim, false).await;
+        assert!(
+            !go(&d)
+                && d.decision
+                    .reasons
+                    .iter()
+                    .any(|r| r.contains("forwarder lag")),
+            "{:?}",
+            d.decision.reasons
+        );
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        assert!(go(&decide(&sim, false).await));
+        // Metrics that cannot be read are not zero.
+        sim.aws.fail_metrics(Some(AwsError::retryable(
+            "GetMetricData",
+            "ThrottlingException",
+            "slow down",
+        )));
+        let d = decide(&sim, false).await;
+        assert!(
+            !go(&d) && d.decision.reasons.iter().any(|r| r.contains("unknown")),
+            "{:?}",
+            d.decision.reasons
+        );
+        sim.aws.fail_metrics(None);
+        // Lag: the newest datapoint, not the window's maximum.
+        let dims = [("Migration", sim::STACK), ("Function", "applier")];
+        sim.aws
+            .metrics
+            .record("DdbRelay", "ReplicationLag", &dims, 90_000.0);
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        sim.aws
+            .metrics
+            .record("DdbRelay", "ReplicationLag", &dims, 400.0);
+        let s = status::status(&sim.ctx, 300).await.unwrap();
+        assert_eq!(s.replication_lag_ms, Some(400.0));
+        assert!(go(&decide(&sim, false).await));
+        // A new seed needs a new verify.
+        pause::pause(&sim.ctx, false).await.unwrap();
+        replay::replay(&sim.ctx, None, false, false).await.unwrap();
+        converged(&sim).await;
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        let d = decide(&sim, false).await;
+        assert!(
+            !go(&d) && d.decision.reasons.iter().any(|r| r.contains("verify")),
+            "{:?}",
+            d.decision.reasons
+        );
+        sim.stop_pollers();
+    });
+}
+
+/// Finding 5: finish proves the drain: a metric it cannot read, a throttled
+/// forwarder or a disabled one is not quiet.
+#[test]
+fn finish_does_not_take_unknown_or_throttled_for_quiet() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 18)).await;
+        sim.start_pollers();
+        seed_by_backup(&sim).await;
+        converged(&sim).await;
+        sim.aws.fail_metrics(Some(AwsError::retryable(
+            "GetMetricData",
+            "ThrottlingException",
+            "slow down",
+        )));
+        let err = finish::finish(&sim.ctx, 3, 30, None, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metrics unknown"), "{err}");
+        sim.aws.fail_metrics(None);
+        let throttles = [("FunctionName", sim::FORWARDER)];
+        let aws = sim.aws.clone();
+        tokio::task::spawn_local(async move {
+            for _ in 0..10 {
+                aws.metrics
+                    .record("AWS/Lambda", "Throttles", &throttles, 3.0);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+        });
+        let err = finish::finish(&sim.ctx, 3, 20, None, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("throttled"), "{err}");
+        let fwd = sim.ctx.forwarder_trigger().await.unwrap();
+        sim.ctx
+            .set_trigger(&fwd.uuid, false, "forwarder")
+            .await
+            .unwrap();
+        let err = finish::finish(&sim.ctx, 3, 20, None, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("forwarder trigger is Disabled"), "{err}");
+        assert!(
+            sim.aws.trigger_enabled(sim::APPLIER),
+            "a refused finish changed nothing"
+        );
+        sim.ctx
+            .set_trigger(&fwd.uuid, true, "forwarder")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        let done = finish::finish(&sim.ctx, 3, 60, None, false).await.unwrap();
+        assert_eq!(done.triggers, "Disabled");
+        assert!(!sim.aws.trigger_enabled(sim::APPLIER) && !sim.aws.trigger_enabled(sim::FORWARDER));
+        sim.stop_pollers();
+    });
+}
+
+/// Finding 6: one poison message fails only its own group: the other
+/// group's messages in the same batches are applied and deleted, and the
+/// DLQ holds only the poisoned group's messages.
+#[test]
+fn a_poison_message_dead_letters_only_its_own_group() {
+    sim::run(async {
+        let mut cfg = Config::quiet(Shape::Identity, 19);
+        cfg.buckets = 64;
+        let sim = Sim::new(cfg).await;
+        seed_by_scan(&sim).await;
+        let group = |i: u8| {
+            relay_core::group::group_id(relay_core::group::bucket(
+                "source",
+                &CanonicalKey::of(&source_key(i)),
+                64,
+            ))
+        };
+        let (a, b) = (0u8, (1u8..60).find(|i| group(*i) != group(0)).unwrap());
+        *sim.poison.lock().unwrap() = Some(CanonicalKey::of(&source_key(a)));
+        // A and B interleaved, each change in its own message.
+        let fwd = sim.ctx.forwarder_trigger().await.unwrap();
+        sim.ctx
+            .set_trigger(&fwd.uuid, true, "forwarder")
+            .await
+            .unwrap();
+        for v in 1..=4 {
+            sim.db.put("source", source_item(a, v, 20, 0));
+            sim.db.put("source", source_item(b, v, 20, 0));
+            sim.forward_pending().await; // forward what is there, no applier
+        }
+        let fifo: &FakeFifo = &sim.fifo;
+        let start = tokio::time::Instant::now();
+        while fifo.depth() > 0 {
+            assert!(start.elapsed() < Duration::from_secs(60));
+            let msgs = fifo.receive(10);
+            let out = sim.apply(sqs_event(&msgs)).await;
+            let failed = out
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect();
+            fifo.complete(&msgs, &failed);
+        }
+        let dlq = fifo.dlq();
+        assert!(!dlq.is_empty());
+        assert!(
+            dlq.iter().all(|m| m.group_id == group(a)),
+            "only A's messages are dead-lettered"
+        );
+        let target = sim.db.items("target");
+        assert_eq!(
+            target[&CanonicalKey::of(&source_key(b))]["v"],
+            V::N("4".into()),
+            "B was applied"
+        );
+    });
+}
+
+/// Finding 9: a call that hangs past the invocation's deadline is
+/// abandoned in time and its messages fail (they are retried), instead of
+/// Lambda killing the invocation mid-batch.
+#[test]
+fn a_hung_call_fails_its_messages_before_the_deadline() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 20)).await;
+        seed_by_scan(&sim).await;
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        sim.forward_pending().await;
+        sim.db.set_latency(|call| {
+            if call.op == "BatchWriteItem" {
+                Duration::from_secs(600)
+            } else {
+                Duration::ZERO
+            }
+        });
+        let msgs = sim.fifo.receive(10);
+        assert!(!msgs.is_empty());
+        let start = tokio::time::Instant::now();
+        let out = sim.apply(sqs_event(&msgs)).await;
+        assert!(
+            start.elapsed() < Duration::from_secs(sim::APPLIER_TIMEOUT_S),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(out.batch_item_failures.len(), msgs.len());
+        let _ = DbFault::Unprocessed(vec![]);
+    });
+}
