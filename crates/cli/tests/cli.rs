@@ -57,7 +57,11 @@ fn stderr_of(local: &Local, stack: Option<&str>, args: &[&str]) -> (Option<i32>,
 }
 
 async fn setup(local: &Local, tag: &str, extra: &[(&str, &str)]) -> Result<Stack> {
-    let mut params = vec![("CutoffMarginSeconds", "3")];
+    // A short applier timeout: a replay waits for it after the pause.
+    let mut params = vec![
+        ("CutoffMarginSeconds", "3"),
+        ("ApplierTimeoutSeconds", "10"),
+    ];
     params.extend_from_slice(extra);
     local
         .new_migration(&format!("cli-{tag}"), &params, true)
@@ -142,6 +146,16 @@ async fn a_whole_migration_runs_through_the_cli() -> Result<()> {
         .await?;
     assert!(diff.is_clean(), "not converged after replay: {diff:?}");
 
+    // Not GO before a clean verify of this seed; GO after one.
+    let nogo = run(
+        &local,
+        st,
+        &["cutover", "--max-lag", "600", "--output", "json"],
+        3,
+    );
+    assert!(nogo["reasons"].to_string().contains("verify"), "{nogo:#}");
+    let v = run(&local, st, &["verify", "--output", "json"], 0);
+    assert_eq!(v["clean"], true, "{v:#}");
     let go = run(
         &local,
         st,
@@ -211,12 +225,12 @@ async fn commands_refuse_what_is_unsafe_and_dry_runs_change_nothing() -> Result<
     assert_eq!(code, Some(1));
     assert!(err.contains("ddb-relay pause"), "{err}");
     run(&local, st, &["pause"], 0);
+    // A bad time is a usage error (exit 2) naming the flag, before any AWS call.
     let (code, err) = stderr_of(&local, Some(st), &["replay", "--from", "yesterday"]);
-    assert_eq!(code, Some(1));
-    assert!(err.contains("RFC 3339"), "{err}");
-    let (code, err) = stderr_of(&local, Some(st), &["restart"]);
-    assert_eq!(code, Some(1));
-    assert!(err.contains("earliest valid T"), "{err}");
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--from") && err.contains("RFC 3339"), "{err}");
+    let plan = run(&local, st, &["restart", "--dry-run", "--output", "json"], 0);
+    assert_eq!(plan["dry_run"], true, "{plan:#}");
 
     // Dry runs change nothing.
     let dry = run(
@@ -335,7 +349,10 @@ async fn status_watch_and_dlq_repair() -> Result<()> {
         &["watch", "--count", "2", "--interval", "1"],
     );
     assert!(watch.status.success(), "{}", text(&watch));
-    assert!(String::from_utf8_lossy(&watch.stdout).contains("\x1b[2J"));
+    // Not a terminal: snapshots one after another, no screen control.
+    let out = String::from_utf8_lossy(&watch.stdout);
+    assert_eq!(out.matches("migration ").count(), 2, "{out}");
+    assert!(!out.contains('\x1b'), "{out}");
     // Not GO: the applier is paused (disabled) with changes queued.
     let nogo = run(&local, st, &["cutover", "--output", "json"], 3);
     assert_eq!(nogo["go"], false);

@@ -44,6 +44,14 @@ fn cli(local: &Local, stack: &str, args: &[&str]) -> Output {
         .expect("run ddb-relay")
 }
 
+fn stderr_of(local: &Local, stack: &str, args: &[&str]) -> (Option<i32>, String) {
+    let o = cli(local, stack, args);
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
+}
+
 fn run(local: &Local, stack: &str, args: &[&str], code: i32) -> Value {
     let o = cli(local, stack, args);
     assert_eq!(
@@ -85,6 +93,8 @@ async fn name_to_uuid(
         ("TargetTableName", target.as_str()),
         ("StreamBatchingWindowSeconds", "0"),
         ("CutoffMarginSeconds", "3"),
+        // A restart waits for the applier timeout after the pause.
+        ("ApplierTimeoutSeconds", "10"),
     ];
     if let Some(spec) = spec {
         params.push(("TransformSpec", spec));
@@ -276,28 +286,31 @@ async fn a_wrong_transform_is_caught_by_verify_and_fixed_by_a_restart() -> Resul
         0,
     );
 
-    let v = run(
+    // The right spec is not what the stack runs: refused, and a blocker.
+    let (code, err) = stderr_of(
+        &local,
+        st,
+        &["--transform", &right, "verify", "--recheck-wait", "0"],
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("differs from stack"), "{err}");
+    let pre = run(
         &local,
         st,
         &[
             "--transform",
             &right,
-            "verify",
-            "--recheck-wait",
-            "0",
+            "preflight",
+            "--method",
+            "scan",
             "--output",
             "json",
         ],
         3,
     );
-    assert_eq!(v["clean"], false);
-    assert_eq!(v["missing"], 40, "{v:#}");
-    assert_eq!(v["extra"], 40, "{v:#}");
+    assert!(pre.to_string().contains("differs from stack"), "{pre:#}");
     let nogo = run(&local, st, &["cutover", "--output", "json"], 3);
-    assert!(
-        nogo["reasons"].to_string().contains("last verify"),
-        "{nogo:#}"
-    );
+    assert!(nogo["reasons"].to_string().contains("verify"), "{nogo:#}");
 
     // Fix: the corrected transform in the stack, then a fresh copy.
     let redeployed = local
@@ -320,6 +333,7 @@ async fn a_wrong_transform_is_caught_by_verify_and_fixed_by_a_restart() -> Resul
                 ("TargetTableName", stack.target_table.as_str()),
                 ("StreamBatchingWindowSeconds", "0"),
                 ("CutoffMarginSeconds", "3"),
+                ("ApplierTimeoutSeconds", "10"),
                 ("TransformSpec", UUID_OF_NAME),
             ],
         )
@@ -430,38 +444,35 @@ async fn verify_finds_injected_divergence_and_repair_fixes_it() -> Result<()> {
 #[ignore = "needs the local stack and a sam build: run `make e2e`"]
 async fn preflight_rejects_a_key_derivation_the_stream_cannot_support() -> Result<()> {
     let local = Local::connect().await?;
-    let stack = name_to_uuid(&local, "view", View::NewImage, None, 0).await?;
+    let by_email_spec = r#"{"key":[{"attribute":"UUID","uuidv5":{"from":["Email"]}}]}"#;
+    let stack = name_to_uuid(&local, "view", View::NewImage, Some(by_email_spec), 0).await?;
     let name = stack.name;
-    let by_email = spec_file(r#"{"key":[{"attribute":"UUID","uuidv5":{"from":["Email"]}}]}"#);
+    let blockers = |pre: &Value| -> Vec<String> {
+        pre["checks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["status"] == "fail")
+            .map(|c| format!("{}: {}", c["name"], c["detail"]))
+            .collect()
+    };
+    // The deployed spec derives the key from Email: deletes need old images.
     let pre = run(
         &local,
         &name,
-        &[
-            "--transform",
-            &by_email,
-            "preflight",
-            "--method",
-            "scan",
-            "--output",
-            "json",
-        ],
+        &["preflight", "--method", "scan", "--output", "json"],
         3,
     );
-    let failed: Vec<String> = pre["checks"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|c| c["status"] == "fail")
-        .map(|c| format!("{}: {}", c["name"], c["detail"]))
-        .collect();
+    let failed = blockers(&pre);
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(
         failed[0].contains("transform key derivation") && failed[0].contains("NEW_AND_OLD_IMAGES"),
         "{failed:?}"
     );
-    // Derived from the key alone, the same stream is fine.
+    // Derived from the key alone, the same stream would be fine, but a
+    // --transform that is not what the stack runs is itself a blocker.
     let by_name = spec_file(UUID_OF_NAME);
-    let ok = run(
+    let pre = run(
         &local,
         &name,
         &[
@@ -473,9 +484,11 @@ async fn preflight_rejects_a_key_derivation_the_stream_cannot_support() -> Resul
             "--output",
             "json",
         ],
-        0,
+        3,
     );
-    assert_eq!(ok["ok"], true, "{ok:#}");
+    let failed = blockers(&pre);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("differs from stack"), "{failed:?}");
     Ok(())
 }
 

@@ -172,6 +172,37 @@ impl Local {
             .map(str::to_string))
     }
 
+    /// Creates a table keyed on `keys` (name, `S` or `N`; the first is the
+    /// partition key) without a stream (a target your IaC would create),
+    /// and waits for ACTIVE.
+    pub async fn create_target_table(&self, name: &str, keys: &[(&str, &str)]) -> Result<()> {
+        let mut req = self
+            .ddb
+            .create_table()
+            .table_name(name)
+            .billing_mode(BillingMode::PayPerRequest);
+        for (i, (attr, t)) in keys.iter().enumerate() {
+            let t = if *t == "N" {
+                ScalarAttributeType::N
+            } else {
+                ScalarAttributeType::S
+            };
+            let kt = if i == 0 {
+                KeyType::Hash
+            } else {
+                KeyType::Range
+            };
+            req = req
+                .attribute_definitions(attr_def(attr, t)?)
+                .key_schema(key_elem(attr, kt)?);
+        }
+        req.send()
+            .await
+            .map_err(sdk)
+            .with_context(|| format!("create table {name}"))?;
+        self.wait_active(name, Duration::from_secs(60)).await
+    }
+
     /// Turns on point-in-time recovery (for PITR seeds and replays).
     pub async fn enable_pitr(&self, table: &str) -> Result<()> {
         self.ddb
@@ -387,6 +418,23 @@ impl Local {
 
     /// Every item of a table (consistent scan), keyed by (pk, sk).
     pub async fn scan(&self, table: &str) -> Result<Keyed> {
+        let items = self.scan_items(table).await?;
+        let keys = [PK.to_string(), SK.to_string()];
+        Ok(diff::index(items, &keys).0)
+    }
+
+    /// Every item of a table (consistent scan), in SDK form (any key schema).
+    pub async fn scan_raw(&self, table: &str) -> Result<Vec<HashMap<String, Av>>> {
+        Ok(self
+            .scan_items(table)
+            .await?
+            .iter()
+            .map(relay_aws::convert::to_sdk_item)
+            .collect())
+    }
+
+    /// Every item of a table (consistent scan).
+    pub async fn scan_items(&self, table: &str) -> Result<Vec<Attrs>> {
         let mut items = Vec::new();
         let mut start: Option<HashMap<String, Av>> = None;
         loop {
@@ -411,8 +459,7 @@ impl Local {
                 _ => break,
             }
         }
-        let keys = [PK.to_string(), SK.to_string()];
-        Ok(diff::index(items, &keys).0)
+        Ok(items)
     }
 
     /// Compares two tables item for item.

@@ -216,7 +216,9 @@ pub async fn verify<A: Aws>(
     let first = diff::diff(&expected, &actual);
     let compared = expected.len().max(actual.len()) as u64;
 
-    // 2. Re-check the mismatches with consistent reads after a pause.
+    // 2. Re-check the mismatches with consistent reads after a pause, in
+    //    up to three rounds: a key that is only behind (lag) agrees within
+    //    a round or two; a divergent one stays different.
     let mut suspects: Vec<CanonicalKey> = first
         .missing
         .iter()
@@ -226,41 +228,52 @@ pub async fn verify<A: Aws>(
         .collect();
     suspects.sort();
     suspects.dedup();
-    if !suspects.is_empty() {
+    let mut pending: Vec<(CanonicalKey, Suspect)> = suspects
+        .iter()
+        .filter_map(|ck| {
+            let item = expected.get(ck).or_else(|| actual.get(ck))?;
+            let target_key = key_of(item, &tkeys)?;
+            let source_key = origin.get(ck).cloned().or_else(|| {
+                actual
+                    .get(ck)
+                    .and_then(|target_item| t.source_key_of(target_item, source_keys))
+            });
+            Some((
+                ck.clone(),
+                Suspect {
+                    target_key,
+                    source_key,
+                },
+            ))
+        })
+        .collect();
+    for _ in 0..3 {
+        if pending.is_empty() {
+            break;
+        }
         tokio::time::sleep(Duration::from_secs(recheck_wait)).await;
+        let mut still = Vec::with_capacity(pending.len());
+        for (ck, x) in pending {
+            if !agrees(ctx, t, x.source_key.as_ref(), &x.target_key).await? {
+                still.push((ck, x));
+            }
+        }
+        pending = still;
     }
     let mut missing = Vec::new();
     let mut changed = Vec::new();
     let mut extra = Vec::new();
-    for ck in &suspects {
-        let Some(item) = expected.get(ck).or_else(|| actual.get(ck)) else {
-            continue;
-        };
-        let Some(target_key) = key_of(item, &tkeys) else {
-            continue;
-        };
-        let source_key = origin.get(ck).cloned().or_else(|| {
-            actual
-                .get(ck)
-                .and_then(|target_item| t.source_key_of(target_item, source_keys))
-        });
-        if agrees(ctx, t, source_key.as_ref(), &target_key).await? {
-            continue;
-        }
+    for (ck, x) in pending {
         let here = ctx
             .aws
-            .get_item(&s.target_table, &target_key)
+            .get_item(&s.target_table, &x.target_key)
             .await
             .map_err(|e| explain(e, &s.target_table))?
             .is_some();
-        let suspect = Suspect {
-            target_key,
-            source_key,
-        };
-        match (expected.contains_key(ck), here) {
-            (true, false) => missing.push(suspect),
-            (true, true) => changed.push(suspect),
-            (false, _) => extra.push(suspect),
+        match (expected.contains_key(&ck), here) {
+            (true, false) => missing.push(x),
+            (true, true) => changed.push(x),
+            (false, _) => extra.push(x),
         }
     }
     let differences = (missing.len() + changed.len() + extra.len()) as u64;

@@ -174,40 +174,56 @@ async fn main() -> Result<()> {
     s.done("load ran throughout");
 
     s.begin(
-        "Stop the load and wait for the queue to drain",
-        "This is the cutover moment: no new writes, backlog to zero.",
+        "Verify while the load continues (ddb-relay verify)",
+        "Source through the transform against the target; mismatches are re-read until\n\
+         they agree (lag) or stay different. A clean verify is recorded for cutover.",
     );
-    let counts = writer.stop().await;
-    let stop_ms = now_ms();
-    let (items, diff) = local
-        .wait_converged(&stack, Duration::from_secs(180))
-        .await?;
-    s.done(&format!(
-        "drained {:.1} s after the last write; {} in total",
-        (now_ms() - stop_ms) as f64 / 1000.0,
-        counts.summary()
-    ));
+    if relay(&local, &name, &["verify", "--recheck-wait", "3"])? != 0 {
+        bail!("verify found differences");
+    }
+    s.done("clean");
 
     s.begin(
         "Cutover check (ddb-relay cutover)",
-        "GO needs: cutoff set, applier enabled, empty backlog, low lag, empty DLQ, no errors.",
+        "GO needs: seeded, applier and forwarder enabled and caught up, low backlog and lag,\n\
+         empty DLQ, no errors, nothing unknown, a clean verify since the seed.",
     );
-    let go = relay(&local, &name, &["cutover", "--max-lag", "60"])?;
+    let go = relay(
+        &local,
+        &name,
+        &[
+            "cutover",
+            "--max-lag",
+            "30",
+            "--max-backlog",
+            "200",
+            "--window",
+            "60",
+        ],
+    )?;
     s.done(if go == 0 { "GO" } else { "NO-GO" });
 
     s.begin(
-        "Finish (ddb-relay finish)",
-        "Waits until nothing new arrives, then disables both triggers and writes a report.",
+        "Stop writes to the source, then finish (ddb-relay finish)",
+        "The application stops writing. finish waits until the forwarder has forwarded\n\
+         everything and the queue is drained, then stops both triggers. Only then does the\n\
+         application switch to the target: no queued older change can overwrite its writes.",
     );
+    let counts = writer.stop().await;
+    let stop_ms = now_ms();
     if relay(
         &local,
         &name,
-        &["finish", "--quiet", "3", "--timeout", "120"],
+        &["finish", "--quiet", "3", "--timeout", "180"],
     )? != 0
     {
         bail!("finish failed");
     }
-    s.done("both triggers disabled");
+    let paused_s = (now_ms() - stop_ms) as f64 / 1000.0;
+    s.done(&format!(
+        "drained and stopped; writes were paused for {paused_s:.1} s (with --quiet 3); {} in total",
+        counts.summary()
+    ));
 
     let mut counters = Vec::new();
     for (function, name) in [
@@ -236,6 +252,7 @@ async fn main() -> Result<()> {
         "Compare the tables item for item",
         "A consistent scan of both tables, compared by canonical encoding.",
     );
+    let (items, diff) = local.compare(&source, &target).await?;
     let (dv, df) = local.queue_depth(&stack.dlq_url).await?;
     s.done(&format!(
         "{items} source items: {} identical, {} missing, {} extra, {} different; DLQ {}",
@@ -255,7 +272,7 @@ async fn main() -> Result<()> {
         bail!("the tables differ: the migration is NOT complete");
     }
     println!(
-        "\nRESULT: identical. {items} items, {} live writes replicated with no downtime.",
+        "\nRESULT: identical. {items} items, {} live writes replicated; writes paused {paused_s:.1} s for the switch.",
         counts.total()
     );
     Ok(())
