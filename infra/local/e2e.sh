@@ -11,4 +11,4 @@ trap '[[ $started == 1 ]] && "$ROOT/infra/local/stop.sh"' EXIT
 "$ROOT/infra/local/build.sh"
 cd "$ROOT"
 AWS_ENDPOINT_URL="http://localhost:$MINISTACK_PORT" \
-  cargo test -p relay-e2e -p ddb-relay --locked -- --ignored --test-threads=1 "$@"
+  cargo test -p relay-e2e -p ddb-relay --locked --no-fail-fast -- --ignored --test-threads=1 "$@"

@@ -274,8 +274,9 @@ async fn commands_refuse_what_is_unsafe_and_dry_runs_change_nothing() -> Result<
         export["ImportSourceSpecification"]["InputFormat"],
         "DYNAMODB_JSON"
     );
+    // A missing flag is a usage error, before any AWS call.
     let (code, err) = stderr_of(&local, Some(st), &["seed", "--method", "export"]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2));
     assert!(err.contains("--s3-bucket"), "{err}");
 
     // A target that exists but was not seeded by ddb-relay is a blocker.

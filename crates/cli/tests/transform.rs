@@ -434,7 +434,12 @@ async fn verify_finds_injected_divergence_and_repair_fixes_it() -> Result<()> {
         &["cutover", "--max-lag", "600", "--output", "json"],
         0,
     );
-    assert!(go["checks"].to_string().contains("last verify"), "{go:#}");
+    assert!(
+        go["checks"]
+            .to_string()
+            .contains("clean since the last seed"),
+        "{go:#}"
+    );
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use futures::stream::{self, StreamExt};
-use relay_aws::runtime::{emit_metrics, remaining, Clock};
+use relay_aws::runtime::{bounded, emit_metrics, remaining, Clock};
 use relay_aws::{EntryStatus, MetricsPublisher, QueueSender, SendEntry};
 use relay_core::config::ForwarderConfig;
 use relay_core::event::{from_stream_record, table_from_arn, ChangeEvent};
@@ -119,7 +119,7 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
                 break;
             }
             let results: Vec<(Vec<EntryRef>, Vec<Outcome>)> = stream::iter(round)
-                .map(|call| self.send_call(&plan, call))
+                .map(|call| self.send_call(&plan, call, deadline))
                 .buffer_unordered(cfg.send_concurrency)
                 .collect()
                 .await;
@@ -199,6 +199,7 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
         &self,
         plan: &SendPlan,
         call: Vec<EntryRef>,
+        deadline: tokio::time::Instant,
     ) -> (Vec<EntryRef>, Vec<Outcome>) {
         let entries: Vec<SendEntry> = call
             .iter()
@@ -213,7 +214,17 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
                 }
             })
             .collect();
-        let outcomes = match self.queue.send_batch(entries).await {
+        // Bounded by the time left: an abandoned call is ambiguous, and is
+        // retried in this invocation with the same deduplication ids, so SQS
+        // drops a duplicate.
+        let sent = bounded(
+            deadline,
+            RESERVE,
+            "SendMessageBatch",
+            self.queue.send_batch(entries),
+        )
+        .await;
+        let outcomes = match sent {
             Ok(status) => (0..call.len())
                 .map(|i| match status.get(&i.to_string()) {
                     Some(EntryStatus::Accepted) => Outcome::Accepted,

@@ -364,6 +364,30 @@ async fn no_time_left_means_nothing_sent_and_everything_reported() {
     );
 }
 
+/// A `SendMessageBatch` call that hangs is abandoned before the deadline:
+/// the batch is reported from its first unsent record instead of Lambda
+/// killing the invocation mid-send.
+#[tokio::test(start_paused = true)]
+async fn a_hung_send_is_abandoned_before_the_deadline() {
+    let queue = FakeFifo::new(5);
+    queue.set_latency(|_| Duration::from_secs(600));
+    let f = forwarder(&queue, 4, 256 * 1024);
+    let (event, records) = synthetic(6, 6, 10);
+    let start = tokio::time::Instant::now();
+    let out = f.forward(event, start + Duration::from_secs(30)).await;
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        out.response.batch_item_failures[0]
+            .item_identifier
+            .as_deref(),
+        Some(records[0].seq.as_str())
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_record_without_keys_is_reported_not_skipped() {
     let queue = FakeFifo::new(5);

@@ -44,7 +44,7 @@ pub fn group_id(bucket: u32) -> String {
 /// older change (new id) and then have its newer change dropped as a
 /// duplicate of an earlier message (same id): the target would end on the
 /// older image. Duplicates across invocations are harmless: a replay resends
-/// every later change of the item too (DESIGN.md invariant 1).
+/// every later change of the item too (docs/DESIGN.md, promise 1).
 pub fn dedup_id<'a>(invocation: u64, event_ids: impl IntoIterator<Item = &'a str>) -> String {
     let mut h = Sha256::new();
     h.update(invocation.to_be_bytes());

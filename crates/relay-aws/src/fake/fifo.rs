@@ -17,6 +17,7 @@ pub enum EntryFault {
 
 type EntryFaultFn = Box<dyn FnMut(&SendEntry) -> Option<EntryFault> + Send>;
 type CallFaultFn = Box<dyn FnMut(&[SendEntry]) -> Option<AwsError> + Send>;
+type SendLatencyFn = Box<dyn FnMut(&[SendEntry]) -> std::time::Duration + Send>;
 
 /// A message in the fake queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +49,7 @@ struct FifoState {
     same_group_violations: u64,
     entry_fault: Option<EntryFaultFn>,
     call_fault: Option<CallFaultFn>,
+    latency: Option<SendLatencyFn>,
     max_receive_count: u32,
 }
 
@@ -88,6 +90,12 @@ impl FakeFifo {
         f: impl FnMut(&[SendEntry]) -> Option<AwsError> + Send + 'static,
     ) {
         lock(&self.state).call_fault = Some(Box::new(f));
+    }
+
+    /// Every `SendMessageBatch` call sleeps (in tokio time) as long as `f`
+    /// says before it takes effect.
+    pub fn set_latency(&self, f: impl FnMut(&[SendEntry]) -> std::time::Duration + Send + 'static) {
+        lock(&self.state).latency = Some(Box::new(f));
     }
 
     pub fn clear_faults(&self) {
@@ -247,6 +255,14 @@ impl QueueSender for FakeFifo {
         entries: Vec<SendEntry>,
     ) -> Result<HashMap<String, EntryStatus>, AwsError> {
         tokio::task::yield_now().await;
+        let delay = lock(&self.state)
+            .latency
+            .as_mut()
+            .map(|f| f(&entries))
+            .unwrap_or_default();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let mut s = lock(&self.state);
         s.calls += 1;
         if entries.is_empty() || entries.len() > 10 {

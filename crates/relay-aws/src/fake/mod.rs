@@ -16,6 +16,8 @@ pub use crate::runtime::Clock;
 
 #[cfg(feature = "operator")]
 mod aws;
+#[cfg(feature = "operator")]
+mod metrics;
 // Backups, restores and conditional writes serve the operator fakes only.
 #[cfg_attr(not(feature = "operator"), allow(dead_code))]
 mod dynamo;
@@ -23,9 +25,11 @@ pub mod events;
 mod fifo;
 
 #[cfg(feature = "operator")]
-pub use aws::{FakeAws, FakeMetrics};
+pub use aws::FakeAws;
 pub use dynamo::{Call, DbFault, FakeDynamo, FakeTable, StreamRecord};
 pub use fifo::{EntryFault, FakeFifo, QueuedMessage};
+#[cfg(feature = "operator")]
+pub use metrics::FakeMetrics;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
