@@ -14,7 +14,7 @@
 //! batch is planned and written again under the new state, or, paused,
 //! every message fails and stays queued.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
@@ -38,10 +38,28 @@ use relay_core::transform::{Declarative, Transform, TransformError};
 pub const RESERVE: Duration = Duration::from_millis(1500);
 /// Writes per `BatchWriteItem` call (the DynamoDB limit).
 pub const BATCH_WRITE_MAX: usize = 25;
+/// The adapter's write for a planned one (`keys`: the target key).
+fn to_write(keys: &Attrs, op: &WriteOp) -> Write {
+    match op {
+        WriteOp::Put(item) => Write::Put(item.clone()),
+        WriteOp::Delete(keys) => Write::Delete(keys.clone()),
+        WriteOp::DeleteOwned { keys, owner } => Write::DeleteOwned {
+            keys: keys.clone(),
+            owner: owner.clone(),
+        },
+        WriteOp::PutOwned { item, owner } => Write::PutOwned {
+            item: item.clone(),
+            owner: owner.clone(),
+            key_attr: keys.keys().min().cloned().unwrap_or_default(),
+        },
+    }
+}
+
 /// Plans per invocation: the first, and re-plans after operator changes.
 pub const MAX_PLANS: usize = 3;
 
 mod write;
+use write::Writing;
 /// Source reads in flight for refetch markers.
 const READ_CONCURRENCY: usize = 8;
 
@@ -489,23 +507,56 @@ where
             planned = plan(&messages);
         }
 
-        // Write in chunks of 25, chunks concurrently.
+        // Unconditional writes in chunks of 25; the owned (conditional)
+        // ones (under a transform whose keys pass between source items) and
+        // writes of one target key by several source items one by one, in
+        // plan order per target key; all of it concurrently.
         let ready: Vec<(usize, Write)> = planned
             .writes
             .iter()
             .enumerate()
-            .map(|(i, w)| {
-                let write = match &w.op {
-                    WriteOp::Put(item) => Write::Put(item.clone()),
-                    WriteOp::Delete(keys) => Write::Delete(keys.clone()),
-                };
-                (i, write)
-            })
+            .map(|(i, w)| (i, to_write(&w.keys, &w.op)))
             .collect();
-        let chunks: Vec<Vec<(usize, Write)>> =
-            ready.chunks(BATCH_WRITE_MAX).map(<[_]>::to_vec).collect();
-        let results: Vec<(Vec<usize>, u64)> = stream::iter(chunks)
-            .map(|chunk| self.write_chunk(chunk, deadline))
+        let mut per_key: HashMap<&CanonicalKey, usize> = HashMap::new();
+        let target_keys: Vec<CanonicalKey> = planned
+            .writes
+            .iter()
+            .map(|w| CanonicalKey::of(&w.keys))
+            .collect();
+        for k in &target_keys {
+            *per_key.entry(k).or_default() += 1;
+        }
+        let mut singles: BTreeMap<&CanonicalKey, Vec<(usize, Write)>> = BTreeMap::new();
+        let mut batched: Vec<(usize, Write)> = Vec::new();
+        for (i, w) in ready.iter().cloned() {
+            let k = &target_keys[i];
+            if w.is_conditional() || per_key[k] > 1 {
+                singles.entry(k).or_default().push((i, w));
+            } else {
+                batched.push((i, w));
+            }
+        }
+        let jobs: Vec<(bool, Vec<(usize, Write)>)> = batched
+            .chunks(BATCH_WRITE_MAX)
+            .map(|c| (true, c.to_vec()))
+            .chain(singles.into_values().map(|v| (false, v)))
+            .collect();
+        let writing = Writing {
+            deadline,
+            planned: &planned.writes,
+            mode,
+        };
+        let results: Vec<(Vec<usize>, u64)> = stream::iter(jobs)
+            .map(|(batch, writes)| {
+                let writing = &writing;
+                async move {
+                    if batch {
+                        self.write_chunk(writes, writing).await
+                    } else {
+                        self.isolate(writes, writing).await
+                    }
+                }
+            })
             .buffer_unordered(self.config.write_concurrency)
             .collect()
             .await;
@@ -517,11 +568,10 @@ where
         for (i, w) in &ready {
             if failed_writes.contains(i) {
                 failed_at.push(planned.writes[*i].first_message);
+            } else if w.kind() == "put" {
+                counters.puts += 1;
             } else {
-                match w {
-                    Write::Put(_) => counters.puts += 1,
-                    Write::Delete(_) => counters.deletes += 1,
-                }
+                counters.deletes += 1;
             }
         }
         Attempt {

@@ -1,6 +1,7 @@
-//! The applier's I/O with retries: source reads for refetch markers, and
-//! `BatchWriteItem` chunks with unprocessed items, throttling and single
-//! writes to isolate an item DynamoDB refuses. Every call is bounded by the
+//! The applier's I/O with retries: source reads for refetch markers,
+//! `BatchWriteItem` chunks with unprocessed items and throttling, single
+//! writes (owned writes, and isolating an item DynamoDB refuses), and the
+//! settling of a contested target key. Every call is bounded by the
 //! invocation's time left.
 
 use std::collections::HashSet;
@@ -8,10 +9,12 @@ use std::time::Duration;
 
 use relay_aws::runtime::{bounded, remaining};
 use relay_aws::{AwsError, ControlStore, MetricsPublisher, SourceReader, TargetWriter, Write};
-use relay_core::item::Attrs;
+use relay_core::apply::{is_tombstone, settle, PlannedWrite, Read};
+use relay_core::control::Mode;
+use relay_core::item::{Attrs, CanonicalKey};
 use relay_core::retry::backoff_ms;
 
-use crate::{Applier, RESERVE};
+use crate::{to_write, Applier, RESERVE};
 
 impl<T, S, C, M> Applier<T, S, C, M>
 where
@@ -26,27 +29,10 @@ where
         deadline: tokio::time::Instant,
         retries: &mut u64,
     ) -> Result<Option<Attrs>, AwsError> {
-        let mut attempt = 0;
-        loop {
-            match bounded(
-                deadline,
-                RESERVE,
-                "GetItem",
-                self.source.get_consistent(keys),
-            )
-            .await
-            {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_retryable() => {
-                    attempt += 1;
-                    *retries += 1;
-                    if !self.pause(attempt, deadline).await {
-                        return Err(e);
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.call(deadline, retries, "GetItem", || {
+            self.source.get_consistent(keys)
+        })
+        .await
     }
 
     /// Sleeps before retry `attempt`; false if the budget does not allow it.
@@ -66,7 +52,7 @@ where
     pub(crate) async fn write_chunk(
         &self,
         chunk: Vec<(usize, Write)>,
-        deadline: tokio::time::Instant,
+        w: &Writing<'_>,
     ) -> (Vec<usize>, u64) {
         let mut pending = chunk;
         let mut attempt = 0;
@@ -74,7 +60,7 @@ where
         loop {
             let writes: Vec<Write> = pending.iter().map(|(_, w)| w.clone()).collect();
             match bounded(
-                deadline,
+                w.deadline,
                 RESERVE,
                 "BatchWriteItem",
                 self.target.batch_write(&writes),
@@ -96,46 +82,197 @@ where
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, writes = pending.len(), "BatchWriteItem refused; isolating with single writes");
-                    let (failed, r) = self.isolate(pending, deadline).await;
+                    let (failed, r) = self.isolate(pending, w).await;
                     return (failed, retries + r);
                 }
             }
             attempt += 1;
             retries += 1;
-            if !self.pause(attempt, deadline).await {
+            if !self.pause(attempt, w.deadline).await {
                 return (pending.into_iter().map(|(i, _)| i).collect(), retries);
             }
         }
     }
 
-    async fn isolate(
+    /// Writes one by one, in order: owned (conditional) writes, writes of
+    /// one target key by several source items, or a refused batch's writes
+    /// (to find the one DynamoDB refuses). Returns the plan indices that
+    /// failed and the retries made.
+    pub(crate) async fn isolate(
         &self,
         writes: Vec<(usize, Write)>,
-        deadline: tokio::time::Instant,
+        w: &Writing<'_>,
     ) -> (Vec<usize>, u64) {
         let mut failed = Vec::new();
         let mut retries = 0;
-        for (i, w) in writes {
-            let mut attempt = 0;
-            loop {
-                match bounded(deadline, RESERVE, "PutItem", self.target.write_one(&w)).await {
-                    Ok(()) => break,
-                    Err(e) if e.is_retryable() => {
-                        attempt += 1;
-                        retries += 1;
-                        if !self.pause(attempt, deadline).await {
-                            failed.push(i);
-                            break;
-                        }
+        for (i, write) in writes {
+            let r = self
+                .call(w.deadline, &mut retries, op_name(&write), || {
+                    self.target.write_one(&write)
+                })
+                .await;
+            let done = match r {
+                // Another source item's item holds a live item's key: only
+                // the source can tell whose it is now.
+                Ok(false) if contested(&write) => match w.planned.get(i) {
+                    Some(p) => self.settle(p, w, &mut retries).await,
+                    None => Ok(true),
+                },
+                // A delete or a tombstone that found another item's: not ours.
+                Ok(_) => Ok(true),
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!("a contested target key kept changing; its message is retried");
+                    failed.push(i);
+                }
+                Err(e) => {
+                    if !e.is_retryable() {
+                        tracing::error!(error = %e, kind = write.kind(), "target refused a write; its message will reach the DLQ after maxReceiveCount (repair with `ddb-relay dlq repair`)");
                     }
-                    Err(e) => {
-                        tracing::error!(error = %e, kind = match w { Write::Put(_) => "put", Write::Delete(_) => "delete" }, "target refused a write; its message will reach the DLQ after maxReceiveCount (repair with `ddb-relay dlq repair`)");
-                        failed.push(i);
-                        break;
-                    }
+                    failed.push(i);
                 }
             }
         }
         (failed, retries)
     }
+
+    /// Settles the target key of planned write `p` (a live item's owned put
+    /// that found another source item's item there): marks the item there,
+    /// reads both source items fresh, and writes what they say
+    /// ([`settle`]) on the condition the mark is still there. A write that
+    /// lands meanwhile drops the mark, and the settling starts over, so it
+    /// never overwrites a change it did not read. `Ok(false)`: the key kept
+    /// changing.
+    async fn settle(
+        &self,
+        p: &PlannedWrite,
+        w: &Writing<'_>,
+        retries: &mut u64,
+    ) -> Result<bool, AwsError> {
+        let Some(t) = self.transform.as_deref() else {
+            return Ok(true);
+        };
+        let names: Vec<String> = p.source_keys.keys().cloned().collect();
+        let mine = CanonicalKey::of(&p.source_keys);
+        for _ in 0..SETTLE_ATTEMPTS {
+            let there = self
+                .call(w.deadline, retries, "GetItem", || {
+                    self.target.get_consistent(&p.keys)
+                })
+                .await?;
+            let Some(there) = there else {
+                // Gone meanwhile: the owned put again.
+                let put = to_write(&p.keys, &p.op);
+                if self
+                    .call(w.deadline, retries, "PutItem", || {
+                        self.target.write_one(&put)
+                    })
+                    .await?
+                {
+                    return Ok(true);
+                }
+                continue;
+            };
+            let occupant = t
+                .source_key_of(&there, &names)
+                .filter(|k| CanonicalKey::of(k) != mine);
+            // Whose item to mark: the occupant's, or (unknown) any item there.
+            let held_by = occupant
+                .as_ref()
+                .and_then(|k| t.owner_attrs(k))
+                .unwrap_or_else(|| p.keys.clone());
+            let token = format!("{:016x}", fastrand::u64(..));
+            if !self
+                .call(w.deadline, retries, "UpdateItem", || {
+                    self.target.mark(&p.keys, &held_by, &token)
+                })
+                .await?
+            {
+                continue;
+            }
+            let claimant = self
+                .read_source(&p.source_keys, w.deadline, retries)
+                .await?;
+            let theirs = match &occupant {
+                Some(k) => Some(self.read_source(k, w.deadline, retries).await?),
+                None => None,
+            };
+            let op = settle(
+                t,
+                &p.keys,
+                Read {
+                    key: &p.source_keys,
+                    current: claimant.as_ref(),
+                },
+                occupant.as_ref().map(|k| Read {
+                    key: k,
+                    current: theirs.as_ref().and_then(Option::as_ref),
+                }),
+            )
+            .map_err(|e| AwsError::permanent("Transform", "TransformError", &e.to_string()))?;
+            let write = to_write(&p.keys, &op.in_mode(w.mode));
+            if self
+                .call(w.deadline, retries, op_name(&write), || {
+                    self.target.write_marked(&write, &token)
+                })
+                .await?
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// One call, bounded by the deadline, retried with backoff while it
+    /// fails retryably and the deadline allows.
+    async fn call<R, F, Fut>(
+        &self,
+        deadline: tokio::time::Instant,
+        retries: &mut u64,
+        op: &'static str,
+        f: F,
+    ) -> Result<R, AwsError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<R, AwsError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match bounded(deadline, RESERVE, op, f()).await {
+                Err(e) if e.is_retryable() => {
+                    attempt += 1;
+                    *retries += 1;
+                    if !self.pause(attempt, deadline).await {
+                        return Err(e);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// What the writes of one plan share.
+pub(crate) struct Writing<'a> {
+    pub deadline: tokio::time::Instant,
+    pub planned: &'a [PlannedWrite],
+    pub mode: Mode,
+}
+
+/// Attempts to settle one contested key before its message is retried.
+const SETTLE_ATTEMPTS: usize = 4;
+
+fn op_name(write: &Write) -> &'static str {
+    match write.kind() {
+        "put" => "PutItem",
+        _ => "DeleteItem",
+    }
+}
+
+/// A live item's owned put: when it finds another item's, the key is settled.
+fn contested(write: &Write) -> bool {
+    matches!(write, Write::PutOwned { item, .. } if !is_tombstone(item))
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use relay_applier::Applier;
 use relay_aws::fake::{Call, DbFault, FakeDynamo, FakeTable};
-use relay_aws::{AwsError, NoMetrics, Write};
+use relay_aws::{AwsError, NoMetrics};
 use relay_core::apply::TtlPolicy;
 use relay_core::config::{ApplierConfig, MetricsConfig, MetricsMode};
 use relay_core::control::ControlState;
@@ -220,9 +220,10 @@ async fn a_refused_item_fails_its_earliest_message_and_every_later_one() {
     let (db, a) = setup(Some(T0), TtlPolicy::Replicate);
     // The target refuses any write of item "poison" (e.g. too large after a transform).
     db.set_faults(|call: &Call<'_>| {
-        let poisoned = call.writes.iter().any(|w| match w {
-            Write::Put(i) | Write::Delete(i) => i["pk"] == V::S("poison".into()),
-        });
+        let poisoned = call
+            .writes
+            .iter()
+            .any(|w| w.key_source()["pk"] == V::S("poison".into()));
         poisoned.then(|| {
             DbFault::Error(AwsError::permanent(
                 "BatchWriteItem",
@@ -423,7 +424,7 @@ async fn a_change_the_transform_cannot_map_fails_its_message() {
     let (db, mut a) = setup(Some(T0), TtlPolicy::Replicate);
     a.transform = Some(Box::new(
         relay_core::transform::Declarative::parse(
-            "key: [{attribute: pk, uuidv5: {from: [v]}}]",
+            "key: [{attribute: pk, uuidv5: {from: [v]}}]\ncopy: {pk: source_pk}",
             &[],
         )
         .unwrap(),

@@ -30,7 +30,7 @@ use ddb_relay::ctx::When;
 use proptest::prelude::*;
 use relay_core::control::ControlState;
 use relay_core::decide::CutoverThresholds;
-use relay_core::item::CanonicalKey;
+use relay_core::item::{AttributeValue as V, CanonicalKey};
 use relay_core::transform::Transform;
 use sim::{source_item, source_key, Config, Shape, Sim};
 
@@ -193,27 +193,68 @@ async fn observe(sim: &Sim) -> Observable {
     }
 }
 
+/// The emails of live items, drawn from one pool: an email an item gives up
+/// is the next one another item takes, so under KeyByEmail a target key
+/// passes from one source item to another (never held by two at once).
+#[derive(Default)]
+struct Emails {
+    held: HashMap<u8, u32>,
+    freed: Vec<u32>,
+    next: u32,
+}
+
+impl Emails {
+    /// Item `item`'s email, a new one when it has none or `moves`.
+    fn of(&mut self, item: u8, moves: bool) -> u32 {
+        match self.held.get(&item) {
+            Some(&e) if !moves => e,
+            current => {
+                let old = current.copied();
+                let e = self.freed.pop().unwrap_or_else(|| {
+                    self.next += 1;
+                    self.next
+                });
+                if let Some(old) = old {
+                    self.freed.push(old);
+                }
+                self.held.insert(item, e);
+                e
+            }
+        }
+    }
+
+    fn release(&mut self, item: u8) {
+        if let Some(e) = self.held.remove(&item) {
+            self.freed.push(e);
+        }
+    }
+}
+
 /// Writes to the source, as an application would.
 async fn write(sim: &Sim, acts: &[(u16, Act)]) {
-    let mut versions: HashMap<u8, (usize, u32)> = HashMap::new();
+    let mut versions: HashMap<u8, usize> = HashMap::new();
+    let mut emails = Emails::default();
     for (gap, act) in acts {
         tokio::time::sleep(Duration::from_millis(u64::from(*gap))).await;
         match *act {
             Act::Put { item, size, moves } => {
-                let (v, email) = versions.entry(item).or_default();
+                let v = versions.entry(item).or_default();
                 *v += 1;
-                if moves {
-                    *email += 1;
-                }
                 let pad = match size {
                     0 => 10 + (*v * 37) % 200,
                     1 => sim.cfg.cap * 6 / 10,
                     _ => sim.cfg.cap + 1000,
                 };
-                sim.db.put("source", source_item(item, *v, pad, *email));
+                let mut put = source_item(item, *v, pad, 0);
+                let email = emails.of(item, moves);
+                put.insert("email".into(), V::S(format!("shared-{email}@example.com")));
+                sim.db.put("source", put);
             }
-            Act::Delete { item } => sim.db.delete("source", &source_key(item), false),
-            Act::TtlDelete { item } => sim.db.delete("source", &source_key(item), true),
+            Act::Delete { item } | Act::TtlDelete { item } => {
+                emails.release(item);
+                let ttl = matches!(act, Act::TtlDelete { .. });
+                sim.db.delete("source", &source_key(item), ttl);
+            }
         }
     }
 }

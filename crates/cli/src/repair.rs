@@ -22,7 +22,7 @@
 
 use anyhow::{anyhow, Result};
 use relay_aws::operator::{Aws, Cond};
-use relay_core::apply::{converge, WriteOp};
+use relay_core::apply::{converge, is_tombstone, WriteOp};
 use relay_core::control::Mode;
 use relay_core::item::{same_item, AttributeValue, Attrs, CanonicalKey};
 use relay_core::transform::Transform;
@@ -30,7 +30,7 @@ use relay_core::transform::Transform;
 use crate::ctx::{explain, Ctx};
 
 /// The attribute a repair marks a target item with while it decides.
-pub const REPAIR_TOKEN_ATTR: &str = "ddb_relay_repair";
+pub const REPAIR_TOKEN_ATTR: &str = relay_core::apply::TOKEN_ATTR;
 
 /// Attempts before a repair of one key gives up (the item keeps changing).
 const ATTEMPTS: usize = 8;
@@ -48,7 +48,8 @@ enum Marked {
     Existing,
     /// The item was absent; a placeholder (key + token) holds its place.
     Placeholder,
-    /// Absent, and only to be deleted: nothing to do.
+    /// Nothing to do: absent and only to be deleted, or held by another
+    /// source item (an owned write).
     Absent,
 }
 
@@ -117,19 +118,17 @@ pub async fn repair<A: Aws>(
         let mut refused = false;
         let ours = Cond::Equals(REPAIR_TOKEN_ATTR.into(), token.clone());
         for ((key, op), (_, m)) in plan2.into_iter().zip(&marked) {
-            let written = match (op.in_mode(mode), m) {
-                (WriteOp::Delete(_), Marked::Absent) => continue,
-                (WriteOp::Put(item), Marked::Absent) => ctx
-                    .aws
-                    .put_item(&s.target_table, &item, &Cond::Absent(key_attr.clone()))
-                    .await
-                    .map(|w| (w.done, true)),
-                (WriteOp::Put(item), _) => ctx
+            if *m == Marked::Absent {
+                // Nothing there to delete, or another source item's.
+                continue;
+            }
+            let written = match op.in_mode(mode) {
+                WriteOp::Put(item) | WriteOp::PutOwned { item, .. } => ctx
                     .aws
                     .put_item(&s.target_table, &item, &ours)
                     .await
                     .map(|w| (w.done, true)),
-                (WriteOp::Delete(_), _) => ctx
+                WriteOp::Delete(_) | WriteOp::DeleteOwned { .. } => ctx
                     .aws
                     .delete_item(&s.target_table, &key, &ours)
                     .await
@@ -163,6 +162,19 @@ async fn mark<A: Aws>(
     token: &AttributeValue,
 ) -> Result<Option<Marked>> {
     let table = &ctx.stack.target_table;
+    // A delete (or tombstone) on behalf of a source item may only touch the
+    // item while it is that item's: another source item's is left alone. A
+    // live item's put takes the key whoever holds it: the source, read after
+    // this mark, says the item maps here (as the applier settles it).
+    let (existing, owned) = match op {
+        WriteOp::DeleteOwned { owner, .. } => (Cond::owned_by(key_attr, owner), true),
+        WriteOp::PutOwned { item, owner } if is_tombstone(item) => {
+            (Cond::owned_by(key_attr, owner), true)
+        }
+        WriteOp::Put(_) | WriteOp::PutOwned { .. } | WriteOp::Delete(_) => {
+            (Cond::Exists(key_attr.to_string()), false)
+        }
+    };
     let on_existing = ctx
         .aws
         .set_attr(
@@ -170,14 +182,14 @@ async fn mark<A: Aws>(
             key,
             REPAIR_TOKEN_ATTR,
             Some(token.clone()),
-            &Cond::Exists(key_attr.to_string()),
+            &existing,
         )
         .await
         .map_err(|e| explain(e, table))?;
     if on_existing.done {
         return Ok(Some(Marked::Existing));
     }
-    if let WriteOp::Delete(_) = op {
+    if let WriteOp::Delete(_) | WriteOp::DeleteOwned { .. } = op {
         return Ok(Some(Marked::Absent));
     }
     let mut placeholder = key.clone();
@@ -187,7 +199,12 @@ async fn mark<A: Aws>(
         .put_item(table, &placeholder, &Cond::Absent(key_attr.to_string()))
         .await
         .map_err(|e| explain(e, table))?;
-    Ok(created.done.then_some(Marked::Placeholder))
+    Ok(match (created.done, owned) {
+        (true, _) => Some(Marked::Placeholder),
+        // Another source item holds the key: not ours to write.
+        (false, true) => Some(Marked::Absent),
+        (false, false) => None,
+    })
 }
 
 /// Takes the token back where it is still ours (best effort: a leftover

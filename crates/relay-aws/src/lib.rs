@@ -44,6 +44,9 @@ pub struct AwsError {
     pub operation: &'static str,
     pub code: String,
     pub message: String,
+    /// The SDK's whole error chain (`-v` shows it). SDK errors carry codes
+    /// and service messages, never request bodies.
+    pub chain: Option<String>,
 }
 
 impl AwsError {
@@ -53,6 +56,7 @@ impl AwsError {
             operation,
             code: code.into(),
             message: message.into(),
+            chain: None,
         }
     }
 
@@ -62,7 +66,14 @@ impl AwsError {
             operation,
             code: code.into(),
             message: message.into(),
+            chain: None,
         }
+    }
+
+    /// The same error with the SDK's error chain attached.
+    pub fn with_chain(mut self, chain: String) -> Self {
+        self.chain = Some(chain);
+        self
     }
 
     pub fn is_retryable(&self) -> bool {
@@ -97,15 +108,52 @@ pub trait QueueSender: Send + Sync {
     ) -> impl Future<Output = Result<HashMap<String, EntryStatus>, AwsError>> + Send;
 }
 
-/// A write without conditions, as `BatchWriteItem` takes it.
+/// A write to the target. `Put` and `Delete` are unconditional (what
+/// `BatchWriteItem` takes); the owned ones carry a condition and go one by
+/// one through [`TargetWriter::write_one`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Write {
     Put(Attrs),
     Delete(Attrs),
+    /// Delete only while the item there carries `owner`'s attributes.
+    DeleteOwned {
+        keys: Attrs,
+        owner: Attrs,
+    },
+    /// Put only where no item is, or the item there carries `owner`'s
+    /// attributes (`key_attr`: a key attribute, to test absence).
+    PutOwned {
+        item: Attrs,
+        owner: Attrs,
+        key_attr: String,
+    },
 }
 
-/// Writes to the target table.
-pub trait TargetWriter: Send + Sync {
+impl Write {
+    /// Whether the write has a condition (then it cannot be batched).
+    pub fn is_conditional(&self) -> bool {
+        matches!(self, Write::DeleteOwned { .. } | Write::PutOwned { .. })
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Write::Put(_) | Write::PutOwned { .. } => "put",
+            Write::Delete(_) | Write::DeleteOwned { .. } => "delete",
+        }
+    }
+
+    /// The attributes holding the item's key (the item, or the keys).
+    pub fn key_source(&self) -> &Attrs {
+        match self {
+            Write::Put(i) | Write::Delete(i) => i,
+            Write::DeleteOwned { keys, .. } => keys,
+            Write::PutOwned { item, .. } => item,
+        }
+    }
+}
+
+/// Writes to the target table (and reads it, to settle a contested key).
+pub trait TargetWriter: SourceReader + Send + Sync {
     /// One `BatchWriteItem` call (at most 25 writes, no two on one key).
     /// Returns the positions of the writes DynamoDB left unprocessed.
     fn batch_write(
@@ -113,9 +161,28 @@ pub trait TargetWriter: Send + Sync {
         writes: &[Write],
     ) -> impl Future<Output = Result<Vec<usize>, AwsError>> + Send;
 
-    /// One `PutItem` or `DeleteItem`: used to find which write of a batch
-    /// DynamoDB refuses.
-    fn write_one(&self, write: &Write) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// One `PutItem` or `DeleteItem`: an owned (conditional) write, or one
+    /// write of a batch DynamoDB refused. `Ok(false)`: an owned write found
+    /// another source item's item at the key and wrote nothing.
+    fn write_one(&self, write: &Write) -> impl Future<Output = Result<bool, AwsError>> + Send;
+
+    /// Marks the item at `keys` with `token` (attribute
+    /// [`relay_core::apply::TOKEN_ATTR`]) while it exists and carries
+    /// `owner`'s attributes. `Ok(false)`: it no longer does.
+    fn mark(
+        &self,
+        keys: &Attrs,
+        owner: &Attrs,
+        token: &str,
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
+
+    /// A `Put` or `Delete` on the condition that the item still carries the
+    /// mark `token`. `Ok(false)`: another write replaced it meanwhile.
+    fn write_marked(
+        &self,
+        write: &Write,
+        token: &str,
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
 }
 
 /// Reads the source table.

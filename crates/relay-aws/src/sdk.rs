@@ -68,10 +68,26 @@ pub fn is_retryable_code(code: &str) -> bool {
 /// service errors are retryable when their code or HTTP status says so.
 pub fn classify<E, R>(operation: &'static str, err: &SdkError<E, R>) -> AwsError
 where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: HasStatus + std::fmt::Debug,
+{
+    let chain = aws_smithy_types::error::display::DisplayErrorContext(err).to_string();
+    classify_kind(operation, err, &chain).with_chain(chain)
+}
+
+fn classify_kind<E, R>(operation: &'static str, err: &SdkError<E, R>, chain: &str) -> AwsError
+where
     E: ProvideErrorMetadata + std::error::Error,
     R: HasStatus,
 {
     match err {
+        // No credentials anywhere: the request is never sent. Say so, not
+        // "cannot reach AWS".
+        SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_)
+            if chain.contains("credentials") || chain.contains("Credentials") =>
+        {
+            AwsError::permanent(operation, "NoCredentials", "no AWS credentials were found")
+        }
         SdkError::ConstructionFailure(_) => AwsError::permanent(
             operation,
             "ConstructionFailure",
@@ -282,6 +298,13 @@ impl DynamoTable {
 fn to_request(w: &Write) -> Result<WriteRequest, AwsError> {
     let bad = |_| AwsError::permanent("BatchWriteItem", "ConstructionFailure", "invalid write");
     Ok(match w {
+        Write::DeleteOwned { .. } | Write::PutOwned { .. } => {
+            return Err(AwsError::permanent(
+                "BatchWriteItem",
+                "ValidationException",
+                "a conditional write cannot be batched",
+            ))
+        }
         Write::Put(item) => WriteRequest::builder()
             .put_request(
                 PutRequest::builder()
@@ -338,26 +361,140 @@ impl TargetWriter for DynamoTable {
         Ok(unprocessed)
     }
 
-    async fn write_one(&self, write: &Write) -> Result<(), AwsError> {
+    async fn write_one(&self, write: &Write) -> Result<bool, AwsError> {
+        let (expr, names, values) = match write {
+            Write::Put(_) | Write::Delete(_) => (None, None, None),
+            Write::DeleteOwned { owner, .. } => {
+                let (e, n, v) = owner_condition(owner, None);
+                (Some(e), Some(n), Some(v))
+            }
+            Write::PutOwned {
+                owner, key_attr, ..
+            } => {
+                let (e, n, v) = owner_condition(owner, Some(key_attr));
+                (Some(e), Some(n), Some(v))
+            }
+        };
+        self.conditional_write(write, expr, names, values).await
+    }
+
+    async fn mark(&self, keys: &Attrs, owner: &Attrs, token: &str) -> Result<bool, AwsError> {
+        const OP: &str = "UpdateItem";
+        let (expr, mut names, mut values) = owner_condition(owner, None);
+        names.insert("#t".into(), relay_core::apply::TOKEN_ATTR.into());
+        values.insert(
+            ":t".into(),
+            aws_sdk_dynamodb::types::AttributeValue::S(token.into()),
+        );
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(to_sdk_item(keys)))
+            .update_expression("SET #t = :t")
+            .condition_expression(expr)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        held(OP, r.map(|_| ()))
+    }
+
+    async fn write_marked(&self, write: &Write, token: &str) -> Result<bool, AwsError> {
+        let names = Names::from([("#t".to_string(), relay_core::apply::TOKEN_ATTR.to_string())]);
+        let values = Values::from([(
+            ":t".to_string(),
+            aws_sdk_dynamodb::types::AttributeValue::S(token.into()),
+        )]);
+        self.conditional_write(write, Some("#t = :t".into()), Some(names), Some(values))
+            .await
+    }
+}
+
+impl DynamoTable {
+    /// `PutItem` or `DeleteItem` with an optional condition; `Ok(false)`
+    /// when the condition failed.
+    async fn conditional_write(
+        &self,
+        write: &Write,
+        expr: Option<String>,
+        names: Option<Names>,
+        values: Option<Values>,
+    ) -> Result<bool, AwsError> {
         match write {
-            Write::Put(item) => self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(to_sdk_item(item)))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| classify("PutItem", &e)),
-            Write::Delete(keys) => self
-                .client
-                .delete_item()
-                .table_name(&self.table)
-                .set_key(Some(to_sdk_item(keys)))
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| classify("DeleteItem", &e)),
+            Write::Put(item) | Write::PutOwned { item, .. } => {
+                let r = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(to_sdk_item(item)))
+                    .set_condition_expression(expr)
+                    .set_expression_attribute_names(names)
+                    .set_expression_attribute_values(values)
+                    .send()
+                    .await;
+                held("PutItem", r.map(|_| ()))
+            }
+            Write::Delete(keys) | Write::DeleteOwned { keys, .. } => {
+                let r = self
+                    .client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(to_sdk_item(keys)))
+                    .set_condition_expression(expr)
+                    .set_expression_attribute_names(names)
+                    .set_expression_attribute_values(values)
+                    .send()
+                    .await;
+                held("DeleteItem", r.map(|_| ()))
+            }
+        }
+    }
+}
+
+type Names = HashMap<String, String>;
+type Values = HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
+
+/// `#o0 = :o0 AND …` over the owner's attributes; with `absent_key`, also
+/// true where no item is.
+fn owner_condition(owner: &Attrs, absent_key: Option<&String>) -> (String, Names, Values) {
+    let mut names = Names::new();
+    let mut values = Values::new();
+    let mut parts = Vec::new();
+    let mut attrs: Vec<(&String, &AttributeValue)> = owner.iter().collect();
+    attrs.sort_by(|a, b| a.0.cmp(b.0));
+    for (i, (name, value)) in attrs.into_iter().enumerate() {
+        names.insert(format!("#o{i}"), name.clone());
+        values.insert(format!(":o{i}"), crate::convert::to_sdk(value));
+        parts.push(format!("#o{i} = :o{i}"));
+    }
+    let owned = parts.join(" AND ");
+    let expr = match absent_key {
+        Some(k) => {
+            names.insert("#k".into(), k.clone());
+            format!("attribute_not_exists(#k) OR ({owned})")
+        }
+        None => owned,
+    };
+    (expr, names, values)
+}
+
+/// Whether a conditional write's condition held: a failed condition is
+/// `Ok(false)`, not an error.
+fn held<E, R>(op: &'static str, r: Result<(), SdkError<E, R>>) -> Result<bool, AwsError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: HasStatus + std::fmt::Debug,
+{
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) => {
+            let err = classify(op, &e);
+            if err.code == "ConditionalCheckFailedException" {
+                Ok(false)
+            } else {
+                Err(err)
+            }
         }
     }
 }

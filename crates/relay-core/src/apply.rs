@@ -15,7 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 use crate::control::Mode;
 use crate::event::{ChangeEvent, Op};
 use crate::item::{AttributeValue, Attrs, CanonicalKey};
-use crate::transform::{Transform, TransformError};
+use crate::transform::{with_keys, Transform, TransformError};
 
 /// Marks a tombstone item (a delete seen during a scan copy).
 pub const TOMBSTONE_ATTR: &str = "ddb_relay_tombstone";
@@ -51,24 +51,119 @@ pub enum WriteOp {
     Put(Attrs),
     /// Delete the item with these keys.
     Delete(Attrs),
+    /// Delete the item at `keys` only while it belongs to `owner` (a source
+    /// key, as the target item carries it): under a transform whose target
+    /// keys can pass from one source item to another, a delete for one item
+    /// must never remove another's.
+    DeleteOwned { keys: Attrs, owner: Attrs },
+    /// Put `item` only where the key is absent or the item there belongs to
+    /// `owner`. A live item that finds another source item's there settles
+    /// the key from fresh source reads ([`settle`]); a tombstone
+    /// ([`WriteOp::DeleteOwned`] in tombstone mode) leaves it alone.
+    PutOwned { item: Attrs, owner: Attrs },
 }
 
 impl WriteOp {
     pub fn kind(&self) -> &'static str {
         match self {
-            WriteOp::Put(_) => "put",
-            WriteOp::Delete(_) => "delete",
+            WriteOp::Put(_) | WriteOp::PutOwned { .. } => "put",
+            WriteOp::Delete(_) | WriteOp::DeleteOwned { .. } => "delete",
+        }
+    }
+
+    /// A delete of `keys` on behalf of the source item `owner` (plain when
+    /// there is no owner to check).
+    pub fn delete(keys: Attrs, owner: Option<&Attrs>) -> WriteOp {
+        match owner {
+            Some(o) => WriteOp::DeleteOwned {
+                keys,
+                owner: o.clone(),
+            },
+            None => WriteOp::Delete(keys),
+        }
+    }
+
+    /// A put of `item` on behalf of the source item `owner` (plain when
+    /// there is no owner to check).
+    pub fn put(item: Attrs, owner: Option<&Attrs>) -> WriteOp {
+        match owner {
+            Some(o) => WriteOp::PutOwned {
+                item,
+                owner: o.clone(),
+            },
+            None => WriteOp::Put(item),
         }
     }
 
     /// The write as the mode wants it: in tombstone mode a delete writes a
-    /// tombstone, so a slower scan copy cannot resurrect the item.
+    /// tombstone (carrying its owner), so a slower scan copy cannot
+    /// resurrect the item.
     pub fn in_mode(self, mode: Mode) -> WriteOp {
         match (mode, self) {
             (Mode::Tombstone, WriteOp::Delete(k)) => WriteOp::Put(tombstone(&k)),
+            (Mode::Tombstone, WriteOp::DeleteOwned { keys, owner }) => {
+                let mut item = tombstone(&keys);
+                item.extend(owner.clone());
+                WriteOp::PutOwned { item, owner }
+            }
             (_, op) => op,
         }
     }
+}
+
+/// The owner a delete for the source item `keys` must check, when the
+/// transform lets target keys pass between source items (else `None`).
+pub fn owner_of(
+    transform: Option<&dyn Transform>,
+    keys: &Attrs,
+) -> Result<Option<Attrs>, TransformError> {
+    match transform {
+        Some(t) if t.reuses_keys(&mut keys.keys()) => match t.owner_attrs(keys) {
+            Some(owner) => Ok(Some(owner)),
+            None => Err(TransformError::NoOwner(keys.keys().cloned().collect())),
+        },
+        _ => Ok(None),
+    }
+}
+
+/// The attribute a writer marks a target item with while it settles who
+/// the item's key belongs to (the applier on a contested key, `verify
+/// --repair`, `dlq repair`): any other write replaces the whole item and
+/// drops the mark, so a write conditioned on the mark never overwrites a
+/// change it did not see.
+pub const TOKEN_ATTR: &str = "ddb_relay_repair";
+
+/// A source item, as read fresh from the source: its key and its current
+/// state (`None`: gone).
+#[derive(Clone, Copy, Debug)]
+pub struct Read<'a> {
+    pub key: &'a Attrs,
+    pub current: Option<&'a Attrs>,
+}
+
+/// Who the contested target key `key` belongs to, from fresh reads of the
+/// source item that wants it (`claimant`) and of the one the target holds
+/// there (`occupant`, when the target item names one): the claimant's
+/// current item if it maps to `key`, else the occupant's if it does, else
+/// nothing. Under a transform whose keys pass between source items only
+/// the source orders two items' writes to one target key (their changes
+/// travel in different message groups); a write of the result must be
+/// conditioned on the key not having changed since the reads.
+pub fn settle(
+    t: &dyn Transform,
+    key: &Attrs,
+    claimant: Read<'_>,
+    occupant: Option<Read<'_>>,
+) -> Result<WriteOp, TransformError> {
+    let here = CanonicalKey::of(key);
+    for r in std::iter::once(claimant).chain(occupant) {
+        if let Some(item) = r.current {
+            if CanonicalKey::of(&t.key_only(item)?) == here {
+                return Ok(WriteOp::Put(t.item(item)?));
+            }
+        }
+    }
+    Ok(WriteOp::Delete(key.clone()))
 }
 
 /// A coalesced write and what it answers for.
@@ -79,6 +174,9 @@ pub struct PlannedWrite {
     /// The target key attributes.
     pub keys: Attrs,
     pub op: WriteOp,
+    /// The key of the source item the write is for (the last one, when
+    /// writes of several items coalesced).
+    pub source_keys: Attrs,
     /// Index (in the SQS batch) of the earliest message holding an event this
     /// write stands for.
     pub first_message: usize,
@@ -159,11 +257,12 @@ pub fn converge(
     stale: &[Attrs],
 ) -> Result<Vec<(Attrs, WriteOp)>, TransformError> {
     let identity = transform.is_none_or(|t| t.is_identity_key());
+    let owner = owner_of(transform, source_keys)?;
     let mut out: Vec<(Attrs, WriteOp)> = Vec::with_capacity(stale.len() + 1);
     let push_delete = |out: &mut Vec<(Attrs, WriteOp)>, key: &Attrs| {
         let ck = CanonicalKey::of(key);
         if !out.iter().any(|(k, _)| CanonicalKey::of(k) == ck) {
-            out.push((key.clone(), WriteOp::Delete(key.clone())));
+            out.push((key.clone(), WriteOp::delete(key.clone(), owner.as_ref())));
         }
     };
     match current {
@@ -186,7 +285,7 @@ pub fn converge(
                     push_delete(&mut out, old);
                 }
             }
-            out.push((key, WriteOp::Put(target)));
+            out.push((key, WriteOp::put(target, owner.as_ref())));
         }
         None => {
             for old in stale {
@@ -258,13 +357,14 @@ fn map_event(
         }
         return Ok(converge(t, &event.keys, current.as_ref(), &stale)?);
     }
+    let owner = owner_of(t, &event.keys)?;
     match (event.op, &event.new_image) {
         (Op::Remove, _) => {
             let key = match t {
                 Some(t) if !identity => t.change_key(&event.keys, event.old_image.as_ref())?,
                 _ => event.keys.clone(),
             };
-            Ok(vec![(key.clone(), WriteOp::Delete(key))])
+            Ok(vec![(key.clone(), WriteOp::delete(key, owner.as_ref()))])
         }
         (_, image) => {
             let image = image.as_ref().ok_or(Refusal::SourceUnread)?;
@@ -276,14 +376,14 @@ fn map_event(
             let mut out = Vec::with_capacity(2);
             if let (false, Some(old)) = (identity, &event.old_image) {
                 if let Some(t) = t {
-                    if let Ok(old_key) = t.key_only(old) {
+                    if let Ok(old_key) = t.key_only(&with_keys(old, &event.keys)) {
                         if CanonicalKey::of(&old_key) != CanonicalKey::of(&key) {
-                            out.push((old_key.clone(), WriteOp::Delete(old_key)));
+                            out.push((old_key.clone(), WriteOp::delete(old_key, owner.as_ref())));
                         }
                     }
                 }
             }
-            out.push((key, WriteOp::Put(item)));
+            out.push((key, WriteOp::put(item, owner.as_ref())));
             Ok(out)
         }
     }
@@ -345,13 +445,25 @@ pub fn plan_with(
             if event.needs_refetch() {
                 p.stats.refetched += 1;
             }
+            // Under a transform whose target keys pass between source
+            // items, writes coalesce per (target key, source item): one
+            // item's delete must not replace another's put of the same key.
+            let reuse = transform.is_some_and(|t| t.reuses_keys(&mut event.keys.keys()));
             for (keys, op) in mapped {
                 let op = op.in_mode(mode);
-                let key = CanonicalKey::of(&keys);
+                let key = if reuse {
+                    CanonicalKey::of(&Attrs::from([
+                        ("t".to_string(), AttributeValue::M(keys.clone())),
+                        ("s".to_string(), AttributeValue::M(event.keys.clone())),
+                    ]))
+                } else {
+                    CanonicalKey::of(&keys)
+                };
                 match by_key.get(&key) {
                     Some(&i) => {
                         p.stats.coalesced += 1;
                         p.writes[i].op = op;
+                        p.writes[i].source_keys = event.keys.clone();
                     }
                     None => {
                         by_key.insert(key.clone(), p.writes.len());
@@ -359,6 +471,7 @@ pub fn plan_with(
                             key,
                             keys,
                             op,
+                            source_keys: event.keys.clone(),
                             first_message: *index,
                         });
                     }

@@ -45,6 +45,8 @@ pub enum TransformError {
     },
     #[error("a delete needs attributes {0:?} to find its target key, and the stream record has no old image (use NEW_AND_OLD_IMAGES)")]
     NoOldImage(Vec<String>),
+    #[error("the target key comes from non-key attributes, so a target key can pass from one source item to another; telling whose item a target key holds needs the source key in the target item, and the transform drops or overwrites {0:?}")]
+    NoOwner(Vec<String>),
 }
 
 /// Why a spec is invalid.
@@ -81,14 +83,15 @@ pub trait Transform: Send + Sync + std::fmt::Debug {
     }
 
     /// The target key of a change: from the source keys when they suffice,
-    /// else from the old image.
+    /// else from the old image (or its projection onto the key sources),
+    /// completed with the keys.
     fn change_key(&self, keys: &Attrs, old: Option<&Attrs>) -> Result<Attrs, TransformError> {
         let need = self.key_sources();
         if need.iter().all(|a| keys.contains_key(a)) {
             return self.key_only(keys);
         }
         match old {
-            Some(image) => self.key_only(image),
+            Some(image) => self.key_only(&with_keys(image, keys)),
             None => Err(TransformError::NoOldImage(need.into_iter().collect())),
         }
     }
@@ -101,6 +104,26 @@ pub trait Transform: Send + Sync + std::fmt::Debug {
         false
     }
 
+    /// Whether a target key can pass from one source item to another over
+    /// time: the target key is derived from an attribute that is not a
+    /// source key attribute (`uuidv5(Email)`: another item can take the
+    /// email later). Then deletes must check whose item they delete.
+    fn reuses_keys(&self, source_key_names: &mut dyn Iterator<Item = &String>) -> bool {
+        if self.is_identity_key() {
+            return false;
+        }
+        let names: BTreeSet<&String> = source_key_names.collect();
+        self.key_sources().iter().any(|a| !names.contains(a))
+    }
+
+    /// The source key as a target item made from that source item carries
+    /// it (under the names the transform gives it): how a delete tells
+    /// whose item a target key holds. `None` when the transform drops or
+    /// overwrites a source key attribute.
+    fn owner_attrs(&self, source_keys: &Attrs) -> Option<Attrs> {
+        Some(source_keys.clone())
+    }
+
     /// The source key of the item a target item was made from, when the
     /// target item still carries the source key attributes (`None` when the
     /// transform dropped them). Used to find where an extra target item
@@ -108,6 +131,19 @@ pub trait Transform: Send + Sync + std::fmt::Debug {
     fn source_key_of(&self, target_item: &Attrs, source_key_names: &[String]) -> Option<Attrs> {
         crate::diff::key_of(target_item, source_key_names)
     }
+}
+
+/// `image` completed with the item's key attributes (an old image shrunk to
+/// its key sources may lack them; the keys of a change never change).
+pub fn with_keys(image: &Attrs, keys: &Attrs) -> Attrs {
+    if keys.keys().all(|k| image.contains_key(k)) {
+        return image.clone();
+    }
+    let mut out = image.clone();
+    for (k, v) in keys {
+        out.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    out
 }
 
 /// The attributes of `image` named in `names` (the key sources a delete or a
@@ -436,21 +472,59 @@ impl Transform for Declarative {
         self.rules.is_empty()
     }
 
+    fn owner_attrs(&self, source_keys: &Attrs) -> Option<Attrs> {
+        let mut out = Attrs::new();
+        for (name, value) in source_keys {
+            out.insert(self.key_location(name)?, value.clone());
+        }
+        Some(out)
+    }
+
     fn source_key_of(&self, target_item: &Attrs, source_key_names: &[String]) -> Option<Attrs> {
         let mut key = Attrs::new();
         for name in source_key_names {
-            // A renamed attribute is found under its new name; a dropped
-            // one (not copied elsewhere) cannot be found.
-            let found = match self.spec.rename.get(name) {
-                Some(new) => target_item.get(new),
-                None if self.spec.drop.contains(name) => {
-                    self.spec.copy.get(name).and_then(|to| target_item.get(to))
-                }
-                None => target_item.get(name),
-            }?;
+            let found = target_item.get(&self.key_location(name)?)?;
             key.insert(name.clone(), found.clone());
         }
         Some(key)
+    }
+}
+
+impl Declarative {
+    /// The target attribute that surely holds source attribute `name`'s
+    /// value, following `item`'s steps (copy, rename, drop, set, derived
+    /// keys): `None` when every copy of it may be dropped or overwritten.
+    fn key_location(&self, name: &str) -> Option<String> {
+        let mut at: BTreeSet<String> = BTreeSet::from([name.to_string()]);
+        for (from, to) in &self.spec.copy {
+            if from == name {
+                at.insert(to.clone());
+            } else {
+                at.remove(to);
+            }
+        }
+        for (old, new) in &self.spec.rename {
+            if at.remove(old) {
+                at.insert(new.clone());
+            } else {
+                // Overwritten when the item has `old`.
+                at.remove(new);
+            }
+        }
+        for d in &self.spec.drop {
+            at.remove(d);
+        }
+        for k in self.spec.set.keys() {
+            at.remove(k);
+        }
+        for (k, _) in &self.rules {
+            at.remove(k);
+        }
+        // Prefer the attribute's own name, then its first other place.
+        if at.contains(name) {
+            return Some(name.to_string());
+        }
+        at.into_iter().next()
     }
 }
 
@@ -467,6 +541,15 @@ pub fn remove_mapping_supported(
         .collect();
     if need.is_empty() {
         return Ok(());
+    }
+    if t.reuses_keys(&mut source_keys.iter()) {
+        let probe: Attrs = source_keys
+            .iter()
+            .map(|k| (k.clone(), AttributeValue::S(String::new())))
+            .collect();
+        if t.owner_attrs(&probe).is_none() {
+            return Err(TransformError::NoOwner(source_keys.to_vec()).to_string());
+        }
     }
     match stream_view {
         Some("NEW_AND_OLD_IMAGES") | Some("OLD_IMAGE") => Ok(()),

@@ -21,7 +21,7 @@ use relay_aws::fake::events::{sqs_event, stream_event};
 use relay_aws::fake::{DbFault, EntryFault, FakeAws, FakeDynamo, FakeFifo, FakeMetrics, FakeTable};
 use relay_aws::operator::StackInfo;
 use relay_aws::runtime::Clock;
-use relay_aws::{AwsError, Write};
+use relay_aws::AwsError;
 use relay_core::apply::{TtlPolicy, TOMBSTONE_ATTR};
 use relay_core::config::{ApplierConfig, ForwarderConfig, MetricsConfig, MetricsMode};
 use relay_core::item::{same_item, AttributeValue as V, Attrs, CanonicalKey};
@@ -261,8 +261,7 @@ impl Sim {
                 let bad = poisoned.lock().unwrap().clone();
                 if let Some(bad) = bad {
                     let hit = call.writes.iter().any(|w| {
-                        let (Write::Put(i) | Write::Delete(i)) = w;
-                        i.get(&key_attr).is_some_and(|v| {
+                        w.key_source().get(&key_attr).is_some_and(|v| {
                             CanonicalKey::of(&[(key_attr.clone(), v.clone())].into()) == bad
                         })
                     });

@@ -145,6 +145,7 @@ impl Triggers for FakeAws {
                 uuid: t.uuid.clone(),
                 state: if t.enabled { "Enabled" } else { "Disabled" }.into(),
                 source_arn: t.source_arn.clone(),
+                last_result: None,
             })
             .ok_or_else(|| {
                 AwsError::permanent(
@@ -263,6 +264,7 @@ fn check(cond: &Cond) -> Check {
         Cond::Absent(a) => Check::Absent(a.clone()),
         Cond::Exists(a) => Check::Exists(a.clone()),
         Cond::Equals(a, v) => Check::Equals(a.clone(), v.clone()),
+        Cond::All(all) => Check::All(all.iter().map(check).collect()),
     }
 }
 

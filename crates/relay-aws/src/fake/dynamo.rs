@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use relay_core::apply::TOKEN_ATTR;
 use relay_core::control::{ControlState, ATTR_CONSUMED_MS, ATTR_MIGRATION, ATTR_VERSION};
 use relay_core::item::{AttributeValue, Attrs, CanonicalKey};
 
@@ -333,6 +334,8 @@ pub(crate) enum Check {
     Equals(String, AttributeValue),
     /// The control item's version (absent counts as 0).
     Version(u64),
+    All(Vec<Check>),
+    Any(Vec<Check>),
 }
 
 fn holds(check: &Check, current: Option<&Attrs>) -> bool {
@@ -354,6 +357,8 @@ fn holds(check: &Check, current: Option<&Attrs>) -> bool {
                 .unwrap_or(0);
             stored == *v
         }
+        Check::All(all) => all.iter().all(|c| holds(c, current)),
+        Check::Any(any) => any.iter().any(|c| holds(c, current)),
     }
 }
 
@@ -378,9 +383,10 @@ impl TargetWriter for FakeTable {
             let t = s.tables.get(&self.name).ok_or_else(|| not_found(OP))?;
             let mut seen = HashSet::new();
             for w in writes {
-                let k = match w {
-                    Write::Put(i) | Write::Delete(i) => key_of(&t.key_attrs, i, OP)?,
-                };
+                if w.is_conditional() {
+                    return Err(validation(OP, "a conditional write cannot be batched"));
+                }
+                let k = key_of(&t.key_attrs, w.key_source(), OP)?;
                 if !seen.insert(k) {
                     return Err(validation(
                         OP,
@@ -403,6 +409,7 @@ impl TargetWriter for FakeTable {
         for (i, w) in writes.iter().enumerate() {
             if !unprocessed.contains(&i) {
                 match w {
+                    Write::DeleteOwned { .. } | Write::PutOwned { .. } => {}
                     Write::Put(item) => {
                         mutate(&mut s, &self.name, OP, item, Some(item.clone()), false)?
                     }
@@ -413,10 +420,60 @@ impl TargetWriter for FakeTable {
         Ok(unprocessed)
     }
 
-    async fn write_one(&self, write: &Write) -> Result<(), AwsError> {
-        let op = match write {
-            Write::Put(_) => "PutItem",
-            Write::Delete(_) => "DeleteItem",
+    async fn write_one(&self, write: &Write) -> Result<bool, AwsError> {
+        let check = match write {
+            Write::Put(_) | Write::Delete(_) => Check::Always,
+            Write::DeleteOwned { owner, .. } => owned_by(owner),
+            Write::PutOwned {
+                owner, key_attr, ..
+            } => Check::Any(vec![Check::Absent(key_attr.clone()), owned_by(owner)]),
+        };
+        self.write_if(write, &check).await
+    }
+
+    async fn mark(&self, keys: &Attrs, owner: &Attrs, token: &str) -> Result<bool, AwsError> {
+        const OP: &str = "UpdateItem";
+        let call = Call {
+            op: OP,
+            table: &self.name,
+            writes: &[],
+        };
+        if let Some(DbFault::Error(e)) = self.db.enter(&call).await {
+            return Err(e);
+        }
+        let mut s = lock(&self.db.state);
+        let current = DbStateRef(&mut s).get(&self.name, keys)?;
+        if !holds(&owned_by(owner), current.as_ref()) {
+            return Ok(false);
+        }
+        let mut item = current.unwrap_or_default();
+        item.insert(TOKEN_ATTR.into(), AttributeValue::S(token.into()));
+        mutate(&mut s, &self.name, OP, keys, Some(item), false)?;
+        Ok(true)
+    }
+
+    async fn write_marked(&self, write: &Write, token: &str) -> Result<bool, AwsError> {
+        let check = Check::Equals(TOKEN_ATTR.into(), AttributeValue::S(token.into()));
+        self.write_if(write, &check).await
+    }
+}
+
+/// The item exists and carries every one of `owner`'s attributes.
+fn owned_by(owner: &Attrs) -> Check {
+    Check::All(
+        owner
+            .iter()
+            .map(|(k, v)| Check::Equals(k.clone(), v.clone()))
+            .collect(),
+    )
+}
+
+impl FakeTable {
+    /// `PutItem` or `DeleteItem` where `check` holds; `Ok(false)` otherwise.
+    async fn write_if(&self, write: &Write, check: &Check) -> Result<bool, AwsError> {
+        let op = match write.kind() {
+            "put" => "PutItem",
+            _ => "DeleteItem",
         };
         let call = Call {
             op,
@@ -427,10 +484,17 @@ impl TargetWriter for FakeTable {
             return Err(e);
         }
         let mut s = lock(&self.db.state);
-        match write {
-            Write::Put(item) => mutate(&mut s, &self.name, op, item, Some(item.clone()), false),
-            Write::Delete(keys) => mutate(&mut s, &self.name, op, keys, None, false),
+        let keys = write.key_source();
+        let current = DbStateRef(&mut s).get(&self.name, keys)?;
+        if !holds(check, current.as_ref()) {
+            return Ok(false);
         }
+        let new = match write {
+            Write::Put(item) | Write::PutOwned { item, .. } => Some(item.clone()),
+            Write::Delete(_) | Write::DeleteOwned { .. } => None,
+        };
+        mutate(&mut s, &self.name, op, keys, new, false)?;
+        Ok(true)
     }
 }
 

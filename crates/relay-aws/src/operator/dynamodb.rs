@@ -14,23 +14,42 @@ use crate::AwsError;
 type Expr = (Option<String>, Vec<(String, String)>, Vec<(String, Av)>);
 
 fn condition(cond: &Cond) -> Expr {
+    let mut names = Vec::new();
+    let mut values = Vec::new();
+    let expr = clause(cond, &mut names, &mut values);
+    (expr, names, values)
+}
+
+/// One condition's expression, with placeholders numbered after those
+/// already in `names` / `values`.
+fn clause(
+    cond: &Cond,
+    names: &mut Vec<(String, String)>,
+    values: &mut Vec<(String, Av)>,
+) -> Option<String> {
+    let mut name = |a: &String| {
+        let n = format!("#c{}", names.len());
+        names.push((n.clone(), a.clone()));
+        n
+    };
     match cond {
-        Cond::Always => (None, vec![], vec![]),
-        Cond::Absent(a) => (
-            Some("attribute_not_exists(#c)".into()),
-            vec![("#c".into(), a.clone())],
-            vec![],
-        ),
-        Cond::Exists(a) => (
-            Some("attribute_exists(#c)".into()),
-            vec![("#c".into(), a.clone())],
-            vec![],
-        ),
-        Cond::Equals(a, v) => (
-            Some("#c = :c".into()),
-            vec![("#c".into(), a.clone())],
-            vec![(":c".into(), to_sdk(v))],
-        ),
+        Cond::Always => None,
+        Cond::Absent(a) => Some(format!("attribute_not_exists({})", name(a))),
+        Cond::Exists(a) => Some(format!("attribute_exists({})", name(a))),
+        Cond::Equals(a, v) => {
+            let n = name(a);
+            let c = format!(":c{}", values.len());
+            values.push((c.clone(), to_sdk(v)));
+            Some(format!("{n} = {c}"))
+        }
+        Cond::All(all) => {
+            let parts: Vec<String> = all
+                .iter()
+                .filter_map(|c| clause(c, names, values))
+                .map(|p| format!("({p})"))
+                .collect();
+            (!parts.is_empty()).then(|| parts.join(" AND "))
+        }
     }
 }
 
@@ -450,5 +469,29 @@ impl Tables for Sdk {
                 })))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_conditions_number_their_placeholders_apart() {
+        let owner: Attrs = [
+            ("pk".to_string(), AttributeValue::S("a".into())),
+            ("sk".to_string(), AttributeValue::N("1".into())),
+        ]
+        .into();
+        let (expr, names, values) = condition(&Cond::owned_by("id", &owner));
+        assert_eq!(
+            expr.as_deref(),
+            Some("(attribute_exists(#c0)) AND (#c1 = :c0) AND (#c2 = :c1)")
+        );
+        let names: Vec<&str> = names.iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(names, ["id", "pk", "sk"]);
+        assert_eq!(values.len(), 2);
+        assert_eq!(condition(&Cond::All(vec![])).0, None);
+        assert_eq!(condition(&Cond::Always).0, None);
     }
 }

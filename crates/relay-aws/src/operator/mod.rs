@@ -97,6 +97,9 @@ pub struct Mapping {
     pub uuid: String,
     pub state: String,
     pub source_arn: String,
+    /// Lambda's last processing result ("OK", "No records processed",
+    /// "PROBLEM: …"), when the service reports one.
+    pub last_result: Option<String>,
 }
 
 /// A table, as far as the operator cares.
@@ -149,6 +152,24 @@ pub enum Cond {
     Exists(String),
     /// The named attribute holds this value.
     Equals(String, AttributeValue),
+    /// Every one of these holds.
+    All(Vec<Cond>),
+}
+
+impl Cond {
+    /// The item exists (its key attribute `key_attr` is present) and
+    /// belongs to the source item `owner` (every owner attribute equal).
+    pub fn owned_by(key_attr: &str, owner: &Attrs) -> Cond {
+        let mut all = vec![Cond::Exists(key_attr.to_string())];
+        let mut attrs: Vec<_> = owner.iter().collect();
+        attrs.sort_by(|a, b| a.0.cmp(b.0));
+        all.extend(
+            attrs
+                .into_iter()
+                .map(|(n, v)| Cond::Equals(n.clone(), v.clone())),
+        );
+        Cond::All(all)
+    }
 }
 
 /// What a conditional write did.
@@ -388,8 +409,8 @@ impl Sdk {
 
 fn e<E, R>(op: &'static str) -> impl FnOnce(aws_sdk_dynamodb::error::SdkError<E, R>) -> AwsError
 where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error,
-    R: crate::sdk::HasStatus,
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+    R: crate::sdk::HasStatus + std::fmt::Debug,
 {
     move |err| crate::sdk::classify(op, &err)
 }

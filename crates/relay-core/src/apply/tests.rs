@@ -227,11 +227,13 @@ fn converge_puts_the_current_item_and_deletes_stale_keys() {
         &[old_key.clone(), new_key.clone()],
     )
     .unwrap();
+    // The stale key may hold another item by now: deleted only if still a's.
+    let stale = WriteOp::delete(old_key.clone(), Some(&sk));
     assert_eq!(w.len(), 2);
-    assert_eq!(w[0], (old_key.clone(), WriteOp::Delete(old_key.clone())));
+    assert_eq!(w[0], (old_key.clone(), stale.clone()));
     assert_eq!(w[1].0, new_key);
     let w = converge(Some(&t), &sk, None, std::slice::from_ref(&old_key)).unwrap();
-    assert_eq!(w, vec![(old_key.clone(), WriteOp::Delete(old_key.clone()))]);
+    assert_eq!(w, vec![(old_key.clone(), stale)]);
     assert!(
         converge(Some(&t), &sk, None, &[]).is_err(),
         "gone, key unknown: refused"
@@ -327,4 +329,131 @@ fn consumption_counts_only_messages_that_complete() {
     assert_eq!(consumed_up_to(&msgs, &BTreeSet::new()), Some(30));
     assert_eq!(consumed_up_to(&msgs, &[1].into()), Some(10));
     assert_eq!(consumed_up_to(&msgs, &[0, 1].into()), None);
+}
+
+#[test]
+fn under_a_key_that_passes_between_items_deletes_name_their_owner() {
+    let t = by_email();
+    let key = |e: &str| t.key_only(&with_email(Attrs::new(), e)).unwrap();
+    let pk = |s: &str| -> Attrs { [("pk".to_string(), V::S(s.into()))].into() };
+    // A leaves x for z, then B leaves y for x: one batch, two groups.
+    let mut a = ev("a", Op::Modify, 5, 2);
+    a.new_image = Some(with_email(item_v("a", 2), "z@x"));
+    a.old_image = Some(with_email(item_v("a", 1), "x@x"));
+    let mut b = ev("b", Op::Modify, 6, 2);
+    b.new_image = Some(with_email(item_v("b", 2), "x@x"));
+    b.old_image = Some(with_email(item_v("b", 1), "y@x"));
+    let p = plan_with(
+        &[(0, vec![a]), (1, vec![b])],
+        0,
+        TtlPolicy::Replicate,
+        6,
+        Some(&t),
+        Mode::Normal,
+        &Fetched::new(),
+    );
+    assert!(p.refused.is_empty(), "{:?}", p.refused);
+    // Not coalesced across items: A's delete of x and B's put of x both stay.
+    assert_eq!(p.stats.coalesced, 0);
+    let ops: Vec<(Attrs, WriteOp)> = p
+        .writes
+        .iter()
+        .map(|w| (w.keys.clone(), w.op.clone()))
+        .collect();
+    assert_eq!(ops.len(), 4);
+    assert_eq!(
+        ops[0].1,
+        WriteOp::DeleteOwned {
+            keys: key("x@x"),
+            owner: pk("a")
+        }
+    );
+    // B's put of x checks x is free or B's (else the key is settled).
+    assert!(
+        matches!(&ops[3].1, WriteOp::PutOwned { item, owner } if item["pk"] == V::S("b".into()) && *owner == pk("b"))
+    );
+    assert_eq!(ops[3].0, key("x@x"));
+    // In tombstone mode the delete becomes a tombstone that names its owner.
+    match (WriteOp::DeleteOwned {
+        keys: key("x@x"),
+        owner: pk("a"),
+    })
+    .in_mode(Mode::Tombstone)
+    {
+        WriteOp::PutOwned { item, owner } => {
+            assert!(is_tombstone(&item));
+            assert_eq!(item["pk"], V::S("a".into()));
+            assert_eq!(owner, pk("a"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // One item's own changes still coalesce per target key.
+    let mut a1 = ev("a", Op::Modify, 5, 2);
+    a1.new_image = Some(with_email(item_v("a", 2), "z@x"));
+    let mut a2 = ev("a", Op::Modify, 6, 3);
+    a2.new_image = Some(with_email(item_v("a", 3), "z@x"));
+    let p = plan_with(
+        &[(0, vec![a1, a2])],
+        0,
+        TtlPolicy::Replicate,
+        6,
+        Some(&t),
+        Mode::Normal,
+        &Fetched::new(),
+    );
+    assert_eq!((p.writes.len(), p.stats.coalesced), (1, 1));
+}
+
+#[test]
+fn keys_that_cannot_pass_between_items_keep_plain_deletes() {
+    let concat = crate::transform::Declarative::parse(
+        "key: [{attribute: id, concat: {from: [pk], separator: '#'}}]",
+        &["pk".to_string()],
+    )
+    .unwrap();
+    let sk: Attrs = [("pk".to_string(), V::S("a".into()))].into();
+    assert_eq!(owner_of(Some(&concat), &sk).unwrap(), None);
+    assert_eq!(owner_of(None, &sk).unwrap(), None);
+    assert_eq!(owner_of(Some(&by_email()), &sk).unwrap(), Some(sk.clone()));
+    // A transform that overwrites the source key cannot tell owners apart.
+    let blind = crate::transform::Declarative::parse(
+        "key: [{attribute: pk, uuidv5: {from: [email]}}]",
+        &["pk".to_string()],
+    )
+    .unwrap();
+    assert!(matches!(
+        owner_of(Some(&blind), &sk),
+        Err(TransformError::NoOwner(_))
+    ));
+}
+
+#[test]
+fn a_contested_key_goes_to_whichever_item_the_source_maps_there() {
+    let t = by_email();
+    let key = t.key_only(&with_email(Attrs::new(), "x@x")).unwrap();
+    let pk = |s: &str| -> Attrs { [("pk".to_string(), V::S(s.into()))].into() };
+    let (a, b) = (pk("a"), pk("b"));
+    let a_at_x = with_email(item_v("a", 3), "x@x");
+    let b_at_x = with_email(item_v("b", 4), "x@x");
+    let b_at_y = with_email(item_v("b", 5), "y@x");
+    let read = |key, current| Read { key, current };
+    // The claimant maps here: its current item.
+    let op = settle(
+        &t,
+        &key,
+        read(&a, Some(&a_at_x)),
+        Some(read(&b, Some(&b_at_y))),
+    )
+    .unwrap();
+    assert_eq!(op, WriteOp::Put(t.item(&a_at_x).unwrap()));
+    // It moved on, the occupant is here: the occupant's current item.
+    let op = settle(&t, &key, read(&a, None), Some(read(&b, Some(&b_at_x)))).unwrap();
+    assert_eq!(op, WriteOp::Put(t.item(&b_at_x).unwrap()));
+    // Neither maps here (or the occupant is unknown): nothing.
+    let op = settle(&t, &key, read(&a, None), Some(read(&b, Some(&b_at_y)))).unwrap();
+    assert_eq!(op, WriteOp::Delete(key.clone()));
+    assert_eq!(
+        settle(&t, &key, read(&a, None), None).unwrap(),
+        WriteOp::Delete(key)
+    );
 }

@@ -34,6 +34,12 @@ fn uuidv5_of_name_is_the_new_key() {
         .change_key(&item(&[("Name", V::S("alice".into()))]), None)
         .unwrap();
     assert_eq!(k, item(&[("UUID", V::S(expected))]));
+    // The README's example, as Python's uuid.uuid5(uuid.NAMESPACE_OID, "Alice") gives it.
+    let alice = t.item(&item(&[("Name", V::S("Alice".into()))])).unwrap();
+    assert_eq!(
+        alice["UUID"],
+        V::S("05d47de8-5888-5659-8bf1-da7e6a00d35c".into())
+    );
 }
 
 #[test]
@@ -163,4 +169,36 @@ fn identity_keeps_everything() {
     assert_eq!(t.item(&i).unwrap(), i);
     assert_eq!(t.key(&i).unwrap(), item(&[("pk", V::S("1".into()))]));
     assert!(t.is_identity_key());
+}
+
+#[test]
+fn a_key_from_non_key_attributes_needs_the_source_key_in_the_target() {
+    let keys = vec!["pk".to_string()];
+    let parse = |s: &str| Declarative::parse(s, &keys).unwrap();
+    let by_email = parse("key: [{attribute: id, uuidv5: {from: [email]}}]");
+    assert!(by_email.reuses_keys(&mut keys.iter()));
+    assert!(!parse("key: [{attribute: id, concat: {from: [pk]}}]").reuses_keys(&mut keys.iter()));
+    assert!(!parse("rename: {v: value}").reuses_keys(&mut keys.iter()));
+    let sk: Attrs = [("pk".to_string(), AttributeValue::S("a".into()))].into();
+    // Renamed: found under its new name; dropped, or overwritten: no owner.
+    let renamed = parse("key: [{attribute: id, uuidv5: {from: [email]}}]\nrename: {pk: source_pk}");
+    assert_eq!(
+        renamed.owner_attrs(&sk),
+        Some([("source_pk".to_string(), AttributeValue::S("a".into()))].into())
+    );
+    let dropped = parse("key: [{attribute: id, uuidv5: {from: [email]}}]\ndrop: [pk]");
+    assert_eq!(dropped.owner_attrs(&sk), None);
+    // Overwritten by the derived key, but copied first: found in the copy.
+    let copied = parse("key: [{attribute: pk, uuidv5: {from: [email]}}]\ncopy: {pk: source_pk}");
+    let at_copy: Attrs = [("source_pk".to_string(), AttributeValue::S("a".into()))].into();
+    assert_eq!(copied.owner_attrs(&sk), Some(at_copy.clone()));
+    assert_eq!(copied.source_key_of(&at_copy, &keys), Some(sk.clone()));
+    assert_eq!(
+        parse("key: [{attribute: pk, uuidv5: {from: [email]}}]").owner_attrs(&sk),
+        None
+    );
+    let view = Some("NEW_AND_OLD_IMAGES");
+    assert!(remove_mapping_supported(&by_email, &keys, view).is_ok());
+    let why = remove_mapping_supported(&dropped, &keys, view).unwrap_err();
+    assert!(why.contains("source key"), "{why}");
 }
