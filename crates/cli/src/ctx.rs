@@ -39,10 +39,26 @@ impl<A> std::fmt::Debug for Ctx<A> {
     }
 }
 
-/// Turns an AWS error into one line that names the fix.
+/// Turns an AWS error into one line that names the fix; the SDK's error
+/// chain rides along as the cause (`-v` prints it).
 pub fn explain(err: AwsError, what: &str) -> anyhow::Error {
+    let line = explain_line(&err, what);
+    match err.chain {
+        Some(chain) => anyhow::Error::msg(chain).context(line.to_string()),
+        None => line,
+    }
+}
+
+fn explain_line(err: &AwsError, what: &str) -> anyhow::Error {
     let code = err.code.as_str();
-    if code.contains("AccessDenied") || code == "UnauthorizedOperation" || code == "AuthFailure" {
+    if code == "NoCredentials" {
+        anyhow!(
+            "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or pick a profile (--profile or AWS_PROFILE, from ~/.aws/credentials and ~/.aws/config, SSO included), or run where a role is attached (instance, container, Lambda)"
+        )
+    } else if code.contains("AccessDenied")
+        || code == "UnauthorizedOperation"
+        || code == "AuthFailure"
+    {
         anyhow!(
             "missing permission: {} on {what} was denied; grant it to your role or profile",
             err.operation

@@ -60,7 +60,7 @@ fn refused(local: &Local, stack: &str, args: &[&str]) -> String {
 
 async fn migration(local: &Local, tag: &str, extra: &[(&str, &str)]) -> Result<Stack> {
     let mut params = vec![
-        ("CutoffMarginSeconds", "3"),
+        ("CutoffMarginSeconds", "60"),
         ("ApplierTimeoutSeconds", "10"),
         ("GroupBuckets", "8"),
     ];
@@ -209,7 +209,7 @@ async fn dlq_repair_writes_through_the_transform() -> Result<()> {
                 ("SourceStreamArn", stream.as_str()),
                 ("TargetTableName", target.as_str()),
                 ("StreamBatchingWindowSeconds", "0"),
-                ("CutoffMarginSeconds", "3"),
+                ("CutoffMarginSeconds", "60"),
                 ("ApplierTimeoutSeconds", "3"),
                 ("MaxReceiveCount", "2"),
                 ("TransformSpec", spec),

@@ -92,7 +92,7 @@ async fn name_to_uuid(
         ("SourceStreamArn", stream.as_str()),
         ("TargetTableName", target.as_str()),
         ("StreamBatchingWindowSeconds", "0"),
-        ("CutoffMarginSeconds", "3"),
+        ("CutoffMarginSeconds", "60"),
         // A restart waits for the applier timeout after the pause.
         ("ApplierTimeoutSeconds", "10"),
     ];
@@ -332,7 +332,7 @@ async fn a_wrong_transform_is_caught_by_verify_and_fixed_by_a_restart() -> Resul
                 ),
                 ("TargetTableName", stack.target_table.as_str()),
                 ("StreamBatchingWindowSeconds", "0"),
-                ("CutoffMarginSeconds", "3"),
+                ("CutoffMarginSeconds", "60"),
                 ("ApplierTimeoutSeconds", "10"),
                 ("TransformSpec", UUID_OF_NAME),
             ],
@@ -360,7 +360,7 @@ async fn a_wrong_transform_is_caught_by_verify_and_fixed_by_a_restart() -> Resul
 async fn verify_finds_injected_divergence_and_repair_fixes_it() -> Result<()> {
     let local = Local::connect().await?;
     let stack = local
-        .new_migration("t5-div", &[("CutoffMarginSeconds", "3")], false)
+        .new_migration("t5-div", &[("CutoffMarginSeconds", "60")], false)
         .await?;
     let st = stack.name.as_str();
     preload(&local, &stack.source_table, 30).await?;

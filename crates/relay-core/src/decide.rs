@@ -194,8 +194,11 @@ pub struct Status {
     pub source_table: String,
     pub target_table: String,
     pub forwarder_trigger: String,
-    /// Whether the forwarder's trigger reads the source's current stream.
+    /// Whether the forwarder's trigger reads the source's current stream
+    /// (false when the source's stream is off; `None`: unknown).
     pub forwarder_on_current_stream: Option<bool>,
+    /// Lambda's last processing result for the forwarder's trigger.
+    pub forwarder_last_result: Option<String>,
     pub applier_trigger: String,
     pub cutoff_ms: Option<i64>,
     pub mode: String,
@@ -280,7 +283,17 @@ pub fn cutover(status: &Status, t: &CutoverThresholds) -> Decision {
                 "forwarder",
                 "its trigger reads an old stream of the source: changes are not forwarded",
             ),
-            ("Enabled", _) => Check::pass("forwarder", "Enabled"),
+            ("Enabled", None) => Check::fail(
+                "forwarder",
+                "unknown whether its trigger reads the source's current stream (the source table could not be described)",
+            ),
+            ("Enabled", Some(true)) => match status.forwarder_last_result.as_deref() {
+                Some(r) if r.starts_with("PROBLEM") => Check::fail(
+                    "forwarder",
+                    format!("its trigger reports {r}: stream batches are failing"),
+                ),
+                _ => Check::pass("forwarder", "Enabled"),
+            },
             (state, _) => Check::fail(
                 "forwarder",
                 format!("trigger {state}: source changes are not forwarded"),
@@ -420,6 +433,7 @@ mod tests {
         s.forwarder_iterator_age_ms = Some(3_600_000.0);
         s.mode = "tombstone".into();
         s.unknown = vec!["AWS/Lambda Throttles: AccessDenied".into()];
+        s.forwarder_last_result = Some("PROBLEM: Function call failed".into());
         let d = cutover(&s, &T);
         assert!(!d.go);
         assert_eq!(d.reasons.len(), 12, "{:#?}", d.reasons);
@@ -436,6 +450,12 @@ mod tests {
         let mut s = healthy();
         s.forwarder_on_current_stream = Some(false);
         assert!(!cutover(&s, &T).go);
+        let mut s = healthy();
+        s.forwarder_on_current_stream = None;
+        assert!(!cutover(&s, &T).go, "unknown stream: NO-GO");
+        let mut s = healthy();
+        s.forwarder_last_result = Some("PROBLEM: Function call failed".into());
+        assert!(!cutover(&s, &T).go, "a trigger reporting a problem: NO-GO");
         let mut s = healthy();
         s.forwarder_iterator_age_ms = None;
         assert!(cutover(&s, &T).go, "an idle stream is caught up");

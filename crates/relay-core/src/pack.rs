@@ -28,8 +28,8 @@ pub struct PackConfig {
     /// Whether whole old images are forwarded (when they fit).
     pub forward_old_image: bool,
     /// Attributes of the old image that always travel, even when the old
-    /// image does not: the transform's key sources that are not key
-    /// attributes (empty when the target key comes from the source keys).
+    /// image does not: the transform's key sources (the applier completes
+    /// them with the keys; empty when the target key comes from the keys).
     pub old_key_sources: BTreeSet<String>,
 }
 

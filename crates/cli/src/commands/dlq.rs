@@ -238,7 +238,7 @@ fn stale_keys(t: &dyn Transform, keys: &Attrs, changes: &[ChangeEvent]) -> Vec<A
             add(k);
         }
         if let Some(n) = &e.new_image {
-            if let Ok(k) = t.key_only(n) {
+            if let Ok(k) = t.key_only(&relay_core::transform::with_keys(n, keys)) {
                 add(k);
             }
         }
@@ -251,6 +251,9 @@ pub async fn repair<A: Aws>(ctx: &Ctx<A>, max: usize, dry_run: bool) -> Result<D
     let loaded = crate::transform::load(ctx).await?;
     let t = loaded.transform.as_ref();
     let mode = ctx.control().await?.mode;
+    if !dry_run {
+        super::verify::refuse_repairs_during_a_copy(mode)?;
+    }
     let msgs = drain(ctx, max, 300).await?;
     let mut repaired = 0usize;
     let mut results = Vec::new();

@@ -39,6 +39,9 @@ pub struct FinishReport {
     /// Seconds from the start of `finish` to quiet (how long writes paused
     /// at least, with `quiet`).
     pub drained_s: f64,
+    /// The quiet window used: at least the forwarder's timeout, so an
+    /// invocation still retrying its sends cannot hide.
+    pub quiet_s: u64,
     pub dry_run: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
@@ -49,7 +52,18 @@ impl Report for FinishReport {
         if let Some(plan) = &self.plan {
             return format!("dry run: would {plan}");
         }
-        format!("finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. DLQ {}, stream failures {}. The target {} is ready: switch your application to it.", self.drained_s, self.dlq_depth, self.stream_failures, self.target_table)
+        if self.dlq_depth + self.stream_failures > 0 {
+            return format!("finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. NOT READY: the DLQ holds {} message(s) and the stream failure queue {}: their changes are not in {}. Run `ddb-relay dlq repair` (and verify) before switching.", self.drained_s, self.dlq_depth, self.stream_failures, self.target_table);
+        }
+        format!("finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. DLQ 0, stream failures 0. The target {} is ready: switch your application to it.", self.drained_s, self.target_table)
+    }
+
+    fn exit_code(&self) -> i32 {
+        if self.dlq_depth + self.stream_failures > 0 {
+            crate::report::EXIT_NO_GO
+        } else {
+            0
+        }
     }
 }
 
@@ -64,6 +78,22 @@ async fn not_quiet<A: Aws>(
     let forwarder = ctx.forwarder_trigger().await?;
     if forwarder.state != "Enabled" {
         bail!("the forwarder trigger is {}: source changes are not forwarded, so the drain cannot be proven; enable it (redeploy the stack) and run finish again", forwarder.state);
+    }
+    let stream = ctx
+        .aws
+        .describe(&s.source_table)
+        .await
+        .map_err(|e| explain(e, &s.source_table))?
+        .and_then(|t| t.stream_arn);
+    if stream.as_deref() != Some(forwarder.source_arn.as_str()) {
+        bail!("the forwarder's trigger does not read the source's current stream (the stream is off or was replaced): the drain cannot be proven");
+    }
+    if let Some(p) = forwarder
+        .last_result
+        .as_deref()
+        .filter(|r| r.starts_with("PROBLEM"))
+    {
+        return Ok(Some(format!("the forwarder's trigger reports {p}")));
     }
     let q = ctx
         .aws
@@ -160,7 +190,15 @@ pub async fn finish<A: Aws>(
     let s = &ctx.stack;
     let applier = ctx.applier_trigger().await?;
     let forwarder = ctx.forwarder_trigger().await?;
-    let plan = format!("wait until the forwarder is caught up and the queue stays empty for {quiet} s, then set the pause, disable both triggers and write a report");
+    // A forwarder invocation retrying its sends reports nothing until it
+    // ends: quiet must last longer than one invocation can.
+    let forwarder_timeout = ctx
+        .aws
+        .function_timeout_s(&s.forwarder)
+        .await
+        .map_err(|e| explain(e, &format!("function {}", s.forwarder)))?;
+    let quiet = quiet.max(forwarder_timeout + 5);
+    let plan = format!("wait until the forwarder is caught up and the queue stays empty for {quiet} s (at least the forwarder's timeout + 5 s), then set the pause, disable both triggers and write a report");
     let started = ctx.now_ms();
     let since = started - 3_600_000;
     if !dry_run {
@@ -230,6 +268,7 @@ pub async fn finish<A: Aws>(
             "Disabled".into()
         },
         drained_s: (ctx.now_ms() - started) as f64 / 1000.0,
+        quiet_s: quiet,
         dry_run,
         plan: dry_run.then_some(plan),
     };

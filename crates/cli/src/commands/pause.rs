@@ -85,6 +85,7 @@ pub async fn pause<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<PauseReport> {
         });
     }
     // 1. The fence. A second pause keeps the first time.
+    let was_paused = read.paused_at_ms.is_some();
     let fenced = if read.paused_at_ms.is_some() {
         read
     } else {
@@ -99,9 +100,29 @@ pub async fn pause<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<PauseReport> {
         .await?
     };
     // 2. The trigger, then the longest an invocation already running can last.
+    //    A fence with the trigger still Enabled would fail every batch back
+    //    to the queue until its messages reach the DLQ: if the trigger
+    //    cannot be disabled, the fence is taken back.
     if trigger.state != "Disabled" {
-        ctx.set_trigger(&trigger.uuid, false, "applier trigger")
-            .await?;
+        if let Err(e) = ctx
+            .set_trigger(&trigger.uuid, false, "applier trigger")
+            .await
+        {
+            if !was_paused {
+                let _ = ctx
+                    .write_control(
+                        &fenced,
+                        ControlState {
+                            paused_at_ms: None,
+                            ..fenced.clone()
+                        },
+                    )
+                    .await;
+            }
+            return Err(
+                e.context("the applier trigger could not be disabled; the pause was taken back")
+            );
+        }
     }
     let timeout_s = ctx
         .aws

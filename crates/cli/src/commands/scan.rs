@@ -294,9 +294,35 @@ pub async fn seed_scan<A: Aws>(
         plan,
         target_key: None,
     };
-    if !resuming && !replacing && read.cutoff_ms.is_some() && read.consumed_ms.is_some() {
+    super::seed::refuse_interrupted_replay(&read)?;
+    // The copy finished, but the sweep did not (a crash after the switch to
+    // normal mode): finish the sweep.
+    let unswept = checkpoint.is_some()
+        && read.seed_method.as_deref() == Some("scan")
+        && read.mode == Mode::Normal
+        && read.cutoff_ms.is_some();
+    if unswept && !replacing {
+        if dry_run {
+            return Ok(report(Some(
+                "finish the interrupted copy: delete the tombstones it left".into(),
+            )));
+        }
+        ctx.step("the copy finished but its tombstone sweep did not: sweeping");
+        let swept = sweep_tombstones(ctx, &t.target_key_names(), segments).await?;
+        forget_checkpoints(ctx).await?;
+        return Ok(ScanReport {
+            resumed: true,
+            tombstones_deleted: swept,
+            seed_ms: read.seed_ms.unwrap_or(start_ms),
+            cutoff_ms: read.cutoff_ms.unwrap_or(cutoff),
+            ..report(None)
+        });
+    }
+    // Any earlier seed: its cutoff, not a later one, decides which queued
+    // changes the target still needs; copying again needs a restart.
+    if !resuming && !replacing && read.cutoff_ms.is_some() {
         bail!(
-            "the target is already seeded ({} at {}) and the applier has written to it: to copy again, `ddb-relay pause` then `ddb-relay restart --method scan`",
+            "the target is already seeded ({} at {}): to copy again, `ddb-relay pause` then `ddb-relay restart --method scan`",
             read.seed_method.as_deref().unwrap_or("?"),
             read.seed_ms.map_or("?".into(), rfc3339)
         );

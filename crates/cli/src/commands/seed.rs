@@ -114,6 +114,23 @@ pub fn refuse_restore_with_transform<A>(ctx: &Ctx<A>, what: &str) -> Result<()> 
     Ok(())
 }
 
+/// A replay or restart that stopped after clearing the cutoff and before its
+/// new seed leaves "…-pending" in the control item and the old target in
+/// place: only re-running it finishes it safely (a plain seed would set a
+/// cutoff on the old, never-dropped target).
+pub fn refuse_interrupted_replay(read: &ControlState) -> Result<()> {
+    if let Some(m) = read
+        .seed_method
+        .as_deref()
+        .filter(|m| m.ends_with("-pending"))
+    {
+        bail!(
+            "a replay or restart ({m}) was interrupted before its new seed: re-run it (`ddb-relay replay --from T` with the same T, or `ddb-relay restart`) to finish it"
+        );
+    }
+    Ok(())
+}
+
 /// What `seed` was asked.
 #[derive(Clone, Debug)]
 pub struct SeedArgs {
@@ -164,6 +181,7 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
     };
     refuse_restore_with_transform(ctx, &format!("a {} seed", a.method.as_str()))?;
     let read = ctx.control().await?;
+    refuse_interrupted_replay(&read)?;
     let target = ctx
         .aws
         .describe(&s.target_table)
@@ -189,10 +207,25 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
     }
     let at_ms = a.at.map(|w| w.resolve(now));
     // Something was consumed before: this seed replaces a seeded target, so
-    // the replay rules hold (paused, every change after T still queued).
+    // the replay rules hold (paused, every change after T still queued),
+    // checked against the point the restore will really use: without
+    // --at, PITR restores at its latest restorable time, minutes before now.
     if read.consumed_ms.is_some() && target.is_none() {
-        let b = super::pause::bounds(ctx, &read).await?;
-        validate_replay_point(at_ms.unwrap_or(now), &b).map_err(|e| anyhow!("{e}"))?;
+        let mut b = super::pause::bounds(ctx, &read).await?;
+        let point = match (a.method, at_ms) {
+            (_, Some(t)) => t,
+            (Method::Pitr, None) => {
+                let (_, latest) = ctx
+                    .aws
+                    .pitr(&s.source_table)
+                    .await
+                    .map_err(|e| explain(e, &s.source_table))?;
+                latest.unwrap_or(now)
+            }
+            _ => now,
+        };
+        b.latest_ms = point.max(b.latest_ms);
+        validate_replay_point(point, &b).map_err(|e| anyhow!("{e}"))?;
     }
     if a.dry_run {
         let plan = match a.method {

@@ -148,9 +148,12 @@ pub async fn status<A: Aws>(ctx: &Ctx<A>, window_s: u64) -> Result<Status> {
         migration: s.migration.clone(),
         source_table: s.source_table.clone(),
         target_table: s.target_table.clone(),
-        forwarder_on_current_stream: source
-            .and_then(|t| t.stream_arn)
-            .map(|current| current == forwarder.source_arn),
+        // A source without a stream (off) is "not on the current stream".
+        forwarder_on_current_stream: source.map(|t| {
+            t.stream_arn
+                .is_some_and(|current| current == forwarder.source_arn)
+        }),
+        forwarder_last_result: forwarder.last_result.clone(),
         forwarder_trigger: forwarder.state,
         applier_trigger: applier.state,
         cutoff_ms: control.cutoff_ms,
@@ -184,7 +187,7 @@ pub fn status_text(s: &Status) -> String {
     let t = |v: Option<i64>| v.map_or("none".to_string(), rfc3339);
     let mut out = format!(
         "migration {}  (stack {})\n  {} -> {}\n\
-         triggers   forwarder {}{}   applier {}\n\
+         triggers   forwarder {}{}   applier {}{}\n\
          cutoff     {}   mode {}   paused at {}   seed {} at {}\n\
          consumed   up to {}\n\
          queue      {} visible   {} in flight   oldest {}\n\
@@ -199,11 +202,16 @@ pub fn status_text(s: &Status) -> String {
         s.target_table,
         s.forwarder_trigger,
         if s.forwarder_on_current_stream == Some(false) {
-            " (on an OLD stream)"
+            " (NOT on the source's current stream)"
         } else {
             ""
         },
         s.applier_trigger,
+        if s.paused_at_ms.is_some() && s.applier_trigger == "Enabled" {
+            " (but PAUSED: batches fail back to the queue; run `ddb-relay pause` again or `resume`)"
+        } else {
+            ""
+        },
         t(s.cutoff_ms),
         s.mode,
         t(s.paused_at_ms),

@@ -112,6 +112,15 @@ impl Report for VerifyReport {
     }
 }
 
+/// Repairs wait for a running scan copy: they would otherwise write in one
+/// mode while the copy and the sweep work in another.
+pub fn refuse_repairs_during_a_copy(mode: relay_core::control::Mode) -> Result<()> {
+    if mode == relay_core::control::Mode::Tombstone {
+        anyhow::bail!("a scan copy is running (tombstone mode): repair after it finishes (`ddb-relay status` shows the mode)");
+    }
+    Ok(())
+}
+
 fn sampled(key: &CanonicalKey, percent: f64) -> bool {
     if percent >= 100.0 {
         return true;
@@ -285,6 +294,7 @@ pub async fn verify<A: Aws>(
     if repair_them && differences > 0 {
         ctx.step(&format!("repairing {differences} item(s) from the source"));
         let mode = ctx.control().await?.mode;
+        refuse_repairs_during_a_copy(mode)?;
         remaining = 0;
         for x in missing.iter().chain(&changed).chain(&extra) {
             let Some(sk) = &x.source_key else {

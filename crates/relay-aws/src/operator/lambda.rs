@@ -19,6 +19,7 @@ impl Triggers for Sdk {
                 uuid: m.uuid().unwrap_or_default().to_string(),
                 state: m.state().unwrap_or("Unknown").to_string(),
                 source_arn: m.event_source_arn().unwrap_or_default().to_string(),
+                last_result: m.last_processing_result().map(str::to_string),
             })
             .ok_or_else(|| {
                 AwsError::permanent(
