@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ddb_relay::args::CopyArgs;
-use ddb_relay::commands::{cutover, dlq, finish, pause, replay, scan, seed, status, verify};
+use ddb_relay::commands::{cutover, dlq, finish, pause, replay, scan, status, verify};
 use ddb_relay::ctx::When;
 use relay_aws::fake::events::sqs_event;
 use relay_aws::fake::{DbFault, FakeFifo};
@@ -21,15 +20,7 @@ use relay_core::control::Mode;
 use relay_core::decide::{CheckStatus, CutoverThresholds};
 use relay_core::item::{AttributeValue as V, CanonicalKey};
 use relay_core::transform::Transform;
-use sim::{source_item, source_key, Config, Shape, Sim};
-
-fn copy() -> CopyArgs {
-    CopyArgs {
-        segments: 2,
-        rate: 0,
-        max_wcu: 0,
-    }
-}
+use sim::{copy, seed_by_backup, seed_by_scan, source_item, source_key, Config, Shape, Sim};
 
 /// Writes item `i` (version `v`) every `every` until `until` (simulated).
 fn keep_writing(sim: &Sim, items: u8, every: Duration, until: Duration) {
@@ -44,29 +35,6 @@ fn keep_writing(sim: &Sim, items: u8, every: Duration, until: Duration) {
             tokio::time::sleep(every).await;
         }
     });
-}
-
-async fn seed_by_scan(sim: &Sim) {
-    sim.create_target();
-    scan::seed_scan(&sim.ctx, copy(), false, false)
-        .await
-        .unwrap();
-}
-
-async fn seed_by_backup(sim: &Sim) {
-    seed::seed(
-        &sim.ctx,
-        &seed::SeedArgs {
-            method: ddb_relay::args::Method::Backup,
-            at: None,
-            bucket: None,
-            prefix: String::new(),
-            dry_run: false,
-        },
-    )
-    .await
-    .unwrap();
-    pause::resume(&sim.ctx, false).await.unwrap();
 }
 
 async fn converged(sim: &Sim) {

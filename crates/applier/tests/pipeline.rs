@@ -24,7 +24,6 @@ mod sim;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use ddb_relay::args::CopyArgs;
 use ddb_relay::commands::{cutover, dlq, finish, pause, replay, scan, seed, verify};
 use ddb_relay::ctx::When;
 use proptest::prelude::*;
@@ -32,7 +31,7 @@ use relay_core::control::ControlState;
 use relay_core::decide::CutoverThresholds;
 use relay_core::item::{AttributeValue as V, CanonicalKey};
 use relay_core::transform::Transform;
-use sim::{source_item, source_key, Config, Shape, Sim};
+use sim::{copy, source_item, source_key, Config, Shape, Sim};
 
 #[derive(Clone, Copy, Debug)]
 enum Act {
@@ -256,14 +255,6 @@ async fn write(sim: &Sim, acts: &[(u16, Act)]) {
                 sim.db.delete("source", &source_key(item), ttl);
             }
         }
-    }
-}
-
-fn copy() -> CopyArgs {
-    CopyArgs {
-        segments: 2,
-        rate: 0,
-        max_wcu: 0,
     }
 }
 

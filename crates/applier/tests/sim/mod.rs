@@ -612,3 +612,39 @@ fn futures_lite_block<F: std::future::Future>(f: F) -> F::Output {
         }
     }
 }
+
+/// Scan-copy limits for tests: two segments, unthrottled.
+pub fn copy() -> ddb_relay::args::CopyArgs {
+    ddb_relay::args::CopyArgs {
+        segments: 2,
+        rate: 0,
+        max_wcu: 0,
+    }
+}
+
+/// Creates the target and seeds it by scan copy.
+pub async fn seed_by_scan(sim: &Sim) {
+    sim.create_target();
+    ddb_relay::commands::scan::seed_scan(&sim.ctx, copy(), false, false)
+        .await
+        .unwrap();
+}
+
+/// Seeds the target by backup and resumes the applier.
+pub async fn seed_by_backup(sim: &Sim) {
+    ddb_relay::commands::seed::seed(
+        &sim.ctx,
+        &ddb_relay::commands::seed::SeedArgs {
+            method: ddb_relay::args::Method::Backup,
+            at: None,
+            bucket: None,
+            prefix: String::new(),
+            dry_run: false,
+        },
+    )
+    .await
+    .unwrap();
+    ddb_relay::commands::pause::resume(&sim.ctx, false)
+        .await
+        .unwrap();
+}

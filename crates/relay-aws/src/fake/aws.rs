@@ -34,6 +34,8 @@ struct State {
     metrics_fault: Option<AwsError>,
     /// Point-in-time restores are possible up to now minus this.
     pitr_lag_ms: i64,
+    /// When set, enabling or disabling a trigger fails with it.
+    mapping_fault: Option<AwsError>,
     page_size: usize,
 }
 
@@ -111,6 +113,16 @@ impl FakeAws {
     }
 
     /// Makes metric reads fail (`None`: they work again).
+    /// Point-in-time restores reach up to now minus `ms`.
+    pub fn set_pitr_lag(&self, ms: i64) {
+        lock(&self.state).pitr_lag_ms = ms;
+    }
+
+    /// Trigger updates fail with `err` (e.g. AccessDenied) while set.
+    pub fn fail_mapping_updates(&self, err: Option<AwsError>) {
+        lock(&self.state).mapping_fault = err;
+    }
+
     pub fn fail_metrics(&self, err: Option<AwsError>) {
         lock(&self.state).metrics_fault = err;
     }
@@ -174,6 +186,9 @@ impl Triggers for FakeAws {
 
     async fn set_mapping(&self, uuid: &str, enabled: bool) -> Result<(), AwsError> {
         tokio::task::yield_now().await;
+        if let Some(e) = lock(&self.state).mapping_fault.clone() {
+            return Err(e);
+        }
         for t in lock(&self.state).triggers.iter_mut() {
             if t.uuid == uuid {
                 t.enabled = enabled;
