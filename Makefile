@@ -55,8 +55,8 @@ local-reset: ## Wipe MiniStack's state.
 build-local: toolchain setup ## sam build for the local emulator (x86_64).
 	infra/local/build.sh
 
-deploy-local: build-local ## Build and sam deploy template.yaml to MiniStack: make deploy-local STACK=name PARAMS="SourceTableName=... SourceStreamArn=... TargetTableName=..."
-	infra/local/deploy.sh $(or $(STACK),ddb-relay-local) $(PARAMS)
+deploy-local: build-local ## Build and sam deploy template.yaml to MiniStack: make deploy-local STACK=name PARAMS="SourceTableName=... SourceStreamArn=... TargetTableName=..." [TRANSFORM_FILE=t.yaml]
+	TRANSFORM_FILE="$(TRANSFORM_FILE)" infra/local/deploy.sh $(or $(STACK),ddb-relay-local) $(PARAMS)
 
 lint: toolchain ## rustfmt check and clippy with warnings as errors.
 	$(CARGO) fmt --all -- --check

@@ -8,4 +8,6 @@ template="${1:-$ROOT/template.yaml}"
 export PATH="$ROOT/.venv/bin:$PATH" SAM_CLI_TELEMETRY=0
 sam validate --region us-east-1 --lint --template-file "$template"
 cfn-lint --regions us-east-1 -- "$template"
+# Least privilege as CloudFormation will see it (after the SAM transform).
+"$ROOT/.venv/ministack/bin/python" "$ROOT/infra/iam_check.py" "$template"
 echo "validate: $template is clean"

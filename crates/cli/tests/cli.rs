@@ -45,7 +45,11 @@ fn run(local: &Local, stack: &str, args: &[&str], code: i32) -> Value {
         text(&o)
     );
     let out = String::from_utf8_lossy(&o.stdout).to_string();
-    serde_json::from_str(&out).unwrap_or(Value::String(out))
+    let json = serde_json::from_str(&out).unwrap_or(Value::String(out));
+    if args.contains(&"json") {
+        relay_e2e::readme::check(args, &json);
+    }
+    json
 }
 
 fn stderr_of(local: &Local, stack: Option<&str>, args: &[&str]) -> (Option<i32>, String) {
@@ -59,7 +63,7 @@ fn stderr_of(local: &Local, stack: Option<&str>, args: &[&str]) -> (Option<i32>,
 async fn setup(local: &Local, tag: &str, extra: &[(&str, &str)]) -> Result<Stack> {
     // A short applier timeout: a replay waits for it after the pause.
     let mut params = vec![
-        ("CutoffMarginSeconds", "3"),
+        ("CutoffMarginSeconds", "60"),
         ("ApplierTimeoutSeconds", "10"),
     ];
     params.extend_from_slice(extra);
@@ -91,7 +95,7 @@ async fn a_whole_migration_runs_through_the_cli() -> Result<()> {
     assert_eq!(seed["method"], "backup");
     assert_eq!(
         seed["cutoff_ms"].as_i64(),
-        seed["seed_ms"].as_i64().map(|t| t - 3000)
+        seed["seed_ms"].as_i64().map(|t| t - stack.margin_ms)
     );
     // Re-running is harmless.
     let again = run(
@@ -108,9 +112,12 @@ async fn a_whole_migration_runs_through_the_cli() -> Result<()> {
     let paused = run(&local, st, &["pause", "--output", "json"], 0);
     let paused_at = paused["paused_at_ms"].as_i64().expect("paused_at_ms");
     let earliest = paused["earliest_replay_ms"].as_i64().expect("earliest");
-    assert_eq!(earliest, paused_at + 3000);
-    // Changes keep coming while paused; they wait in the queue.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(earliest, paused_at + stack.margin_ms);
+    // Changes keep coming while paused; they wait in the queue until the
+    // earliest replay point has passed (PITR restores up to about now).
+    while relay_e2e::now_ms() < earliest + 1_500 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // Replay from a point before the earliest is refused with the number.
     let (code, err) = stderr_of(
@@ -136,7 +143,10 @@ async fn a_whole_migration_runs_through_the_cli() -> Result<()> {
         0,
     );
     assert_eq!(replay["trigger"], "Enabled", "{replay:#}");
-    assert_eq!(replay["cutoff_ms"].as_i64(), Some(earliest - 3000));
+    assert_eq!(
+        replay["cutoff_ms"].as_i64(),
+        Some(earliest - stack.margin_ms)
+    );
 
     tokio::time::sleep(Duration::from_secs(4)).await;
     let counts = writer.stop().await;

@@ -521,6 +521,7 @@ fn key_elem(name: &str, t: KeyType) -> Result<KeySchemaElement> {
 pub type Stack = relay_aws::operator::Deployment;
 
 mod load;
+pub mod readme;
 pub use load::{preload, sample_item, Writer, WriterCounts};
 
 /// The current time in epoch milliseconds.

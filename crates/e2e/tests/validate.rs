@@ -1,6 +1,6 @@
 //! `make validate` must be able to fail: the real template passes, and
-//! deliberately broken copies (a CloudFormation error and a SAM error) are
-//! refused.
+//! deliberately broken copies (a CloudFormation error, a SAM error, a
+//! wildcard resource and a managed policy) are refused.
 
 use std::path::Path;
 use std::process::Command;
@@ -47,6 +47,28 @@ fn the_template_is_clean_and_broken_copies_are_refused() {
     );
     let (ok, log) = validate(&dangling);
     assert!(!ok, "a dangling GetAtt must fail validation:\n{log}");
+
+    // Least privilege: a statement on every resource, and a managed policy.
+    let wildcard = broken_copy(
+        "wildcard.yaml",
+        "                  - sqs:GetQueueAttributes\n                Resource: !GetAtt Queue.Arn",
+        "                  - sqs:GetQueueAttributes\n                Resource: \"*\"",
+    );
+    let (ok, log) = validate(&wildcard);
+    assert!(
+        !ok && log.contains("on every resource"),
+        "a wildcard resource must fail:\n{log}"
+    );
+    let managed = broken_copy(
+        "managed.yaml",
+        "  ApplierRole:\n    Type: AWS::IAM::Role\n    Properties:\n",
+        "  ApplierRole:\n    Type: AWS::IAM::Role\n    Properties:\n      ManagedPolicyArns: [arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole]\n",
+    );
+    let (ok, log) = validate(&managed);
+    assert!(
+        !ok && log.contains("managed policy"),
+        "a managed policy must fail:\n{log}"
+    );
 
     // SAM: an event source property of the wrong type.
     let sam = broken_copy("sam-event.yaml", "BatchSize: 10", "BatchSize: [ten]");

@@ -1,0 +1,77 @@
+//! The CLI binary without any AWS endpoint: usage errors are caught before
+//! any AWS call (exit 2, naming the flag), and a missing credential is named
+//! as such, with where credentials are looked up (`-v` adds the SDK chain).
+
+use std::process::{Command, Output};
+
+fn bare(args: &[&str]) -> Output {
+    let home = std::env::temp_dir().join(format!("ddb-relay-nohome-{}", std::process::id()));
+    std::fs::create_dir_all(&home).expect("empty home");
+    Command::new(env!("CARGO_BIN_EXE_ddb-relay"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_REGION", "us-east-1")
+        .output()
+        .expect("run ddb-relay")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+#[test]
+fn usage_errors_name_the_flag_before_any_aws_call() {
+    // A closed port: reaching AWS would be a different error.
+    let at = ["--stack", "s", "--endpoint-url", "http://127.0.0.1:9"];
+    for (args, flag) in [
+        (&["restart", "--method", "pitr"][..], "--method"),
+        (&["verify", "--sample", "250"], "--sample"),
+        (&["seed", "--method", "scan", "--at", "now"], "--at"),
+        (
+            &["seed", "--method", "scan", "--s3-bucket", "b"],
+            "--s3-bucket",
+        ),
+        (&["seed", "--method", "pitr", "--at", "next week"], "--at"),
+        (&["replay", "--from", "soon"], "--from"),
+    ] {
+        let all: Vec<&str> = at.iter().copied().chain(args.iter().copied()).collect();
+        let o = bare(&all);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(flag), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn missing_credentials_are_named_not_taken_for_the_network() {
+    let o = bare(&[
+        "--stack",
+        "s",
+        "--endpoint-url",
+        "http://127.0.0.1:9",
+        "status",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("no AWS credentials found"), "{err}");
+    assert!(
+        err.contains("AWS_PROFILE") && !err.contains("network"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    let o = bare(&[
+        "--stack",
+        "s",
+        "--endpoint-url",
+        "http://127.0.0.1:9",
+        "-v",
+        "status",
+    ]);
+    let err = stderr(&o);
+    assert!(
+        err.contains("Caused by") && err.contains("credential"),
+        "-v shows the SDK chain: {err}"
+    );
+}
