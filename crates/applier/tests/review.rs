@@ -1,6 +1,7 @@
 //! One deterministic test per finding of the adversarial review of the
 //! no-lost-writes work (issue 9), on the simulation harness: the real
-//! `ddb-relay` commands on the fakes. Each fails without its fix.
+//! `ddb-relay` commands on the fakes. Each fails without its fix. Then what
+//! `finish` leaves the operator.
 #![allow(clippy::unwrap_used)]
 
 mod sim;
@@ -233,5 +234,42 @@ fn finish_is_not_ready_while_the_dlq_holds_changes() {
         assert!(done.dlq_depth > 0);
         assert_eq!(done.exit_code(), ddb_relay::report::EXIT_NO_GO);
         assert!(done.text().contains("NOT READY"), "{}", done.text());
+    });
+}
+
+/// `finish --report F` writes the JSON report and, beside it, a picture of
+/// the migration (lag, changes applied, backlog) from the metrics.
+#[test]
+fn finish_report_has_a_picture_of_the_migration() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 37)).await;
+        sim.start_pollers();
+        seed_by_backup(&sim).await;
+        for v in 1..=20 {
+            sim.db.put("source", source_item((v % 5) as u8, v, 20, 0));
+            tokio::time::sleep(Duration::from_secs(7)).await;
+        }
+        converged(&sim).await;
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        let dir = std::env::temp_dir().join(format!("ddb-relay-review-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("finish.json");
+        let done = finish::finish(&sim.ctx, 3, 300, Some(&path), false)
+            .await
+            .unwrap();
+        let svg = std::fs::read_to_string(path.with_extension("svg")).unwrap();
+        assert_eq!(
+            done.picture.as_deref(),
+            Some(path.with_extension("svg").to_str().unwrap())
+        );
+        for panel in ["replication lag", "changes applied", "queue backlog"] {
+            assert!(svg.contains(panel), "{panel}");
+        }
+        assert!(svg.contains("<polyline"), "the applied series is drawn");
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("\"picture\""));
+        std::fs::remove_dir_all(&dir).unwrap();
+        sim.stop_pollers();
     });
 }

@@ -194,6 +194,17 @@ async fn a_whole_migration_runs_through_the_cli() -> Result<()> {
     assert_eq!(fin["triggers"], "Disabled");
     let saved: Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
     assert_eq!(saved["migration"], fin["migration"]);
+    // The picture beside it, drawn from MiniStack's CloudWatch.
+    let svg = std::fs::read_to_string(report.with_extension("svg"))?;
+    assert_eq!(
+        fin["picture"],
+        report.with_extension("svg").display().to_string()
+    );
+    assert!(
+        svg.starts_with("<svg") && svg.contains("changes applied"),
+        "{svg}"
+    );
+    assert!(svg.contains("<polyline"), "no series drawn: {svg}");
     let status = run(&local, st, &["status", "--output", "json"], 0);
     assert_eq!(status["applier_trigger"], "Disabled");
     assert_eq!(status["forwarder_trigger"], "Disabled");

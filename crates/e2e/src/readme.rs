@@ -26,6 +26,9 @@ pub fn documented(readme: &str, args: &[&str]) -> Option<Documented> {
     if scan && (name == "seed" || name == "restart") {
         name = format!("{name} --method scan");
     }
+    if args.contains(&"--print-import-spec") {
+        name = format!("{name} --print-import-spec");
+    }
     let table = readme.split("### `--output json`").nth(1)?;
     for line in table.lines().filter(|l| l.starts_with("| `")) {
         let cells: Vec<&str> = line.split(" | ").collect();

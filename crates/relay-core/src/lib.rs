@@ -16,6 +16,7 @@
 //! async runtime. Adapters and handlers call into it; it never calls out.
 
 pub mod apply;
+pub mod chart;
 pub mod config;
 pub mod control;
 pub mod decide;

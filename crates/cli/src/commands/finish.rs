@@ -17,7 +17,7 @@ use relay_core::metrics::names;
 use serde::Serialize;
 
 use super::status::status;
-use crate::ctx::{explain, Ctx};
+use crate::ctx::{explain, rfc3339, Ctx};
 use crate::report::Report;
 
 #[derive(Debug, Serialize)]
@@ -45,6 +45,9 @@ pub struct FinishReport {
     pub dry_run: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
+    /// With `--report`: the picture of the migration written beside it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub picture: Option<String>,
 }
 
 impl Report for FinishReport {
@@ -248,7 +251,7 @@ pub async fn finish<A: Aws>(
     let st = status(ctx, 300).await?;
     let src = ctx.aws.describe(&s.source_table).await.ok().flatten();
     let tgt = ctx.aws.describe(&s.target_table).await.ok().flatten();
-    let value = FinishReport {
+    let mut value = FinishReport {
         stack: s.name.clone(),
         migration: s.migration.clone(),
         finished_ms: ctx.now_ms(),
@@ -271,10 +274,125 @@ pub async fn finish<A: Aws>(
         quiet_s: quiet,
         dry_run,
         plan: dry_run.then_some(plan),
+        picture: None,
     };
     if let (Some(path), false) = (report, dry_run) {
+        // The triggers are already off: a picture that cannot be drawn or
+        // written is a warning, never a failed finish.
+        let svg_path = path.with_extension("svg");
+        let svg = picture(ctx, &value).await;
+        match std::fs::write(&svg_path, svg) {
+            Ok(()) => value.picture = Some(svg_path.display().to_string()),
+            Err(e) => ctx.step(&format!(
+                "warning: cannot write the picture to {}: {e}",
+                svg_path.display()
+            )),
+        }
         std::fs::write(path, serde_json::to_string_pretty(&value)?)
             .map_err(|e| anyhow!("cannot write the report to {}: {e}", path.display()))?;
     }
     Ok(value)
+}
+
+/// A picture of the migration (SVG): replication lag, changes applied per
+/// second and the queue backlog, from the seed (or the last hour) to now,
+/// under the report's counts.
+async fn picture<A: Aws>(ctx: &Ctx<A>, r: &FinishReport) -> String {
+    use relay_core::chart::{svg, Panel, Picture};
+    let s = &ctx.stack;
+    let until = r.finished_ms;
+    let since = r.seed_ms.unwrap_or(until - 3_600_000).min(until - 600_000) - 300_000;
+    let queries = [
+        super::status::relay_metric(s, names::REPLICATION_LAG_MS, "applier", Stat::Maximum),
+        super::status::relay_metric(s, names::APPLIED_PUTS, "applier", Stat::Sum),
+        super::status::relay_metric(s, names::APPLIED_DELETES, "applier", Stat::Sum),
+        MetricQuery::new(
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            &[("QueueName", super::status::queue_name(s))],
+            Stat::Maximum,
+        ),
+    ];
+    let mut facts: Vec<(&str, String)> = vec![
+        (
+            "tables",
+            format!("{} -> {}", r.source_table, r.target_table),
+        ),
+        (
+            "seed",
+            format!(
+                "{} at {}, cutoff {}",
+                r.seed_method.as_deref().unwrap_or("?"),
+                r.seed_ms.map_or("?".into(), rfc3339),
+                r.cutoff_ms.map_or("?".into(), rfc3339)
+            ),
+        ),
+        (
+            "items (approximate)",
+            format!(
+                "source {}, target {}",
+                r.source_items_approx.map_or("?".into(), |n| n.to_string()),
+                r.target_items_approx.map_or("?".into(), |n| n.to_string())
+            ),
+        ),
+        (
+            "finished",
+            format!(
+                "{} (drained in {:.0} s)",
+                rfc3339(r.finished_ms),
+                r.drained_s
+            ),
+        ),
+        (
+            "left over",
+            format!("DLQ {}, stream failures {}", r.dlq_depth, r.stream_failures),
+        ),
+        (
+            "last verify",
+            r.last_verify.clone().unwrap_or_else(|| "none".into()),
+        ),
+    ];
+    let series = match ctx.aws.metrics(&queries, since, until).await {
+        Ok(series) => series,
+        Err(e) => {
+            facts.push((
+                "metrics",
+                format!("unavailable: {}", explain(e, "CloudWatch")),
+            ));
+            vec![Vec::new(); queries.len()]
+        }
+    };
+    let lag: Vec<(i64, f64)> = series[0].iter().map(|(t, v)| (*t, v / 1000.0)).collect();
+    let mut applied: std::collections::BTreeMap<i64, f64> = std::collections::BTreeMap::new();
+    for (t, v) in series[1].iter().chain(&series[2]) {
+        *applied.entry(*t).or_default() += v / 60.0;
+    }
+    let applied: Vec<(i64, f64)> = applied.into_iter().collect();
+    let title = format!("ddb-relay migration {} ({})", s.migration, s.name);
+    let (from_label, to_label) = (rfc3339(since), rfc3339(until));
+    svg(&Picture {
+        title: &title,
+        facts: &facts,
+        panels: &[
+            Panel {
+                title: "replication lag (newest applied change)",
+                unit: "s",
+                points: &lag,
+            },
+            Panel {
+                title: "changes applied",
+                unit: "per s",
+                points: &applied,
+            },
+            Panel {
+                title: "queue backlog (visible messages)",
+                unit: "messages",
+                points: &series[3],
+            },
+        ],
+        from_ms: since,
+        to_ms: until,
+        from_label: &from_label,
+        to_label: &to_label,
+    })
 }

@@ -42,21 +42,38 @@ const OLDEST: usize = 7;
 /// From here on: failures, summed into `errors`.
 const ERRORS_FROM: usize = 8;
 
+/// A metric the functions publish for this migration (`function`:
+/// "forwarder" or "applier").
+pub(crate) fn relay_metric(
+    stack: &relay_aws::operator::Deployment,
+    name: &str,
+    function: &str,
+    stat: Stat,
+) -> MetricQuery {
+    MetricQuery::new(
+        "DdbRelay",
+        name,
+        &[
+            ("Migration", stack.migration.as_str()),
+            ("Function", function),
+        ],
+        stat,
+    )
+}
+
+/// The queue's name, as CloudWatch's `AWS/SQS` dimension wants it.
+pub(crate) fn queue_name(stack: &relay_aws::operator::Deployment) -> &str {
+    stack.queue_url.rsplit('/').next().unwrap_or_default()
+}
+
 impl Queries {
     fn new<A>(ctx: &Ctx<A>) -> Self {
         let s = &ctx.stack;
-        let ours = |name: &str, f: &str, stat| {
-            MetricQuery::new(
-                "DdbRelay",
-                name,
-                &[("Migration", s.migration.as_str()), ("Function", f)],
-                stat,
-            )
-        };
+        let ours = |name: &str, f: &str, stat| relay_metric(s, name, f, stat);
         let lambda = |name: &str, function: &str, stat| {
             MetricQuery::new("AWS/Lambda", name, &[("FunctionName", function)], stat)
         };
-        let queue_name = s.queue_url.rsplit('/').next().unwrap_or_default();
+        let queue_name = queue_name(s);
         Queries {
             list: vec![
                 ours(names::FORWARDED, "forwarder", Stat::Sum),
