@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use relay_applier::Applier;
-use relay_aws::runtime::{deadline_from_epoch_ms, init_tracing};
+use relay_aws::runtime::deadline_from_epoch_ms;
 use relay_aws::sdk::{load_config, CloudWatchMetrics, DynamoTable};
 use relay_core::config::ApplierConfig;
 use relay_core::item::{AttributeValue, Attrs};
@@ -66,7 +66,8 @@ impl Transform for SplitNames {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    init_tracing();
+    // JSON logs and level from Lambda's logging controls (AWS_LAMBDA_LOG_FORMAT/LEVEL).
+    lambda_runtime::tracing::init_default_subscriber();
     let config = ApplierConfig::from_env(&|k: &str| std::env::var(k).ok())?;
     let sdk = load_config().await;
     let applier = Applier::new(

@@ -3,13 +3,14 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use relay_applier::Applier;
-use relay_aws::runtime::{deadline_from_epoch_ms, init_tracing};
+use relay_aws::runtime::deadline_from_epoch_ms;
 use relay_aws::sdk::{load_config, CloudWatchMetrics, DynamoTable};
 use relay_core::config::ApplierConfig;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    init_tracing();
+    // JSON logs and level from Lambda's logging controls (AWS_LAMBDA_LOG_FORMAT/LEVEL).
+    lambda_runtime::tracing::init_default_subscriber();
 
     // Invariant: bad configuration stops the cold start with the variable's name.
     let config = ApplierConfig::from_env(&|k: &str| std::env::var(k).ok())?;

@@ -20,7 +20,7 @@ use aws_sdk_dynamodb::types::AttributeValue as Av;
 pub use aws_sdk_dynamodb::types::StreamViewType as View;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType, TableStatus,
+    StreamSpecification, StreamViewType,
 };
 use relay_aws::operator::{MetricQuery, Metrics, Queues, Stacks, Stat, Triggers};
 use relay_core::control::{ControlState, Mode};
@@ -217,19 +217,16 @@ impl Local {
         Ok(())
     }
 
+    /// Waits for the table to be ACTIVE (the SDK's `TableExists` waiter).
     pub async fn wait_active(&self, name: &str, limit: Duration) -> Result<()> {
-        let start = Instant::now();
-        loop {
-            if let Ok(d) = self.ddb.describe_table().table_name(name).send().await {
-                if d.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-                    return Ok(());
-                }
-            }
-            if start.elapsed() > limit {
-                bail!("table {name} not ACTIVE after {limit:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        use aws_sdk_dynamodb::client::Waiters;
+        self.ddb
+            .wait_until_table_exists()
+            .table_name(name)
+            .wait(limit)
+            .await
+            .map_err(|e| anyhow!("table {name} not ACTIVE after {limit:?}: {e}"))?;
+        Ok(())
     }
 
     /// Deploys `template.yaml` to the endpoint as `stack` with `sam deploy`

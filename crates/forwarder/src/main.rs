@@ -3,14 +3,15 @@
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use relay_aws::runtime::{deadline_from_epoch_ms, init_tracing, Clock};
+use relay_aws::runtime::{deadline_from_epoch_ms, Clock};
 use relay_aws::sdk::{load_config, CloudWatchMetrics, SqsQueue};
 use relay_core::config::ForwarderConfig;
 use relay_forwarder::Forwarder;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    init_tracing();
+    // JSON logs and level from Lambda's logging controls (AWS_LAMBDA_LOG_FORMAT/LEVEL).
+    lambda_runtime::tracing::init_default_subscriber();
 
     // Invariant: bad configuration stops the cold start with the variable's name.
     let config = ForwarderConfig::from_env(&|k: &str| std::env::var(k).ok())?;

@@ -118,20 +118,3 @@ pub async fn emit_metrics(
         }
     }
 }
-
-/// JSON logs on stdout, at `RUST_LOG`, else `AWS_LAMBDA_LOG_LEVEL`, else info.
-/// Log lines carry ids, counts and error codes, never item contents.
-pub fn init_tracing() {
-    let level = std::env::var("RUST_LOG")
-        .or_else(|_| std::env::var("AWS_LAMBDA_LOG_LEVEL").map(|l| l.to_ascii_lowercase()))
-        .unwrap_or_else(|_| "info".into());
-    let filter = tracing_subscriber::EnvFilter::try_new(&level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_current_span(false)
-        .without_time()
-        .init();
-}
