@@ -37,20 +37,6 @@ fn keep_writing(sim: &Sim, items: u8, every: Duration, until: Duration) {
     });
 }
 
-async fn converged(sim: &Sim) {
-    assert!(
-        sim.drain(Duration::from_secs(300)).await,
-        "{}",
-        sim.report()
-    );
-    let (wrong, extra, marked) = sim.divergence();
-    assert!(
-        wrong.is_empty() && extra.is_empty() && marked.is_empty(),
-        "target != transform(source): {}",
-        sim.report()
-    );
-}
-
 /// Finding 1: pause at P0, restart by scan copy (the applier drains to P1),
 /// pause again: a replay point between P0 + margin and P1 is refused, with
 /// the earliest valid T; a valid one converges.
@@ -110,7 +96,7 @@ fn a_replay_point_before_what_a_scan_restart_consumed_is_refused() {
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_secs(100)).await;
-        converged(&sim).await;
+        sim.assert_converged().await;
         sim.stop_pollers();
     });
 }
@@ -132,9 +118,9 @@ fn large_items_moving_under_a_key_transform_leave_exactly_one_target_item() {
         // 150 KB: the new image fits, the old one does not.
         for (i, pad) in [(1u8, 300 * 1024), (2, 150 * 1024)] {
             sim.db.put("source", source_item(i, 1, pad, 1));
-            converged(&sim).await;
+            sim.assert_converged().await;
             sim.db.put("source", source_item(i, 2, pad, 2));
-            converged(&sim).await;
+            sim.assert_converged().await;
             let target = sim.db.items("target");
             let old = CanonicalKey::of(&t.key_only(&source_item(i, 1, 0, 1)).unwrap());
             let new = CanonicalKey::of(&t.key_only(&source_item(i, 2, 0, 2)).unwrap());
@@ -150,7 +136,7 @@ fn large_items_moving_under_a_key_transform_leave_exactly_one_target_item() {
         );
         sim.db.delete("source", &source_key(1), false);
         sim.db.delete("source", &source_key(2), false);
-        converged(&sim).await;
+        sim.assert_converged().await;
         assert!(sim.db.items("target").is_empty(), "large removes delete");
         let stats = sim.stats();
         assert!(
@@ -172,7 +158,7 @@ fn a_repair_never_overwrites_a_change_applied_while_it_ran() {
         sim.db.put("source", source_item(1, 1, 20, 0));
         seed_by_scan(&sim).await;
         sim.db.put("source", source_item(1, 2, 20, 0));
-        converged(&sim).await;
+        sim.assert_converged().await;
         // Divergence the repair must fix: a stale target item.
         sim.db.put("target", source_item(1, 1, 20, 0));
         // The repair's write is slow (the first one: the conditional put);
@@ -213,7 +199,7 @@ fn a_repair_never_overwrites_a_change_applied_while_it_ran() {
             "the delayed write was refused and retried"
         );
         assert!(r.clean, "{r:?}");
-        converged(&sim).await;
+        sim.assert_converged().await;
         sim.stop_pollers();
     });
 }
@@ -229,7 +215,7 @@ fn dlq_repair_writes_through_the_transform() {
             sim.start_pollers();
             sim.db.put("source", source_item(1, 1, 20, 1));
             seed_by_scan(&sim).await;
-            converged(&sim).await;
+            sim.assert_converged().await;
             // The target refuses the item's writes: its changes reach the DLQ.
             let t = sim.transform.as_ref().unwrap();
             let key = |v, e| CanonicalKey::of(&t.key_only(&source_item(1, v, 0, e)).unwrap());
@@ -247,7 +233,7 @@ fn dlq_repair_writes_through_the_transform() {
             *sim.poison.lock().unwrap() = None;
             let r = dlq::repair(&sim.ctx, 100, false).await.unwrap();
             assert_eq!((r.repaired, r.left), (1, 0), "{:?}", r.results);
-            converged(&sim).await;
+            sim.assert_converged().await;
             let target = sim.db.items("target");
             assert_eq!(target.len(), 1, "{shape:?}");
             let item = &target[&key(2, 2)];
@@ -308,7 +294,7 @@ fn a_late_tombstone_does_not_survive_the_sweep() {
             .await
             .unwrap();
         assert!(!late.load(Ordering::SeqCst) || r.tombstones_deleted <= 1);
-        converged(&sim).await;
+        sim.assert_converged().await;
         assert!(
             late.load(Ordering::SeqCst),
             "the tombstone write was delayed"
@@ -340,7 +326,7 @@ fn a_delete_that_straddles_the_switch_to_tombstone_mode_writes_a_tombstone() {
         sim.db.put("source", source_item(1, 1, 20, 0));
         sim.start_pollers();
         seed_by_backup(&sim).await;
-        converged(&sim).await;
+        sim.assert_converged().await;
         let slow = Arc::new(AtomicBool::new(false));
         let s = slow.clone();
         sim.db.set_latency(move |call| {
@@ -407,7 +393,7 @@ fn cutover_says_go_only_when_everything_is_known_and_in_sync() {
         keep_writing(&sim, 4, Duration::from_millis(200), Duration::from_secs(10));
         seed_by_backup(&sim).await;
         tokio::time::sleep(Duration::from_secs(15)).await;
-        converged(&sim).await;
+        sim.assert_converged().await;
         tokio::time::sleep(Duration::from_secs(200)).await;
         let d = decide(&sim, false).await;
         assert!(!go(&d), "no verify yet");
@@ -494,7 +480,7 @@ fn cutover_says_go_only_when_everything_is_known_and_in_sync() {
         // A new seed needs a new verify.
         pause::pause(&sim.ctx, false).await.unwrap();
         replay::replay(&sim.ctx, None, false, false).await.unwrap();
-        converged(&sim).await;
+        sim.assert_converged().await;
         tokio::time::sleep(Duration::from_secs(200)).await;
         let d = decide(&sim, false).await;
         assert!(
@@ -514,7 +500,7 @@ fn finish_does_not_take_unknown_or_throttled_for_quiet() {
         let sim = Sim::new(Config::quiet(Shape::Identity, 18)).await;
         sim.start_pollers();
         seed_by_backup(&sim).await;
-        converged(&sim).await;
+        sim.assert_converged().await;
         sim.aws.fail_metrics(Some(AwsError::retryable(
             "GetMetricData",
             "ThrottlingException",
@@ -657,153 +643,5 @@ fn a_hung_call_fails_its_messages_before_the_deadline() {
         );
         assert_eq!(out.batch_item_failures.len(), msgs.len());
         let _ = DbFault::Unprocessed(vec![]);
-    });
-}
-
-/// Review finding F1: under a key derived from a non-key attribute, a
-/// target key passes from one source item to another (A gives up email x,
-/// then B takes it). Their groups are applied in either order; applied B
-/// first, A's delete of x must not remove B's item there.
-#[test]
-fn a_key_that_passes_to_another_item_is_not_deleted_by_its_old_owner() {
-    sim::run(async {
-        let mut cfg = Config::quiet(Shape::KeyByEmail, 21);
-        cfg.buckets = 64;
-        let sim = Sim::new(cfg).await;
-        let group = |i: u8| {
-            relay_core::group::group_id(relay_core::group::bucket(
-                "source",
-                &CanonicalKey::of(&source_key(i)),
-                64,
-            ))
-        };
-        let (a, b) = (0u8, (1u8..60).find(|i| group(*i) != group(0)).unwrap());
-        let with = |i: u8, v: usize, email: &str| {
-            let mut item = source_item(i, v, 20, 0);
-            item.insert("email".into(), V::S(email.into()));
-            item
-        };
-        sim.db.put("source", with(a, 1, "x@example.com"));
-        sim.db.put("source", with(b, 1, "y@example.com"));
-        seed_by_scan(&sim).await;
-        let fwd = sim.ctx.forwarder_trigger().await.unwrap();
-        sim.ctx
-            .set_trigger(&fwd.uuid, true, "forwarder")
-            .await
-            .unwrap();
-        sim.forward_pending().await; // the inserts: before the cutoff
-        let early = sim.fifo.receive(10);
-        sim.apply(sqs_event(&early)).await;
-        sim.fifo.complete(&early, &Default::default());
-        // A leaves x; A's messages are taken, not yet applied.
-        sim.db.put("source", with(a, 2, "z@example.com"));
-        sim.forward_pending().await;
-        let a_msgs = sim.fifo.receive(10);
-        assert!(a_msgs.iter().all(|m| m.group_id == group(a)));
-        // Then B takes x; B's group is applied first.
-        sim.db.put("source", with(b, 2, "x@example.com"));
-        sim.forward_pending().await;
-        let b_msgs = sim.fifo.receive(10);
-        assert!(!b_msgs.is_empty() && b_msgs.iter().all(|m| m.group_id == group(b)));
-        for msgs in [b_msgs, a_msgs] {
-            let out = sim.apply(sqs_event(&msgs)).await;
-            assert!(out.batch_item_failures.is_empty());
-            sim.fifo.complete(&msgs, &Default::default());
-        }
-        let t = sim.transform.as_ref().unwrap();
-        let at = |email: &str| {
-            let key = t.key_only(&with(a, 0, email)).unwrap();
-            sim.db.items("target").get(&CanonicalKey::of(&key)).cloned()
-        };
-        let x = at("x@example.com").expect("B's item at x survives A's delete");
-        assert_eq!(x["pk"], source_key(b)["pk"]);
-        assert_eq!(at("z@example.com").unwrap()["pk"], source_key(a)["pk"]);
-        assert!(at("y@example.com").is_none());
-        converged(&sim).await;
-    });
-}
-
-/// Review finding F1, puts: two items' writes to one target key travel in
-/// different message groups, so either can land first. A stale put never
-/// replaces the item that holds the key now, and a current one replaces a
-/// stale one: the source, read fresh, settles the key.
-#[test]
-fn a_contested_key_is_settled_by_the_source_in_either_order() {
-    sim::run(async {
-        let mut cfg = Config::quiet(Shape::KeyByEmail, 22);
-        cfg.buckets = 64;
-        let sim = Sim::new(cfg).await;
-        let group = |i: u8| {
-            relay_core::group::group_id(relay_core::group::bucket(
-                "source",
-                &CanonicalKey::of(&source_key(i)),
-                64,
-            ))
-        };
-        let (a, b) = (0u8, (1u8..60).find(|i| group(*i) != group(0)).unwrap());
-        let with = |i: u8, v: usize, email: &str| {
-            let mut item = source_item(i, v, 20, 0);
-            item.insert("email".into(), V::S(format!("{email}@example.com")));
-            item
-        };
-        let apply = |msgs: Vec<relay_aws::fake::QueuedMessage>| {
-            let sim = &sim;
-            async move {
-                assert!(!msgs.is_empty());
-                let out = sim.apply(sqs_event(&msgs)).await;
-                assert!(out.batch_item_failures.is_empty());
-                sim.fifo.complete(&msgs, &Default::default());
-            }
-        };
-        let take = |i: u8| {
-            let sim = &sim;
-            async move {
-                sim.forward_pending().await;
-                let msgs = sim.fifo.receive(10);
-                assert!(msgs.iter().all(|m| m.group_id == group(i)));
-                msgs
-            }
-        };
-        sim.db.put("source", with(a, 1, "w"));
-        sim.db.put("source", with(b, 1, "x"));
-        seed_by_scan(&sim).await;
-        let fwd = sim.ctx.forwarder_trigger().await.unwrap();
-        sim.ctx
-            .set_trigger(&fwd.uuid, true, "forwarder")
-            .await
-            .unwrap();
-        sim.forward_pending().await; // the inserts: before the cutoff
-        let early = sim.fifo.receive(10);
-        apply(early).await;
-
-        // 1. B leaves x (held back); A takes x and lands first, over B's
-        //    stale item: A's put must win, and B's late delete spare it.
-        sim.db.put("source", with(b, 2, "y"));
-        let b_leaves = take(b).await;
-        sim.db.put("source", with(a, 2, "x"));
-        let a_takes = take(a).await;
-        apply(a_takes).await;
-        apply(b_leaves).await;
-        converged(&sim).await;
-
-        // 2. A leaves x again (its first put held back), B takes x back and
-        //    lands first: A's stale put must not replace B's item.
-        sim.db.put("source", with(a, 3, "z"));
-        sim.db.put("source", with(a, 4, "x"));
-        let a_first = take(a).await; // A's move to z, then back to x...
-        sim.db.put("source", with(a, 5, "v"));
-        sim.db.put("source", with(b, 3, "x"));
-        sim.forward_pending().await;
-        let b_takes = sim.fifo.receive(10);
-        assert!(b_takes.iter().all(|m| m.group_id == group(b)));
-        apply(b_takes).await;
-        apply(a_first).await;
-        while sim.fifo.depth() > 0 {
-            let msgs = sim.fifo.receive(10);
-            apply(msgs).await;
-        }
-        converged(&sim).await;
-        let stats = sim.stats();
-        assert!(!stats.is_empty());
     });
 }

@@ -18,7 +18,8 @@ use relay_aws::operator::Tables;
 use relay_aws::AwsError;
 use relay_core::apply::{is_tombstone, tombstone};
 use relay_core::control::{ControlState, Mode};
-use relay_core::item::CanonicalKey;
+use relay_core::item::{AttributeValue as V, CanonicalKey};
+use relay_core::transform::Transform;
 use sim::{copy, seed_by_backup, seed_by_scan, source_item, source_key, Config, Shape, Sim};
 
 fn seed_args(method: Method, at: Option<When>) -> seed::SeedArgs {
@@ -39,18 +40,152 @@ async fn set_control(sim: &Sim, change: impl FnOnce(ControlState) -> ControlStat
         .unwrap();
 }
 
-async fn converged(sim: &Sim) {
-    assert!(
-        sim.drain(Duration::from_secs(300)).await,
-        "{}",
-        sim.report()
-    );
-    let (wrong, extra, marked) = sim.divergence();
-    assert!(
-        wrong.is_empty() && extra.is_empty() && marked.is_empty(),
-        "{}",
-        sim.report()
-    );
+/// F1: under a key derived from a non-key attribute, a
+/// target key passes from one source item to another (A gives up email x,
+/// then B takes it). Their groups are applied in either order; applied B
+/// first, A's delete of x must not remove B's item there.
+#[test]
+fn a_key_that_passes_to_another_item_is_not_deleted_by_its_old_owner() {
+    sim::run(async {
+        let mut cfg = Config::quiet(Shape::KeyByEmail, 21);
+        cfg.buckets = 64;
+        let sim = Sim::new(cfg).await;
+        let group = |i: u8| {
+            relay_core::group::group_id(relay_core::group::bucket(
+                "source",
+                &CanonicalKey::of(&source_key(i)),
+                64,
+            ))
+        };
+        let (a, b) = (0u8, (1u8..60).find(|i| group(*i) != group(0)).unwrap());
+        let with = |i: u8, v: usize, email: &str| {
+            let mut item = source_item(i, v, 20, 0);
+            item.insert("email".into(), V::S(email.into()));
+            item
+        };
+        sim.db.put("source", with(a, 1, "x@example.com"));
+        sim.db.put("source", with(b, 1, "y@example.com"));
+        seed_by_scan(&sim).await;
+        let fwd = sim.ctx.forwarder_trigger().await.unwrap();
+        sim.ctx
+            .set_trigger(&fwd.uuid, true, "forwarder")
+            .await
+            .unwrap();
+        sim.forward_pending().await; // the inserts: before the cutoff
+        let early = sim.fifo.receive(10);
+        sim.apply(sqs_event(&early)).await;
+        sim.fifo.complete(&early, &Default::default());
+        // A leaves x; A's messages are taken, not yet applied.
+        sim.db.put("source", with(a, 2, "z@example.com"));
+        sim.forward_pending().await;
+        let a_msgs = sim.fifo.receive(10);
+        assert!(a_msgs.iter().all(|m| m.group_id == group(a)));
+        // Then B takes x; B's group is applied first.
+        sim.db.put("source", with(b, 2, "x@example.com"));
+        sim.forward_pending().await;
+        let b_msgs = sim.fifo.receive(10);
+        assert!(!b_msgs.is_empty() && b_msgs.iter().all(|m| m.group_id == group(b)));
+        for msgs in [b_msgs, a_msgs] {
+            let out = sim.apply(sqs_event(&msgs)).await;
+            assert!(out.batch_item_failures.is_empty());
+            sim.fifo.complete(&msgs, &Default::default());
+        }
+        let t = sim.transform.as_ref().unwrap();
+        let at = |email: &str| {
+            let key = t.key_only(&with(a, 0, email)).unwrap();
+            sim.db.items("target").get(&CanonicalKey::of(&key)).cloned()
+        };
+        let x = at("x@example.com").expect("B's item at x survives A's delete");
+        assert_eq!(x["pk"], source_key(b)["pk"]);
+        assert_eq!(at("z@example.com").unwrap()["pk"], source_key(a)["pk"]);
+        assert!(at("y@example.com").is_none());
+        sim.assert_converged().await;
+    });
+}
+
+/// F1, puts: two items' writes to one target key travel in
+/// different message groups, so either can land first. A stale put never
+/// replaces the item that holds the key now, and a current one replaces a
+/// stale one: the source, read fresh, settles the key.
+#[test]
+fn a_contested_key_is_settled_by_the_source_in_either_order() {
+    sim::run(async {
+        let mut cfg = Config::quiet(Shape::KeyByEmail, 22);
+        cfg.buckets = 64;
+        let sim = Sim::new(cfg).await;
+        let group = |i: u8| {
+            relay_core::group::group_id(relay_core::group::bucket(
+                "source",
+                &CanonicalKey::of(&source_key(i)),
+                64,
+            ))
+        };
+        let (a, b) = (0u8, (1u8..60).find(|i| group(*i) != group(0)).unwrap());
+        let with = |i: u8, v: usize, email: &str| {
+            let mut item = source_item(i, v, 20, 0);
+            item.insert("email".into(), V::S(format!("{email}@example.com")));
+            item
+        };
+        let apply = |msgs: Vec<relay_aws::fake::QueuedMessage>| {
+            let sim = &sim;
+            async move {
+                assert!(!msgs.is_empty());
+                let out = sim.apply(sqs_event(&msgs)).await;
+                assert!(out.batch_item_failures.is_empty());
+                sim.fifo.complete(&msgs, &Default::default());
+            }
+        };
+        let take = |i: u8| {
+            let sim = &sim;
+            async move {
+                sim.forward_pending().await;
+                let msgs = sim.fifo.receive(10);
+                assert!(msgs.iter().all(|m| m.group_id == group(i)));
+                msgs
+            }
+        };
+        sim.db.put("source", with(a, 1, "w"));
+        sim.db.put("source", with(b, 1, "x"));
+        seed_by_scan(&sim).await;
+        let fwd = sim.ctx.forwarder_trigger().await.unwrap();
+        sim.ctx
+            .set_trigger(&fwd.uuid, true, "forwarder")
+            .await
+            .unwrap();
+        sim.forward_pending().await; // the inserts: before the cutoff
+        let early = sim.fifo.receive(10);
+        apply(early).await;
+
+        // 1. B leaves x (held back); A takes x and lands first, over B's
+        //    stale item: A's put must win, and B's late delete spare it.
+        sim.db.put("source", with(b, 2, "y"));
+        let b_leaves = take(b).await;
+        sim.db.put("source", with(a, 2, "x"));
+        let a_takes = take(a).await;
+        apply(a_takes).await;
+        apply(b_leaves).await;
+        sim.assert_converged().await;
+
+        // 2. A leaves x again (its first put held back), B takes x back and
+        //    lands first: A's stale put must not replace B's item.
+        sim.db.put("source", with(a, 3, "z"));
+        sim.db.put("source", with(a, 4, "x"));
+        let a_first = take(a).await; // A's move to z, then back to x...
+        sim.db.put("source", with(a, 5, "v"));
+        sim.db.put("source", with(b, 3, "x"));
+        sim.forward_pending().await;
+        let b_takes = sim.fifo.receive(10);
+        assert!(b_takes.iter().all(|m| m.group_id == group(b)));
+        apply(b_takes).await;
+        apply(a_first).await;
+        while sim.fifo.depth() > 0 {
+            let msgs = sim.fifo.receive(10);
+            apply(msgs).await;
+        }
+        sim.assert_converged().await;
+        let stats = sim.stats();
+        assert!(!stats.is_empty());
+    });
 }
 
 /// F2: without `--at`, PITR restores at the latest restorable time, minutes
@@ -63,7 +198,7 @@ fn a_pitr_seed_checks_the_point_the_restore_really_uses() {
         sim.start_pollers();
         seed_by_backup(&sim).await;
         sim.db.put("source", source_item(1, 2, 20, 0));
-        converged(&sim).await;
+        sim.assert_converged().await;
         pause::pause(&sim.ctx, false).await.unwrap();
         sim.aws.delete_table("target").await.unwrap();
         // Now is past the frontier + margin: "now" would be a valid point.
@@ -249,7 +384,7 @@ fn finish_report_has_a_picture_of_the_migration() {
             sim.db.put("source", source_item((v % 5) as u8, v, 20, 0));
             tokio::time::sleep(Duration::from_secs(7)).await;
         }
-        converged(&sim).await;
+        sim.assert_converged().await;
         tokio::time::sleep(Duration::from_secs(200)).await;
         let dir = std::env::temp_dir().join(format!("ddb-relay-review-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
