@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use relay_aws::runtime::{bounded, remaining};
 use relay_aws::{AwsError, ControlStore, MetricsPublisher, SourceReader, TargetWriter, Write};
-use relay_core::apply::{is_tombstone, settle, PlannedWrite, Read};
+use relay_core::apply::{is_tombstone, settle, PlannedWrite, Read, TOKEN_ATTR};
 use relay_core::control::Mode;
-use relay_core::item::{Attrs, CanonicalKey};
+use relay_core::item::{AttributeValue, Attrs, CanonicalKey};
 use relay_core::retry::backoff_ms;
 
 use crate::{to_write, Applier, RESERVE};
@@ -193,6 +193,16 @@ where
             {
                 continue;
             }
+            // The item as marked (what a "keep" writes back).
+            let held = self
+                .call(w.deadline, retries, "GetItem", || {
+                    self.target.get_consistent(&p.keys)
+                })
+                .await?;
+            let marked = AttributeValue::S(token.clone());
+            let Some(held) = held.filter(|h| h.get(TOKEN_ATTR) == Some(&marked)) else {
+                continue;
+            };
             let claimant = self
                 .read_source(&p.source_keys, w.deadline, retries)
                 .await?;
@@ -207,9 +217,14 @@ where
                     key: &p.source_keys,
                     current: claimant.as_ref(),
                 },
-                occupant.as_ref().map(|k| Read {
-                    key: k,
-                    current: theirs.as_ref().and_then(Option::as_ref),
+                occupant.as_ref().map(|k| {
+                    (
+                        Read {
+                            key: k,
+                            current: theirs.as_ref().and_then(Option::as_ref),
+                        },
+                        &held,
+                    )
                 }),
             )
             .map_err(|e| AwsError::permanent("Transform", "TransformError", &e.to_string()))?;

@@ -408,3 +408,43 @@ fn finish_report_has_a_picture_of_the_migration() {
         sim.stop_pollers();
     });
 }
+
+/// F1 follow-up: a repair that fails after marking (the source read after
+/// the mark is refused) takes its mark back: no token is left in the
+/// target item for verify to trip over.
+#[test]
+fn a_repair_that_fails_after_marking_takes_its_mark_back() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 38)).await;
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        seed_by_scan(&sim).await;
+        let wrong = source_item(1, 9, 20, 0);
+        sim.db.put("target", wrong.clone());
+        let marked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let m = marked.clone();
+        sim.db.set_faults(move |call| {
+            use std::sync::atomic::Ordering::SeqCst;
+            if call.table == "target" && call.op == "UpdateItem" {
+                m.store(true, SeqCst);
+            }
+            (m.load(SeqCst) && call.table == "source" && call.op == "GetItem").then(|| {
+                DbFault::Error(AwsError::permanent(
+                    "GetItem",
+                    "AccessDeniedException",
+                    "injected: the read after the mark fails",
+                ))
+            })
+        });
+        let v = verify::verify(&sim.ctx, 100.0, true, 0, copy()).await;
+        sim.db.set_faults(|_| None);
+        assert!(marked.load(std::sync::atomic::Ordering::SeqCst), "{v:?}");
+        let key = CanonicalKey::of(&source_key(1));
+        let target = sim.db.items("target");
+        assert!(
+            !target[&key].contains_key(ddb_relay::repair::REPAIR_TOKEN_ATTR),
+            "{:?}",
+            target[&key]
+        );
+        assert_eq!(target[&key], wrong, "nothing else written");
+    });
+}

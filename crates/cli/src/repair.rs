@@ -89,63 +89,62 @@ pub async fn repair<A: Aws>(
         let plan = plan_for(before.as_ref())?;
         let token = AttributeValue::S(format!("{:016x}", fastrand::u64(..)));
         let mut marked: Vec<(Attrs, Marked)> = Vec::with_capacity(plan.len());
-        let mut lost_race = false;
-        for (key, op) in &plan {
-            let m = mark(ctx, key, op, &key_attr, &token).await?;
-            match m {
-                Some(m) => marked.push((key.clone(), m)),
-                None => {
-                    lost_race = true;
-                    break;
+        // `Ok(None)`: lost a race, start over. Whatever happens after the
+        // first mark, the marks still ours are taken back.
+        let attempt: Result<Option<Repaired>> = async {
+            for (key, op) in &plan {
+                match mark(ctx, key, op, &key_attr, &token).await? {
+                    Some(m) => marked.push((key.clone(), m)),
+                    None => return Ok(None),
                 }
             }
-        }
-        if lost_race {
-            unmark(ctx, &marked, &token).await;
-            continue;
-        }
-        let after = ctx
-            .aws
-            .get_item(&s.source_table, source_key)
-            .await
-            .map_err(|e| explain(e, &s.source_table))?;
-        let plan2 = plan_for(after.as_ref())?;
-        if ops_shape(&plan2) != ops_shape(&plan) {
-            unmark(ctx, &marked, &token).await;
-            continue;
-        }
-        let mut done = Repaired::default();
-        let mut refused = false;
-        let ours = Cond::Equals(REPAIR_TOKEN_ATTR.into(), token.clone());
-        for ((key, op), (_, m)) in plan2.into_iter().zip(&marked) {
-            if *m == Marked::Absent {
-                // Nothing there to delete, or another source item's.
-                continue;
+            let after = ctx
+                .aws
+                .get_item(&s.source_table, source_key)
+                .await
+                .map_err(|e| explain(e, &s.source_table))?;
+            let plan2 = plan_for(after.as_ref())?;
+            if ops_shape(&plan2) != ops_shape(&plan) {
+                return Ok(None);
             }
-            let written = match op.in_mode(mode) {
-                WriteOp::Put(item) | WriteOp::PutOwned { item, .. } => ctx
-                    .aws
-                    .put_item(&s.target_table, &item, &ours)
-                    .await
-                    .map(|w| (w.done, true)),
-                WriteOp::Delete(_) | WriteOp::DeleteOwned { .. } => ctx
-                    .aws
-                    .delete_item(&s.target_table, &key, &ours)
-                    .await
-                    .map(|w| (w.done, false)),
+            let mut done = Repaired::default();
+            let ours = Cond::Equals(REPAIR_TOKEN_ATTR.into(), token.clone());
+            for ((key, op), (_, m)) in plan2.into_iter().zip(&marked) {
+                if *m == Marked::Absent {
+                    // Nothing there to delete, or another source item's.
+                    continue;
+                }
+                let written = match op.in_mode(mode) {
+                    WriteOp::Put(item) | WriteOp::PutOwned { item, .. } => ctx
+                        .aws
+                        .put_item(&s.target_table, &item, &ours)
+                        .await
+                        .map(|w| (w.done, true)),
+                    WriteOp::Delete(_) | WriteOp::DeleteOwned { .. } => ctx
+                        .aws
+                        .delete_item(&s.target_table, &key, &ours)
+                        .await
+                        .map(|w| (w.done, false)),
+                }
+                .map_err(|e| explain(e, &s.target_table))?;
+                match written {
+                    (true, true) => done.puts += 1,
+                    (true, false) => done.deletes += 1,
+                    // A newer change landed meanwhile: never overwrite it.
+                    (false, _) => return Ok(None),
+                }
             }
-            .map_err(|e| explain(e, &s.target_table))?;
-            match written {
-                (true, true) => done.puts += 1,
-                (true, false) => done.deletes += 1,
-                (false, _) => refused = true,
+            Ok(Some(done))
+        }
+        .await;
+        match attempt {
+            Ok(Some(done)) => return Ok(done),
+            Ok(None) => unmark(ctx, &marked, &token).await,
+            Err(e) => {
+                unmark(ctx, &marked, &token).await;
+                return Err(e);
             }
         }
-        if !refused {
-            return Ok(done);
-        }
-        // A newer change landed meanwhile: never overwrite it; start over.
-        unmark(ctx, &marked, &token).await;
     }
     Err(anyhow!(
         "the item kept changing during {ATTEMPTS} repair attempts; the applier is writing it (re-run later)"
@@ -192,7 +191,11 @@ async fn mark<A: Aws>(
     if let WriteOp::Delete(_) | WriteOp::DeleteOwned { .. } = op {
         return Ok(Some(Marked::Absent));
     }
+    // A placeholder carries its owner, so later owned writes know whose it is.
     let mut placeholder = key.clone();
+    if let WriteOp::PutOwned { owner, .. } = op {
+        placeholder.extend(owner.clone());
+    }
     placeholder.insert(REPAIR_TOKEN_ATTR.into(), token.clone());
     let created = ctx
         .aws
@@ -225,38 +228,35 @@ async fn unmark<A: Aws>(ctx: &Ctx<A>, marked: &[(Attrs, Marked)], token: &Attrib
     }
 }
 
-/// Whether the target holds exactly what the source item's current state
-/// maps to at `target_key` (re-read, consistently): the transformed item
-/// there if the source item maps there, else nothing.
+/// Whether the target holds exactly what the source says belongs at
+/// `target_key` (re-read, consistently): the transformed current item of the
+/// first of `sources` that maps there, else nothing.
 pub async fn agrees<A: Aws>(
     ctx: &Ctx<A>,
     t: &dyn Transform,
-    source_key: Option<&Attrs>,
+    sources: &[Attrs],
     target_key: &Attrs,
 ) -> Result<bool> {
     let s = &ctx.stack;
-    let want = match source_key {
-        None => None,
-        Some(sk) => match ctx
+    let mut want = None;
+    for sk in sources {
+        let Some(item) = ctx
             .aws
             .get_item(&s.source_table, sk)
             .await
             .map_err(|e| explain(e, &s.source_table))?
-        {
-            None => None,
-            Some(item) => {
-                let here = t
-                    .key_only(&item)
-                    .map(|k| CanonicalKey::of(&k) == CanonicalKey::of(target_key))
-                    .unwrap_or(false);
-                if here {
-                    Some(t.item(&item).map_err(|e| anyhow!("{e}"))?)
-                } else {
-                    None
-                }
-            }
-        },
-    };
+        else {
+            continue;
+        };
+        let here = t
+            .key_only(&item)
+            .map(|k| CanonicalKey::of(&k) == CanonicalKey::of(target_key))
+            .unwrap_or(false);
+        if here {
+            want = Some(t.item(&item).map_err(|e| anyhow!("{e}"))?);
+            break;
+        }
+    }
     let got = ctx
         .aws
         .get_item(&s.target_table, target_key)

@@ -82,6 +82,10 @@ pub async fn load_checked<A: Aws>(ctx: &Ctx<A>) -> Result<Loaded> {
             Box::new(Declarative::parse(&t, &src.key_names).map_err(|e| anyhow!("{origin}: {e}"))?)
         }
     };
+    // A spec whose target items cannot tell whose they are would fail
+    // every change in the applier: refused before anything is written.
+    relay_core::transform::owner_supported(transform.as_ref(), &src.key_names)
+        .map_err(|e| anyhow!("{origin}: {e}"))?;
     Ok(Loaded {
         transform,
         source_keys: src.key_names,

@@ -84,14 +84,23 @@ impl WriteOp {
     }
 
     /// A put of `item` on behalf of the source item `owner` (plain when
-    /// there is no owner to check).
-    pub fn put(item: Attrs, owner: Option<&Attrs>) -> WriteOp {
+    /// there is no owner to check). The item must carry its owner, else
+    /// later writes could not tell whose it is: refused (a custom transform
+    /// that drops or changes the source key).
+    pub fn put(item: Attrs, owner: Option<&Attrs>) -> Result<WriteOp, TransformError> {
         match owner {
-            Some(o) => WriteOp::PutOwned {
-                item,
-                owner: o.clone(),
-            },
-            None => WriteOp::Put(item),
+            Some(o) => {
+                // Key attributes (S, N or B): equal as stored.
+                let carried = o.iter().all(|(k, v)| item.get(k) == Some(v));
+                if !carried {
+                    return Err(TransformError::NoOwner(o.keys().cloned().collect()));
+                }
+                Ok(WriteOp::PutOwned {
+                    item,
+                    owner: o.clone(),
+                })
+            }
+            None => Ok(WriteOp::Put(item)),
         }
     }
 
@@ -143,25 +152,33 @@ pub struct Read<'a> {
 
 /// Who the contested target key `key` belongs to, from fresh reads of the
 /// source item that wants it (`claimant`) and of the one the target holds
-/// there (`occupant`, when the target item names one): the claimant's
-/// current item if it maps to `key`, else the occupant's if it does, else
-/// nothing. Under a transform whose keys pass between source items only
-/// the source orders two items' writes to one target key (their changes
-/// travel in different message groups); a write of the result must be
-/// conditioned on the key not having changed since the reads.
+/// there (`occupant`, when the target item names one; `held` is that target
+/// item as read): the claimant's current item if it maps to `key`, else
+/// the occupant's if it does; an occupant whose source item is gone is
+/// kept (its delete is still on its way, or was skipped by the TTL policy);
+/// else nothing. Under a transform whose keys pass between source items
+/// only the source orders two items' writes to one target key (their
+/// changes travel in different message groups); a write of the result must
+/// be conditioned on the key not having changed since the reads. A current
+/// item the transform cannot map does not map here (its own change is
+/// refused on its own).
 pub fn settle(
     t: &dyn Transform,
     key: &Attrs,
     claimant: Read<'_>,
-    occupant: Option<Read<'_>>,
+    occupant: Option<(Read<'_>, &Attrs)>,
 ) -> Result<WriteOp, TransformError> {
     let here = CanonicalKey::of(key);
-    for r in std::iter::once(claimant).chain(occupant) {
-        if let Some(item) = r.current {
-            if CanonicalKey::of(&t.key_only(item)?) == here {
-                return Ok(WriteOp::Put(t.item(item)?));
-            }
+    let maps_here = |item: &Attrs| t.key_only(item).is_ok_and(|k| CanonicalKey::of(&k) == here);
+    for r in std::iter::once(claimant).chain(occupant.map(|(r, _)| r)) {
+        if let Some(item) = r.current.filter(|i| maps_here(i)) {
+            return Ok(WriteOp::Put(t.item(item)?));
         }
+    }
+    if let Some((Read { current: None, .. }, held)) = occupant {
+        let mut kept = held.clone();
+        kept.remove(TOKEN_ATTR);
+        return Ok(WriteOp::Put(kept));
     }
     Ok(WriteOp::Delete(key.clone()))
 }
@@ -285,7 +302,7 @@ pub fn converge(
                     push_delete(&mut out, old);
                 }
             }
-            out.push((key, WriteOp::put(target, owner.as_ref())));
+            out.push((key, WriteOp::put(target, owner.as_ref())?));
         }
         None => {
             for old in stale {
@@ -383,7 +400,7 @@ fn map_event(
                     }
                 }
             }
-            out.push((key, WriteOp::put(item, owner.as_ref())));
+            out.push((key, WriteOp::put(item, owner.as_ref())?));
             Ok(out)
         }
     }

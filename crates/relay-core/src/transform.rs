@@ -107,13 +107,17 @@ pub trait Transform: Send + Sync + std::fmt::Debug {
     /// Whether a target key can pass from one source item to another over
     /// time: the target key is derived from an attribute that is not a
     /// source key attribute (`uuidv5(Email)`: another item can take the
-    /// email later). Then deletes must check whose item they delete.
+    /// email later), or from only part of the source key. Then writes
+    /// must check whose item they replace or delete.
     fn reuses_keys(&self, source_key_names: &mut dyn Iterator<Item = &String>) -> bool {
         if self.is_identity_key() {
             return false;
         }
         let names: BTreeSet<&String> = source_key_names.collect();
-        self.key_sources().iter().any(|a| !names.contains(a))
+        let sources = self.key_sources();
+        // A non-key attribute in the key, or a key that leaves out part of
+        // the source key: target keys are not one source item's alone.
+        sources.iter().any(|a| !names.contains(a)) || names.iter().any(|n| !sources.contains(*n))
     }
 
     /// The source key as a target item made from that source item carries
@@ -389,20 +393,25 @@ impl Declarative {
             }
             rules.push((r.attribute.clone(), d));
         }
-        if spec.key.is_empty() {
+        let t = Declarative {
+            spec,
+            rules,
+            source_keys: source_keys.to_vec(),
+        };
+        if t.spec.key.is_empty() {
+            // The target key is the source key: every source key attribute
+            // must reach the target item unchanged, under its own name (a
+            // `copy`, `rename` or `set` onto it would move items to other
+            // keys than their deletes go to).
             for k in source_keys {
-                if spec.drop.contains(k) || spec.rename.contains_key(k) {
+                if t.key_location(k).as_deref() != Some(k.as_str()) {
                     return Err(SpecError::Invalid(format!(
-                        "source key {k} is renamed or dropped; derive the target key with `key:`"
+                        "source key {k} is renamed, dropped or overwritten; derive the target key with `key:`"
                     )));
                 }
             }
         }
-        Ok(Declarative {
-            spec,
-            rules,
-            source_keys: source_keys.to_vec(),
-        })
+        Ok(t)
     }
 }
 
@@ -528,6 +537,21 @@ impl Declarative {
     }
 }
 
+/// Whether the transform's target items tell whose they are, when target
+/// keys can pass between source items (see [`Transform::reuses_keys`]).
+pub fn owner_supported(t: &dyn Transform, source_keys: &[String]) -> Result<(), TransformError> {
+    if t.reuses_keys(&mut source_keys.iter()) {
+        let probe: Attrs = source_keys
+            .iter()
+            .map(|k| (k.clone(), AttributeValue::S(String::new())))
+            .collect();
+        if t.owner_attrs(&probe).is_none() {
+            return Err(TransformError::NoOwner(source_keys.to_vec()));
+        }
+    }
+    Ok(())
+}
+
 /// Whether a stream view carries what REMOVEs need to find their target key.
 pub fn remove_mapping_supported(
     t: &dyn Transform,
@@ -542,15 +566,7 @@ pub fn remove_mapping_supported(
     if need.is_empty() {
         return Ok(());
     }
-    if t.reuses_keys(&mut source_keys.iter()) {
-        let probe: Attrs = source_keys
-            .iter()
-            .map(|k| (k.clone(), AttributeValue::S(String::new())))
-            .collect();
-        if t.owner_attrs(&probe).is_none() {
-            return Err(TransformError::NoOwner(source_keys.to_vec()).to_string());
-        }
-    }
+    owner_supported(t, source_keys).map_err(|e| e.to_string())?;
     match stream_view {
         Some("NEW_AND_OLD_IMAGES") | Some("OLD_IMAGE") => Ok(()),
         v => Err(format!(

@@ -134,11 +134,12 @@ fn sampled(key: &CanonicalKey, percent: f64) -> bool {
     (h % 10_000) as f64 / 100.0 < percent
 }
 
-/// One difference: the target key, and the source key it comes from (when
-/// known).
+/// One difference: the target key, and the source items that may own it
+/// (every source item the scan saw mapping there, and the one the target
+/// item names; under a key that passes between items there can be several).
 struct Suspect {
     target_key: Attrs,
-    source_key: Option<Attrs>,
+    sources: Vec<Attrs>,
 }
 
 pub async fn verify<A: Aws>(
@@ -158,7 +159,7 @@ pub async fn verify<A: Aws>(
 
     // 1. Expected (source through the transform) and actual target items.
     let expected = Mutex::new(Keyed::new());
-    let origin: Mutex<BTreeMap<CanonicalKey, Attrs>> = Mutex::default();
+    let origin: Mutex<BTreeMap<CanonicalKey, Vec<Attrs>>> = Mutex::default();
     let unmappable = std::sync::atomic::AtomicU64::new(0);
     let source_items = for_each_page(
         ctx,
@@ -182,7 +183,9 @@ pub async fn verify<A: Aws>(
                                     origin
                                         .lock()
                                         .unwrap_or_else(|p| p.into_inner())
-                                        .insert(ck.clone(), src_key);
+                                        .entry(ck.clone())
+                                        .or_default()
+                                        .push(src_key);
                                 }
                                 expected
                                     .lock()
@@ -228,13 +231,22 @@ pub async fn verify<A: Aws>(
     // 2. Re-check the mismatches with consistent reads after a pause, in
     //    up to three rounds: a key that is only behind (lag) agrees within
     //    a round or two; a divergent one stays different.
+    // A key the scan saw several source items map to (one gave it up, one
+    // took it, between two pages) compared against whichever came last:
+    // re-checked too, whatever the first comparison said.
+    let contested = origin
+        .iter()
+        .filter(|(_, sources)| sources.len() > 1)
+        .map(|(ck, _)| ck);
     let mut suspects: Vec<CanonicalKey> = first
         .missing
         .iter()
         .chain(&first.changed)
         .chain(&first.extra)
+        .chain(contested)
         .cloned()
         .collect();
+    let mismatched = first.missing.len() + first.changed.len() + first.extra.len();
     suspects.sort();
     suspects.dedup();
     let mut pending: Vec<(CanonicalKey, Suspect)> = suspects
@@ -242,16 +254,23 @@ pub async fn verify<A: Aws>(
         .filter_map(|ck| {
             let item = expected.get(ck).or_else(|| actual.get(ck))?;
             let target_key = key_of(item, &tkeys)?;
-            let source_key = origin.get(ck).cloned().or_else(|| {
-                actual
-                    .get(ck)
-                    .and_then(|target_item| t.source_key_of(target_item, source_keys))
-            });
+            let mut sources = origin.get(ck).cloned().unwrap_or_default();
+            if let Some(named) = actual
+                .get(ck)
+                .and_then(|target_item| t.source_key_of(target_item, source_keys))
+            {
+                if !sources
+                    .iter()
+                    .any(|k| CanonicalKey::of(k) == CanonicalKey::of(&named))
+                {
+                    sources.push(named);
+                }
+            }
             Some((
                 ck.clone(),
                 Suspect {
                     target_key,
-                    source_key,
+                    sources,
                 },
             ))
         })
@@ -263,7 +282,7 @@ pub async fn verify<A: Aws>(
         tokio::time::sleep(Duration::from_secs(recheck_wait)).await;
         let mut still = Vec::with_capacity(pending.len());
         for (ck, x) in pending {
-            if !agrees(ctx, t, x.source_key.as_ref(), &x.target_key).await? {
+            if !agrees(ctx, t, &x.sources, &x.target_key).await? {
                 still.push((ck, x));
             }
         }
@@ -290,19 +309,28 @@ pub async fn verify<A: Aws>(
     // 3. Repair from the source's current state, then re-check each.
     let mut repaired = 0u64;
     let mut remaining = differences;
-    let unrepairable = extra.iter().filter(|x| x.source_key.is_none()).count() as u64;
+    let unrepairable = extra.iter().filter(|x| x.sources.is_empty()).count() as u64;
     if repair_them && differences > 0 {
         ctx.step(&format!("repairing {differences} item(s) from the source"));
         let mode = ctx.control().await?.mode;
         refuse_repairs_during_a_copy(mode)?;
         remaining = 0;
         for x in missing.iter().chain(&changed).chain(&extra) {
-            let Some(sk) = &x.source_key else {
+            if x.sources.is_empty() {
                 remaining += 1;
                 continue;
-            };
-            if let Err(e) = repair(ctx, t, mode, sk, std::slice::from_ref(&x.target_key)).await {
-                ctx.step(&format!("a repair did not complete: {e}"));
+            }
+            // Each candidate owner converges to its source item's state;
+            // the key ends with whichever maps there now.
+            let mut failed = false;
+            for sk in &x.sources {
+                if let Err(e) = repair(ctx, t, mode, sk, std::slice::from_ref(&x.target_key)).await
+                {
+                    ctx.step(&format!("a repair did not complete: {e}"));
+                    failed = true;
+                }
+            }
+            if failed {
                 remaining += 1;
                 continue;
             }
@@ -310,7 +338,7 @@ pub async fn verify<A: Aws>(
             let mut ok = false;
             for wait in [0u64, recheck_wait.max(1), recheck_wait.max(1) * 3] {
                 tokio::time::sleep(Duration::from_secs(wait)).await;
-                if agrees(ctx, t, Some(sk), &x.target_key).await? {
+                if agrees(ctx, t, &x.sources, &x.target_key).await? {
                     ok = true;
                     break;
                 }
@@ -374,7 +402,7 @@ pub async fn verify<A: Aws>(
         missing: missing.len() as u64,
         changed: changed.len() as u64,
         extra: extra.len() as u64,
-        lag_resolved: suspects.len() as u64 - differences,
+        lag_resolved: (mismatched as u64).saturating_sub(differences),
         repaired,
         remaining,
         unrepairable,

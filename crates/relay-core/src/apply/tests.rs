@@ -436,24 +436,97 @@ fn a_contested_key_goes_to_whichever_item_the_source_maps_there() {
     let a_at_x = with_email(item_v("a", 3), "x@x");
     let b_at_x = with_email(item_v("b", 4), "x@x");
     let b_at_y = with_email(item_v("b", 5), "y@x");
+    let mut held = t.item(&with_email(item_v("b", 2), "x@x")).unwrap();
+    held.insert(TOKEN_ATTR.into(), V::S("t1".into()));
     let read = |key, current| Read { key, current };
     // The claimant maps here: its current item.
     let op = settle(
         &t,
         &key,
         read(&a, Some(&a_at_x)),
-        Some(read(&b, Some(&b_at_y))),
+        Some((read(&b, Some(&b_at_y)), &held)),
     )
     .unwrap();
     assert_eq!(op, WriteOp::Put(t.item(&a_at_x).unwrap()));
     // It moved on, the occupant is here: the occupant's current item.
-    let op = settle(&t, &key, read(&a, None), Some(read(&b, Some(&b_at_x)))).unwrap();
+    let op = settle(
+        &t,
+        &key,
+        read(&a, None),
+        Some((read(&b, Some(&b_at_x)), &held)),
+    )
+    .unwrap();
     assert_eq!(op, WriteOp::Put(t.item(&b_at_x).unwrap()));
     // Neither maps here (or the occupant is unknown): nothing.
-    let op = settle(&t, &key, read(&a, None), Some(read(&b, Some(&b_at_y)))).unwrap();
+    let op = settle(
+        &t,
+        &key,
+        read(&a, None),
+        Some((read(&b, Some(&b_at_y)), &held)),
+    )
+    .unwrap();
     assert_eq!(op, WriteOp::Delete(key.clone()));
     assert_eq!(
         settle(&t, &key, read(&a, None), None).unwrap(),
-        WriteOp::Delete(key)
+        WriteOp::Delete(key.clone())
     );
+    // The occupant's source item is gone: its item is kept as it is (its
+    // delete is on its way, or the TTL policy keeps it), unmarked.
+    let op = settle(&t, &key, read(&a, None), Some((read(&b, None), &held))).unwrap();
+    let mut kept = held.clone();
+    kept.remove(TOKEN_ATTR);
+    assert_eq!(op, WriteOp::Put(kept));
+    // A current item the transform cannot map does not map here.
+    let no_email = item_v("b", 6);
+    let op = settle(
+        &t,
+        &key,
+        read(&a, None),
+        Some((read(&b, Some(&no_email)), &held)),
+    )
+    .unwrap();
+    assert_eq!(op, WriteOp::Delete(key));
+}
+
+/// A custom transform that changes the source key in the target item
+/// cannot tell owners apart: its writes are refused, never made blind.
+#[test]
+fn a_target_item_that_does_not_carry_its_owner_is_refused() {
+    #[derive(Debug)]
+    struct Blind;
+    impl Transform for Blind {
+        fn item(&self, source: &Attrs) -> Result<Attrs, TransformError> {
+            let mut out = source.clone();
+            out.insert("pk".into(), V::S("changed".into()));
+            Ok(out)
+        }
+        fn key_sources(&self) -> std::collections::BTreeSet<String> {
+            ["email".to_string()].into()
+        }
+        fn target_key_names(&self) -> Vec<String> {
+            vec!["email".into()]
+        }
+        fn key_only(&self, image: &Attrs) -> Result<Attrs, TransformError> {
+            let v = image
+                .get("email")
+                .ok_or_else(|| TransformError::Missing("email".into()))?;
+            Ok([("email".to_string(), v.clone())].into())
+        }
+    }
+    let mut e = ev("a", Op::Insert, 5, 1);
+    e.new_image = Some(with_email(item_v("a", 1), "x@x"));
+    let p = plan_with(
+        &[(2, vec![e])],
+        0,
+        TtlPolicy::Replicate,
+        5,
+        Some(&Blind),
+        Mode::Normal,
+        &Fetched::new(),
+    );
+    assert!(p.writes.is_empty());
+    assert!(matches!(
+        p.refused[0],
+        (2, Refusal::Transform(TransformError::NoOwner(_)))
+    ));
 }

@@ -202,3 +202,27 @@ fn a_key_from_non_key_attributes_needs_the_source_key_in_the_target() {
     let why = remove_mapping_supported(&dropped, &keys, view).unwrap_err();
     assert!(why.contains("source key"), "{why}");
 }
+
+#[test]
+fn without_a_key_rule_the_source_key_must_reach_the_target_unchanged() {
+    let keys = vec!["Id".to_string()];
+    for spec in [
+        "copy: {Email: Id}",
+        "rename: {Email: Id}",
+        "set: {Id: {S: x}}",
+        "rename: {Id: Key}",
+        "drop: [Id]",
+    ] {
+        let err = Declarative::parse(spec, &keys).unwrap_err().to_string();
+        assert!(err.contains("source key Id"), "{spec}: {err}");
+    }
+    assert!(Declarative::parse("copy: {Id: LegacyId}", &keys).is_ok());
+    // A key from part of a composite source key is shared by several items.
+    let pair = vec!["pk".to_string(), "sk".to_string()];
+    let partial =
+        Declarative::parse("key: [{attribute: id, uuidv5: {from: [pk]}}]", &pair).unwrap();
+    assert!(partial.reuses_keys(&mut pair.iter()));
+    let whole =
+        Declarative::parse("key: [{attribute: id, concat: {from: [pk, sk]}}]", &pair).unwrap();
+    assert!(!whole.reuses_keys(&mut pair.iter()));
+}
