@@ -9,7 +9,7 @@ ARCHS       ?= arm64 x86_64
 LAMBDA_DIR  := target/lambda
 CARGO       := cargo
 
-.PHONY: help toolchain venv setup build test unit validate e2e demo lint fmt bench bench-local zip \
+.PHONY: help toolchain venv setup build test unit validate e2e demo lint fmt bench bench-local bench-memory zip \
         local-start local-stop local-reset build-local deploy-local clean
 
 help: ## List the targets.
@@ -71,6 +71,9 @@ bench: toolchain ## Request counts per 1M events, then CPU per event (criterion)
 
 bench-local: toolchain setup ## Scan-copy and verify items/s against MiniStack's raw scan and write rates.
 	infra/local/bench.sh
+
+bench-memory: toolchain setup ## Peak RSS of verify and the tombstone sweep at 1k-200k items on MiniStack (~15 min).
+	infra/local/bench-memory.sh
 
 zip: toolchain setup ## Lambda bootstrap.zip per function and architecture, under target/lambda/<arch>/<function>/.
 	@for arch in $(ARCHS); do \

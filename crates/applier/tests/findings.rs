@@ -184,7 +184,7 @@ fn a_repair_never_overwrites_a_change_applied_while_it_ran() {
             }
             db.put("source", source_item(1, 3, 20, 0));
         });
-        let r = verify::verify(&sim.ctx, 100.0, true, 1, copy())
+        let r = verify::verify(&sim.ctx, 100.0, true, 1, copy(), &Default::default())
             .await
             .unwrap();
         assert!(sim.drain(Duration::from_secs(60)).await);
@@ -410,7 +410,7 @@ fn cutover_says_go_only_when_everything_is_known_and_in_sync() {
             .iter()
             .any(|c| c.status == CheckStatus::Warn && c.detail.contains("waived")));
         assert!(
-            verify::verify(&sim.ctx, 100.0, false, 1, copy())
+            verify::verify(&sim.ctx, 100.0, false, 1, copy(), &Default::default())
                 .await
                 .unwrap()
                 .clean

@@ -338,12 +338,14 @@ async fn operate(sim: &Sim, c: Cmd, by_scan: bool) -> Result<(), TestCaseError> 
                 .await
                 .map(|r| format!("copied {} skipped {}", r.copied, r.skipped_existing))
         }
-        Cmd::VerifyRepair => verify::verify(ctx, 100.0, true, 1, copy()).await.map(|r| {
-            format!(
-                "found {}/{}/{} repaired {} remaining {}",
-                r.missing, r.changed, r.extra, r.repaired, r.remaining
-            )
-        }),
+        Cmd::VerifyRepair => verify::verify(ctx, 100.0, true, 1, copy(), &Default::default())
+            .await
+            .map(|r| {
+                format!(
+                    "found {}/{}/{} repaired {} remaining {}",
+                    r.missing, r.changed, r.extra, r.repaired, r.remaining
+                )
+            }),
         Cmd::DlqRepair => dlq::repair(ctx, 100, false)
             .await
             .map(|r| format!("repaired {} left {}", r.repaired, r.left)),
@@ -447,7 +449,9 @@ async fn migrate(s: Scenario) -> Result<(), TestCaseError> {
         "target != transform(source)\n{}",
         sim.report()
     );
-    let v = verify::verify(ctx, 100.0, false, 1, copy()).await.unwrap();
+    let v = verify::verify(ctx, 100.0, false, 1, copy(), &Default::default())
+        .await
+        .unwrap();
     prop_assert!(v.clean && v.recorded, "verify: {v:?}\n{}", sim.report());
     tokio::time::sleep(Duration::from_secs(200)).await;
     let go = cutover::cutover(

@@ -298,7 +298,7 @@ fn repairs_wait_for_a_running_scan_copy() {
         .await;
         let wrong = source_item(1, 9, 20, 0);
         sim.db.put("target", wrong.clone());
-        let err = verify::verify(&sim.ctx, 100.0, true, 0, copy())
+        let err = verify::verify(&sim.ctx, 100.0, true, 0, copy(), &Default::default())
             .await
             .unwrap_err()
             .to_string();
@@ -435,7 +435,7 @@ fn a_repair_that_fails_after_marking_takes_its_mark_back() {
                 ))
             })
         });
-        let v = verify::verify(&sim.ctx, 100.0, true, 0, copy()).await;
+        let v = verify::verify(&sim.ctx, 100.0, true, 0, copy(), &Default::default()).await;
         sim.db.set_faults(|_| None);
         assert!(marked.load(std::sync::atomic::Ordering::SeqCst), "{v:?}");
         let key = CanonicalKey::of(&source_key(1));

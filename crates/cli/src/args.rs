@@ -102,6 +102,28 @@ impl Default for CopyArgs {
     }
 }
 
+/// Where a whole-table comparison keeps what does not fit in memory.
+#[derive(Clone, Debug, Args, PartialEq, Eq)]
+pub struct SpillArgs {
+    /// Memory for comparing tables, in MiB: both tables are partitioned by
+    /// target key into files and compared one partition at a time, so any
+    /// table size fits (local disk needs about 2.5x the two tables' size).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub memory_mb: u64,
+    /// Directory for those files (default: the system's temporary directory).
+    #[arg(long)]
+    pub work_dir: Option<std::path::PathBuf>,
+}
+
+impl Default for SpillArgs {
+    fn default() -> Self {
+        SpillArgs {
+            memory_mb: 256,
+            work_dir: None,
+        }
+    }
+}
+
 fn percent(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
@@ -157,6 +179,8 @@ pub enum Command {
         recheck_wait: u64,
         #[command(flatten)]
         copy: CopyArgs,
+        #[command(flatten)]
+        spill: SpillArgs,
     },
     /// Stop applying (a fence in the control item), disable the applier
     /// trigger and wait for in-flight invocations; changes keep queueing.

@@ -14,6 +14,7 @@ pub mod commands;
 pub mod ctx;
 pub mod repair;
 pub mod report;
+pub mod spill;
 pub mod transform;
 
 pub use report::EXIT_NO_GO;

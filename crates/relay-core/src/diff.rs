@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::item::{same_item, Attrs, CanonicalKey};
 
 /// The key attributes of `item`, or `None` if one is absent.
@@ -75,6 +77,135 @@ pub fn diff(expected: &Keyed, actual: &Keyed) -> TableDiff {
     d
 }
 
+/// Which of `parts` partitions a key falls in, at a partitioning `level`
+/// (each level hashes with another seed, so a partition too large for
+/// memory splits evenly at the next level). FNV-1a: stable across runs and
+/// platforms, which the spill files rely on.
+pub fn partition_of(key: &CanonicalKey, level: u32, parts: u32) -> u32 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ u64::from(level).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for b in key.as_bytes() {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+    }
+    // Mix the high bits down: FNV's low bits are weak for short keys.
+    h ^= h >> 29;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 32;
+    (h % u64::from(parts.max(1))) as u32
+}
+
+/// How many partitions `bytes` of spilled records need so that each one,
+/// held in memory (about `expansion` times its bytes), fits in `budget`
+/// bytes; at most `max`.
+pub fn partitions_for(bytes: u64, expansion: u64, budget: u64, max: u32) -> u32 {
+    let need = bytes.saturating_mul(expansion).div_ceil(budget.max(1));
+    need.clamp(1, u64::from(max.max(1))) as u32
+}
+
+/// One side's record of a target key, as a bounded-memory verify spills it
+/// (partitioned by target key, so both sides of a key meet in one
+/// partition).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Seen {
+    /// A source item through the transform, and its source key.
+    Expected { item: Attrs, source: Option<Attrs> },
+    /// A target item, and the source key it carries (when the transform
+    /// keeps it).
+    Actual { item: Attrs, names: Option<Attrs> },
+}
+
+/// A target key whose two sides differed on the first pass, or that several
+/// source items mapped to: re-checked against the source items that may
+/// own it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Suspect {
+    pub target_key: Attrs,
+    /// Every source item seen mapping to the key, and the one the target
+    /// item names (under a key that passes between items, several).
+    pub sources: Vec<Attrs>,
+    /// The source side had the key (missing/changed), or only the target
+    /// did (extra).
+    pub expected: bool,
+}
+
+/// What one partition's comparison found.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Compared {
+    pub expected: u64,
+    pub actual: u64,
+    /// First-pass differences (missing + changed + extra).
+    pub mismatched: u64,
+    pub suspects: Vec<Suspect>,
+}
+
+/// Compares the records of one partition: every record of a key must be in
+/// the same call. Records of one side and one key: the last one wins (the
+/// scan saw the key move between pages), and the key is a suspect.
+pub fn compare(
+    records: impl IntoIterator<Item = (CanonicalKey, Seen)>,
+    tkeys: &[String],
+) -> Compared {
+    let mut expected = Keyed::new();
+    let mut actual = Keyed::new();
+    let mut origin: BTreeMap<CanonicalKey, Vec<Attrs>> = BTreeMap::new();
+    let mut named: BTreeMap<CanonicalKey, Attrs> = BTreeMap::new();
+    for (ck, seen) in records {
+        match seen {
+            Seen::Expected { item, source } => {
+                let sources = origin.entry(ck.clone()).or_default();
+                if let Some(sk) = source {
+                    sources.push(sk);
+                }
+                expected.insert(ck, item);
+            }
+            Seen::Actual { item, names } => {
+                if let Some(sk) = names {
+                    named.insert(ck.clone(), sk);
+                }
+                actual.insert(ck, item);
+            }
+        }
+    }
+    let first = diff(&expected, &actual);
+    let contested = origin
+        .iter()
+        .filter(|(_, sources)| sources.len() > 1)
+        .map(|(ck, _)| ck);
+    let mut keys: Vec<&CanonicalKey> = first
+        .missing
+        .iter()
+        .chain(&first.changed)
+        .chain(&first.extra)
+        .chain(contested)
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let suspects = keys
+        .into_iter()
+        .filter_map(|ck| {
+            let item = expected.get(ck).or_else(|| actual.get(ck))?;
+            let target_key = key_of(item, tkeys)?;
+            let mut sources = origin.get(ck).cloned().unwrap_or_default();
+            if let Some(n) = named.get(ck) {
+                let nk = CanonicalKey::of(n);
+                if !sources.iter().any(|k| CanonicalKey::of(k) == nk) {
+                    sources.push(n.clone());
+                }
+            }
+            Some(Suspect {
+                target_key,
+                sources,
+                expected: expected.contains_key(ck),
+            })
+        })
+        .collect();
+    Compared {
+        expected: expected.len() as u64,
+        actual: actual.len() as u64,
+        mismatched: first.differences() as u64,
+        suspects,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +243,104 @@ mod tests {
         assert_eq!((d.missing.len(), d.extra.len(), d.changed.len()), (1, 1, 1));
         assert!(!d.is_clean());
         assert!(diff(&a, &a).is_clean());
+    }
+
+    fn keyed(pk: &str) -> CanonicalKey {
+        CanonicalKey::of(&Attrs::from([("pk".to_string(), A::S(pk.into()))]))
+    }
+
+    #[test]
+    fn partitions_are_stable_spread_and_differ_by_level() {
+        let keys: Vec<CanonicalKey> = (0..4000).map(|i| keyed(&format!("k{i}"))).collect();
+        let mut counts = [0usize; 16];
+        for k in &keys {
+            let p = partition_of(k, 0, 16);
+            assert_eq!(p, partition_of(k, 0, 16));
+            counts[p as usize] += 1;
+        }
+        // Even enough: every partition within 40% of the mean (250).
+        assert!(counts.iter().all(|c| (150..350).contains(c)), "{counts:?}");
+        // A partition split at the next level spreads again.
+        let first: Vec<&CanonicalKey> = keys
+            .iter()
+            .filter(|k| partition_of(k, 0, 16) == 3)
+            .collect();
+        let mut sub = [0usize; 4];
+        for k in &first {
+            sub[partition_of(k, 1, 4) as usize] += 1;
+        }
+        assert!(sub.iter().all(|c| *c > 0), "{sub:?}");
+        assert_eq!(partition_of(&keys[0], 5, 1), 0);
+    }
+
+    #[test]
+    fn partitions_for_fits_the_budget() {
+        assert_eq!(partitions_for(0, 4, 100, 256), 1);
+        assert_eq!(partitions_for(100, 4, 100, 256), 4);
+        assert_eq!(partitions_for(101, 4, 100, 256), 5);
+        assert_eq!(partitions_for(u64::MAX, 4, 1, 256), 256);
+    }
+
+    #[test]
+    fn compare_finds_what_diff_finds_and_names_every_candidate_owner() {
+        let keys = vec!["pk".to_string()];
+        let src = |s: &str| Some(Attrs::from([("id".to_string(), A::S(s.into()))]));
+        let exp = |pk: &str, v: &str, from: &str| {
+            (
+                keyed(pk),
+                Seen::Expected {
+                    item: item(pk, A::S(v.into())),
+                    source: src(from),
+                },
+            )
+        };
+        let act = |pk: &str, v: &str, from: Option<&str>| {
+            (
+                keyed(pk),
+                Seen::Actual {
+                    item: item(pk, A::S(v.into())),
+                    names: from.and_then(src),
+                },
+            )
+        };
+        let c = compare(
+            [
+                exp("same", "1", "a"),
+                act("same", "1", Some("a")),
+                exp("missing", "1", "b"),
+                exp("changed", "1", "c"),
+                act("changed", "2", Some("z")),
+                act("extra", "1", Some("d")),
+                act("orphan", "1", None),
+                // Two source items mapped to one key (one moved away between
+                // pages): a suspect even though the last one agrees.
+                exp("moved", "1", "e"),
+                exp("moved", "2", "f"),
+                act("moved", "2", Some("f")),
+            ],
+            &keys,
+        );
+        assert_eq!((c.expected, c.actual, c.mismatched), (4, 5, 4));
+        let find = |pk: &str| {
+            c.suspects
+                .iter()
+                .find(|s| s.target_key == Attrs::from([("pk".to_string(), A::S(pk.into()))]))
+                .cloned()
+        };
+        assert!(find("same").is_none());
+        assert!(find("missing").unwrap().expected);
+        assert_eq!(
+            find("changed").unwrap().sources,
+            vec![src("c").unwrap(), src("z").unwrap()]
+        );
+        let extra = find("extra").unwrap();
+        assert!(!extra.expected);
+        assert_eq!(extra.sources, vec![src("d").unwrap()]);
+        assert!(find("orphan").unwrap().sources.is_empty());
+        assert_eq!(
+            find("moved").unwrap().sources,
+            vec![src("e").unwrap(), src("f").unwrap()]
+        );
+        assert_eq!(c.suspects.len(), 5);
     }
 }

@@ -27,6 +27,11 @@ impl CanonicalKey {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// A key from bytes `as_bytes` returned (read back from a spill file).
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        CanonicalKey(bytes)
+    }
 }
 
 /// The DynamoDB type tag of a value (`S`, `N`, `SS`, ...), for error messages

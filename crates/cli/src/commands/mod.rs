@@ -94,9 +94,10 @@ pub async fn run<A: Aws>(ctx: &Ctx<A>, command: Command) -> Result<i32> {
             repair,
             recheck_wait,
             copy,
+            spill,
         } => emit(
             out,
-            &verify::verify(ctx, sample, repair, recheck_wait, copy).await?,
+            &verify::verify(ctx, sample, repair, recheck_wait, copy, &spill).await?,
         ),
         Command::Status { window } => emit(
             out,

@@ -3,26 +3,33 @@
 //! divergence), and `--repair` brings each difference to the source's
 //! current state through `repair.rs`.
 //!
+//! Memory is bounded whatever the table size: both sides go to spill files
+//! partitioned by target key (`spill.rs`), compared one partition at a time
+//! (`diff::compare`); the suspects wait in a file between re-check rounds.
+//! Reads: one scan of each table, then two consistent GetItems per suspect
+//! and round (source and target).
+//!
 //! **Invariant:** "clean" means source and target agree when re-read, not
 //! that the target matches an earlier snapshot; the verdict is recorded for
 //! `cutover` only for a full verify of the seed that is still current.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use futures::{StreamExt, TryStreamExt};
 use relay_aws::operator::Aws;
 use relay_core::control::ControlState;
-use relay_core::diff::{self, key_of, Keyed};
-use relay_core::item::{Attrs, CanonicalKey};
+use relay_core::diff::{self, key_of, Seen, Suspect};
+use relay_core::item::CanonicalKey;
+use relay_core::transform::Transform;
 use serde::Serialize;
 
 use super::scan::for_each_page;
-use crate::args::CopyArgs;
+use crate::args::{CopyArgs, SpillArgs};
 use crate::ctx::{explain, rfc3339, Ctx};
 use crate::repair::{agrees, repair};
 use crate::report::{Report, EXIT_NO_GO};
+use crate::spill::{Queue, Spill, SpillStats};
 
 #[derive(Debug, Default, Serialize)]
 pub struct Examples {
@@ -57,6 +64,8 @@ pub struct VerifyReport {
     /// Whether the verdict was recorded for `cutover`.
     pub recorded: bool,
     pub examples: Examples,
+    /// What the comparison wrote to disk and the most it held in memory.
+    pub spill: SpillStats,
     #[serde(skip)]
     repair: bool,
 }
@@ -134,12 +143,42 @@ fn sampled(key: &CanonicalKey, percent: f64) -> bool {
     (h % 10_000) as f64 / 100.0 < percent
 }
 
-/// One difference: the target key, and the source items that may own it
-/// (every source item the scan saw mapping there, and the one the target
-/// item names; under a key that passes between items there can be several).
-struct Suspect {
-    target_key: Attrs,
-    sources: Vec<Attrs>,
+/// Suspects re-checked at once (consistent reads, one pair per suspect).
+const RECHECK_CONCURRENCY: usize = 16;
+/// Suspects read from their spill file at a time.
+const CHUNK: usize = 256;
+/// Examples of each kind shown in the report.
+const EXAMPLES: usize = 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
+enum Kind {
+    Missing,
+    Changed,
+    Extra,
+}
+
+/// Re-checks `pending` with consistent reads: returns those still different.
+async fn recheck<A: Aws>(
+    ctx: &Ctx<A>,
+    t: &dyn Transform,
+    pending: Queue<Suspect>,
+    dir: Option<&std::path::Path>,
+) -> Result<Queue<Suspect>> {
+    let mut still = Queue::new(dir)?;
+    for chunk in pending.chunks(CHUNK)? {
+        let chunk = chunk?;
+        let agreed: Vec<bool> = futures::stream::iter(&chunk)
+            .map(|x| agrees(ctx, t, &x.sources, &x.target_key))
+            .buffered(RECHECK_CONCURRENCY)
+            .try_collect()
+            .await?;
+        for (x, ok) in chunk.iter().zip(agreed) {
+            if !ok {
+                still.push(x)?;
+            }
+        }
+    }
+    Ok(still)
 }
 
 pub async fn verify<A: Aws>(
@@ -148,6 +187,7 @@ pub async fn verify<A: Aws>(
     repair_them: bool,
     recheck_wait: u64,
     limits: CopyArgs,
+    spill: &SpillArgs,
 ) -> Result<VerifyReport> {
     let s = &ctx.stack;
     let loaded = crate::transform::load(ctx).await?;
@@ -156,10 +196,19 @@ pub async fn verify<A: Aws>(
     let tkeys = t.target_key_names();
     let began = Instant::now();
     let start_control = ctx.control().await?;
+    let dir = spill.work_dir.as_deref();
+    let budget = spill.memory_mb.saturating_mul(1 << 20);
 
-    // 1. Expected (source through the transform) and actual target items.
-    let expected = Mutex::new(Keyed::new());
-    let origin: Mutex<BTreeMap<CanonicalKey, Vec<Attrs>>> = Mutex::default();
+    // 1. Both sides, partitioned by target key into files: the source
+    //    through the transform, and the target.
+    let mut size = 0u64;
+    for table in [&s.source_table, &s.target_table] {
+        if let Ok(Some(info)) = ctx.aws.describe(table).await {
+            size += info.size_bytes.unwrap_or(0).max(0) as u64;
+        }
+    }
+    // Records are DynamoDB JSON, about twice the stored size.
+    let parts: Spill<Seen> = Spill::new(dir, size.saturating_mul(2), budget)?;
     let unmappable = std::sync::atomic::AtomicU64::new(0);
     let source_items = for_each_page(
         ctx,
@@ -167,7 +216,7 @@ pub async fn verify<A: Aws>(
         limits.segments,
         "reading the source",
         |items| {
-            let (expected, origin, unmappable, tkeys) = (&expected, &origin, &unmappable, &tkeys);
+            let (parts, unmappable, tkeys) = (&parts, &unmappable, &tkeys);
             async move {
                 let n = items.len() as u64;
                 for item in items {
@@ -175,27 +224,14 @@ pub async fn verify<A: Aws>(
                         .item(&item)
                         .ok()
                         .and_then(|out| key_of(&out, tkeys).map(|k| (k, out)));
-                    match mapped {
-                        Some((k, out)) => {
-                            let ck = CanonicalKey::of(&k);
-                            if sampled(&ck, sample) {
-                                if let Some(src_key) = key_of(&item, source_keys) {
-                                    origin
-                                        .lock()
-                                        .unwrap_or_else(|p| p.into_inner())
-                                        .entry(ck.clone())
-                                        .or_default()
-                                        .push(src_key);
-                                }
-                                expected
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .insert(ck, out);
-                            }
-                        }
-                        None => {
-                            unmappable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
+                    let Some((k, out)) = mapped else {
+                        unmappable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        continue;
+                    };
+                    let ck = CanonicalKey::of(&k);
+                    if sampled(&ck, sample) {
+                        let source = key_of(&item, source_keys);
+                        parts.push(&ck, &Seen::Expected { item: out, source })?;
                     }
                 }
                 Ok(n)
@@ -203,150 +239,123 @@ pub async fn verify<A: Aws>(
         },
     )
     .await?;
-    let actual = Mutex::new(Keyed::new());
     for_each_page(
         ctx,
         &s.target_table,
         limits.segments,
         "reading the target",
         |items| {
-            let (actual, tkeys) = (&actual, &tkeys);
+            let (parts, tkeys) = (&parts, &tkeys);
             async move {
-                let (indexed, _) = diff::index(items, tkeys);
-                let mut a = actual.lock().unwrap_or_else(|p| p.into_inner());
-                a.extend(indexed.into_iter().filter(|(k, _)| sampled(k, sample)));
+                for item in items {
+                    let Some(ck) = key_of(&item, tkeys).map(|k| CanonicalKey::of(&k)) else {
+                        continue;
+                    };
+                    if sampled(&ck, sample) {
+                        let names = t.source_key_of(&item, source_keys);
+                        parts.push(&ck, &Seen::Actual { item, names })?;
+                    }
+                }
                 Ok(0)
             }
         },
     )
     .await?;
-    let (expected, origin, actual) = (
-        expected.into_inner().unwrap_or_default(),
-        origin.into_inner().unwrap_or_default(),
-        actual.into_inner().unwrap_or_default(),
-    );
-    let first = diff::diff(&expected, &actual);
-    let compared = expected.len().max(actual.len()) as u64;
 
-    // 2. Re-check the mismatches with consistent reads after a pause, in
-    //    up to three rounds: a key that is only behind (lag) agrees within
-    //    a round or two; a divergent one stays different.
-    // A key the scan saw several source items map to (one gave it up, one
-    // took it, between two pages) compared against whichever came last:
-    // re-checked too, whatever the first comparison said.
-    let contested = origin
-        .iter()
-        .filter(|(_, sources)| sources.len() > 1)
-        .map(|(ck, _)| ck);
-    let mut suspects: Vec<CanonicalKey> = first
-        .missing
-        .iter()
-        .chain(&first.changed)
-        .chain(&first.extra)
-        .chain(contested)
-        .cloned()
-        .collect();
-    let mismatched = first.missing.len() + first.changed.len() + first.extra.len();
-    suspects.sort();
-    suspects.dedup();
-    let mut pending: Vec<(CanonicalKey, Suspect)> = suspects
-        .iter()
-        .filter_map(|ck| {
-            let item = expected.get(ck).or_else(|| actual.get(ck))?;
-            let target_key = key_of(item, &tkeys)?;
-            let mut sources = origin.get(ck).cloned().unwrap_or_default();
-            if let Some(named) = actual
-                .get(ck)
-                .and_then(|target_item| t.source_key_of(target_item, source_keys))
-            {
-                if !sources
-                    .iter()
-                    .any(|k| CanonicalKey::of(k) == CanonicalKey::of(&named))
-                {
-                    sources.push(named);
-                }
-            }
-            Some((
-                ck.clone(),
-                Suspect {
-                    target_key,
-                    sources,
-                },
-            ))
-        })
-        .collect();
+    // 2. One partition at a time: both sides of each key meet; what differs
+    //    (or was contested by several source items) is a suspect.
+    let (mut expected, mut actual, mut mismatched) = (0u64, 0u64, 0u64);
+    let mut pending: Queue<Suspect> = Queue::new(dir)?;
+    let spilled = parts.drain(|records| {
+        let c = diff::compare(records, &tkeys);
+        expected += c.expected;
+        actual += c.actual;
+        mismatched += c.mismatched;
+        c.suspects.iter().try_for_each(|x| pending.push(x))
+    })?;
+    let compared = expected.max(actual);
+
+    // 3. Re-check the suspects with consistent reads after a pause, in up
+    //    to three rounds: a key that is only behind (lag) agrees within a
+    //    round or two; a divergent one stays different.
     for _ in 0..3 {
-        if pending.is_empty() {
+        if pending.len == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_secs(recheck_wait)).await;
-        let mut still = Vec::with_capacity(pending.len());
-        for (ck, x) in pending {
-            if !agrees(ctx, t, &x.sources, &x.target_key).await? {
-                still.push((ck, x));
+        pending = recheck(ctx, t, pending, dir).await?;
+    }
+    let mut found: Queue<(Kind, Suspect)> = Queue::new(dir)?;
+    let (mut missing, mut changed, mut extra, mut unrepairable) = (0u64, 0u64, 0u64, 0u64);
+    let mut examples = Examples::default();
+    for chunk in pending.chunks(CHUNK)? {
+        for x in chunk? {
+            let here = ctx
+                .aws
+                .get_item(&s.target_table, &x.target_key)
+                .await
+                .map_err(|e| explain(e, &s.target_table))?
+                .is_some();
+            let (kind, n, shown) = match (x.expected, here) {
+                (true, false) => (Kind::Missing, &mut missing, &mut examples.missing),
+                (true, true) => (Kind::Changed, &mut changed, &mut examples.changed),
+                (false, _) => (Kind::Extra, &mut extra, &mut examples.extra),
+            };
+            *n += 1;
+            if shown.len() < EXAMPLES {
+                shown.push(serde_json::to_value(&x.target_key).unwrap_or_default());
             }
-        }
-        pending = still;
-    }
-    let mut missing = Vec::new();
-    let mut changed = Vec::new();
-    let mut extra = Vec::new();
-    for (ck, x) in pending {
-        let here = ctx
-            .aws
-            .get_item(&s.target_table, &x.target_key)
-            .await
-            .map_err(|e| explain(e, &s.target_table))?
-            .is_some();
-        match (expected.contains_key(&ck), here) {
-            (true, false) => missing.push(x),
-            (true, true) => changed.push(x),
-            (false, _) => extra.push(x),
+            if kind == Kind::Extra && x.sources.is_empty() {
+                unrepairable += 1;
+            }
+            found.push(&(kind, x))?;
         }
     }
-    let differences = (missing.len() + changed.len() + extra.len()) as u64;
+    let differences = missing + changed + extra;
 
-    // 3. Repair from the source's current state, then re-check each.
+    // 4. Repair from the source's current state, then re-check each.
     let mut repaired = 0u64;
     let mut remaining = differences;
-    let unrepairable = extra.iter().filter(|x| x.sources.is_empty()).count() as u64;
     if repair_them && differences > 0 {
         ctx.step(&format!("repairing {differences} item(s) from the source"));
         let mode = ctx.control().await?.mode;
         refuse_repairs_during_a_copy(mode)?;
         remaining = 0;
-        for x in missing.iter().chain(&changed).chain(&extra) {
-            if x.sources.is_empty() {
-                remaining += 1;
-                continue;
-            }
-            // Each candidate owner converges to its source item's state;
-            // the key ends with whichever maps there now.
-            let mut failed = false;
-            for sk in &x.sources {
-                if let Err(e) = repair(ctx, t, mode, sk, std::slice::from_ref(&x.target_key)).await
-                {
-                    ctx.step(&format!("a repair did not complete: {e}"));
-                    failed = true;
+        for chunk in found.chunks(CHUNK)? {
+            for (_, x) in chunk? {
+                if x.sources.is_empty() {
+                    remaining += 1;
+                    continue;
                 }
-            }
-            if failed {
-                remaining += 1;
-                continue;
-            }
-            // Re-read: lag after the repair is the applier catching up.
-            let mut ok = false;
-            for wait in [0u64, recheck_wait.max(1), recheck_wait.max(1) * 3] {
-                tokio::time::sleep(Duration::from_secs(wait)).await;
-                if agrees(ctx, t, &x.sources, &x.target_key).await? {
-                    ok = true;
-                    break;
+                // Each candidate owner converges to its source item's
+                // state; the key ends with whichever maps there now.
+                let mut failed = false;
+                for sk in &x.sources {
+                    if let Err(e) =
+                        repair(ctx, t, mode, sk, std::slice::from_ref(&x.target_key)).await
+                    {
+                        ctx.step(&format!("a repair did not complete: {e}"));
+                        failed = true;
+                    }
                 }
-            }
-            if ok {
-                repaired += 1;
-            } else {
-                remaining += 1;
+                if failed {
+                    remaining += 1;
+                    continue;
+                }
+                // Re-read: lag after the repair is the applier catching up.
+                let mut ok = false;
+                for wait in [0u64, recheck_wait.max(1), recheck_wait.max(1) * 3] {
+                    tokio::time::sleep(Duration::from_secs(wait)).await;
+                    if agrees(ctx, t, &x.sources, &x.target_key).await? {
+                        ok = true;
+                        break;
+                    }
+                }
+                if ok {
+                    repaired += 1;
+                } else {
+                    remaining += 1;
+                }
             }
         }
     }
@@ -385,12 +394,6 @@ pub async fn verify<A: Aws>(
             }
         }
     }
-    let show = |v: &[Suspect]| {
-        v.iter()
-            .take(20)
-            .map(|x| serde_json::to_value(&x.target_key).unwrap_or_default())
-            .collect::<Vec<_>>()
-    };
     let took = began.elapsed().as_secs_f64();
     Ok(VerifyReport {
         stack: s.name.clone(),
@@ -399,21 +402,18 @@ pub async fn verify<A: Aws>(
         source_items,
         compared,
         unmappable: unmappable.into_inner(),
-        missing: missing.len() as u64,
-        changed: changed.len() as u64,
-        extra: extra.len() as u64,
-        lag_resolved: (mismatched as u64).saturating_sub(differences),
+        missing,
+        changed,
+        extra,
+        lag_resolved: mismatched.saturating_sub(differences),
         repaired,
         remaining,
         unrepairable,
         seconds: took,
         items_per_s: (source_items + compared) as f64 / took.max(0.001),
         recorded,
-        examples: Examples {
-            missing: show(&missing),
-            changed: show(&changed),
-            extra: show(&extra),
-        },
+        examples,
+        spill: spilled,
         repair: repair_them,
     })
 }

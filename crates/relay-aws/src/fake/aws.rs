@@ -309,6 +309,7 @@ impl Tables for FakeAws {
                     stream_arn: stream.then(|| super::events::stream_arn(table)),
                     stream_view: stream.then(|| "NEW_AND_OLD_IMAGES".to_string()),
                     item_count: Some(count),
+                    size_bytes: None,
                     arn: Some(table_arn(table)),
                 })
         }))

@@ -111,6 +111,7 @@ impl Tables for Sdk {
                 None
             },
             item_count: t.item_count(),
+            size_bytes: t.table_size_bytes(),
             arn: t.table_arn().map(str::to_string),
         }))
     }

@@ -111,6 +111,8 @@ pub struct TableInfo {
     pub stream_arn: Option<String>,
     pub stream_view: Option<String>,
     pub item_count: Option<i64>,
+    /// DescribeTable's TableSizeBytes (updated about every six hours).
+    pub size_bytes: Option<i64>,
     pub arn: Option<String>,
 }
 
