@@ -18,18 +18,22 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use relay_core::diff::{partition_of, partitions_for};
 use relay_core::item::CanonicalKey;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// In-memory size of a record read back, as a multiple of its spilled
-/// bytes (hash maps of attribute names and values against their JSON);
-/// measured by `cargo bench -p ddb-relay --bench spill` (see BENCHMARKS.md).
+/// In-memory size of a partition read back, as a multiple of its spilled
+/// bytes (hash maps of attribute names and values against their JSON); the
+/// peak RSS `make bench-memory` measures is the check (BENCHMARKS.md).
 pub const EXPANSION: u64 = 4;
-/// Files per level: the write buffers stay small (16 KiB each).
-pub const MAX_PARTS: u32 = 256;
+/// Files open at once: 128 write buffers of 16 KiB (2 MiB), and well under
+/// the usual limit of open files (256 on macOS).
+pub const MAX_PARTS: u32 = 128;
+/// Partitions when the tables' size is unknown (DescribeTable's
+/// TableSizeBytes is 0 for hours after a restore).
+pub const UNKNOWN_SIZE_PARTS: u32 = 64;
 /// Levels before a partition is read whatever its size (one key that
 /// large cannot be split).
 const MAX_LEVEL: u32 = 8;
@@ -63,14 +67,18 @@ pub struct Spill<R> {
 impl<R: Serialize + DeserializeOwned> Spill<R> {
     /// A spill in a new temporary directory under `parent` (the system's
     /// temporary directory when `None`), with partitions for about
-    /// `expected_bytes` of records at `budget` bytes of memory.
+    /// `expected_bytes` of records at `budget` bytes of memory (0: unknown).
     pub fn new(parent: Option<&Path>, expected_bytes: u64, budget: u64) -> Result<Self> {
         let dir = match parent {
             Some(p) => tempfile::Builder::new().prefix("ddb-relay-").tempdir_in(p),
             None => tempfile::Builder::new().prefix("ddb-relay-").tempdir(),
         }
         .context("cannot create a spill directory (set --work-dir to a disk with room)")?;
-        let parts = partitions_for(expected_bytes, EXPANSION, budget, MAX_PARTS);
+        let parts = if expected_bytes == 0 {
+            UNKNOWN_SIZE_PARTS
+        } else {
+            partitions_for(expected_bytes, EXPANSION, budget, MAX_PARTS)
+        };
         let mut writers = Vec::with_capacity(parts as usize);
         let mut paths = Vec::with_capacity(parts as usize);
         for i in 0..parts {
@@ -119,17 +127,24 @@ impl<R: Serialize + DeserializeOwned> Spill<R> {
         };
         drop(self.writers);
         let mut todo: Vec<(PathBuf, u32)> = self.paths.into_iter().rev().map(|p| (p, 0)).collect();
+        let mut read_back = 0u64;
         while let Some((path, level)) = todo.pop() {
-            let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            let len = std::fs::metadata(&path)
+                .with_context(|| format!("a spill file is gone: {}", path.display()))?
+                .len();
             if len == 0 {
-                let _ = std::fs::remove_file(&path);
+                std::fs::remove_file(&path).ok();
                 continue;
             }
             if len.saturating_mul(EXPANSION) > self.budget && level < MAX_LEVEL {
                 let parts = partitions_for(len, EXPANSION, self.budget, MAX_PARTS).max(2);
                 let subs = split(&path, level + 1, parts)?;
                 stats.splits += 1;
-                todo.extend(subs.into_iter().rev().map(|p| (p, level + 1)));
+                // One key (or keys that always hash together) cannot be
+                // split: read it whole rather than rewrite it again.
+                let stuck = subs.iter().any(|(_, n)| *n == len);
+                let next = if stuck { MAX_LEVEL } else { level + 1 };
+                todo.extend(subs.into_iter().rev().map(|(p, _)| (p, next)));
                 continue;
             }
             let mut records = Vec::new();
@@ -138,11 +153,18 @@ impl<R: Serialize + DeserializeOwned> Spill<R> {
             }
             std::fs::remove_file(&path).ok();
             stats.partitions += 1;
+            read_back += records.len() as u64;
             stats.max_records_held = stats.max_records_held.max(records.len() as u64);
             stats.max_bytes_held = stats.max_bytes_held.max(len);
             each(records)?;
         }
         drop(self.dir);
+        if read_back != stats.records {
+            bail!(
+                "the spill files gave back {read_back} of {} records: the comparison is incomplete (was the work directory cleaned while it ran?)",
+                stats.records
+            );
+        }
         Ok(stats)
     }
 }
@@ -159,8 +181,9 @@ fn lines(path: &Path) -> Result<impl Iterator<Item = Result<String>>> {
         .map(|l| l.context("cannot read a spill file")))
 }
 
-/// Splits one partition file into `parts` files at `level`.
-fn split(path: &Path, level: u32, parts: u32) -> Result<Vec<PathBuf>> {
+/// Splits one partition file into `parts` files at `level`; returns them
+/// with their sizes.
+fn split(path: &Path, level: u32, parts: u32) -> Result<Vec<(PathBuf, u64)>> {
     let paths: Vec<PathBuf> = (0..parts)
         .map(|i| PathBuf::from(format!("{}.{i}", path.display())))
         .collect();
@@ -180,7 +203,15 @@ fn split(path: &Path, level: u32, parts: u32) -> Result<Vec<PathBuf>> {
         w.flush().context("cannot write a spill file")?;
     }
     std::fs::remove_file(path).ok();
-    Ok(paths)
+    paths
+        .into_iter()
+        .map(|p| {
+            let n = std::fs::metadata(&p)
+                .context("cannot read a spill file")?
+                .len();
+            Ok((p, n))
+        })
+        .collect()
 }
 
 /// One line: the key in hex, a tab, the record as JSON.
@@ -281,8 +312,10 @@ mod tests {
 
     #[test]
     fn every_record_of_a_key_comes_back_together_within_the_budget() {
-        // ~60 KB of records against a 16 KB budget: split at least once.
-        let spill: Spill<(u64, String)> = Spill::new(None, 1000, 16 * 1024).unwrap();
+        // ~60 KB of records against a 16 KB budget: 8 partitions from the
+        // start (an estimate of 32 KB), and splits for what is over.
+        let spill: Spill<(u64, String)> = Spill::new(None, 32 * 1024, 16 * 1024).unwrap();
+        assert_eq!(spill.writers.len(), 8);
         let mut want: BTreeMap<CanonicalKey, Vec<(u64, String)>> = BTreeMap::new();
         for i in 0..2000u64 {
             let k = key(i % 700);
@@ -311,6 +344,37 @@ mod tests {
             stats.max_bytes_held * EXPANSION <= 16 * 1024,
             "held {stats:?}"
         );
+    }
+
+    #[test]
+    fn one_key_larger_than_the_budget_is_read_whole_after_one_split() {
+        let spill: Spill<u64> = Spill::new(None, 1, 1024).unwrap();
+        for i in 0..1000u64 {
+            spill.push(&key(7), &i).unwrap();
+        }
+        let mut calls = Vec::new();
+        let stats = spill
+            .drain(|records| {
+                calls.push(records.len());
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(calls, vec![1000]);
+        assert_eq!(stats.splits, 1, "{stats:?}");
+    }
+
+    #[test]
+    fn a_partition_lost_on_disk_is_an_error_not_a_clean_result() {
+        let spill: Spill<u64> = Spill::new(None, 1, 1 << 20).unwrap();
+        for i in 0..10u64 {
+            spill.push(&key(i), &i).unwrap();
+        }
+        for w in &spill.writers {
+            w.lock().unwrap().flush().unwrap();
+        }
+        std::fs::write(&spill.paths[0], b"").unwrap();
+        let err = spill.drain(|_| Ok(())).unwrap_err().to_string();
+        assert!(err.contains("gave back 0 of 10"), "{err}");
     }
 
     #[test]

@@ -125,6 +125,8 @@ pub struct Suspect {
     /// The source side had the key (missing/changed), or only the target
     /// did (extra).
     pub expected: bool,
+    /// The first pass found the sides different (not only contested).
+    pub mismatched: bool,
 }
 
 /// What one partition's comparison found.
@@ -170,13 +172,13 @@ pub fn compare(
         .iter()
         .filter(|(_, sources)| sources.len() > 1)
         .map(|(ck, _)| ck);
-    let mut keys: Vec<&CanonicalKey> = first
+    let differ: std::collections::BTreeSet<&CanonicalKey> = first
         .missing
         .iter()
         .chain(&first.changed)
         .chain(&first.extra)
-        .chain(contested)
         .collect();
+    let mut keys: Vec<&CanonicalKey> = differ.iter().copied().chain(contested).collect();
     keys.sort();
     keys.dedup();
     let suspects = keys
@@ -195,6 +197,7 @@ pub fn compare(
                 target_key,
                 sources,
                 expected: expected.contains_key(ck),
+                mismatched: differ.contains(ck),
             })
         })
         .collect();
@@ -341,6 +344,7 @@ mod tests {
             find("moved").unwrap().sources,
             vec![src("e").unwrap(), src("f").unwrap()]
         );
+        assert!(!find("moved").unwrap().mismatched && find("changed").unwrap().mismatched);
         assert_eq!(c.suspects.len(), 5);
     }
 }

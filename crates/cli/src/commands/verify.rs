@@ -24,7 +24,7 @@ use relay_core::item::CanonicalKey;
 use relay_core::transform::Transform;
 use serde::Serialize;
 
-use super::scan::for_each_page;
+use super::copy::for_each_page;
 use crate::args::{CopyArgs, SpillArgs};
 use crate::ctx::{explain, rfc3339, Ctx};
 use crate::repair::{agrees, repair};
@@ -64,7 +64,8 @@ pub struct VerifyReport {
     /// Whether the verdict was recorded for `cutover`.
     pub recorded: bool,
     pub examples: Examples,
-    /// What the comparison wrote to disk and the most it held in memory.
+    /// What the comparison wrote to disk, and the largest partition it read
+    /// back (file bytes; in memory it takes about 4x that).
     pub spill: SpillStats,
     #[serde(skip)]
     repair: bool,
@@ -209,6 +210,14 @@ pub async fn verify<A: Aws>(
     }
     // Records are DynamoDB JSON, about twice the stored size.
     let parts: Spill<Seen> = Spill::new(dir, size.saturating_mul(2), budget)?;
+    ctx.step(&format!(
+        "comparing in {} MiB of memory; spill files under {}",
+        spill.memory_mb,
+        dir.map_or_else(
+            || std::env::temp_dir().display().to_string(),
+            |d| d.display().to_string()
+        )
+    ));
     let unmappable = std::sync::atomic::AtomicU64::new(0);
     let source_items = for_each_page(
         ctx,
@@ -266,6 +275,7 @@ pub async fn verify<A: Aws>(
     //    (or was contested by several source items) is a suspect.
     let (mut expected, mut actual, mut mismatched) = (0u64, 0u64, 0u64);
     let mut pending: Queue<Suspect> = Queue::new(dir)?;
+    ctx.step("comparing the tables partition by partition");
     let spilled = parts.drain(|records| {
         let c = diff::compare(records, &tkeys);
         expected += c.expected;
@@ -287,6 +297,8 @@ pub async fn verify<A: Aws>(
     }
     let mut found: Queue<(Kind, Suspect)> = Queue::new(dir)?;
     let (mut missing, mut changed, mut extra, mut unrepairable) = (0u64, 0u64, 0u64, 0u64);
+    // First-pass mismatches that still differ (the rest were lag).
+    let mut still_mismatched = 0u64;
     let mut examples = Examples::default();
     for chunk in pending.chunks(CHUNK)? {
         for x in chunk? {
@@ -305,6 +317,7 @@ pub async fn verify<A: Aws>(
             if shown.len() < EXAMPLES {
                 shown.push(serde_json::to_value(&x.target_key).unwrap_or_default());
             }
+            still_mismatched += u64::from(x.mismatched);
             if kind == Kind::Extra && x.sources.is_empty() {
                 unrepairable += 1;
             }
@@ -405,7 +418,7 @@ pub async fn verify<A: Aws>(
         missing,
         changed,
         extra,
-        lag_resolved: mismatched.saturating_sub(differences),
+        lag_resolved: mismatched.saturating_sub(still_mismatched),
         repaired,
         remaining,
         unrepairable,
