@@ -124,6 +124,10 @@ impl Default for SpillArgs {
     }
 }
 
+fn parse_export_uri(s: &str) -> Result<String, String> {
+    relay_core::export::parse_s3_dir(s).map(|_| s.to_string())
+}
+
 fn percent(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
@@ -142,6 +146,11 @@ pub enum Command {
         /// The seed method you plan to use (checks PITR, target existence).
         #[arg(long, value_enum, default_value_t = Method::Backup)]
         method: Method,
+        /// With `--method export`: you will load the export through the
+        /// transform (`seed --method export --load`) into a target your IaC
+        /// created.
+        #[arg(long)]
+        load: bool,
     },
     /// Seed the target table and set the cutoff (seed time - margin).
     Seed {
@@ -159,6 +168,15 @@ pub enum Command {
         /// Print the ImportSourceSpecification snippet (for a table created by your own IaC) and stop.
         #[arg(long)]
         print_import_spec: bool,
+        /// Export, then load the export's files through the transform into
+        /// the target your IaC created (like the scan copy, but no read
+        /// capacity is used on the source; works with any transform).
+        #[arg(long)]
+        load: bool,
+        /// Load this existing export instead of taking one:
+        /// s3://BUCKET/PREFIX/AWSDynamoDB/EXPORT_ID (implies --load).
+        #[arg(long, value_parser = parse_export_uri)]
+        from_export: Option<String>,
         #[command(flatten)]
         copy: CopyArgs,
         /// Show what would be done; change nothing.
@@ -298,11 +316,31 @@ impl Cli {
             at,
             s3_bucket,
             print_import_spec,
+            load,
+            from_export,
             copy,
             ..
         } = &self.command
         {
             let scan_flags = *copy != CopyArgs::default();
+            let loading = *load || from_export.is_some();
+            if loading && *method != Method::Export {
+                return Err(conflict(format!(
+                    "--load and --from-export are for --method export, not {}",
+                    method.as_str()
+                )));
+            }
+            if from_export.is_some() && (at.is_some() || s3_bucket.is_some()) {
+                return Err(conflict(
+                    "--from-export loads an export you already have: --at and --s3-bucket are for taking one"
+                        .into(),
+                ));
+            }
+            if loading && *print_import_spec {
+                return Err(conflict(
+                    "--print-import-spec is for an import by your IaC, not --load".into(),
+                ));
+            }
             match method {
                 Method::Scan if at.is_some() => {
                     return Err(conflict(
@@ -326,9 +364,10 @@ impl Cli {
                         method.as_str()
                     )))
                 }
+                Method::Export if loading => {}
                 Method::Backup | Method::Pitr | Method::Export if scan_flags => {
                     return Err(conflict(format!(
-                        "--segments, --rate and --max-wcu are for --method scan, not {}",
+                        "--segments, --rate and --max-wcu are for --method scan or export --load, not {}",
                         method.as_str()
                     )))
                 }
@@ -339,6 +378,14 @@ impl Cli {
                     ))
                 }
                 _ => {}
+            }
+        }
+        if let Command::Preflight { method, load: true } = &self.command {
+            if *method != Method::Export {
+                return Err(conflict(format!(
+                    "--load is for --method export, not {}",
+                    method.as_str()
+                )));
             }
         }
         if let Command::Restart {

@@ -272,6 +272,53 @@ impl<A: Aws> Ctx<A> {
             .await
     }
 
+    /// Exports the source table to `s3://bucket/prefix` (at `at_ms`, or
+    /// now) and waits for it; returns its export time and the key of its
+    /// `manifest-summary.json`.
+    pub async fn run_export(
+        &self,
+        bucket: &str,
+        prefix: &str,
+        at_ms: Option<i64>,
+    ) -> Result<(i64, Option<String>)> {
+        let s = &self.stack;
+        let arn = self
+            .aws
+            .describe(&s.source_table)
+            .await
+            .map_err(|e| explain(e, &s.source_table))?
+            .and_then(|t| t.arn)
+            .ok_or_else(|| anyhow!("source table {} not found", s.source_table))?;
+        self.step(&format!(
+            "exporting {} to s3://{bucket}/{prefix}",
+            s.source_table
+        ));
+        let export = self
+            .aws
+            .export(&arn, bucket, prefix, at_ms)
+            .await
+            .map_err(|e| explain(e, &format!("export of {}", s.source_table)))?;
+        let done = std::cell::RefCell::new((0i64, None));
+        self.wait(
+            "export: waiting for COMPLETED",
+            Duration::from_secs(12 * 3600),
+            || async {
+                let (status, t, manifest) = self
+                    .aws
+                    .export_status(&export)
+                    .await
+                    .map_err(|e| explain(e, &export))?;
+                if status == "FAILED" {
+                    bail!("export {export} FAILED; see the DynamoDB console");
+                }
+                *done.borrow_mut() = (t.unwrap_or(0), manifest);
+                Ok(status == "COMPLETED")
+            },
+        )
+        .await?;
+        Ok(done.into_inner())
+    }
+
     /// Waits for a table to be ACTIVE.
     pub async fn wait_table_active(&self, name: &str) -> Result<()> {
         self.wait(

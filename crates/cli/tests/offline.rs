@@ -36,6 +36,47 @@ fn usage_errors_name_the_flag_before_any_aws_call() {
         ),
         (&["seed", "--method", "pitr", "--at", "next week"], "--at"),
         (&["replay", "--from", "soon"], "--from"),
+        (&["seed", "--method", "scan", "--load"], "--load"),
+        (
+            &["seed", "--method", "export", "--from-export", "b/x"],
+            "--from-export",
+        ),
+        (
+            &[
+                "seed",
+                "--method",
+                "export",
+                "--from-export",
+                "s3://b/AWSDynamoDB/x",
+                "--s3-bucket",
+                "b",
+            ],
+            "--from-export",
+        ),
+        (
+            &[
+                "seed",
+                "--method",
+                "export",
+                "--load",
+                "--print-import-spec",
+                "--s3-bucket",
+                "b",
+            ],
+            "--print-import-spec",
+        ),
+        (
+            &[
+                "seed",
+                "--method",
+                "export",
+                "--s3-bucket",
+                "b",
+                "--segments",
+                "8",
+            ],
+            "--segments",
+        ),
     ] {
         let all: Vec<&str> = at.iter().copied().chain(args.iter().copied()).collect();
         let o = bare(&all);

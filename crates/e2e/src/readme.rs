@@ -26,6 +26,10 @@ pub fn documented(readme: &str, args: &[&str]) -> Option<Documented> {
     if scan && (name == "seed" || name == "restart") {
         name = format!("{name} --method scan");
     }
+    let load = args.contains(&"--load") || args.contains(&"--from-export");
+    if load && name == "seed" {
+        name = "seed --method export --load".into();
+    }
     if args.contains(&"--print-import-spec") {
         name = format!("{name} --print-import-spec");
     }

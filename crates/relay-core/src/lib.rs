@@ -23,6 +23,7 @@ pub mod decide;
 pub mod diff;
 pub mod envelope;
 pub mod event;
+pub mod export;
 pub mod group;
 pub mod item;
 pub mod metrics;

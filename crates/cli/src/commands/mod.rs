@@ -2,9 +2,11 @@
 //! [`relay_aws::operator::Aws`] traits, lets `relay_core::decide` decide,
 //! acts, and returns a typed report ([`crate::report::Report`]).
 
+pub mod copy;
 pub mod cutover;
 pub mod dlq;
 pub mod finish;
+pub mod load;
 pub mod pause;
 pub mod preflight;
 pub mod replay;
@@ -25,7 +27,9 @@ use crate::report::emit;
 pub async fn run<A: Aws>(ctx: &Ctx<A>, command: Command) -> Result<i32> {
     let out = ctx.output;
     Ok(match command {
-        Command::Preflight { method } => emit(out, &preflight::preflight(ctx, method).await?),
+        Command::Preflight { method, load } => {
+            emit(out, &preflight::preflight(ctx, method, load).await?)
+        }
         Command::Seed {
             method: Method::Export,
             print_import_spec: true,
@@ -43,6 +47,31 @@ pub async fn run<A: Aws>(ctx: &Ctx<A>, command: Command) -> Result<i32> {
             dry_run,
             ..
         } => emit(out, &scan::seed_scan(ctx, copy, dry_run, false).await?),
+        Command::Seed {
+            method: Method::Export,
+            load,
+            from_export,
+            s3_bucket,
+            s3_prefix,
+            at,
+            copy,
+            dry_run,
+            ..
+        } if load || from_export.is_some() => emit(
+            out,
+            &load::seed_export_load(
+                ctx,
+                &load::LoadArgs {
+                    from_export,
+                    bucket: s3_bucket,
+                    prefix: s3_prefix,
+                    at,
+                },
+                copy,
+                dry_run,
+            )
+            .await?,
+        ),
         Command::Seed {
             method,
             at,

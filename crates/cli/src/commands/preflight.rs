@@ -45,7 +45,13 @@ impl Report for PreflightReport {
     }
 }
 
-pub async fn preflight<A: Aws>(ctx: &Ctx<A>, method: Method) -> Result<PreflightReport> {
+pub async fn preflight<A: Aws>(
+    ctx: &Ctx<A>,
+    method: Method,
+    load: bool,
+) -> Result<PreflightReport> {
+    // The copy seeds write into a target your IaC created.
+    let copy = method == Method::Scan || (method == Method::Export && load);
     let s = &ctx.stack;
     let mut checks = vec![Check::pass(
         "stack",
@@ -142,13 +148,13 @@ pub async fn preflight<A: Aws>(ctx: &Ctx<A>, method: Method) -> Result<Preflight
 
     // The target: restore and import create it.
     match ctx.aws.describe(&s.target_table).await {
-        Ok(None) if method == Method::Scan => checks.push(Check::fail(
+        Ok(None) if copy => checks.push(Check::fail(
             "target table",
-            format!("{} does not exist: a scan copy writes into a table your IaC creates", s.target_table),
+            format!("{} does not exist: a {} copy writes into a table your IaC creates", s.target_table, method.as_str()),
         )),
-        Ok(Some(t)) if method == Method::Scan => checks.push(Check::pass(
+        Ok(Some(t)) if copy => checks.push(Check::pass(
             "target table",
-            format!("{} ({}, keys {:?}) exists for the scan copy", t.name, t.status, t.key_names),
+            format!("{} ({}, keys {:?}) exists for the {} copy", t.name, t.status, t.key_names, method.as_str()),
         )),
         Ok(None) => checks.push(Check::pass("target table", format!("{} does not exist yet; the {} seed creates it", s.target_table, method.as_str()))),
         Ok(Some(t)) if seeded => checks.push(Check::pass("target table", format!("{} ({}), seeded by ddb-relay", t.name, t.status))),

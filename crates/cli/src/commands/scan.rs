@@ -1,5 +1,6 @@
-//! The scan copy: `seed --method scan` and `restart --method scan`, and the
-//! page-by-page passes over the target (clear, tombstone sweep).
+//! The copy seeds: `seed --method scan`, `restart --method scan` and the
+//! export load (`seed --method export --load`, files read by `load.rs`);
+//! what they share is in `copy.rs`.
 //!
 //! **Invariant:** the scan copy never overwrites: each put requires the
 //! target key to be absent, so a newer image or a tombstone written by the
@@ -11,19 +12,18 @@
 //! finds the item moved when it commits, and writes its batch again under
 //! the new mode before any of its messages is deleted.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, Result};
 use futures::future::try_join_all;
 use relay_aws::operator::{Aws, Cond};
-use relay_core::apply::{is_tombstone, TOMBSTONE_ATTR};
-use relay_core::control::{cutoff_for_seed, ControlState, Mode, ATTR_MIGRATION};
+use relay_core::control::{cutoff_for_seed, ControlState, Mode};
 use relay_core::decide::validate_replay_point;
-use relay_core::diff::key_of;
 use relay_core::item::{AttributeValue, Attrs};
 use serde::Serialize;
 
+use super::copy::{checkpoint_key, forget_checkpoints, Copier};
+pub use super::copy::{clear_target, for_each_page, sweep_tombstones};
 use super::pause::{bounds, enable_applier};
 use super::replay::{require_paused, wait_stopped};
 use crate::args::CopyArgs;
@@ -56,7 +56,8 @@ impl Report for ScanReport {
             return format!("dry run: would {plan}");
         }
         format!(
-            "scan copy done: {} copied, {} already there (newer or deleted), {} tombstones removed, {:.0} items/s; cutoff {}. The applier is running: `ddb-relay verify`",
+            "{} copy done: {} copied, {} already there (newer or deleted), {} tombstones removed, {:.0} items/s; cutoff {}. The applier is running: `ddb-relay verify`",
+            self.method,
             self.copied,
             self.skipped_existing,
             self.tombstones_deleted,
@@ -66,37 +67,42 @@ impl Report for ScanReport {
     }
 }
 
-/// Simple rate limit: after `done` items, sleep until `done / rate` seconds
-/// have passed.
-async fn pace(start: tokio::time::Instant, done: u64, rate: u64) {
-    if rate == 0 {
-        return;
-    }
-    let due = Duration::from_secs_f64(done as f64 / rate as f64);
-    if let Some(wait) = due.checked_sub(start.elapsed()) {
-        tokio::time::sleep(wait).await;
+/// Where a copy reads the source's items.
+#[derive(Debug)]
+pub enum Source {
+    /// A parallel scan of the source table, starting now.
+    Scan,
+    /// The data files of a DynamoDB export (consistent at its export time).
+    Export(super::copy::Export),
+}
+
+impl Source {
+    fn method(&self) -> &'static str {
+        match self {
+            Source::Scan => "scan",
+            Source::Export(_) => "export",
+        }
     }
 }
 
-/// The checkpoint item of a scan copy, beside the control item.
-fn checkpoint_key<A>(ctx: &Ctx<A>) -> Attrs {
-    Attrs::from([(
-        ATTR_MIGRATION.to_string(),
-        AttributeValue::S(format!("{}#scan", ctx.stack.migration)),
-    )])
-}
-
-/// Forgets a scan copy's checkpoints (a restart copies from the start).
-pub async fn forget_checkpoints<A: Aws>(ctx: &Ctx<A>) -> Result<()> {
-    ctx.aws
-        .delete_item(
-            &ctx.stack.control_table,
-            &checkpoint_key(ctx),
-            &Cond::Always,
-        )
-        .await
-        .map(|_| ())
-        .map_err(|e| explain(e, "control table"))
+/// A dry run's report, before anything is known but the plan.
+pub fn plan_only<A>(ctx: &Ctx<A>, method: &str, plan: String) -> ScanReport {
+    ScanReport {
+        stack: ctx.stack.name.clone(),
+        method: method.into(),
+        seed_ms: 0,
+        cutoff_ms: 0,
+        resumed: false,
+        copied: 0,
+        skipped_existing: 0,
+        tombstones_deleted: 0,
+        seconds: 0.0,
+        items_per_s: 0.0,
+        already: false,
+        dry_run: true,
+        plan: Some(plan),
+        target_key: None,
+    }
 }
 
 /// Where each segment stands: `None` = start, `Some(None)` = done,
@@ -111,108 +117,6 @@ fn segment_positions(item: &Attrs, segments: i32) -> Vec<Option<Option<Attrs>>> 
         .collect()
 }
 
-/// Runs `each` on every item of `table`, page by page, segments in
-/// parallel: memory is bounded by one page per segment, whatever the size
-/// of the table. Returns how many items `each` counted.
-pub async fn for_each_page<A, F, Fut>(
-    ctx: &Ctx<A>,
-    table: &str,
-    segments: i32,
-    what: &str,
-    each: F,
-) -> Result<u64>
-where
-    A: Aws,
-    F: Fn(Vec<Attrs>) -> Fut,
-    Fut: std::future::Future<Output = Result<u64>>,
-{
-    let pb = ctx.bar(None, what);
-    let counted = AtomicU64::new(0);
-    try_join_all((0..segments).map(|seg| {
-        let (pb, counted, each) = (&pb, &counted, &each);
-        async move {
-            let mut next = None;
-            loop {
-                let (items, more) = ctx
-                    .aws
-                    .scan_page(table, seg, segments, next.take(), true)
-                    .await
-                    .map_err(|e| explain(e, table))?;
-                pb.inc(items.len() as u64);
-                counted.fetch_add(each(items).await?, Ordering::Relaxed);
-                match more {
-                    Some(k) => next = Some(k),
-                    None => return Ok::<_, anyhow::Error>(()),
-                }
-            }
-        }
-    }))
-    .await?;
-    pb.finish_and_clear();
-    Ok(counted.into_inner())
-}
-
-/// Deletes every tombstone still in the target (only while it is still a
-/// tombstone); returns how many.
-pub async fn sweep_tombstones<A: Aws>(
-    ctx: &Ctx<A>,
-    key_names: &[String],
-    segments: i32,
-) -> Result<u64> {
-    let table = &ctx.stack.target_table;
-    for_each_page(
-        ctx,
-        table,
-        segments,
-        "tombstone sweep",
-        |items| async move {
-            let mut n = 0;
-            for item in items.iter().filter(|i| is_tombstone(i)) {
-                if let Some(key) = key_of(item, key_names) {
-                    let w = ctx
-                        .aws
-                        .delete_item(table, &key, &Cond::Exists(TOMBSTONE_ATTR.into()))
-                        .await
-                        .map_err(|e| explain(e, table))?;
-                    n += u64::from(w.done);
-                }
-            }
-            Ok(n)
-        },
-    )
-    .await
-}
-
-/// Deletes every item of the target (a restart copies again); the applier
-/// must be paused and stopped.
-pub async fn clear_target<A: Aws>(
-    ctx: &Ctx<A>,
-    key_names: &[String],
-    segments: i32,
-) -> Result<u64> {
-    let table = &ctx.stack.target_table;
-    for_each_page(
-        ctx,
-        table,
-        segments,
-        "clearing the target",
-        |items| async move {
-            let mut n = 0;
-            for item in &items {
-                if let Some(key) = key_of(item, key_names) {
-                    ctx.aws
-                        .delete_item(table, &key, &Cond::Always)
-                        .await
-                        .map_err(|e| explain(e, table))?;
-                    n += 1;
-                }
-            }
-            Ok(n)
-        },
-    )
-    .await
-}
-
 /// Scan copy: tombstone mode and cutoff first, applier on, copy with
 /// conditional puts (resumable from per-segment checkpoints), normal mode,
 /// tombstones swept. `replacing`: called by `restart` on a cleared target.
@@ -222,6 +126,20 @@ pub async fn seed_scan<A: Aws>(
     dry_run: bool,
     replacing: bool,
 ) -> Result<ScanReport> {
+    seed_copy(ctx, &Source::Scan, limits, dry_run, replacing).await
+}
+
+/// A copy seed from `source`: tombstone mode and cutoff first, applier on,
+/// conditional puts (resumable from checkpoints), normal mode, tombstones
+/// swept.
+pub async fn seed_copy<A: Aws>(
+    ctx: &Ctx<A>,
+    source: &Source,
+    limits: CopyArgs,
+    dry_run: bool,
+    replacing: bool,
+) -> Result<ScanReport> {
+    let method = source.method();
     let CopyArgs {
         segments,
         rate,
@@ -259,19 +177,24 @@ pub async fn seed_scan<A: Aws>(
         Some(AttributeValue::N(v)) => v.parse::<i64>().ok(),
         _ => None,
     };
-    // A copy that stopped halfway (same seed, same segments) continues.
+    // A copy that stopped halfway (same seed, same segments or the same
+    // export) continues.
+    let same_source = |c: &Attrs| match source {
+        Source::Scan => number(c, "segments") == Some(i64::from(segments)),
+        Source::Export(x) => c.get("export") == Some(&AttributeValue::S(x.dir.clone())),
+    };
     let resuming = matches!(
         (&checkpoint, read.seed_ms, read.cutoff_ms),
         (Some(c), Some(seed), Some(_))
-            if read.seed_method.as_deref() == Some("scan")
+            if read.seed_method.as_deref() == Some(method)
                 && read.mode == Mode::Tombstone
                 && number(c, "seed_ms") == Some(seed)
-                && number(c, "segments") == Some(i64::from(segments))
+                && same_source(c)
     );
-    let start_ms = if resuming {
-        read.seed_ms.unwrap_or_else(|| ctx.now_ms())
-    } else {
-        ctx.now_ms()
+    let start_ms = match source {
+        _ if resuming => read.seed_ms.unwrap_or_else(|| ctx.now_ms()),
+        Source::Scan => ctx.now_ms(),
+        Source::Export(x) => x.summary.export_time_ms,
     };
     let cutoff = if resuming {
         read.cutoff_ms.unwrap_or(0)
@@ -280,7 +203,7 @@ pub async fn seed_scan<A: Aws>(
     };
     let report = |plan: Option<String>| ScanReport {
         stack: s.name.clone(),
-        method: "scan".into(),
+        method: method.into(),
         seed_ms: start_ms,
         cutoff_ms: cutoff,
         resumed: resuming,
@@ -298,7 +221,7 @@ pub async fn seed_scan<A: Aws>(
     // The copy finished, but the sweep did not (a crash after the switch to
     // normal mode): finish the sweep.
     let unswept = checkpoint.is_some()
-        && read.seed_method.as_deref() == Some("scan")
+        && matches!(read.seed_method.as_deref(), Some("scan" | "export"))
         && read.mode == Mode::Normal
         && read.cutoff_ms.is_some();
     if unswept && !replacing {
@@ -327,6 +250,9 @@ pub async fn seed_scan<A: Aws>(
             read.seed_ms.map_or("?".into(), rfc3339)
         );
     }
+    if let (Source::Export(x), false) = (source, resuming) {
+        super::copy::refuse_stale_export(ctx, x)?;
+    }
     if !resuming && read.consumed_ms.is_some() {
         // The copy's cutoff skips everything before it: every change after
         // it must still be queued.
@@ -334,7 +260,17 @@ pub async fn seed_scan<A: Aws>(
         validate_replay_point(start_ms, &b).map_err(|e| anyhow!("{e}"))?;
     }
     if dry_run {
-        let plan = format!("{}switch the applier to tombstone mode with cutoff {}, enable it, copy {} into {} ({segments} segments, puts only where the key is absent), then return to normal mode and delete the tombstones", if resuming { "resume the stopped copy; " } else { "" }, rfc3339(cutoff), s.source_table, s.target_table);
+        let from = match source {
+            Source::Scan => format!("{} ({segments} segments", s.source_table),
+            Source::Export(x) => format!(
+                "the export s3://{}/{} ({} files, {} items, {segments} at a time",
+                x.bucket,
+                x.dir,
+                x.files.len(),
+                x.summary.item_count
+            ),
+        };
+        let plan = format!("{}switch the applier to tombstone mode with cutoff {}, enable it, copy {from}) into {}, puts only where the key is absent, then return to normal mode and delete the tombstones", if resuming { "resume the stopped copy; " } else { "" }, rfc3339(cutoff), s.target_table);
         return Ok(ScanReport {
             target_key: Some(t.target_key_names()),
             ..report(Some(plan))
@@ -348,8 +284,12 @@ pub async fn seed_scan<A: Aws>(
         )
     } else {
         ctx.step(&format!(
-            "tombstone mode, cutoff {} (scan start - {} s)",
+            "tombstone mode, cutoff {} ({} - {} s)",
             rfc3339(cutoff),
+            match source {
+                Source::Scan => "scan start",
+                Source::Export(_) => "export time",
+            },
             s.margin_ms / 1000
         ));
         let written = ctx
@@ -358,7 +298,7 @@ pub async fn seed_scan<A: Aws>(
                 ControlState {
                     cutoff_ms: Some(cutoff),
                     mode: Mode::Tombstone,
-                    seed_method: Some("scan".into()),
+                    seed_method: Some(method.into()),
                     seed_ms: Some(start_ms),
                     last_verify: None,
                     ..read.clone()
@@ -367,7 +307,14 @@ pub async fn seed_scan<A: Aws>(
             .await?;
         let mut c = ckey.clone();
         c.insert("seed_ms".into(), AttributeValue::N(start_ms.to_string()));
-        c.insert("segments".into(), AttributeValue::N(segments.to_string()));
+        match source {
+            Source::Scan => {
+                c.insert("segments".into(), AttributeValue::N(segments.to_string()));
+            }
+            Source::Export(x) => {
+                c.insert("export".into(), AttributeValue::S(x.dir.clone()));
+            }
+        }
         ctx.aws
             .put_item(&s.control_table, &c, &Cond::Always)
             .await
@@ -380,30 +327,74 @@ pub async fn seed_scan<A: Aws>(
         enable_applier(ctx, &trigger.uuid, written).await?;
     }
 
-    ctx.step(&format!(
-        "copying {} -> {} ({segments} segments)",
-        s.source_table, s.target_table
-    ));
-    let key_attr = t.target_key_names().first().cloned().unwrap_or_default();
-    let pb = ctx.bar(
-        ctx.aws
+    let total = match source {
+        Source::Scan => ctx
+            .aws
             .describe(&s.source_table)
             .await
             .ok()
             .flatten()
             .and_then(|x| x.item_count)
             .map(|n| n as u64),
-        "scan copy",
-    );
-    let copied = AtomicU64::new(0);
-    let skipped = AtomicU64::new(0);
+        Source::Export(x) => Some(x.summary.item_count),
+    };
+    let copier = Copier::new(t, rate, max_wcu, ctx.bar(total, &format!("{method} copy")));
     let began = Instant::now();
-    let paced = tokio::time::Instant::now();
-    let seen = AtomicU64::new(0);
-    let wcu_milli = AtomicU64::new(0);
+    match source {
+        Source::Scan => {
+            ctx.step(&format!(
+                "copying {} -> {} ({segments} segments)",
+                s.source_table, s.target_table
+            ));
+            copy_segments(ctx, &copier, &positions, segments, &ckey).await?;
+        }
+        Source::Export(x) => {
+            ctx.step(&format!(
+                "loading {} export files into {} ({segments} at a time)",
+                x.files.len(),
+                s.target_table
+            ));
+            let done = checkpoint.as_ref().filter(|_| resuming);
+            super::copy::copy_files(ctx, &copier, x, done, segments, &ckey).await?;
+        }
+    }
+    let pb = &copier.pb;
+    pb.finish_and_clear();
+    let took = began.elapsed().as_secs_f64();
+
+    ctx.step("normal mode; deleting tombstones");
+    let read = ctx.control().await?;
+    ctx.write_control(
+        &read,
+        ControlState {
+            mode: Mode::Normal,
+            ..read.clone()
+        },
+    )
+    .await?;
+    let swept = sweep_tombstones(ctx, &t.target_key_names(), segments).await?;
+    forget_checkpoints(ctx).await?;
+    let (copied, skipped) = (copier.copied.into_inner(), copier.skipped.into_inner());
+    Ok(ScanReport {
+        copied,
+        skipped_existing: skipped,
+        tombstones_deleted: swept,
+        seconds: took,
+        items_per_s: (copied + skipped) as f64 / took.max(0.001),
+        ..report(None)
+    })
+}
+
+/// The scan copy's segments, in parallel, each from its checkpoint.
+async fn copy_segments<A: Aws>(
+    ctx: &Ctx<A>,
+    copier: &Copier<'_>,
+    positions: &[Option<Option<Attrs>>],
+    segments: i32,
+    ckey: &Attrs,
+) -> Result<()> {
+    let s = &ctx.stack;
     try_join_all((0..segments).map(|seg| {
-        let (copied, skipped, seen, wcu_milli) = (&copied, &skipped, &seen, &wcu_milli);
-        let (key_attr, pb, ckey) = (&key_attr, &pb, &ckey);
         let position = positions.get(seg as usize).cloned().flatten();
         async move {
             let mut next = match position {
@@ -418,26 +409,7 @@ pub async fn seed_scan<A: Aws>(
                     .await
                     .map_err(|e| explain(e, &s.source_table))?;
                 for item in &items {
-                    let out = t
-                        .item(item)
-                        .map_err(|e| anyhow!("the transform cannot map a source item: {e}"))?;
-                    let w = ctx
-                        .aws
-                        .put_item(&s.target_table, &out, &Cond::Absent(key_attr.clone()))
-                        .await
-                        .map_err(|e| explain(e, &s.target_table))?;
-                    if w.done {
-                        copied.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        skipped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    pb.inc(1);
-                    let done = seen.fetch_add(1, Ordering::Relaxed) + 1;
-                    pace(paced, done, rate).await;
-                    // Capacity as DynamoDB reports it (1 unit when it does not).
-                    let used = (w.wcu.unwrap_or(1.0) * 1000.0) as u64;
-                    let total = wcu_milli.fetch_add(used, Ordering::Relaxed) + used;
-                    pace(paced, total / 1000, max_wcu).await;
+                    copier.put(ctx, item).await?;
                 }
                 // The segment's checkpoint: resume after this page.
                 let mark = match &more {
@@ -462,30 +434,7 @@ pub async fn seed_scan<A: Aws>(
         }
     }))
     .await?;
-    pb.finish_and_clear();
-    let took = began.elapsed().as_secs_f64();
-
-    ctx.step("normal mode; deleting tombstones");
-    let read = ctx.control().await?;
-    ctx.write_control(
-        &read,
-        ControlState {
-            mode: Mode::Normal,
-            ..read.clone()
-        },
-    )
-    .await?;
-    let swept = sweep_tombstones(ctx, &t.target_key_names(), segments).await?;
-    forget_checkpoints(ctx).await?;
-    let (copied, skipped) = (copied.into_inner(), skipped.into_inner());
-    Ok(ScanReport {
-        copied,
-        skipped_existing: skipped,
-        tombstones_deleted: swept,
-        seconds: took,
-        items_per_s: (copied + skipped) as f64 / took.max(0.001),
-        ..report(None)
-    })
+    Ok(())
 }
 
 /// `restart --method scan`: paused first; waits for the earliest valid

@@ -107,7 +107,7 @@ fn import_spec(bucket: &str, prefix: &str) -> Value {
 pub fn refuse_restore_with_transform<A>(ctx: &Ctx<A>, what: &str) -> Result<()> {
     if let Some(spec) = &ctx.stack.transform_spec {
         bail!(
-            "{what} copies the table as it is, but stack {} transforms items (TransformSpec {spec}): seed with the scan copy instead (`ddb-relay seed --method scan`, or `ddb-relay restart --method scan`)",
+            "{what} copies the table as it is, but stack {} transforms items (TransformSpec {spec}): seed with a copy instead (`ddb-relay seed --method scan`, `ddb-relay seed --method export --load --s3-bucket B`, or `ddb-relay restart --method scan`)",
             ctx.stack.name
         );
     }
@@ -397,42 +397,9 @@ pub async fn run_seed<A: Aws>(
             let bucket = bucket.ok_or_else(|| {
                 anyhow!("--method export needs --s3-bucket (a bucket in this account and region)")
             })?;
-            let arn = ctx
-                .aws
-                .describe(&s.source_table)
-                .await
-                .map_err(|e| explain(e, &s.source_table))?
-                .and_then(|t| t.arn)
-                .ok_or_else(|| anyhow!("source table {} not found", s.source_table))?;
-            ctx.step(&format!(
-                "exporting {} to s3://{bucket}/{prefix}",
-                s.source_table
-            ));
-            let export = ctx
-                .aws
-                .export(&arn, bucket, prefix, at_ms)
-                .await
-                .map_err(|e| explain(e, &format!("export of {}", s.source_table)))?;
-            let seed_ms = std::cell::Cell::new(0i64);
-            ctx.wait(
-                "export: waiting for COMPLETED",
-                Duration::from_secs(12 * 3600),
-                || async {
-                    let (status, t, _) = ctx
-                        .aws
-                        .export_status(&export)
-                        .await
-                        .map_err(|e| explain(e, &export))?;
-                    if status == "FAILED" {
-                        bail!("export {export} FAILED; see the DynamoDB console");
-                    }
-                    seed_ms.set(t.unwrap_or(0));
-                    Ok(status == "COMPLETED")
-                },
-            )
-            .await?;
-            ctx.write_control(read, record(seed_ms.get())).await?;
-            Ok(seed_ms.get())
+            let (seed_ms, _) = ctx.run_export(bucket, prefix, at_ms).await?;
+            ctx.write_control(read, record(seed_ms)).await?;
+            Ok(seed_ms)
         }
     }
 }

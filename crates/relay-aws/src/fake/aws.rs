@@ -11,8 +11,8 @@ use relay_core::item::{AttributeValue, Attrs};
 use super::dynamo::Check;
 use super::{lock, FakeDynamo, FakeFifo, FakeMetrics};
 use crate::operator::{
-    Cond, ControlWrite, Mapping, MetricQuery, Metrics, QueueAttrs, Queues, RawMessage, Series,
-    StackInfo, Stacks, TableInfo, Tables, Triggers, Written,
+    Cond, ControlWrite, Mapping, MetricQuery, Metrics, Objects, QueueAttrs, Queues, RawMessage,
+    Series, StackInfo, Stacks, TableInfo, Tables, Triggers, Written,
 };
 use crate::AwsError;
 
@@ -37,6 +37,8 @@ struct State {
     /// When set, enabling or disabling a trigger fails with it.
     mapping_fault: Option<AwsError>,
     page_size: usize,
+    /// S3 objects by (bucket, key).
+    objects: HashMap<(String, String), Vec<u8>>,
 }
 
 /// One in-memory account: DynamoDB, the FIFO queue and its DLQ, the
@@ -125,6 +127,13 @@ impl FakeAws {
 
     pub fn fail_metrics(&self, err: Option<AwsError>) {
         lock(&self.state).metrics_fault = err;
+    }
+
+    /// Stores an S3 object.
+    pub fn put_object(&self, bucket: &str, key: &str, bytes: Vec<u8>) {
+        lock(&self.state)
+            .objects
+            .insert((bucket.into(), key.into()), bytes);
     }
 
     /// Items per scan page.
@@ -512,6 +521,31 @@ impl Tables for FakeAws {
             (true, Some(s)) => ControlWrite::Written(s),
             _ => ControlWrite::Conflict,
         })
+    }
+}
+
+impl Objects for FakeAws {
+    async fn download(
+        &self,
+        bucket: &str,
+        key: &str,
+        dest: &std::path::Path,
+    ) -> Result<u64, AwsError> {
+        tokio::task::yield_now().await;
+        let bytes = lock(&self.state)
+            .objects
+            .get(&(bucket.to_string(), key.to_string()))
+            .cloned()
+            .ok_or_else(|| {
+                AwsError::permanent(
+                    "GetObject",
+                    "NoSuchKey",
+                    "The specified key does not exist.",
+                )
+            })?;
+        std::fs::write(dest, &bytes)
+            .map_err(|err| AwsError::permanent("GetObject", "LocalFile", &err.to_string()))?;
+        Ok(bytes.len() as u64)
     }
 }
 

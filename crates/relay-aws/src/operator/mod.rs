@@ -18,6 +18,7 @@ mod cloudformation;
 mod cloudwatch;
 mod dynamodb;
 mod lambda;
+mod s3;
 mod sqs;
 
 /// The outputs of a stack.
@@ -382,10 +383,22 @@ pub trait Metrics: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Series>, AwsError>> + Send;
 }
 
-/// Every service the operator touches.
-pub trait Aws: Stacks + Triggers + Queues + Tables + Metrics {}
+/// S3: the objects of an export.
+pub trait Objects: Send + Sync {
+    /// Streams an object into the file at `dest` (created or truncated);
+    /// returns its size. Memory stays at one chunk whatever the size.
+    fn download(
+        &self,
+        bucket: &str,
+        key: &str,
+        dest: &std::path::Path,
+    ) -> impl Future<Output = Result<u64, AwsError>> + Send;
+}
 
-impl<T: Stacks + Triggers + Queues + Tables + Metrics> Aws for T {}
+/// Every service the operator touches.
+pub trait Aws: Stacks + Triggers + Queues + Tables + Metrics + Objects {}
+
+impl<T: Stacks + Triggers + Queues + Tables + Metrics + Objects> Aws for T {}
 
 /// Clients for every service the operator touches.
 #[derive(Clone, Debug)]
@@ -395,6 +408,7 @@ pub struct Sdk {
     pub cfn: aws_sdk_cloudformation::Client,
     pub lambda: aws_sdk_lambda::Client,
     pub cw: aws_sdk_cloudwatch::Client,
+    pub s3: aws_sdk_s3::Client,
 }
 
 impl Sdk {
@@ -405,6 +419,13 @@ impl Sdk {
             cfn: aws_sdk_cloudformation::Client::new(conf),
             lambda: aws_sdk_lambda::Client::new(conf),
             cw: aws_sdk_cloudwatch::Client::new(conf),
+            // Emulators on an endpoint URL serve path-style requests only
+            // (no `bucket.localhost` names); AWS itself takes either.
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(conf)
+                    .force_path_style(conf.endpoint_url().is_some())
+                    .build(),
+            ),
         }
     }
 }

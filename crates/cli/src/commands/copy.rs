@@ -1,0 +1,346 @@
+//! What the copy seeds share (`scan.rs`: the scan copy and the export
+//! load): the writer of copied items, the checkpoint item, the page-by-page
+//! passes over a table (read, clear, tombstone sweep), and the loading of an
+//! export's data files.
+//!
+//! **Invariant:** a copied item is put only where the target key is absent,
+//! so a newer image or a tombstone written by the applier wins.
+//!
+//! **Invariant:** a pass over a table holds one page per segment, whatever
+//! the table's size.
+//!
+//! **Invariant:** an export older than what the queue can still hold is
+//! refused (every change after its cutoff must reach the applier), and a
+//! data file is checkpointed only after every item in it was written and
+//! its item count matched the manifest's.
+
+use std::io::BufRead;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures::future::try_join_all;
+use futures::{StreamExt, TryStreamExt};
+use relay_aws::operator::{Aws, Cond};
+use relay_core::apply::{is_tombstone, TOMBSTONE_ATTR};
+use relay_core::control::ATTR_MIGRATION;
+use relay_core::diff::key_of;
+use relay_core::export::{self, DataFile, Summary};
+use relay_core::item::{AttributeValue, Attrs};
+
+use crate::ctx::{explain, rfc3339, Ctx};
+
+/// Writes copied items: through the transform, only where the target key
+/// is absent, paced by `--rate` and `--max-wcu`, counted.
+pub struct Copier<'a> {
+    t: &'a dyn relay_core::transform::Transform,
+    key_attr: String,
+    rate: u64,
+    max_wcu: u64,
+    paced: tokio::time::Instant,
+    seen: AtomicU64,
+    wcu_milli: AtomicU64,
+    pub copied: AtomicU64,
+    pub skipped: AtomicU64,
+    pub pb: indicatif::ProgressBar,
+}
+
+impl std::fmt::Debug for Copier<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Copier")
+            .field("copied", &self.copied)
+            .field("skipped", &self.skipped)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Copier<'a> {
+    /// A writer through `t` at most `rate` items/s and `max_wcu` consumed
+    /// write units/s (0: no limit), counting on `pb`.
+    pub fn new(
+        t: &'a dyn relay_core::transform::Transform,
+        rate: u64,
+        max_wcu: u64,
+        pb: indicatif::ProgressBar,
+    ) -> Self {
+        Copier {
+            t,
+            key_attr: t.target_key_names().first().cloned().unwrap_or_default(),
+            rate,
+            max_wcu,
+            paced: tokio::time::Instant::now(),
+            seen: AtomicU64::new(0),
+            wcu_milli: AtomicU64::new(0),
+            copied: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            pb,
+        }
+    }
+
+    pub async fn put<A: Aws>(&self, ctx: &Ctx<A>, item: &Attrs) -> Result<()> {
+        let table = &ctx.stack.target_table;
+        let out = self
+            .t
+            .item(item)
+            .map_err(|e| anyhow!("the transform cannot map a source item: {e}"))?;
+        let w = ctx
+            .aws
+            .put_item(table, &out, &Cond::Absent(self.key_attr.clone()))
+            .await
+            .map_err(|e| explain(e, table))?;
+        if w.done {
+            self.copied.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+        }
+        self.pb.inc(1);
+        let done = self.seen.fetch_add(1, Ordering::Relaxed) + 1;
+        pace(self.paced, done, self.rate).await;
+        // Capacity as DynamoDB reports it (1 unit when it does not).
+        let used = (w.wcu.unwrap_or(1.0) * 1000.0) as u64;
+        let total = self.wcu_milli.fetch_add(used, Ordering::Relaxed) + used;
+        pace(self.paced, total / 1000, self.max_wcu).await;
+        Ok(())
+    }
+}
+
+/// Simple rate limit: after `done` items, sleep until `done / rate` seconds
+/// have passed.
+async fn pace(start: tokio::time::Instant, done: u64, rate: u64) {
+    if rate == 0 {
+        return;
+    }
+    let due = Duration::from_secs_f64(done as f64 / rate as f64);
+    if let Some(wait) = due.checked_sub(start.elapsed()) {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// The checkpoint item of a scan copy, beside the control item.
+pub fn checkpoint_key<A>(ctx: &Ctx<A>) -> Attrs {
+    Attrs::from([(
+        ATTR_MIGRATION.to_string(),
+        AttributeValue::S(format!("{}#scan", ctx.stack.migration)),
+    )])
+}
+
+/// Forgets a scan copy's checkpoints (a restart copies from the start).
+pub async fn forget_checkpoints<A: Aws>(ctx: &Ctx<A>) -> Result<()> {
+    ctx.aws
+        .delete_item(
+            &ctx.stack.control_table,
+            &checkpoint_key(ctx),
+            &Cond::Always,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| explain(e, "control table"))
+}
+
+/// Runs `each` on every item of `table`, page by page, segments in
+/// parallel: memory is bounded by one page per segment, whatever the size
+/// of the table. Returns how many items `each` counted.
+pub async fn for_each_page<A, F, Fut>(
+    ctx: &Ctx<A>,
+    table: &str,
+    segments: i32,
+    what: &str,
+    each: F,
+) -> Result<u64>
+where
+    A: Aws,
+    F: Fn(Vec<Attrs>) -> Fut,
+    Fut: std::future::Future<Output = Result<u64>>,
+{
+    let pb = ctx.bar(None, what);
+    let counted = AtomicU64::new(0);
+    try_join_all((0..segments).map(|seg| {
+        let (pb, counted, each) = (&pb, &counted, &each);
+        async move {
+            let mut next = None;
+            loop {
+                let (items, more) = ctx
+                    .aws
+                    .scan_page(table, seg, segments, next.take(), true)
+                    .await
+                    .map_err(|e| explain(e, table))?;
+                pb.inc(items.len() as u64);
+                counted.fetch_add(each(items).await?, Ordering::Relaxed);
+                match more {
+                    Some(k) => next = Some(k),
+                    None => return Ok::<_, anyhow::Error>(()),
+                }
+            }
+        }
+    }))
+    .await?;
+    pb.finish_and_clear();
+    Ok(counted.into_inner())
+}
+
+/// Deletes every tombstone still in the target (only while it is still a
+/// tombstone); returns how many.
+pub async fn sweep_tombstones<A: Aws>(
+    ctx: &Ctx<A>,
+    key_names: &[String],
+    segments: i32,
+) -> Result<u64> {
+    let table = &ctx.stack.target_table;
+    for_each_page(
+        ctx,
+        table,
+        segments,
+        "tombstone sweep",
+        |items| async move {
+            let mut n = 0;
+            for item in items.iter().filter(|i| is_tombstone(i)) {
+                if let Some(key) = key_of(item, key_names) {
+                    let w = ctx
+                        .aws
+                        .delete_item(table, &key, &Cond::Exists(TOMBSTONE_ATTR.into()))
+                        .await
+                        .map_err(|e| explain(e, table))?;
+                    n += u64::from(w.done);
+                }
+            }
+            Ok(n)
+        },
+    )
+    .await
+}
+
+/// Deletes every item of the target (a restart copies again); the applier
+/// must be paused and stopped.
+pub async fn clear_target<A: Aws>(
+    ctx: &Ctx<A>,
+    key_names: &[String],
+    segments: i32,
+) -> Result<u64> {
+    let table = &ctx.stack.target_table;
+    for_each_page(
+        ctx,
+        table,
+        segments,
+        "clearing the target",
+        |items| async move {
+            let mut n = 0;
+            for item in &items {
+                if let Some(key) = key_of(item, key_names) {
+                    ctx.aws
+                        .delete_item(table, &key, &Cond::Always)
+                        .await
+                        .map_err(|e| explain(e, table))?;
+                    n += 1;
+                }
+            }
+            Ok(n)
+        },
+    )
+    .await
+}
+
+/// The stream keeps changes for 24 hours: an export whose cutoff is older
+/// may predate what the forwarder could read.
+const STREAM_RETENTION_MS: i64 = 24 * 3600 * 1000;
+
+/// An export, as the loader reads it.
+#[derive(Clone, Debug)]
+pub struct Export {
+    pub bucket: String,
+    /// The key prefix of its manifests: `<prefix>/AWSDynamoDB/<export-id>`.
+    pub dir: String,
+    pub summary: Summary,
+    pub files: Vec<DataFile>,
+}
+
+/// Refuses an export whose cutoff is older than the stream's retention:
+/// changes between the cutoff and what the forwarder first read would be
+/// missing.
+pub fn refuse_stale_export<A: Aws>(ctx: &Ctx<A>, x: &Export) -> Result<()> {
+    let cutoff = x.summary.export_time_ms - ctx.stack.margin_ms;
+    let oldest = ctx.now_ms() - STREAM_RETENTION_MS;
+    if cutoff < oldest {
+        bail!(
+            "the export is consistent to {}: its cutoff is older than the 24 hours a DynamoDB stream keeps, so changes after it may never have been queued; take a new export (`ddb-relay seed --method export --load --s3-bucket B`)",
+            rfc3339(x.summary.export_time_ms)
+        );
+    }
+    Ok(())
+}
+
+/// Loads every data file not yet checkpointed, `concurrency` at a time.
+pub async fn copy_files<A: Aws>(
+    ctx: &Ctx<A>,
+    copier: &Copier<'_>,
+    x: &Export,
+    done: Option<&Attrs>,
+    concurrency: i32,
+    ckey: &Attrs,
+) -> Result<()> {
+    let control = &ctx.stack.control_table;
+    ctx.aws
+        .set_attr(
+            control,
+            ckey,
+            "bucket",
+            Some(AttributeValue::S(x.bucket.clone())),
+            &Cond::Always,
+        )
+        .await
+        .map_err(|e| explain(e, "control table"))?;
+    let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let todo = x.files.iter().enumerate().filter(|(i, _)| {
+        done.and_then(|c| c.get(&format!("file_{i}"))) != Some(&AttributeValue::S("done".into()))
+    });
+    futures::stream::iter(todo)
+        .map(|(i, f)| {
+            let path = tmp.path().join(format!("file_{i}.json.gz"));
+            async move {
+                ctx.aws
+                    .download(&x.bucket, &f.key, &path)
+                    .await
+                    .map_err(|e| explain(e, &format!("s3://{}/{}", x.bucket, f.key)))?;
+                let file =
+                    std::fs::File::open(&path).with_context(|| format!("{}", path.display()))?;
+                let lines = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
+                    std::io::BufReader::new(file),
+                ))
+                .lines();
+                let mut n = 0u64;
+                for (line_no, line) in lines.enumerate() {
+                    let line = line
+                        .with_context(|| format!("{} is not a gzip file of text lines", f.key))?;
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    let item = export::parse_item(&f.key, line_no + 1, &line)?;
+                    copier.put(ctx, &item).await?;
+                    n += 1;
+                }
+                std::fs::remove_file(&path).ok();
+                if n != f.item_count {
+                    return Err(export::ExportError::Count {
+                        file: f.key.clone(),
+                        got: n,
+                        want: f.item_count,
+                    }
+                    .into());
+                }
+                ctx.aws
+                    .set_attr(
+                        control,
+                        ckey,
+                        &format!("file_{i}"),
+                        Some(AttributeValue::S("done".into())),
+                        &Cond::Always,
+                    )
+                    .await
+                    .map_err(|e| explain(e, "control table"))?;
+                Ok::<_, anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(concurrency.max(1) as usize)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}

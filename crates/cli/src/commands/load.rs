@@ -1,0 +1,112 @@
+//! The export load: `seed --method export --load` (export now, or at
+//! `--at`) and `seed --method export --from-export s3://…` (an export you
+//! already have). The data files go through the transform into a target
+//! your IaC created, with the scan copy's rules (`scan.rs`: tombstone mode,
+//! puts only where the key is absent, sweep); the cutoff is the export time
+//! minus the margin. No read capacity is used on the source.
+//!
+//! The rules (stale exports refused, per-file checkpoints and counts) are
+//! in `copy.rs`.
+
+use anyhow::{anyhow, Context, Result};
+use relay_aws::operator::Aws;
+use relay_core::export;
+use relay_core::item::AttributeValue;
+
+use super::copy::{checkpoint_key, Export};
+use super::scan::{seed_copy, ScanReport, Source};
+use crate::args::CopyArgs;
+use crate::ctx::{explain, rfc3339, Ctx, When};
+
+/// What `seed --method export --load` is given.
+#[derive(Clone, Debug)]
+pub struct LoadArgs {
+    /// `s3://bucket/<prefix>/AWSDynamoDB/<export-id>`: load this export.
+    pub from_export: Option<String>,
+    /// Otherwise export now (or at `at`) to this bucket and prefix.
+    pub bucket: Option<String>,
+    pub prefix: String,
+    pub at: Option<When>,
+}
+
+/// Reads an export's manifests.
+pub async fn read_export<A: Aws>(ctx: &Ctx<A>, bucket: &str, dir: &str) -> Result<Export> {
+    let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let fetch = |key: String| {
+        let path = tmp.path().join(key.replace('/', "_"));
+        async move {
+            ctx.aws
+                .download(bucket, &key, &path)
+                .await
+                .map_err(|e| explain(e, &format!("s3://{bucket}/{key}")))?;
+            std::fs::read_to_string(&path).with_context(|| format!("s3://{bucket}/{key}"))
+        }
+    };
+    let summary = export::parse_summary(&fetch(format!("{dir}/manifest-summary.json")).await?)?;
+    let files = export::parse_files(&fetch(summary.manifest_files_key.clone()).await?)?;
+    Ok(Export {
+        bucket: bucket.into(),
+        dir: dir.into(),
+        summary,
+        files,
+    })
+}
+
+/// Exports (or finds the export), then copies it like a scan copy.
+pub async fn seed_export_load<A: Aws>(
+    ctx: &Ctx<A>,
+    a: &LoadArgs,
+    limits: CopyArgs,
+    dry_run: bool,
+) -> Result<ScanReport> {
+    let (bucket, dir) = match &a.from_export {
+        Some(uri) => export::parse_s3_dir(uri).map_err(|e| anyhow!(e))?,
+        None => match resumable(ctx).await? {
+            Some(found) => found,
+            None => {
+                let bucket = a
+                    .bucket
+                    .clone()
+                    .ok_or_else(|| anyhow!("--load needs --s3-bucket or --from-export"))?;
+                if dry_run {
+                    let at =
+                        a.at.map_or("now".to_string(), |w| rfc3339(w.resolve(ctx.now_ms())));
+                    return Ok(super::scan::plan_only(
+                        ctx,
+                        "export",
+                        format!(
+                            "export {} at {at} to s3://{bucket}/{}, then load its files through the transform into {} (tombstone mode, cutoff = export time - {} s, puts only where the key is absent, then normal mode and the tombstone sweep)",
+                            ctx.stack.source_table,
+                            a.prefix,
+                            ctx.stack.target_table,
+                            ctx.stack.margin_ms / 1000
+                        ),
+                    ));
+                }
+                let at = a.at.map(|w| w.resolve(ctx.now_ms()));
+                let (_, manifest) = ctx.run_export(&bucket, &a.prefix, at).await?;
+                let manifest = manifest
+                    .ok_or_else(|| anyhow!("the export completed without naming its manifest"))?;
+                (bucket, export::export_dir(&manifest).to_string())
+            }
+        },
+    };
+    ctx.step(&format!("reading the export s3://{bucket}/{dir}"));
+    let x = read_export(ctx, &bucket, &dir).await?;
+    seed_copy(ctx, &Source::Export(x), limits, dry_run, false).await
+}
+
+/// An export load that stopped halfway: its export, from the checkpoint.
+async fn resumable<A: Aws>(ctx: &Ctx<A>) -> Result<Option<(String, String)>> {
+    let c = ctx
+        .aws
+        .get_item(&ctx.stack.control_table, &checkpoint_key(ctx))
+        .await
+        .map_err(|e| explain(e, "control table"))?;
+    Ok(c.and_then(|c| match (c.get("export"), c.get("bucket")) {
+        (Some(AttributeValue::S(dir)), Some(AttributeValue::S(b))) => {
+            Some((b.clone(), dir.clone()))
+        }
+        _ => None,
+    }))
+}
