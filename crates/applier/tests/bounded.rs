@@ -80,6 +80,21 @@ fn verify_in_little_memory_finds_every_difference_behind_a_key_transform() {
 /// `s3://exports/AWSDynamoDB/<id>`, split into `files` gzip data files, in
 /// the documented layout; returns the `--from-export` URI.
 fn fabricate_export(sim: &Sim, id: &str, items: &[Attrs], at_ms: i64, files: usize) -> String {
+    fabricate(sim, id, items, at_ms, files, 0, None)
+}
+
+/// `fabricate_export`, with the first file's manifest count (and the
+/// summary's total) overstated by `overstate`, and the summary naming
+/// `table_arn`.
+fn fabricate(
+    sim: &Sim,
+    id: &str,
+    items: &[Attrs],
+    at_ms: i64,
+    files: usize,
+    overstate: usize,
+    table_arn: Option<&str>,
+) -> String {
     use std::io::Write;
     let dir = format!("AWSDynamoDB/{id}");
     let mut manifest = String::new();
@@ -91,7 +106,7 @@ fn fabricate_export(sim: &Sim, id: &str, items: &[Attrs], at_ms: i64, files: usi
         sim.aws.put_object("exports", &key, gz.finish().unwrap());
         manifest.push_str(&format!(
             "{{\"itemCount\":{},\"md5Checksum\":\"x\",\"etag\":\"y\",\"dataFileS3Key\":\"{key}\"}}\n",
-            chunk.len()
+            chunk.len() + if i == 0 { overstate } else { 0 }
         ));
     }
     sim.aws.put_object(
@@ -103,8 +118,9 @@ fn fabricate_export(sim: &Sim, id: &str, items: &[Attrs], at_ms: i64, files: usi
         .unwrap()
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let summary = format!(
-        "{{\"version\":\"2020-06-30\",\"exportArn\":\"arn:aws:dynamodb:us-east-1:123456789012:table/source/export/{id}\",\"exportTime\":\"{at}\",\"s3Bucket\":\"exports\",\"manifestFilesS3Key\":\"{dir}/manifest-files.json\",\"itemCount\":{},\"outputFormat\":\"DYNAMODB_JSON\"}}",
-        items.len()
+        "{{\"version\":\"2020-06-30\",\"exportArn\":\"arn:aws:dynamodb:us-east-1:123456789012:table/source/export/{id}\",{}\"exportTime\":\"{at}\",\"s3Bucket\":\"exports\",\"manifestFilesS3Key\":\"{dir}/manifest-files.json\",\"itemCount\":{},\"outputFormat\":\"DYNAMODB_JSON\",\"exportType\":\"FULL_EXPORT\"}}",
+        table_arn.map_or(String::new(), |t| format!("\"tableArn\":\"{t}\",")),
+        items.len() + overstate
     );
     sim.aws.put_object(
         "exports",
@@ -171,8 +187,9 @@ fn an_export_loaded_through_a_key_transform_under_live_writes_converges() {
 }
 
 /// A damaged export (a data file with fewer items than its manifest says)
-/// stops the load with an error naming the file, and a stale export is
-/// refused before anything is written.
+/// stops the load with an error naming the file and leaves that file
+/// unchecked; exports that are stale, in the future or of another table
+/// are refused before anything is written.
 #[test]
 fn a_damaged_or_stale_export_is_refused_with_a_clear_error() {
     sim::run(async {
@@ -181,23 +198,33 @@ fn a_damaged_or_stale_export_is_refused_with_a_clear_error() {
             sim.db.put("source", item(i));
         }
         sim.create_target();
-        let old = sim.now_ms() - 25 * 3600 * 1000;
         let items: Vec<Attrs> = sim.db.items("source").into_values().collect();
-        let uri = fabricate_export(&sim, "old", &items, old, 1);
         let before = sim.ctx.control().await.unwrap();
-        let err = load::seed_export_load(&sim.ctx, &load_args(&uri), copy(), false)
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("24 hours"), "{err}");
-        assert_eq!(sim.ctx.control().await.unwrap(), before, "nothing changed");
+        let now = sim.now_ms();
+        for (id, at, arn, why) in [
+            ("old", now - 25 * 3600 * 1000, None, "24 hours"),
+            ("future", now + 3_600_000, None, "in the future"),
+            (
+                "other",
+                now,
+                Some("arn:aws:dynamodb:us-east-1:123456789012:table/other"),
+                "not of the source table",
+            ),
+        ] {
+            let uri = fabricate(&sim, id, &items, at, 1, 0, arn);
+            let err = load::seed_export_load(&sim.ctx, &load_args(&uri), copy(), false)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(why), "{id}: {err}");
+            assert_eq!(
+                sim.ctx.control().await.unwrap(),
+                before,
+                "{id}: nothing changed"
+            );
+        }
 
-        let uri = fabricate_export(&sim, "short", &items, sim.now_ms(), 1);
-        let key = "AWSDynamoDB/short/manifest-files.json";
-        let manifest =
-            "{\"itemCount\":11,\"dataFileS3Key\":\"AWSDynamoDB/short/data/file-0.json.gz\"}\n";
-        sim.aws
-            .put_object("exports", key, manifest.as_bytes().to_vec());
+        let uri = fabricate(&sim, "short", &items, now, 1, 1, None);
         let err = load::seed_export_load(&sim.ctx, &load_args(&uri), copy(), false)
             .await
             .unwrap_err()
@@ -206,5 +233,66 @@ fn a_damaged_or_stale_export_is_refused_with_a_clear_error() {
             err.contains("file-0.json.gz holds 10 items, but the manifest says 11"),
             "{err}"
         );
+        let checkpoint = sim
+            .db
+            .items("control")
+            .into_values()
+            .find(|c| c.contains_key("export"))
+            .unwrap();
+        assert!(!checkpoint.contains_key("file_0"), "{checkpoint:?}");
+    });
+}
+
+/// A load that stopped (a data file could not be read) continues from its
+/// checkpoints with the same cutoff: only the files not done are loaded.
+#[test]
+fn a_stopped_export_load_continues_with_the_files_not_done() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Rename, 54)).await;
+        for i in 0..90 {
+            sim.db.put("source", item(i));
+        }
+        sim.start_pollers();
+        let at = sim.now_ms();
+        let items: Vec<Attrs> = sim.db.items("source").into_values().collect();
+        let uri = fabricate_export(&sim, "resume", &items, at, 3);
+        let key = "AWSDynamoDB/resume/data/file-2.json.gz";
+        let third = {
+            // Take the third file away for the first run.
+            let path =
+                std::env::temp_dir().join(format!("ddb-relay-resume-{}", std::process::id()));
+            relay_aws::operator::Objects::download(&sim.aws, "exports", key, &path)
+                .await
+                .unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            std::fs::remove_file(&path).ok();
+            bytes
+        };
+        sim.aws.remove_object("exports", key);
+        sim.create_target();
+        let one_at_a_time = ddb_relay::args::CopyArgs {
+            segments: 1,
+            ..copy()
+        };
+        let err = load::seed_export_load(&sim.ctx, &load_args(&uri), one_at_a_time, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("file-2.json.gz"), "{err}");
+        let first = sim.ctx.control().await.unwrap();
+        assert_eq!(first.mode, relay_core::control::Mode::Tombstone);
+        sim.aws.put_object("exports", key, third);
+        let r = load::seed_export_load(&sim.ctx, &load_args(&uri), one_at_a_time, false)
+            .await
+            .unwrap();
+        assert!(r.resumed, "{r:?}");
+        assert_eq!(r.cutoff_ms, first.cutoff_ms.unwrap());
+        assert_eq!(
+            r.copied + r.skipped_existing,
+            30,
+            "only the third file: {r:?}"
+        );
+        sim.assert_converged().await;
+        sim.stop_pollers();
     });
 }

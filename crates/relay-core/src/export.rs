@@ -29,12 +29,18 @@ pub enum ExportError {
     },
     #[error("{file} holds {got} items, but the manifest says {want}: the export is incomplete or damaged")]
     Count { file: String, got: u64, want: u64 },
+    #[error("the export is an {0}; only a FULL_EXPORT holds every item")]
+    Type(String),
+    #[error("the manifests list {files} items in their data files, but the summary says {summary}: the export is incomplete or damaged")]
+    Total { files: u64, summary: u64 },
 }
 
 /// What `manifest-summary.json` says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Summary {
     pub export_arn: String,
+    /// The table exported (when the summary names it).
+    pub table_arn: Option<String>,
     /// The point in time the export is consistent to (ms since the epoch).
     pub export_time_ms: i64,
     pub item_count: u64,
@@ -45,6 +51,8 @@ pub struct Summary {
 #[serde(rename_all = "camelCase")]
 struct RawSummary {
     export_arn: Option<String>,
+    table_arn: Option<String>,
+    export_type: Option<String>,
     export_time: String,
     #[serde(default)]
     item_count: u64,
@@ -59,11 +67,15 @@ pub fn parse_summary(text: &str) -> Result<Summary, ExportError> {
     if let Some(f) = raw.output_format.filter(|f| f != "DYNAMODB_JSON") {
         return Err(ExportError::Format(f));
     }
+    if let Some(t) = raw.export_type.filter(|t| t != "FULL_EXPORT") {
+        return Err(ExportError::Type(t));
+    }
     let export_time_ms = chrono::DateTime::parse_from_rfc3339(&raw.export_time)
         .map_err(|e| ExportError::Summary(format!("exportTime {:?}: {e}", raw.export_time)))?
         .timestamp_millis();
     Ok(Summary {
         export_arn: raw.export_arn.unwrap_or_default(),
+        table_arn: raw.table_arn,
         export_time_ms,
         item_count: raw.item_count,
         manifest_files_key: raw.manifest_files_s3_key,
@@ -99,16 +111,37 @@ struct Line {
     item: Attrs,
 }
 
-/// Parses one data line (`line` counts from 1, for the error).
+/// Checks that the data files hold as many items as the summary says.
+pub fn check_total(summary: &Summary, files: &[DataFile]) -> Result<(), ExportError> {
+    let total: u64 = files.iter().map(|f| f.item_count).sum();
+    if total != summary.item_count {
+        return Err(ExportError::Total {
+            files: total,
+            summary: summary.item_count,
+        });
+    }
+    Ok(())
+}
+
+/// Parses one data line (`line` counts from 1, for the error). The error
+/// names the kind of problem and its column, never the text (serde's own
+/// messages quote values, and items are customer data).
 pub fn parse_item(file: &str, line: usize, text: &str) -> Result<Attrs, ExportError> {
     serde_json::from_str::<Line>(text)
         .map(|l| l.item)
         .map_err(|e| ExportError::Item {
             file: file.to_string(),
             line,
-            // serde's message names the position and the expected type,
-            // not the value.
-            why: e.to_string(),
+            why: format!(
+                "{} at column {}",
+                match e.classify() {
+                    serde_json::error::Category::Io => "a read error",
+                    serde_json::error::Category::Syntax => "a JSON syntax error",
+                    serde_json::error::Category::Data => "a value of the wrong shape",
+                    serde_json::error::Category::Eof => "the line ends early",
+                },
+                e.column()
+            ),
         })
 }
 
@@ -219,15 +252,33 @@ mod tests {
             parse_files("{\"itemCount\":1}\n"),
             Err(ExportError::Files { line: 1, .. })
         ));
-        let e = parse_item(
-            "data/x.json.gz",
-            7,
+        for bad in [
             r#"{"Item":{"secret":{"Q":"hunter2"}}}"#,
-        )
-        .unwrap_err();
-        let msg = e.to_string();
-        assert!(msg.contains("data/x.json.gz line 7"), "{msg}");
-        assert!(!msg.contains("hunter2"), "{msg}");
+            r#"{"Item":{"secret":{"BOOL":"hunter2"}}}"#,
+            r#"{"Item":{"secret":"hunter2"}}"#,
+            r#"{"Item":{"secret":{"S":"hunter2""#,
+        ] {
+            let msg = parse_item("data/x.json.gz", 7, bad)
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains("data/x.json.gz line 7"), "{msg}");
+            assert!(!msg.contains("hunter2"), "{msg}");
+        }
+        let incremental = SUMMARY.replace("FULL_EXPORT", "INCREMENTAL_EXPORT");
+        assert_eq!(
+            parse_summary(&incremental),
+            Err(ExportError::Type("INCREMENTAL_EXPORT".into()))
+        );
+        let s = parse_summary(SUMMARY).unwrap();
+        let files = parse_files(FILES).unwrap();
+        assert_eq!(check_total(&s, &files), Ok(()));
+        assert_eq!(
+            check_total(&s, &files[1..]),
+            Err(ExportError::Total {
+                files: 0,
+                summary: 8
+            })
+        );
     }
 
     #[test]

@@ -251,21 +251,68 @@ pub struct Export {
     pub dir: String,
     pub summary: Summary,
     pub files: Vec<DataFile>,
+    /// Taken by this command (not `--from-export`).
+    pub taken_here: bool,
 }
 
-/// Refuses an export whose cutoff is older than the stream's retention:
-/// changes between the cutoff and what the forwarder first read would be
-/// missing.
-pub fn refuse_stale_export<A: Aws>(ctx: &Ctx<A>, x: &Export) -> Result<()> {
-    let cutoff = x.summary.export_time_ms - ctx.stack.margin_ms;
-    let oldest = ctx.now_ms() - STREAM_RETENTION_MS;
-    if cutoff < oldest {
+/// Refuses an export the queue cannot complete: every change after its
+/// cutoff must reach the applier. So the export must be of the source table,
+/// not in the future, not older than the stream's 24 hours, not from before
+/// the stream existed, and, when the forwarder starts at `LATEST` (it sees
+/// only what happens after its trigger was created), taken by this command
+/// (`Export::taken_here`).
+pub async fn refuse_stale_export<A: Aws>(ctx: &Ctx<A>, x: &Export) -> Result<()> {
+    let s = &ctx.stack;
+    let at = x.summary.export_time_ms;
+    let when = rfc3339(at);
+    let source = ctx
+        .aws
+        .describe(&s.source_table)
+        .await
+        .map_err(|e| explain(e, &s.source_table))?
+        .ok_or_else(|| anyhow!("source table {} not found", s.source_table))?;
+    if let (Some(theirs), Some(ours)) = (&x.summary.table_arn, &source.arn) {
+        if theirs != ours {
+            bail!("the export is of {theirs}, not of the source table {ours}");
+        }
+    }
+    if at > ctx.now_ms() + 60_000 {
+        bail!("the export says it is consistent to {when}, which is in the future: the manifest is wrong");
+    }
+    if at - s.margin_ms < ctx.now_ms() - STREAM_RETENTION_MS {
         bail!(
-            "the export is consistent to {}: its cutoff is older than the 24 hours a DynamoDB stream keeps, so changes after it may never have been queued; take a new export (`ddb-relay seed --method export --load --s3-bucket B`)",
-            rfc3339(x.summary.export_time_ms)
+            "the export is consistent to {when}: its cutoff is older than the 24 hours a DynamoDB stream keeps, so changes after it may never have been queued; take a new export (`ddb-relay seed --method export --load --s3-bucket B`)"
         );
     }
+    if let Some(created) = source.stream_arn.as_deref().and_then(stream_created_ms) {
+        if at < created {
+            bail!(
+                "the export is consistent to {when}, before the source's stream was created ({}): the changes in between were never streamed; take a new export",
+                rfc3339(created)
+            );
+        }
+    }
+    if let Some(p) = s
+        .starting_position
+        .as_deref()
+        .filter(|p| *p != "TRIM_HORIZON")
+    {
+        if !x.taken_here {
+            bail!(
+                "the forwarder starts at {p} (StreamStartingPosition), so it may not have seen the changes after an export taken before it ran: take the export with this command (`--load --s3-bucket B`), not `--from-export`"
+            );
+        }
+    }
     Ok(())
+}
+
+/// When a stream was created, from its ARN's label
+/// (`…/stream/2026-11-26T10:00:00.000`).
+fn stream_created_ms(arn: &str) -> Option<i64> {
+    let label = arn.rsplit_once("/stream/")?.1;
+    chrono::NaiveDateTime::parse_from_str(label, "%Y-%m-%dT%H:%M:%S%.3f")
+        .ok()
+        .map(|t| t.and_utc().timestamp_millis())
 }
 
 /// Loads every data file not yet checkpointed, `concurrency` at a time.
@@ -278,16 +325,6 @@ pub async fn copy_files<A: Aws>(
     ckey: &Attrs,
 ) -> Result<()> {
     let control = &ctx.stack.control_table;
-    ctx.aws
-        .set_attr(
-            control,
-            ckey,
-            "bucket",
-            Some(AttributeValue::S(x.bucket.clone())),
-            &Cond::Always,
-        )
-        .await
-        .map_err(|e| explain(e, "control table"))?;
     let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
     let todo = x.files.iter().enumerate().filter(|(i, _)| {
         done.and_then(|c| c.get(&format!("file_{i}"))) != Some(&AttributeValue::S("done".into()))
@@ -343,4 +380,23 @@ pub async fn copy_files<A: Aws>(
         .try_collect::<Vec<()>>()
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stream_created_ms;
+
+    #[test]
+    fn a_stream_arn_says_when_the_stream_was_created() {
+        assert_eq!(
+            stream_created_ms(
+                "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/2026-11-01T00:00:00.500"
+            ),
+            Some(1_793_491_200_500)
+        );
+        assert_eq!(
+            stream_created_ms("arn:aws:dynamodb:us-east-1:1:table/t"),
+            None
+        );
+    }
 }

@@ -8,13 +8,13 @@
 //! The rules (stale exports refused, per-file checkpoints and counts) are
 //! in `copy.rs`.
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use relay_aws::operator::Aws;
 use relay_core::export;
 use relay_core::item::AttributeValue;
 
 use super::copy::{checkpoint_key, Export};
-use super::scan::{seed_copy, ScanReport, Source};
+use super::scan::{check_target, plan_only, seed_copy, ScanReport, Source};
 use crate::args::CopyArgs;
 use crate::ctx::{explain, rfc3339, Ctx, When};
 
@@ -44,11 +44,13 @@ pub async fn read_export<A: Aws>(ctx: &Ctx<A>, bucket: &str, dir: &str) -> Resul
     };
     let summary = export::parse_summary(&fetch(format!("{dir}/manifest-summary.json")).await?)?;
     let files = export::parse_files(&fetch(summary.manifest_files_key.clone()).await?)?;
+    export::check_total(&summary, &files)?;
     Ok(Export {
         bucket: bucket.into(),
         dir: dir.into(),
         summary,
         files,
+        taken_here: false,
     })
 }
 
@@ -59,40 +61,58 @@ pub async fn seed_export_load<A: Aws>(
     limits: CopyArgs,
     dry_run: bool,
 ) -> Result<ScanReport> {
-    let (bucket, dir) = match &a.from_export {
-        Some(uri) => export::parse_s3_dir(uri).map_err(|e| anyhow!(e))?,
-        None => match resumable(ctx).await? {
-            Some(found) => found,
-            None => {
-                let bucket = a
-                    .bucket
-                    .clone()
-                    .ok_or_else(|| anyhow!("--load needs --s3-bucket or --from-export"))?;
-                if dry_run {
-                    let at =
-                        a.at.map_or("now".to_string(), |w| rfc3339(w.resolve(ctx.now_ms())));
-                    return Ok(super::scan::plan_only(
-                        ctx,
-                        "export",
-                        format!(
-                            "export {} at {at} to s3://{bucket}/{}, then load its files through the transform into {} (tombstone mode, cutoff = export time - {} s, puts only where the key is absent, then normal mode and the tombstone sweep)",
-                            ctx.stack.source_table,
-                            a.prefix,
-                            ctx.stack.target_table,
-                            ctx.stack.margin_ms / 1000
-                        ),
-                    ));
-                }
-                let at = a.at.map(|w| w.resolve(ctx.now_ms()));
-                let (_, manifest) = ctx.run_export(&bucket, &a.prefix, at).await?;
-                let manifest = manifest
-                    .ok_or_else(|| anyhow!("the export completed without naming its manifest"))?;
-                (bucket, export::export_dir(&manifest).to_string())
+    let mut taken_here = false;
+    let (bucket, dir) = match (&a.from_export, resumable(ctx).await?) {
+        (Some(uri), _) => export::parse_s3_dir(uri).map_err(|e| anyhow!(e))?,
+        (None, Some((bucket, dir))) => {
+            ctx.step(&format!(
+                "resuming the stopped load of s3://{bucket}/{dir} (its cutoff stands; --at and --s3-bucket are not used)"
+            ));
+            (bucket, dir)
+        }
+        (None, None) => {
+            // Before an export that may take hours: would the load run?
+            let read = ctx.control().await?;
+            super::seed::refuse_interrupted_replay(&read)?;
+            if read.cutoff_ms.is_some() {
+                bail!(
+                    "the target is already seeded ({} at {}): to copy again, `ddb-relay pause` then `ddb-relay restart --method scan`",
+                    read.seed_method.as_deref().unwrap_or("?"),
+                    read.seed_ms.map_or("?".into(), rfc3339)
+                );
             }
-        },
+            let loaded = crate::transform::load(ctx).await?;
+            check_target(ctx, loaded.transform.as_ref(), "export").await?;
+            let bucket = a
+                .bucket
+                .clone()
+                .ok_or_else(|| anyhow!("--load needs --s3-bucket or --from-export"))?;
+            if dry_run {
+                let at =
+                    a.at.map_or("now".to_string(), |w| rfc3339(w.resolve(ctx.now_ms())));
+                return Ok(plan_only(
+                    ctx,
+                    "export",
+                    format!(
+                        "export {} at {at} to s3://{bucket}/{}, then load its files through the transform into {} (tombstone mode, cutoff = export time - {} s, puts only where the key is absent, then normal mode and the tombstone sweep)",
+                        ctx.stack.source_table,
+                        a.prefix,
+                        ctx.stack.target_table,
+                        ctx.stack.margin_ms / 1000
+                    ),
+                ));
+            }
+            let at = a.at.map(|w| w.resolve(ctx.now_ms()));
+            let (_, manifest) = ctx.run_export(&bucket, &a.prefix, at).await?;
+            let manifest = manifest
+                .ok_or_else(|| anyhow!("the export completed without naming its manifest"))?;
+            taken_here = true;
+            (bucket, export::export_dir(&manifest).to_string())
+        }
     };
     ctx.step(&format!("reading the export s3://{bucket}/{dir}"));
-    let x = read_export(ctx, &bucket, &dir).await?;
+    let mut x = read_export(ctx, &bucket, &dir).await?;
+    x.taken_here = taken_here;
     seed_copy(ctx, &Source::Export(x), limits, dry_run, false).await
 }
 

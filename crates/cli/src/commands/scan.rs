@@ -117,6 +117,35 @@ fn segment_positions(item: &Attrs, segments: i32) -> Vec<Option<Option<Attrs>>> 
         .collect()
 }
 
+/// The target a copy writes into: created by your IaC, keyed as the
+/// transform's output.
+pub async fn check_target<A: Aws>(
+    ctx: &Ctx<A>,
+    t: &dyn relay_core::transform::Transform,
+    method: &str,
+) -> Result<()> {
+    let s = &ctx.stack;
+    let target = ctx
+        .aws
+        .describe(&s.target_table)
+        .await
+        .map_err(|e| explain(e, &s.target_table))?
+        .ok_or_else(|| anyhow!("target table {} does not exist: a {method} copy writes into a table your IaC created (with key {:?})", s.target_table, t.target_key_names(), method = method))?;
+    let mut want = t.target_key_names();
+    let mut have = target.key_names.clone();
+    want.sort();
+    have.sort();
+    if want != have {
+        bail!(
+            "target table {} is keyed on {:?}, but the transform produces {:?}: fix --transform or the table",
+            s.target_table,
+            target.key_names,
+            t.target_key_names()
+        );
+    }
+    Ok(())
+}
+
 /// Scan copy: tombstone mode and cutoff first, applier on, copy with
 /// conditional puts (resumable from per-segment checkpoints), normal mode,
 /// tombstones swept. `replacing`: called by `restart` on a cleared target.
@@ -148,24 +177,7 @@ pub async fn seed_copy<A: Aws>(
     let s = &ctx.stack;
     let loaded = crate::transform::load(ctx).await?;
     let t = loaded.transform.as_ref();
-    let target = ctx
-        .aws
-        .describe(&s.target_table)
-        .await
-        .map_err(|e| explain(e, &s.target_table))?
-        .ok_or_else(|| anyhow!("target table {} does not exist: a scan copy writes into a table your IaC created (with key {:?})", s.target_table, t.target_key_names()))?;
-    let mut want = t.target_key_names();
-    let mut have = target.key_names.clone();
-    want.sort();
-    have.sort();
-    if want != have {
-        bail!(
-            "target table {} is keyed on {:?}, but the transform produces {:?}: fix --transform or the table",
-            s.target_table,
-            target.key_names,
-            t.target_key_names()
-        );
-    }
+    check_target(ctx, t, method).await?;
     let read = ctx.control().await?;
     let ckey = checkpoint_key(ctx);
     let checkpoint = ctx
@@ -251,7 +263,7 @@ pub async fn seed_copy<A: Aws>(
         );
     }
     if let (Source::Export(x), false) = (source, resuming) {
-        super::copy::refuse_stale_export(ctx, x)?;
+        super::copy::refuse_stale_export(ctx, x).await?;
     }
     if !resuming && read.consumed_ms.is_some() {
         // The copy's cutoff skips everything before it: every change after
@@ -313,6 +325,7 @@ pub async fn seed_copy<A: Aws>(
             }
             Source::Export(x) => {
                 c.insert("export".into(), AttributeValue::S(x.dir.clone()));
+                c.insert("bucket".into(), AttributeValue::S(x.bucket.clone()));
             }
         }
         ctx.aws

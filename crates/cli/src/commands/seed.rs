@@ -182,6 +182,13 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
     refuse_restore_with_transform(ctx, &format!("a {} seed", a.method.as_str()))?;
     let read = ctx.control().await?;
     refuse_interrupted_replay(&read)?;
+    if read.mode == relay_core::control::Mode::Tombstone {
+        bail!(
+            "a copy seed ({} at {}) is running or stopped halfway (tombstone mode): re-run it to finish (`ddb-relay seed --method scan`, or `ddb-relay seed --method export --load`)",
+            read.seed_method.as_deref().unwrap_or("?"),
+            read.seed_ms.map_or("?".into(), rfc3339)
+        );
+    }
     let target = ctx
         .aws
         .describe(&s.target_table)

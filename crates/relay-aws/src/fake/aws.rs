@@ -136,6 +136,13 @@ impl FakeAws {
             .insert((bucket.into(), key.into()), bytes);
     }
 
+    /// Removes an S3 object.
+    pub fn remove_object(&self, bucket: &str, key: &str) {
+        lock(&self.state)
+            .objects
+            .remove(&(bucket.to_string(), key.to_string()));
+    }
+
     /// Items per scan page.
     pub fn set_page_size(&self, n: usize) {
         lock(&self.state).page_size = n.max(1);

@@ -54,6 +54,8 @@ pub struct Deployment {
     /// The deployed `TransformSpec` (`None`: no transform, or a stack that
     /// does not report its parameters).
     pub transform_spec: Option<String>,
+    /// The forwarder's `StreamStartingPosition` (`None`: not reported).
+    pub starting_position: Option<String>,
 }
 
 impl Deployment {
@@ -88,6 +90,7 @@ impl Deployment {
                 .get("TransformSpec")
                 .filter(|s| !s.trim().is_empty())
                 .cloned(),
+            starting_position: info.parameters.get("StreamStartingPosition").cloned(),
         })
     }
 }
