@@ -281,6 +281,17 @@ fn a_stopped_export_load_continues_with_the_files_not_done() {
         assert!(err.contains("file-2.json.gz"), "{err}");
         let first = sim.ctx.control().await.unwrap();
         assert_eq!(first.mode, relay_core::control::Mode::Tombstone);
+        let status = ddb_relay::commands::status::status(&sim.ctx, 60)
+            .await
+            .unwrap();
+        assert_eq!(
+            status.copy_progress,
+            Some(relay_core::decide::CopyProgress {
+                parts: "files".into(),
+                done: 2,
+                total: 3
+            })
+        );
         sim.aws.put_object("exports", key, third);
         let r = load::seed_export_load(&sim.ctx, &load_args(&uri), one_at_a_time, false)
             .await
@@ -293,6 +304,10 @@ fn a_stopped_export_load_continues_with_the_files_not_done() {
             "only the third file: {r:?}"
         );
         sim.assert_converged().await;
+        let status = ddb_relay::commands::status::status(&sim.ctx, 60)
+            .await
+            .unwrap();
+        assert_eq!(status.copy_progress, None, "checkpoints forgotten");
         sim.stop_pollers();
     });
 }

@@ -225,8 +225,19 @@ pub struct Status {
     /// undecodable messages, missing cutoff, Lambda errors and throttles).
     pub errors: Option<f64>,
     pub last_verify: Option<String>,
+    /// A copy seed's checkpoints (`None`: no copy seed is running).
+    pub copy_progress: Option<CopyProgress>,
     /// Facts that could not be read, with the reason.
     pub unknown: Vec<String>,
+}
+
+/// How far a copy seed is: scan segments or export files done of all.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CopyProgress {
+    /// "segments" (scan copy) or "files" (export load).
+    pub parts: String,
+    pub done: u64,
+    pub total: u64,
 }
 
 /// Thresholds for `cutover`.

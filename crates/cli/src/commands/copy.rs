@@ -124,6 +124,29 @@ pub fn checkpoint_key<A>(ctx: &Ctx<A>) -> Attrs {
     )])
 }
 
+/// How far a copy seed is, from its checkpoint item (`segments` or
+/// `files`, and the `seg_N` / `file_N` marked done).
+pub fn progress(checkpoint: &Attrs) -> Option<relay_core::decide::CopyProgress> {
+    let (parts, prefix) = if checkpoint.contains_key("files") {
+        ("files", "file_")
+    } else {
+        ("segments", "seg_")
+    };
+    let total = match checkpoint.get(parts) {
+        Some(AttributeValue::N(n)) => n.parse().ok()?,
+        _ => return None,
+    };
+    let done = checkpoint
+        .iter()
+        .filter(|(k, v)| k.starts_with(prefix) && **v == AttributeValue::S("done".into()))
+        .count() as u64;
+    Some(relay_core::decide::CopyProgress {
+        parts: parts.into(),
+        done,
+        total,
+    })
+}
+
 /// Forgets a scan copy's checkpoints (a restart copies from the start).
 pub async fn forget_checkpoints<A: Aws>(ctx: &Ctx<A>) -> Result<()> {
     ctx.aws

@@ -326,6 +326,7 @@ pub async fn seed_copy<A: Aws>(
             Source::Export(x) => {
                 c.insert("export".into(), AttributeValue::S(x.dir.clone()));
                 c.insert("bucket".into(), AttributeValue::S(x.bucket.clone()));
+                c.insert("files".into(), AttributeValue::N(x.files.len().to_string()));
             }
         }
         ctx.aws

@@ -160,6 +160,12 @@ pub async fn status<A: Aws>(ctx: &Ctx<A>, window_s: u64) -> Result<Status> {
         (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
     };
     let errors = metrics_known.then(|| series[ERRORS_FROM..].iter().filter_map(sum).sum::<f64>());
+    let copy_progress = ctx
+        .aws
+        .get_item(&s.control_table, &super::copy::checkpoint_key(ctx))
+        .await
+        .map_err(|e| explain(e, "control table"))?
+        .and_then(|c| super::copy::progress(&c));
     Ok(Status {
         stack: s.name.clone(),
         migration: s.migration.clone(),
@@ -192,6 +198,7 @@ pub async fn status<A: Aws>(ctx: &Ctx<A>, window_s: u64) -> Result<Status> {
         replication_lag_ms: newest(&[&series[LAG]], now),
         errors,
         last_verify: control.last_verify,
+        copy_progress,
         unknown,
     })
 }
@@ -249,6 +256,15 @@ pub fn status_text(s: &Status) -> String {
         s.errors.map_or("unknown".into(), |e| format!("{e:.0}")),
         s.last_verify.as_deref().unwrap_or("none since the last seed"),
     );
+    if let Some(p) = &s.copy_progress {
+        out.push_str(&format!(
+            "\ncopy       {} of {} {} done ({} seed running: `ddb-relay seed` again resumes it)",
+            p.done,
+            p.total,
+            p.parts,
+            s.seed_method.as_deref().unwrap_or("copy")
+        ));
+    }
     for u in &s.unknown {
         out.push_str(&format!("\nunknown    {u}"));
     }
