@@ -9,7 +9,7 @@ use ddb_relay::commands::{load, verify};
 use ddb_relay::spill::EXPANSION;
 use relay_core::item::{AttributeValue as V, Attrs};
 use relay_core::transform::Transform;
-use sim::{copy, seed_by_scan, Config, Shape, Sim};
+use sim::{copy, fabricate, fabricate_export, seed_by_scan, Config, Shape, Sim};
 
 fn item(i: u32) -> Attrs {
     [
@@ -74,60 +74,6 @@ fn verify_in_little_memory_finds_every_difference_behind_a_key_transform() {
         // Nothing left behind in the work directory.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     });
-}
-
-/// Writes `items` as a DynamoDB export consistent to `at_ms` under
-/// `s3://exports/AWSDynamoDB/<id>`, split into `files` gzip data files, in
-/// the documented layout; returns the `--from-export` URI.
-fn fabricate_export(sim: &Sim, id: &str, items: &[Attrs], at_ms: i64, files: usize) -> String {
-    fabricate(sim, id, items, at_ms, files, 0, None)
-}
-
-/// `fabricate_export`, with the first file's manifest count (and the
-/// summary's total) overstated by `overstate`, and the summary naming
-/// `table_arn`.
-fn fabricate(
-    sim: &Sim,
-    id: &str,
-    items: &[Attrs],
-    at_ms: i64,
-    files: usize,
-    overstate: usize,
-    table_arn: Option<&str>,
-) -> String {
-    use std::io::Write;
-    let dir = format!("AWSDynamoDB/{id}");
-    let mut manifest = String::new();
-    for (i, chunk) in items.chunks(items.len().div_ceil(files).max(1)).enumerate() {
-        let key = format!("{dir}/data/file-{i}.json.gz");
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(relay_core::export::data_lines(chunk).as_bytes())
-            .unwrap();
-        sim.aws.put_object("exports", &key, gz.finish().unwrap());
-        manifest.push_str(&format!(
-            "{{\"itemCount\":{},\"md5Checksum\":\"x\",\"etag\":\"y\",\"dataFileS3Key\":\"{key}\"}}\n",
-            chunk.len() + if i == 0 { overstate } else { 0 }
-        ));
-    }
-    sim.aws.put_object(
-        "exports",
-        &format!("{dir}/manifest-files.json"),
-        manifest.into_bytes(),
-    );
-    let at = chrono::DateTime::from_timestamp_millis(at_ms)
-        .unwrap()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let summary = format!(
-        "{{\"version\":\"2020-06-30\",\"exportArn\":\"arn:aws:dynamodb:us-east-1:123456789012:table/source/export/{id}\",{}\"exportTime\":\"{at}\",\"s3Bucket\":\"exports\",\"manifestFilesS3Key\":\"{dir}/manifest-files.json\",\"itemCount\":{},\"outputFormat\":\"DYNAMODB_JSON\",\"exportType\":\"FULL_EXPORT\"}}",
-        table_arn.map_or(String::new(), |t| format!("\"tableArn\":\"{t}\",")),
-        items.len() + overstate
-    );
-    sim.aws.put_object(
-        "exports",
-        &format!("{dir}/manifest-summary.json"),
-        summary.into_bytes(),
-    );
-    format!("s3://exports/{dir}")
 }
 
 fn load_args(uri: &str) -> load::LoadArgs {

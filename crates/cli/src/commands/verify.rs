@@ -205,7 +205,13 @@ pub async fn verify<A: Aws>(
     let mut size = 0u64;
     for table in [&s.source_table, &s.target_table] {
         if let Ok(Some(info)) = ctx.aws.describe(table).await {
-            size += info.size_bytes.unwrap_or(0).max(0) as u64;
+            // Without a size, the item count at 1 KB an item; both are 0
+            // (unknown) for hours after a restore.
+            let bytes = info
+                .size_bytes
+                .filter(|b| *b > 0)
+                .or(info.item_count.map(|n| n.saturating_mul(1024)));
+            size += bytes.unwrap_or(0).max(0) as u64;
         }
     }
     // Records are DynamoDB JSON, about twice the stored size.

@@ -47,16 +47,18 @@ impl FakeMetrics {
     pub(crate) fn query(&self, q: &MetricQuery, since_ms: i64, until_ms: i64) -> Series {
         let data = lock(&self.data);
         let mut buckets: std::collections::BTreeMap<i64, f64> = Default::default();
+        // Dimensions match as sets (CloudWatch ignores their order),
+        // compared without copying: this runs for every datum of every
+        // query of every status refresh.
+        let same_dims = |have: &[(String, String)]| {
+            have.len() == q.dims.len() && have.iter().all(|d| q.dims.contains(d))
+        };
         for (t, ns, name, dims, v) in data.iter() {
-            let mut want = q.dims.clone();
-            want.sort();
-            let mut have = dims.clone();
-            have.sort();
             if *t < since_ms
                 || *t > until_ms
                 || *ns != q.namespace
                 || *name != q.name
-                || want != have
+                || !same_dims(dims)
             {
                 continue;
             }
