@@ -5,9 +5,11 @@
 use std::process::{Command, Output};
 
 fn bare(args: &[&str]) -> Output {
-    let home = std::env::temp_dir().join(format!("ddb-relay-nohome-{}", std::process::id()));
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let home = std::env::temp_dir().join(format!("ddb-relay-nohome-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&home).expect("empty home");
-    Command::new(env!("CARGO_BIN_EXE_ddb-relay"))
+    let out = Command::new(env!("CARGO_BIN_EXE_ddb-relay"))
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -15,7 +17,9 @@ fn bare(args: &[&str]) -> Output {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_REGION", "us-east-1")
         .output()
-        .expect("run ddb-relay")
+        .expect("run ddb-relay");
+    std::fs::remove_dir_all(&home).ok();
+    out
 }
 
 fn stderr(o: &Output) -> String {
