@@ -448,3 +448,23 @@ fn a_repair_that_fails_after_marking_takes_its_mark_back() {
         assert_eq!(target[&key], wrong, "nothing else written");
     });
 }
+
+/// Export-load review follow-up, the same rule for restores: a first seed
+/// at a point whose later changes the queue may not hold (older than the
+/// stream's 24 hours) is refused before anything is written.
+#[test]
+fn a_first_seed_at_a_point_the_queue_cannot_follow_is_refused() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 39)).await;
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        let before = sim.ctx.control().await.unwrap();
+        let at = When::At(sim.now_ms() - 25 * 3600 * 1000);
+        let err = seed::seed(&sim.ctx, &seed_args(Method::Pitr, Some(at)))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("24 hours"), "{err}");
+        assert_eq!(sim.ctx.control().await.unwrap(), before);
+        assert!(!sim.db.exists("target"));
+    });
+}

@@ -302,19 +302,7 @@ pub async fn refuse_stale_export<A: Aws>(ctx: &Ctx<A>, x: &Export) -> Result<()>
     if at > ctx.now_ms() + 60_000 {
         bail!("the export says it is consistent to {when}, which is in the future: the manifest is wrong");
     }
-    if at - s.margin_ms < ctx.now_ms() - STREAM_RETENTION_MS {
-        bail!(
-            "the export is consistent to {when}: its cutoff is older than the 24 hours a DynamoDB stream keeps, so changes after it may never have been queued; take a new export (`ddb-relay seed --method export --load --s3-bucket B`)"
-        );
-    }
-    if let Some(created) = source.stream_arn.as_deref().and_then(stream_created_ms) {
-        if at < created {
-            bail!(
-                "the export is consistent to {when}, before the source's stream was created ({}): the changes in between were never streamed; take a new export",
-                rfc3339(created)
-            );
-        }
-    }
+    refuse_unstreamed_point(ctx, at, source.stream_arn.as_deref(), "the export")?;
     if let Some(p) = s
         .starting_position
         .as_deref()
@@ -323,6 +311,32 @@ pub async fn refuse_stale_export<A: Aws>(ctx: &Ctx<A>, x: &Export) -> Result<()>
         if !x.taken_here {
             bail!(
                 "the forwarder starts at {p} (StreamStartingPosition), so it may not have seen the changes after an export taken before it ran: take the export with this command (`--load --s3-bucket B`), not `--from-export`"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Refuses a seed point (`what`, consistent to `at`) whose changes after it
+/// the queue may not hold: its cutoff older than the 24 hours a stream
+/// keeps, or the point before the source's stream (`stream_arn`) existed.
+pub fn refuse_unstreamed_point<A: Aws>(
+    ctx: &Ctx<A>,
+    at: i64,
+    stream_arn: Option<&str>,
+    what: &str,
+) -> Result<()> {
+    let when = rfc3339(at);
+    if at - ctx.stack.margin_ms < ctx.now_ms() - STREAM_RETENTION_MS {
+        bail!(
+            "{what} is consistent to {when}: its cutoff is older than the 24 hours a DynamoDB stream keeps, so changes after it may never have been queued; choose a later point"
+        );
+    }
+    if let Some(created) = stream_arn.and_then(stream_created_ms) {
+        if at < created {
+            bail!(
+                "{what} is consistent to {when}, before the source's stream was created ({}): the changes in between were never streamed; choose a later point",
+                rfc3339(created)
             );
         }
     }

@@ -213,6 +213,17 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
         );
     }
     let at_ms = a.at.map(|w| w.resolve(now));
+    // A first seed at a chosen point: the queue must hold every change
+    // after it (a later seed is held to the replay rules below).
+    if let (Some(t), None) = (at_ms, read.consumed_ms) {
+        let stream = ctx
+            .aws
+            .describe(&s.source_table)
+            .await
+            .map_err(|e| explain(e, &s.source_table))?
+            .and_then(|t| t.stream_arn);
+        super::copy::refuse_unstreamed_point(ctx, t, stream.as_deref(), "--at")?;
+    }
     // Something was consumed before: this seed replaces a seeded target, so
     // the replay rules hold (paused, every change after T still queued),
     // checked against the point the restore will really use: without
