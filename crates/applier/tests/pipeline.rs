@@ -462,6 +462,18 @@ async fn migrate(s: Scenario) -> Result<(), TestCaseError> {
     if control.cutoff_ms.is_none() {
         let r = first_seed(&sim, s.seed).await;
         prop_assert!(r.is_ok(), "final seed failed: {r:?}\n{}", sim.report());
+    } else if control.mode == relay_core::control::Mode::Tombstone {
+        // A copy seed that stopped: running it again finishes it.
+        let how = match control.seed_method.as_deref() {
+            Some("export") => Seed::Export,
+            _ => Seed::Scan,
+        };
+        let r = first_seed(&sim, how).await;
+        prop_assert!(
+            r.is_ok(),
+            "finishing a stopped copy failed: {r:?}\n{}",
+            sim.report()
+        );
     }
     let control = ctx.control().await.unwrap();
     if control.paused_at_ms.is_some() || !sim.aws.trigger_enabled(sim::APPLIER) {

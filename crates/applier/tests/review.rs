@@ -468,3 +468,41 @@ fn a_first_seed_at_a_point_the_queue_cannot_follow_is_refused() {
         assert!(!sim.db.exists("target"));
     });
 }
+
+/// With the forwarder starting at LATEST, a chosen point may predate the
+/// first change it queued: `--at` is refused (restores and export loads),
+/// and so is an export this command did not take; nothing is written.
+#[test]
+fn a_chosen_point_is_refused_when_the_forwarder_starts_at_latest() {
+    sim::run(async {
+        let mut sim = Sim::new(Config::quiet(Shape::Identity, 40)).await;
+        sim.ctx.stack.starting_position = Some("LATEST".into());
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        let before = sim.ctx.control().await.unwrap();
+        let at = When::At(sim.now_ms() - 60_000);
+        let err = seed::seed(&sim.ctx, &seed_args(Method::Pitr, Some(at)))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("LATEST"), "{err}");
+        sim.create_target();
+        let items: Vec<_> = sim.db.items("source").into_values().collect();
+        let uri = sim::fabricate_export(&sim, "latest", &items, sim.now_ms(), 1);
+        let err = ddb_relay::commands::load::seed_export_load(
+            &sim.ctx,
+            &ddb_relay::commands::load::LoadArgs {
+                from_export: Some(uri),
+                bucket: None,
+                prefix: String::new(),
+                at: None,
+            },
+            copy(),
+            false,
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("LATEST"), "{err}");
+        assert_eq!(sim.ctx.control().await.unwrap(), before);
+    });
+}

@@ -125,8 +125,18 @@ pub fn checkpoint_key<A>(ctx: &Ctx<A>) -> Attrs {
 }
 
 /// How far a copy seed is, from its checkpoint item (`segments` or
-/// `files`, and the `seg_N` / `file_N` marked done).
-pub fn progress(checkpoint: &Attrs) -> Option<relay_core::decide::CopyProgress> {
+/// `files`, and the `seg_N` / `file_N` marked done), while the control item
+/// says a copy is under way: tombstone mode, or normal mode with the sweep
+/// still to run (a checkpoint a later restore left behind is not progress).
+pub fn progress(
+    checkpoint: &Attrs,
+    control: &relay_core::control::ControlState,
+) -> Option<relay_core::decide::CopyProgress> {
+    let copying = matches!(control.seed_method.as_deref(), Some("scan" | "export"))
+        && control.cutoff_ms.is_some();
+    if !copying {
+        return None;
+    }
     let (parts, prefix) = if checkpoint.contains_key("files") {
         ("files", "file_")
     } else {
@@ -302,7 +312,13 @@ pub async fn refuse_stale_export<A: Aws>(ctx: &Ctx<A>, x: &Export) -> Result<()>
     if at > ctx.now_ms() + 60_000 {
         bail!("the export says it is consistent to {when}, which is in the future: the manifest is wrong");
     }
-    refuse_unstreamed_point(ctx, at, source.stream_arn.as_deref(), "the export")?;
+    refuse_unstreamed_point(
+        ctx,
+        at,
+        source.stream_arn.as_deref(),
+        "the export",
+        "take a new export (`ddb-relay seed --method export --load --s3-bucket B`)",
+    )?;
     if let Some(p) = s
         .starting_position
         .as_deref()
@@ -325,20 +341,38 @@ pub fn refuse_unstreamed_point<A: Aws>(
     at: i64,
     stream_arn: Option<&str>,
     what: &str,
+    fix: &str,
 ) -> Result<()> {
     let when = rfc3339(at);
     if at - ctx.stack.margin_ms < ctx.now_ms() - STREAM_RETENTION_MS {
         bail!(
-            "{what} is consistent to {when}: its cutoff is older than the 24 hours a DynamoDB stream keeps, so changes after it may never have been queued; choose a later point"
+            "{what} is consistent to {when}: its cutoff is older than the 24 hours a DynamoDB stream keeps, so changes after it may never have been queued; {fix}"
         );
     }
     if let Some(created) = stream_arn.and_then(stream_created_ms) {
         if at < created {
             bail!(
-                "{what} is consistent to {when}, before the source's stream was created ({}): the changes in between were never streamed; choose a later point",
+                "{what} is consistent to {when}, before the source's stream was created ({}): the changes in between were never streamed; {fix}",
                 rfc3339(created)
             );
         }
+    }
+    Ok(())
+}
+
+/// A chosen point (`--at`) is refused when the forwarder starts at `LATEST`:
+/// it saw only what happened after its trigger was created, which may be
+/// after the point.
+pub fn refuse_chosen_point_when_latest<A>(ctx: &Ctx<A>) -> Result<()> {
+    if let Some(p) = ctx
+        .stack
+        .starting_position
+        .as_deref()
+        .filter(|p| *p != "TRIM_HORIZON")
+    {
+        bail!(
+            "the forwarder starts at {p} (StreamStartingPosition): a chosen point (--at) may be before the first change it queued; seed at the default point (now, or the latest restorable time)"
+        );
     }
     Ok(())
 }

@@ -103,6 +103,9 @@ pub async fn seed_export_load<A: Aws>(
                 ));
             }
             let at = a.at.map(|w| w.resolve(ctx.now_ms()));
+            if at.is_some() {
+                super::copy::refuse_chosen_point_when_latest(ctx)?;
+            }
             let (_, manifest) = ctx.run_export(&bucket, &a.prefix, at).await?;
             let manifest = manifest
                 .ok_or_else(|| anyhow!("the export completed without naming its manifest"))?;

@@ -214,15 +214,29 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
     }
     let at_ms = a.at.map(|w| w.resolve(now));
     // A first seed at a chosen point: the queue must hold every change
-    // after it (a later seed is held to the replay rules below).
-    if let (Some(t), None) = (at_ms, read.consumed_ms) {
+    // after it (a later seed is held to the replay rules below). Only when
+    // the seed will run (not on a re-run that finishes a recorded one).
+    let will_run = !(target.is_some() && read.seed_ms.is_some());
+    if let (Some(t), None, true, true) = (
+        at_ms,
+        read.consumed_ms,
+        will_run,
+        a.method != Method::Backup,
+    ) {
+        super::copy::refuse_chosen_point_when_latest(ctx)?;
         let stream = ctx
             .aws
             .describe(&s.source_table)
             .await
             .map_err(|e| explain(e, &s.source_table))?
             .and_then(|t| t.stream_arn);
-        super::copy::refuse_unstreamed_point(ctx, t, stream.as_deref(), "--at")?;
+        super::copy::refuse_unstreamed_point(
+            ctx,
+            t,
+            stream.as_deref(),
+            "--at",
+            "choose a later point",
+        )?;
     }
     // Something was consumed before: this seed replaces a seeded target, so
     // the replay rules hold (paused, every change after T still queued),

@@ -160,12 +160,17 @@ pub async fn status<A: Aws>(ctx: &Ctx<A>, window_s: u64) -> Result<Status> {
         (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
     };
     let errors = metrics_known.then(|| series[ERRORS_FROM..].iter().filter_map(sum).sum::<f64>());
-    let copy_progress = ctx
+    let copy_progress = match ctx
         .aws
         .get_item(&s.control_table, &super::copy::checkpoint_key(ctx))
         .await
-        .map_err(|e| explain(e, "control table"))?
-        .and_then(|c| super::copy::progress(&c));
+    {
+        Ok(c) => c.and_then(|c| super::copy::progress(&c, &control)),
+        Err(e) => {
+            unknown.push(format!("copy checkpoints ({}: {})", e.code, e.message));
+            None
+        }
+    };
     Ok(Status {
         stack: s.name.clone(),
         migration: s.migration.clone(),
@@ -258,7 +263,7 @@ pub fn status_text(s: &Status) -> String {
     );
     if let Some(p) = &s.copy_progress {
         out.push_str(&format!(
-            "\ncopy       {} of {} {} done ({} seed running: `ddb-relay seed` again resumes it)",
+            "\ncopy       {} of {} {} done ({} copy seed; if it stopped, run the same `ddb-relay seed` again to continue)",
             p.done,
             p.total,
             p.parts,

@@ -51,7 +51,9 @@ impl FakeMetrics {
         // compared without copying: this runs for every datum of every
         // query of every status refresh.
         let same_dims = |have: &[(String, String)]| {
-            have.len() == q.dims.len() && have.iter().all(|d| q.dims.contains(d))
+            have.len() == q.dims.len()
+                && have.iter().all(|d| q.dims.contains(d))
+                && q.dims.iter().all(|d| have.contains(d))
         };
         for (t, ns, name, dims, v) in data.iter() {
             if *t < since_ms
