@@ -218,28 +218,7 @@ pub async fn sweep_tombstones<A: Aws>(
     key_names: &[String],
     segments: i32,
 ) -> Result<u64> {
-    let table = &ctx.stack.target_table;
-    for_each_page(
-        ctx,
-        table,
-        segments,
-        "tombstone sweep",
-        |items| async move {
-            let mut n = 0;
-            for item in items.iter().filter(|i| is_tombstone(i)) {
-                if let Some(key) = key_of(item, key_names) {
-                    let w = ctx
-                        .aws
-                        .delete_item(table, &key, &Cond::Exists(TOMBSTONE_ATTR.into()))
-                        .await
-                        .map_err(|e| explain(e, table))?;
-                    n += u64::from(w.done);
-                }
-            }
-            Ok(n)
-        },
-    )
-    .await
+    delete_target_items(ctx, key_names, segments, "tombstone sweep", true).await
 }
 
 /// Deletes every item of the target (a restart copies again); the applier
@@ -249,26 +228,41 @@ pub async fn clear_target<A: Aws>(
     key_names: &[String],
     segments: i32,
 ) -> Result<u64> {
+    delete_target_items(ctx, key_names, segments, "clearing the target", false).await
+}
+
+/// One pass over the target deleting its items (with `tombstones_only`,
+/// only tombstones, and only while they still are); returns how many.
+async fn delete_target_items<A: Aws>(
+    ctx: &Ctx<A>,
+    key_names: &[String],
+    segments: i32,
+    what: &str,
+    tombstones_only: bool,
+) -> Result<u64> {
     let table = &ctx.stack.target_table;
-    for_each_page(
-        ctx,
-        table,
-        segments,
-        "clearing the target",
-        |items| async move {
+    let cond = if tombstones_only {
+        Cond::Exists(TOMBSTONE_ATTR.into())
+    } else {
+        Cond::Always
+    };
+    for_each_page(ctx, table, segments, what, |items| {
+        let cond = &cond;
+        async move {
             let mut n = 0;
-            for item in &items {
+            for item in items.iter().filter(|i| !tombstones_only || is_tombstone(i)) {
                 if let Some(key) = key_of(item, key_names) {
-                    ctx.aws
-                        .delete_item(table, &key, &Cond::Always)
+                    let w = ctx
+                        .aws
+                        .delete_item(table, &key, cond)
                         .await
                         .map_err(|e| explain(e, table))?;
-                    n += 1;
+                    n += u64::from(w.done);
                 }
             }
             Ok(n)
-        },
-    )
+        }
+    })
     .await
 }
 
