@@ -4,11 +4,7 @@
 # if needed; about 15 minutes on 2 cores (loading 400k items dominates).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-started=0
-if ! curl -fsS --max-time 2 "$MINISTACK_HEALTH" >/dev/null 2>&1; then
-  "$ROOT/infra/local/start.sh"; started=1
-fi
-trap '[[ $started == 1 ]] && "$ROOT/infra/local/stop.sh"' EXIT
+use_ministack
 "$ROOT/infra/local/build.sh" >"$LOCAL_DIR/build.log" 2>&1 || { tail -n 30 "$LOCAL_DIR/build.log"; exit 1; }
 cd "$ROOT"
 AWS_ENDPOINT_URL="http://localhost:$MINISTACK_PORT" cargo bench -p ddb-relay --bench memory --locked

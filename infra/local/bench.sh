@@ -3,11 +3,7 @@
 # rates, in one run (BENCHMARKS.md). Starts MiniStack if needed.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-started=0
-if ! curl -fsS --max-time 2 "$MINISTACK_HEALTH" >/dev/null 2>&1; then
-  "$ROOT/infra/local/start.sh"; started=1
-fi
-trap '[[ $started == 1 ]] && "$ROOT/infra/local/stop.sh"' EXIT
+use_ministack
 "$ROOT/infra/local/build.sh" >"$LOCAL_DIR/build.log" 2>&1 || { tail -n 30 "$LOCAL_DIR/build.log"; exit 1; }
 cd "$ROOT"
 cargo build -p relay-e2e --bin copybench -p ddb-relay --bin ddb-relay --locked --quiet

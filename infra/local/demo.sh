@@ -6,12 +6,7 @@ source "$(dirname "$0")/env.sh"
 t0=$(date +%s)
 echo "== setup: pinned tools in .venv (first run: a minute or two)"
 "$ROOT/infra/local/setup.sh"
-started=0
-if ! curl -fsS --max-time 2 "$MINISTACK_HEALTH" >/dev/null 2>&1; then
-  echo "== start MiniStack on 127.0.0.1:$MINISTACK_PORT"
-  "$ROOT/infra/local/start.sh"; started=1
-fi
-trap '[[ $started == 1 ]] && "$ROOT/infra/local/stop.sh"' EXIT
+use_ministack "== start MiniStack on 127.0.0.1:$MINISTACK_PORT"
 echo "== build the Lambda binaries (sam build -> cargo lambda; first run: ~5 min)"
 "$ROOT/infra/local/build.sh" >"$LOCAL_DIR/build.log" 2>&1 || { tail -n 30 "$LOCAL_DIR/build.log"; exit 1; }
 echo "   built in $(( $(date +%s) - t0 )) s since start (log: .local/build.log)"

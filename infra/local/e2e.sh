@@ -3,11 +3,7 @@
 # functions with sam build, run the relay-e2e tests, stop what we started.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-started=0
-if ! curl -fsS --max-time 2 "$MINISTACK_HEALTH" >/dev/null 2>&1; then
-  "$ROOT/infra/local/start.sh"; started=1
-fi
-trap '[[ $started == 1 ]] && "$ROOT/infra/local/stop.sh"' EXIT
+use_ministack
 "$ROOT/infra/local/build.sh"
 cd "$ROOT"
 AWS_ENDPOINT_URL="http://localhost:$MINISTACK_PORT" \

@@ -9,3 +9,12 @@ MINISTACK_PID="$LOCAL_DIR/ministack.pid"
 MINISTACK_LOG="$LOCAL_DIR/ministack.log"
 MINISTACK_HEALTH="http://127.0.0.1:$MINISTACK_PORT/_ministack/health"
 PY="${PY:-python3}"
+
+# Starts MiniStack unless it is already up; on exit, stops it only if this
+# script started it (an emulator someone else started keeps running).
+use_ministack() {
+  if curl -fsS --max-time 2 "$MINISTACK_HEALTH" >/dev/null 2>&1; then return 0; fi
+  [[ -n ${1:-} ]] && echo "$1"
+  "$ROOT/infra/local/start.sh"
+  trap '"$ROOT/infra/local/stop.sh"' EXIT
+}
