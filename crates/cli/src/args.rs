@@ -90,6 +90,12 @@ pub struct CopyArgs {
     /// reports them consumed (0 = no limit).
     #[arg(long, default_value_t = 0)]
     pub max_wcu: u64,
+    /// Run the copy on the stack's worker Lambda instead of this process:
+    /// one task per segment (or export file) on the work queue, at most
+    /// `WorkerConcurrency` at once; --rate and --max-wcu are shared among
+    /// them. Resumable like the in-process copy.
+    #[arg(long)]
+    pub fan_out: bool,
 }
 
 impl Default for CopyArgs {
@@ -98,6 +104,7 @@ impl Default for CopyArgs {
             segments: 4,
             rate: 0,
             max_wcu: 0,
+            fan_out: false,
         }
     }
 }
@@ -367,7 +374,7 @@ impl Cli {
                 Method::Export if loading => {}
                 Method::Backup | Method::Pitr | Method::Export if scan_flags => {
                     return Err(conflict(format!(
-                        "--segments, --rate and --max-wcu are for --method scan or export --load, not {}",
+                        "--segments, --rate, --max-wcu and --fan-out are for --method scan or export --load, not {}",
                         method.as_str()
                     )))
                 }
@@ -396,7 +403,14 @@ impl Cli {
         {
             if *copy != CopyArgs::default() {
                 return Err(conflict(
-                    "--segments, --rate and --max-wcu are for --method scan".into(),
+                    "--segments, --rate, --max-wcu and --fan-out are for --method scan".into(),
+                ));
+            }
+        }
+        if let Command::Verify { copy, .. } = &self.command {
+            if copy.fan_out {
+                return Err(conflict(
+                    "--fan-out is for seed and restart: verify runs in this process, in bounded memory (--memory-mb)".into(),
                 ));
             }
         }

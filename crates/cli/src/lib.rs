@@ -7,7 +7,8 @@
 //! - [`commands`]: one file per command, each returning a typed report;
 //! - [`repair`]: the repair routine `verify --repair` and `dlq repair` share;
 //! - [`transform`]: the transform every command maps items with;
-//! - [`report`]: text or JSON output and exit codes.
+//! - [`report`]: text or JSON output and exit codes;
+//! - [`worker`]: the worker Lambda's side of a copy fanned out on the work queue.
 
 pub mod args;
 pub mod commands;
@@ -16,5 +17,6 @@ pub mod repair;
 pub mod report;
 pub mod spill;
 pub mod transform;
+pub mod worker;
 
 pub use report::EXIT_NO_GO;

@@ -231,13 +231,22 @@ pub struct Status {
     pub unknown: Vec<String>,
 }
 
-/// How far a copy seed is: scan segments or export files done of all.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+/// How far a copy seed is: scan segments or export files done of all,
+/// items copied, the rate since the copy started and the time left.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct CopyProgress {
-    /// "segments" (scan copy) or "files" (export load).
+    /// "segments" (scan copy), "files" (export load) or "sweep segments"
+    /// (the tombstone sweep after a fanned-out copy).
     pub parts: String,
     pub done: u64,
     pub total: u64,
+    /// Items read so far (copied or found already there).
+    pub items: u64,
+    /// The source's item count (DescribeTable's estimate, or the export's).
+    pub expected: Option<u64>,
+    pub items_per_s: Option<f64>,
+    /// Seconds left at that rate.
+    pub eta_s: Option<f64>,
 }
 
 /// Thresholds for `cutover`.

@@ -10,6 +10,7 @@
 //! - [`decide`]: the operator's decisions (preflight checks, replay points,
 //!   cutover GO/NO-GO);
 //! - [`diff`]: table comparison by canonical encoding;
+//! - [`work`]: the tasks and part checkpoints of a copy fanned out over workers;
 //! - [`config`], [`metrics`], [`retry`].
 //!
 //! **Boundary:** this crate depends on no AWS client, no Lambda runtime and no
@@ -31,3 +32,4 @@ pub mod pack;
 pub mod retry;
 pub mod send_plan;
 pub mod transform;
+pub mod work;

@@ -35,6 +35,8 @@ pub const STACK: &str = "sim";
 pub const APPLIER: &str = "sim-applier";
 pub const FORWARDER: &str = "sim-forwarder";
 pub const APPLIER_TIMEOUT_S: u64 = 10;
+pub const WORK_URL: &str = "https://sqs.us-east-1.amazonaws.com/123456789012/sim-work";
+pub const WORK_DLQ_URL: &str = "https://sqs.us-east-1.amazonaws.com/123456789012/sim-work-dlq";
 pub const QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:123456789012:relay.fifo";
 
 mod config;
@@ -98,6 +100,10 @@ impl Sim {
             ("SourceTable", "source"),
             ("TargetTable", "target"),
             ("MigrationId", STACK),
+            ("WorkQueueUrl", WORK_URL),
+            ("WorkDeadLetterQueueUrl", WORK_DLQ_URL),
+            ("WorkerFunction", "sim-worker"),
+            ("WorkerConcurrency", "3"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -382,6 +388,64 @@ impl Sim {
     }
 
     /// Stops the pollers (at their next turn).
+    /// `n` copy workers draining the work queue with the real worker
+    /// handler, one task per invocation. With `faults`: short invocations
+    /// (tasks continue in the next one), some tasks delivered twice, and
+    /// some invocations killed midway (the task returns to the queue).
+    pub async fn start_workers(&self, n: usize, faults: bool) {
+        use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+        use relay_aws::operator::Queues;
+        for w in 0..n {
+            let mut ctx = Ctx::for_stack(self.aws.clone(), STACK, "us-east-1", self.clock.clone())
+                .await
+                .unwrap();
+            ctx.quiet = true;
+            let (aws, stop, rng) = (self.aws.clone(), self.stop.clone(), self.rng.clone());
+            tokio::task::spawn_local(async move {
+                while !stop.get() {
+                    let Ok(mut msgs) = aws.receive(WORK_URL, 1, 60).await else {
+                        continue;
+                    };
+                    let Some(m) = msgs.pop() else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    if faults && pct(&rng, 20) {
+                        aws.send_message(WORK_URL, &m.body).await.unwrap();
+                    }
+                    let mut msg = SqsMessage::default();
+                    msg.message_id = Some(m.id.clone());
+                    msg.body = Some(m.body.clone());
+                    let mut event = SqsEvent::default();
+                    event.records = vec![msg];
+                    let budget = if faults {
+                        ddb_relay::worker::RESERVE + Duration::from_millis(300 + 100 * w as u64)
+                    } else {
+                        Duration::from_secs(600)
+                    };
+                    let deadline = tokio::time::Instant::now() + budget;
+                    let kill = if faults && pct(&rng, 15) {
+                        Duration::from_millis(50)
+                    } else {
+                        budget
+                    };
+                    match tokio::time::timeout(
+                        kill,
+                        ddb_relay::worker::handle(&ctx, event, deadline),
+                    )
+                    .await
+                    {
+                        Ok(r) if r.batch_item_failures.is_empty() => {
+                            aws.delete_message(WORK_URL, &m.receipt).await.unwrap();
+                        }
+                        // Failed or killed: SQS delivers it again.
+                        _ => aws.release_message(WORK_URL, &m.receipt).await.unwrap(),
+                    }
+                }
+            });
+        }
+    }
+
     pub fn stop_pollers(&self) {
         self.stop.set(true);
     }
@@ -563,6 +627,7 @@ pub fn copy() -> ddb_relay::args::CopyArgs {
         segments: 2,
         rate: 0,
         max_wcu: 0,
+        fan_out: false,
     }
 }
 

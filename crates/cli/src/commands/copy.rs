@@ -27,6 +27,7 @@ use relay_core::control::ATTR_MIGRATION;
 use relay_core::diff::key_of;
 use relay_core::export::{self, DataFile, Summary};
 use relay_core::item::{AttributeValue, Attrs};
+use relay_core::work::{PartState, Pos};
 
 use crate::ctx::{explain, rfc3339, Ctx};
 
@@ -77,7 +78,9 @@ impl<'a> Copier<'a> {
         }
     }
 
-    pub async fn put<A: Aws>(&self, ctx: &Ctx<A>, item: &Attrs) -> Result<()> {
+    /// Puts one item; `true` when it was written (`false`: the key was
+    /// taken, by a newer image or a tombstone).
+    pub async fn put<A: Aws>(&self, ctx: &Ctx<A>, item: &Attrs) -> Result<bool> {
         let table = &ctx.stack.target_table;
         let out = self
             .t
@@ -100,7 +103,7 @@ impl<'a> Copier<'a> {
         let used = (w.wcu.unwrap_or(1.0) * 1000.0) as u64;
         let total = self.wcu_milli.fetch_add(used, Ordering::Relaxed) + used;
         pace(self.paced, total / 1000, self.max_wcu).await;
-        Ok(())
+        Ok(w.done)
     }
 }
 
@@ -131,29 +134,42 @@ pub fn checkpoint_key<A>(ctx: &Ctx<A>) -> Attrs {
 pub fn progress(
     checkpoint: &Attrs,
     control: &relay_core::control::ControlState,
+    now_ms: i64,
 ) -> Option<relay_core::decide::CopyProgress> {
     let copying = matches!(control.seed_method.as_deref(), Some("scan" | "export"))
         && control.cutoff_ms.is_some();
     if !copying {
         return None;
     }
-    let (parts, prefix) = if checkpoint.contains_key("files") {
-        ("files", "file_")
+    let number = |k: &str| match checkpoint.get(k) {
+        Some(AttributeValue::N(n)) => n.parse::<i64>().ok(),
+        _ => None,
+    };
+    let (parts, prefix, total) = if let Some(n) = number("files") {
+        ("files", "file_", n)
+    } else if control.mode == relay_core::control::Mode::Normal
+        && checkpoint.keys().any(|k| k.starts_with("sweep_"))
+    {
+        ("sweep segments", "sweep_", number("segments")?)
     } else {
-        ("segments", "seg_")
+        ("segments", "seg_", number("segments")?)
     };
-    let total = match checkpoint.get(parts) {
-        Some(AttributeValue::N(n)) => n.parse().ok()?,
-        _ => return None,
+    let t = relay_core::work::totals(checkpoint, prefix);
+    let expected = number("expected").map(|n| n.max(0) as u64);
+    let (items_per_s, eta_s) = match number("started_ms") {
+        Some(started) if prefix != "sweep_" => {
+            relay_core::work::rate_and_eta(t.items, expected, started, now_ms)
+        }
+        _ => (None, None),
     };
-    let done = checkpoint
-        .iter()
-        .filter(|(k, v)| k.starts_with(prefix) && **v == AttributeValue::S("done".into()))
-        .count() as u64;
     Some(relay_core::decide::CopyProgress {
         parts: parts.into(),
-        done,
-        total,
+        done: t.done,
+        total: total.max(0) as u64,
+        items: t.items,
+        expected,
+        items_per_s,
+        eta_s,
     })
 }
 
@@ -240,30 +256,42 @@ async fn delete_target_items<A: Aws>(
     what: &str,
     tombstones_only: bool,
 ) -> Result<u64> {
+    for_each_page(
+        ctx,
+        &ctx.stack.target_table,
+        segments,
+        what,
+        |items| async move { delete_page(ctx, &items, key_names, tombstones_only).await },
+    )
+    .await
+}
+
+/// Deletes the items of one page of the target (with `tombstones_only`,
+/// only its tombstones, and only while they still are); returns how many.
+async fn delete_page<A: Aws>(
+    ctx: &Ctx<A>,
+    items: &[Attrs],
+    key_names: &[String],
+    tombstones_only: bool,
+) -> Result<u64> {
     let table = &ctx.stack.target_table;
     let cond = if tombstones_only {
         Cond::Exists(TOMBSTONE_ATTR.into())
     } else {
         Cond::Always
     };
-    for_each_page(ctx, table, segments, what, |items| {
-        let cond = &cond;
-        async move {
-            let mut n = 0;
-            for item in items.iter().filter(|i| !tombstones_only || is_tombstone(i)) {
-                if let Some(key) = key_of(item, key_names) {
-                    let w = ctx
-                        .aws
-                        .delete_item(table, &key, cond)
-                        .await
-                        .map_err(|e| explain(e, table))?;
-                    n += u64::from(w.done);
-                }
-            }
-            Ok(n)
+    let mut n = 0;
+    for item in items.iter().filter(|i| !tombstones_only || is_tombstone(i)) {
+        if let Some(key) = key_of(item, key_names) {
+            let w = ctx
+                .aws
+                .delete_item(table, &key, &cond)
+                .await
+                .map_err(|e| explain(e, table))?;
+            n += u64::from(w.done);
         }
-    })
-    .await
+    }
+    Ok(n)
 }
 
 /// The stream keeps changes for 24 hours: an export whose cutoff is older
@@ -380,64 +408,267 @@ fn stream_created_ms(arn: &str) -> Option<i64> {
         .map(|t| t.and_utc().timestamp_millis())
 }
 
-/// Loads every data file not yet checkpointed, `concurrency` at a time.
+/// How a run over one part (a segment or a file) ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ran {
+    /// The part is done.
+    Done,
+    /// `until` came first; the part's checkpoint says where to go on.
+    Paused,
+    /// Another run moved the part's checkpoint first (a task delivered
+    /// twice): that run goes on, this one stops.
+    Lost,
+}
+
+/// Saves a part's checkpoint only if it still holds `prev` (what this run
+/// read or last wrote); `false` when another run moved it first.
+async fn save_part<A: Aws>(
+    ctx: &Ctx<A>,
+    ckey: &Attrs,
+    part: &str,
+    prev: &Option<AttributeValue>,
+    next: &PartState,
+) -> Result<bool> {
+    let cond = match prev {
+        None => Cond::Absent(part.into()),
+        Some(v) => Cond::Equals(part.into(), v.clone()),
+    };
+    ctx.aws
+        .set_attr(
+            &ctx.stack.control_table,
+            ckey,
+            part,
+            Some(next.to_attr()),
+            &cond,
+        )
+        .await
+        .map(|w| w.done)
+        .map_err(|e| explain(e, "control table"))
+}
+
+/// A part's checkpoint as stored (`None`: not started).
+async fn read_part<A: Aws>(
+    ctx: &Ctx<A>,
+    ckey: &Attrs,
+    part: &str,
+) -> Result<Option<AttributeValue>> {
+    Ok(ctx
+        .aws
+        .get_item(&ctx.stack.control_table, ckey)
+        .await
+        .map_err(|e| explain(e, "control table"))?
+        .and_then(|mut c| c.remove(part)))
+}
+
+fn past(until: Option<tokio::time::Instant>) -> bool {
+    until.is_some_and(|u| tokio::time::Instant::now() >= u)
+}
+
+/// Copies one parallel-scan segment of the source from its checkpoint, page
+/// by page, saving the checkpoint after each page (and, when `until`
+/// passes, after the last item copied). `key_names`: the source's key.
+pub async fn copy_segment<A: Aws>(
+    ctx: &Ctx<A>,
+    copier: &Copier<'_>,
+    ckey: &Attrs,
+    (seg, segments): (i32, i32),
+    key_names: &[String],
+    until: Option<tokio::time::Instant>,
+) -> Result<Ran> {
+    let s = &ctx.stack;
+    let part = format!("seg_{seg}");
+    let mut prev = read_part(ctx, ckey, &part).await?;
+    let mut at = PartState::read(prev.as_ref());
+    loop {
+        let start = match &at.pos {
+            Pos::Done => return Ok(Ran::Done),
+            Pos::Start => None,
+            Pos::After(k) => Some(
+                serde_json::from_str::<Attrs>(k)
+                    .with_context(|| format!("the checkpoint of {part} is damaged"))?,
+            ),
+        };
+        if past(until) {
+            return Ok(Ran::Paused);
+        }
+        let (items, more) = ctx
+            .aws
+            .scan_page(&s.source_table, seg, segments, start, false)
+            .await
+            .map_err(|e| explain(e, &s.source_table))?;
+        let mut next = at.clone();
+        for (i, item) in items.iter().enumerate() {
+            next.written += u64::from(copier.put(ctx, item).await?);
+            next.items += 1;
+            // Out of time mid-page: go on after this item next time (a
+            // scan resumes after any key of its segment).
+            if past(until) && i + 1 < items.len() {
+                if let Some(k) = key_of(item, key_names) {
+                    next.pos = Pos::After(serde_json::to_string(&k).unwrap_or_default());
+                    break;
+                }
+            }
+        }
+        if next.items == at.items + items.len() as u64 {
+            next.pos = match &more {
+                Some(k) => Pos::After(serde_json::to_string(k).unwrap_or_default()),
+                None => Pos::Done,
+            };
+        }
+        if !save_part(ctx, ckey, &part, &prev, &next).await? {
+            return Ok(Ran::Lost);
+        }
+        prev = Some(next.to_attr());
+        at = next;
+    }
+}
+
+/// Lines of a data file between two checkpoints.
+const FILE_CHECKPOINT_LINES: usize = 1000;
+
+/// Loads one data file of an export from its checkpoint (lines read so
+/// far), saving the checkpoint every [`FILE_CHECKPOINT_LINES`] lines; done
+/// only when every item in it was written and the count matched the
+/// manifest's.
+pub async fn copy_file<A: Aws>(
+    ctx: &Ctx<A>,
+    copier: &Copier<'_>,
+    ckey: &Attrs,
+    bucket: &str,
+    (index, f): (usize, &DataFile),
+    dir: &std::path::Path,
+    until: Option<tokio::time::Instant>,
+) -> Result<Ran> {
+    let part = format!("file_{index}");
+    let mut prev = read_part(ctx, ckey, &part).await?;
+    let at = PartState::read(prev.as_ref());
+    let skip = match &at.pos {
+        Pos::Done => return Ok(Ran::Done),
+        Pos::Start => 0,
+        Pos::After(n) => n
+            .parse::<usize>()
+            .with_context(|| format!("the checkpoint of {part} is damaged"))?,
+    };
+    let path = dir.join(format!("file_{index}.json.gz"));
+    ctx.aws
+        .download(bucket, &f.key, &path)
+        .await
+        .map_err(|e| explain(e, &format!("s3://{bucket}/{}", f.key)))?;
+    let file = std::fs::File::open(&path).with_context(|| format!("{}", path.display()))?;
+    let lines = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
+        std::io::BufReader::new(file),
+    ))
+    .lines();
+    let mut next = at.clone();
+    let mut line_no = 0;
+    let mut ran = Ran::Done;
+    for line in lines {
+        line_no += 1;
+        let line = line.with_context(|| format!("{} is not a gzip file of text lines", f.key))?;
+        if line_no <= skip || line.trim().is_empty() {
+            continue;
+        }
+        let item = export::parse_item(&f.key, line_no, &line)?;
+        next.written += u64::from(copier.put(ctx, &item).await?);
+        next.items += 1;
+        if line_no % FILE_CHECKPOINT_LINES == 0 {
+            next.pos = Pos::After(line_no.to_string());
+            if !save_part(ctx, ckey, &part, &prev, &next).await? {
+                ran = Ran::Lost;
+                break;
+            }
+            prev = Some(next.to_attr());
+            if past(until) {
+                ran = Ran::Paused;
+                break;
+            }
+        }
+    }
+    std::fs::remove_file(&path).ok();
+    if ran != Ran::Done {
+        return Ok(ran);
+    }
+    if next.items != f.item_count {
+        return Err(export::ExportError::Count {
+            file: f.key.clone(),
+            got: next.items,
+            want: f.item_count,
+        }
+        .into());
+    }
+    next.pos = Pos::Done;
+    Ok(if save_part(ctx, ckey, &part, &prev, &next).await? {
+        Ran::Done
+    } else {
+        Ran::Lost
+    })
+}
+
+/// Deletes the tombstones of one scan segment of the target from its
+/// checkpoint (`sweep_N`), page by page; a fanned-out sweep's part.
+pub async fn sweep_segment<A: Aws>(
+    ctx: &Ctx<A>,
+    ckey: &Attrs,
+    (seg, segments): (i32, i32),
+    key_names: &[String],
+    until: Option<tokio::time::Instant>,
+) -> Result<Ran> {
+    let table = &ctx.stack.target_table;
+    let part = format!("sweep_{seg}");
+    let mut prev = read_part(ctx, ckey, &part).await?;
+    let mut at = PartState::read(prev.as_ref());
+    loop {
+        let start = match &at.pos {
+            Pos::Done => return Ok(Ran::Done),
+            Pos::Start => None,
+            Pos::After(k) => Some(
+                serde_json::from_str::<Attrs>(k)
+                    .with_context(|| format!("the checkpoint of {part} is damaged"))?,
+            ),
+        };
+        if past(until) {
+            return Ok(Ran::Paused);
+        }
+        let (items, more) = ctx
+            .aws
+            .scan_page(table, seg, segments, start, true)
+            .await
+            .map_err(|e| explain(e, table))?;
+        let deleted = delete_page(ctx, &items, key_names, true).await?;
+        let next = PartState {
+            pos: match &more {
+                Some(k) => Pos::After(serde_json::to_string(k).unwrap_or_default()),
+                None => Pos::Done,
+            },
+            items: at.items + items.len() as u64,
+            written: at.written + deleted,
+        };
+        if !save_part(ctx, ckey, &part, &prev, &next).await? {
+            return Ok(Ran::Lost);
+        }
+        prev = Some(next.to_attr());
+        at = next;
+    }
+}
+
+/// Loads every data file not yet done, `concurrency` at a time (the
+/// in-process export load).
 pub async fn copy_files<A: Aws>(
     ctx: &Ctx<A>,
     copier: &Copier<'_>,
     x: &Export,
-    done: Option<&Attrs>,
     concurrency: i32,
     ckey: &Attrs,
 ) -> Result<()> {
-    let control = &ctx.stack.control_table;
     let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let todo = x.files.iter().enumerate().filter(|(i, _)| {
-        done.and_then(|c| c.get(&format!("file_{i}"))) != Some(&AttributeValue::S("done".into()))
-    });
-    futures::stream::iter(todo)
+    futures::stream::iter(x.files.iter().enumerate())
         .map(|(i, f)| {
-            let path = tmp.path().join(format!("file_{i}.json.gz"));
+            let dir = tmp.path();
             async move {
-                ctx.aws
-                    .download(&x.bucket, &f.key, &path)
-                    .await
-                    .map_err(|e| explain(e, &format!("s3://{}/{}", x.bucket, f.key)))?;
-                let file =
-                    std::fs::File::open(&path).with_context(|| format!("{}", path.display()))?;
-                let lines = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
-                    std::io::BufReader::new(file),
-                ))
-                .lines();
-                let mut n = 0u64;
-                for (line_no, line) in lines.enumerate() {
-                    let line = line
-                        .with_context(|| format!("{} is not a gzip file of text lines", f.key))?;
-                    if line.trim().is_empty() {
-                        continue;
-                    }
-                    let item = export::parse_item(&f.key, line_no + 1, &line)?;
-                    copier.put(ctx, &item).await?;
-                    n += 1;
+                // Another run moved the file on: go on from where it is.
+                while copy_file(ctx, copier, ckey, &x.bucket, (i, f), dir, None).await? == Ran::Lost
+                {
                 }
-                std::fs::remove_file(&path).ok();
-                if n != f.item_count {
-                    return Err(export::ExportError::Count {
-                        file: f.key.clone(),
-                        got: n,
-                        want: f.item_count,
-                    }
-                    .into());
-                }
-                ctx.aws
-                    .set_attr(
-                        control,
-                        ckey,
-                        &format!("file_{i}"),
-                        Some(AttributeValue::S("done".into())),
-                        &Cond::Always,
-                    )
-                    .await
-                    .map_err(|e| explain(e, "control table"))?;
                 Ok::<_, anyhow::Error>(())
             }
         })

@@ -5,6 +5,7 @@
 pub mod copy;
 pub mod cutover;
 pub mod dlq;
+pub mod fanout;
 pub mod finish;
 pub mod load;
 pub mod pause;

@@ -20,9 +20,10 @@ use relay_aws::operator::{Aws, Cond};
 use relay_core::control::{cutoff_for_seed, ControlState, Mode};
 use relay_core::decide::validate_replay_point;
 use relay_core::item::{AttributeValue, Attrs};
+use relay_core::work::{totals, Totals};
 use serde::Serialize;
 
-use super::copy::{checkpoint_key, forget_checkpoints, Copier};
+use super::copy::{checkpoint_key, copy_segment, forget_checkpoints, Copier, Ran};
 pub use super::copy::{clear_target, for_each_page, sweep_tombstones};
 use super::pause::{bounds, enable_applier};
 use super::replay::{require_paused, wait_stopped};
@@ -105,18 +106,6 @@ pub fn plan_only<A>(ctx: &Ctx<A>, method: &str, plan: String) -> ScanReport {
     }
 }
 
-/// Where each segment stands: `None` = start, `Some(None)` = done,
-/// `Some(Some(key))` = continue after `key`.
-fn segment_positions(item: &Attrs, segments: i32) -> Vec<Option<Option<Attrs>>> {
-    (0..segments)
-        .map(|i| match item.get(&format!("seg_{i}")) {
-            Some(AttributeValue::S(s)) if s == "done" => Some(None),
-            Some(AttributeValue::S(s)) => serde_json::from_str::<Attrs>(s).ok().map(Some),
-            _ => None,
-        })
-        .collect()
-}
-
 /// The target a copy writes into: created by your IaC, keyed as the
 /// transform's output.
 pub async fn check_target<A: Aws>(
@@ -173,7 +162,11 @@ pub async fn seed_copy<A: Aws>(
         segments,
         rate,
         max_wcu,
+        fan_out,
     } = limits;
+    if fan_out {
+        super::fanout::workers(ctx)?;
+    }
     let s = &ctx.stack;
     let loaded = crate::transform::load(ctx).await?;
     let t = loaded.transform.as_ref();
@@ -288,12 +281,22 @@ pub async fn seed_copy<A: Aws>(
             ..report(Some(plan))
         });
     }
-    let (positions, written) = if resuming {
-        ctx.step("resuming the scan copy from its checkpoints (same cutoff)");
-        (
-            segment_positions(checkpoint.as_ref().unwrap_or(&ckey), segments),
-            read,
-        )
+    let total = match source {
+        Source::Scan => ctx
+            .aws
+            .describe(&s.source_table)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|x| x.item_count)
+            .map(|n| n as u64),
+        Source::Export(x) => Some(x.summary.item_count),
+    };
+    let written = if resuming {
+        ctx.step(&format!(
+            "resuming the {method} copy from its checkpoints (same cutoff)"
+        ));
+        read
     } else {
         ctx.step(&format!(
             "tombstone mode, cutoff {} ({} - {} s)",
@@ -319,6 +322,13 @@ pub async fn seed_copy<A: Aws>(
             .await?;
         let mut c = ckey.clone();
         c.insert("seed_ms".into(), AttributeValue::N(start_ms.to_string()));
+        c.insert(
+            "started_ms".into(),
+            AttributeValue::N(ctx.now_ms().to_string()),
+        );
+        if let Some(n) = total {
+            c.insert("expected".into(), AttributeValue::N(n.to_string()));
+        }
         match source {
             Source::Scan => {
                 c.insert("segments".into(), AttributeValue::N(segments.to_string()));
@@ -333,7 +343,7 @@ pub async fn seed_copy<A: Aws>(
             .put_item(&s.control_table, &c, &Cond::Always)
             .await
             .map_err(|e| explain(e, "control table"))?;
-        (vec![None; segments as usize], written)
+        written
     };
     let trigger = ctx.applier_trigger().await?;
     if trigger.state != "Enabled" || written.paused_at_ms.is_some() {
@@ -341,39 +351,41 @@ pub async fn seed_copy<A: Aws>(
         enable_applier(ctx, &trigger.uuid, written).await?;
     }
 
-    let total = match source {
-        Source::Scan => ctx
-            .aws
-            .describe(&s.source_table)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|x| x.item_count)
-            .map(|n| n as u64),
-        Source::Export(x) => Some(x.summary.item_count),
-    };
-    let copier = Copier::new(t, rate, max_wcu, ctx.bar(total, &format!("{method} copy")));
+    // What earlier runs of a resumed copy counted is not this run's.
+    let before = part_totals(ctx, &ckey, source).await?;
     let began = Instant::now();
-    match source {
-        Source::Scan => {
-            ctx.step(&format!(
-                "copying {} -> {} ({segments} segments)",
-                s.source_table, s.target_table
-            ));
-            copy_segments(ctx, &copier, &positions, segments, &ckey).await?;
+    let what = format!("{method} copy");
+    let parts = if fan_out {
+        let x = match source {
+            Source::Scan => None,
+            Source::Export(x) => Some(x),
+        };
+        let w = super::fanout::workers(ctx)?;
+        let tasks =
+            super::fanout::copy_tasks(start_ms, x, (segments, rate, max_wcu), w.concurrency);
+        super::fanout::run(ctx, &ckey, &tasks, &what, total).await?
+    } else {
+        let copier = Copier::new(t, rate, max_wcu, ctx.bar(total, &what));
+        match source {
+            Source::Scan => {
+                ctx.step(&format!(
+                    "copying {} -> {} ({segments} segments)",
+                    s.source_table, s.target_table
+                ));
+                copy_segments(ctx, &copier, segments, &ckey).await?;
+            }
+            Source::Export(x) => {
+                ctx.step(&format!(
+                    "loading {} export files into {} ({segments} at a time)",
+                    x.files.len(),
+                    s.target_table
+                ));
+                super::copy::copy_files(ctx, &copier, x, segments, &ckey).await?;
+            }
         }
-        Source::Export(x) => {
-            ctx.step(&format!(
-                "loading {} export files into {} ({segments} at a time)",
-                x.files.len(),
-                s.target_table
-            ));
-            let done = checkpoint.as_ref().filter(|_| resuming);
-            super::copy::copy_files(ctx, &copier, x, done, segments, &ckey).await?;
-        }
-    }
-    let pb = &copier.pb;
-    pb.finish_and_clear();
+        copier.pb.finish_and_clear();
+        part_totals(ctx, &ckey, source).await?
+    };
     let took = began.elapsed().as_secs_f64();
 
     ctx.step("normal mode; deleting tombstones");
@@ -386,9 +398,18 @@ pub async fn seed_copy<A: Aws>(
         },
     )
     .await?;
-    let swept = sweep_tombstones(ctx, &t.target_key_names(), segments).await?;
+    let swept = if fan_out {
+        let w = super::fanout::workers(ctx)?;
+        let tasks = super::fanout::sweep_tasks(start_ms, segments, w.concurrency);
+        super::fanout::run(ctx, &ckey, &tasks, "tombstone sweep", None)
+            .await?
+            .written
+    } else {
+        sweep_tombstones(ctx, &t.target_key_names(), segments).await?
+    };
     forget_checkpoints(ctx).await?;
-    let (copied, skipped) = (copier.copied.into_inner(), copier.skipped.into_inner());
+    let copied = parts.written.saturating_sub(before.written);
+    let skipped = (parts.items - parts.written).saturating_sub(before.items - before.written);
     Ok(ScanReport {
         copied,
         skipped_existing: skipped,
@@ -403,52 +424,44 @@ pub async fn seed_copy<A: Aws>(
 async fn copy_segments<A: Aws>(
     ctx: &Ctx<A>,
     copier: &Copier<'_>,
-    positions: &[Option<Option<Attrs>>],
     segments: i32,
     ckey: &Attrs,
 ) -> Result<()> {
-    let s = &ctx.stack;
+    let keys = ctx
+        .aws
+        .describe(&ctx.stack.source_table)
+        .await
+        .map_err(|e| explain(e, &ctx.stack.source_table))?
+        .map(|t| t.key_names)
+        .unwrap_or_default();
     try_join_all((0..segments).map(|seg| {
-        let position = positions.get(seg as usize).cloned().flatten();
+        let keys = &keys;
         async move {
-            let mut next = match position {
-                Some(None) => return Ok::<(), anyhow::Error>(()),
-                Some(Some(k)) => Some(k),
-                None => None,
-            };
-            loop {
-                let (items, more) = ctx
-                    .aws
-                    .scan_page(&s.source_table, seg, segments, next.take(), false)
-                    .await
-                    .map_err(|e| explain(e, &s.source_table))?;
-                for item in &items {
-                    copier.put(ctx, item).await?;
-                }
-                // The segment's checkpoint: resume after this page.
-                let mark = match &more {
-                    Some(k) => AttributeValue::S(serde_json::to_string(k).unwrap_or_default()),
-                    None => AttributeValue::S("done".into()),
-                };
-                ctx.aws
-                    .set_attr(
-                        &s.control_table,
-                        ckey,
-                        &format!("seg_{seg}"),
-                        Some(mark),
-                        &Cond::Always,
-                    )
-                    .await
-                    .map_err(|e| explain(e, "control table"))?;
-                match more {
-                    Some(k) => next = Some(k),
-                    None => return Ok(()),
-                }
+            // Another run moved the segment on: go on from where it is.
+            while copy_segment(ctx, copier, ckey, (seg, segments), keys, None).await? == Ran::Lost {
             }
+            Ok::<(), anyhow::Error>(())
         }
     }))
     .await?;
     Ok(())
+}
+
+/// The copy's counts, summed over its parts' checkpoints.
+async fn part_totals<A: Aws>(ctx: &Ctx<A>, ckey: &Attrs, source: &Source) -> Result<Totals> {
+    let c = ctx
+        .aws
+        .get_item(&ctx.stack.control_table, ckey)
+        .await
+        .map_err(|e| explain(e, "control table"))?
+        .unwrap_or_default();
+    Ok(totals(
+        &c,
+        match source {
+            Source::Scan => "seg_",
+            Source::Export(_) => "file_",
+        },
+    ))
 }
 
 /// `restart --method scan`: paused first; waits for the earliest valid

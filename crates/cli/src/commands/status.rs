@@ -165,7 +165,7 @@ pub async fn status<A: Aws>(ctx: &Ctx<A>, window_s: u64) -> Result<Status> {
         .get_item(&s.control_table, &super::copy::checkpoint_key(ctx))
         .await
     {
-        Ok(c) => c.and_then(|c| super::copy::progress(&c, &control)),
+        Ok(c) => c.and_then(|c| super::copy::progress(&c, &control, now)),
         Err(e) => {
             unknown.push(format!("copy checkpoints ({}: {})", e.code, e.message));
             None
@@ -262,11 +262,18 @@ pub fn status_text(s: &Status) -> String {
         s.last_verify.as_deref().unwrap_or("none since the last seed"),
     );
     if let Some(p) = &s.copy_progress {
+        let rate = match (p.items_per_s, p.eta_s) {
+            (Some(r), Some(eta)) => format!(", {r:.0} items/s, about {eta:.0} s left"),
+            (Some(r), None) => format!(", {r:.0} items/s"),
+            _ => String::new(),
+        };
         out.push_str(&format!(
-            "\ncopy       {} of {} {} done ({} copy seed; if it stopped, run the same `ddb-relay seed` again to continue)",
+            "\ncopy       {} of {} {} done, {} items{}{rate} ({} copy seed; if it stopped, run the same `ddb-relay seed` again to continue)",
             p.done,
             p.total,
             p.parts,
+            p.items,
+            p.expected.map_or(String::new(), |e| format!(" of ~{e}")),
             s.seed_method.as_deref().unwrap_or("copy")
         ));
     }

@@ -39,6 +39,11 @@ struct State {
     page_size: usize,
     /// S3 objects by (bucket, key).
     objects: HashMap<(String, String), Vec<u8>>,
+    /// Standard queues (any URL but the FIFO queue and its DLQ): visible
+    /// bodies, and received ones by receipt.
+    standard: HashMap<String, std::collections::VecDeque<String>>,
+    received: HashMap<String, (String, String)>,
+    next_receipt: u64,
 }
 
 /// One in-memory account: DynamoDB, the FIFO queue and its DLQ, the
@@ -237,7 +242,11 @@ impl Queues for FakeAws {
         } else if url == self.dlq_url {
             self.queue.dlq_counts()
         } else {
-            (0, 0)
+            let s = lock(&self.state);
+            (
+                s.standard.get(url).map_or(0, |q| q.len() as u64),
+                s.received.values().filter(|(u, _)| u == url).count() as u64,
+            )
         };
         Ok(QueueAttrs {
             visible,
@@ -255,7 +264,26 @@ impl Queues for FakeAws {
     ) -> Result<Vec<RawMessage>, AwsError> {
         tokio::task::yield_now().await;
         if url != self.dlq_url {
-            return Ok(Vec::new());
+            let mut s = lock(&self.state);
+            let mut out = Vec::new();
+            while out.len() < max.clamp(1, 10) as usize {
+                let Some(body) = s.standard.get_mut(url).and_then(|q| q.pop_front()) else {
+                    break;
+                };
+                s.next_receipt += 1;
+                let receipt = format!("r-{}", s.next_receipt);
+                s.received
+                    .insert(receipt.clone(), (url.to_string(), body.clone()));
+                out.push(RawMessage {
+                    id: receipt.clone(),
+                    receipt,
+                    body,
+                    group: None,
+                    receive_count: 1,
+                    sent_ms: None,
+                });
+            }
+            return Ok(out);
         }
         Ok(self
             .queue
@@ -276,7 +304,19 @@ impl Queues for FakeAws {
         tokio::task::yield_now().await;
         if url == self.dlq_url {
             self.queue.delete_dlq(receipt);
+        } else {
+            lock(&self.state).received.remove(receipt);
         }
+        Ok(())
+    }
+
+    async fn send_message(&self, url: &str, body: &str) -> Result<(), AwsError> {
+        tokio::task::yield_now().await;
+        lock(&self.state)
+            .standard
+            .entry(url.to_string())
+            .or_default()
+            .push_back(body.to_string());
         Ok(())
     }
 
@@ -284,6 +324,11 @@ impl Queues for FakeAws {
         tokio::task::yield_now().await;
         if url == self.dlq_url {
             self.queue.release_dlq(receipt);
+        } else {
+            let mut s = lock(&self.state);
+            if let Some((u, body)) = s.received.remove(receipt) {
+                s.standard.entry(u).or_default().push_back(body);
+            }
         }
         Ok(())
     }

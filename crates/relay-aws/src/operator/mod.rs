@@ -56,6 +56,19 @@ pub struct Deployment {
     pub transform_spec: Option<String>,
     /// The forwarder's `StreamStartingPosition` (`None`: not reported).
     pub starting_position: Option<String>,
+    /// The copy workers (`None`: a stack deployed without them).
+    pub work: Option<Work>,
+}
+
+/// The work queue the CLI fans a copy out on, and the worker Lambda that
+/// drains it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Work {
+    pub queue_url: String,
+    pub dlq_url: String,
+    pub worker: String,
+    /// At most this many workers at once (the trigger's MaximumConcurrency).
+    pub concurrency: u64,
 }
 
 impl Deployment {
@@ -91,6 +104,22 @@ impl Deployment {
                 .filter(|s| !s.trim().is_empty())
                 .cloned(),
             starting_position: info.parameters.get("StreamStartingPosition").cloned(),
+            work: match (
+                info.output("WorkQueueUrl"),
+                info.output("WorkDeadLetterQueueUrl"),
+                info.output("WorkerFunction"),
+            ) {
+                (Some(q), Some(d), Some(w)) => Some(Work {
+                    queue_url: q.into(),
+                    dlq_url: d.into(),
+                    worker: w.into(),
+                    concurrency: info
+                        .output("WorkerConcurrency")
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(2),
+                }),
+                _ => None,
+            },
         })
     }
 }
@@ -265,6 +294,12 @@ pub trait Queues: Send + Sync {
         &self,
         url: &str,
         receipt: &str,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// Sends one message to a standard queue.
+    fn send_message(
+        &self,
+        url: &str,
+        body: &str,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
     /// Makes a received message visible again at once.
     fn release_message(

@@ -81,6 +81,17 @@ impl Queues for Sdk {
         Ok(())
     }
 
+    async fn send_message(&self, url: &str, body: &str) -> Result<(), AwsError> {
+        self.sqs
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(e("SendMessage"))?;
+        Ok(())
+    }
+
     async fn release_message(&self, url: &str, receipt: &str) -> Result<(), AwsError> {
         self.sqs
             .change_message_visibility()

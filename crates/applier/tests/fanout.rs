@@ -1,0 +1,250 @@
+//! Any table size (issue 10): a copy fanned out over workers (`--fan-out`)
+//! on the simulation harness: the CLI's `seed`, the real worker handler on
+//! the work queue, the real forwarder and applier beside them, and faults
+//! on the worker side (short invocations, tasks delivered twice, killed
+//! invocations).
+#![allow(clippy::unwrap_used)]
+
+mod sim;
+
+use ddb_relay::args::CopyArgs;
+use ddb_relay::commands::{load, scan};
+use relay_aws::operator::Queues;
+use relay_core::item::{AttributeValue as V, Attrs};
+use sim::{copy, fabricate_export, Config, Shape, Sim, WORK_DLQ_URL};
+
+fn item(i: u32) -> Attrs {
+    [
+        ("pk".to_string(), V::S(format!("item-{i}"))),
+        ("v".to_string(), V::N("1".into())),
+        ("email".to_string(), V::S(format!("{i}@example.com"))),
+    ]
+    .into()
+}
+
+fn key(i: u32) -> Attrs {
+    [("pk".to_string(), V::S(format!("item-{i}")))].into()
+}
+
+fn fanned(segments: i32) -> CopyArgs {
+    CopyArgs {
+        segments,
+        fan_out: true,
+        ..copy()
+    }
+}
+
+/// Writes that go on while the copy runs: moves (a new email, so a new
+/// target key), deletes and new items.
+async fn live_writes(sim: &Sim, from: u32) {
+    for round in 0..10u32 {
+        let i = from + round * 7;
+        let mut moved = item(i);
+        moved.insert("email".into(), V::S(format!("moved-{i}@example.com")));
+        sim.db.put("source", moved);
+        sim.db.delete("source", &key(i + 3), false);
+        sim.db.put("source", item(10_000 + i));
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    }
+}
+
+/// The scan path on workers, under live writes and worker faults, through
+/// a uuidv5(email) key: the target ends equal to the source, no tombstone
+/// is left, and every source item was counted exactly once.
+#[test]
+fn a_fanned_out_scan_copy_under_live_writes_and_worker_faults_converges() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::KeyByEmail, 61)).await;
+        for i in 0..400 {
+            sim.db.put("source", item(i));
+        }
+        sim.start_pollers();
+        sim.start_workers(3, true).await;
+        sim.create_target();
+        let (r, ()) = tokio::join!(scan::seed_scan(&sim.ctx, fanned(5), false, false), async {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            live_writes(&sim, 0).await;
+        });
+        let r = r.unwrap();
+        assert_eq!(r.method, "scan");
+        sim.assert_converged().await;
+        let control = sim.ctx.control().await.unwrap();
+        assert_eq!(control.mode, relay_core::control::Mode::Normal);
+        // The checkpoints are gone; no task is left waiting.
+        assert!(sim.db.items("control").len() == 1, "only the control item");
+        sim.stop_pollers();
+    });
+}
+
+/// Without live writes every item is read exactly once, whatever the
+/// workers do: counts come from the parts' checkpoints, which a task run
+/// twice or killed midway moves at most once per page.
+#[test]
+fn fanned_out_counts_are_exact_under_duplicates_and_kills() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 62)).await;
+        for i in 0..300 {
+            sim.db.put("source", item(i));
+        }
+        sim.start_pollers();
+        sim.start_workers(3, true).await;
+        sim.create_target();
+        let r = scan::seed_scan(&sim.ctx, fanned(4), false, false)
+            .await
+            .unwrap();
+        assert_eq!(r.copied + r.skipped_existing, 300, "{r:?}");
+        assert!(r.copied <= 300, "{r:?}");
+        sim.assert_converged().await;
+        sim.stop_pollers();
+    });
+}
+
+/// The export path on workers: one task per data file, loaded through the
+/// transform, under live writes after the export.
+#[test]
+fn a_fanned_out_export_load_under_live_writes_converges() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::KeyByEmail, 63)).await;
+        for i in 0..300 {
+            sim.db.put("source", item(i));
+        }
+        sim.start_pollers();
+        sim.start_workers(2, true).await;
+        let at = sim.now_ms();
+        let snapshot: Vec<Attrs> = sim.db.items("source").into_values().collect();
+        let uri = fabricate_export(&sim, "0002-fan", &snapshot, at, 5);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        live_writes(&sim, 100).await;
+        sim.create_target();
+        let args = load::LoadArgs {
+            from_export: Some(uri),
+            bucket: None,
+            prefix: String::new(),
+            at: None,
+        };
+        let r = load::seed_export_load(&sim.ctx, &args, fanned(4), false)
+            .await
+            .unwrap();
+        assert_eq!(r.method, "export");
+        assert_eq!(r.copied + r.skipped_existing, 300, "{r:?}");
+        sim.assert_converged().await;
+        sim.stop_pollers();
+    });
+}
+
+/// A task that reaches the work dead-letter queue stops `seed` with an
+/// error naming the queue; the copy stays resumable and the same command
+/// finishes it.
+#[test]
+fn a_dead_lettered_task_stops_the_seed_which_then_resumes() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 64)).await;
+        for i in 0..50 {
+            sim.db.put("source", item(i));
+        }
+        sim.start_pollers();
+        sim.create_target();
+        // No workers yet: the tasks wait; a task dead-letters meanwhile.
+        let (r, ()) = tokio::join!(scan::seed_scan(&sim.ctx, fanned(2), false, false), async {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            sim.aws
+                .send_message(WORK_DLQ_URL, r#"{"v":9}"#)
+                .await
+                .unwrap();
+        });
+        let err = format!("{:#}", r.unwrap_err());
+        assert!(err.contains("work dead-letter queue"), "{err}");
+        assert!(err.contains("run the same command again"), "{err}");
+        let status = ddb_relay::commands::status::status(&sim.ctx, 60)
+            .await
+            .unwrap();
+        let p = status.copy_progress.unwrap();
+        assert_eq!((p.parts.as_str(), p.done, p.total), ("segments", 0, 2));
+        assert_eq!(p.expected, Some(50));
+        sim.start_workers(2, false).await;
+        let r = scan::seed_scan(&sim.ctx, fanned(2), false, false)
+            .await
+            .unwrap();
+        assert!(r.resumed, "{r:?}");
+        sim.assert_converged().await;
+        sim.stop_pollers();
+    });
+}
+
+/// A worker given a task of another seed, or out of its phase, does
+/// nothing; a task of an unknown version fails with a clear error.
+#[test]
+fn stale_and_unknown_tasks_change_nothing() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 65)).await;
+        for i in 0..20 {
+            sim.db.put("source", item(i));
+        }
+        sim.create_target();
+        let stale = relay_core::work::Task::new(
+            1,
+            relay_core::work::Job::Scan {
+                segment: 0,
+                segments: 1,
+            },
+        );
+        let out = ddb_relay::worker::run_task(&sim.ctx, &stale, None)
+            .await
+            .unwrap();
+        assert!(
+            matches!(out, ddb_relay::worker::Outcome::Dropped(_)),
+            "{out:?}"
+        );
+        assert!(sim.db.items("target").is_empty());
+        let err = relay_core::work::Task::parse(r#"{"v":9,"seed_ms":1}"#).unwrap_err();
+        assert!(err.to_string().contains("version 9"), "{err}");
+    });
+}
+
+/// A task delivered twice and run at the same time does the work once:
+/// the first run to move the part's checkpoint goes on, the other stops
+/// at its first page (its puts find the keys taken).
+#[test]
+fn a_task_run_twice_at_once_copies_each_page_once() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 66)).await;
+        for i in 0..60 {
+            sim.db.put("source", item(i));
+        }
+        sim.create_target();
+        let (r, puts) = tokio::join!(scan::seed_scan(&sim.ctx, fanned(1), false, false), async {
+            let msg = loop {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                if let Some(m) = sim.aws.receive(sim::WORK_URL, 1, 60).await.unwrap().pop() {
+                    break m;
+                }
+            };
+            let task = relay_core::work::Task::parse(&msg.body).unwrap();
+            let before = sim.db.calls("PutItem");
+            let (a, b) = tokio::join!(
+                ddb_relay::worker::run_task(&sim.ctx, &task, None),
+                ddb_relay::worker::run_task(&sim.ctx, &task, None)
+            );
+            let outcomes = [a.unwrap(), b.unwrap()];
+            assert!(
+                outcomes.contains(&ddb_relay::worker::Outcome::Done),
+                "{outcomes:?}"
+            );
+            sim.aws
+                .delete_message(sim::WORK_URL, &msg.receipt)
+                .await
+                .unwrap();
+            let puts = sim.db.calls("PutItem") - before;
+            // The sweep that follows, and the stream.
+            sim.start_workers(1, false).await;
+            sim.start_pollers();
+            puts
+        });
+        let r = r.unwrap();
+        assert_eq!((r.copied, r.skipped_existing), (60, 0), "{r:?}");
+        // 60 items in pages of 3: the losing run put at most one page.
+        assert!(puts <= 63, "{puts} puts for 60 items");
+        sim.assert_converged().await;
+        sim.stop_pollers();
+    });
+}

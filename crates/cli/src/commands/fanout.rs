@@ -1,0 +1,204 @@
+//! `--fan-out`: a copy (or its tombstone sweep) run by the worker Lambda.
+//! The CLI puts one task per part (scan segment, export file, sweep
+//! segment) on the work queue and follows the parts' checkpoints until all
+//! are done; the worker's side is `worker.rs`.
+//!
+//! **Invariant:** the CLI moves on (to normal mode, to the sweep, to
+//! forgetting the checkpoints) only when every part's checkpoint says done.
+//! Lost or dropped tasks are sent again when nothing is queued or running
+//! and parts are still open; a task run twice is harmless (see
+//! `relay_core::work`).
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use relay_aws::operator::{Aws, Work};
+use relay_core::item::{AttributeValue, Attrs};
+use relay_core::work::{self, share, Job, PartState, Task, Totals};
+
+use super::copy::Export;
+use crate::ctx::{explain, Ctx};
+
+/// The stack's workers, or why `--fan-out` cannot run.
+pub fn workers<A>(ctx: &Ctx<A>) -> Result<Work> {
+    ctx.stack.work.clone().ok_or_else(|| {
+        anyhow!(
+            "stack {} has no copy workers (outputs WorkQueueUrl, WorkDeadLetterQueueUrl, WorkerFunction): redeploy it with this release's template.yaml, or copy in this process (drop --fan-out)",
+            ctx.stack.name
+        )
+    })
+}
+
+/// The copy's tasks: one per scan segment, or one per export file, each
+/// with its share of the limits (shared by the parts that can run at
+/// once).
+pub fn copy_tasks(
+    seed_ms: i64,
+    export: Option<&Export>,
+    (segments, rate, max_wcu): (i32, u64, u64),
+    concurrency: u64,
+) -> Vec<Task> {
+    let jobs: Vec<Job> = match export {
+        None => (0..segments)
+            .map(|segment| Job::Scan { segment, segments })
+            .collect(),
+        Some(x) => x
+            .files
+            .iter()
+            .enumerate()
+            .map(|(index, f)| Job::File {
+                index,
+                bucket: x.bucket.clone(),
+                key: f.key.clone(),
+                items: f.item_count,
+            })
+            .collect(),
+    };
+    with_shares(seed_ms, jobs, rate, max_wcu, concurrency)
+}
+
+/// The sweep's tasks: one per segment of the target.
+pub fn sweep_tasks(seed_ms: i64, segments: i32, concurrency: u64) -> Vec<Task> {
+    let jobs = (0..segments)
+        .map(|segment| Job::Sweep { segment, segments })
+        .collect();
+    with_shares(seed_ms, jobs, 0, 0, concurrency)
+}
+
+fn with_shares(
+    seed_ms: i64,
+    jobs: Vec<Job>,
+    rate: u64,
+    max_wcu: u64,
+    concurrency: u64,
+) -> Vec<Task> {
+    let at_once = (jobs.len() as u64).min(concurrency.max(1));
+    jobs.into_iter()
+        .map(|job| Task {
+            rate: share(rate, at_once),
+            max_wcu: share(max_wcu, at_once),
+            ..Task::new(seed_ms, job)
+        })
+        .collect()
+}
+
+/// Sends the tasks whose parts are not done, then follows the checkpoint
+/// until every part is done; returns the parts' totals. Fails when a task
+/// reaches the work dead-letter queue, or when the copy's checkpoint now
+/// belongs to another seed.
+pub async fn run<A: Aws>(
+    ctx: &Ctx<A>,
+    ckey: &Attrs,
+    tasks: &[Task],
+    what: &str,
+    expected: Option<u64>,
+) -> Result<Totals> {
+    let w = workers(ctx)?;
+    let Some(first) = tasks.first() else {
+        return Ok(Totals::default());
+    };
+    let prefix = part_prefix(&first.job);
+    let seed_ms = first.seed_ms;
+    let dead_before = depth(ctx, &w.dlq_url).await?;
+    let read = || async {
+        let c = ctx
+            .aws
+            .get_item(&ctx.stack.control_table, ckey)
+            .await
+            .map_err(|e| explain(e, "control table"))?
+            .unwrap_or_default();
+        if c.get("seed_ms") != Some(&AttributeValue::N(seed_ms.to_string())) {
+            bail!("the copy's checkpoint now belongs to another seed (a restart or another operator): stopping");
+        }
+        Ok::<_, anyhow::Error>(c)
+    };
+    let sent = send_open(ctx, &w, tasks, &read().await?).await?;
+    ctx.step(&format!(
+        "{what}: {sent} of {} tasks sent to the workers ({}, at most {} at once)",
+        tasks.len(),
+        w.worker,
+        w.concurrency
+    ));
+    let pb = ctx.bar(expected, what);
+    let mut idle_since: Option<tokio::time::Instant> = None;
+    loop {
+        let c = read().await?;
+        let t = work::totals(&c, prefix);
+        pb.set_position(t.items);
+        if t.done >= tasks.len() as u64 {
+            pb.finish_and_clear();
+            return Ok(t);
+        }
+        let dead = depth(ctx, &w.dlq_url).await?;
+        if dead > dead_before {
+            bail!(
+                "{} task(s) of the {what} failed repeatedly and are in the work dead-letter queue ({}); the worker's logs ({}) say why. Fix the cause and run the same command again: done parts are kept",
+                dead - dead_before,
+                w.dlq_url,
+                w.worker
+            );
+        }
+        // Nothing queued or running, parts still open (a task dropped by a
+        // run that then died): send the open parts again.
+        let q = ctx
+            .aws
+            .queue_attrs(&w.queue_url)
+            .await
+            .map_err(|e| explain(e, "work queue"))?;
+        if q.visible + q.in_flight == 0 {
+            let since = *idle_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() >= IDLE_RESEND {
+                let n = send_open(ctx, &w, tasks, &c).await?;
+                ctx.step(&format!(
+                    "{what}: the work queue was empty with {n} parts open; sent them again"
+                ));
+                idle_since = None;
+            }
+        } else {
+            idle_since = None;
+        }
+        tokio::time::sleep(ctx.poll).await;
+    }
+}
+
+/// How long the work queue may stay empty while parts are open before
+/// their tasks are sent again.
+const IDLE_RESEND: Duration = Duration::from_secs(10);
+
+/// Sends the tasks whose parts `checkpoint` does not say done; returns how
+/// many.
+async fn send_open<A: Aws>(
+    ctx: &Ctx<A>,
+    w: &Work,
+    tasks: &[Task],
+    checkpoint: &Attrs,
+) -> Result<u64> {
+    let mut n = 0;
+    for t in tasks {
+        if !PartState::read(checkpoint.get(&t.job.part())).done() {
+            ctx.aws
+                .send_message(&w.queue_url, &t.encode())
+                .await
+                .map_err(|e| explain(e, "work queue"))?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+fn part_prefix(job: &Job) -> &'static str {
+    match job {
+        Job::Scan { .. } => "seg_",
+        Job::File { .. } => "file_",
+        Job::Sweep { .. } => "sweep_",
+    }
+}
+
+async fn depth<A: Aws>(ctx: &Ctx<A>, url: &str) -> Result<u64> {
+    let q = ctx
+        .aws
+        .queue_attrs(url)
+        .await
+        .map_err(|e| explain(e, "work dead-letter queue"))?;
+    Ok(q.visible + q.in_flight)
+}

@@ -1,0 +1,196 @@
+//! The worker Lambda's side of a fanned-out copy (the CLI's side is
+//! `commands/fanout.rs`): one task per invocation, run with the same code as
+//! the in-process copy (`commands/copy.rs`), until the task's part is done
+//! or the invocation's time is nearly up; then the task goes back on the
+//! work queue and the next invocation continues from the part's checkpoint.
+//!
+//! **Invariant:** a scan or file task copies only while the control item
+//! says tombstone mode for the task's seed, and a sweep task runs only in
+//! normal mode: a task of another seed, or one that arrives out of its
+//! phase, does nothing.
+//!
+//! **Boundary:** the worker reads its stack from its environment, not from
+//! CloudFormation; it needs the tables, the work queue and the export
+//! bucket, nothing else.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use relay_aws::operator::{Aws, Deployment};
+use relay_core::control::Mode;
+use relay_core::export::DataFile;
+use relay_core::item::AttributeValue;
+use relay_core::work::{Job, Task};
+
+use crate::commands::copy::{self, checkpoint_key, Copier, Ran};
+use crate::ctx::{explain, Ctx};
+
+/// The worker's stack, from its environment (the names the template sets).
+pub fn deployment_from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Deployment> {
+    let need = |k: &str| {
+        get(k)
+            .filter(|v| !v.trim().is_empty())
+            .ok_or_else(|| anyhow!("environment variable {k} is not set"))
+    };
+    Ok(Deployment {
+        name: get("STACK_NAME").unwrap_or_default(),
+        queue_url: String::new(),
+        dlq_url: String::new(),
+        stream_failure_url: String::new(),
+        forwarder: String::new(),
+        applier: String::new(),
+        control_table: need("CONTROL_TABLE")?,
+        source_table: need("SOURCE_TABLE")?,
+        target_table: need("TARGET_TABLE")?,
+        migration: need("MIGRATION_ID")?,
+        margin_ms: 0,
+        transform_spec: get("TRANSFORM").filter(|s| !s.trim().is_empty()),
+        starting_position: None,
+        work: Some(relay_aws::operator::Work {
+            queue_url: need("WORK_QUEUE_URL")?,
+            dlq_url: String::new(),
+            worker: String::new(),
+            concurrency: 1,
+        }),
+    })
+}
+
+/// Time kept back from the invocation's deadline to save the checkpoint
+/// and send the task on.
+pub const RESERVE: Duration = Duration::from_secs(10);
+
+/// What one run of a task did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    /// Out of time: continue with this task (sent back on the work queue).
+    Continue,
+    /// Another run holds the part, or the task belongs to another seed or
+    /// phase.
+    Dropped(&'static str),
+}
+
+/// Runs one task until its part is done or `until`.
+pub async fn run_task<A: Aws>(
+    ctx: &Ctx<A>,
+    task: &Task,
+    until: Option<tokio::time::Instant>,
+) -> Result<Outcome> {
+    let ckey = checkpoint_key(ctx);
+    let checkpoint = ctx
+        .aws
+        .get_item(&ctx.stack.control_table, &ckey)
+        .await
+        .map_err(|e| explain(e, "control table"))?;
+    let seed = checkpoint.as_ref().and_then(|c| match c.get("seed_ms") {
+        Some(AttributeValue::N(n)) => n.parse::<i64>().ok(),
+        _ => None,
+    });
+    if seed != Some(task.seed_ms) {
+        return Ok(Outcome::Dropped("the task belongs to another seed"));
+    }
+    let control = ctx.control().await?;
+    let copying = matches!(task.job, Job::Scan { .. } | Job::File { .. });
+    let phase = if copying {
+        Mode::Tombstone
+    } else {
+        Mode::Normal
+    };
+    if control.seed_ms != Some(task.seed_ms) || control.mode != phase {
+        return Ok(Outcome::Dropped(
+            "the control item is not in the task's phase",
+        ));
+    }
+    let loaded = crate::transform::load(ctx).await?;
+    let copier = Copier::new(
+        loaded.transform.as_ref(),
+        task.rate,
+        task.max_wcu,
+        indicatif::ProgressBar::hidden(),
+    );
+    let ran = match &task.job {
+        Job::Scan { segment, segments } => {
+            copy::copy_segment(
+                ctx,
+                &copier,
+                &ckey,
+                (*segment, *segments),
+                &loaded.source_keys,
+                until,
+            )
+            .await?
+        }
+        Job::File {
+            index,
+            bucket,
+            key,
+            items,
+        } => {
+            let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
+            let f = DataFile {
+                key: key.clone(),
+                item_count: *items,
+            };
+            copy::copy_file(ctx, &copier, &ckey, bucket, (*index, &f), tmp.path(), until).await?
+        }
+        Job::Sweep { segment, segments } => {
+            copy::sweep_segment(
+                ctx,
+                &ckey,
+                (*segment, *segments),
+                &loaded.transform.target_key_names(),
+                until,
+            )
+            .await?
+        }
+    };
+    Ok(match ran {
+        Ran::Done => Outcome::Done,
+        Ran::Paused => Outcome::Continue,
+        Ran::Lost => Outcome::Dropped("another run of the task holds its part"),
+    })
+}
+
+/// One invocation: each message is a task; a task out of time goes back on
+/// the work queue, a failed one is reported (SQS retries it, then moves it
+/// to the work dead-letter queue, where `seed` sees it).
+pub async fn handle<A: Aws>(
+    ctx: &Ctx<A>,
+    event: SqsEvent,
+    deadline: tokio::time::Instant,
+) -> SqsBatchResponse {
+    let until = deadline.checked_sub(RESERVE).unwrap_or(deadline);
+    let mut failures = Vec::new();
+    for m in event.records {
+        let id = m.message_id.clone().unwrap_or_default();
+        let body = m.body.as_deref().unwrap_or_default();
+        let ran = async {
+            let task = Task::parse(body)?;
+            let outcome = run_task(ctx, &task, Some(until)).await?;
+            if outcome == Outcome::Continue {
+                let url = &ctx.stack.work.as_ref().context("no work queue")?.queue_url;
+                ctx.aws
+                    .send_message(url, &task.encode())
+                    .await
+                    .map_err(|e| explain(e, "work queue"))?;
+            }
+            Ok::<_, anyhow::Error>((task, outcome))
+        }
+        .await;
+        match ran {
+            Ok((task, outcome)) => {
+                tracing::info!(part = %task.job.part(), outcome = ?outcome, "task");
+            }
+            Err(e) => {
+                tracing::error!(message_id = %id, error = %format!("{e:#}"), "task failed");
+                let mut f = BatchItemFailure::default();
+                f.item_identifier = id;
+                failures.push(f);
+            }
+        }
+    }
+    let mut r = SqsBatchResponse::default();
+    r.batch_item_failures = failures;
+    r
+}

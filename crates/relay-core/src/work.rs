@@ -1,0 +1,288 @@
+//! A fanned-out copy: the tasks the CLI puts on the work queue for the
+//! worker Lambda, and the checkpoint state of each part (a scan segment, an
+//! export data file, a sweep segment) that both sides read.
+//!
+//! **Invariant:** a part's state is one attribute of the checkpoint item,
+//! holding its position *and* its counts, written only on the condition that
+//! it still holds what the writer read. So a task that runs twice (a
+//! redelivery, a worker that timed out while another took over) moves the
+//! part forward at most once per page, and counts are never doubled.
+//!
+//! **Invariant:** a task names the seed it belongs to (`seed_ms`); a task of
+//! an earlier seed (a restart, a finished copy) does nothing.
+
+use serde::{Deserialize, Serialize};
+
+use crate::item::{AttributeValue, Attrs};
+
+/// The version of the task format this build reads and writes.
+pub const TASK_VERSION: u32 = 1;
+
+/// One unit of a fanned-out copy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    pub v: u32,
+    /// The seed the task belongs to (the checkpoint item's `seed_ms`).
+    pub seed_ms: i64,
+    /// This task's share of `--rate` (items/s, 0 = no limit).
+    #[serde(default)]
+    pub rate: u64,
+    /// This task's share of `--max-wcu` (consumed WCU/s, 0 = no limit).
+    #[serde(default)]
+    pub max_wcu: u64,
+    pub job: Job,
+}
+
+/// What a task does.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Job {
+    /// Copy one parallel-scan segment of the source.
+    Scan { segment: i32, segments: i32 },
+    /// Load one data file of an export.
+    File {
+        index: usize,
+        bucket: String,
+        key: String,
+        items: u64,
+    },
+    /// Delete the tombstones left in one scan segment of the target.
+    Sweep { segment: i32, segments: i32 },
+}
+
+impl Job {
+    /// The checkpoint attribute holding this part's state.
+    pub fn part(&self) -> String {
+        match self {
+            Job::Scan { segment, .. } => format!("seg_{segment}"),
+            Job::File { index, .. } => format!("file_{index}"),
+            Job::Sweep { segment, .. } => format!("sweep_{segment}"),
+        }
+    }
+}
+
+/// A task that cannot be run, with why.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TaskError {
+    #[error("a work task is not JSON of a task: {0}")]
+    Malformed(String),
+    #[error("a work task has version {0}, this worker reads version {TASK_VERSION}: deploy the same release of the CLI and the stack")]
+    Version(u32),
+}
+
+impl Task {
+    pub fn new(seed_ms: i64, job: Job) -> Task {
+        Task {
+            v: TASK_VERSION,
+            seed_ms,
+            rate: 0,
+            max_wcu: 0,
+            job,
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Reads a task; the version is checked before anything else.
+    pub fn parse(body: &str) -> Result<Task, TaskError> {
+        #[derive(Deserialize)]
+        struct Version {
+            v: u32,
+        }
+        let v = serde_json::from_str::<Version>(body)
+            .map_err(|e| TaskError::Malformed(e.to_string()))?
+            .v;
+        if v != TASK_VERSION {
+            return Err(TaskError::Version(v));
+        }
+        serde_json::from_str(body).map_err(|e| TaskError::Malformed(e.to_string()))
+    }
+}
+
+/// Splits a limit over `parts` tasks running at once: their sum never
+/// exceeds it (0 = no limit; a share is at least 1).
+pub fn share(limit: u64, parts: u64) -> u64 {
+    if limit == 0 {
+        0
+    } else {
+        (limit / parts.max(1)).max(1)
+    }
+}
+
+/// Where a part stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Pos {
+    #[default]
+    Start,
+    /// Continue after this point: a scan's last evaluated key (JSON) or a
+    /// file's line count.
+    After(String),
+    Done,
+}
+
+/// A part's checkpoint: where it stands and what it counted up to there.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartState {
+    pub pos: Pos,
+    /// Items read up to `pos`.
+    pub items: u64,
+    /// Of those, items written (the rest were already there, or were not
+    /// tombstones any more for a sweep).
+    pub written: u64,
+}
+
+impl PartState {
+    /// Reads a part's attribute (`items written position`, one string so
+    /// that a conditional write can compare it whole); `None` (never
+    /// started) is `Start`.
+    pub fn read(v: Option<&AttributeValue>) -> PartState {
+        let Some(AttributeValue::S(s)) = v else {
+            return PartState::default();
+        };
+        let mut f = s.splitn(3, ' ');
+        let (items, written, pos) = (f.next(), f.next(), f.next());
+        PartState {
+            items: items.and_then(|n| n.parse().ok()).unwrap_or(0),
+            written: written.and_then(|n| n.parse().ok()).unwrap_or(0),
+            pos: match pos {
+                None | Some("-") => Pos::Start,
+                Some("done") => Pos::Done,
+                Some(p) => Pos::After(p.to_string()),
+            },
+        }
+    }
+
+    pub fn to_attr(&self) -> AttributeValue {
+        let pos = match &self.pos {
+            Pos::Start => "-",
+            Pos::After(s) => s,
+            Pos::Done => "done",
+        };
+        AttributeValue::S(format!("{} {} {pos}", self.items, self.written))
+    }
+
+    pub fn done(&self) -> bool {
+        self.pos == Pos::Done
+    }
+}
+
+/// A copy's progress summed over its parts (`prefix`: `seg_`, `file_` or
+/// `sweep_`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub done: u64,
+    pub items: u64,
+    pub written: u64,
+}
+
+pub fn totals(checkpoint: &Attrs, prefix: &str) -> Totals {
+    checkpoint
+        .iter()
+        .filter(|(k, _)| {
+            k.strip_prefix(prefix)
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(|(_, v)| PartState::read(Some(v)))
+        .fold(Totals::default(), |t, p| Totals {
+            done: t.done + u64::from(p.done()),
+            items: t.items + p.items,
+            written: t.written + p.written,
+        })
+}
+
+/// Items per second and seconds left, from the items counted since
+/// `started_ms` and the expected total (`None` when unknown or no rate yet).
+pub fn rate_and_eta(
+    items: u64,
+    expected: Option<u64>,
+    started_ms: i64,
+    now_ms: i64,
+) -> (Option<f64>, Option<f64>) {
+    let secs = (now_ms - started_ms) as f64 / 1000.0;
+    if secs <= 0.0 || items == 0 {
+        return (None, None);
+    }
+    let rate = items as f64 / secs;
+    let eta = expected.map(|e| e.saturating_sub(items) as f64 / rate);
+    (Some(rate), eta)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_round_trips_and_an_unknown_version_is_named() {
+        let t = Task::new(
+            5,
+            Job::File {
+                index: 3,
+                bucket: "b".into(),
+                key: "k/data/x.json.gz".into(),
+                items: 10,
+            },
+        );
+        assert_eq!(Task::parse(&t.encode()), Ok(t));
+        let e = Task::parse(r#"{"v":2,"seed_ms":1,"job":{"kind":"teleport"}}"#).unwrap_err();
+        assert_eq!(e, TaskError::Version(2));
+        assert!(e.to_string().contains("version 2"));
+        assert!(matches!(Task::parse("nope"), Err(TaskError::Malformed(_))));
+        assert!(matches!(
+            Task::parse(r#"{"v":1,"seed_ms":1,"job":{"kind":"teleport"}}"#),
+            Err(TaskError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn part_states_round_trip_and_sum() {
+        let a = PartState {
+            pos: Pos::After("{\"k\":1}".into()),
+            items: 7,
+            written: 5,
+        };
+        let b = PartState {
+            pos: Pos::Done,
+            items: 3,
+            written: 3,
+        };
+        assert_eq!(PartState::read(Some(&a.to_attr())), a);
+        assert_eq!(PartState::read(Some(&b.to_attr())), b);
+        assert_eq!(PartState::read(None), PartState::default());
+        let spaced = PartState {
+            pos: Pos::After("{\"k\": {\"S\": \"a b\"}}".into()),
+            items: 1,
+            written: 0,
+        };
+        assert_eq!(PartState::read(Some(&spaced.to_attr())), spaced);
+        let c = Attrs::from([
+            ("seg_0".to_string(), a.to_attr()),
+            ("seg_1".to_string(), b.to_attr()),
+            ("segments".to_string(), AttributeValue::N("2".into())),
+            ("sweep_0".to_string(), b.to_attr()),
+        ]);
+        assert_eq!(
+            totals(&c, "seg_"),
+            Totals {
+                done: 1,
+                items: 10,
+                written: 8
+            }
+        );
+        assert_eq!(totals(&c, "sweep_").done, 1);
+    }
+
+    #[test]
+    fn shares_never_sum_past_the_limit() {
+        assert_eq!(share(0, 8), 0);
+        assert_eq!(share(1000, 8), 125);
+        assert_eq!(share(1000, 0), 1000);
+        assert!(share(10, 3) * 3 <= 10);
+        assert_eq!(rate_and_eta(0, Some(10), 0, 1000), (None, None));
+        assert_eq!(
+            rate_and_eta(50, Some(150), 0, 10_000),
+            (Some(5.0), Some(20.0))
+        );
+    }
+}
