@@ -9,7 +9,7 @@ ARCHS       ?= arm64 x86_64
 LAMBDA_DIR  := target/lambda
 CARGO       := cargo
 
-.PHONY: help toolchain venv setup build test unit validate e2e demo lint fmt bench bench-local bench-memory zip \
+.PHONY: help toolchain venv setup build test unit validate e2e e2e-scale demo lint fmt bench bench-local bench-memory zip \
         local-start local-stop local-reset build-local deploy-local clean
 
 help: ## List the targets.
@@ -39,6 +39,9 @@ validate: setup ## sam validate --lint and cfn-lint 1.52 on template.yaml.
 
 e2e: toolchain setup ## End-to-end tests on MiniStack with the real template and binaries.
 	infra/local/e2e.sh
+
+e2e-scale: toolchain setup ## The fanned-out seed e2e tests at 200,000 items (scan and export paths, ~15 min).
+	RELAY_E2E_ITEMS=$(or $(ITEMS),200000) infra/local/e2e.sh fanned_out --nocapture
 
 demo: toolchain setup ## A whole live migration, locally, narrated (no AWS account).
 	infra/local/demo.sh

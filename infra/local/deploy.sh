@@ -5,8 +5,9 @@
 #   TRANSFORM_FILE=t.yaml infra/local/deploy.sh STACK ...   (a transform, JSON or YAML)
 # Local deploys run the host's architecture (x86_64), send metrics with
 # PutMetricData (the emulator does not extract EMF from logs), and set no
-# applier maximum concurrency and no parallelization factor (MiniStack echoes
-# both back as strings, which the SDK cannot parse). Afterwards the applier
+# applier or worker maximum concurrency and no parallelization factor (MiniStack echoes
+# them back as strings, which the SDK cannot parse), and give the copy workers
+# 30 s (so a longer copy exercises continuations). Afterwards the applier
 # trigger is left disabled, as AWS leaves it (see after_deploy.py), and a
 # transform file is checked against what the stack deployed.
 set -euo pipefail
@@ -29,5 +30,6 @@ cd "$ROOT"
 sam deploy --template-file .aws-sam/build/template.yaml --stack-name "$stack" \
   --resolve-s3 --capabilities CAPABILITY_IAM --no-confirm-changeset \
   --no-fail-on-empty-changeset --region "$AWS_REGION" \
-  --parameter-overrides Architecture=x86_64 MetricsMode=putmetricdata ApplierMaxConcurrency=0 ParallelizationFactor=1 "$@" "${extra[@]}"
+  --parameter-overrides Architecture=x86_64 MetricsMode=putmetricdata ApplierMaxConcurrency=0 ParallelizationFactor=1 \
+  WorkerConcurrency=0 WorkerTimeoutSeconds=30 "$@" "${extra[@]}"
 "$VENV/bin/python" "$ROOT/infra/local/after_deploy.py" "$stack" "${TRANSFORM_FILE:-}"

@@ -21,7 +21,8 @@ use relay_aws::operator::{Aws, Deployment};
 use relay_core::control::Mode;
 use relay_core::export::DataFile;
 use relay_core::item::AttributeValue;
-use relay_core::work::{Job, Task};
+use relay_core::metrics::MetricRecord;
+use relay_core::work::{Job, PartState, Task};
 
 use crate::commands::copy::{self, checkpoint_key, Copier, Ran};
 use crate::ctx::{explain, Ctx};
@@ -51,7 +52,8 @@ pub fn deployment_from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Deplo
             queue_url: need("WORK_QUEUE_URL")?,
             dlq_url: String::new(),
             worker: String::new(),
-            concurrency: 1,
+            concurrency: 0,
+            export_bucket: None,
         }),
     })
 }
@@ -60,7 +62,7 @@ pub fn deployment_from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Deplo
 /// and send the task on.
 pub const RESERVE: Duration = Duration::from_secs(10);
 
-/// What one run of a task did.
+/// How one run of a task ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
     Done,
@@ -77,6 +79,15 @@ pub async fn run_task<A: Aws>(
     task: &Task,
     until: Option<tokio::time::Instant>,
 ) -> Result<Outcome> {
+    run_counted(ctx, task, until).await.map(|(o, _)| o)
+}
+
+/// [`run_task`], with the items this run moved its part by (read, written).
+pub async fn run_counted<A: Aws>(
+    ctx: &Ctx<A>,
+    task: &Task,
+    until: Option<tokio::time::Instant>,
+) -> Result<(Outcome, (u64, u64))> {
     let ckey = checkpoint_key(ctx);
     let checkpoint = ctx
         .aws
@@ -88,8 +99,10 @@ pub async fn run_task<A: Aws>(
         _ => None,
     });
     if seed != Some(task.seed_ms) {
-        return Ok(Outcome::Dropped("the task belongs to another seed"));
+        return Ok((Outcome::Dropped("the task belongs to another seed"), (0, 0)));
     }
+    let part = task.job.part();
+    let before = PartState::read(checkpoint.as_ref().and_then(|c| c.get(&part)));
     let control = ctx.control().await?;
     let copying = matches!(task.job, Job::Scan { .. } | Job::File { .. });
     let phase = if copying {
@@ -98,8 +111,9 @@ pub async fn run_task<A: Aws>(
         Mode::Normal
     };
     if control.seed_ms != Some(task.seed_ms) || control.mode != phase {
-        return Ok(Outcome::Dropped(
-            "the control item is not in the task's phase",
+        return Ok((
+            Outcome::Dropped("the control item is not in the task's phase"),
+            (0, 0),
         ));
     }
     let loaded = crate::transform::load(ctx).await?;
@@ -145,11 +159,24 @@ pub async fn run_task<A: Aws>(
             .await?
         }
     };
-    Ok(match ran {
+    let after = ctx
+        .aws
+        .get_item(&ctx.stack.control_table, &ckey)
+        .await
+        .map_err(|e| explain(e, "control table"))?
+        .map(|c| PartState::read(c.get(&part)))
+        .unwrap_or_default();
+    // Another run may have moved the part too: a rough count for metrics.
+    let moved = (
+        after.items.saturating_sub(before.items),
+        after.written.saturating_sub(before.written),
+    );
+    let outcome = match ran {
         Ran::Done => Outcome::Done,
         Ran::Paused => Outcome::Continue,
         Ran::Lost => Outcome::Dropped("another run of the task holds its part"),
-    })
+    };
+    Ok((outcome, moved))
 }
 
 /// One invocation: each message is a task; a task out of time goes back on
@@ -160,14 +187,28 @@ pub async fn handle<A: Aws>(
     event: SqsEvent,
     deadline: tokio::time::Instant,
 ) -> SqsBatchResponse {
+    handle_counted(ctx, event, deadline).await.0
+}
+
+/// [`handle`], with the invocation's metrics: `CopyItemsRead`,
+/// `CopyItemsWritten`, `CopyPartsDone`, `CopyTaskFailures`.
+pub async fn handle_counted<A: Aws>(
+    ctx: &Ctx<A>,
+    event: SqsEvent,
+    deadline: tokio::time::Instant,
+) -> (SqsBatchResponse, MetricRecord) {
     let until = deadline.checked_sub(RESERVE).unwrap_or(deadline);
     let mut failures = Vec::new();
+    let (mut read, mut written, mut done) = (0, 0, 0);
     for m in event.records {
         let id = m.message_id.clone().unwrap_or_default();
         let body = m.body.as_deref().unwrap_or_default();
         let ran = async {
             let task = Task::parse(body)?;
-            let outcome = run_task(ctx, &task, Some(until)).await?;
+            let (outcome, moved) = run_counted(ctx, &task, Some(until)).await?;
+            read += moved.0;
+            written += moved.1;
+            done += u64::from(outcome == Outcome::Done);
             if outcome == Outcome::Continue {
                 let url = &ctx.stack.work.as_ref().context("no work queue")?.queue_url;
                 ctx.aws
@@ -190,7 +231,12 @@ pub async fn handle<A: Aws>(
             }
         }
     }
+    let mut m = MetricRecord::new("worker");
+    m.count("CopyItemsRead", read)
+        .count("CopyItemsWritten", written)
+        .count("CopyPartsDone", done)
+        .count("CopyTaskFailures", failures.len() as u64);
     let mut r = SqsBatchResponse::default();
     r.batch_item_failures = failures;
-    r
+    (r, m)
 }

@@ -29,6 +29,24 @@ pub fn workers<A>(ctx: &Ctx<A>) -> Result<Work> {
     })
 }
 
+/// Refuses an export the workers may not read: the stack names the one
+/// bucket they can read (`ExportBucketName`), when it reports it.
+pub fn check_bucket(w: &Work, x: &Export) -> Result<()> {
+    match w.export_bucket.as_deref() {
+        Some(b) if b == x.bucket => Ok(()),
+        Some("") => bail!(
+            "the workers may read no export bucket: redeploy the stack with ExportBucketName={}, or load in this process (drop --fan-out)",
+            x.bucket
+        ),
+        Some(b) => bail!(
+            "the workers may read only s3://{b}, not s3://{}: redeploy the stack with ExportBucketName={}, or load in this process (drop --fan-out)",
+            x.bucket,
+            x.bucket
+        ),
+        None => Ok(()),
+    }
+}
+
 /// The copy's tasks: one per scan segment, or one per export file, each
 /// with its share of the limits (shared by the parts that can run at
 /// once).
@@ -72,7 +90,13 @@ fn with_shares(
     max_wcu: u64,
     concurrency: u64,
 ) -> Vec<Task> {
-    let at_once = (jobs.len() as u64).min(concurrency.max(1));
+    // 0: no maximum, every part may run at once.
+    let parts = jobs.len() as u64;
+    let at_once = if concurrency == 0 {
+        parts
+    } else {
+        parts.min(concurrency)
+    };
     jobs.into_iter()
         .map(|job| Task {
             rate: share(rate, at_once),
@@ -114,10 +138,13 @@ pub async fn run<A: Aws>(
     };
     let sent = send_open(ctx, &w, tasks, &read().await?).await?;
     ctx.step(&format!(
-        "{what}: {sent} of {} tasks sent to the workers ({}, at most {} at once)",
+        "{what}: {sent} of {} tasks sent to the workers ({}, {})",
         tasks.len(),
         w.worker,
-        w.concurrency
+        match w.concurrency {
+            0 => "no maximum at once".to_string(),
+            n => format!("at most {n} at once"),
+        }
     ));
     let pb = ctx.bar(expected, what);
     let mut idle_since: Option<tokio::time::Instant> = None;

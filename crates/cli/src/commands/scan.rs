@@ -165,7 +165,10 @@ pub async fn seed_copy<A: Aws>(
         fan_out,
     } = limits;
     if fan_out {
-        super::fanout::workers(ctx)?;
+        let w = super::fanout::workers(ctx)?;
+        if let Source::Export(x) = source {
+            super::fanout::check_bucket(&w, x)?;
+        }
     }
     let s = &ctx.stack;
     let loaded = crate::transform::load(ctx).await?;

@@ -67,8 +67,12 @@ pub struct Work {
     pub queue_url: String,
     pub dlq_url: String,
     pub worker: String,
-    /// At most this many workers at once (the trigger's MaximumConcurrency).
+    /// At most this many workers at once (the trigger's MaximumConcurrency;
+    /// 0: no maximum).
     pub concurrency: u64,
+    /// The one bucket the workers may read exports from (`None`: the stack
+    /// does not report its parameters; `Some("")`: none).
+    pub export_bucket: Option<String>,
 }
 
 impl Deployment {
@@ -116,7 +120,8 @@ impl Deployment {
                     concurrency: info
                         .output("WorkerConcurrency")
                         .and_then(|c| c.parse().ok())
-                        .unwrap_or(2),
+                        .unwrap_or(0),
+                    export_bucket: info.parameters.get("ExportBucketName").cloned(),
                 }),
                 _ => None,
             },
