@@ -9,7 +9,7 @@ ARCHS       ?= arm64 x86_64
 LAMBDA_DIR  := target/lambda
 CARGO       := cargo
 
-.PHONY: help toolchain venv setup build test unit validate e2e e2e-scale demo lint fmt bench bench-local bench-memory zip \
+.PHONY: help toolchain venv setup build test unit validate e2e e2e-scale demo lint fmt bench bench-local bench-fanout bench-memory zip \
         local-start local-stop local-reset build-local deploy-local clean
 
 help: ## List the targets.
@@ -74,6 +74,9 @@ bench: toolchain ## Request counts per 1M events, then CPU per event (criterion)
 
 bench-local: toolchain setup ## Scan-copy and verify items/s against MiniStack's raw scan and write rates.
 	infra/local/bench.sh
+
+bench-fanout: toolchain setup ## The scan copy fanned out over 1, 2, 4, 8 copy workers against raw PutItem with as many writers, on MiniStack.
+	infra/local/bench-fanout.sh
 
 bench-memory: toolchain setup ## Peak RSS of verify and the tombstone sweep at 1k-200k items on MiniStack (~15 min).
 	infra/local/bench-memory.sh

@@ -128,7 +128,7 @@ pub async fn run_counted<A: Aws>(
             copy::copy_segment(
                 ctx,
                 &copier,
-                &ckey,
+                (&ckey, task.seed_ms),
                 (*segment, *segments),
                 &loaded.source_keys,
                 until,
@@ -146,12 +146,21 @@ pub async fn run_counted<A: Aws>(
                 key: key.clone(),
                 item_count: *items,
             };
-            copy::copy_file(ctx, &copier, &ckey, bucket, (*index, &f), tmp.path(), until).await?
+            copy::copy_file(
+                ctx,
+                &copier,
+                (&ckey, task.seed_ms),
+                bucket,
+                (*index, &f),
+                tmp.path(),
+                until,
+            )
+            .await?
         }
         Job::Sweep { segment, segments } => {
             copy::sweep_segment(
                 ctx,
-                &ckey,
+                (&ckey, task.seed_ms),
                 (*segment, *segments),
                 &loaded.transform.target_key_names(),
                 until,
@@ -175,6 +184,7 @@ pub async fn run_counted<A: Aws>(
         Ran::Done => Outcome::Done,
         Ran::Paused => Outcome::Continue,
         Ran::Lost => Outcome::Dropped("another run of the task holds its part"),
+        Ran::Gone => Outcome::Dropped("the copy's checkpoint is gone or belongs to another seed"),
     };
     Ok((outcome, moved))
 }
@@ -197,7 +207,12 @@ pub async fn handle_counted<A: Aws>(
     event: SqsEvent,
     deadline: tokio::time::Instant,
 ) -> (SqsBatchResponse, MetricRecord) {
-    let until = deadline.checked_sub(RESERVE).unwrap_or(deadline);
+    // Kept back: at least RESERVE, a tenth of a long invocation (SDK
+    // retries under throttling take seconds).
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let until = deadline
+        .checked_sub(RESERVE.max(left / 10))
+        .unwrap_or(deadline);
     let mut failures = Vec::new();
     let (mut read, mut written, mut done) = (0, 0, 0);
     for m in event.records {

@@ -837,6 +837,18 @@ async fn fanned_out_seed_verifies_clean(
     stop.store(true, Ordering::Relaxed);
     writer.await??;
     assert!(ops.load(Ordering::Relaxed) > 50);
+    // At scale the applier has the source's initial load to skip first (the
+    // forwarder starts at the stream's start): wait for the queue to empty.
+    let limit = Duration::from_secs(120 + u64::from(scale_items()) / 200);
+    let start = Instant::now();
+    let mut empty = 0;
+    while empty < 3 && start.elapsed() < limit {
+        let s = run(local, st, &["status", "--output", "json"], 0);
+        let queued =
+            s["queue_visible"].as_u64().unwrap_or(1) + s["queue_in_flight"].as_u64().unwrap_or(1);
+        empty = if queued == 0 { empty + 1 } else { 0 };
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let v = verify_until_clean_with(local, st, spec, &["--memory-mb", "16"]).await;
     assert_eq!(v["clean"], true, "{v:#}");
     assert!(

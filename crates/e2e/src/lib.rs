@@ -519,7 +519,7 @@ pub type Stack = relay_aws::operator::Deployment;
 
 mod load;
 pub mod readme;
-pub use load::{preload, sample_item, Writer, WriterCounts};
+pub use load::{preload, relay_json, sample_item, write_rate, Writer, WriterCounts};
 
 /// The current time in epoch milliseconds.
 pub fn now_ms() -> i64 {

@@ -173,17 +173,60 @@ pub fn sample_item(k: u32, n: u64, rng: &mut fastrand::Rng) -> HashMap<String, A
 /// Items of the source table as the writer would create them, written
 /// directly (for preloading before a seed).
 pub async fn preload(local: &Local, table: &str, count: u32) -> Result<()> {
-    let mut rng = fastrand::Rng::with_seed(7);
-    for k in 0..count {
-        local
-            .ddb
-            .put_item()
-            .table_name(table)
-            .set_item(Some(sample_item(k, 0, &mut rng)))
-            .send()
-            .await
-            .map_err(sdk)
-            .context("preload put")?;
+    write_rate(local, table, count, 1, |k| k).await.map(|_| ())
+}
+
+/// Writes `n` sample items (keys `key(0..n)`) with `writers` concurrent
+/// PutItem loops; returns items/s (the emulator's raw write rate).
+pub async fn write_rate(
+    local: &Local,
+    table: &str,
+    n: u32,
+    writers: u32,
+    key: fn(u32) -> u32,
+) -> Result<f64> {
+    let start = std::time::Instant::now();
+    futures::future::try_join_all((0..writers).map(|w| async move {
+        let mut rng = fastrand::Rng::with_seed(7 + u64::from(w));
+        for k in (w..n).step_by(writers.max(1) as usize) {
+            local
+                .ddb
+                .put_item()
+                .table_name(table)
+                .set_item(Some(sample_item(key(k), 0, &mut rng)))
+                .send()
+                .await
+                .map_err(sdk)
+                .context("put")?;
+        }
+        Ok::<_, anyhow::Error>(())
+    }))
+    .await?;
+    Ok(f64::from(n) / start.elapsed().as_secs_f64())
+}
+
+/// Runs the `ddb-relay` binary beside the current executable (a bench
+/// binary's) on `stack` with `--output json`; its JSON, or its stderr as
+/// the error.
+pub fn relay_json(local: &Local, stack: &str, args: &[&str]) -> Result<serde_json::Value> {
+    let bin = std::env::current_exe()?
+        .parent()
+        .map(|d| d.join("ddb-relay"))
+        .ok_or_else(|| anyhow::anyhow!("no ddb-relay beside this binary"))?;
+    let out = std::process::Command::new(bin)
+        .args(args)
+        .args(["--output", "json"])
+        .env("AWS_ENDPOINT_URL", &local.endpoint)
+        .env("DDB_RELAY_STACK", stack)
+        .env("AWS_REGION", crate::REGION)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "ddb-relay {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    Ok(())
+    Ok(serde_json::from_slice(&out.stdout)?)
 }

@@ -35,6 +35,7 @@ pub const STACK: &str = "sim";
 pub const APPLIER: &str = "sim-applier";
 pub const FORWARDER: &str = "sim-forwarder";
 pub const APPLIER_TIMEOUT_S: u64 = 10;
+pub const WORKER_TIMEOUT_S: u64 = 15;
 pub const WORK_URL: &str = "https://sqs.us-east-1.amazonaws.com/123456789012/sim-work";
 pub const WORK_DLQ_URL: &str = "https://sqs.us-east-1.amazonaws.com/123456789012/sim-work-dlq";
 pub const QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:123456789012:relay.fifo";
@@ -89,6 +90,12 @@ impl Sim {
             60,
         );
         aws.add_function(APPLIER, QUEUE_ARN, false, APPLIER_TIMEOUT_S);
+        aws.add_function(
+            "sim-worker",
+            "arn:aws:sqs:us-east-1:123456789012:sim-work",
+            true,
+            WORKER_TIMEOUT_S,
+        );
         let spec = cfg.shape.spec();
         let outputs = [
             ("QueueUrl", aws.queue_url.as_str()),

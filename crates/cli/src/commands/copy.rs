@@ -105,6 +105,30 @@ impl<'a> Copier<'a> {
         pace(self.paced, total / 1000, self.max_wcu).await;
         Ok(w.done)
     }
+
+    /// Whether `n` more items would be paced past `until` (at least one
+    /// write unit each): a part stops before such a chunk, so pacing never
+    /// runs a worker past its deadline.
+    pub fn would_wait_past(&self, n: u64, until: Option<tokio::time::Instant>) -> bool {
+        let Some(until) = until else {
+            return false;
+        };
+        let due = |done: u64, rate: u64| {
+            (rate > 0).then(|| Duration::from_secs_f64(done as f64 / rate as f64))
+        };
+        let items = due(self.seen.load(Ordering::Relaxed) + n, self.rate);
+        let wcu = due(
+            self.wcu_milli.load(Ordering::Relaxed) / 1000 + n,
+            self.max_wcu,
+        );
+        items.into_iter().chain(wcu).any(|d| self.paced + d > until)
+    }
+
+    /// Puts `items` concurrently; how many were written.
+    pub async fn put_all<A: Aws>(&self, ctx: &Ctx<A>, items: &[Attrs]) -> Result<u64> {
+        let written = try_join_all(items.iter().map(|i| self.put(ctx, i))).await?;
+        Ok(written.into_iter().map(u64::from).sum())
+    }
 }
 
 /// Simple rate limit: after `done` items, sleep until `done / rate` seconds
@@ -145,12 +169,12 @@ pub fn progress(
         Some(AttributeValue::N(n)) => n.parse::<i64>().ok(),
         _ => None,
     };
-    let (parts, prefix, total) = if let Some(n) = number("files") {
-        ("files", "file_", n)
-    } else if control.mode == relay_core::control::Mode::Normal
-        && checkpoint.keys().any(|k| k.starts_with("sweep_"))
+    let (parts, prefix, total) = if control.mode == relay_core::control::Mode::Normal
+        && checkpoint.contains_key("sweep_segments")
     {
-        ("sweep segments", "sweep_", number("segments")?)
+        ("sweep segments", "sweep_", number("sweep_segments")?)
+    } else if let Some(n) = number("files") {
+        ("files", "file_", n)
     } else {
         ("segments", "seg_", number("segments")?)
     };
@@ -280,18 +304,26 @@ async fn delete_page<A: Aws>(
     } else {
         Cond::Always
     };
-    let mut n = 0;
-    for item in items.iter().filter(|i| !tombstones_only || is_tombstone(i)) {
-        if let Some(key) = key_of(item, key_names) {
-            let w = ctx
-                .aws
-                .delete_item(table, &key, &cond)
-                .await
-                .map_err(|e| explain(e, table))?;
-            n += u64::from(w.done);
-        }
-    }
-    Ok(n)
+    let keys = items
+        .iter()
+        .filter(|i| !tombstones_only || is_tombstone(i))
+        .filter_map(|i| key_of(i, key_names));
+    let done = futures::stream::iter(keys)
+        .map(|key| {
+            let cond = &cond;
+            async move {
+                let w = ctx
+                    .aws
+                    .delete_item(table, &key, cond)
+                    .await
+                    .map_err(|e| explain(e, table))?;
+                Ok::<_, anyhow::Error>(u64::from(w.done))
+            }
+        })
+        .buffer_unordered(PUTS_IN_FLIGHT)
+        .try_collect::<Vec<u64>>()
+        .await?;
+    Ok(done.into_iter().sum())
 }
 
 /// The stream keeps changes for 24 hours: an export whose cutoff is older
@@ -418,21 +450,29 @@ pub enum Ran {
     /// Another run moved the part's checkpoint first (a task delivered
     /// twice): that run goes on, this one stops.
     Lost,
+    /// The copy's checkpoint is gone or belongs to another seed (the copy
+    /// finished, or a restart replaced it): stop.
+    Gone,
 }
 
-/// Saves a part's checkpoint only if it still holds `prev` (what this run
-/// read or last wrote); `false` when another run moved it first.
+/// Saves a part's checkpoint only if the checkpoint still belongs to
+/// `seed_ms` and the part still holds `prev` (what this run read or last
+/// wrote); `false` when another run moved it first or the copy's
+/// checkpoint is gone (an update would otherwise create it again).
 async fn save_part<A: Aws>(
     ctx: &Ctx<A>,
     ckey: &Attrs,
-    part: &str,
+    (part, seed_ms): (&str, i64),
     prev: &Option<AttributeValue>,
     next: &PartState,
 ) -> Result<bool> {
-    let cond = match prev {
-        None => Cond::Absent(part.into()),
-        Some(v) => Cond::Equals(part.into(), v.clone()),
-    };
+    let cond = Cond::All(vec![
+        Cond::Equals("seed_ms".into(), AttributeValue::N(seed_ms.to_string())),
+        match prev {
+            None => Cond::Absent(part.into()),
+            Some(v) => Cond::Equals(part.into(), v.clone()),
+        },
+    ]);
     ctx.aws
         .set_attr(
             &ctx.stack.control_table,
@@ -446,18 +486,24 @@ async fn save_part<A: Aws>(
         .map_err(|e| explain(e, "control table"))
 }
 
-/// A part's checkpoint as stored (`None`: not started).
+/// A part's checkpoint as stored (`Ok(None)`: not started), or `Err(())`
+/// when the copy's checkpoint is gone or belongs to another seed.
 async fn read_part<A: Aws>(
     ctx: &Ctx<A>,
     ckey: &Attrs,
-    part: &str,
-) -> Result<Option<AttributeValue>> {
-    Ok(ctx
+    (part, seed_ms): (&str, i64),
+) -> Result<std::result::Result<Option<AttributeValue>, ()>> {
+    let c = ctx
         .aws
         .get_item(&ctx.stack.control_table, ckey)
         .await
-        .map_err(|e| explain(e, "control table"))?
-        .and_then(|mut c| c.remove(part)))
+        .map_err(|e| explain(e, "control table"))?;
+    Ok(match c {
+        Some(mut c) if c.get("seed_ms") == Some(&AttributeValue::N(seed_ms.to_string())) => {
+            Ok(c.remove(part))
+        }
+        _ => Err(()),
+    })
 }
 
 fn past(until: Option<tokio::time::Instant>) -> bool {
@@ -470,14 +516,16 @@ fn past(until: Option<tokio::time::Instant>) -> bool {
 pub async fn copy_segment<A: Aws>(
     ctx: &Ctx<A>,
     copier: &Copier<'_>,
-    ckey: &Attrs,
+    (ckey, seed_ms): (&Attrs, i64),
     (seg, segments): (i32, i32),
     key_names: &[String],
     until: Option<tokio::time::Instant>,
 ) -> Result<Ran> {
     let s = &ctx.stack;
     let part = format!("seg_{seg}");
-    let mut prev = read_part(ctx, ckey, &part).await?;
+    let Ok(mut prev) = read_part(ctx, ckey, (&part, seed_ms)).await? else {
+        return Ok(Ran::Gone);
+    };
     let mut at = PartState::read(prev.as_ref());
     loop {
         let start = match &at.pos {
@@ -497,13 +545,15 @@ pub async fn copy_segment<A: Aws>(
             .await
             .map_err(|e| explain(e, &s.source_table))?;
         let mut next = at.clone();
-        for (i, item) in items.iter().enumerate() {
-            next.written += u64::from(copier.put(ctx, item).await?);
-            next.items += 1;
-            // Out of time mid-page: go on after this item next time (a
+        let chunks: Vec<&[Attrs]> = items.chunks(PUTS_IN_FLIGHT).collect();
+        for (c, chunk) in chunks.iter().enumerate() {
+            next.written += copier.put_all(ctx, chunk).await?;
+            next.items += chunk.len() as u64;
+            // Out of time mid-page: go on after this chunk next time (a
             // scan resumes after any key of its segment).
-            if past(until) && i + 1 < items.len() {
-                if let Some(k) = key_of(item, key_names) {
+            let out_of_time = past(until) || copier.would_wait_past(PUTS_IN_FLIGHT as u64, until);
+            if out_of_time && c + 1 < chunks.len() {
+                if let Some(k) = chunk.last().and_then(|i| key_of(i, key_names)) {
                     next.pos = Pos::After(serde_json::to_string(&k).unwrap_or_default());
                     break;
                 }
@@ -515,7 +565,7 @@ pub async fn copy_segment<A: Aws>(
                 None => Pos::Done,
             };
         }
-        if !save_part(ctx, ckey, &part, &prev, &next).await? {
+        if !save_part(ctx, ckey, (&part, seed_ms), &prev, &next).await? {
             return Ok(Ran::Lost);
         }
         prev = Some(next.to_attr());
@@ -523,24 +573,30 @@ pub async fn copy_segment<A: Aws>(
     }
 }
 
-/// Lines of a data file between two checkpoints.
+/// Items of a data file between two checkpoints (at least).
 const FILE_CHECKPOINT_LINES: usize = 1000;
 
+/// Conditional puts a part keeps in flight (one chunk of a page or file at
+/// a time; a checkpoint falls only between chunks).
+pub const PUTS_IN_FLIGHT: usize = 16;
+
 /// Loads one data file of an export from its checkpoint (lines read so
-/// far), saving the checkpoint every [`FILE_CHECKPOINT_LINES`] lines; done
+/// far), saving the checkpoint every [`FILE_CHECKPOINT_LINES`] items; done
 /// only when every item in it was written and the count matched the
 /// manifest's.
 pub async fn copy_file<A: Aws>(
     ctx: &Ctx<A>,
     copier: &Copier<'_>,
-    ckey: &Attrs,
+    (ckey, seed_ms): (&Attrs, i64),
     bucket: &str,
     (index, f): (usize, &DataFile),
     dir: &std::path::Path,
     until: Option<tokio::time::Instant>,
 ) -> Result<Ran> {
     let part = format!("file_{index}");
-    let mut prev = read_part(ctx, ckey, &part).await?;
+    let Ok(mut prev) = read_part(ctx, ckey, (&part, seed_ms)).await? else {
+        return Ok(Ran::Gone);
+    };
     let at = PartState::read(prev.as_ref());
     let skip = match &at.pos {
         Pos::Done => return Ok(Ran::Done),
@@ -562,23 +618,34 @@ pub async fn copy_file<A: Aws>(
     let mut next = at.clone();
     let mut line_no = 0;
     let mut ran = Ran::Done;
+    let mut chunk = Vec::with_capacity(PUTS_IN_FLIGHT);
+    let mut unsaved = 0;
     for line in lines {
         line_no += 1;
         let line = line.with_context(|| format!("{} is not a gzip file of text lines", f.key))?;
         if line_no <= skip || line.trim().is_empty() {
             continue;
         }
-        let item = export::parse_item(&f.key, line_no, &line)?;
-        next.written += u64::from(copier.put(ctx, &item).await?);
-        next.items += 1;
-        if line_no % FILE_CHECKPOINT_LINES == 0 {
+        chunk.push(export::parse_item(&f.key, line_no, &line)?);
+        if chunk.len() < PUTS_IN_FLIGHT {
+            continue;
+        }
+        next.written += copier.put_all(ctx, &chunk).await?;
+        next.items += chunk.len() as u64;
+        unsaved += chunk.len();
+        chunk.clear();
+        // Every line up to `line_no` is written: a checkpoint may say so,
+        // every so often, and before time runs out.
+        let out_of_time = past(until) || copier.would_wait_past(PUTS_IN_FLIGHT as u64, until);
+        if unsaved >= FILE_CHECKPOINT_LINES || out_of_time {
+            unsaved = 0;
             next.pos = Pos::After(line_no.to_string());
-            if !save_part(ctx, ckey, &part, &prev, &next).await? {
+            if !save_part(ctx, ckey, (&part, seed_ms), &prev, &next).await? {
                 ran = Ran::Lost;
                 break;
             }
             prev = Some(next.to_attr());
-            if past(until) {
+            if out_of_time {
                 ran = Ran::Paused;
                 break;
             }
@@ -588,6 +655,8 @@ pub async fn copy_file<A: Aws>(
     if ran != Ran::Done {
         return Ok(ran);
     }
+    next.written += copier.put_all(ctx, &chunk).await?;
+    next.items += chunk.len() as u64;
     if next.items != f.item_count {
         return Err(export::ExportError::Count {
             file: f.key.clone(),
@@ -597,25 +666,29 @@ pub async fn copy_file<A: Aws>(
         .into());
     }
     next.pos = Pos::Done;
-    Ok(if save_part(ctx, ckey, &part, &prev, &next).await? {
-        Ran::Done
-    } else {
-        Ran::Lost
-    })
+    Ok(
+        if save_part(ctx, ckey, (&part, seed_ms), &prev, &next).await? {
+            Ran::Done
+        } else {
+            Ran::Lost
+        },
+    )
 }
 
 /// Deletes the tombstones of one scan segment of the target from its
 /// checkpoint (`sweep_N`), page by page; a fanned-out sweep's part.
 pub async fn sweep_segment<A: Aws>(
     ctx: &Ctx<A>,
-    ckey: &Attrs,
+    (ckey, seed_ms): (&Attrs, i64),
     (seg, segments): (i32, i32),
     key_names: &[String],
     until: Option<tokio::time::Instant>,
 ) -> Result<Ran> {
     let table = &ctx.stack.target_table;
     let part = format!("sweep_{seg}");
-    let mut prev = read_part(ctx, ckey, &part).await?;
+    let Ok(mut prev) = read_part(ctx, ckey, (&part, seed_ms)).await? else {
+        return Ok(Ran::Gone);
+    };
     let mut at = PartState::read(prev.as_ref());
     loop {
         let start = match &at.pos {
@@ -634,20 +707,40 @@ pub async fn sweep_segment<A: Aws>(
             .scan_page(table, seg, segments, start, true)
             .await
             .map_err(|e| explain(e, table))?;
-        let deleted = delete_page(ctx, &items, key_names, true).await?;
-        let next = PartState {
-            pos: match &more {
+        let mut next = at.clone();
+        let chunks: Vec<&[Attrs]> = items.chunks(PUTS_IN_FLIGHT).collect();
+        for (c, chunk) in chunks.iter().enumerate() {
+            next.written += delete_page(ctx, chunk, key_names, true).await?;
+            next.items += chunk.len() as u64;
+            if past(until) && c + 1 < chunks.len() {
+                if let Some(k) = chunk.last().and_then(|i| key_of(i, key_names)) {
+                    next.pos = Pos::After(serde_json::to_string(&k).unwrap_or_default());
+                    break;
+                }
+            }
+        }
+        if next.items == at.items + items.len() as u64 {
+            next.pos = match &more {
                 Some(k) => Pos::After(serde_json::to_string(k).unwrap_or_default()),
                 None => Pos::Done,
-            },
-            items: at.items + items.len() as u64,
-            written: at.written + deleted,
-        };
-        if !save_part(ctx, ckey, &part, &prev, &next).await? {
+            };
+        }
+        if !save_part(ctx, ckey, (&part, seed_ms), &prev, &next).await? {
             return Ok(Ran::Lost);
         }
         prev = Some(next.to_attr());
         at = next;
+    }
+}
+
+/// What an in-process run of a part (no deadline) ends with: done, or the
+/// copy was replaced under it.
+pub fn until_done(ran: Ran) -> Result<()> {
+    match ran {
+        Ran::Done | Ran::Paused | Ran::Lost => Ok(()),
+        Ran::Gone => bail!(
+            "the copy's checkpoint is gone or now belongs to another seed (a restart, or another operator): stopping"
+        ),
     }
 }
 
@@ -658,7 +751,7 @@ pub async fn copy_files<A: Aws>(
     copier: &Copier<'_>,
     x: &Export,
     concurrency: i32,
-    ckey: &Attrs,
+    (ckey, seed_ms): (&Attrs, i64),
 ) -> Result<()> {
     let tmp = tempfile::tempdir().context("cannot create a temporary directory")?;
     futures::stream::iter(x.files.iter().enumerate())
@@ -666,10 +759,14 @@ pub async fn copy_files<A: Aws>(
             let dir = tmp.path();
             async move {
                 // Another run moved the file on: go on from where it is.
-                while copy_file(ctx, copier, ckey, &x.bucket, (i, f), dir, None).await? == Ran::Lost
-                {
+                loop {
+                    match copy_file(ctx, copier, (ckey, seed_ms), &x.bucket, (i, f), dir, None)
+                        .await?
+                    {
+                        Ran::Lost => continue,
+                        ran => return until_done(ran),
+                    }
                 }
-                Ok::<_, anyhow::Error>(())
             }
         })
         .buffer_unordered(concurrency.max(1) as usize)

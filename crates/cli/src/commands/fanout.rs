@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use relay_aws::operator::{Aws, Work};
+use relay_aws::operator::{Aws, Cond, Work};
 use relay_core::item::{AttributeValue, Attrs};
 use relay_core::work::{self, share, Job, PartState, Task, Totals};
 
@@ -75,8 +75,103 @@ pub fn copy_tasks(
     with_shares(seed_ms, jobs, rate, max_wcu, concurrency)
 }
 
+/// Runs the tombstone sweep on the workers, one task per segment of the
+/// target; returns how many tombstones were deleted. A sweep that already
+/// started keeps its number of segments (recorded as `sweep_segments`), so
+/// its parts' checkpoints keep meaning the same ranges.
+pub async fn sweep<A: Aws>(ctx: &Ctx<A>, ckey: &Attrs, seed_ms: i64, segments: i32) -> Result<u64> {
+    let w = workers(ctx)?;
+    let c = ctx
+        .aws
+        .get_item(&ctx.stack.control_table, ckey)
+        .await
+        .map_err(|e| explain(e, "control table"))?
+        .unwrap_or_default();
+    let segments = match c.get("sweep_segments") {
+        Some(AttributeValue::N(n)) => n.parse().unwrap_or(segments),
+        _ => {
+            let set = mark(
+                ctx,
+                ckey,
+                seed_ms,
+                "sweep_segments",
+                AttributeValue::N(segments.to_string()),
+                true,
+            )
+            .await?;
+            if !set {
+                // Another CLI recorded its own number first: use it.
+                let c = ctx
+                    .aws
+                    .get_item(&ctx.stack.control_table, ckey)
+                    .await
+                    .map_err(|e| explain(e, "control table"))?
+                    .unwrap_or_default();
+                match c.get("sweep_segments") {
+                    Some(AttributeValue::N(n)) => n.parse().unwrap_or(segments),
+                    _ => bail!(
+                        "the copy's checkpoint is gone or now belongs to another seed: stopping"
+                    ),
+                }
+            } else {
+                segments
+            }
+        }
+    };
+    let tasks = sweep_tasks(seed_ms, segments, w.concurrency);
+    Ok(run(ctx, ckey, &tasks, "tombstone sweep", None)
+        .await?
+        .written)
+}
+
+/// Sets `name` on the copy's checkpoint only while it belongs to `seed_ms`
+/// (and, with `once`, only if `name` is not set yet): a write never creates
+/// a checkpoint that was forgotten. `false` when the condition failed.
+pub async fn mark<A: Aws>(
+    ctx: &Ctx<A>,
+    ckey: &Attrs,
+    seed_ms: i64,
+    name: &str,
+    value: AttributeValue,
+    once: bool,
+) -> Result<bool> {
+    let mut all = vec![Cond::Equals(
+        "seed_ms".into(),
+        AttributeValue::N(seed_ms.to_string()),
+    )];
+    if once {
+        all.push(Cond::Absent(name.into()));
+    }
+    ctx.aws
+        .set_attr(
+            &ctx.stack.control_table,
+            ckey,
+            name,
+            Some(value),
+            &Cond::All(all),
+        )
+        .await
+        .map(|w| w.done)
+        .map_err(|e| explain(e, "control table"))
+}
+
+/// Waits until no copy run that started before now can still write: the
+/// worker's timeout (Lambda ends every invocation by then) plus 5 s. A run
+/// delivered twice, or one left from an interrupted command, may still be
+/// putting a chunk after its part was done by another.
+pub async fn fence<A: Aws>(ctx: &Ctx<A>, why: &str) -> Result<()> {
+    let w = workers(ctx)?;
+    let timeout = ctx
+        .aws
+        .function_timeout_s(&w.worker)
+        .await
+        .map_err(|e| explain(e, &format!("function {}", w.worker)))?;
+    let until = ctx.now_ms() + i64::try_from(timeout).unwrap_or(900) * 1000 + 5_000;
+    ctx.wait_until(until, why).await
+}
+
 /// The sweep's tasks: one per segment of the target.
-pub fn sweep_tasks(seed_ms: i64, segments: i32, concurrency: u64) -> Vec<Task> {
+fn sweep_tasks(seed_ms: i64, segments: i32, concurrency: u64) -> Vec<Task> {
     let jobs = (0..segments)
         .map(|segment| Job::Sweep { segment, segments })
         .collect();

@@ -239,7 +239,12 @@ pub async fn seed_copy<A: Aws>(
             )));
         }
         ctx.step("the copy finished but its tombstone sweep did not: sweeping");
-        let swept = sweep_tombstones(ctx, &t.target_key_names(), segments).await?;
+        let swept = if fan_out {
+            // The fanned-out sweep goes on from its parts' checkpoints.
+            super::fanout::sweep(ctx, &ckey, read.seed_ms.unwrap_or(start_ms), segments).await?
+        } else {
+            sweep_tombstones(ctx, &t.target_key_names(), segments).await?
+        };
         forget_checkpoints(ctx).await?;
         return Ok(ScanReport {
             resumed: true,
@@ -366,6 +371,17 @@ pub async fn seed_copy<A: Aws>(
         let w = super::fanout::workers(ctx)?;
         let tasks =
             super::fanout::copy_tasks(start_ms, x, (segments, rate, max_wcu), w.concurrency);
+        // Recorded before any task is sent: whoever ends or replaces this
+        // copy waits for its workers (`fanout::fence`).
+        super::fanout::mark(
+            ctx,
+            &ckey,
+            start_ms,
+            "fanned_out",
+            AttributeValue::Bool(true),
+            false,
+        )
+        .await?;
         super::fanout::run(ctx, &ckey, &tasks, &what, total).await?
     } else {
         let copier = Copier::new(t, rate, max_wcu, ctx.bar(total, &what));
@@ -375,7 +391,7 @@ pub async fn seed_copy<A: Aws>(
                     "copying {} -> {} ({segments} segments)",
                     s.source_table, s.target_table
                 ));
-                copy_segments(ctx, &copier, segments, &ckey).await?;
+                copy_segments(ctx, &copier, segments, (&ckey, start_ms)).await?;
             }
             Source::Export(x) => {
                 ctx.step(&format!(
@@ -383,13 +399,23 @@ pub async fn seed_copy<A: Aws>(
                     x.files.len(),
                     s.target_table
                 ));
-                super::copy::copy_files(ctx, &copier, x, segments, &ckey).await?;
+                super::copy::copy_files(ctx, &copier, x, segments, (&ckey, start_ms)).await?;
             }
         }
         copier.pb.finish_and_clear();
         part_totals(ctx, &ckey, source).await?
     };
     let took = began.elapsed().as_secs_f64();
+    if fanned_out(ctx, &ckey).await? {
+        // Every part is done, but a run delivered twice may still be
+        // putting: its put after normal mode could bring back an item
+        // deleted meanwhile.
+        super::fanout::fence(
+            ctx,
+            "every part is done; waiting until no copy worker can still write (the worker's timeout)",
+        )
+        .await?;
+    }
 
     ctx.step("normal mode; deleting tombstones");
     let read = ctx.control().await?;
@@ -402,11 +428,7 @@ pub async fn seed_copy<A: Aws>(
     )
     .await?;
     let swept = if fan_out {
-        let w = super::fanout::workers(ctx)?;
-        let tasks = super::fanout::sweep_tasks(start_ms, segments, w.concurrency);
-        super::fanout::run(ctx, &ckey, &tasks, "tombstone sweep", None)
-            .await?
-            .written
+        super::fanout::sweep(ctx, &ckey, start_ms, segments).await?
     } else {
         sweep_tombstones(ctx, &t.target_key_names(), segments).await?
     };
@@ -428,7 +450,7 @@ async fn copy_segments<A: Aws>(
     ctx: &Ctx<A>,
     copier: &Copier<'_>,
     segments: i32,
-    ckey: &Attrs,
+    (ckey, seed_ms): (&Attrs, i64),
 ) -> Result<()> {
     let keys = ctx
         .aws
@@ -441,13 +463,28 @@ async fn copy_segments<A: Aws>(
         let keys = &keys;
         async move {
             // Another run moved the segment on: go on from where it is.
-            while copy_segment(ctx, copier, ckey, (seg, segments), keys, None).await? == Ran::Lost {
+            loop {
+                match copy_segment(ctx, copier, (ckey, seed_ms), (seg, segments), keys, None)
+                    .await?
+                {
+                    Ran::Lost => continue,
+                    ran => return super::copy::until_done(ran),
+                }
             }
-            Ok::<(), anyhow::Error>(())
         }
     }))
     .await?;
     Ok(())
+}
+
+/// Whether copy workers ran (part of) the copy whose checkpoint is `ckey`.
+async fn fanned_out<A: Aws>(ctx: &Ctx<A>, ckey: &Attrs) -> Result<bool> {
+    Ok(ctx
+        .aws
+        .get_item(&ctx.stack.control_table, ckey)
+        .await
+        .map_err(|e| explain(e, "control table"))?
+        .is_some_and(|c| c.contains_key("fanned_out")))
 }
 
 /// The copy's counts, summed over its parts' checkpoints.
@@ -500,6 +537,17 @@ pub async fn restart_scan<A: Aws>(
     )
     .await?;
     wait_stopped(ctx, &read).await?;
+    // The copy being replaced: forgotten first (its runs' saves need it),
+    // and, if workers ran it, cleared only once none can still write.
+    let workers_ran = fanned_out(ctx, &checkpoint_key(ctx)).await?;
+    forget_checkpoints(ctx).await?;
+    if workers_ran {
+        super::fanout::fence(
+            ctx,
+            "the replaced copy ran on workers: waiting until none can still write (the worker's timeout)",
+        )
+        .await?;
+    }
     ctx.step(&format!("clearing {}", ctx.stack.target_table));
     let cleared = clear_target(ctx, &loaded.transform.target_key_names(), limits.segments).await?;
     ctx.step(&format!("{cleared} items deleted; copying again"));

@@ -5,57 +5,12 @@
 
 use std::time::Instant;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use futures::future::try_join_all;
 use relay_aws::operator::Tables;
-use relay_e2e::{sample_item, Local};
-use serde_json::Value;
+use relay_e2e::{relay_json, write_rate, Local};
 
 const SEGMENTS: i32 = 4;
-
-fn relay(local: &Local, stack: &str, args: &[&str]) -> Result<Value> {
-    let bin = std::env::current_exe()?
-        .parent()
-        .map(|d| d.join("ddb-relay"))
-        .ok_or_else(|| anyhow!("no ddb-relay beside this binary"))?;
-    let out = std::process::Command::new(bin)
-        .args(args)
-        .args(["--output", "json"])
-        .env("AWS_ENDPOINT_URL", &local.endpoint)
-        .env("DDB_RELAY_STACK", stack)
-        .env("AWS_REGION", relay_e2e::REGION)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "ddb-relay {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
-
-/// Writes `n` items with `tasks` concurrent writers; returns items/s.
-async fn write_rate(local: &Local, table: &str, n: u32, tasks: u32) -> Result<f64> {
-    let start = Instant::now();
-    try_join_all((0..tasks).map(|t| async move {
-        let mut rng = fastrand::Rng::with_seed(u64::from(t));
-        for k in (t..n).step_by(tasks as usize) {
-            local
-                .ddb
-                .put_item()
-                .table_name(table)
-                .set_item(Some(sample_item(k * 3, 0, &mut rng)))
-                .send()
-                .await
-                .map_err(relay_e2e::sdk)?;
-        }
-        Ok::<_, anyhow::Error>(())
-    }))
-    .await?;
-    Ok(f64::from(n) / start.elapsed().as_secs_f64())
-}
 
 /// Scans a table with `segments` parallel segments; returns (items, items/s).
 async fn scan_rate(local: &Local, table: &str, segments: i32) -> Result<(usize, f64)> {
@@ -89,22 +44,22 @@ async fn main() -> Result<()> {
     let local = Local::connect().await?;
     let stack = local.new_migration("bench", &[], false).await?;
     eprintln!("loading {n} items of ~1 KB into {}", stack.source_table);
-    let raw_write = write_rate(&local, &stack.source_table, n, SEGMENTS as u32).await?;
+    let raw_write = write_rate(&local, &stack.source_table, n, SEGMENTS as u32, |k| k * 3).await?;
     let scratch = format!("{}-raw", stack.target_table);
     local.create_source_table(&scratch).await?;
-    let raw_write_1 = write_rate(&local, &scratch, n / 4, 1).await?;
+    let raw_write_1 = write_rate(&local, &scratch, n / 4, 1, |k| k * 3).await?;
     let (items, raw_scan) = scan_rate(&local, &stack.source_table, SEGMENTS).await?;
     let (_, raw_scan_1) = scan_rate(&local, &stack.source_table, 1).await?;
     local.create_source_table(&stack.target_table).await?;
 
     eprintln!("scan copy");
-    let seed = relay(
+    let seed = relay_json(
         &local,
         &stack.name,
         &["seed", "--method", "scan", "--segments", "4"],
     )?;
     eprintln!("verify");
-    let verify = relay(&local, &stack.name, &["verify", "--segments", "4"])?;
+    let verify = relay_json(&local, &stack.name, &["verify", "--segments", "4"])?;
     if verify["clean"] != true {
         bail!("verify is not clean after the copy: {verify}");
     }
