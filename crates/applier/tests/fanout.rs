@@ -248,3 +248,80 @@ fn a_task_run_twice_at_once_copies_each_page_once() {
         sim.stop_pollers();
     });
 }
+
+/// A run of a copy whose checkpoint was forgotten under it (a restart)
+/// stops at its next save and never writes the checkpoint back: every save
+/// is conditional on the checkpoint's seed.
+#[test]
+fn a_run_of_a_replaced_copy_never_writes_its_checkpoint_back() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 67)).await;
+        for i in 0..60 {
+            sim.db.put("source", item(i));
+        }
+        sim.create_target();
+        let ckey = ddb_relay::commands::copy::checkpoint_key(&sim.ctx);
+        let mut c = ckey.clone();
+        c.insert("seed_ms".into(), V::N("7".into()));
+        sim.db.put("control", c);
+        let t = relay_core::transform::Identity {
+            key_names: vec!["pk".into()],
+        };
+        let copier =
+            ddb_relay::commands::copy::Copier::new(&t, 0, 0, indicatif::ProgressBar::hidden());
+        let keys = vec!["pk".to_string()];
+        let (ran, ()) = tokio::join!(
+            ddb_relay::commands::copy::copy_segment(
+                &sim.ctx,
+                &copier,
+                (&ckey, 7),
+                (0, 1),
+                &keys,
+                None
+            ),
+            async {
+                // After the run read its part, before its first save.
+                tokio::task::yield_now().await;
+                tokio::task::yield_now().await;
+                ddb_relay::commands::copy::forget_checkpoints(&sim.ctx)
+                    .await
+                    .unwrap();
+            }
+        );
+        assert_eq!(ran.unwrap(), ddb_relay::commands::copy::Ran::Lost);
+        assert!(
+            sim.db
+                .items("control")
+                .values()
+                .all(|c| !c.contains_key("seg_0")),
+            "the checkpoint came back: {:?}",
+            sim.db.items("control")
+        );
+    });
+}
+
+/// When every part is done the seed waits one worker timeout before normal
+/// mode: a run delivered twice may still be putting its chunk.
+#[test]
+fn normal_mode_waits_until_no_worker_can_still_write() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 68)).await;
+        for i in 0..30 {
+            sim.db.put("source", item(i));
+        }
+        sim.start_pollers();
+        sim.start_workers(2, false).await;
+        sim.create_target();
+        let began = tokio::time::Instant::now();
+        scan::seed_scan(&sim.ctx, fanned(2), false, false)
+            .await
+            .unwrap();
+        assert!(
+            began.elapsed() >= std::time::Duration::from_secs(sim::WORKER_TIMEOUT_S),
+            "{:?}",
+            began.elapsed()
+        );
+        sim.assert_converged().await;
+        sim.stop_pollers();
+    });
+}

@@ -11,8 +11,13 @@
 //!
 //! **Invariant:** an export older than what the queue can still hold is
 //! refused (every change after its cutoff must reach the applier), and a
-//! data file is checkpointed only after every item in it was written and
-//! its item count matched the manifest's.
+//! data file is done only after every item in it was written and its item
+//! count matched the manifest's; its checkpoints in between name a line up
+//! to which every item was written.
+//!
+//! **Invariant:** a part's checkpoint (position and counts in one
+//! attribute) is written only while the copy's checkpoint belongs to the
+//! run's seed and the part still holds what the run read (`save_part`).
 
 use std::io::BufRead;
 use std::sync::atomic::{AtomicU64, Ordering};
