@@ -325,3 +325,28 @@ fn normal_mode_waits_until_no_worker_can_still_write() {
         sim.stop_pollers();
     });
 }
+
+/// `--dry-run` with `--fan-out` names the workers and writes nothing.
+#[test]
+fn a_fanned_out_dry_run_names_the_workers_and_changes_nothing() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 69)).await;
+        sim.db.put("source", item(1));
+        sim.create_target();
+        let before = sim.db.items("control");
+        let r = scan::seed_scan(&sim.ctx, fanned(4), true, false)
+            .await
+            .unwrap();
+        let plan = r.plan.unwrap();
+        assert!(
+            plan.contains("on the copy workers (sim-worker, one task per segment)"),
+            "{plan}"
+        );
+        assert_eq!(sim.db.items("control"), before);
+        let (visible, _) = {
+            let q = sim.aws.queue_attrs(sim::WORK_URL).await.unwrap();
+            (q.visible, q.in_flight)
+        };
+        assert_eq!(visible, 0, "no task sent");
+    });
+}

@@ -141,6 +141,17 @@ impl PartState {
         let Some(AttributeValue::S(s)) = v else {
             return PartState::default();
         };
+        // Checkpoints of the previous release: "done", or a scan key (JSON).
+        if s == "done" || s.starts_with('{') {
+            return PartState {
+                pos: if s == "done" {
+                    Pos::Done
+                } else {
+                    Pos::After(s.clone())
+                },
+                ..PartState::default()
+            };
+        }
         let mut f = s.splitn(3, ' ');
         let (items, written, pos) = (f.next(), f.next(), f.next());
         PartState {
@@ -256,6 +267,12 @@ mod tests {
             written: 0,
         };
         assert_eq!(PartState::read(Some(&spaced.to_attr())), spaced);
+        // A checkpoint the previous release wrote goes on where it was.
+        assert!(PartState::read(Some(&AttributeValue::S("done".into()))).done());
+        assert_eq!(
+            PartState::read(Some(&AttributeValue::S("{\"pk\":{\"S\":\"a\"}}".into()))).pos,
+            Pos::After("{\"pk\":{\"S\":\"a\"}}".into())
+        );
         let c = Attrs::from([
             ("seg_0".to_string(), a.to_attr()),
             ("seg_1".to_string(), b.to_attr()),

@@ -283,7 +283,18 @@ pub async fn seed_copy<A: Aws>(
                 x.summary.item_count
             ),
         };
-        let plan = format!("{}switch the applier to tombstone mode with cutoff {}, enable it, copy {from}) into {}, puts only where the key is absent, then return to normal mode and delete the tombstones", if resuming { "resume the stopped copy; " } else { "" }, rfc3339(cutoff), s.target_table);
+        let on = match &s.work {
+            Some(w) if fan_out => format!(
+                " on the copy workers ({}, one task per {}), wait one worker timeout when every part is done",
+                w.worker,
+                match source {
+                    Source::Scan => "segment",
+                    Source::Export(_) => "file",
+                }
+            ),
+            _ => String::new(),
+        };
+        let plan = format!("{}switch the applier to tombstone mode with cutoff {}, enable it, copy {from}) into {}{on}, puts only where the key is absent, then return to normal mode and delete the tombstones", if resuming { "resume the stopped copy; " } else { "" }, rfc3339(cutoff), s.target_table);
         return Ok(ScanReport {
             target_key: Some(t.target_key_names()),
             ..report(Some(plan))
