@@ -271,7 +271,7 @@ fn a_run_of_a_replaced_copy_never_writes_its_checkpoint_back() {
             ddb_relay::commands::copy::Copier::new(&t, 0, 0, indicatif::ProgressBar::hidden());
         let keys = vec!["pk".to_string()];
         let (ran, ()) = tokio::join!(
-            ddb_relay::commands::copy::copy_segment(
+            ddb_relay::commands::parts::copy_segment(
                 &sim.ctx,
                 &copier,
                 (&ckey, 7),
@@ -288,7 +288,7 @@ fn a_run_of_a_replaced_copy_never_writes_its_checkpoint_back() {
                     .unwrap();
             }
         );
-        assert_eq!(ran.unwrap(), ddb_relay::commands::copy::Ran::Lost);
+        assert_eq!(ran.unwrap(), ddb_relay::commands::parts::Ran::Lost);
         assert!(
             sim.db
                 .items("control")

@@ -24,7 +24,8 @@ use relay_core::item::AttributeValue;
 use relay_core::metrics::MetricRecord;
 use relay_core::work::{Job, PartState, Task};
 
-use crate::commands::copy::{self, checkpoint_key, Copier, Ran};
+use crate::commands::copy::{checkpoint_key, read_checkpoint, Copier};
+use crate::commands::parts::{self, Ran};
 use crate::ctx::{explain, Ctx};
 
 /// The worker's stack, from its environment (the names the template sets).
@@ -89,11 +90,7 @@ pub async fn run_counted<A: Aws>(
     until: Option<tokio::time::Instant>,
 ) -> Result<(Outcome, (u64, u64))> {
     let ckey = checkpoint_key(ctx);
-    let checkpoint = ctx
-        .aws
-        .get_item(&ctx.stack.control_table, &ckey)
-        .await
-        .map_err(|e| explain(e, "control table"))?;
+    let checkpoint = read_checkpoint(ctx, &ckey).await?;
     let seed = checkpoint.as_ref().and_then(|c| match c.get("seed_ms") {
         Some(AttributeValue::N(n)) => n.parse::<i64>().ok(),
         _ => None,
@@ -125,7 +122,7 @@ pub async fn run_counted<A: Aws>(
     );
     let ran = match &task.job {
         Job::Scan { segment, segments } => {
-            copy::copy_segment(
+            parts::copy_segment(
                 ctx,
                 &copier,
                 (&ckey, task.seed_ms),
@@ -146,7 +143,7 @@ pub async fn run_counted<A: Aws>(
                 key: key.clone(),
                 item_count: *items,
             };
-            copy::copy_file(
+            parts::copy_file(
                 ctx,
                 &copier,
                 (&ckey, task.seed_ms),
@@ -158,7 +155,7 @@ pub async fn run_counted<A: Aws>(
             .await?
         }
         Job::Sweep { segment, segments } => {
-            copy::sweep_segment(
+            parts::sweep_segment(
                 ctx,
                 (&ckey, task.seed_ms),
                 (*segment, *segments),
@@ -168,11 +165,8 @@ pub async fn run_counted<A: Aws>(
             .await?
         }
     };
-    let after = ctx
-        .aws
-        .get_item(&ctx.stack.control_table, &ckey)
-        .await
-        .map_err(|e| explain(e, "control table"))?
+    let after = read_checkpoint(ctx, &ckey)
+        .await?
         .map(|c| PartState::read(c.get(&part)))
         .unwrap_or_default();
     // Another run may have moved the part too: a rough count for metrics.

@@ -16,7 +16,7 @@ use relay_aws::operator::{Aws, Cond, Work};
 use relay_core::item::{AttributeValue, Attrs};
 use relay_core::work::{self, share, Job, PartState, Task, Totals};
 
-use super::copy::Export;
+use super::copy::{read_checkpoint, Export};
 use crate::ctx::{explain, Ctx};
 
 /// The stack's workers, or why `--fan-out` cannot run.
@@ -81,12 +81,7 @@ pub fn copy_tasks(
 /// its parts' checkpoints keep meaning the same ranges.
 pub async fn sweep<A: Aws>(ctx: &Ctx<A>, ckey: &Attrs, seed_ms: i64, segments: i32) -> Result<u64> {
     let w = workers(ctx)?;
-    let c = ctx
-        .aws
-        .get_item(&ctx.stack.control_table, ckey)
-        .await
-        .map_err(|e| explain(e, "control table"))?
-        .unwrap_or_default();
+    let c = read_checkpoint(ctx, ckey).await?.unwrap_or_default();
     let segments = match c.get("sweep_segments") {
         Some(AttributeValue::N(n)) => n.parse().unwrap_or(segments),
         _ => {
@@ -101,12 +96,7 @@ pub async fn sweep<A: Aws>(ctx: &Ctx<A>, ckey: &Attrs, seed_ms: i64, segments: i
             .await?;
             if !set {
                 // Another CLI recorded its own number first: use it.
-                let c = ctx
-                    .aws
-                    .get_item(&ctx.stack.control_table, ckey)
-                    .await
-                    .map_err(|e| explain(e, "control table"))?
-                    .unwrap_or_default();
+                let c = read_checkpoint(ctx, ckey).await?.unwrap_or_default();
                 match c.get("sweep_segments") {
                     Some(AttributeValue::N(n)) => n.parse().unwrap_or(segments),
                     _ => bail!(
@@ -220,12 +210,7 @@ pub async fn run<A: Aws>(
     let seed_ms = first.seed_ms;
     let dead_before = depth(ctx, &w.dlq_url).await?;
     let read = || async {
-        let c = ctx
-            .aws
-            .get_item(&ctx.stack.control_table, ckey)
-            .await
-            .map_err(|e| explain(e, "control table"))?
-            .unwrap_or_default();
+        let c = read_checkpoint(ctx, ckey).await?.unwrap_or_default();
         if c.get("seed_ms") != Some(&AttributeValue::N(seed_ms.to_string())) {
             bail!("the copy's checkpoint now belongs to another seed (a restart or another operator): stopping");
         }

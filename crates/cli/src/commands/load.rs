@@ -13,7 +13,7 @@ use relay_aws::operator::Aws;
 use relay_core::export;
 use relay_core::item::AttributeValue;
 
-use super::copy::{checkpoint_key, Export};
+use super::copy::{checkpoint_key, read_checkpoint, Export};
 use super::scan::{check_target, plan_only, seed_copy, ScanReport, Source};
 use crate::args::CopyArgs;
 use crate::ctx::{explain, rfc3339, Ctx, When};
@@ -121,11 +121,7 @@ pub async fn seed_export_load<A: Aws>(
 
 /// An export load that stopped halfway: its export, from the checkpoint.
 async fn resumable<A: Aws>(ctx: &Ctx<A>) -> Result<Option<(String, String)>> {
-    let c = ctx
-        .aws
-        .get_item(&ctx.stack.control_table, &checkpoint_key(ctx))
-        .await
-        .map_err(|e| explain(e, "control table"))?;
+    let c = read_checkpoint(ctx, &checkpoint_key(ctx)).await?;
     Ok(c.and_then(|c| match (c.get("export"), c.get("bucket")) {
         (Some(AttributeValue::S(dir)), Some(AttributeValue::S(b))) => {
             Some((b.clone(), dir.clone()))

@@ -8,6 +8,7 @@ pub mod dlq;
 pub mod fanout;
 pub mod finish;
 pub mod load;
+pub mod parts;
 pub mod pause;
 pub mod preflight;
 pub mod replay;

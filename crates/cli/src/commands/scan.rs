@@ -23,8 +23,9 @@ use relay_core::item::{AttributeValue, Attrs};
 use relay_core::work::{totals, Totals};
 use serde::Serialize;
 
-use super::copy::{checkpoint_key, copy_segment, forget_checkpoints, Copier, Ran};
+use super::copy::{checkpoint_key, forget_checkpoints, read_checkpoint, Copier};
 pub use super::copy::{clear_target, for_each_page, sweep_tombstones};
+use super::parts::{copy_segment, Ran};
 use super::pause::{bounds, enable_applier};
 use super::replay::{require_paused, wait_stopped};
 use crate::args::CopyArgs;
@@ -176,11 +177,7 @@ pub async fn seed_copy<A: Aws>(
     check_target(ctx, t, method).await?;
     let read = ctx.control().await?;
     let ckey = checkpoint_key(ctx);
-    let checkpoint = ctx
-        .aws
-        .get_item(&s.control_table, &ckey)
-        .await
-        .map_err(|e| explain(e, "control table"))?;
+    let checkpoint = read_checkpoint(ctx, &ckey).await?;
     let number = |item: &Attrs, n: &str| match item.get(n) {
         Some(AttributeValue::N(v)) => v.parse::<i64>().ok(),
         _ => None,
@@ -410,7 +407,7 @@ pub async fn seed_copy<A: Aws>(
                     x.files.len(),
                     s.target_table
                 ));
-                super::copy::copy_files(ctx, &copier, x, segments, (&ckey, start_ms)).await?;
+                super::parts::copy_files(ctx, &copier, x, segments, (&ckey, start_ms)).await?;
             }
         }
         copier.pb.finish_and_clear();
@@ -479,7 +476,7 @@ async fn copy_segments<A: Aws>(
                     .await?
                 {
                     Ran::Lost => continue,
-                    ran => return super::copy::until_done(ran),
+                    ran => return super::parts::until_done(ran),
                 }
             }
         }
@@ -490,22 +487,14 @@ async fn copy_segments<A: Aws>(
 
 /// Whether copy workers ran (part of) the copy whose checkpoint is `ckey`.
 async fn fanned_out<A: Aws>(ctx: &Ctx<A>, ckey: &Attrs) -> Result<bool> {
-    Ok(ctx
-        .aws
-        .get_item(&ctx.stack.control_table, ckey)
-        .await
-        .map_err(|e| explain(e, "control table"))?
+    Ok(read_checkpoint(ctx, ckey)
+        .await?
         .is_some_and(|c| c.contains_key("fanned_out")))
 }
 
 /// The copy's counts, summed over its parts' checkpoints.
 async fn part_totals<A: Aws>(ctx: &Ctx<A>, ckey: &Attrs, source: &Source) -> Result<Totals> {
-    let c = ctx
-        .aws
-        .get_item(&ctx.stack.control_table, ckey)
-        .await
-        .map_err(|e| explain(e, "control table"))?
-        .unwrap_or_default();
+    let c = read_checkpoint(ctx, ckey).await?.unwrap_or_default();
     Ok(totals(
         &c,
         match source {

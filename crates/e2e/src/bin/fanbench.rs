@@ -10,7 +10,7 @@ use aws_sdk_lambda::types::ScalingConfig;
 use relay_e2e::{relay_json, run_id, write_rate, Local};
 
 const WORKERS: [u32; 4] = [1, 2, 4, 8];
-/// Conditional puts each worker keeps in flight (`copy::PUTS_IN_FLIGHT`).
+/// Conditional puts each worker keeps in flight (`parts::PUTS_IN_FLIGHT`).
 const PUTS_IN_FLIGHT: u32 = 16;
 
 /// Lets the stack's worker trigger run `n` invocations at once (deployed

@@ -11,8 +11,8 @@ use relay_core::item::{AttributeValue, Attrs};
 use super::dynamo::Check;
 use super::{lock, FakeDynamo, FakeFifo, FakeMetrics};
 use crate::operator::{
-    Cond, ControlWrite, Mapping, MetricQuery, Metrics, Objects, QueueAttrs, Queues, RawMessage,
-    Series, StackInfo, Stacks, TableInfo, Tables, Triggers, Written,
+    Cond, ControlWrite, Mapping, MetricQuery, Metrics, Objects, Series, StackInfo, Stacks,
+    TableInfo, Tables, Triggers, Written,
 };
 use crate::AwsError;
 
@@ -39,11 +39,6 @@ struct State {
     page_size: usize,
     /// S3 objects by (bucket, key).
     objects: HashMap<(String, String), Vec<u8>>,
-    /// Standard queues (any URL but the FIFO queue and its DLQ): visible
-    /// bodies, and received ones by receipt.
-    standard: HashMap<String, std::collections::VecDeque<String>>,
-    received: HashMap<String, (String, String)>,
-    next_receipt: u64,
 }
 
 /// One in-memory account: DynamoDB, the FIFO queue and its DLQ, the
@@ -57,6 +52,8 @@ pub struct FakeAws {
     pub dlq_url: String,
     pub failures_url: String,
     state: Arc<Mutex<State>>,
+    /// Standard queues: any URL but the FIFO queue and its DLQ.
+    pub(crate) standard: Arc<Mutex<super::queues::StandardQueues>>,
 }
 
 impl std::fmt::Debug for FakeAws {
@@ -84,6 +81,7 @@ impl FakeAws {
                 page_size: 10,
                 ..State::default()
             })),
+            standard: Arc::default(),
         }
     }
 
@@ -231,106 +229,6 @@ impl Triggers for FakeAws {
             .env
             .get(&(function.to_string(), var.to_string()))
             .cloned())
-    }
-}
-
-impl Queues for FakeAws {
-    async fn queue_attrs(&self, url: &str) -> Result<QueueAttrs, AwsError> {
-        tokio::task::yield_now().await;
-        let (visible, in_flight) = if url == self.queue_url {
-            self.queue.counts()
-        } else if url == self.dlq_url {
-            self.queue.dlq_counts()
-        } else {
-            let s = lock(&self.state);
-            (
-                s.standard.get(url).map_or(0, |q| q.len() as u64),
-                s.received.values().filter(|(u, _)| u == url).count() as u64,
-            )
-        };
-        Ok(QueueAttrs {
-            visible,
-            in_flight,
-            visibility_s: 360,
-            retention_s: 1_209_600,
-        })
-    }
-
-    async fn receive(
-        &self,
-        url: &str,
-        max: i32,
-        _visibility_s: i32,
-    ) -> Result<Vec<RawMessage>, AwsError> {
-        tokio::task::yield_now().await;
-        if url != self.dlq_url {
-            let mut s = lock(&self.state);
-            let mut out = Vec::new();
-            while out.len() < max.clamp(1, 10) as usize {
-                let Some(body) = s.standard.get_mut(url).and_then(|q| q.pop_front()) else {
-                    break;
-                };
-                s.next_receipt += 1;
-                let receipt = format!("r-{}", s.next_receipt);
-                s.received
-                    .insert(receipt.clone(), (url.to_string(), body.clone()));
-                out.push(RawMessage {
-                    id: receipt.clone(),
-                    receipt,
-                    body,
-                    group: None,
-                    receive_count: 1,
-                    sent_ms: None,
-                });
-            }
-            return Ok(out);
-        }
-        Ok(self
-            .queue
-            .receive_dlq(max.clamp(1, 10) as usize)
-            .into_iter()
-            .map(|m| RawMessage {
-                id: m.message_id.clone(),
-                receipt: m.message_id,
-                body: m.body,
-                group: Some(m.group_id),
-                receive_count: u64::from(m.receive_count),
-                sent_ms: None,
-            })
-            .collect())
-    }
-
-    async fn delete_message(&self, url: &str, receipt: &str) -> Result<(), AwsError> {
-        tokio::task::yield_now().await;
-        if url == self.dlq_url {
-            self.queue.delete_dlq(receipt);
-        } else {
-            lock(&self.state).received.remove(receipt);
-        }
-        Ok(())
-    }
-
-    async fn send_message(&self, url: &str, body: &str) -> Result<(), AwsError> {
-        tokio::task::yield_now().await;
-        lock(&self.state)
-            .standard
-            .entry(url.to_string())
-            .or_default()
-            .push_back(body.to_string());
-        Ok(())
-    }
-
-    async fn release_message(&self, url: &str, receipt: &str) -> Result<(), AwsError> {
-        tokio::task::yield_now().await;
-        if url == self.dlq_url {
-            self.queue.release_dlq(receipt);
-        } else {
-            let mut s = lock(&self.state);
-            if let Some((u, body)) = s.received.remove(receipt) {
-                s.standard.entry(u).or_default().push_back(body);
-            }
-        }
-        Ok(())
     }
 }
 

@@ -23,6 +23,7 @@ mod metrics;
 mod dynamo;
 pub mod events;
 mod fifo;
+mod queues;
 
 #[cfg(feature = "operator")]
 pub use aws::FakeAws;
