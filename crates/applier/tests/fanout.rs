@@ -350,3 +350,38 @@ fn a_fanned_out_dry_run_names_the_workers_and_changes_nothing() {
         assert_eq!(visible, 0, "no task sent");
     });
 }
+
+/// An interrupted fanned-out copy (the command stopped, its workers going
+/// on) replaced by `pause` + `restart --method scan` (in process) under
+/// live writes: the restart forgets the old copy, waits until none of its
+/// runs can still write, then clears and copies again; the target
+/// converges. (A scenario test: the restart's wait is not what it pins.)
+#[test]
+fn a_restart_replaces_an_interrupted_fanned_out_copy_under_live_writes() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::KeyByEmail, 70)).await;
+        for i in 0..200 {
+            sim.db.put("source", item(i));
+        }
+        sim.start_pollers();
+        sim.start_workers(2, true).await;
+        sim.create_target();
+        // The command is stopped (Ctrl-C) while the workers copy.
+        let stopped = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            scan::seed_scan(&sim.ctx, fanned(4), false, false),
+        )
+        .await;
+        assert!(stopped.is_err(), "the copy was still running");
+        live_writes(&sim, 0).await;
+        ddb_relay::commands::pause::pause(&sim.ctx, false)
+            .await
+            .unwrap();
+        scan::restart_scan(&sim.ctx, copy(), false, false)
+            .await
+            .unwrap();
+        live_writes(&sim, 50).await;
+        sim.assert_converged().await;
+        sim.stop_pollers();
+    });
+}
