@@ -8,7 +8,7 @@
 mod sim;
 
 use ddb_relay::args::CopyArgs;
-use ddb_relay::commands::{load, scan};
+use ddb_relay::commands::{load, scan, verify_fanout};
 use relay_aws::operator::Queues;
 use relay_core::item::{AttributeValue as V, Attrs};
 use sim::{copy, fabricate_export, Config, Shape, Sim, WORK_DLQ_URL};
@@ -383,5 +383,158 @@ fn a_restart_replaces_an_interrupted_fanned_out_copy_under_live_writes() {
         live_writes(&sim, 50).await;
         sim.assert_converged().await;
         sim.stop_pollers();
+    });
+}
+
+/// Plants 3 missing, 2 different and 2 extra items (their source items
+/// are gone) in a converged target behind a uuidv5(email) key.
+fn diverge(sim: &Sim) {
+    use relay_core::transform::Transform;
+    let t = sim.transform.as_ref().unwrap();
+    for i in [7, 150, 299] {
+        sim.db
+            .delete("target", &t.key_only(&item(i)).unwrap(), false);
+    }
+    for i in [10, 20] {
+        let mut wrong = t.item(&item(i)).unwrap();
+        wrong.insert("v".into(), V::N("99".into()));
+        sim.db.put("target", wrong);
+    }
+    for i in [5000, 5001] {
+        sim.db.put("target", t.item(&item(i)).unwrap());
+    }
+}
+
+/// `verify --fan-out`: the workers compare the tables by lookups, segment
+/// by segment, under duplicated, killed and short worker runs; the merged
+/// report finds every planted difference with exact counts (a part's pages
+/// are counted once however often its task runs), and `--repair` on the
+/// workers makes the target equal again.
+#[test]
+fn a_fanned_out_verify_finds_every_difference_under_worker_faults_and_repairs() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::KeyByEmail, 71)).await;
+        for i in 0..300 {
+            sim.db.put("source", item(i));
+        }
+        sim.start_pollers();
+        sim::seed_by_scan(&sim).await;
+        sim.assert_converged().await;
+        diverge(&sim);
+        sim.start_workers(3, true).await;
+        let v = verify_fanout::verify(&sim.ctx, 100.0, false, 0, 4)
+            .await
+            .unwrap();
+        assert_eq!((v.missing, v.changed, v.extra), (3, 2, 2), "{v:?}");
+        assert_eq!((v.source_items, v.compared), (300, 300), "{v:?}");
+        assert_eq!(v.fanned_out, Some(8));
+        assert!(!v.clean && v.remaining == 7 && v.examples.missing.len() == 3);
+        let v = verify_fanout::verify(&sim.ctx, 100.0, true, 0, 4)
+            .await
+            .unwrap();
+        assert!(v.clean && v.repaired == 7, "{v:?}");
+        sim.assert_converged().await;
+        let v = verify_fanout::verify(&sim.ctx, 100.0, false, 0, 3)
+            .await
+            .unwrap();
+        assert!(v.clean && v.recorded, "{v:?}");
+        assert_eq!(
+            sim.ctx.control().await.unwrap().last_verify.as_deref(),
+            Some("clean")
+        );
+        sim.stop_pollers();
+    });
+}
+
+/// Live writes while the workers compare are lag, not divergence: what
+/// differs on the first pass agrees when re-read, and the verdict is
+/// clean.
+#[test]
+fn a_fanned_out_verify_under_live_writes_is_clean() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::KeyByEmail, 72)).await;
+        for i in 0..300 {
+            sim.db.put("source", item(i));
+        }
+        sim.start_pollers();
+        sim::seed_by_scan(&sim).await;
+        sim.assert_converged().await;
+        sim.start_workers(2, false).await;
+        let (v, ()) = tokio::join!(
+            verify_fanout::verify(&sim.ctx, 100.0, false, 2, 4),
+            live_writes(&sim, 0)
+        );
+        let v = v.unwrap();
+        assert!(v.clean, "{v:?}");
+        assert!(v.lag_resolved > 0, "the live writes were seen: {v:?}");
+        sim.stop_pollers();
+    });
+}
+
+/// A task of an earlier verify run, delivered late, writes nothing into
+/// the current run's checkpoint.
+#[test]
+fn a_task_of_an_earlier_verify_changes_nothing() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 73)).await;
+        for i in 0..50 {
+            sim.db.put("source", item(i));
+        }
+        sim.start_pollers();
+        sim::seed_by_scan(&sim).await;
+        sim.start_workers(1, false).await;
+        verify_fanout::verify(&sim.ctx, 100.0, false, 0, 2)
+            .await
+            .unwrap();
+        sim.stop_pollers();
+        let key = verify_fanout::verify_key(&sim.ctx);
+        let before = sim.db.items("control").into_values().find(|i| {
+            i.get(relay_core::control::ATTR_MIGRATION)
+                == key.get(relay_core::control::ATTR_MIGRATION)
+        });
+        let before = before.unwrap();
+        let run_ms: i64 = match before.get("run_ms") {
+            Some(V::N(n)) => n.parse().unwrap(),
+            _ => panic!("no run"),
+        };
+        // A newer verify starts (no part done yet); a task of the
+        // finished run arrives late.
+        let mut newer = before.clone();
+        newer.retain(|k, _| !k.starts_with('v'));
+        newer.insert("run_ms".into(), V::N((run_ms + 1000).to_string()));
+        sim.db.put("control", newer);
+        let before = sim
+            .db
+            .items("control")
+            .into_values()
+            .find(|i| {
+                i.get(relay_core::control::ATTR_MIGRATION)
+                    == key.get(relay_core::control::ATTR_MIGRATION)
+            })
+            .unwrap();
+        let stale = relay_core::work::Task::new(
+            0,
+            relay_core::work::Job::Verify {
+                run_ms,
+                side: relay_core::work::Side::Source,
+                segment: 0,
+                segments: 2,
+                sample_bp: 10_000,
+                repair: false,
+                recheck_wait_s: 0,
+            },
+        );
+        let out = ddb_relay::worker::run_task(&sim.ctx, &stale, None)
+            .await
+            .unwrap();
+        assert!(
+            matches!(out, ddb_relay::worker::Outcome::Dropped(_)),
+            "{out:?}"
+        );
+        let after = sim.db.items("control").into_values().find(|i| {
+            i.get(relay_core::control::ATTR_MIGRATION)
+                == key.get(relay_core::control::ATTR_MIGRATION)
+        });
+        assert_eq!(after.unwrap(), before);
     });
 }

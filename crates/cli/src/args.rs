@@ -408,9 +408,9 @@ impl Cli {
             }
         }
         if let Command::Verify { copy, .. } = &self.command {
-            if copy.fan_out {
+            if copy.rate > 0 || copy.max_wcu > 0 {
                 return Err(conflict(
-                    "--fan-out is for seed and restart: verify runs in this process, in bounded memory (--memory-mb)".into(),
+                    "--rate and --max-wcu limit a copy's writes: verify only reads (and repairs what differs)".into(),
                 ));
             }
         }

@@ -89,6 +89,13 @@ pub async fn run_counted<A: Aws>(
     task: &Task,
     until: Option<tokio::time::Instant>,
 ) -> Result<(Outcome, (u64, u64))> {
+    if let Job::Verify { .. } = task.job {
+        // Boxed: the verify's future nests deep enough to pass the
+        // compiler's type-layout depth limit inside the Lambda runtime's.
+        let (outcome, read) =
+            Box::pin(crate::commands::verify_fanout::run_part(ctx, task, until)).await?;
+        return Ok((outcome, (read, 0)));
+    }
     let ckey = checkpoint_key(ctx);
     let checkpoint = read_checkpoint(ctx, &ckey).await?;
     let seed = checkpoint.as_ref().and_then(|c| match c.get("seed_ms") {
@@ -154,6 +161,7 @@ pub async fn run_counted<A: Aws>(
             )
             .await?
         }
+        Job::Verify { .. } => unreachable!("run above"),
         Job::Sweep { segment, segments } => {
             parts::sweep_segment(
                 ctx,
@@ -195,7 +203,8 @@ pub async fn handle<A: Aws>(
 }
 
 /// [`handle`], with the invocation's metrics: `CopyItemsRead`,
-/// `CopyItemsWritten`, `CopyPartsDone`, `CopyTaskFailures`.
+/// `CopyItemsWritten`, `CopyPartsDone` (verify parts too),
+/// `VerifyItemsRead`, `CopyTaskFailures`.
 pub async fn handle_counted<A: Aws>(
     ctx: &Ctx<A>,
     event: SqsEvent,
@@ -208,14 +217,18 @@ pub async fn handle_counted<A: Aws>(
         .checked_sub(RESERVE.max(left / 10))
         .unwrap_or(deadline);
     let mut failures = Vec::new();
-    let (mut read, mut written, mut done) = (0, 0, 0);
+    let (mut read, mut written, mut done, mut verified) = (0, 0, 0, 0);
     for m in event.records {
         let id = m.message_id.clone().unwrap_or_default();
         let body = m.body.as_deref().unwrap_or_default();
         let ran = async {
             let task = Task::parse(body)?;
             let (outcome, moved) = run_counted(ctx, &task, Some(until)).await?;
-            read += moved.0;
+            if matches!(task.job, Job::Verify { .. }) {
+                verified += moved.0;
+            } else {
+                read += moved.0;
+            }
             written += moved.1;
             done += u64::from(outcome == Outcome::Done);
             if outcome == Outcome::Continue {
@@ -244,6 +257,7 @@ pub async fn handle_counted<A: Aws>(
     m.count("CopyItemsRead", read)
         .count("CopyItemsWritten", written)
         .count("CopyPartsDone", done)
+        .count("VerifyItemsRead", verified)
         .count("CopyTaskFailures", failures.len() as u64);
     let mut r = SqsBatchResponse::default();
     r.batch_item_failures = failures;

@@ -857,11 +857,103 @@ async fn fanned_out_seed_verifies_clean(
     );
     assert_eq!(tombstones(local, &stack.target_table).await?, 0);
     eprintln!(
-        "fanned-out seed: {} items read, {:.0} items/s; verify compared {}",
+        "fanned-out seed: {} items read, {:.0} items/s; verify compared {} in {:.1} s",
         read,
         seed["items_per_s"].as_f64().unwrap_or(0.0),
-        v["compared"]
+        v["compared"],
+        v["seconds"].as_f64().unwrap_or(0.0)
     );
+    fanned_out_verify_finds_and_repairs(local, stack, spec).await
+}
+
+/// `verify --fan-out` on the worker Lambda: clean on the migrated tables;
+/// then, with one target item deleted, one tampered with and one whose
+/// source never existed, it finds exactly those three, and `--repair` on
+/// the workers fixes them.
+async fn fanned_out_verify_finds_and_repairs(
+    local: &Local,
+    stack: &Stack,
+    spec: &str,
+) -> Result<()> {
+    let st = stack.name.as_str();
+    let fan = [
+        "--transform",
+        spec,
+        "verify",
+        "--fan-out",
+        "--segments",
+        "8",
+        "--output",
+        "json",
+    ];
+    let v = run(local, st, &fan, 0);
+    relay_e2e::readme::check(&fan[2..], &v);
+    assert_eq!(
+        (v["clean"].as_bool(), v["fanned_out"].as_u64()),
+        (Some(true), Some(16)),
+        "{v:#}"
+    );
+    assert!(
+        v["compared"].as_u64().unwrap_or(0) + 300 >= u64::from(scale_items()),
+        "{v:#}"
+    );
+    eprintln!(
+        "fanned-out verify: {} compared in {:.1} s ({:.0} items/s read)",
+        v["compared"],
+        v["seconds"].as_f64().unwrap_or(0.0),
+        v["items_per_s"].as_f64().unwrap_or(0.0)
+    );
+    let (first, _) = local
+        .ddb
+        .scan()
+        .table_name(&stack.target_table)
+        .limit(2)
+        .send()
+        .await
+        .map(|r| (r.items().to_vec(), ()))?;
+    let [gone, tampered] = first.as_slice() else {
+        anyhow::bail!("the target has fewer than 2 items");
+    };
+    local
+        .ddb
+        .delete_item()
+        .table_name(&stack.target_table)
+        .key("UUID", gone["UUID"].clone())
+        .send()
+        .await?;
+    let mut t = tampered.clone();
+    t.insert("tampered".into(), Av::Bool(true));
+    local
+        .ddb
+        .put_item()
+        .table_name(&stack.target_table)
+        .set_item(Some(t))
+        .send()
+        .await?;
+    local
+        .ddb
+        .put_item()
+        .table_name(&stack.target_table)
+        .item("UUID", Av::S(format!("intruder-{}", run_id())))
+        .item("Name", Av::S("nobody-by-this-name".into()))
+        .send()
+        .await?;
+    let v = run(local, st, &fan, 3);
+    assert_eq!(
+        (
+            v["missing"].as_u64(),
+            v["changed"].as_u64(),
+            v["extra"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1)),
+        "{v:#}"
+    );
+    let mut repair = fan.to_vec();
+    repair.push("--repair");
+    let fixed = run(local, st, &repair, 0);
+    assert_eq!(fixed["repaired"], 3, "{fixed:#}");
+    let again = run(local, st, &fan, 0);
+    assert_eq!(again["clean"], true, "{again:#}");
     Ok(())
 }
 

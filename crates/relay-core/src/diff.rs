@@ -129,7 +129,7 @@ pub struct Suspect {
     pub mismatched: bool,
 }
 
-/// What one partition's comparison found.
+/// What one partition's comparison (or one page's lookups) found.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Compared {
     pub expected: u64,
@@ -207,6 +207,126 @@ pub fn compare(
         mismatched: first.differences() as u64,
         suspects,
     }
+}
+
+/// A sample percentage in hundredths of a percent (10000 = every key).
+pub fn basis_points(percent: f64) -> u32 {
+    (percent * 100.0).round().clamp(0.0, 10_000.0) as u32
+}
+
+/// Whether a verify sampling `bp` hundredths of a percent of keys checks
+/// `key`: a stable hash, so both tables (and every worker) pick the same
+/// keys.
+pub fn sampled(key: &CanonicalKey, bp: u32) -> bool {
+    if bp >= 10_000 {
+        return true;
+    }
+    let h = key
+        .as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+        });
+    h % 10_000 < u64::from(bp)
+}
+
+/// A source item through the transform, for a comparison by lookup.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mapped {
+    pub key: CanonicalKey,
+    pub target_key: Attrs,
+    pub item: Attrs,
+    /// The source item's key.
+    pub source: Option<Attrs>,
+}
+
+/// Comparison by lookup, forward (the fanned-out verify): source items
+/// through the transform against what the target holds at their keys
+/// (`got`, read by key). A key that differs, is absent, or that several of
+/// these items map to is a suspect, with every source that may own it (the
+/// ones seen here, and the one the target item names: `named`).
+pub fn check_forward(
+    mapped: Vec<Mapped>,
+    got: &Keyed,
+    named: impl Fn(&Attrs) -> Option<Attrs>,
+) -> Compared {
+    let mut by_key: BTreeMap<CanonicalKey, (Attrs, Attrs, Vec<Attrs>)> = BTreeMap::new();
+    for m in mapped {
+        let e = by_key
+            .entry(m.key)
+            .or_insert_with(|| (m.target_key, Attrs::new(), Vec::new()));
+        // The last one wins, as in `compare`; the key is contested anyway.
+        e.1 = m.item;
+        e.2.extend(m.source);
+    }
+    let mut c = Compared {
+        expected: by_key.len() as u64,
+        ..Compared::default()
+    };
+    for (ck, (target_key, item, mut sources)) in by_key {
+        let here = got.get(&ck);
+        c.actual += u64::from(here.is_some());
+        let differs = here.is_none_or(|g| !same_item(g, &item));
+        c.mismatched += u64::from(differs);
+        if !differs && sources.len() <= 1 {
+            continue;
+        }
+        if let Some(n) = here.and_then(&named) {
+            let nk = CanonicalKey::of(&n);
+            if !sources.iter().any(|k| CanonicalKey::of(k) == nk) {
+                sources.push(n);
+            }
+        }
+        c.suspects.push(Suspect {
+            target_key,
+            sources,
+            expected: true,
+            mismatched: differs,
+        });
+    }
+    c
+}
+
+/// Comparison by lookup, in reverse: target items against the source items
+/// they name (`sources`, read by the source key each target item carries,
+/// keyed by its canonical form). A target item is extra when the source
+/// item it names is gone or now maps to another key (`maps_to`), or when it
+/// names none (`names` gives `None`: its source cannot be found, so it is
+/// an extra nobody can repair). Target items whose source maps to them were
+/// compared by the forward pass and count only in `actual`.
+pub fn check_reverse(
+    items: Vec<(CanonicalKey, Attrs)>,
+    sources: &Keyed,
+    tkeys: &[String],
+    names: impl Fn(&Attrs) -> Option<Attrs>,
+    maps_to: impl Fn(&Attrs) -> Option<CanonicalKey>,
+) -> Compared {
+    let mut c = Compared {
+        actual: items.len() as u64,
+        ..Compared::default()
+    };
+    for (ck, item) in items {
+        let Some(target_key) = key_of(&item, tkeys) else {
+            continue;
+        };
+        let named = names(&item);
+        let owned = named
+            .as_ref()
+            .and_then(|sk| sources.get(&CanonicalKey::of(sk)))
+            .and_then(&maps_to)
+            .is_some_and(|k| k == ck);
+        if owned {
+            continue;
+        }
+        c.mismatched += 1;
+        c.suspects.push(Suspect {
+            target_key,
+            sources: named.into_iter().collect(),
+            expected: false,
+            mismatched: true,
+        });
+    }
+    c
 }
 
 #[cfg(test)]
@@ -346,5 +466,98 @@ mod tests {
         );
         assert!(!find("moved").unwrap().mismatched && find("changed").unwrap().mismatched);
         assert_eq!(c.suspects.len(), 5);
+    }
+
+    #[test]
+    fn lookups_find_missing_changed_contested_and_extra_items() {
+        let tkeys = vec!["pk".to_string()];
+        let src = |n: &str| Attrs::from([("id".to_string(), A::S(n.into()))]);
+        let mapped = |pk: &str, v: &str, from: &str| Mapped {
+            key: keyed(pk),
+            target_key: Attrs::from([("pk".to_string(), A::S(pk.into()))]),
+            item: item(pk, A::S(v.into())),
+            source: Some(src(from)),
+        };
+        let mut with_owner = item("changed", A::S("old".into()));
+        with_owner.insert("id".into(), A::S("s9".into()));
+        let (got, _) = index(
+            [
+                item("same", A::S("a".into())),
+                with_owner,
+                item("both", A::S("x".into())),
+            ],
+            &tkeys,
+        );
+        let c = check_forward(
+            vec![
+                mapped("same", "a", "s1"),
+                mapped("missing", "b", "s2"),
+                mapped("changed", "new", "s3"),
+                mapped("both", "x", "s4"),
+                mapped("both", "x", "s5"),
+            ],
+            &got,
+            |g| {
+                g.get("id")
+                    .map(|v| Attrs::from([("id".to_string(), v.clone())]))
+            },
+        );
+        assert_eq!((c.expected, c.actual, c.mismatched), (4, 3, 2));
+        let by: BTreeMap<String, &Suspect> = c
+            .suspects
+            .iter()
+            .map(|x| (format!("{:?}", x.target_key.get("pk")), x))
+            .collect();
+        assert_eq!(by.len(), 3, "{by:?}");
+        let changed = by[&format!("{:?}", Some(A::S("changed".into())))];
+        // The target item's own source is a candidate owner too.
+        assert_eq!(changed.sources, vec![src("s3"), src("s9")]);
+        let both = by[&format!("{:?}", Some(A::S("both".into())))];
+        assert!(!both.mismatched && both.sources.len() == 2);
+
+        // In reverse: one item owned by its source, one whose source moved
+        // to another key, one whose source is gone, one naming none.
+        let named = |pk: &str, from: Option<&str>| {
+            let mut i = item(pk, A::Null(true));
+            if let Some(f) = from {
+                i.insert("id".into(), A::S(f.into()));
+            }
+            (keyed(pk), i)
+        };
+        let (sources, _) = index(
+            [
+                Attrs::from([
+                    ("id".to_string(), A::S("s1".into())),
+                    ("to".to_string(), A::S("owned".into())),
+                ]),
+                Attrs::from([
+                    ("id".to_string(), A::S("s2".into())),
+                    ("to".to_string(), A::S("elsewhere".into())),
+                ]),
+            ],
+            &["id".to_string()],
+        );
+        let r = check_reverse(
+            vec![
+                named("owned", Some("s1")),
+                named("moved", Some("s2")),
+                named("orphan", Some("s3")),
+                named("unnamed", None),
+            ],
+            &sources,
+            &tkeys,
+            |i| {
+                i.get("id")
+                    .map(|v| Attrs::from([("id".to_string(), v.clone())]))
+            },
+            |s| match s.get("to") {
+                Some(A::S(to)) => Some(keyed(to)),
+                _ => None,
+            },
+        );
+        assert_eq!((r.actual, r.mismatched), (4, 3));
+        assert!(r.suspects.iter().all(|x| !x.expected));
+        let sources_of: Vec<usize> = r.suspects.iter().map(|x| x.sources.len()).collect();
+        assert_eq!(sources_of, vec![1, 1, 0]);
     }
 }

@@ -1,6 +1,7 @@
-//! A fanned-out copy: the tasks the CLI puts on the work queue for the
-//! worker Lambda, and the checkpoint state of each part (a scan segment, an
-//! export data file, a sweep segment) that both sides read.
+//! Fanned-out work (a copy, or a verify): the tasks the CLI puts on the
+//! work queue for the worker Lambda, and the checkpoint state of each part
+//! (a scan segment, an export data file, a sweep segment, a verify segment
+//! of one table) that both sides read.
 //!
 //! **Invariant:** a part's state is one attribute of the checkpoint item,
 //! holding its position *and* its counts, written only on the condition that
@@ -9,7 +10,8 @@
 //! part forward at most once per page, and counts are never doubled.
 //!
 //! **Invariant:** a task names the seed it belongs to (`seed_ms`); a task of
-//! an earlier seed (a restart, a finished copy) does nothing.
+//! an earlier seed (a restart, a finished copy) does nothing. A verify task
+//! names its verify run (`run_ms`) the same way.
 
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +50,31 @@ pub enum Job {
     },
     /// Delete the tombstones left in one scan segment of the target.
     Sweep { segment: i32, segments: i32 },
+    /// Verify one scan segment of one table by lookups on the other (the
+    /// fanned-out verify; its checkpoint item is the verify's, not the
+    /// copy's).
+    Verify {
+        /// The verify run (its checkpoint item's `run_ms`).
+        run_ms: i64,
+        side: Side,
+        segment: i32,
+        segments: i32,
+        /// Keys checked, in hundredths of a percent (10000 = all).
+        sample_bp: u32,
+        repair: bool,
+        recheck_wait_s: u64,
+    },
+}
+
+/// Which table a verify part scans.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// Source items through the transform, looked up in the target:
+    /// missing and different items.
+    Source,
+    /// Target items, looked up at the source item they name: extra items.
+    Target,
 }
 
 impl Job {
@@ -57,6 +84,10 @@ impl Job {
             Job::Scan { segment, .. } => format!("seg_{segment}"),
             Job::File { index, .. } => format!("file_{index}"),
             Job::Sweep { segment, .. } => format!("sweep_{segment}"),
+            Job::Verify { side, segment, .. } => match side {
+                Side::Source => format!("vsrc_{segment}"),
+                Side::Target => format!("vtgt_{segment}"),
+            },
         }
     }
 }
@@ -220,6 +251,131 @@ pub fn rate_and_eta(
     (Some(rate), eta)
 }
 
+/// What a verify counted (one part's, or all parts' summed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VerifyCounts {
+    /// Source items read.
+    pub source_items: u64,
+    /// Target items read.
+    pub target_items: u64,
+    /// Source keys compared (sampled and mappable).
+    pub expected: u64,
+    /// Target keys compared.
+    pub actual: u64,
+    pub unmappable: u64,
+    /// First-pass mismatches.
+    pub mismatched: u64,
+    pub missing: u64,
+    pub changed: u64,
+    pub extra: u64,
+    /// First-pass mismatches that still differed after the re-checks.
+    pub still_mismatched: u64,
+    pub repaired: u64,
+    pub remaining: u64,
+    pub unrepairable: u64,
+}
+
+impl std::ops::AddAssign for VerifyCounts {
+    fn add_assign(&mut self, o: VerifyCounts) {
+        self.source_items += o.source_items;
+        self.target_items += o.target_items;
+        self.expected += o.expected;
+        self.actual += o.actual;
+        self.unmappable += o.unmappable;
+        self.mismatched += o.mismatched;
+        self.missing += o.missing;
+        self.changed += o.changed;
+        self.extra += o.extra;
+        self.still_mismatched += o.still_mismatched;
+        self.repaired += o.repaired;
+        self.remaining += o.remaining;
+        self.unrepairable += o.unrepairable;
+    }
+}
+
+/// Examples a verify part keeps (target keys), over all kinds: the
+/// checkpoint item holds every part, and an item is at most 400 KB.
+pub const PART_EXAMPLES: usize = 2;
+
+/// A verify part's checkpoint: where its scan stands, what it counted up
+/// to there, and a few examples. Stored as one JSON string, so that a
+/// conditional write can compare it whole (the invariant of this module).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct VerifyState {
+    #[serde(with = "pos_string")]
+    pub pos: Pos,
+    pub n: VerifyCounts,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<Attrs>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed: Vec<Attrs>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<Attrs>,
+}
+
+mod pos_string {
+    use super::Pos;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Pos, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match p {
+            Pos::Start => "-",
+            Pos::After(k) => k,
+            Pos::Done => "done",
+        })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Pos, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "-" => Pos::Start,
+            "done" => Pos::Done,
+            _ => Pos::After(s),
+        })
+    }
+}
+
+impl VerifyState {
+    /// Reads a part's attribute; `None` (never started) is the start, and a
+    /// damaged one is an error (counting it as zero would hide items).
+    pub fn read(v: Option<&AttributeValue>) -> Result<VerifyState, String> {
+        match v {
+            None => Ok(VerifyState::default()),
+            Some(AttributeValue::S(s)) => serde_json::from_str(s)
+                .map_err(|e| format!("a verify part's checkpoint is damaged: {e}")),
+            Some(_) => Err("a verify part's checkpoint is not a string".into()),
+        }
+    }
+
+    pub fn to_attr(&self) -> AttributeValue {
+        AttributeValue::S(serde_json::to_string(self).unwrap_or_default())
+    }
+
+    pub fn done(&self) -> bool {
+        self.pos == Pos::Done
+    }
+
+    /// Examples kept so far (all kinds).
+    pub fn examples(&self) -> usize {
+        self.missing.len() + self.changed.len() + self.extra.len()
+    }
+}
+
+/// A verify's parts (`vsrc_N`, `vtgt_N`) read from its checkpoint item.
+pub fn verify_parts(checkpoint: &Attrs) -> Result<Vec<VerifyState>, String> {
+    checkpoint
+        .iter()
+        .filter(|(k, _)| {
+            ["vsrc_", "vtgt_"].iter().any(|p| {
+                k.strip_prefix(p)
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            })
+        })
+        .map(|(_, v)| VerifyState::read(Some(v)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,5 +457,56 @@ mod tests {
             rate_and_eta(50, Some(150), 0, 10_000),
             (Some(5.0), Some(20.0))
         );
+    }
+
+    #[test]
+    fn verify_states_round_trip_sum_and_refuse_damage() {
+        let a = VerifyState {
+            pos: Pos::After("{\"pk\":{\"S\":\"a b\"}}".into()),
+            n: VerifyCounts {
+                source_items: 10,
+                missing: 1,
+                ..VerifyCounts::default()
+            },
+            missing: vec![Attrs::from([(
+                "pk".to_string(),
+                AttributeValue::S("x".into()),
+            )])],
+            ..VerifyState::default()
+        };
+        assert_eq!(VerifyState::read(Some(&a.to_attr())).unwrap(), a);
+        let done = VerifyState {
+            pos: Pos::Done,
+            ..VerifyState::default()
+        };
+        assert!(VerifyState::read(Some(&done.to_attr())).unwrap().done());
+        assert_eq!(VerifyState::read(None).unwrap().pos, Pos::Start);
+        assert!(VerifyState::read(Some(&AttributeValue::S("7 7 done".into()))).is_err());
+        let c = Attrs::from([
+            ("vsrc_0".to_string(), a.to_attr()),
+            ("vtgt_0".to_string(), done.to_attr()),
+            ("run_ms".to_string(), AttributeValue::N("5".into())),
+        ]);
+        let parts = verify_parts(&c).unwrap();
+        assert_eq!(parts.len(), 2);
+        let mut sum = VerifyCounts::default();
+        for p in &parts {
+            sum += p.n;
+        }
+        assert_eq!((sum.source_items, sum.missing), (10, 1));
+        let t = Task::new(
+            1,
+            Job::Verify {
+                run_ms: 9,
+                side: Side::Target,
+                segment: 3,
+                segments: 4,
+                sample_bp: 10_000,
+                repair: false,
+                recheck_wait_s: 2,
+            },
+        );
+        assert_eq!(Task::parse(&t.encode()), Ok(t.clone()));
+        assert_eq!(t.job.part(), "vtgt_3");
     }
 }

@@ -1,7 +1,7 @@
 //! The copy worker Lambda: work-queue tasks in (one scan segment, export
-//! file or sweep segment each), conditional writes to the target out. The
-//! task code is the CLI's (`ddb_relay::worker`), so a copy fanned out runs
-//! exactly what an in-process copy runs.
+//! file, sweep segment or verify segment each), conditional writes to the
+//! target out. The task code is the CLI's (`ddb_relay::worker`), so a copy
+//! fanned out runs exactly what an in-process copy runs.
 
 use std::time::Duration;
 

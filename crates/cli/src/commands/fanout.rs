@@ -191,6 +191,35 @@ fn with_shares(
         .collect()
 }
 
+/// How the CLI follows a set of parts on one checkpoint item.
+#[derive(Debug)]
+pub struct Parts {
+    /// The attribute naming whose parts these are, and its value:
+    /// `seed_ms` for a copy, `run_ms` for a verify.
+    pub owner: (&'static str, i64),
+    /// What the parts belong to, for errors ("the copy", "the verify").
+    pub whose: &'static str,
+    /// Whether a part's attribute says done.
+    pub done: fn(Option<&AttributeValue>) -> bool,
+    /// Items counted so far over all parts.
+    pub items: fn(&Attrs) -> u64,
+}
+
+/// A copy's parts (`seg_`, `file_` or `sweep_`).
+fn copy_parts(seed_ms: i64, job: &Job) -> Parts {
+    let items: fn(&Attrs) -> u64 = match part_prefix(job) {
+        "seg_" => |c| work::totals(c, "seg_").items,
+        "file_" => |c| work::totals(c, "file_").items,
+        _ => |c| work::totals(c, "sweep_").items,
+    };
+    Parts {
+        owner: ("seed_ms", seed_ms),
+        whose: "copy",
+        done: |v| PartState::read(v).done(),
+        items,
+    }
+}
+
 /// Sends the tasks whose parts are not done, then follows the checkpoint
 /// until every part is done; returns the parts' totals. Fails when a task
 /// reaches the work dead-letter queue, or when the copy's checkpoint now
@@ -202,21 +231,46 @@ pub async fn run<A: Aws>(
     what: &str,
     expected: Option<u64>,
 ) -> Result<Totals> {
-    let w = workers(ctx)?;
     let Some(first) = tasks.first() else {
         return Ok(Totals::default());
     };
-    let prefix = part_prefix(&first.job);
-    let seed_ms = first.seed_ms;
+    let parts = copy_parts(first.seed_ms, &first.job);
+    let c = follow(ctx, ckey, tasks, what, expected, &parts).await?;
+    Ok(work::totals(&c, part_prefix(&first.job)))
+}
+
+/// Sends the tasks whose parts are not done, then follows the checkpoint
+/// item `ckey` until every task's part is done; returns the checkpoint as
+/// last read. Fails when a task reaches the work dead-letter queue, or when
+/// the checkpoint now belongs to another owner (a restart, another verify).
+pub async fn follow<A: Aws>(
+    ctx: &Ctx<A>,
+    ckey: &Attrs,
+    tasks: &[Task],
+    what: &str,
+    expected: Option<u64>,
+    parts: &Parts,
+) -> Result<Attrs> {
+    let w = workers(ctx)?;
+    let (owner, id) = parts.owner;
     let dead_before = depth(ctx, &w.dlq_url).await?;
     let read = || async {
         let c = read_checkpoint(ctx, ckey).await?.unwrap_or_default();
-        if c.get("seed_ms") != Some(&AttributeValue::N(seed_ms.to_string())) {
-            bail!("the copy's checkpoint now belongs to another seed (a restart or another operator): stopping");
+        if c.get(owner) != Some(&AttributeValue::N(id.to_string())) {
+            bail!(
+                "the {}'s checkpoint now belongs to another run (a restart, another verify or another operator): stopping",
+                parts.whose
+            );
         }
         Ok::<_, anyhow::Error>(c)
     };
-    let sent = send_open(ctx, &w, tasks, &read().await?).await?;
+    let open = |c: &Attrs| -> Vec<&Task> {
+        tasks
+            .iter()
+            .filter(|t| !(parts.done)(c.get(&t.job.part())))
+            .collect()
+    };
+    let sent = send(ctx, &w, &open(&read().await?)).await?;
     ctx.step(&format!(
         "{what}: {sent} of {} tasks sent to the workers ({}, {})",
         tasks.len(),
@@ -230,16 +284,16 @@ pub async fn run<A: Aws>(
     let mut idle_since: Option<tokio::time::Instant> = None;
     loop {
         let c = read().await?;
-        let t = work::totals(&c, prefix);
-        pb.set_position(t.items);
-        if t.done >= tasks.len() as u64 {
+        pb.set_position((parts.items)(&c));
+        let left = open(&c);
+        if left.is_empty() {
             pb.finish_and_clear();
-            return Ok(t);
+            return Ok(c);
         }
         let dead = depth(ctx, &w.dlq_url).await?;
         if dead > dead_before {
             bail!(
-                "{} task(s) of the {what} failed repeatedly and are in the work dead-letter queue ({}); the worker's logs ({}) say why. Fix the cause and run the same command again: done parts are kept",
+                "{} task(s) of the {what} failed repeatedly and are in the work dead-letter queue ({}); the worker's logs ({}) say why. Fix the cause and run the same command again",
                 dead - dead_before,
                 w.dlq_url,
                 w.worker
@@ -255,7 +309,7 @@ pub async fn run<A: Aws>(
         if q.visible + q.in_flight == 0 {
             let since = *idle_since.get_or_insert_with(tokio::time::Instant::now);
             if since.elapsed() >= IDLE_RESEND {
-                let n = send_open(ctx, &w, tasks, &c).await?;
+                let n = send(ctx, &w, &left).await?;
                 ctx.step(&format!(
                     "{what}: the work queue was empty with {n} parts open; sent them again"
                 ));
@@ -272,25 +326,15 @@ pub async fn run<A: Aws>(
 /// their tasks are sent again.
 const IDLE_RESEND: Duration = Duration::from_secs(10);
 
-/// Sends the tasks whose parts `checkpoint` does not say done; returns how
-/// many.
-async fn send_open<A: Aws>(
-    ctx: &Ctx<A>,
-    w: &Work,
-    tasks: &[Task],
-    checkpoint: &Attrs,
-) -> Result<u64> {
-    let mut n = 0;
+/// Sends `tasks` to the work queue; returns how many.
+async fn send<A: Aws>(ctx: &Ctx<A>, w: &Work, tasks: &[&Task]) -> Result<u64> {
     for t in tasks {
-        if !PartState::read(checkpoint.get(&t.job.part())).done() {
-            ctx.aws
-                .send_message(&w.queue_url, &t.encode())
-                .await
-                .map_err(|e| explain(e, "work queue"))?;
-            n += 1;
-        }
+        ctx.aws
+            .send_message(&w.queue_url, &t.encode())
+            .await
+            .map_err(|e| explain(e, "work queue"))?;
     }
-    Ok(n)
+    Ok(tasks.len() as u64)
 }
 
 fn part_prefix(job: &Job) -> &'static str {
@@ -298,6 +342,7 @@ fn part_prefix(job: &Job) -> &'static str {
         Job::Scan { .. } => "seg_",
         Job::File { .. } => "file_",
         Job::Sweep { .. } => "sweep_",
+        Job::Verify { .. } => "v",
     }
 }
 

@@ -16,6 +16,7 @@ pub mod scan;
 pub mod seed;
 pub mod status;
 pub mod verify;
+pub mod verify_fanout;
 
 use anyhow::Result;
 use relay_aws::operator::Aws;
@@ -120,6 +121,16 @@ pub async fn run<A: Aws>(ctx: &Ctx<A>, command: Command) -> Result<i32> {
             dry_run,
             ..
         } => emit(out, &replay::replay(ctx, None, no_resume, dry_run).await?),
+        Command::Verify {
+            sample,
+            repair,
+            recheck_wait,
+            copy,
+            ..
+        } if copy.fan_out => emit(
+            out,
+            &verify_fanout::verify(ctx, sample, repair, recheck_wait, copy.segments).await?,
+        ),
         Command::Verify {
             sample,
             repair,

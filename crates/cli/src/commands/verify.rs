@@ -22,6 +22,7 @@ use relay_core::control::ControlState;
 use relay_core::diff::{self, key_of, Seen, Suspect};
 use relay_core::item::CanonicalKey;
 use relay_core::transform::Transform;
+use relay_core::work::VerifyCounts;
 use serde::Serialize;
 
 use super::copy::for_each_page;
@@ -67,8 +68,12 @@ pub struct VerifyReport {
     /// What the comparison wrote to disk, and the largest partition it read
     /// back (file bytes; in memory it takes about 4x that).
     pub spill: SpillStats,
+    /// Worker tasks the comparison ran as (`--fan-out`); absent when it
+    /// ran in this process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fanned_out: Option<u64>,
     #[serde(skip)]
-    repair: bool,
+    pub(crate) repair: bool,
 }
 
 impl Report for VerifyReport {
@@ -95,6 +100,9 @@ impl Report for VerifyReport {
                 "; {} extra item(s) carry no source key, so their source cannot be checked: delete them by hand if they are orphans",
                 self.unrepairable
             ));
+        }
+        if let Some(tasks) = self.fanned_out {
+            t.push_str(&format!("; compared by the workers in {tasks} tasks"));
         }
         t.push_str(&format!(
             "; {:.1} s\n{}",
@@ -131,19 +139,6 @@ pub fn refuse_repairs_during_a_copy(mode: relay_core::control::Mode) -> Result<(
     Ok(())
 }
 
-fn sampled(key: &CanonicalKey, percent: f64) -> bool {
-    if percent >= 100.0 {
-        return true;
-    }
-    let h = key
-        .as_bytes()
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
-        });
-    (h % 10_000) as f64 / 100.0 < percent
-}
-
 /// Suspects re-checked at once (consistent reads, one pair per suspect).
 const RECHECK_CONCURRENCY: usize = 16;
 /// Suspects read from their spill file at a time.
@@ -152,7 +147,7 @@ const CHUNK: usize = 256;
 const EXAMPLES: usize = 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, Serialize)]
-enum Kind {
+pub(crate) enum Kind {
     Missing,
     Changed,
     Extra,
@@ -167,19 +162,161 @@ async fn recheck<A: Aws>(
 ) -> Result<Queue<Suspect>> {
     let mut still = Queue::new(dir)?;
     for chunk in pending.chunks(CHUNK)? {
-        let chunk = chunk?;
-        let agreed: Vec<bool> = futures::stream::iter(&chunk)
-            .map(|x| agrees(ctx, t, &x.sources, &x.target_key))
-            .buffered(RECHECK_CONCURRENCY)
-            .try_collect()
-            .await?;
-        for (x, ok) in chunk.iter().zip(agreed) {
-            if !ok {
-                still.push(x)?;
-            }
+        for x in still_different(ctx, t, chunk?).await? {
+            still.push(&x)?;
         }
     }
     Ok(still)
+}
+
+/// The suspects that still differ when read again, consistently (one pair
+/// of reads per suspect, [`RECHECK_CONCURRENCY`] at once).
+pub(crate) async fn still_different<A: Aws>(
+    ctx: &Ctx<A>,
+    t: &dyn Transform,
+    suspects: Vec<Suspect>,
+) -> Result<Vec<Suspect>> {
+    let agreed: Vec<bool> = futures::stream::iter(&suspects)
+        .map(|x| agrees(ctx, t, &x.sources, &x.target_key))
+        .buffered(RECHECK_CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(suspects
+        .into_iter()
+        .zip(agreed)
+        .filter_map(|(x, ok)| (!ok).then_some(x))
+        .collect())
+}
+
+/// Settles suspects that still differed after the re-checks: each is
+/// classified (missing, different or extra, by whether the target holds
+/// the key now) and, with `repair` (the control item's mode), brought to
+/// its source items' current state and re-read. Adds to `n`; `keep` sees
+/// each difference's kind and target key (for the report's examples).
+pub(crate) async fn settle<A: Aws>(
+    ctx: &Ctx<A>,
+    t: &dyn Transform,
+    still: Vec<Suspect>,
+    (repair_in, recheck_wait): (Option<relay_core::control::Mode>, u64),
+    n: &mut VerifyCounts,
+    keep: &mut dyn FnMut(Kind, &relay_core::item::Attrs),
+) -> Result<()> {
+    let settled: Vec<(Kind, Option<bool>)> = futures::stream::iter(&still)
+        .map(|x| settle_one(ctx, t, x, (repair_in, recheck_wait)))
+        .buffered(RECHECK_CONCURRENCY)
+        .try_collect()
+        .await?;
+    for (x, (kind, repaired)) in still.iter().zip(settled) {
+        *match kind {
+            Kind::Missing => &mut n.missing,
+            Kind::Changed => &mut n.changed,
+            Kind::Extra => &mut n.extra,
+        } += 1;
+        keep(kind, &x.target_key);
+        n.still_mismatched += u64::from(x.mismatched);
+        if kind == Kind::Extra && x.sources.is_empty() {
+            n.unrepairable += 1;
+        }
+        if repaired == Some(true) {
+            n.repaired += 1;
+        } else {
+            n.remaining += 1;
+        }
+    }
+    Ok(())
+}
+
+/// One suspect: its kind, and with a repair whether it now agrees.
+async fn settle_one<A: Aws>(
+    ctx: &Ctx<A>,
+    t: &dyn Transform,
+    x: &Suspect,
+    (repair_in, recheck_wait): (Option<relay_core::control::Mode>, u64),
+) -> Result<(Kind, Option<bool>)> {
+    let s = &ctx.stack;
+    let here = ctx
+        .aws
+        .get_item(&s.target_table, &x.target_key)
+        .await
+        .map_err(|e| explain(e, &s.target_table))?
+        .is_some();
+    let kind = match (x.expected, here) {
+        (true, false) => Kind::Missing,
+        (true, true) => Kind::Changed,
+        (false, _) => Kind::Extra,
+    };
+    let Some(mode) = repair_in else {
+        return Ok((kind, None));
+    };
+    if x.sources.is_empty() {
+        return Ok((kind, Some(false)));
+    }
+    // Each candidate owner converges to its source item's state; the key
+    // ends with whichever maps there now.
+    let mut failed = false;
+    for sk in &x.sources {
+        if let Err(e) = repair(ctx, t, mode, sk, std::slice::from_ref(&x.target_key)).await {
+            ctx.step(&format!("a repair did not complete: {e}"));
+            failed = true;
+        }
+    }
+    if failed {
+        return Ok((kind, Some(false)));
+    }
+    // Re-read: lag after the repair is the applier catching up.
+    for wait in [0u64, recheck_wait.max(1), recheck_wait.max(1) * 3] {
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+        if agrees(ctx, t, &x.sources, &x.target_key).await? {
+            return Ok((kind, Some(true)));
+        }
+    }
+    Ok((kind, Some(false)))
+}
+
+/// Records the verdict for `cutover`: only for a full verify (`sample` 100)
+/// of the seed that was current when it started (`start`); `true` when
+/// recorded.
+pub(crate) async fn record_verdict<A: Aws>(
+    ctx: &Ctx<A>,
+    start: &ControlState,
+    sample: f64,
+    remaining: u64,
+) -> Result<bool> {
+    if sample < 100.0 {
+        return Ok(false);
+    }
+    let verdict = if remaining == 0 {
+        "clean".to_string()
+    } else {
+        format!("{remaining} difference(s) at {}", rfc3339(ctx.now_ms()))
+    };
+    for _ in 0..3 {
+        let read = ctx.control().await?;
+        if read.seed_ms != start.seed_ms || read.seed_method != start.seed_method {
+            break;
+        }
+        let next = ControlState {
+            last_verify: Some(verdict.clone()),
+            ..read.clone()
+        };
+        if ctx.write_control(&read, next).await.is_ok() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Adds a difference to the report's examples (at most [`EXAMPLES`] of each
+/// kind).
+pub(crate) fn add_example(ex: &mut Examples, kind: Kind, key: &relay_core::item::Attrs) {
+    let shown = match kind {
+        Kind::Missing => &mut ex.missing,
+        Kind::Changed => &mut ex.changed,
+        Kind::Extra => &mut ex.extra,
+    };
+    if shown.len() < EXAMPLES {
+        shown.push(serde_json::to_value(key).unwrap_or_default());
+    }
 }
 
 pub async fn verify<A: Aws>(
@@ -199,6 +336,7 @@ pub async fn verify<A: Aws>(
     let start_control = ctx.control().await?;
     let dir = spill.work_dir.as_deref();
     let budget = spill.memory_mb.saturating_mul(1 << 20);
+    let bp = diff::basis_points(sample);
 
     // 1. Both sides, partitioned by target key into files: the source
     //    through the transform, and the target.
@@ -244,7 +382,7 @@ pub async fn verify<A: Aws>(
                         continue;
                     };
                     let ck = CanonicalKey::of(&k);
-                    if sampled(&ck, sample) {
+                    if diff::sampled(&ck, bp) {
                         let source = key_of(&item, source_keys);
                         parts.push(&ck, &Seen::Expected { item: out, source })?;
                     }
@@ -266,7 +404,7 @@ pub async fn verify<A: Aws>(
                     let Some(ck) = key_of(&item, tkeys).map(|k| CanonicalKey::of(&k)) else {
                         continue;
                     };
-                    if sampled(&ck, sample) {
+                    if diff::sampled(&ck, bp) {
                         let names = t.source_key_of(&item, source_keys);
                         parts.push(&ck, &Seen::Actual { item, names })?;
                     }
@@ -301,118 +439,32 @@ pub async fn verify<A: Aws>(
         tokio::time::sleep(Duration::from_secs(recheck_wait)).await;
         pending = recheck(ctx, t, pending, dir).await?;
     }
-    let mut found: Queue<(Kind, Suspect)> = Queue::new(dir)?;
-    let (mut missing, mut changed, mut extra, mut unrepairable) = (0u64, 0u64, 0u64, 0u64);
-    // First-pass mismatches that still differ (the rest were lag).
-    let mut still_mismatched = 0u64;
+    let mut n = VerifyCounts::default();
     let mut examples = Examples::default();
-    for chunk in pending.chunks(CHUNK)? {
-        for x in chunk? {
-            let here = ctx
-                .aws
-                .get_item(&s.target_table, &x.target_key)
-                .await
-                .map_err(|e| explain(e, &s.target_table))?
-                .is_some();
-            let (kind, n, shown) = match (x.expected, here) {
-                (true, false) => (Kind::Missing, &mut missing, &mut examples.missing),
-                (true, true) => (Kind::Changed, &mut changed, &mut examples.changed),
-                (false, _) => (Kind::Extra, &mut extra, &mut examples.extra),
-            };
-            *n += 1;
-            if shown.len() < EXAMPLES {
-                shown.push(serde_json::to_value(&x.target_key).unwrap_or_default());
-            }
-            still_mismatched += u64::from(x.mismatched);
-            if kind == Kind::Extra && x.sources.is_empty() {
-                unrepairable += 1;
-            }
-            found.push(&(kind, x))?;
-        }
-    }
-    let differences = missing + changed + extra;
-
-    // 4. Repair from the source's current state, then re-check each.
-    let mut repaired = 0u64;
-    let mut remaining = differences;
-    if repair_them && differences > 0 {
-        ctx.step(&format!("repairing {differences} item(s) from the source"));
+    let repair_in = if repair_them && pending.len > 0 {
+        ctx.step(&format!(
+            "{} item(s) still differ after the re-checks: repairing them from the source",
+            pending.len
+        ));
         let mode = ctx.control().await?.mode;
         refuse_repairs_during_a_copy(mode)?;
-        remaining = 0;
-        for chunk in found.chunks(CHUNK)? {
-            for (_, x) in chunk? {
-                if x.sources.is_empty() {
-                    remaining += 1;
-                    continue;
-                }
-                // Each candidate owner converges to its source item's
-                // state; the key ends with whichever maps there now.
-                let mut failed = false;
-                for sk in &x.sources {
-                    if let Err(e) =
-                        repair(ctx, t, mode, sk, std::slice::from_ref(&x.target_key)).await
-                    {
-                        ctx.step(&format!("a repair did not complete: {e}"));
-                        failed = true;
-                    }
-                }
-                if failed {
-                    remaining += 1;
-                    continue;
-                }
-                // Re-read: lag after the repair is the applier catching up.
-                let mut ok = false;
-                for wait in [0u64, recheck_wait.max(1), recheck_wait.max(1) * 3] {
-                    tokio::time::sleep(Duration::from_secs(wait)).await;
-                    if agrees(ctx, t, &x.sources, &x.target_key).await? {
-                        ok = true;
-                        break;
-                    }
-                }
-                if ok {
-                    repaired += 1;
-                } else {
-                    remaining += 1;
-                }
-            }
-        }
+        Some(mode)
+    } else {
+        None
+    };
+    for chunk in pending.chunks(CHUNK)? {
+        settle(
+            ctx,
+            t,
+            chunk?,
+            (repair_in, recheck_wait),
+            &mut n,
+            &mut |k, key| add_example(&mut examples, k, key),
+        )
+        .await?;
     }
-    let clean = remaining == 0;
-
-    // 4. The verdict, for cutover: a full verify of the current seed only.
-    let mut recorded = false;
-    if sample >= 100.0 {
-        let verdict = if clean {
-            "clean".to_string()
-        } else {
-            format!("{remaining} difference(s) at {}", rfc3339(ctx.now_ms()))
-        };
-        for _ in 0..3 {
-            let read = ctx.control().await?;
-            if read.seed_ms != start_control.seed_ms
-                || read.seed_method != start_control.seed_method
-            {
-                break;
-            }
-            match ctx
-                .write_control(
-                    &read,
-                    ControlState {
-                        last_verify: Some(verdict.clone()),
-                        ..read.clone()
-                    },
-                )
-                .await
-            {
-                Ok(_) => {
-                    recorded = true;
-                    break;
-                }
-                Err(_) => continue,
-            }
-        }
-    }
+    let clean = n.remaining == 0;
+    let recorded = record_verdict(ctx, &start_control, sample, n.remaining).await?;
     let took = began.elapsed().as_secs_f64();
     Ok(VerifyReport {
         stack: s.name.clone(),
@@ -421,18 +473,19 @@ pub async fn verify<A: Aws>(
         source_items,
         compared,
         unmappable: unmappable.into_inner(),
-        missing,
-        changed,
-        extra,
-        lag_resolved: mismatched.saturating_sub(still_mismatched),
-        repaired,
-        remaining,
-        unrepairable,
+        missing: n.missing,
+        changed: n.changed,
+        extra: n.extra,
+        lag_resolved: mismatched.saturating_sub(n.still_mismatched),
+        repaired: n.repaired,
+        remaining: n.remaining,
+        unrepairable: n.unrepairable,
         seconds: took,
         items_per_s: (source_items + compared) as f64 / took.max(0.001),
         recorded,
         examples,
         spill: spilled,
+        fanned_out: None,
         repair: repair_them,
     })
 }

@@ -347,6 +347,17 @@ impl Tables for FakeAws {
         self.db.with_state(|s| s.get(table, key))
     }
 
+    async fn batch_get(&self, table: &str, keys: &[Attrs]) -> Result<Vec<Attrs>, AwsError> {
+        self.enter("BatchGetItem", table).await?;
+        let mut found = Vec::with_capacity(keys.len());
+        for k in keys {
+            if let Some(i) = self.db.with_state(|s| s.get(table, k))? {
+                found.push(i);
+            }
+        }
+        Ok(found)
+    }
+
     async fn put_item(&self, table: &str, item: &Attrs, cond: &Cond) -> Result<Written, AwsError> {
         self.enter("PutItem", table).await?;
         let done = self.db.with_state(|s| {

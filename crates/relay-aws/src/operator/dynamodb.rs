@@ -10,6 +10,9 @@ use crate::convert::{from_sdk_item, to_sdk, to_sdk_item};
 use crate::sdk::classify;
 use crate::AwsError;
 
+/// Requests a BatchGetItem makes before its unprocessed keys are an error.
+const BATCH_GET_ATTEMPTS: u32 = 8;
+
 /// A condition as (expression, names, values).
 type Expr = (Option<String>, Vec<(String, String)>, Vec<(String, Av)>);
 
@@ -264,6 +267,55 @@ impl Tables for Sdk {
                 .map(Some)
                 .map_err(|u| AwsError::permanent("GetItem", "UnknownType", &u.to_string())),
         }
+    }
+
+    async fn batch_get(&self, table: &str, keys: &[Attrs]) -> Result<Vec<Attrs>, AwsError> {
+        use aws_sdk_dynamodb::types::KeysAndAttributes;
+        let mut found = Vec::with_capacity(keys.len());
+        let mut todo: Vec<_> = keys.iter().map(to_sdk_item).collect();
+        let unknown = |u: crate::convert::UnknownType| {
+            AwsError::permanent("BatchGetItem", "UnknownType", &u.to_string())
+        };
+        for attempt in 0..BATCH_GET_ATTEMPTS {
+            if todo.is_empty() {
+                break;
+            }
+            if attempt > 0 {
+                // Unprocessed keys mean throttling: back off as the SDK
+                // would (50 ms doubling, at most 3.2 s).
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(6))).await;
+            }
+            let ka = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut todo)))
+                .build()
+                .map_err(|e| AwsError::permanent("BatchGetItem", "Build", &e.to_string()))?;
+            let r = self
+                .ddb
+                .batch_get_item()
+                .request_items(table, ka)
+                .send()
+                .await
+                .map_err(e("BatchGetItem"))?;
+            if let Some(items) = r.responses().and_then(|m| m.get(table)) {
+                for i in items {
+                    found.push(from_sdk_item(i).map_err(unknown)?);
+                }
+            }
+            if let Some(left) = r.unprocessed_keys().and_then(|m| m.get(table)) {
+                todo = left.keys().to_vec();
+            }
+        }
+        if !todo.is_empty() {
+            return Err(AwsError::retryable(
+                "BatchGetItem",
+                "UnprocessedKeys",
+                &format!(
+                    "{} key(s) of {table} still unprocessed after {BATCH_GET_ATTEMPTS} attempts (throttled)",
+                    todo.len()
+                ),
+            ));
+        }
+        Ok(found)
     }
 
     async fn put_item(&self, table: &str, item: &Attrs, cond: &Cond) -> Result<Written, AwsError> {

@@ -365,6 +365,14 @@ pub trait Tables: Send + Sync {
         table: &str,
         key: &Attrs,
     ) -> impl Future<Output = Result<Option<Attrs>, AwsError>> + Send;
+    /// Eventually consistent reads of up to 100 keys (BatchGetItem; keys
+    /// DynamoDB leaves unprocessed are read again): the items found, in no
+    /// particular order.
+    fn batch_get(
+        &self,
+        table: &str,
+        keys: &[Attrs],
+    ) -> impl Future<Output = Result<Vec<Attrs>, AwsError>> + Send;
     fn put_item(
         &self,
         table: &str,
