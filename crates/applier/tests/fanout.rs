@@ -422,19 +422,19 @@ fn a_fanned_out_verify_finds_every_difference_under_worker_faults_and_repairs() 
         sim.assert_converged().await;
         diverge(&sim);
         sim.start_workers(3, true).await;
-        let v = verify_fanout::verify(&sim.ctx, 100.0, false, 0, 4)
+        let v = verify_fanout::verify(&sim.ctx, 100.0, false, 0, (4, 0))
             .await
             .unwrap();
         assert_eq!((v.missing, v.changed, v.extra), (3, 2, 2), "{v:?}");
         assert_eq!((v.source_items, v.compared), (300, 300), "{v:?}");
         assert_eq!(v.fanned_out, Some(8));
         assert!(!v.clean && v.remaining == 7 && v.examples.missing.len() == 3);
-        let v = verify_fanout::verify(&sim.ctx, 100.0, true, 0, 4)
+        let v = verify_fanout::verify(&sim.ctx, 100.0, true, 0, (4, 0))
             .await
             .unwrap();
         assert!(v.clean && v.repaired == 7, "{v:?}");
         sim.assert_converged().await;
-        let v = verify_fanout::verify(&sim.ctx, 100.0, false, 0, 3)
+        let v = verify_fanout::verify(&sim.ctx, 100.0, false, 0, (3, 0))
             .await
             .unwrap();
         assert!(v.clean && v.recorded, "{v:?}");
@@ -461,7 +461,7 @@ fn a_fanned_out_verify_under_live_writes_is_clean() {
         sim.assert_converged().await;
         sim.start_workers(2, false).await;
         let (v, ()) = tokio::join!(
-            verify_fanout::verify(&sim.ctx, 100.0, false, 2, 4),
+            verify_fanout::verify(&sim.ctx, 100.0, false, 1, (4, 0)),
             live_writes(&sim, 0)
         );
         let v = v.unwrap();
@@ -471,8 +471,8 @@ fn a_fanned_out_verify_under_live_writes_is_clean() {
     });
 }
 
-/// A task of an earlier verify run, delivered late, writes nothing into
-/// the current run's checkpoint.
+/// A task of an earlier verify run, delivered late, writes nothing a later
+/// run reads, and a task of a finished run does nothing at all.
 #[test]
 fn a_task_of_an_earlier_verify_changes_nothing() {
     sim::run(async {
@@ -483,58 +483,200 @@ fn a_task_of_an_earlier_verify_changes_nothing() {
         sim.start_pollers();
         sim::seed_by_scan(&sim).await;
         sim.start_workers(1, false).await;
-        verify_fanout::verify(&sim.ctx, 100.0, false, 0, 2)
+        verify_fanout::verify(&sim.ctx, 100.0, false, 0, (2, 0))
             .await
             .unwrap();
         sim.stop_pollers();
-        let key = verify_fanout::verify_key(&sim.ctx);
-        let before = sim.db.items("control").into_values().find(|i| {
-            i.get(relay_core::control::ATTR_MIGRATION)
-                == key.get(relay_core::control::ATTR_MIGRATION)
-        });
-        let before = before.unwrap();
-        let run_ms: i64 = match before.get("run_ms") {
-            Some(V::N(n)) => n.parse().unwrap(),
-            _ => panic!("no run"),
+        let control = || {
+            let mut all: Vec<Attrs> = sim.db.items("control").into_values().collect();
+            all.sort_by_key(|i| format!("{:?}", i.get(relay_core::control::ATTR_MIGRATION)));
+            all
         };
-        // A newer verify starts (no part done yet); a task of the
-        // finished run arrives late.
-        let mut newer = before.clone();
-        newer.retain(|k, _| !k.starts_with('v'));
-        newer.insert("run_ms".into(), V::N((run_ms + 1000).to_string()));
-        sim.db.put("control", newer);
-        let before = sim
-            .db
-            .items("control")
-            .into_values()
-            .find(|i| {
-                i.get(relay_core::control::ATTR_MIGRATION)
-                    == key.get(relay_core::control::ATTR_MIGRATION)
-            })
-            .unwrap();
-        let stale = relay_core::work::Task::new(
-            0,
-            relay_core::work::Job::Verify {
-                run_ms,
-                side: relay_core::work::Side::Source,
-                segment: 0,
-                segments: 2,
-                sample_bp: 10_000,
-                repair: false,
-                recheck_wait_s: 0,
-            },
+        let run = |c: &[Attrs]| -> i64 {
+            let key = verify_fanout::verify_key(&sim.ctx);
+            let marker = c
+                .iter()
+                .find(|i| {
+                    i.get(relay_core::control::ATTR_MIGRATION)
+                        == key.get(relay_core::control::ATTR_MIGRATION)
+                })
+                .unwrap();
+            match marker.get("run_ms") {
+                Some(V::N(n)) => n.parse().unwrap(),
+                _ => panic!("no run"),
+            }
+        };
+        let before = control();
+        // The finished run's parts are gone; only the run item is left.
+        assert_eq!(
+            before.len(),
+            2,
+            "the control item and the run item: {before:?}"
         );
-        let out = ddb_relay::worker::run_task(&sim.ctx, &stale, None)
+        let run_ms = run(&before);
+        let task = |run_ms| {
+            relay_core::work::Task::new(
+                0,
+                relay_core::work::Job::Verify {
+                    run_ms,
+                    side: relay_core::work::Side::Source,
+                    segment: 0,
+                    segments: 2,
+                    sample_bp: 10_000,
+                    repair: false,
+                    recheck_wait_s: 0,
+                },
+            )
+        };
+        // A task of the finished run, delivered late: dropped.
+        let out = ddb_relay::worker::run_task(&sim.ctx, &task(run_ms), None)
             .await
             .unwrap();
         assert!(
             matches!(out, ddb_relay::worker::Outcome::Dropped(_)),
             "{out:?}"
         );
-        let after = sim.db.items("control").into_values().find(|i| {
-            i.get(relay_core::control::ATTR_MIGRATION)
-                == key.get(relay_core::control::ATTR_MIGRATION)
-        });
-        assert_eq!(after.unwrap(), before);
+        // A newer run starts: a task of the old one is dropped too.
+        let key = verify_fanout::verify_key(&sim.ctx);
+        let mut newer = key.clone();
+        newer.insert("run_ms".into(), V::N((run_ms + 1000).to_string()));
+        newer.insert("segments".into(), V::N("2".into()));
+        sim.db.put("control", newer);
+        let before = control();
+        let out = ddb_relay::worker::run_task(&sim.ctx, &task(run_ms), None)
+            .await
+            .unwrap();
+        assert!(
+            matches!(out, ddb_relay::worker::Outcome::Dropped(_)),
+            "{out:?}"
+        );
+        assert_eq!(control(), before);
+        // The newer run's own task runs and writes its own part only.
+        let out = ddb_relay::worker::run_task(&sim.ctx, &task(run_ms + 1000), None)
+            .await
+            .unwrap();
+        assert_eq!(out, ddb_relay::worker::Outcome::Done);
+        assert_eq!(control().len(), before.len() + 1);
+    });
+}
+
+/// A key that passed from one item to another while the target lagged:
+/// item 3 took item 9's old email (so its target key), item 9 moved on.
+/// The forward pass sees the key's new owner, the reverse pass its old one;
+/// `--repair` on the workers leaves the target equal to the source, and the
+/// re-check accepts the key's new owner (the verify is clean, not left with
+/// the old owner's "extra").
+#[test]
+fn a_key_that_passed_to_another_item_is_repaired_clean_on_the_workers() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::KeyByEmail, 74)).await;
+        for i in 0..60 {
+            sim.db.put("source", item(i));
+        }
+        sim.start_pollers();
+        sim::seed_by_scan(&sim).await;
+        sim.assert_converged().await;
+        // The applier is paused: the target keeps the old state.
+        ddb_relay::commands::pause::pause(&sim.ctx, false)
+            .await
+            .unwrap();
+        let mut nine = item(9);
+        nine.insert("email".into(), V::S("moved-9@example.com".into()));
+        sim.db.put("source", nine);
+        let mut three = item(3);
+        three.insert("email".into(), V::S("9@example.com".into()));
+        sim.db.put("source", three);
+        sim.start_workers(2, false).await;
+        let v = verify_fanout::verify(&sim.ctx, 100.0, false, 0, (2, 0))
+            .await
+            .unwrap();
+        assert!(!v.clean && v.missing >= 1, "{v:?}");
+        let v = verify_fanout::verify(&sim.ctx, 100.0, true, 0, (2, 0))
+            .await
+            .unwrap();
+        assert!(v.clean && v.remaining == 0, "{v:?}");
+        let again = ddb_relay::commands::verify::verify(
+            &sim.ctx,
+            100.0,
+            false,
+            0,
+            sim::copy(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+        assert!(again.clean, "{again:?}");
+        sim.stop_pollers();
+    });
+}
+
+/// A verify run that is short of time stops after one chunk, mid-page, and
+/// saves there (a scan resumes after any key of its segment); the runs that
+/// follow go on from that key, and the counts over all runs are exact.
+#[test]
+fn a_verify_part_short_of_time_stops_mid_page_and_counts_exactly() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 75)).await;
+        for i in 0..700 {
+            sim.db.put("source", item(i));
+        }
+        sim.start_pollers();
+        sim::seed_by_scan(&sim).await;
+        sim.stop_pollers();
+        for i in 0..700 {
+            sim.db.delete("target", &key(i), false);
+        }
+        sim.aws.set_page_size(1000);
+        let run_ms = sim.now_ms();
+        let mut marker = verify_fanout::verify_key(&sim.ctx);
+        marker.insert("run_ms".into(), V::N(run_ms.to_string()));
+        marker.insert("segments".into(), V::N("1".into()));
+        sim.db.put("control", marker);
+        let task = relay_core::work::Task::new(
+            0,
+            relay_core::work::Job::Verify {
+                run_ms,
+                side: relay_core::work::Side::Source,
+                segment: 0,
+                segments: 1,
+                sample_bp: 10_000,
+                repair: false,
+                recheck_wait_s: 0,
+            },
+        );
+        let state = || {
+            let k = verify_fanout::part_key(&sim.ctx, run_ms, "vsrc_0");
+            let item = sim
+                .db
+                .items("control")
+                .remove(&relay_core::item::CanonicalKey::of(&k))
+                .unwrap();
+            relay_core::work::VerifyState::read(item.get("state")).unwrap()
+        };
+        // Less time than settling takes: one chunk (100 items), then a save.
+        let until = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        let out = ddb_relay::worker::run_task(&sim.ctx, &task, Some(until))
+            .await
+            .unwrap();
+        assert_eq!(out, ddb_relay::worker::Outcome::Continue);
+        let first = state();
+        assert_eq!(first.n.source_items, 100, "{first:?}");
+        assert!(matches!(first.pos, relay_core::work::Pos::After(_)));
+        let mut runs = 1;
+        while !state().done() && runs < 20 {
+            let until = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+            ddb_relay::worker::run_task(&sim.ctx, &task, Some(until))
+                .await
+                .unwrap();
+            runs += 1;
+        }
+        let last = state();
+        assert!(last.done(), "{last:?}");
+        assert_eq!(runs, 7);
+        assert_eq!(
+            (last.n.source_items, last.n.missing),
+            (700, 700),
+            "{last:?}"
+        );
     });
 }

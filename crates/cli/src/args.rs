@@ -408,9 +408,9 @@ impl Cli {
             }
         }
         if let Command::Verify { copy, .. } = &self.command {
-            if copy.rate > 0 || copy.max_wcu > 0 {
+            if copy.max_wcu > 0 || (copy.rate > 0 && !copy.fan_out) {
                 return Err(conflict(
-                    "--rate and --max-wcu limit a copy's writes: verify only reads (and repairs what differs)".into(),
+                    "--max-wcu limits a copy's writes, and --rate a verify's reads only with --fan-out".into(),
                 ));
             }
         }

@@ -230,16 +230,35 @@ async fn unmark<A: Aws>(ctx: &Ctx<A>, marked: &[(Attrs, Marked)], token: &Attrib
 
 /// Whether the target holds exactly what the source says belongs at
 /// `target_key` (re-read, consistently): the transformed current item of the
-/// first of `sources` that maps there, else nothing.
+/// first of the candidates that maps there, else nothing. The candidates are
+/// `sources` and the source item the target item names now (under the
+/// `source_keys` names): a key that passed to another item since it was
+/// first read agrees when it holds that item's current state.
 pub async fn agrees<A: Aws>(
     ctx: &Ctx<A>,
     t: &dyn Transform,
-    sources: &[Attrs],
+    (sources, source_keys): (&[Attrs], &[String]),
     target_key: &Attrs,
 ) -> Result<bool> {
     let s = &ctx.stack;
+    let got = ctx
+        .aws
+        .get_item(&s.target_table, target_key)
+        .await
+        .map_err(|e| explain(e, &s.target_table))?;
+    let mut candidates = sources.to_vec();
+    if let Some(named) = got
+        .as_ref()
+        .filter(|_| !source_keys.is_empty())
+        .and_then(|g| t.source_key_of(g, source_keys))
+    {
+        let nk = CanonicalKey::of(&named);
+        if !candidates.iter().any(|k| CanonicalKey::of(k) == nk) {
+            candidates.push(named);
+        }
+    }
     let mut want = None;
-    for sk in sources {
+    for sk in &candidates {
         let Some(item) = ctx
             .aws
             .get_item(&s.source_table, sk)
@@ -257,11 +276,6 @@ pub async fn agrees<A: Aws>(
             break;
         }
     }
-    let got = ctx
-        .aws
-        .get_item(&s.target_table, target_key)
-        .await
-        .map_err(|e| explain(e, &s.target_table))?;
     Ok(match (want, got) {
         (None, None) => true,
         (Some(w), Some(g)) => same_item(&w, &g),

@@ -210,8 +210,14 @@ pub fn compare(
 }
 
 /// A sample percentage in hundredths of a percent (10000 = every key).
+/// A sample above 0 keeps at least one in 10,000 keys.
 pub fn basis_points(percent: f64) -> u32 {
-    (percent * 100.0).round().clamp(0.0, 10_000.0) as u32
+    let bp = (percent * 100.0).round().clamp(0.0, 10_000.0) as u32;
+    if percent > 0.0 {
+        bp.max(1)
+    } else {
+        bp
+    }
 }
 
 /// Whether a verify sampling `bp` hundredths of a percent of keys checks

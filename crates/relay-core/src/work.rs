@@ -294,8 +294,9 @@ impl std::ops::AddAssign for VerifyCounts {
     }
 }
 
-/// Examples a verify part keeps (target keys), over all kinds: the
-/// checkpoint item holds every part, and an item is at most 400 KB.
+/// Examples a verify part keeps (target keys), over all kinds: the report
+/// shows 20 of each kind, and a part's state stays small (the CLI reads
+/// every part's state at every poll).
 pub const PART_EXAMPLES: usize = 2;
 
 /// A verify part's checkpoint: where its scan stands, what it counted up
@@ -362,7 +363,8 @@ impl VerifyState {
     }
 }
 
-/// A verify's parts (`vsrc_N`, `vtgt_N`) read from its checkpoint item.
+/// A verify's parts (`vsrc_N`, `vtgt_N`) from the attributes the CLI reads
+/// them into (one per part).
 pub fn verify_parts(checkpoint: &Attrs) -> Result<Vec<VerifyState>, String> {
     checkpoint
         .iter()

@@ -35,7 +35,7 @@ pub const STACK: &str = "sim";
 pub const APPLIER: &str = "sim-applier";
 pub const FORWARDER: &str = "sim-forwarder";
 pub const APPLIER_TIMEOUT_S: u64 = 10;
-pub const WORKER_TIMEOUT_S: u64 = 15;
+pub const WORKER_TIMEOUT_S: u64 = 30;
 pub const WORK_URL: &str = "https://sqs.us-east-1.amazonaws.com/123456789012/sim-work";
 pub const WORK_DLQ_URL: &str = "https://sqs.us-east-1.amazonaws.com/123456789012/sim-work-dlq";
 pub const QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:123456789012:relay.fifo";
@@ -96,6 +96,7 @@ impl Sim {
             true,
             WORKER_TIMEOUT_S,
         );
+        aws.set_env("sim-worker", "WORKER_JOBS", "scan file sweep verify");
         let spec = cfg.shape.spec();
         let outputs = [
             ("QueueUrl", aws.queue_url.as_str()),

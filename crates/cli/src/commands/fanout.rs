@@ -168,7 +168,7 @@ fn sweep_tasks(seed_ms: i64, segments: i32, concurrency: u64) -> Vec<Task> {
     with_shares(seed_ms, jobs, 0, 0, concurrency)
 }
 
-fn with_shares(
+pub fn with_shares(
     seed_ms: i64,
     jobs: Vec<Job>,
     rate: u64,
@@ -235,27 +235,36 @@ pub async fn run<A: Aws>(
         return Ok(Totals::default());
     };
     let parts = copy_parts(first.seed_ms, &first.job);
-    let c = follow(ctx, ckey, tasks, what, expected, &parts).await?;
+    let read = || async { Ok(read_checkpoint(ctx, ckey).await?.unwrap_or_default()) };
+    let c = follow(ctx, &read, tasks, what, expected, &parts).await?;
     Ok(work::totals(&c, part_prefix(&first.job)))
 }
 
-/// Sends the tasks whose parts are not done, then follows the checkpoint
-/// item `ckey` until every task's part is done; returns the checkpoint as
-/// last read. Fails when a task reaches the work dead-letter queue, or when
-/// the checkpoint now belongs to another owner (a restart, another verify).
-pub async fn follow<A: Aws>(
+/// Sends the tasks whose parts are not done, then follows the parts (what
+/// `read_parts` reads: the owner attribute and one attribute per part) until
+/// every task's part is done; returns them as last read. Fails when a task
+/// reaches the work dead-letter queue, or when the parts now belong to
+/// another owner (a restart, another verify).
+pub async fn follow<A, R, F>(
     ctx: &Ctx<A>,
-    ckey: &Attrs,
+    read_parts: &R,
     tasks: &[Task],
     what: &str,
     expected: Option<u64>,
     parts: &Parts,
-) -> Result<Attrs> {
+) -> Result<Attrs>
+where
+    A: Aws,
+    R: Fn() -> F,
+    F: std::future::Future<Output = Result<Attrs>>,
+{
     let w = workers(ctx)?;
     let (owner, id) = parts.owner;
     let dead_before = depth(ctx, &w.dlq_url).await?;
+    // Many parts are read in many requests: poll them less often.
+    let poll = ctx.poll * u32::try_from(tasks.len() / 100).unwrap_or(u32::MAX).max(1);
     let read = || async {
-        let c = read_checkpoint(ctx, ckey).await?.unwrap_or_default();
+        let c = read_parts().await?;
         if c.get(owner) != Some(&AttributeValue::N(id.to_string())) {
             bail!(
                 "the {}'s checkpoint now belongs to another run (a restart, another verify or another operator): stopping",
@@ -318,7 +327,7 @@ pub async fn follow<A: Aws>(
         } else {
             idle_since = None;
         }
-        tokio::time::sleep(ctx.poll).await;
+        tokio::time::sleep(poll).await;
     }
 }
 

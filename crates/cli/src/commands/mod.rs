@@ -129,7 +129,14 @@ pub async fn run<A: Aws>(ctx: &Ctx<A>, command: Command) -> Result<i32> {
             ..
         } if copy.fan_out => emit(
             out,
-            &verify_fanout::verify(ctx, sample, repair, recheck_wait, copy.segments).await?,
+            &verify_fanout::verify(
+                ctx,
+                sample,
+                repair,
+                recheck_wait,
+                (copy.segments, copy.rate),
+            )
+            .await?,
         ),
         Command::Verify {
             sample,

@@ -140,7 +140,7 @@ pub fn refuse_repairs_during_a_copy(mode: relay_core::control::Mode) -> Result<(
 }
 
 /// Suspects re-checked at once (consistent reads, one pair per suspect).
-const RECHECK_CONCURRENCY: usize = 16;
+pub(crate) const RECHECK_CONCURRENCY: usize = 16;
 /// Suspects read from their spill file at a time.
 const CHUNK: usize = 256;
 /// Examples of each kind shown in the report.
@@ -153,10 +153,13 @@ pub(crate) enum Kind {
     Extra,
 }
 
+/// The transform, and the source key's attribute names.
+pub(crate) type Through<'a> = (&'a dyn Transform, &'a [String]);
+
 /// Re-checks `pending` with consistent reads: returns those still different.
 async fn recheck<A: Aws>(
     ctx: &Ctx<A>,
-    t: &dyn Transform,
+    t: Through<'_>,
     pending: Queue<Suspect>,
     dir: Option<&std::path::Path>,
 ) -> Result<Queue<Suspect>> {
@@ -173,11 +176,11 @@ async fn recheck<A: Aws>(
 /// of reads per suspect, [`RECHECK_CONCURRENCY`] at once).
 pub(crate) async fn still_different<A: Aws>(
     ctx: &Ctx<A>,
-    t: &dyn Transform,
+    (t, source_keys): Through<'_>,
     suspects: Vec<Suspect>,
 ) -> Result<Vec<Suspect>> {
     let agreed: Vec<bool> = futures::stream::iter(&suspects)
-        .map(|x| agrees(ctx, t, &x.sources, &x.target_key))
+        .map(|x| agrees(ctx, t, (&x.sources, source_keys), &x.target_key))
         .buffered(RECHECK_CONCURRENCY)
         .try_collect()
         .await?;
@@ -195,7 +198,7 @@ pub(crate) async fn still_different<A: Aws>(
 /// each difference's kind and target key (for the report's examples).
 pub(crate) async fn settle<A: Aws>(
     ctx: &Ctx<A>,
-    t: &dyn Transform,
+    t: Through<'_>,
     still: Vec<Suspect>,
     (repair_in, recheck_wait): (Option<relay_core::control::Mode>, u64),
     n: &mut VerifyCounts,
@@ -229,7 +232,7 @@ pub(crate) async fn settle<A: Aws>(
 /// One suspect: its kind, and with a repair whether it now agrees.
 async fn settle_one<A: Aws>(
     ctx: &Ctx<A>,
-    t: &dyn Transform,
+    (t, source_keys): Through<'_>,
     x: &Suspect,
     (repair_in, recheck_wait): (Option<relay_core::control::Mode>, u64),
 ) -> Result<(Kind, Option<bool>)> {
@@ -266,7 +269,7 @@ async fn settle_one<A: Aws>(
     // Re-read: lag after the repair is the applier catching up.
     for wait in [0u64, recheck_wait.max(1), recheck_wait.max(1) * 3] {
         tokio::time::sleep(Duration::from_secs(wait)).await;
-        if agrees(ctx, t, &x.sources, &x.target_key).await? {
+        if agrees(ctx, t, (&x.sources, source_keys), &x.target_key).await? {
             return Ok((kind, Some(true)));
         }
     }
@@ -437,7 +440,7 @@ pub async fn verify<A: Aws>(
             break;
         }
         tokio::time::sleep(Duration::from_secs(recheck_wait)).await;
-        pending = recheck(ctx, t, pending, dir).await?;
+        pending = recheck(ctx, (t, source_keys), pending, dir).await?;
     }
     let mut n = VerifyCounts::default();
     let mut examples = Examples::default();
@@ -455,7 +458,7 @@ pub async fn verify<A: Aws>(
     for chunk in pending.chunks(CHUNK)? {
         settle(
             ctx,
-            t,
+            (t, source_keys),
             chunk?,
             (repair_in, recheck_wait),
             &mut n,

@@ -15,15 +15,22 @@
 //! and a few examples in the verify's checkpoint item; the CLI sums them
 //! into one report.
 //!
-//! Memory per worker is one scan page plus at most [`FLUSH`] suspects,
-//! whatever the table size. Reads: one scan of each table, one eventually
-//! consistent read per item of each (batched by 100), and two consistent
-//! GetItems per suspect and round.
+//! Memory per worker is one scan page plus at most [`FLUSH`] suspects and
+//! one chunk's, whatever the table size. Reads: one scan of each table, one
+//! eventually consistent read by key of every item of each (BatchGetItem,
+//! at least 0.5 RCU an item however small: see docs/DESIGN.md for the
+//! cost), and two consistent GetItems per suspect and round. `--rate`
+//! (items read per second, shared by the parts) paces the scans.
 //!
-//! **Invariant:** a part's state moves only on the condition that it still
-//! holds what the run read and that the checkpoint belongs to the task's
-//! run (`run_ms`): a task run twice counts each page once, and a run of an
-//! earlier verify writes nothing into a later one.
+//! **Invariant:** a part's state (one item per part, keyed by the run) moves
+//! only on the condition that it still holds what the run read: a task run
+//! twice counts each item once, and a run of an earlier verify writes only
+//! into its own run's items, which no later verify reads.
+//!
+//! **Invariant:** a run saves before its deadline: it stops reading when
+//! settling what it holds (re-check rounds, repairs) could pass the
+//! deadline, mid-page if need be (a scan resumes after any key of its
+//! segment), after one chunk at least.
 //!
 //! **Boundary:** the target pass can find an extra item only through the
 //! source key it carries; the CLI refuses `--fan-out` for a transform that
@@ -48,24 +55,55 @@ use super::copy::read_checkpoint;
 use super::fanout::{self, Parts};
 use super::verify::{
     add_example, record_verdict, refuse_repairs_during_a_copy, settle, still_different, Examples,
-    Kind, VerifyReport,
+    Kind, VerifyReport, RECHECK_CONCURRENCY,
 };
 use crate::ctx::{explain, Ctx};
 use crate::worker::Outcome;
 
 /// Suspects a part holds before it re-checks and settles them (and saves).
 pub const FLUSH: usize = 512;
+/// Pages a part reads at most between saves: its progress shows, and a run
+/// that dies loses at most this much.
+const FLUSH_PAGES: usize = 10;
+/// Items compared at a time (one BatchGetItem's worth), and with `--repair`
+/// (where each difference may take four re-reads) one round of
+/// [`RECHECK_CONCURRENCY`].
+const CHUNK: usize = 100;
+const CHUNK_REPAIRING: usize = RECHECK_CONCURRENCY;
 /// BatchGetItem requests of one part in flight at once.
 const LOOKUPS_IN_FLIGHT: usize = 8;
-/// Segments per table at most: every part's state lives in one checkpoint
-/// item (400 KB).
-pub const MAX_SEGMENTS: i32 = 500;
+/// Segments per table at most (the CLI reads every part's item while it
+/// follows them).
+pub const MAX_SEGMENTS: i32 = 1000;
+/// The task kinds a worker runs, as its `WORKER_JOBS` names them.
+const JOB: &str = "verify";
 
-/// The checkpoint item of a fanned-out verify, beside the control item.
+/// How long settling `n` suspects may take: three re-check rounds, and with
+/// repairs up to four re-reads per round of [`RECHECK_CONCURRENCY`].
+pub fn settle_time(n: usize, recheck_wait_s: u64, repair: bool) -> Duration {
+    let rounds = if repair {
+        n.div_ceil(RECHECK_CONCURRENCY) as u64 * (4 * recheck_wait_s.max(1) + 1)
+    } else {
+        0
+    };
+    Duration::from_secs(3 * recheck_wait_s + 2 + rounds)
+}
+
+/// The item naming the current fanned-out verify run (`run_ms`,
+/// `segments`), beside the control item.
 pub fn verify_key<A>(ctx: &Ctx<A>) -> Attrs {
+    key(&format!("{}#verify", ctx.stack.migration))
+}
+
+/// The item holding one part's state (`state`) in one run.
+pub fn part_key<A>(ctx: &Ctx<A>, run_ms: i64, part: &str) -> Attrs {
+    key(&format!("{}#verify#{run_ms}#{part}", ctx.stack.migration))
+}
+
+fn key(id: &str) -> Attrs {
     Attrs::from([(
         relay_core::control::ATTR_MIGRATION.to_string(),
-        AttributeValue::S(format!("{}#verify", ctx.stack.migration)),
+        AttributeValue::S(id.into()),
     )])
 }
 
@@ -84,19 +122,117 @@ fn parts(run_ms: i64) -> Parts {
     }
 }
 
+/// The run item with every part's state added under the part's name (parts
+/// not started are absent); eventually consistent, which is enough: a done
+/// part's state is final.
+async fn read_parts<A: Aws>(ctx: &Ctx<A>, tasks: &[Task], run_ms: i64) -> Result<Attrs> {
+    let mut c = read_checkpoint(ctx, &verify_key(ctx))
+        .await?
+        .unwrap_or_default();
+    if c.get("run_ms") != Some(&AttributeValue::N(run_ms.to_string())) {
+        return Ok(c);
+    }
+    let names: BTreeMap<CanonicalKey, String> = tasks
+        .iter()
+        .map(|t| {
+            let p = t.job.part();
+            (CanonicalKey::of(&part_key(ctx, run_ms, &p)), p)
+        })
+        .collect();
+    let keys: Vec<Attrs> = tasks
+        .iter()
+        .map(|t| part_key(ctx, run_ms, &t.job.part()))
+        .collect();
+    let table = &ctx.stack.control_table;
+    let pages: Vec<Vec<Attrs>> = futures::stream::iter(keys.chunks(100))
+        .map(|chunk| async move {
+            ctx.aws
+                .batch_get(table, chunk)
+                .await
+                .map_err(|e| explain(e, "control table"))
+        })
+        .buffer_unordered(LOOKUPS_IN_FLIGHT)
+        .try_collect()
+        .await?;
+    for mut item in pages.into_iter().flatten() {
+        let Some(state) = item.remove("state") else {
+            continue;
+        };
+        let Some(id) = item.get(relay_core::control::ATTR_MIGRATION) else {
+            continue;
+        };
+        let k = key(match id {
+            AttributeValue::S(s) => s,
+            _ => continue,
+        });
+        if let Some(p) = names.get(&CanonicalKey::of(&k)) {
+            c.insert(p.clone(), state);
+        }
+    }
+    Ok(c)
+}
+
+/// Deletes the part items of the run `run_ms` (best effort: a leftover is
+/// a few bytes no later run reads).
+async fn forget_run<A: Aws>(ctx: &Ctx<A>, run_ms: i64, segments: i32) {
+    let parts = (0..segments).flat_map(|i| [format!("vsrc_{i}"), format!("vtgt_{i}")]);
+    let _ = futures::stream::iter(parts)
+        .map(|p| async move {
+            ctx.aws
+                .delete_item(
+                    &ctx.stack.control_table,
+                    &part_key(ctx, run_ms, &p),
+                    &Cond::Always,
+                )
+                .await
+        })
+        .buffer_unordered(RECHECK_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+}
+
 /// The CLI's side: starts a verify run, sends one task per segment of each
 /// table, follows the parts, and merges their counts into one report.
+/// `rate`: items read per second over all parts (0 = no limit).
 pub async fn verify<A: Aws>(
     ctx: &Ctx<A>,
     sample: f64,
     repair: bool,
     recheck_wait: u64,
-    segments: i32,
+    (segments, rate): (i32, u64),
 ) -> Result<VerifyReport> {
     let s = &ctx.stack;
-    fanout::workers(ctx)?;
+    let w = fanout::workers(ctx)?;
     if segments > MAX_SEGMENTS {
-        bail!("a fanned-out verify runs at most {MAX_SEGMENTS} segments per table (every part's state is kept in one item): use --segments {MAX_SEGMENTS} or fewer");
+        bail!("a fanned-out verify runs at most {MAX_SEGMENTS} segments per table: use --segments {MAX_SEGMENTS} or fewer");
+    }
+    let jobs = ctx
+        .aws
+        .function_env(&w.worker, "WORKER_JOBS")
+        .await
+        .map_err(|e| explain(e, &format!("function {}", w.worker)))?
+        .unwrap_or_default();
+    if !jobs.split_whitespace().any(|j| j == JOB) {
+        bail!(
+            "the stack's copy worker ({}) predates verify --fan-out: redeploy the stack with this release's template.yaml, or verify in this process (drop --fan-out)",
+            w.worker
+        );
+    }
+    // Each run saves before its deadline; what it holds must settle in one
+    // invocation (less the time kept back).
+    let timeout = ctx
+        .aws
+        .function_timeout_s(&w.worker)
+        .await
+        .map_err(|e| explain(e, &format!("function {}", w.worker)))?;
+    let usable = timeout.saturating_sub((timeout / 10).max(crate::worker::RESERVE.as_secs()));
+    let chunk = if repair { CHUNK_REPAIRING } else { CHUNK };
+    let need = settle_time(chunk, recheck_wait, repair).as_secs();
+    if need > usable {
+        bail!(
+            "--recheck-wait {recheck_wait} leaves the workers no time: settling one chunk takes up to {need} s, and an invocation of {} has {usable} s (WorkerTimeoutSeconds={timeout}): lower --recheck-wait or raise WorkerTimeoutSeconds",
+            w.worker
+        );
     }
     let loaded = crate::transform::load(ctx).await?;
     let t = loaded.transform.as_ref();
@@ -119,8 +255,19 @@ pub async fn verify<A: Aws>(
         refuse_repairs_during_a_copy(start.mode)?;
     }
     let began = std::time::Instant::now();
-    let run_ms = ctx.now_ms();
+    // A new run replaces the last one: its tasks still queued stop at the
+    // run check, and its part items go.
     let key = verify_key(ctx);
+    if let Some(last) = read_checkpoint(ctx, &key).await? {
+        if let (Some(AttributeValue::N(r)), Some(AttributeValue::N(n))) =
+            (last.get("run_ms"), last.get("segments"))
+        {
+            if let (Ok(r), Ok(n)) = (r.parse(), n.parse()) {
+                forget_run(ctx, r, n).await;
+            }
+        }
+    }
+    let run_ms = ctx.now_ms();
     let mut item = key.clone();
     item.insert("run_ms".into(), AttributeValue::N(run_ms.to_string()));
     item.insert("segments".into(), AttributeValue::N(segments.to_string()));
@@ -129,34 +276,31 @@ pub async fn verify<A: Aws>(
         .await
         .map_err(|e| explain(e, "control table"))?;
     let bp = diff::basis_points(sample);
-    let tasks: Vec<Task> = [Side::Source, Side::Target]
+    let jobs: Vec<Job> = [Side::Source, Side::Target]
         .into_iter()
         .flat_map(|side| {
-            (0..segments).map(move |segment| {
-                Task::new(
-                    start.seed_ms.unwrap_or(0),
-                    Job::Verify {
-                        run_ms,
-                        side,
-                        segment,
-                        segments,
-                        sample_bp: bp,
-                        repair,
-                        recheck_wait_s: recheck_wait,
-                    },
-                )
+            (0..segments).map(move |segment| Job::Verify {
+                run_ms,
+                side,
+                segment,
+                segments,
+                sample_bp: bp,
+                repair,
+                recheck_wait_s: recheck_wait,
             })
         })
         .collect();
+    let tasks = fanout::with_shares(start.seed_ms.unwrap_or(0), jobs, rate, 0, w.concurrency);
     let mut expected = 0;
     for table in [&s.source_table, &s.target_table] {
         if let Ok(Some(info)) = ctx.aws.describe(table).await {
             expected += info.item_count.unwrap_or(0).max(0) as u64;
         }
     }
+    let read = || read_parts(ctx, &tasks, run_ms);
     let c = fanout::follow(
         ctx,
-        &key,
+        &read,
         &tasks,
         "verify",
         (expected > 0).then_some(expected),
@@ -177,6 +321,18 @@ pub async fn verify<A: Aws>(
             }
         }
     }
+    // Finished: a task of this run delivered late does nothing.
+    ctx.aws
+        .set_attr(
+            &s.control_table,
+            &key,
+            "finished",
+            Some(AttributeValue::Bool(true)),
+            &Cond::Equals("run_ms".into(), AttributeValue::N(run_ms.to_string())),
+        )
+        .await
+        .map_err(|e| explain(e, "control table"))?;
+    forget_run(ctx, run_ms, segments).await;
     let recorded = record_verdict(ctx, &start, sample, n.remaining).await?;
     let took = began.elapsed().as_secs_f64();
     Ok(VerifyReport {
@@ -321,16 +477,22 @@ pub async fn run_part<A: Aws>(
         bail!("not a verify task");
     };
     let s = &ctx.stack;
-    let key = verify_key(ctx);
+    let current = read_checkpoint(ctx, &verify_key(ctx)).await?;
+    let ours = current.as_ref().is_some_and(|c| {
+        c.get("run_ms") == Some(&AttributeValue::N(run_ms.to_string()))
+            && !c.contains_key("finished")
+    });
+    if !ours {
+        return Ok((
+            Outcome::Dropped("the task belongs to another verify, or one that finished"),
+            0,
+        ));
+    }
     let part = task.job.part();
-    let owner = AttributeValue::N(run_ms.to_string());
-    let Some(mut c) = read_checkpoint(ctx, &key)
+    let pkey = part_key(ctx, run_ms, &part);
+    let mut prev = read_checkpoint(ctx, &pkey)
         .await?
-        .filter(|c| c.get("run_ms") == Some(&owner))
-    else {
-        return Ok((Outcome::Dropped("the task belongs to another verify"), 0));
-    };
-    let mut prev = c.remove(&part);
+        .and_then(|mut i| i.remove("state"));
     let mut at = VerifyState::read(prev.as_ref()).map_err(|e| anyhow!("{part}: {e}"))?;
     if at.done() {
         return Ok((Outcome::Done, 0));
@@ -345,24 +507,29 @@ pub async fn run_part<A: Aws>(
     } else {
         None
     };
-    // Kept back for settling what was read (the re-check rounds and their
-    // reads): at most half of this run's time, so that every run moves its
-    // part by a page at least.
-    let settling = until.map_or(Duration::ZERO, |u| {
-        Duration::from_secs(3 * recheck_wait_s + 5)
-            .min(u.saturating_duration_since(tokio::time::Instant::now()) / 2)
-    });
-    let late = || until.is_some_and(|u| tokio::time::Instant::now() + settling >= u);
-    let table = match side {
-        Side::Source => &s.source_table,
-        Side::Target => &s.target_table,
+    // Whether settling `n` suspects now could pass the deadline.
+    let late = |n: usize| {
+        until.is_some_and(|u| {
+            tokio::time::Instant::now() + settle_time(n, recheck_wait_s, repair) >= u
+        })
     };
+    let (table, key_names) = match side {
+        Side::Source => (&s.source_table, loaded.source_keys.clone()),
+        Side::Target => (&s.target_table, t.target_key_names()),
+    };
+    let chunk = if repair { CHUNK_REPAIRING } else { CHUNK };
+    let began = tokio::time::Instant::now();
     let mut read = 0u64;
     loop {
         let mut next = at.clone();
         let mut suspects = Vec::new();
-        let mut pages = 0;
-        while suspects.len() < FLUSH && !next.done() && (pages == 0 || !late()) {
+        let (mut pages, mut chunks) = (0, 0);
+        'scan: while !next.done() {
+            if chunks > 0
+                && (suspects.len() >= FLUSH || pages >= FLUSH_PAGES || late(suspects.len() + chunk))
+            {
+                break;
+            }
             let start = match &next.pos {
                 Pos::After(k) => Some(
                     serde_json::from_str::<Attrs>(k)
@@ -375,24 +542,40 @@ pub async fn run_part<A: Aws>(
                 .scan_page(table, segment, segments, start, false)
                 .await
                 .map_err(|e| explain(e, table))?;
-            read += items.len() as u64;
-            let c = match side {
-                Side::Source => forward(ctx, with, items, sample_bp, &mut next.n).await?,
-                Side::Target => reverse(ctx, with, items, sample_bp, &mut next.n).await?,
-            };
-            // Keys compared: the source's by the forward pass, the
-            // target's by the reverse one (as the in-process verify counts).
-            match side {
-                Side::Source => next.n.expected += c.expected,
-                Side::Target => next.n.actual += c.actual,
+            pages += 1;
+            let last = items.len().div_ceil(chunk);
+            for (i, c) in items.chunks(chunk).enumerate() {
+                read += c.len() as u64;
+                let found = match side {
+                    Side::Source => forward(ctx, with, c.to_vec(), sample_bp, &mut next.n).await?,
+                    Side::Target => reverse(ctx, with, c.to_vec(), sample_bp, &mut next.n).await?,
+                };
+                // Keys compared: the source's by the forward pass, the
+                // target's by the reverse one (as the in-process verify
+                // counts).
+                match side {
+                    Side::Source => next.n.expected += found.expected,
+                    Side::Target => next.n.actual += found.actual,
+                }
+                next.n.mismatched += found.mismatched;
+                suspects.extend(found.suspects);
+                chunks += 1;
+                if i + 1 < last && (suspects.len() >= FLUSH || late(suspects.len() + chunk)) {
+                    // Stop mid-page: a scan resumes after any key of its
+                    // segment.
+                    let k = c
+                        .last()
+                        .and_then(|item| key_of(item, &key_names))
+                        .ok_or_else(|| anyhow!("an item of {table} lacks its key"))?;
+                    next.pos = Pos::After(serde_json::to_string(&k).unwrap_or_default());
+                    break 'scan;
+                }
             }
-            next.n.mismatched += c.mismatched;
-            suspects.extend(c.suspects);
             next.pos = match more {
                 Some(k) => Pos::After(serde_json::to_string(&k).unwrap_or_default()),
                 None => Pos::Done,
             };
-            pages += 1;
+            pace(task.rate, read, began).await;
         }
         // Lag is not divergence: re-read what differs after a pause, in up
         // to three rounds.
@@ -401,13 +584,13 @@ pub async fn run_part<A: Aws>(
                 break;
             }
             tokio::time::sleep(Duration::from_secs(recheck_wait_s)).await;
-            suspects = still_different(ctx, t, suspects).await?;
+            suspects = still_different(ctx, with, suspects).await?;
         }
         let mut kept: Vec<(Kind, Attrs)> = Vec::new();
         let room = PART_EXAMPLES.saturating_sub(next.examples());
         settle(
             ctx,
-            t,
+            with,
             suspects,
             (repair_in, recheck_wait_s),
             &mut next.n,
@@ -425,7 +608,7 @@ pub async fn run_part<A: Aws>(
                 Kind::Extra => next.extra.push(k),
             }
         }
-        if !save(ctx, &key, (&part, &owner), &prev, &next).await? {
+        if !save(ctx, &pkey, &prev, &next).await? {
             return Ok((
                 Outcome::Dropped("another run of the task holds its part"),
                 read,
@@ -436,33 +619,39 @@ pub async fn run_part<A: Aws>(
         if at.done() {
             return Ok((Outcome::Done, read));
         }
-        if late() {
+        if late(chunk) {
             return Ok((Outcome::Continue, read));
         }
     }
 }
 
-/// Saves a part's state on the condition that the checkpoint belongs to
-/// the run and the part still holds `prev`.
+/// Sleeps as long as `rate` items/s (0 = no limit) says `read` items since
+/// `began` should have taken.
+async fn pace(rate: u64, read: u64, began: tokio::time::Instant) {
+    if rate == 0 {
+        return;
+    }
+    let due = began + Duration::from_secs_f64(read as f64 / rate as f64);
+    tokio::time::sleep_until(due).await;
+}
+
+/// Saves a part's state on the condition that it still holds `prev` (the
+/// part's item is the run's own).
 async fn save<A: Aws>(
     ctx: &Ctx<A>,
-    key: &Attrs,
-    (part, owner): (&str, &AttributeValue),
+    pkey: &Attrs,
     prev: &Option<AttributeValue>,
     next: &VerifyState,
 ) -> Result<bool> {
-    let cond = Cond::All(vec![
-        Cond::Equals("run_ms".into(), owner.clone()),
-        match prev {
-            None => Cond::Absent(part.into()),
-            Some(v) => Cond::Equals(part.into(), v.clone()),
-        },
-    ]);
+    let cond = match prev {
+        None => Cond::Absent("state".into()),
+        Some(v) => Cond::Equals("state".into(), v.clone()),
+    };
     ctx.aws
         .set_attr(
             &ctx.stack.control_table,
-            key,
-            part,
+            pkey,
+            "state",
             Some(next.to_attr()),
             &cond,
         )

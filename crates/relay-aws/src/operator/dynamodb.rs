@@ -281,9 +281,14 @@ impl Tables for Sdk {
                 break;
             }
             if attempt > 0 {
-                // Unprocessed keys mean throttling: back off as the SDK
-                // would (50 ms doubling, at most 3.2 s).
-                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt.min(6))).await;
+                // Unprocessed keys mean throttling: back off (100 ms
+                // doubling, at most 3.2 s, with jitter).
+                let ms = 50u64 << attempt.min(6);
+                let jitter = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::from(d.subsec_nanos()))
+                    % (ms / 2 + 1);
+                tokio::time::sleep(std::time::Duration::from_millis(ms / 2 + jitter)).await;
             }
             let ka = KeysAndAttributes::builder()
                 .set_keys(Some(std::mem::take(&mut todo)))
