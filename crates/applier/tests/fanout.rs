@@ -680,3 +680,86 @@ fn a_verify_part_short_of_time_stops_mid_page_and_counts_exactly() {
         );
     });
 }
+
+/// A chunk whose differences could not be settled before the deadline is
+/// left to the next run (read again from where it starts), not half done:
+/// the run saves the clean chunks before it, and nothing is counted twice.
+#[test]
+fn a_chunk_with_differences_that_cannot_settle_in_time_is_left_to_the_next_run() {
+    sim::run(async {
+        use relay_aws::operator::Tables;
+        let sim = Sim::new(Config::quiet(Shape::Identity, 76)).await;
+        for i in 0..700 {
+            sim.db.put("source", item(i));
+        }
+        sim.start_pollers();
+        sim::seed_by_scan(&sim).await;
+        sim.stop_pollers();
+        sim.aws.set_page_size(1000);
+        // In scan order: the first 300 items are in the target, the rest
+        // are missing.
+        let (order, _) = sim
+            .aws
+            .scan_page("source", 0, 1, None, false)
+            .await
+            .unwrap();
+        for i in &order[300..] {
+            sim.db.delete(
+                "target",
+                &relay_core::diff::key_of(i, &["pk".to_string()]).unwrap(),
+                false,
+            );
+        }
+        let run_ms = sim.now_ms();
+        let mut marker = verify_fanout::verify_key(&sim.ctx);
+        marker.insert("run_ms".into(), V::N(run_ms.to_string()));
+        marker.insert("segments".into(), V::N("1".into()));
+        sim.db.put("control", marker);
+        let task = relay_core::work::Task::new(
+            0,
+            relay_core::work::Job::Verify {
+                run_ms,
+                side: relay_core::work::Side::Source,
+                segment: 0,
+                segments: 1,
+                sample_bp: 10_000,
+                repair: false,
+                recheck_wait_s: 0,
+            },
+        );
+        let state = || {
+            let k = verify_fanout::part_key(&sim.ctx, run_ms, "vsrc_0");
+            let item = sim
+                .db
+                .items("control")
+                .remove(&relay_core::item::CanonicalKey::of(&k))
+                .unwrap();
+            relay_core::work::VerifyState::read(item.get("state")).unwrap()
+        };
+        // Time to save, not to settle differences (2 s with no wait).
+        let until = tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
+        let out = ddb_relay::worker::run_task(&sim.ctx, &task, Some(until))
+            .await
+            .unwrap();
+        assert_eq!(out, ddb_relay::worker::Outcome::Continue);
+        let first = state();
+        assert_eq!(
+            (first.n.source_items, first.n.missing),
+            (300, 0),
+            "{first:?}"
+        );
+        let mut runs = 1;
+        while !state().done() && runs < 20 {
+            ddb_relay::worker::run_task(&sim.ctx, &task, None)
+                .await
+                .unwrap();
+            runs += 1;
+        }
+        let last = state();
+        assert_eq!(
+            (last.n.source_items, last.n.missing),
+            (700, 400),
+            "{last:?}"
+        );
+    });
+}

@@ -30,7 +30,9 @@
 //! **Invariant:** a run saves before its deadline: it stops reading when
 //! settling what it holds (re-check rounds, repairs) could pass the
 //! deadline, mid-page if need be (a scan resumes after any key of its
-//! segment), after one chunk at least.
+//! segment); a chunk whose suspects could not settle in time is left to the
+//! next run, except the first chunk of a run (the CLI checks that one chunk
+//! can always settle in one invocation).
 //!
 //! **Boundary:** the target pass can find an extra item only through the
 //! source key it carries; the CLI refuses `--fan-out` for a transform that
@@ -78,9 +80,13 @@ pub const MAX_SEGMENTS: i32 = 1000;
 /// The task kinds a worker runs, as its `WORKER_JOBS` names them.
 const JOB: &str = "verify";
 
-/// How long settling `n` suspects may take: three re-check rounds, and with
-/// repairs up to four re-reads per round of [`RECHECK_CONCURRENCY`].
+/// How long settling `n` suspects and saving may take: three re-check
+/// rounds, and with repairs up to four re-reads per round of
+/// [`RECHECK_CONCURRENCY`]; holding none, only the save.
 pub fn settle_time(n: usize, recheck_wait_s: u64, repair: bool) -> Duration {
+    if n == 0 {
+        return Duration::from_secs(1);
+    }
     let rounds = if repair {
         n.div_ceil(RECHECK_CONCURRENCY) as u64 * (4 * recheck_wait_s.max(1) + 1)
     } else {
@@ -507,7 +513,8 @@ pub async fn run_part<A: Aws>(
     } else {
         None
     };
-    // Whether settling `n` suspects now could pass the deadline.
+    // Whether settling `n` suspects (and saving) now could pass the
+    // deadline.
     let late = |n: usize| {
         until.is_some_and(|u| {
             tokio::time::Instant::now() + settle_time(n, recheck_wait_s, repair) >= u
@@ -526,11 +533,12 @@ pub async fn run_part<A: Aws>(
         let (mut pages, mut chunks) = (0, 0);
         'scan: while !next.done() {
             if chunks > 0
-                && (suspects.len() >= FLUSH || pages >= FLUSH_PAGES || late(suspects.len() + chunk))
+                && (suspects.len() >= FLUSH || pages >= FLUSH_PAGES || late(suspects.len()))
             {
                 break;
             }
-            let start = match &next.pos {
+            let from = next.pos.clone();
+            let start = match &from {
                 Pos::After(k) => Some(
                     serde_json::from_str::<Attrs>(k)
                         .map_err(|e| anyhow!("the checkpoint of {part} is damaged: {e}"))?,
@@ -544,8 +552,18 @@ pub async fn run_part<A: Aws>(
                 .map_err(|e| explain(e, table))?;
             pages += 1;
             let last = items.len().div_ceil(chunk);
+            // Where the scan resumes after a chunk: after its last key (a
+            // scan resumes after any key of its segment).
+            let after = |c: &[Attrs]| -> Result<Pos> {
+                let k = c
+                    .last()
+                    .and_then(|item| key_of(item, &key_names))
+                    .ok_or_else(|| anyhow!("an item of {table} lacks its key"))?;
+                Ok(Pos::After(serde_json::to_string(&k).unwrap_or_default()))
+            };
             for (i, c) in items.chunks(chunk).enumerate() {
                 read += c.len() as u64;
+                let (kept, held) = (next.clone(), suspects.len());
                 let found = match side {
                     Side::Source => forward(ctx, with, c.to_vec(), sample_bp, &mut next.n).await?,
                     Side::Target => reverse(ctx, with, c.to_vec(), sample_bp, &mut next.n).await?,
@@ -559,15 +577,21 @@ pub async fn run_part<A: Aws>(
                 }
                 next.n.mismatched += found.mismatched;
                 suspects.extend(found.suspects);
+                if chunks > 0 && late(suspects.len()) {
+                    // What this chunk added could not settle in time: leave
+                    // the chunk to the next run, which reads it again.
+                    next = kept;
+                    suspects.truncate(held);
+                    next.pos = if i == 0 {
+                        from
+                    } else {
+                        after(&items[..i * chunk])?
+                    };
+                    break 'scan;
+                }
                 chunks += 1;
-                if i + 1 < last && (suspects.len() >= FLUSH || late(suspects.len() + chunk)) {
-                    // Stop mid-page: a scan resumes after any key of its
-                    // segment.
-                    let k = c
-                        .last()
-                        .and_then(|item| key_of(item, &key_names))
-                        .ok_or_else(|| anyhow!("an item of {table} lacks its key"))?;
-                    next.pos = Pos::After(serde_json::to_string(&k).unwrap_or_default());
+                if i + 1 < last && (suspects.len() >= FLUSH || late(suspects.len())) {
+                    next.pos = after(c)?;
                     break 'scan;
                 }
             }
