@@ -422,19 +422,19 @@ fn a_fanned_out_verify_finds_every_difference_under_worker_faults_and_repairs() 
         sim.assert_converged().await;
         diverge(&sim);
         sim.start_workers(3, true).await;
-        let v = verify_fanout::verify(&sim.ctx, 100.0, false, 0, (4, 0))
+        let v = verify_fanout::verify(&sim.ctx, 100.0, false, 0, 4)
             .await
             .unwrap();
         assert_eq!((v.missing, v.changed, v.extra), (3, 2, 2), "{v:?}");
         assert_eq!((v.source_items, v.compared), (300, 300), "{v:?}");
         assert_eq!(v.fanned_out, Some(8));
         assert!(!v.clean && v.remaining == 7 && v.examples.missing.len() == 3);
-        let v = verify_fanout::verify(&sim.ctx, 100.0, true, 0, (4, 0))
+        let v = verify_fanout::verify(&sim.ctx, 100.0, true, 0, 4)
             .await
             .unwrap();
         assert!(v.clean && v.repaired == 7, "{v:?}");
         sim.assert_converged().await;
-        let v = verify_fanout::verify(&sim.ctx, 100.0, false, 0, (3, 0))
+        let v = verify_fanout::verify(&sim.ctx, 100.0, false, 0, 3)
             .await
             .unwrap();
         assert!(v.clean && v.recorded, "{v:?}");
@@ -461,7 +461,7 @@ fn a_fanned_out_verify_under_live_writes_is_clean() {
         sim.assert_converged().await;
         sim.start_workers(2, false).await;
         let (v, ()) = tokio::join!(
-            verify_fanout::verify(&sim.ctx, 100.0, false, 1, (4, 0)),
+            verify_fanout::verify(&sim.ctx, 100.0, false, 1, 4),
             live_writes(&sim, 0)
         );
         let v = v.unwrap();
@@ -483,7 +483,7 @@ fn a_task_of_an_earlier_verify_changes_nothing() {
         sim.start_pollers();
         sim::seed_by_scan(&sim).await;
         sim.start_workers(1, false).await;
-        verify_fanout::verify(&sim.ctx, 100.0, false, 0, (2, 0))
+        verify_fanout::verify(&sim.ctx, 100.0, false, 0, 2)
             .await
             .unwrap();
         sim.stop_pollers();
@@ -587,11 +587,11 @@ fn a_key_that_passed_to_another_item_is_repaired_clean_on_the_workers() {
         three.insert("email".into(), V::S("9@example.com".into()));
         sim.db.put("source", three);
         sim.start_workers(2, false).await;
-        let v = verify_fanout::verify(&sim.ctx, 100.0, false, 0, (2, 0))
+        let v = verify_fanout::verify(&sim.ctx, 100.0, false, 0, 2)
             .await
             .unwrap();
         assert!(!v.clean && v.missing >= 1, "{v:?}");
-        let v = verify_fanout::verify(&sim.ctx, 100.0, true, 0, (2, 0))
+        let v = verify_fanout::verify(&sim.ctx, 100.0, true, 0, 2)
             .await
             .unwrap();
         assert!(v.clean && v.remaining == 0, "{v:?}");

@@ -408,9 +408,9 @@ impl Cli {
             }
         }
         if let Command::Verify { copy, .. } = &self.command {
-            if copy.max_wcu > 0 || (copy.rate > 0 && !copy.fan_out) {
+            if copy.rate > 0 || copy.max_wcu > 0 {
                 return Err(conflict(
-                    "--max-wcu limits a copy's writes, and --rate a verify's reads only with --fan-out".into(),
+                    "--rate and --max-wcu limit a copy's writes: a verify's reads are limited by --segments (and the stack's WorkerConcurrency with --fan-out)".into(),
                 ));
             }
         }

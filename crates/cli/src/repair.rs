@@ -228,6 +228,13 @@ async fn unmark<A: Aws>(ctx: &Ctx<A>, marked: &[(Attrs, Marked)], token: &Attrib
     }
 }
 
+/// Whether `sk` is not one of `sources` (the candidate the target item
+/// names).
+fn not_among(sources: &[Attrs], sk: &Attrs) -> bool {
+    let k = CanonicalKey::of(sk);
+    !sources.iter().any(|s| CanonicalKey::of(s) == k)
+}
+
 /// Whether the target holds exactly what the source says belongs at
 /// `target_key` (re-read, consistently): the transformed current item of the
 /// first of the candidates that maps there, else nothing. The candidates are
@@ -272,7 +279,14 @@ pub async fn agrees<A: Aws>(
             .map(|k| CanonicalKey::of(&k) == CanonicalKey::of(target_key))
             .unwrap_or(false);
         if here {
-            want = Some(t.item(&item).map_err(|e| anyhow!("{e}"))?);
+            match t.item(&item) {
+                Ok(out) => want = Some(out),
+                // The candidate the target names now, if the transform
+                // fails on it: not the key's owner (as unmappable items are
+                // not compared); a source seen on the first pass: an error.
+                Err(_) if not_among(sources, sk) => continue,
+                Err(e) => return Err(anyhow!("{e}")),
+            }
             break;
         }
     }

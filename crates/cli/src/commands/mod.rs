@@ -129,14 +129,7 @@ pub async fn run<A: Aws>(ctx: &Ctx<A>, command: Command) -> Result<i32> {
             ..
         } if copy.fan_out => emit(
             out,
-            &verify_fanout::verify(
-                ctx,
-                sample,
-                repair,
-                recheck_wait,
-                (copy.segments, copy.rate),
-            )
-            .await?,
+            &verify_fanout::verify(ctx, sample, repair, recheck_wait, copy.segments).await?,
         ),
         Command::Verify {
             sample,

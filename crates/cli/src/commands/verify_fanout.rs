@@ -19,8 +19,11 @@
 //! one chunk's, whatever the table size. Reads: one scan of each table, one
 //! eventually consistent read by key of every item of each (BatchGetItem,
 //! at least 0.5 RCU an item however small: see docs/DESIGN.md for the
-//! cost), and two consistent GetItems per suspect and round. `--rate`
-//! (items read per second, shared by the parts) paces the scans.
+//! cost), and two consistent GetItems per suspect and round. What bounds
+//! the reads is the number of parts at once (`--segments`,
+//! `WorkerConcurrency`); there is no `--rate` (pacing a part whose pages
+//! hold more items than its share reads in one invocation would need a
+//! scan `Limit`: not built).
 //!
 //! **Invariant:** a part's state (one item per part, keyed by the run) moves
 //! only on the condition that it still holds what the run read: a task run
@@ -199,13 +202,12 @@ async fn forget_run<A: Aws>(ctx: &Ctx<A>, run_ms: i64, segments: i32) {
 
 /// The CLI's side: starts a verify run, sends one task per segment of each
 /// table, follows the parts, and merges their counts into one report.
-/// `rate`: items read per second over all parts (0 = no limit).
 pub async fn verify<A: Aws>(
     ctx: &Ctx<A>,
     sample: f64,
     repair: bool,
     recheck_wait: u64,
-    (segments, rate): (i32, u64),
+    segments: i32,
 ) -> Result<VerifyReport> {
     let s = &ctx.stack;
     let w = fanout::workers(ctx)?;
@@ -296,7 +298,7 @@ pub async fn verify<A: Aws>(
             })
         })
         .collect();
-    let tasks = fanout::with_shares(start.seed_ms.unwrap_or(0), jobs, rate, 0, w.concurrency);
+    let tasks = fanout::with_shares(start.seed_ms.unwrap_or(0), jobs, 0, 0, w.concurrency);
     let mut expected = 0;
     for table in [&s.source_table, &s.target_table] {
         if let Ok(Some(info)) = ctx.aws.describe(table).await {
@@ -525,14 +527,14 @@ pub async fn run_part<A: Aws>(
         Side::Target => (&s.target_table, t.target_key_names()),
     };
     let chunk = if repair { CHUNK_REPAIRING } else { CHUNK };
-    let began = tokio::time::Instant::now();
     let mut read = 0u64;
     loop {
         let mut next = at.clone();
         let mut suspects = Vec::new();
         let (mut pages, mut chunks) = (0, 0);
         'scan: while !next.done() {
-            if chunks > 0
+            // (Empty pages count: a segment of them still moves on.)
+            if (chunks > 0 || pages > 0)
                 && (suspects.len() >= FLUSH || pages >= FLUSH_PAGES || late(suspects.len()))
             {
                 break;
@@ -577,7 +579,7 @@ pub async fn run_part<A: Aws>(
                 }
                 next.n.mismatched += found.mismatched;
                 suspects.extend(found.suspects);
-                if chunks > 0 && late(suspects.len()) {
+                if chunks > 0 && suspects.len() > held && late(suspects.len()) {
                     // What this chunk added could not settle in time: leave
                     // the chunk to the next run, which reads it again.
                     next = kept;
@@ -599,7 +601,6 @@ pub async fn run_part<A: Aws>(
                 Some(k) => Pos::After(serde_json::to_string(&k).unwrap_or_default()),
                 None => Pos::Done,
             };
-            pace(task.rate, read, began).await;
         }
         // Lag is not divergence: re-read what differs after a pause, in up
         // to three rounds.
@@ -647,16 +648,6 @@ pub async fn run_part<A: Aws>(
             return Ok((Outcome::Continue, read));
         }
     }
-}
-
-/// Sleeps as long as `rate` items/s (0 = no limit) says `read` items since
-/// `began` should have taken.
-async fn pace(rate: u64, read: u64, began: tokio::time::Instant) {
-    if rate == 0 {
-        return;
-    }
-    let due = began + Duration::from_secs_f64(read as f64 / rate as f64);
-    tokio::time::sleep_until(due).await;
 }
 
 /// Saves a part's state on the condition that it still holds `prev` (the
