@@ -627,32 +627,8 @@ fn a_verify_part_short_of_time_stops_mid_page_and_counts_exactly() {
             sim.db.delete("target", &key(i), false);
         }
         sim.aws.set_page_size(1000);
-        let run_ms = sim.now_ms();
-        let mut marker = verify_fanout::verify_key(&sim.ctx);
-        marker.insert("run_ms".into(), V::N(run_ms.to_string()));
-        marker.insert("segments".into(), V::N("1".into()));
-        sim.db.put("control", marker);
-        let task = relay_core::work::Task::new(
-            0,
-            relay_core::work::Job::Verify {
-                run_ms,
-                side: relay_core::work::Side::Source,
-                segment: 0,
-                segments: 1,
-                sample_bp: 10_000,
-                repair: false,
-                recheck_wait_s: 0,
-            },
-        );
-        let state = || {
-            let k = verify_fanout::part_key(&sim.ctx, run_ms, "vsrc_0");
-            let item = sim
-                .db
-                .items("control")
-                .remove(&relay_core::item::CanonicalKey::of(&k))
-                .unwrap();
-            relay_core::work::VerifyState::read(item.get("state")).unwrap()
-        };
+        let (run_ms, task) = one_segment_verify(&sim);
+        let state = || part_state(&sim, run_ms);
         // Less time than settling takes: one chunk (100 items), then a save.
         let until = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
         let out = ddb_relay::worker::run_task(&sim.ctx, &task, Some(until))
@@ -710,32 +686,8 @@ fn a_chunk_with_differences_that_cannot_settle_in_time_is_left_to_the_next_run()
                 false,
             );
         }
-        let run_ms = sim.now_ms();
-        let mut marker = verify_fanout::verify_key(&sim.ctx);
-        marker.insert("run_ms".into(), V::N(run_ms.to_string()));
-        marker.insert("segments".into(), V::N("1".into()));
-        sim.db.put("control", marker);
-        let task = relay_core::work::Task::new(
-            0,
-            relay_core::work::Job::Verify {
-                run_ms,
-                side: relay_core::work::Side::Source,
-                segment: 0,
-                segments: 1,
-                sample_bp: 10_000,
-                repair: false,
-                recheck_wait_s: 0,
-            },
-        );
-        let state = || {
-            let k = verify_fanout::part_key(&sim.ctx, run_ms, "vsrc_0");
-            let item = sim
-                .db
-                .items("control")
-                .remove(&relay_core::item::CanonicalKey::of(&k))
-                .unwrap();
-            relay_core::work::VerifyState::read(item.get("state")).unwrap()
-        };
+        let (run_ms, task) = one_segment_verify(&sim);
+        let state = || part_state(&sim, run_ms);
         // Time to save, not to settle differences (2 s with no wait).
         let until = tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
         let out = ddb_relay::worker::run_task(&sim.ctx, &task, Some(until))
@@ -762,4 +714,38 @@ fn a_chunk_with_differences_that_cannot_settle_in_time_is_left_to_the_next_run()
             "{last:?}"
         );
     });
+}
+
+/// A verify run of one segment started by hand (its run item written), and
+/// the task of its source part.
+fn one_segment_verify(sim: &Sim) -> (i64, relay_core::work::Task) {
+    let run_ms = sim.now_ms();
+    let mut marker = verify_fanout::verify_key(&sim.ctx);
+    marker.insert("run_ms".into(), V::N(run_ms.to_string()));
+    marker.insert("segments".into(), V::N("1".into()));
+    sim.db.put("control", marker);
+    let task = relay_core::work::Task::new(
+        0,
+        relay_core::work::Job::Verify {
+            run_ms,
+            side: relay_core::work::Side::Source,
+            segment: 0,
+            segments: 1,
+            sample_bp: 10_000,
+            repair: false,
+            recheck_wait_s: 0,
+        },
+    );
+    (run_ms, task)
+}
+
+/// The saved state of that run's source part.
+fn part_state(sim: &Sim, run_ms: i64) -> relay_core::work::VerifyState {
+    let k = verify_fanout::part_key(&sim.ctx, run_ms, "vsrc_0");
+    let item = sim
+        .db
+        .items("control")
+        .remove(&relay_core::item::CanonicalKey::of(&k))
+        .unwrap();
+    relay_core::work::VerifyState::read(item.get("state")).unwrap()
 }

@@ -93,7 +93,7 @@ pub async fn run_counted<A: Aws>(
         // Boxed: the verify's future nests deep enough to pass the
         // compiler's type-layout depth limit inside the Lambda runtime's.
         let (outcome, read) =
-            Box::pin(crate::commands::verify_fanout::run_part(ctx, task, until)).await?;
+            Box::pin(crate::commands::verify_part::run_part(ctx, task, until)).await?;
         return Ok((outcome, (read, 0)));
     }
     let ckey = checkpoint_key(ctx);

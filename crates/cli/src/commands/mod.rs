@@ -17,6 +17,7 @@ pub mod seed;
 pub mod status;
 pub mod verify;
 pub mod verify_fanout;
+pub mod verify_part;
 
 use anyhow::Result;
 use relay_aws::operator::Aws;
