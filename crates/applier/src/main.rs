@@ -4,7 +4,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use relay_applier::Applier;
 use relay_aws::runtime::deadline_from_epoch_ms;
-use relay_aws::sdk::{load_config, CloudWatchMetrics, DynamoTable};
+use relay_aws::sdk::{load_config, target_config, CloudWatchMetrics, DynamoTable};
 use relay_core::config::ApplierConfig;
 
 #[tokio::main]
@@ -15,9 +15,11 @@ async fn main() -> Result<(), Error> {
     // Invariant: bad configuration stops the cold start with the variable's name.
     let config = ApplierConfig::from_env(&|k: &str| std::env::var(k).ok())?;
     let sdk = load_config().await;
+    // The target's region and role, when it is elsewhere (else `sdk` as is).
+    let target = target_config(&sdk, &config.target, &config.metrics.migration).await;
     let applier = Applier::new(
         config.clone(),
-        DynamoTable::new(&sdk, &config.target_table),
+        DynamoTable::new(&target, &config.target_table),
         DynamoTable::new(&sdk, &config.source_table),
         DynamoTable::new(&sdk, &config.control_table),
         CloudWatchMetrics::new(&sdk),

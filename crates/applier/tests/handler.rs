@@ -43,6 +43,7 @@ fn setup(cutoff: Option<i64>, ttl: TtlPolicy) -> (FakeDynamo, TestApplier) {
             migration: "m1".into(),
         },
         transform: None,
+        target: Default::default(),
     };
     let a = Applier::new(
         config,
@@ -379,6 +380,7 @@ async fn transforms_re_key_items_and_tombstone_mode_keeps_deletes_visible() {
             "key: [{attribute: id, concat: {from: [pk], separator: '#'}}]\nrename: {v: value}\n"
                 .into(),
         ),
+        target: Default::default(),
     };
     let a = Applier::new(
         config,

@@ -42,6 +42,11 @@ pub struct Global {
     /// TransformSpec; a file that differs from it is refused.
     #[arg(long, global = true, env = "DDB_RELAY_TRANSFORM")]
     pub transform: Option<std::path::PathBuf>,
+    /// A migration plan (YAML or JSON) listing table pairs: run the command
+    /// on every pair's stack, `parallel` at a time, with one verdict for the
+    /// set (README, "Migrating a set of tables").
+    #[arg(long, global = true, env = "DDB_RELAY_PLAN")]
+    pub plan: Option<std::path::PathBuf>,
     /// More detail on errors and progress (SDK errors in full).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -287,6 +292,30 @@ pub enum Command {
         report: Option<std::path::PathBuf>,
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Print the IAM policies a target in another account needs: the target
+    /// role's trust and permissions policies, and the operator's addition.
+    IamPolicy {
+        /// Your own role or user ARN, trusted by the target role too (the
+        /// CLI assumes it for seeds, verify and repairs).
+        #[arg(long)]
+        operator_arn: Option<String>,
+    },
+    /// With --plan: deploy every pair's stack with `sam deploy` (from the
+    /// built template), then the set's dashboard.
+    Deploy {
+        /// The built template (`sam build` output).
+        #[arg(long, default_value = ".aws-sam/build/template.yaml")]
+        template_file: std::path::PathBuf,
+        /// The `sam` program.
+        #[arg(long, default_value = "sam")]
+        sam: String,
+        /// Print the `sam deploy` commands; run nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// More arguments for every `sam deploy` (after `--`).
+        #[arg(last = true)]
+        sam_args: Vec<String>,
     },
     /// Inspect and repair the dead-letter queue.
     Dlq {

@@ -8,11 +8,13 @@
 //! - [`repair`]: the repair routine `verify --repair` and `dlq repair` share;
 //! - [`transform`]: the transform every command maps items with;
 //! - [`report`]: text or JSON output and exit codes;
+//! - [`plan`]: `--plan FILE`: a command on every table pair of a plan;
 //! - [`worker`]: the worker Lambda's side of a copy fanned out on the work queue.
 
 pub mod args;
 pub mod commands;
 pub mod ctx;
+pub mod plan;
 pub mod repair;
 pub mod report;
 pub mod spill;

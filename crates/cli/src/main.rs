@@ -10,6 +10,15 @@ use relay_aws::runtime::Clock;
 
 /// Exit codes: 0 done (GO, no blocker), 1 error, 2 usage, 3 NO-GO or blocker.
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match ddb_relay::plan::plan_args(&args, std::env::var("DDB_RELAY_PLAN").ok()) {
+        Ok(None) => {}
+        Ok(Some(plan)) => std::process::exit(plan_main(&args[0], plan)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    }
     let cli = Cli::parse();
     if let Err(e) = cli.validate() {
         e.exit();
@@ -45,19 +54,101 @@ fn main() {
     }
 }
 
-async fn run(cli: Cli) -> Result<i32> {
-    let g = &cli.global;
+/// `--plan FILE COMMAND`: the command on every pair (usage errors exit 2).
+fn plan_main(exe: &str, a: ddb_relay::plan::PlanArgs) -> i32 {
+    let region = a
+        .region
+        .clone()
+        .or_else(|| std::env::var("AWS_REGION").ok());
+    let plan = match ddb_relay::plan::load(&a.file, region.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return 2;
+        }
+    };
+    // Every pair's command line must parse before anything runs.
+    let mut first = None;
+    for p in &plan.pairs {
+        let argv = std::iter::once(exe.to_string())
+            .chain(ddb_relay::plan::pair_args(&plan, &a.file, p, &a.rest));
+        match Cli::try_parse_from(argv).and_then(|c| c.validate().map(|_| c)) {
+            Ok(c) => first = first.or(Some(c)),
+            Err(e) => {
+                eprintln!("pair {}:", p.name);
+                e.exit();
+            }
+        }
+    }
+    let Some(cli) = first else { return 2 };
+    if let ddb_relay::args::Command::Deploy {
+        template_file,
+        sam,
+        dry_run,
+        sam_args,
+    } = &cli.command
+    {
+        let runtime = match tokio::runtime::Runtime::new() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                return 1;
+            }
+        };
+        let opts = ddb_relay::commands::deploy::DeployOpts {
+            template_file,
+            sam,
+            dry_run: *dry_run,
+            sam_args,
+        };
+        let g = &cli.global;
+        let done = runtime.block_on(async {
+            let conf = sdk_config(
+                g.profile.as_deref(),
+                Some(plan.region()),
+                g.endpoint_url.as_deref(),
+            )
+            .await;
+            ddb_relay::commands::deploy::deploy(&Sdk::new(&conf), &plan, &a.file, &opts, a.json)
+                .await
+        });
+        return match done {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        };
+    }
+    ddb_relay::plan::run_command(&exe.into(), &a, &plan)
+}
+
+async fn sdk_config(
+    profile: Option<&str>,
+    region: Option<&str>,
+    endpoint: Option<&str>,
+) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(p) = &g.profile {
+    if let Some(p) = profile {
         loader = loader.profile_name(p);
     }
-    if let Some(r) = &g.region {
-        loader = loader.region(aws_config::Region::new(r.clone()));
+    if let Some(r) = region {
+        loader = loader.region(aws_config::Region::new(r.to_string()));
     }
-    if let Some(e) = &g.endpoint_url {
+    if let Some(e) = endpoint {
         loader = loader.endpoint_url(e);
     }
-    let conf = loader.load().await;
+    loader.load().await
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    let g = &cli.global;
+    let conf = sdk_config(
+        g.profile.as_deref(),
+        g.region.as_deref(),
+        g.endpoint_url.as_deref(),
+    )
+    .await;
     let region = conf
         .region()
         .map(|r| r.to_string())
@@ -66,6 +157,8 @@ async fn run(cli: Cli) -> Result<i32> {
         anyhow!("no stack: pass --stack NAME (the ddb-relay stack of this migration) or set DDB_RELAY_STACK")
     })?;
     let mut ctx = Ctx::for_stack(Sdk::new(&conf), &name, &region, Clock::wall()).await?;
+    // A target in another region or account: its own client (and role).
+    ctx.aws.route_target(&conf, &mut ctx.stack, &region).await;
     ctx.output = g.output;
     ctx.transform_file = g.transform.clone();
     ddb_relay::commands::run(&ctx, cli.command).await

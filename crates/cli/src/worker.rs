@@ -56,6 +56,7 @@ pub fn deployment_from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Deplo
             concurrency: 0,
             export_bucket: None,
         }),
+        target: relay_core::place::TargetPlace::from_env(&get)?,
     })
 }
 

@@ -53,17 +53,23 @@ impl Local {
     /// Clients for `AWS_ENDPOINT_URL` (default MiniStack on localhost) with
     /// the emulator's dummy credentials unless real ones are set.
     pub async fn connect() -> Result<Self> {
-        let endpoint =
-            std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| DEFAULT_ENDPOINT.to_string());
         let region = std::env::var("AWS_REGION")
             .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
             .unwrap_or_else(|_| REGION.to_string());
+        Self::connect_as(&region, None).await
+    }
+
+    /// Clients for another region, or (on an emulator that takes a 12-digit
+    /// access key id as the account, as MiniStack does) another account.
+    pub async fn connect_as(region: &str, access_key: Option<&str>) -> Result<Self> {
+        let endpoint =
+            std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| DEFAULT_ENDPOINT.to_string());
         let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(&endpoint)
-            .region(aws_config::Region::new(region));
-        if std::env::var("AWS_ACCESS_KEY_ID").is_err() {
+            .region(aws_config::Region::new(region.to_string()));
+        if access_key.is_some() || std::env::var("AWS_ACCESS_KEY_ID").is_err() {
             loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "test",
+                access_key.unwrap_or("test"),
                 "test",
                 None,
                 None,

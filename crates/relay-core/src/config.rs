@@ -236,6 +236,8 @@ pub struct ApplierConfig {
     pub metrics: MetricsConfig,
     /// A declarative transform (JSON or YAML), validated at cold start.
     pub transform: Option<String>,
+    /// The target's region and account, when not the function's own.
+    pub target: crate::place::TargetPlace,
 }
 
 impl ApplierConfig {
@@ -257,6 +259,7 @@ impl ApplierConfig {
             target_table: required(env, "TARGET_TABLE")?,
             source_table: required(env, "SOURCE_TABLE")?,
             control_table: required(env, "CONTROL_TABLE")?,
+            target: crate::place::TargetPlace::from_env(env)?,
             ttl_policy,
             write_concurrency: number(env, "WRITE_CONCURRENCY", 4, 1, 64)?,
             metrics: MetricsConfig::from_env(env)?,

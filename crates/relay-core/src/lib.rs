@@ -11,6 +11,8 @@
 //!   cutover GO/NO-GO);
 //! - [`diff`]: table comparison by canonical encoding;
 //! - [`work`]: the tasks and part checkpoints of a copy fanned out over workers;
+//! - [`place`]: a target in another region or account; [`plan`]: a migration
+//!   plan for a set of table pairs;
 //! - [`config`], [`metrics`], [`retry`].
 //!
 //! **Boundary:** this crate depends on no AWS client, no Lambda runtime and no
@@ -29,6 +31,8 @@ pub mod group;
 pub mod item;
 pub mod metrics;
 pub mod pack;
+pub mod place;
+pub mod plan;
 pub mod retry;
 pub mod send_plan;
 pub mod transform;

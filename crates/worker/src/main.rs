@@ -19,14 +19,18 @@ async fn main() -> Result<(), Error> {
 
     // Invariant: bad configuration stops the cold start with the variable's name.
     let env = |k: &str| std::env::var(k).ok();
-    let stack = ddb_relay::worker::deployment_from_env(&env)?;
+    let mut stack = ddb_relay::worker::deployment_from_env(&env)?;
     let metrics = MetricsConfig::from_env(&env)?;
     // The operator's SDK settings (standard retries): a worker runs for
     // minutes and rides out throttling like the CLI does.
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let publisher = CloudWatchMetrics::new(&sdk);
+    // A target in another region or account gets a client of its own.
+    let mut aws = Sdk::new(&sdk);
+    let region = sdk.region().map(|r| r.to_string()).unwrap_or_default();
+    aws.route_target(&sdk, &mut stack, &region).await;
     let ctx = Ctx {
-        aws: Sdk::new(&sdk),
+        aws,
         stack,
         clock: Clock::wall(),
         transform_file: None,

@@ -174,6 +174,7 @@ impl Sim {
                 write_concurrency: 2,
                 metrics: metrics_cfg,
                 transform: spec.map(str::to_string),
+                target: Default::default(),
             },
             db.table("target"),
             db.table("source"),

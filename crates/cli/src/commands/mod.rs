@@ -4,9 +4,11 @@
 
 pub mod copy;
 pub mod cutover;
+pub mod deploy;
 pub mod dlq;
 pub mod fanout;
 pub mod finish;
+pub mod iam_policy;
 pub mod load;
 pub mod parts;
 pub mod pause;
@@ -27,10 +29,48 @@ use crate::args::{Command, DlqCommand, Method, RestartMethod};
 use crate::ctx::Ctx;
 use crate::report::emit;
 
+/// Refuses a seed the AWS API cannot run into a target in another region
+/// or account (the message names the methods that can).
+fn check_reach<A: Aws>(ctx: &Ctx<A>, command: &Command) -> Result<()> {
+    let method = match command {
+        Command::Seed {
+            print_import_spec: true,
+            ..
+        } => return Ok(()),
+        Command::Seed { method, .. } => method.as_str(),
+        Command::Restart {
+            method: RestartMethod::Backup,
+            ..
+        } => "backup",
+        Command::Replay { .. } => "pitr",
+        _ => return Ok(()),
+    };
+    if let relay_core::place::SeedReach::Refused(why) = ctx.stack.target.seed_reach(method, "") {
+        anyhow::bail!(
+            "a {method} seed cannot reach {} (another {}): {why}",
+            ctx.stack.target_table,
+            if ctx.stack.target.assumes_role() {
+                "account"
+            } else {
+                "region"
+            }
+        );
+    }
+    Ok(())
+}
+
 /// Runs a command and prints its report; returns the exit code.
 pub async fn run<A: Aws>(ctx: &Ctx<A>, command: Command) -> Result<i32> {
     let out = ctx.output;
+    check_reach(ctx, &command)?;
     Ok(match command {
+        Command::IamPolicy { operator_arn } => emit(
+            out,
+            &iam_policy::iam_policy(ctx, operator_arn.as_deref()).await?,
+        ),
+        Command::Deploy { .. } => anyhow::bail!(
+            "deploy works on a plan: ddb-relay --plan FILE deploy (one stack: sam deploy, README \"Deploy\")"
+        ),
         Command::Preflight { method, load } => {
             emit(out, &preflight::preflight(ctx, method, load).await?)
         }

@@ -3,6 +3,7 @@
 use anyhow::Result;
 use relay_aws::operator::Aws;
 use relay_core::decide::{self, Check, CheckStatus};
+use relay_core::place::SeedReach;
 use serde::Serialize;
 
 use super::cutover::check_lines;
@@ -59,6 +60,31 @@ pub async fn preflight<A: Aws>(
     )];
     let probe =
         |what: &str, e: relay_aws::AwsError| Check::fail(what, explain(e, what).to_string());
+    // A target in another region or account: only some seeds cross.
+    if s.target.region.is_some() || s.target.assumes_role() {
+        let place = format!(
+            "{} (region {}{})",
+            s.target_table,
+            s.target.region.as_deref().unwrap_or("of the stack"),
+            s.target
+                .account()
+                .map(|a| format!(
+                    ", account {a} through {}",
+                    s.target.role_arn.as_deref().unwrap_or_default()
+                ))
+                .unwrap_or_default()
+        );
+        checks.push(match s.target.seed_reach(method.as_str(), "") {
+            SeedReach::Crosses => Check::pass(
+                "target place",
+                format!("{place}: a {} seed reaches it", method.as_str()),
+            ),
+            SeedReach::Refused(why) => Check::fail(
+                "target place",
+                format!("{place}: --method {} cannot: {why}", method.as_str()),
+            ),
+        });
+    }
 
     // Source table, its stream, and the transform against both.
     match ctx.aws.describe(&s.source_table).await {

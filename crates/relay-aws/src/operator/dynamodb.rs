@@ -57,6 +57,14 @@ fn clause(
 }
 
 /// `Ok(false)` for a failed condition, the error otherwise.
+/// A restore into another region must say how to encrypt the new table
+/// (the API requires the override there): the default, an AWS owned key.
+fn cross_region_sse() -> aws_sdk_dynamodb::types::SseSpecification {
+    aws_sdk_dynamodb::types::SseSpecification::builder()
+        .enabled(false)
+        .build()
+}
+
 fn conditional<T>(op: &'static str, r: Result<T, AwsError>) -> Result<Option<T>, AwsError> {
     match r {
         Ok(v) => Ok(Some(v)),
@@ -70,7 +78,8 @@ fn conditional<T>(op: &'static str, r: Result<T, AwsError>) -> Result<Option<T>,
 
 impl Tables for Sdk {
     async fn describe(&self, name: &str) -> Result<Option<TableInfo>, AwsError> {
-        let d = match self.ddb.describe_table().table_name(name).send().await {
+        let (ddb, table_name) = self.at(name);
+        let d = match ddb.describe_table().table_name(table_name).send().await {
             Ok(d) => d,
             Err(err) => {
                 let err = classify("DescribeTable", &err);
@@ -120,8 +129,8 @@ impl Tables for Sdk {
     }
 
     async fn pitr(&self, table: &str) -> Result<(bool, Option<i64>), AwsError> {
-        let d = self
-            .ddb
+        let (ddb, table) = self.at(table);
+        let d = ddb
             .describe_continuous_backups()
             .table_name(table)
             .send()
@@ -138,8 +147,8 @@ impl Tables for Sdk {
     }
 
     async fn create_backup(&self, table: &str, name: &str) -> Result<(String, i64), AwsError> {
-        let b = self
-            .ddb
+        let (ddb, table) = self.at(table);
+        let b = ddb
             .create_backup()
             .table_name(table)
             .backup_name(name)
@@ -170,10 +179,12 @@ impl Tables for Sdk {
     }
 
     async fn restore_backup(&self, arn: &str, target: &str) -> Result<(), AwsError> {
-        self.ddb
-            .restore_table_from_backup()
+        let remote = self.is_remote(target);
+        let (ddb, target) = self.at(target);
+        ddb.restore_table_from_backup()
             .backup_arn(arn)
             .target_table_name(target)
+            .set_sse_specification_override(remote.then(cross_region_sse))
             .send()
             .await
             .map_err(e("RestoreTableFromBackup"))?;
@@ -181,11 +192,29 @@ impl Tables for Sdk {
     }
 
     async fn restore_pitr(&self, source: &str, target: &str, at_ms: i64) -> Result<(), AwsError> {
-        self.ddb
+        let (ddb, target_name) = self.at(target);
+        let mut req = ddb
             .restore_table_to_point_in_time()
-            .source_table_name(source)
-            .target_table_name(target)
-            .restore_date_time(aws_smithy_types::DateTime::from_millis(at_ms))
+            .target_table_name(target_name);
+        req = if self.is_remote(target) {
+            // Called in the target's region, naming the source by ARN.
+            let arn = self
+                .describe(source)
+                .await?
+                .and_then(|t| t.arn)
+                .ok_or_else(|| {
+                    AwsError::permanent(
+                        "RestoreTableToPointInTime",
+                        "ResourceNotFoundException",
+                        &format!("source table {source} has no ARN (not found)"),
+                    )
+                })?;
+            req.source_table_arn(arn)
+                .sse_specification_override(cross_region_sse())
+        } else {
+            req.source_table_name(source)
+        };
+        req.restore_date_time(aws_smithy_types::DateTime::from_millis(at_ms))
             .send()
             .await
             .map_err(e("RestoreTableToPointInTime"))?;
@@ -238,7 +267,8 @@ impl Tables for Sdk {
     }
 
     async fn delete_table(&self, name: &str) -> Result<(), AwsError> {
-        match self.ddb.delete_table().table_name(name).send().await {
+        let (ddb, name) = self.at(name);
+        match ddb.delete_table().table_name(name).send().await {
             Ok(_) => Ok(()),
             Err(err) => {
                 let err = classify("DeleteTable", &err);
@@ -252,8 +282,8 @@ impl Tables for Sdk {
     }
 
     async fn get_item(&self, table: &str, key: &Attrs) -> Result<Option<Attrs>, AwsError> {
-        let r = self
-            .ddb
+        let (ddb, table) = self.at(table);
+        let r = ddb
             .get_item()
             .table_name(table)
             .set_key(Some(to_sdk_item(key)))
@@ -270,6 +300,7 @@ impl Tables for Sdk {
     }
 
     async fn batch_get(&self, table: &str, keys: &[Attrs]) -> Result<Vec<Attrs>, AwsError> {
+        let (ddb, table) = self.at(table);
         use aws_sdk_dynamodb::types::KeysAndAttributes;
         let mut found = Vec::with_capacity(keys.len());
         let mut todo: Vec<_> = keys.iter().map(to_sdk_item).collect();
@@ -294,8 +325,7 @@ impl Tables for Sdk {
                 .set_keys(Some(std::mem::take(&mut todo)))
                 .build()
                 .map_err(|e| AwsError::permanent("BatchGetItem", "Build", &e.to_string()))?;
-            let r = self
-                .ddb
+            let r = ddb
                 .batch_get_item()
                 .request_items(table, ka)
                 .send()
@@ -324,9 +354,9 @@ impl Tables for Sdk {
     }
 
     async fn put_item(&self, table: &str, item: &Attrs, cond: &Cond) -> Result<Written, AwsError> {
+        let (ddb, table) = self.at(table);
         let (expr, names, values) = condition(cond);
-        let r = self
-            .ddb
+        let r = ddb
             .put_item()
             .table_name(table)
             .set_item(Some(to_sdk_item(item)))
@@ -359,9 +389,9 @@ impl Tables for Sdk {
         key: &Attrs,
         cond: &Cond,
     ) -> Result<Written, AwsError> {
+        let (ddb, table) = self.at(table);
         let (expr, names, values) = condition(cond);
-        let r = self
-            .ddb
+        let r = ddb
             .delete_item()
             .table_name(table)
             .set_key(Some(to_sdk_item(key)))
@@ -389,6 +419,7 @@ impl Tables for Sdk {
         value: Option<AttributeValue>,
         cond: &Cond,
     ) -> Result<Written, AwsError> {
+        let (ddb, table) = self.at(table);
         let (expr, mut names, mut values) = condition(cond);
         names.push(("#n".into(), name.to_string()));
         let update = match value {
@@ -398,8 +429,7 @@ impl Tables for Sdk {
             }
             None => "REMOVE #n",
         };
-        let r = self
-            .ddb
+        let r = ddb
             .update_item()
             .table_name(table)
             .set_key(Some(to_sdk_item(key)))
@@ -426,8 +456,8 @@ impl Tables for Sdk {
         start: Option<Attrs>,
         consistent: bool,
     ) -> Result<(Vec<Attrs>, Option<Attrs>), AwsError> {
-        let r = self
-            .ddb
+        let (ddb, table) = self.at(table);
+        let r = ddb
             .scan()
             .table_name(table)
             .segment(segment)
@@ -475,10 +505,10 @@ impl Tables for Sdk {
         next: &ControlState,
         expected: u64,
     ) -> Result<ControlWrite, AwsError> {
+        let (ddb, table) = self.at(table);
         let mut set = vec!["#ver = :ver".to_string()];
         let mut remove = Vec::new();
-        let mut req = self
-            .ddb
+        let mut req = ddb
             .update_item()
             .table_name(table)
             .key(ATTR_MIGRATION, Av::S(next.migration.clone()))

@@ -58,6 +58,8 @@ pub struct Deployment {
     pub starting_position: Option<String>,
     /// The copy workers (`None`: a stack deployed without them).
     pub work: Option<Work>,
+    /// Where the target is, when not next to the stack.
+    pub target: relay_core::place::TargetPlace,
 }
 
 /// The work queue the CLI fans a copy out on, and the worker Lambda that
@@ -124,6 +126,24 @@ impl Deployment {
                     export_bucket: info.parameters.get("ExportBucketName").cloned(),
                 }),
                 _ => None,
+            },
+            target: {
+                let read = |k: &str| {
+                    info.output(k)
+                        .or_else(|| info.parameters.get(k).map(String::as_str))
+                        .map(str::trim)
+                        .filter(|v| !v.is_empty())
+                        .map(str::to_string)
+                };
+                let place = relay_core::place::TargetPlace {
+                    region: read("TargetRegion"),
+                    role_arn: read("TargetRoleArn"),
+                    external_id: read("TargetExternalId"),
+                };
+                place
+                    .check()
+                    .map_err(|(v, p)| format!("stack {name}: {v} {p}"))?;
+                place
             },
         })
     }
@@ -460,6 +480,16 @@ pub struct Sdk {
     pub lambda: aws_sdk_lambda::Client,
     pub cw: aws_sdk_cloudwatch::Client,
     pub s3: aws_sdk_s3::Client,
+    /// The target's client, when the target is elsewhere (another region
+    /// or account): calls that name its handle go there.
+    target: Option<RemoteTable>,
+}
+
+#[derive(Clone, Debug)]
+struct RemoteTable {
+    handle: String,
+    name: String,
+    ddb: aws_sdk_dynamodb::Client,
 }
 
 impl Sdk {
@@ -477,7 +507,49 @@ impl Sdk {
                     .force_path_style(conf.endpoint_url().is_some())
                     .build(),
             ),
+            target: None,
         }
+    }
+
+    /// Routes the stack's target through its own client when the target is
+    /// in another region or account (`stack_region` is this configuration's
+    /// region): from here on `stack.target_table` is the target's handle
+    /// (`name@region[/account]`), and every table call that names it goes
+    /// to that client with the real name; `stack.target.region` is set only
+    /// when it differs from `stack_region`.
+    pub async fn route_target(
+        &mut self,
+        base: &aws_config::SdkConfig,
+        stack: &mut Deployment,
+        stack_region: &str,
+    ) {
+        // Normalised: afterwards `stack.target` names only what differs.
+        if !stack.target.other_region(stack_region) {
+            stack.target.region = None;
+        }
+        if !stack.target.is_elsewhere(stack_region) {
+            return;
+        }
+        let conf = crate::sdk::target_config(base, &stack.target, &stack.migration).await;
+        let handle = stack.target.handle(&stack.target_table, stack_region);
+        self.target = Some(RemoteTable {
+            handle: handle.clone(),
+            name: std::mem::replace(&mut stack.target_table, handle),
+            ddb: aws_sdk_dynamodb::Client::new(&conf),
+        });
+    }
+
+    /// The client and the real name for `table` (a name or the target's
+    /// handle).
+    pub(crate) fn at<'a>(&'a self, table: &'a str) -> (&'a aws_sdk_dynamodb::Client, &'a str) {
+        match &self.target {
+            Some(t) if t.handle == table => (&t.ddb, &t.name),
+            _ => (&self.ddb, table),
+        }
+    }
+
+    pub(crate) fn is_remote(&self, table: &str) -> bool {
+        self.target.as_ref().is_some_and(|t| t.handle == table)
     }
 }
 

@@ -43,6 +43,45 @@ pub async fn load_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// The configuration of a client for a target elsewhere: `base` with the
+/// target's region, and credentials of the target role (assumed with STS
+/// on first use and refreshed before they expire) when there is one. STS is
+/// called on `base`'s endpoint and region.
+pub async fn target_config(
+    base: &aws_config::SdkConfig,
+    place: &relay_core::place::TargetPlace,
+    session: &str,
+) -> aws_config::SdkConfig {
+    let mut b = base.to_builder();
+    if let Some(r) = &place.region {
+        b.set_region(Some(aws_config::Region::new(r.clone())));
+    }
+    if let Some(role) = &place.role_arn {
+        // Session names: 2-64 of [\w+=,.@-].
+        let session: String = format!("ddb-relay-{session}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "+=,.@-_".contains(c) {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .take(64)
+            .collect();
+        let mut p = aws_config::sts::AssumeRoleProvider::builder(role.clone())
+            .session_name(session)
+            .configure(base);
+        if let Some(x) = &place.external_id {
+            p = p.external_id(x.clone());
+        }
+        b.set_credentials_provider(Some(
+            aws_credential_types::provider::SharedCredentialsProvider::new(p.build().await),
+        ));
+    }
+    b.build()
+}
+
 /// Service error codes that mean "try again later": the SDK's own lists
 /// (throttling and transient codes, `aws_runtime::retries::classifiers`),
 /// plus server faults some services name without a 5xx status.

@@ -1,0 +1,168 @@
+//! `ddb-relay --plan FILE deploy`: one `sam deploy` per pair (its stack in
+//! the plan's region, with the pair's source, stream, target, transform and
+//! target place as parameters), the first alone (it may create sam's managed
+//! bucket), then at most `parallel` at once, then the set's
+//! dashboard as a stack of its own (`<plan>-dashboard`).
+//!
+//! **Boundary:** the stacks are deployed by `sam deploy`, exactly as one
+//! stack is by hand; this command only fills in the parameters.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use relay_aws::operator::Aws;
+use relay_core::plan::{transform_parameter, Plan};
+
+use crate::ctx::explain;
+use crate::plan::{emit, run_jobs, transform_path, Job, PairResult};
+
+/// `deploy`'s options.
+#[derive(Debug)]
+pub struct DeployOpts<'a> {
+    pub template_file: &'a Path,
+    pub sam: &'a str,
+    pub dry_run: bool,
+    pub sam_args: &'a [String],
+}
+
+fn sam_deploy(o: &DeployOpts<'_>, template: &Path, stack: &str, region: &str) -> Command {
+    let mut c = Command::new(o.sam);
+    c.arg("deploy")
+        .arg("--template-file")
+        .arg(template)
+        .args(["--stack-name", stack, "--region", region])
+        .args(["--capabilities", "CAPABILITY_IAM"])
+        .args(["--no-confirm-changeset", "--no-fail-on-empty-changeset"]);
+    c
+}
+
+/// Every pair's `sam deploy` parameters, in order (the plan's, the pair's,
+/// then the pair's own fields).
+pub fn parameters(plan: &Plan, file: &Path, i: usize, stream_arn: &str) -> Result<Vec<String>> {
+    let p = &plan.pairs[i];
+    let mut params: Vec<String> = plan
+        .parameters
+        .iter()
+        .chain(p.parameters.iter())
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    params.push(format!("SourceTableName={}", p.source));
+    params.push(format!("SourceStreamArn={stream_arn}"));
+    params.push(format!("TargetTableName={}", p.target));
+    for (k, v) in [
+        ("TargetRegion", &p.target_region),
+        ("TargetRoleArn", &p.target_role_arn),
+        ("TargetExternalId", &p.target_external_id),
+    ] {
+        if let Some(v) = v {
+            params.push(format!("{k}={v}"));
+        }
+    }
+    if let Some(t) = transform_path(file, p) {
+        let text = std::fs::read_to_string(&t)
+            .with_context(|| format!("pairs[{i}].transform: cannot read {}", t.display()))?;
+        let one_line = transform_parameter(&text)
+            .map_err(|e| anyhow::anyhow!("pairs[{i}].transform {}: {e}", t.display()))?;
+        if one_line.contains('\'') {
+            bail!("pairs[{i}].transform {}: a transform with a ' cannot pass through sam's --parameter-overrides", t.display());
+        }
+        // One argument, quoted as sam's --parameter-overrides parser wants.
+        params.push(format!("TransformSpec='{one_line}'"));
+    }
+    Ok(params)
+}
+
+#[allow(clippy::print_stdout)] // the CLI's output
+pub async fn deploy<A: Aws>(
+    aws: &A,
+    plan: &Plan,
+    file: &Path,
+    o: &DeployOpts<'_>,
+    json: bool,
+) -> Result<i32> {
+    if !o.dry_run && !o.template_file.exists() {
+        bail!(
+            "{} not found: build the template first (`sam build`, or `make build`)",
+            o.template_file.display()
+        );
+    }
+    let region = plan.region();
+    let mut jobs = Vec::new();
+    let mut failed = Vec::new();
+    for (i, p) in plan.pairs.iter().enumerate() {
+        let stack = p.stack_name(&plan.name);
+        // The stream ARN changes when a stream is re-enabled: read it now.
+        let stream = match aws.describe(&p.source).await {
+            Ok(Some(t)) => t.stream_arn.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "source {} has no stream: enable one (NEW_AND_OLD_IMAGES)",
+                    p.source
+                )
+            }),
+            Ok(None) => Err(anyhow::anyhow!("source {} not found in {region}", p.source)),
+            Err(e) => Err(explain(e, &p.source)),
+        };
+        let params = stream.and_then(|arn| parameters(plan, file, i, &arn));
+        match params {
+            Ok(params) => {
+                let mut c = sam_deploy(o, o.template_file, &stack, region);
+                c.arg("--resolve-s3")
+                    .arg("--parameter-overrides")
+                    .args(&params)
+                    .args(o.sam_args);
+                jobs.push(Job {
+                    pair: p.name.clone(),
+                    stack,
+                    command: c,
+                });
+            }
+            Err(e) => failed.push(PairResult {
+                pair: p.name.clone(),
+                stack,
+                exit: 1,
+                result: None,
+                error: Some(format!("{e:#}")),
+            }),
+        }
+    }
+    let dir = tempfile::tempdir().context("a temporary directory for the dashboard template")?;
+    let dash_file = dir.path().join("dashboard.json");
+    std::fs::write(&dash_file, plan.dashboard_template())
+        .context("write the dashboard template")?;
+    let mut dash = sam_deploy(o, &dash_file, &format!("{}-dashboard", plan.name), region);
+    dash.args(o.sam_args);
+    if o.dry_run {
+        for j in jobs.iter().map(|j| &j.command).chain([&dash]) {
+            let words: Vec<String> = std::iter::once(j.get_program())
+                .chain(j.get_args())
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            println!("{}", words.join(" "));
+        }
+        for f in &failed {
+            println!("# {}: {}", f.pair, f.error.as_deref().unwrap_or_default());
+        }
+        return Ok(if failed.is_empty() { 0 } else { 1 });
+    }
+    // The first deploy alone: `--resolve-s3` creates sam's managed bucket
+    // stack on first use, and two deploys at once would both try.
+    let rest = if jobs.is_empty() {
+        Vec::new()
+    } else {
+        jobs.split_off(1)
+    };
+    let mut results = run_jobs(jobs, 1, json);
+    results.extend(run_jobs(rest, plan.parallel, json));
+    results.extend(failed);
+    results.extend(run_jobs(
+        vec![Job {
+            pair: "(dashboard)".into(),
+            stack: format!("{}-dashboard", plan.name),
+            command: dash,
+        }],
+        1,
+        json,
+    ));
+    Ok(emit(plan, "deploy", results, json))
+}

@@ -1,0 +1,533 @@
+//! `ddb-relay --plan FILE COMMAND`: one command on every table pair of a
+//! migration plan ([`relay_core::plan`]).
+//!
+//! Each pair has its own stack, so each pair's command runs as its own
+//! `ddb-relay --stack STACK --region REGION ...` process: at most
+//! `parallel` at once, each with its own output, errors and exit code. A
+//! pair that fails, hangs on a throttled target or waits on a poison message
+//! never stops the others from being worked on; the aggregate verdict says
+//! which pairs are not done. `deploy` (one `sam deploy` per pair, plus the
+//! set's dashboard) and `iam-policy` run here.
+//!
+//! **Invariant:** the aggregate is GO (exit 0) only when every pair's
+//! command exited 0: one NO-GO pair makes the set NO-GO (exit 3), one
+//! error makes it an error (exit 1).
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use anyhow::{anyhow, bail, Context, Result};
+use relay_core::plan::{Pair, Plan};
+use serde::Serialize;
+
+use crate::report::EXIT_NO_GO;
+
+/// Global options that take a value (so their value is not a command).
+const VALUED: [&str; 7] = [
+    "--profile",
+    "--region",
+    "--endpoint-url",
+    "--stack",
+    "--output",
+    "--transform",
+    "--plan",
+];
+
+/// The arguments of a plan run: the plan file, the remaining arguments (no
+/// `--plan`, no `--region`), the CLI's region, and JSON output or not.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PlanArgs {
+    pub file: PathBuf,
+    pub rest: Vec<String>,
+    pub region: Option<String>,
+    pub json: bool,
+}
+
+/// `Some` when the command line names a plan (`--plan FILE`, or
+/// `DDB_RELAY_PLAN` in the environment).
+pub fn plan_args(args: &[String], env_plan: Option<String>) -> Result<Option<PlanArgs>> {
+    let mut rest = Vec::new();
+    let (mut file, mut region, mut json) = (env_plan.map(PathBuf::from), None, false);
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (a.as_str(), None),
+        };
+        let mut value = || -> Result<String> {
+            match &inline {
+                Some(v) => Ok(v.clone()),
+                None => it
+                    .next()
+                    .cloned()
+                    .ok_or_else(|| anyhow!("{flag} needs a value")),
+            }
+        };
+        match flag {
+            "--plan" => file = Some(PathBuf::from(value()?)),
+            "--region" => region = Some(value()?),
+            "--stack" | "--transform" => {
+                let _ = value()?;
+                rest.push(flag.to_string());
+            }
+            "--output" => {
+                let v = value()?;
+                json = v == "json";
+                rest.extend(["--output".to_string(), v]);
+            }
+            _ if VALUED.contains(&flag) => {
+                rest.extend([flag.to_string(), value()?]);
+            }
+            _ => rest.push(a.clone()),
+        }
+    }
+    let Some(file) = file else { return Ok(None) };
+    if let Some(f) = rest.iter().find(|a| *a == "--stack" || *a == "--transform") {
+        bail!("{f} comes from the plan with --plan (each pair names its stack and transform)");
+    }
+    Ok(Some(PlanArgs {
+        file,
+        rest,
+        region,
+        json,
+    }))
+}
+
+/// The command word of `rest` (the first argument that is neither an
+/// option nor an option's value).
+pub fn command_of(rest: &[String]) -> Option<&str> {
+    let mut skip = false;
+    for a in rest {
+        if skip {
+            skip = false;
+            continue;
+        }
+        if VALUED.contains(&a.as_str()) {
+            skip = true;
+        } else if !a.starts_with('-') {
+            return Some(a);
+        }
+    }
+    None
+}
+
+/// Reads and checks a plan file.
+pub fn load(file: &Path, region: Option<&str>) -> Result<Plan> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read plan {}", file.display()))?;
+    Ok(Plan::parse(&file.display().to_string(), &text, region)?)
+}
+
+/// A pair's transform file, relative to the plan's directory.
+pub fn transform_path(plan_file: &Path, pair: &Pair) -> Option<PathBuf> {
+    pair.transform.as_ref().map(|t| {
+        let p = Path::new(t);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            plan_file.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    })
+}
+
+/// The arguments of one pair's `ddb-relay` process.
+pub fn pair_args(plan: &Plan, file: &Path, pair: &Pair, rest: &[String]) -> Vec<String> {
+    let mut args = vec![
+        "--stack".to_string(),
+        pair.stack_name(&plan.name),
+        "--region".to_string(),
+        plan.region().to_string(),
+    ];
+    if let Some(t) = transform_path(file, pair) {
+        args.extend(["--transform".to_string(), t.display().to_string()]);
+    }
+    args.extend(rest.iter().cloned());
+    let has = |f: &str| {
+        rest.iter()
+            .any(|a| a == f || a.starts_with(&format!("{f}=")))
+    };
+    match command_of(rest) {
+        Some("seed") if !has("--method") => {
+            args.extend(["--method".to_string(), pair.seed.clone()]);
+            if let (Some(b), false) = (&pair.s3_bucket, has("--s3-bucket")) {
+                args.extend(["--s3-bucket".to_string(), b.clone()]);
+            }
+            args.extend(pair.seed_args.iter().cloned());
+        }
+        Some("preflight") if !has("--method") => {
+            args.extend(["--method".to_string(), pair.seed.clone()]);
+            if pair.seed == "export" && pair.seed_args.iter().any(|a| a == "--load") {
+                args.push("--load".to_string());
+            }
+        }
+        _ => {}
+    }
+    args
+}
+
+/// One pair's outcome.
+#[derive(Debug, Serialize)]
+pub struct PairResult {
+    pub pair: String,
+    pub stack: String,
+    pub exit: i32,
+    /// The pair's own JSON report (`--output json`), when it printed one.
+    pub result: Option<serde_json::Value>,
+    /// The last line on stderr of a pair that failed.
+    pub error: Option<String>,
+}
+
+/// The set's outcome.
+#[derive(Debug, Serialize)]
+pub struct PlanReport {
+    pub plan: String,
+    pub command: String,
+    /// GO / OK (every pair exit 0), NO-GO (some pair 3, none failed),
+    /// FAILED (some pair failed).
+    pub verdict: String,
+    pub exit: i32,
+    pub pairs: Vec<PairResult>,
+}
+
+/// The set's exit code: 0 when every pair's is, 1 when any failed, else 3.
+pub fn aggregate(exits: &[i32]) -> i32 {
+    if exits.iter().all(|c| *c == 0) {
+        0
+    } else if exits.iter().any(|c| *c != 0 && *c != EXIT_NO_GO) {
+        1
+    } else {
+        EXIT_NO_GO
+    }
+}
+
+/// A job for one pair: the process to run.
+#[derive(Debug)]
+pub struct Job {
+    pub pair: String,
+    pub stack: String,
+    pub command: Command,
+}
+
+/// Runs the jobs, at most `parallel` at once. In text mode each line a job
+/// prints is shown as it comes, prefixed with its pair; in JSON mode stdout
+/// is kept for the report.
+pub fn run_jobs(jobs: Vec<Job>, parallel: usize, json: bool) -> Vec<PairResult> {
+    let next = AtomicUsize::new(0);
+    let jobs: Vec<Mutex<Option<Job>>> = jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
+    let results: Mutex<Vec<(usize, PairResult)>> = Mutex::new(Vec::new());
+    let out = Mutex::new(());
+    std::thread::scope(|s| {
+        for _ in 0..parallel.clamp(1, jobs.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(slot) = jobs.get(i) else { break };
+                let Some(job) = slot.lock().ok().and_then(|mut j| j.take()) else {
+                    continue;
+                };
+                let r = run_one(job, json, &out);
+                if let Ok(mut v) = results.lock() {
+                    v.push((i, r));
+                }
+            });
+        }
+    });
+    let mut v = results.into_inner().unwrap_or_default();
+    v.sort_by_key(|(i, _)| *i);
+    v.into_iter().map(|(_, r)| r).collect()
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)] // the CLI's output
+fn run_one(mut job: Job, json: bool, out: &Mutex<()>) -> PairResult {
+    let tag = format!("[{}]", job.pair);
+    let failed = |error: String| PairResult {
+        pair: job.pair.clone(),
+        stack: job.stack.clone(),
+        exit: 1,
+        result: None,
+        error: Some(error),
+    };
+    let mut child = match job
+        .command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => return failed(format!("cannot start {:?}: {e}", job.command.get_program())),
+    };
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return failed("no output pipes".into());
+    };
+    let last_err = Mutex::new(None::<String>);
+    let mut kept = String::new();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _g = out.lock();
+                eprintln!("{tag} {line}");
+                if !line.trim().is_empty() {
+                    if let Ok(mut l) = last_err.lock() {
+                        *l = Some(line);
+                    }
+                }
+            }
+        });
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if json {
+                kept.push_str(&line);
+                kept.push('\n');
+            } else {
+                let _g = out.lock();
+                println!("{tag} {line}");
+            }
+        }
+    });
+    let exit = match child.wait() {
+        Ok(st) => st.code().unwrap_or(1),
+        Err(e) => return failed(format!("lost the process: {e}")),
+    };
+    let _ = std::io::stdout().flush();
+    PairResult {
+        pair: job.pair,
+        stack: job.stack,
+        exit,
+        result: serde_json::from_str(kept.trim()).ok(),
+        error: if exit == 0 {
+            None
+        } else {
+            last_err.into_inner().ok().flatten()
+        },
+    }
+}
+
+/// Prints the set's report; returns its exit code.
+#[allow(clippy::print_stdout)] // the CLI's output
+pub fn emit(plan: &Plan, command: &str, pairs: Vec<PairResult>, json: bool) -> i32 {
+    let exits: Vec<i32> = pairs.iter().map(|p| p.exit).collect();
+    let exit = aggregate(&exits);
+    let go_word = if command == "cutover" { "GO" } else { "OK" };
+    let verdict = match exit {
+        0 => go_word.to_string(),
+        EXIT_NO_GO => "NO-GO".to_string(),
+        _ => "FAILED".to_string(),
+    };
+    let report = PlanReport {
+        plan: plan.name.clone(),
+        command: command.to_string(),
+        verdict: verdict.clone(),
+        exit,
+        pairs,
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "\nplan {} ({command}), {} pair(s):",
+            plan.name,
+            report.pairs.len()
+        );
+        for p in &report.pairs {
+            let what = match p.exit {
+                0 => go_word.to_string(),
+                EXIT_NO_GO => "NO-GO".into(),
+                c => format!("FAILED (exit {c})"),
+            };
+            let why = p
+                .error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default();
+            println!("  {:<20} {:<28} {what}{why}", p.pair, p.stack);
+        }
+        let not: Vec<&str> = report
+            .pairs
+            .iter()
+            .filter(|p| p.exit != 0)
+            .map(|p| p.pair.as_str())
+            .collect();
+        if not.is_empty() {
+            println!(
+                "{verdict}: every pair must be {go_word}; not: {}",
+                not.join(", ")
+            );
+        } else {
+            println!("{verdict}: every pair is {go_word}");
+        }
+    }
+    exit
+}
+
+/// Runs `rest` (a command and its arguments) on every pair of the plan as
+/// `exe` processes.
+pub fn run_command(exe: &OsString, a: &PlanArgs, plan: &Plan) -> i32 {
+    let command = command_of(&a.rest).unwrap_or("").to_string();
+    let jobs = plan
+        .pairs
+        .iter()
+        .map(|p| {
+            let mut c = Command::new(exe);
+            // The children run one stack each: never a plan again.
+            c.env_remove("DDB_RELAY_PLAN")
+                .args(pair_args(plan, &a.file, p, &a.rest));
+            Job {
+                pair: p.name.clone(),
+                stack: p.stack_name(&plan.name),
+                command: c,
+            }
+        })
+        .collect();
+    let results = run_jobs(jobs, plan.parallel, a.json);
+    emit(plan, &command, results, a.json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    const PLAN: &str = "version: 1\nname: shop\nregion: us-east-1\nparallel: 2\npairs:\n  - {name: orders, source: orders, target: orders-v2, seed: scan, seed_args: [--segments, '8'], transform: t.yaml}\n  - {name: carts, source: carts, target: carts, seed: export, s3_bucket: b, target_region: us-west-2, seed_args: [--load]}\n";
+
+    #[test]
+    fn a_plan_run_forwards_the_command_with_each_pairs_stack_and_seed() {
+        let a = plan_args(
+            &s(&[
+                "ddb-relay",
+                "--plan=p/plan.yaml",
+                "--region",
+                "eu-west-1",
+                "-v",
+                "seed",
+                "--dry-run",
+            ]),
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(a.file, PathBuf::from("p/plan.yaml"));
+        assert_eq!(a.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(a.rest, s(&["-v", "seed", "--dry-run"]));
+        let plan = Plan::parse("p", PLAN, None).unwrap();
+        let args = pair_args(&plan, &a.file, &plan.pairs[0], &a.rest);
+        assert_eq!(
+            args,
+            s(&[
+                "--stack",
+                "shop-orders",
+                "--region",
+                "us-east-1",
+                "--transform",
+                "p/t.yaml",
+                "-v",
+                "seed",
+                "--dry-run",
+                "--method",
+                "scan",
+                "--segments",
+                "8"
+            ])
+        );
+        let args = pair_args(
+            &plan,
+            &a.file,
+            &plan.pairs[1],
+            &s(&["--output", "json", "preflight"]),
+        );
+        assert_eq!(
+            args,
+            s(&[
+                "--stack",
+                "shop-carts",
+                "--region",
+                "us-east-1",
+                "--output",
+                "json",
+                "preflight",
+                "--method",
+                "export",
+                "--load"
+            ])
+        );
+        // Every pair's arguments parse as a command line.
+        for p in &plan.pairs {
+            for rest in [
+                s(&["seed"]),
+                s(&["--output", "json", "cutover", "--max-lag", "9"]),
+                s(&["status"]),
+            ] {
+                let argv = std::iter::once("ddb-relay".to_string())
+                    .chain(pair_args(&plan, &a.file, p, &rest));
+                let cli = <crate::args::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+                cli.validate().unwrap();
+            }
+        }
+        assert!(plan_args(
+            &s(&["ddb-relay", "--plan", "x", "--stack", "s", "status"]),
+            None
+        )
+        .is_err());
+        assert!(plan_args(&s(&["ddb-relay", "status"]), None)
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            command_of(&s(&["--profile", "seed", "-v", "verify"])),
+            Some("verify")
+        );
+    }
+
+    #[test]
+    fn the_set_is_go_only_when_every_pair_is() {
+        assert_eq!(aggregate(&[0, 0, 0]), 0);
+        assert_eq!(aggregate(&[0, 3, 0]), 3);
+        assert_eq!(aggregate(&[0, 3, 1]), 1);
+        assert_eq!(aggregate(&[2, 0]), 1);
+    }
+
+    #[test]
+    fn a_failing_or_slow_pair_does_not_hold_the_others() {
+        let sh = |script: &str| {
+            let mut c = Command::new("sh");
+            c.args(["-c", script]);
+            c
+        };
+        let jobs = vec![
+            Job {
+                pair: "slow".into(),
+                stack: "s1".into(),
+                command: sh("sleep 1; echo '{\"ok\":1}'"),
+            },
+            Job {
+                pair: "bad".into(),
+                stack: "s2".into(),
+                command: sh("echo 'error: throttled' >&2; exit 1"),
+            },
+            Job {
+                pair: "nogo".into(),
+                stack: "s3".into(),
+                command: sh("echo '{\"go\":false}'; exit 3"),
+            },
+            Job {
+                pair: "ok".into(),
+                stack: "s4".into(),
+                command: sh("echo '{\"go\":true}'"),
+            },
+        ];
+        let r = run_jobs(jobs, 2, true);
+        let names: Vec<_> = r.iter().map(|p| (p.pair.as_str(), p.exit)).collect();
+        assert_eq!(names, [("slow", 0), ("bad", 1), ("nogo", 3), ("ok", 0)]);
+        assert_eq!(r[0].result.as_ref().unwrap()["ok"], 1);
+        assert_eq!(r[1].error.as_deref(), Some("error: throttled"));
+        assert_eq!(r[2].result.as_ref().unwrap()["go"], false);
+        assert_eq!(aggregate(&r.iter().map(|p| p.exit).collect::<Vec<_>>()), 1);
+    }
+}

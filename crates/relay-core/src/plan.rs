@@ -1,0 +1,515 @@
+//! A migration plan: one file that lists the table pairs of a set, so every
+//! command runs on all of them (`ddb-relay --plan FILE COMMAND`).
+//!
+//! ```yaml
+//! version: 1
+//! name: shop                  # stacks are named <name>-<pair> unless set
+//! region: us-east-1           # where the sources (and the stacks) are
+//! parallel: 4                 # pairs worked on at once (1-16)
+//! parameters: {LagAlarmSeconds: "120"}   # template parameters for every pair
+//! pairs:
+//!   - name: orders
+//!     source: orders
+//!     target: orders-v2
+//!     seed: scan              # backup | pitr | export | scan
+//!     transform: orders.yaml  # relative to this file
+//!   - name: carts
+//!     source: carts
+//!     target: carts
+//!     seed: pitr
+//!     target_region: us-west-2
+//!   - name: users
+//!     source: users
+//!     target: users
+//!     seed: scan
+//!     target_role_arn: arn:aws:iam::222222222222:role/ddb-relay-target
+//!     target_external_id: shop-users
+//! ```
+//!
+//! **Invariant:** a plan that parses is one the tools can run: every error
+//! (syntax, unknown field, duplicate pair, stack or target, a seed that
+//! cannot reach its target's region or account) is found here, before any
+//! AWS call, and names the line or the field (`pairs[2].seed`).
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Deserialize;
+
+use crate::place::{check_region, SeedReach, TargetPlace};
+
+/// The most pairs worked on at once.
+pub const MAX_PARALLEL: usize = 16;
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub version: u32,
+    pub name: String,
+    /// The sources' region, where every pair's stack runs (default: the
+    /// CLI's `--region`).
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default = "default_parallel")]
+    pub parallel: usize,
+    /// Template parameters for every pair (a pair's own win).
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+    pub pairs: Vec<Pair>,
+}
+
+fn default_parallel() -> usize {
+    4
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Pair {
+    pub name: String,
+    pub source: String,
+    pub target: String,
+    /// The stack (default `<plan>-<pair>`).
+    #[serde(default)]
+    pub stack: Option<String>,
+    /// backup, pitr, export or scan.
+    pub seed: String,
+    /// The bucket of an export seed.
+    #[serde(default)]
+    pub s3_bucket: Option<String>,
+    /// Extra arguments for `seed` (e.g. `[--segments, "8", --fan-out]`).
+    #[serde(default)]
+    pub seed_args: Vec<String>,
+    /// A transform file, relative to the plan file.
+    #[serde(default)]
+    pub transform: Option<String>,
+    #[serde(default)]
+    pub target_region: Option<String>,
+    #[serde(default)]
+    pub target_role_arn: Option<String>,
+    #[serde(default)]
+    pub target_external_id: Option<String>,
+    /// Template parameters of this pair.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
+}
+
+/// A plan that does not parse or cannot run; the message names the line or
+/// the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("plan {file}: {problem}")]
+pub struct PlanError {
+    pub file: String,
+    pub problem: String,
+}
+
+const METHODS: [&str; 4] = ["backup", "pitr", "export", "scan"];
+
+/// Template parameters the plan sets itself: a `parameters:` entry may not
+/// set them (the pair's fields do).
+pub const OWN_PARAMETERS: [&str; 7] = [
+    "SourceTableName",
+    "SourceStreamArn",
+    "TargetTableName",
+    "TransformSpec",
+    "TargetRegion",
+    "TargetRoleArn",
+    "TargetExternalId",
+];
+
+impl Pair {
+    pub fn place(&self) -> TargetPlace {
+        TargetPlace {
+            region: self.target_region.clone(),
+            role_arn: self.target_role_arn.clone(),
+            external_id: self.target_external_id.clone(),
+        }
+    }
+
+    pub fn stack_name(&self, plan: &str) -> String {
+        self.stack
+            .clone()
+            .unwrap_or_else(|| format!("{plan}-{}", self.name))
+    }
+}
+
+impl Plan {
+    /// Parses (YAML or JSON) and checks a plan. `default_region` is the
+    /// CLI's region, used when the plan names none.
+    pub fn parse(file: &str, text: &str, default_region: Option<&str>) -> Result<Plan, PlanError> {
+        let fail = |problem: String| PlanError {
+            file: file.to_string(),
+            problem,
+        };
+        let mut plan: Plan = serde_yaml_ng::from_str(text).map_err(|e| fail(e.to_string()))?;
+        if plan.region.is_none() {
+            plan.region = default_region.map(str::to_string);
+        }
+        plan.check().map_err(fail)?;
+        Ok(plan)
+    }
+
+    /// The stacks' region.
+    pub fn region(&self) -> &str {
+        self.region.as_deref().unwrap_or("us-east-1")
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.version != 1 {
+            return Err(format!(
+                "version: this release reads version 1, got {}",
+                self.version
+            ));
+        }
+        check_name("name", &self.name, 64)?;
+        let Some(region) = self.region.as_deref() else {
+            return Err("region: not set, and no --region or AWS_REGION either".into());
+        };
+        check_region(region).map_err(|p| format!("region: {p}"))?;
+        if !(1..=MAX_PARALLEL).contains(&self.parallel) {
+            return Err(format!(
+                "parallel: must be from 1 to {MAX_PARALLEL}, got {}",
+                self.parallel
+            ));
+        }
+        check_parameters("parameters", &self.parameters)?;
+        if self.pairs.is_empty() {
+            return Err("pairs: the plan lists no table pairs".into());
+        }
+        let (mut names, mut stacks, mut targets, mut sources) = (
+            HashSet::new(),
+            HashSet::new(),
+            HashSet::new(),
+            HashSet::new(),
+        );
+        for (i, p) in self.pairs.iter().enumerate() {
+            let at = |f: &str| format!("pairs[{i}].{f}");
+            check_name(&at("name"), &p.name, 64)?;
+            for (f, t) in [("source", &p.source), ("target", &p.target)] {
+                check_table(&at(f), t)?;
+            }
+            let stack = p.stack_name(&self.name);
+            check_stack(&at("stack"), &stack)?;
+            if !METHODS.contains(&p.seed.as_str()) {
+                return Err(format!(
+                    "{}: must be one of backup, pitr, export, scan, got {:?}",
+                    at("seed"),
+                    p.seed
+                ));
+            }
+            let place = p.place();
+            place.check().map_err(|(var, problem)| {
+                let field = match var {
+                    "TARGET_REGION" => "target_region",
+                    "TARGET_ROLE_ARN" => "target_role_arn",
+                    _ => "target_external_id",
+                };
+                format!("{}: {}", at(field), problem.replace(var, &at(field)))
+            })?;
+            if let SeedReach::Refused(why) = place.seed_reach(&p.seed, region) {
+                return Err(format!(
+                    "{}: {} cannot seed a target in another {}: {why}",
+                    at("seed"),
+                    p.seed,
+                    if place.assumes_role() {
+                        "account"
+                    } else {
+                        "region"
+                    }
+                ));
+            }
+            if p.seed == "export" && p.s3_bucket.is_none() {
+                return Err(format!(
+                    "{}: an export seed needs s3_bucket",
+                    at("s3_bucket")
+                ));
+            }
+            if p.seed != "export" && p.s3_bucket.is_some() {
+                return Err(format!(
+                    "{}: only an export seed uses a bucket",
+                    at("s3_bucket")
+                ));
+            }
+            check_parameters(&at("parameters"), &p.parameters)?;
+            if !names.insert(p.name.clone()) {
+                return Err(format!("{}: pair {:?} is listed twice", at("name"), p.name));
+            }
+            if !stacks.insert(stack.clone()) {
+                return Err(format!(
+                    "{}: stack {stack:?} is used by two pairs",
+                    at("stack")
+                ));
+            }
+            let target_region = p.target_region.as_deref().unwrap_or(region);
+            let target_at = (
+                p.target.clone(),
+                target_region.to_string(),
+                place.account().map(str::to_string),
+            );
+            if !targets.insert(target_at) {
+                return Err(format!(
+                    "{}: two pairs write into {} in {target_region}",
+                    at("target"),
+                    p.target
+                ));
+            }
+            if !place.is_elsewhere(region) && p.source == p.target {
+                return Err(format!(
+                    "{}: the target is the source ({}, same region and account)",
+                    at("target"),
+                    p.source
+                ));
+            }
+            if !sources.insert(p.source.clone()) {
+                return Err(format!(
+                    "{}: source {} is migrated by two pairs (one stream, two forwarders: give it one pair)",
+                    at("source"),
+                    p.source
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Plan {
+    /// The set's dashboard: for every pair, its changes forwarded and
+    /// applied, its replication lag, and its failures; and every pair's lag
+    /// on one chart. The metrics are the stacks' own (namespace DdbRelay,
+    /// `Migration` = stack name), in the stacks' region.
+    pub fn dashboard_body(&self) -> String {
+        use serde_json::json;
+        let region = self.region();
+        let metric = |stack: &str, name: &str, function: &str| {
+            json!(["DdbRelay", name, "Migration", stack, "Function", function])
+        };
+        let mut widgets = vec![json!({
+            "type": "metric", "x": 0, "y": 0, "width": 24, "height": 6,
+            "properties": {
+                "title": format!("{}: replication lag of every pair (ms)", self.name),
+                "region": region, "stat": "Maximum", "period": 60,
+                "metrics": self.pairs.iter().map(|p| metric(&p.stack_name(&self.name), "ReplicationLag", "applier")).collect::<Vec<_>>()
+            }
+        })];
+        for (i, p) in self.pairs.iter().enumerate() {
+            let stack = p.stack_name(&self.name);
+            let y = 6 + 6 * i;
+            widgets.push(json!({
+                "type": "metric", "x": 0, "y": y, "width": 12, "height": 6,
+                "properties": {
+                    "title": format!("{}: forwarded, applied, skipped", p.name),
+                    "region": region, "stat": "Sum", "period": 60,
+                    "metrics": [
+                        metric(&stack, "Forwarded", "forwarder"),
+                        metric(&stack, "AppliedPuts", "applier"),
+                        metric(&stack, "AppliedDeletes", "applier"),
+                        metric(&stack, "SkippedBeforeCutoff", "applier")
+                    ]
+                }
+            }));
+            widgets.push(json!({
+                "type": "metric", "x": 12, "y": y, "width": 12, "height": 6,
+                "properties": {
+                    "title": format!("{}: failures and retries", p.name),
+                    "region": region, "stat": "Sum", "period": 60,
+                    "metrics": [
+                        metric(&stack, "FailedMessages", "applier"),
+                        metric(&stack, "WriteRetries", "applier"),
+                        metric(&stack, "UndecodableMessages", "applier"),
+                        metric(&stack, "SendFailures", "forwarder"),
+                        metric(&stack, "BadRecords", "forwarder")
+                    ]
+                }
+            }));
+        }
+        json!({ "widgets": widgets }).to_string()
+    }
+
+    /// A CloudFormation template holding only the set's dashboard
+    /// (`ddb-relay-plan-<name>`), deployed as the stack `<name>-dashboard`.
+    pub fn dashboard_template(&self) -> String {
+        let t = serde_json::json!({
+            "AWSTemplateFormatVersion": "2010-09-09",
+            "Description": format!("ddb-relay: the dashboard of migration plan {}", self.name),
+            "Resources": {
+                "Dashboard": {
+                    "Type": "AWS::CloudWatch::Dashboard",
+                    "Properties": {
+                        "DashboardName": format!("ddb-relay-plan-{}", self.name),
+                        "DashboardBody": self.dashboard_body()
+                    }
+                }
+            },
+            "Outputs": { "Dashboard": { "Value": format!("ddb-relay-plan-{}", self.name) } }
+        });
+        serde_json::to_string_pretty(&t).unwrap_or_default()
+    }
+}
+
+/// A transform file (JSON or YAML) as the one line of JSON the template's
+/// `TransformSpec` parameter takes; the spec is checked first.
+pub fn transform_parameter(text: &str) -> Result<String, String> {
+    crate::transform::Spec::parse(text).map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+    Ok(v.to_string())
+}
+
+fn check_name(field: &str, v: &str, max: usize) -> Result<(), String> {
+    let ok = !v.is_empty()
+        && v.len() <= max
+        && v.starts_with(|c: char| c.is_ascii_alphabetic())
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field}: must be 1-{max} letters, digits and '-', starting with a letter, got {v:?}"
+        ))
+    }
+}
+
+fn check_stack(field: &str, v: &str) -> Result<(), String> {
+    check_name(field, v, 128).map_err(|e| format!("{e} (a CloudFormation stack name)"))
+}
+
+fn check_table(field: &str, v: &str) -> Result<(), String> {
+    let ok = (3..=255).contains(&v.len())
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field}: must be a DynamoDB table name (3-255 of letters, digits, _ - .), got {v:?}"
+        ))
+    }
+}
+
+fn check_parameters(field: &str, params: &BTreeMap<String, String>) -> Result<(), String> {
+    for k in params.keys() {
+        if OWN_PARAMETERS.contains(&k.as_str()) {
+            return Err(format!(
+                "{field}.{k}: set by the plan itself (source, target, transform, target_region, target_role_arn, target_external_id)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+version: 1
+name: shop
+region: us-east-1
+parallel: 2
+parameters: {LagAlarmSeconds: "120"}
+pairs:
+  - name: orders
+    source: orders
+    target: orders-v2
+    seed: scan
+    transform: orders.yaml
+  - name: carts
+    source: carts
+    target: carts
+    seed: pitr
+    target_region: us-west-2
+  - name: users
+    source: users
+    target: users
+    seed: scan
+    stack: users-move
+    target_role_arn: arn:aws:iam::222222222222:role/ddb-relay-target
+    target_external_id: shop-users
+"#;
+
+    fn err(text: &str) -> String {
+        Plan::parse("p.yaml", text, None).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_plan_parses_with_defaults_and_names_its_stacks() {
+        let p = Plan::parse("p.yaml", GOOD, None).unwrap();
+        assert_eq!(p.pairs.len(), 3);
+        assert_eq!(p.pairs[0].stack_name(&p.name), "shop-orders");
+        assert_eq!(p.pairs[2].stack_name(&p.name), "users-move");
+        assert_eq!(p.pairs[2].place().account(), Some("222222222222"));
+        let json = r#"{"version":1,"name":"x","pairs":[{"name":"a","source":"aaa","target":"bbb","seed":"backup"}]}"#;
+        let p = Plan::parse("p.json", json, Some("eu-west-1")).unwrap();
+        assert_eq!((p.parallel, p.region()), (4, "eu-west-1"));
+    }
+
+    #[test]
+    fn the_sets_dashboard_shows_every_pair() {
+        let p = Plan::parse("p.yaml", GOOD, None).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&p.dashboard_body()).unwrap();
+        let w = body["widgets"].as_array().unwrap();
+        assert_eq!(w.len(), 1 + 2 * 3);
+        let lag = w[0]["properties"]["metrics"].as_array().unwrap();
+        assert_eq!(lag.len(), 3);
+        assert_eq!(lag[2][3], "users-move");
+        let t: serde_json::Value = serde_json::from_str(&p.dashboard_template()).unwrap();
+        assert_eq!(
+            t["Resources"]["Dashboard"]["Properties"]["DashboardName"],
+            "ddb-relay-plan-shop"
+        );
+    }
+
+    #[test]
+    fn plan_errors_name_the_line_or_the_field() {
+        let e = err(&GOOD.replace("    seed: pitr", "    sede: pitr"));
+        assert!(
+            e.contains("unknown field `sede`") && e.contains("line 16"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("seed: pitr", "seed: copy"));
+        assert!(e.contains("pairs[1].seed") && e.contains("\"copy\""), "{e}");
+        let e = err(&GOOD.replace("    seed: scan\n    stack", "    seed: backup\n    stack"));
+        assert!(
+            e.contains("pairs[2].seed: backup cannot seed a target in another account")
+                && e.contains("scan"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("    seed: scan\n    stack", "    seed: pitr\n    stack"));
+        assert!(
+            e.contains("pairs[2].seed: pitr cannot seed a target in another account"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("::222222222222:", "::2222:"));
+        assert!(
+            e.contains("pairs[2].target_role_arn: must be an IAM role ARN"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("target_region: us-west-2", "target_region: mars"));
+        assert!(e.contains("pairs[1].target_region"), "{e}");
+        let e = err(&GOOD.replace("name: carts", "name: orders"));
+        assert!(
+            e.contains("pairs[1].name: pair \"orders\" is listed twice"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("target: orders-v2", "target: orders"));
+        assert!(
+            e.contains("pairs[0].target: the target is the source"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("stack: users-move", "stack: shop-orders"));
+        assert!(e.contains("pairs[2].stack"), "{e}");
+        let e = err(&GOOD.replace("source: carts", "source: orders"));
+        assert!(e.contains("pairs[1].source"), "{e}");
+        let e = err(&GOOD.replace("LagAlarmSeconds", "TargetTableName"));
+        assert!(e.contains("parameters.TargetTableName"), "{e}");
+        let e = err(&GOOD.replace("version: 1", "version: 2"));
+        assert!(e.contains("version"), "{e}");
+        let e = err(&GOOD.replace("region: us-east-1\n", ""));
+        assert!(e.contains("region: not set"), "{e}");
+        let e = err(&GOOD.replace("parallel: 2", "parallel: 99"));
+        assert!(e.contains("parallel"), "{e}");
+        let e = err(&GOOD.replace("seed: pitr", "seed: export"));
+        assert!(e.contains("pairs[1].s3_bucket"), "{e}");
+        let e = err("version: 1\nname: x\nregion: us-east-1\npairs: []\n");
+        assert!(e.contains("pairs: the plan lists no table pairs"), "{e}");
+        let e = err("version: [1\n");
+        assert!(e.starts_with("plan p.yaml: ") && e.contains("line"), "{e}");
+    }
+}
