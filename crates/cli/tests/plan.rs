@@ -173,7 +173,8 @@ pairs:
     source: {b}
     target: {b}
     seed: scan
-    seed_args: [--segments, "2"]
+    # On the stack's copy workers: they reach us-west-2 too.
+    seed_args: [--segments, "2", --fan-out]
     target_region: us-west-2
   - name: acct
     source: {c}
@@ -275,6 +276,18 @@ pairs:
     for p in &pairs {
         assert_eq!(pair(&v, p.name)["result"]["clean"], true, "{v:#}");
     }
+    // The workers' verify reaches the foreign targets as well.
+    let vf = plan_json(
+        &local,
+        &plan,
+        &["verify", "--fan-out", "--segments", "2"],
+        0,
+    );
+    for p in &pairs {
+        let r = &pair(&vf, p.name)["result"];
+        assert_eq!(r["clean"], true, "{vf:#}");
+        assert!(r["compared"].as_u64().unwrap_or(0) > 0, "{}: {r:#}", p.name);
+    }
     let go = plan_json(&local, &plan, &["cutover", "--max-lag", "600"], 0);
     assert_eq!(go["verdict"], "GO", "{go:#}");
 
@@ -289,6 +302,30 @@ pairs:
         trust["Condition"]["StringEquals"]["sts:ExternalId"],
         name.as_str(),
         "{pol:#}"
+    );
+
+    // An import by the target account's IaC names the bucket's owner.
+    let o = plan_cli(
+        &local,
+        &[
+            "--stack",
+            &format!("{name}-acct"),
+            "--output",
+            "json",
+            "seed",
+            "--method",
+            "export",
+            "--print-import-spec",
+            "--s3-bucket",
+            "exports",
+        ],
+    );
+    let spec: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    assert_eq!(
+        spec["ImportSourceSpecification"]["S3BucketSource"]["S3BucketOwner"],
+        "000000000000",
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
     );
 
     let fin = plan_json(

@@ -86,20 +86,41 @@ pub struct ImportSpecReport {
 impl Report for ImportSpecReport {
     fn text(&self) -> String {
         format!(
-            "# Add to the target table's AWS::DynamoDB::Table properties (same keys: {:?}),\n# after `ddb-relay seed --method export --s3-bucket {b}` has exported:\nImportSourceSpecification:\n  InputFormat: DYNAMODB_JSON\n  InputCompressionType: GZIP\n  S3BucketSource:\n    S3Bucket: {b}\n    S3KeyPrefix: {p}/AWSDynamoDB/<export-id>/data/\n# Deploy it, then re-run `ddb-relay seed --method export` to set the cutoff.",
+            "# Add to the target table's AWS::DynamoDB::Table properties (same keys: {:?}),\n# after `ddb-relay seed --method export --s3-bucket {b}` has exported:\nImportSourceSpecification:\n  InputFormat: DYNAMODB_JSON\n  InputCompressionType: GZIP\n  S3BucketSource:\n    S3Bucket: {b}\n    S3KeyPrefix: {p}/AWSDynamoDB/<export-id>/data/\n{owner}# Deploy it, then re-run `ddb-relay seed --method export` to set the cutoff.",
             self.key_names,
             b = self.bucket,
-            p = self.prefix
+            p = self.prefix,
+            owner = match self.import_source_specification["S3BucketSource"]["S3BucketOwner"].as_str() {
+                Some(o) => format!("    S3BucketOwner: \"{o}\"\n# The target is in another account: the bucket's policy must let that\n# account's import read the prefix (s3:GetObject, s3:ListBucket).\n"),
+                None => String::new(),
+            },
         )
     }
 }
 
-fn import_spec(bucket: &str, prefix: &str) -> Value {
+/// `owner`: the bucket's account, when the target (and so the import) is
+/// in another account (ImportTable defaults the owner to the caller's).
+fn import_spec(bucket: &str, prefix: &str, owner: Option<&str>) -> Value {
+    let mut source = json!({"S3Bucket": bucket, "S3KeyPrefix": format!("{prefix}/AWSDynamoDB/<export-id>/data/")});
+    if let Some(o) = owner {
+        source["S3BucketOwner"] = json!(o);
+    }
     json!({
         "InputFormat": "DYNAMODB_JSON",
         "InputCompressionType": "GZIP",
-        "S3BucketSource": {"S3Bucket": bucket, "S3KeyPrefix": format!("{prefix}/AWSDynamoDB/<export-id>/data/")}
+        "S3BucketSource": source
     })
+}
+
+/// The stack's account (the export bucket's, as `seed --method export`
+/// takes it) when the target is in another account.
+fn bucket_owner(ctx_target_role: bool, source_arn: Option<&str>) -> Option<String> {
+    if !ctx_target_role {
+        return None;
+    }
+    source_arn
+        .and_then(|a| a.split(':').nth(4))
+        .map(str::to_string)
 }
 
 /// Restores and imports copy the table as it is: with a transform deployed
@@ -153,8 +174,9 @@ pub async fn print_import_spec<A: Aws>(
         .await
         .map_err(|e| explain(e, &s.source_table))?
         .ok_or_else(|| anyhow!("source table {} not found", s.source_table))?;
+    let owner = bucket_owner(s.target.assumes_role(), src.arn.as_deref());
     Ok(ImportSpecReport {
-        import_source_specification: import_spec(bucket, prefix),
+        import_source_specification: import_spec(bucket, prefix, owner.as_deref()),
         key_names: src.key_names,
         bucket: bucket.into(),
         prefix: prefix.into(),
@@ -296,7 +318,10 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
         return Ok(SeedReport {
             seed_ms: Some(seed_ms),
             pending: Some("import".into()),
-            import_source_specification: Some(import_spec(b, &a.prefix)),
+            import_source_specification: Some(import_spec(b, &a.prefix, {
+                let src = ctx.aws.describe(&s.source_table).await.ok().flatten();
+                bucket_owner(s.target.assumes_role(), src.and_then(|t| t.arn).as_deref()).as_deref()
+            })),
             version: ctx.control().await?.version,
             ..report("export")
         });
