@@ -506,3 +506,68 @@ fn a_chosen_point_is_refused_when_the_forwarder_starts_at_latest() {
         assert_eq!(sim.ctx.control().await.unwrap(), before);
     });
 }
+
+/// Issue 11: a target in another account refuses the seeds the AWS API
+/// cannot run there (seed, restart, replay and preflight), and a target
+/// "elsewhere" that turns out to be the source itself (a role of the stack's
+/// own account) is refused before any command runs.
+#[test]
+fn seeds_that_cannot_reach_a_target_elsewhere_and_a_target_that_is_the_source_are_refused() {
+    sim::run(async {
+        let mut sim = Sim::new(Config::quiet(Shape::Identity, 31)).await;
+        sim.ctx.stack.target = relay_core::place::TargetPlace {
+            region: None,
+            role_arn: Some("arn:aws:iam::222222222222:role/ddb-relay-target".into()),
+            external_id: Some("x-1".into()),
+        };
+        let before = sim.ctx.control().await.unwrap();
+        for cmd in [
+            "seed --method backup",
+            "seed --method pitr",
+            "restart",
+            "replay --from now",
+        ] {
+            let argv = ["ddb-relay", "--stack", "s"]
+                .into_iter()
+                .chain(cmd.split(' '));
+            let cli = <ddb_relay::args::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+            let err = ddb_relay::commands::run(&sim.ctx, cli.command)
+                .await
+                .expect_err(cmd)
+                .to_string();
+            assert!(
+                err.contains("cannot reach") && err.contains("another account"),
+                "{cmd}: {err}"
+            );
+        }
+        assert_eq!(
+            sim.ctx.control().await.unwrap(),
+            before,
+            "a refused command changes nothing"
+        );
+        let pre = ddb_relay::commands::preflight::preflight(&sim.ctx, Method::Backup, false)
+            .await
+            .unwrap();
+        assert_ne!(pre.exit_code(), 0);
+        assert!(serde_json::to_string(&pre)
+            .unwrap()
+            .contains("target place"));
+        let pre = ddb_relay::commands::preflight::preflight(&sim.ctx, Method::Scan, false)
+            .await
+            .unwrap();
+        assert!(serde_json::to_string(&pre)
+            .unwrap()
+            .contains("a scan seed reaches it"));
+
+        // Through its role, the "target" reaches the source table itself.
+        ddb_relay::ctx::check_target_is_not_source(&sim.ctx.aws, &sim.ctx.stack)
+            .await
+            .unwrap();
+        sim.ctx.stack.target_table = sim.ctx.stack.source_table.clone();
+        let err = ddb_relay::ctx::check_target_is_not_source(&sim.ctx.aws, &sim.ctx.stack)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is the source table itself"), "{err}");
+    });
+}

@@ -53,7 +53,7 @@ fn explain_line(err: &AwsError, what: &str) -> anyhow::Error {
     let code = err.code.as_str();
     if code == "NoCredentials" {
         anyhow!(
-            "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or pick a profile (--profile or AWS_PROFILE, from ~/.aws/credentials and ~/.aws/config, SSO included), or run where a role is attached (instance, container, Lambda)"
+            "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or pick a profile (--profile or AWS_PROFILE, from ~/.aws/credentials and ~/.aws/config, SSO included), or run where a role is attached (instance, container, Lambda); for a target in another account, the stack's TargetRoleArn must trust you with its external id (`ddb-relay iam-policy --operator-arn YOUR_ARN`)"
         )
     } else if code.contains("AccessDenied")
         || code == "UnauthorizedOperation"
@@ -86,6 +86,34 @@ fn explain_line(err: &AwsError, what: &str) -> anyhow::Error {
             err.message
         )
     }
+}
+
+/// Refuses a target "elsewhere" (another region, or through a role) that is
+/// the source itself: a role in the stack's own account, or a region equal to
+/// the stack's, with the source's name. Both tables are described, each
+/// through its own client; a table that does not exist yet (a restore will
+/// create it) cannot be the source.
+pub async fn check_target_is_not_source<A: Aws>(aws: &A, stack: &Deployment) -> Result<()> {
+    if stack.target.region.is_none() && !stack.target.assumes_role() {
+        return Ok(());
+    }
+    let source = aws
+        .describe(&stack.source_table)
+        .await
+        .map_err(|e| explain(e, &stack.source_table))?;
+    let target = aws
+        .describe(&stack.target_table)
+        .await
+        .map_err(|e| explain(e, &stack.target_table))?;
+    if let (Some(s), Some(t)) = (source.and_then(|s| s.arn), target.and_then(|t| t.arn)) {
+        if s == t {
+            bail!(
+                "the target {} is the source table itself ({s}): TargetRoleArn is a role of the stack's own account, or TargetRegion the stack's region, with the source's name; point the stack at the real target",
+                stack.target_table
+            );
+        }
+    }
+    Ok(())
 }
 
 impl<A: Aws> Ctx<A> {

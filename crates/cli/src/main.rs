@@ -13,7 +13,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match ddb_relay::plan::plan_args(&args, std::env::var("DDB_RELAY_PLAN").ok()) {
         Ok(None) => {}
-        Ok(Some(plan)) => std::process::exit(plan_main(&args[0], plan)),
+        Ok(Some(plan)) => {
+            let exe = std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| args[0].clone());
+            std::process::exit(plan_main(&exe, plan))
+        }
         Err(e) => {
             eprintln!("error: {e}");
             std::process::exit(2);
@@ -81,6 +86,10 @@ fn plan_main(exe: &str, a: ddb_relay::plan::PlanArgs) -> i32 {
         }
     }
     let Some(cli) = first else { return 2 };
+    if let ddb_relay::args::Command::Watch { count: None, .. } = &cli.command {
+        eprintln!("error: with --plan, watch needs --count N (each pair's watch is its own process, and `parallel` of them run at once)");
+        return 2;
+    }
     if let ddb_relay::args::Command::Deploy {
         template_file,
         sam,
@@ -98,6 +107,7 @@ fn plan_main(exe: &str, a: ddb_relay::plan::PlanArgs) -> i32 {
         let opts = ddb_relay::commands::deploy::DeployOpts {
             template_file,
             sam,
+            profile: cli.global.profile.as_deref(),
             dry_run: *dry_run,
             sam_args,
         };
@@ -159,6 +169,7 @@ async fn run(cli: Cli) -> Result<i32> {
     let mut ctx = Ctx::for_stack(Sdk::new(&conf), &name, &region, Clock::wall()).await?;
     // A target in another region or account: its own client (and role).
     ctx.aws.route_target(&conf, &mut ctx.stack, &region).await;
+    ddb_relay::ctx::check_target_is_not_source(&ctx.aws, &ctx.stack).await?;
     ctx.output = g.output;
     ctx.transform_file = g.transform.clone();
     ddb_relay::commands::run(&ctx, cli.command).await

@@ -54,6 +54,12 @@ pub fn plan_args(args: &[String], env_plan: Option<String>) -> Result<Option<Pla
     let (mut file, mut region, mut json) = (env_plan.map(PathBuf::from), None, false);
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
+        if a == "--" {
+            // Everything after `--` belongs to the command (deploy's sam args).
+            rest.push(a.clone());
+            rest.extend(it.by_ref().cloned());
+            break;
+        }
         let (flag, inline) = match a.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
             _ => (a.as_str(), None),
@@ -102,6 +108,9 @@ pub fn plan_args(args: &[String], env_plan: Option<String>) -> Result<Option<Pla
 pub fn command_of(rest: &[String]) -> Option<&str> {
     let mut skip = false;
     for a in rest {
+        if a == "--" {
+            break;
+        }
         if skip {
             skip = false;
             continue;
@@ -145,6 +154,31 @@ pub fn pair_args(plan: &Plan, file: &Path, pair: &Pair, rest: &[String]) -> Vec<
     if let Some(t) = transform_path(file, pair) {
         args.extend(["--transform".to_string(), t.display().to_string()]);
     }
+    // One report file per pair (`finish --report F` writes F and F.svg).
+    let mut rest = rest.to_vec();
+    for i in 0..rest.len() {
+        let file = if rest[i] == "--report" {
+            rest.get(i + 1).cloned().map(|f| (i + 1, f, ""))
+        } else {
+            rest[i]
+                .strip_prefix("--report=")
+                .map(|f| (i, f.to_string(), "--report="))
+        };
+        if let Some((at, f, flag)) = file {
+            let p = Path::new(&f);
+            let stem = p
+                .file_stem()
+                .map(|x| x.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let ext = p
+                .extension()
+                .map(|x| format!(".{}", x.to_string_lossy()))
+                .unwrap_or_default();
+            let named = p.with_file_name(format!("{stem}-{}{ext}", pair.name));
+            rest[at] = format!("{flag}{}", named.display());
+        }
+    }
+    let rest = &rest[..];
     args.extend(rest.iter().cloned());
     let has = |f: &str| {
         rest.iter()
@@ -157,6 +191,16 @@ pub fn pair_args(plan: &Plan, file: &Path, pair: &Pair, rest: &[String]) -> Vec<
                 args.extend(["--s3-bucket".to_string(), b.clone()]);
             }
             args.extend(pair.seed_args.iter().cloned());
+        }
+        Some("restart") if !has("--method") => {
+            // Re-seed the way the pair was seeded: a copy for a target your
+            // IaC created, a backup restore for a restored one.
+            if matches!(pair.seed.as_str(), "scan" | "export") {
+                args.extend(["--method".to_string(), "scan".to_string()]);
+                args.extend(pair.seed_args.iter().filter(|a| *a != "--load").cloned());
+            } else {
+                args.extend(["--method".to_string(), "backup".to_string()]);
+            }
         }
         Some("preflight") if !has("--method") => {
             args.extend(["--method".to_string(), pair.seed.clone()]);
@@ -296,7 +340,17 @@ fn run_one(mut job: Job, json: bool, out: &Mutex<()>) -> PairResult {
         pair: job.pair,
         stack: job.stack,
         exit,
-        result: serde_json::from_str(kept.trim()).ok(),
+        result: serde_json::from_str(kept.trim()).ok().or_else(|| {
+            // `watch` prints one document per line: all of them, in order.
+            let lines: Option<Vec<serde_json::Value>> = kept
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| serde_json::from_str(l).ok())
+                .collect();
+            lines
+                .filter(|v| !v.is_empty())
+                .map(serde_json::Value::Array)
+        }),
         error: if exit == 0 {
             None
         } else {
@@ -376,6 +430,8 @@ pub fn run_command(exe: &OsString, a: &PlanArgs, plan: &Plan) -> i32 {
             let mut c = Command::new(exe);
             // The children run one stack each: never a plan again.
             c.env_remove("DDB_RELAY_PLAN")
+                .env_remove("DDB_RELAY_STACK")
+                .env_remove("DDB_RELAY_TRANSFORM")
                 .args(pair_args(plan, &a.file, p, &a.rest));
             Job {
                 pair: p.name.clone(),
@@ -471,6 +527,54 @@ mod tests {
                 cli.validate().unwrap();
             }
         }
+        // restart re-seeds the way the pair was seeded; a report per pair.
+        let args = pair_args(&plan, &a.file, &plan.pairs[0], &s(&["restart"]));
+        assert!(
+            args.ends_with(&s(&["restart", "--method", "scan", "--segments", "8"])),
+            "{args:?}"
+        );
+        let args = pair_args(
+            &plan,
+            &a.file,
+            &plan.pairs[1],
+            &s(&["finish", "--report", "out/r.json"]),
+        );
+        assert!(
+            args.ends_with(&s(&["finish", "--report", "out/r-carts.json"])),
+            "{args:?}"
+        );
+        let args = pair_args(
+            &plan,
+            &a.file,
+            &plan.pairs[1],
+            &s(&["finish", "--report=r.json"]),
+        );
+        assert!(
+            args.ends_with(&s(&["finish", "--report=r-carts.json"])),
+            "{args:?}"
+        );
+        // After `--`, arguments are the command's (deploy's sam arguments).
+        let d = plan_args(
+            &s(&[
+                "ddb-relay",
+                "--plan",
+                "p",
+                "deploy",
+                "--",
+                "--region",
+                "x",
+                "--output",
+                "json",
+            ]),
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!((d.region, d.json), (None, false));
+        assert_eq!(
+            d.rest,
+            s(&["deploy", "--", "--region", "x", "--output", "json"])
+        );
         assert!(plan_args(
             &s(&["ddb-relay", "--plan", "x", "--stack", "s", "status"]),
             None

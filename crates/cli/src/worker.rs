@@ -57,6 +57,7 @@ pub fn deployment_from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Deplo
             export_bucket: None,
         }),
         target: relay_core::place::TargetPlace::from_env(&get)?,
+        roles: Vec::new(),
     })
 }
 

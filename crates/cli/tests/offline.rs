@@ -120,3 +120,33 @@ fn missing_credentials_are_named_not_taken_for_the_network() {
         "-v shows the SDK chain: {err}"
     );
 }
+
+/// A plan that cannot run, or a command a plan cannot run, is a usage error
+/// (exit 2) naming the field, before any AWS call.
+#[test]
+fn a_bad_plan_is_refused_before_any_aws_call() {
+    let dir = std::env::temp_dir().join(format!("ddb-relay-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let plan = dir.join("p.yaml");
+    let good = "version: 1\nname: shop\nregion: us-east-1\npairs:\n  - {name: a, source: aaa, target: bbb, seed: scan}\n  - {name: b, source: ccc, target: ccc, seed: backup, target_role_arn: 'arn:aws:iam::222222222222:role/t'}\n";
+    std::fs::write(&plan, good).expect("plan");
+    let p = plan.to_str().unwrap_or_default();
+    let at = ["--endpoint-url", "http://127.0.0.1:9"];
+    let o = bare(&[&at[..], &["--plan", p, "preflight"]].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("pairs[1].seed: backup cannot seed a target in another account"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(&plan, good.replace("seed: backup", "seed: scan")).expect("plan");
+    let o = bare(&[&at[..], &["--plan", p, "watch"]].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--count"), "{}", stderr(&o));
+    let o = bare(&[&at[..], &["--plan", p, "verify", "--sample", "250"]].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--sample"), "{}", stderr(&o));
+    let o = bare(&[&at[..], &["--plan", p, "--stack", "x", "status"]].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).ok();
+}

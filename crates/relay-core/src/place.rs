@@ -151,6 +151,9 @@ pub struct PolicyInputs<'a> {
     /// Who runs the CLI (a role or user ARN), to be trusted by the target
     /// role too.
     pub operator: Option<&'a str>,
+    /// The stack's applier and worker role ARNs, as deployed (empty: name
+    /// them by CloudFormation's pattern).
+    pub roles: &'a [String],
 }
 
 /// Actions on the target table: the applier (BatchWriteItem, PutItem,
@@ -182,11 +185,17 @@ pub fn iam_policies(i: &PolicyInputs<'_>) -> Option<serde_json::Value> {
         "arn:{p}:dynamodb:{region}:{account}:table/{}",
         i.target_table
     );
-    // CloudFormation names a role it creates STACK-LOGICALID-RANDOM.
-    let mut principals = vec![
-        format!("arn:{p}:iam::{}:role/{}-ApplierRole-*", i.account, i.stack),
-        format!("arn:{p}:iam::{}:role/{}-WorkerRole-*", i.account, i.stack),
-    ];
+    // CloudFormation names a role it creates STACK-LOGICALID-RANDOM, with
+    // the stack's name cut short past 64 characters: the deployed ARNs when
+    // known, else that pattern.
+    let mut principals = if i.roles.is_empty() {
+        vec![
+            format!("arn:{p}:iam::{}:role/{}-ApplierRole-*", i.account, i.stack),
+            format!("arn:{p}:iam::{}:role/{}-WorkerRole-*", i.account, i.stack),
+        ]
+    } else {
+        i.roles.to_vec()
+    };
     principals.extend(i.operator.map(str::to_string));
     let mut condition = json!({ "ArnLike": { "aws:PrincipalArn": principals } });
     if let Some(x) = &i.place.external_id {
@@ -363,6 +372,7 @@ mod tests {
             target_table: "users",
             place: &place,
             operator: Some("arn:aws:iam::111111111111:role/oncall"),
+            roles: &[],
         };
         let v = iam_policies(&i).unwrap();
         let trust = &v["target_role_trust_policy"]["Statement"][0];
@@ -389,6 +399,15 @@ mod tests {
             .unwrap()
             .iter()
             .any(|a| a == "dynamodb:DeleteTable" || a == "dynamodb:*"));
+        let deployed = ["arn:aws:iam::111111111111:role/shop-users-ApplierRole-AB12".to_string()];
+        let v = iam_policies(&PolicyInputs {
+            roles: &deployed,
+            ..i.clone()
+        })
+        .unwrap();
+        let who = &v["target_role_trust_policy"]["Statement"][0]["Condition"]["ArnLike"]
+            ["aws:PrincipalArn"];
+        assert_eq!(who[0], deployed[0].as_str());
         let no_role = TargetPlace {
             role_arn: None,
             external_id: None,

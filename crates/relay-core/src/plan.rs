@@ -266,6 +266,15 @@ impl Plan {
                 ));
             }
         }
+        // A target next to the stacks must not be any pair's source.
+        for (i, p) in self.pairs.iter().enumerate() {
+            if !p.place().is_elsewhere(region) && sources.contains(&p.target) {
+                return Err(format!(
+                    "pairs[{i}].target: {} is the source of a pair of this plan (a seed would write into a live source)",
+                    p.target
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -497,6 +506,11 @@ pairs:
         assert!(e.contains("pairs[2].stack"), "{e}");
         let e = err(&GOOD.replace("source: carts", "source: orders"));
         assert!(e.contains("pairs[1].source"), "{e}");
+        let e = err(&GOOD.replace("target: orders-v2", "target: carts"));
+        assert!(
+            e.contains("pairs[0].target: carts is the source of a pair"),
+            "{e}"
+        );
         let e = err(&GOOD.replace("LagAlarmSeconds", "TargetTableName"));
         assert!(e.contains("parameters.TargetTableName"), "{e}");
         let e = err(&GOOD.replace("version: 1", "version: 2"));

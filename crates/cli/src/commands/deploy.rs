@@ -22,6 +22,8 @@ use crate::plan::{emit, run_jobs, transform_path, Job, PairResult};
 pub struct DeployOpts<'a> {
     pub template_file: &'a Path,
     pub sam: &'a str,
+    /// `--profile`, for `sam` too.
+    pub profile: Option<&'a str>,
     pub dry_run: bool,
     pub sam_args: &'a [String],
 }
@@ -34,19 +36,20 @@ fn sam_deploy(o: &DeployOpts<'_>, template: &Path, stack: &str, region: &str) ->
         .args(["--stack-name", stack, "--region", region])
         .args(["--capabilities", "CAPABILITY_IAM"])
         .args(["--no-confirm-changeset", "--no-fail-on-empty-changeset"]);
+    if let Some(p) = o.profile {
+        c.args(["--profile", p]);
+    }
     c
 }
 
-/// Every pair's `sam deploy` parameters, in order (the plan's, the pair's,
-/// then the pair's own fields).
+/// Every pair's `sam deploy` parameters: the plan's and the pair's (the
+/// pair's win), then the pair's own fields.
 pub fn parameters(plan: &Plan, file: &Path, i: usize, stream_arn: &str) -> Result<Vec<String>> {
     let p = &plan.pairs[i];
-    let mut params: Vec<String> = plan
-        .parameters
-        .iter()
-        .chain(p.parameters.iter())
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    // The pair's own parameters win over the plan's.
+    let mut merged = plan.parameters.clone();
+    merged.extend(p.parameters.clone());
+    let mut params: Vec<String> = merged.iter().map(|(k, v)| format!("{k}={v}")).collect();
     params.push(format!("SourceTableName={}", p.source));
     params.push(format!("SourceStreamArn={stream_arn}"));
     params.push(format!("TargetTableName={}", p.target));
@@ -165,4 +168,39 @@ pub async fn deploy<A: Aws>(
         json,
     ));
     Ok(emit(plan, "deploy", results, json))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_pair_gets_its_parameters_and_a_one_line_transform() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.yaml"), "rename: {a: b}\n").unwrap();
+        let file = dir.path().join("plan.yaml");
+        let plan = Plan::parse(
+            "plan.yaml",
+            "version: 1\nname: shop\nregion: us-east-1\nparameters: {LogLevel: debug}\npairs:\n  - {name: users, source: users, target: users, seed: scan, transform: t.yaml, target_role_arn: 'arn:aws:iam::222222222222:role/t', target_external_id: ab, parameters: {ApplierTimeoutSeconds: '10'}}\n",
+            None,
+        )
+        .unwrap();
+        let p = parameters(&plan, &file, 0, "arn:stream").unwrap();
+        assert_eq!(
+            p,
+            [
+                "ApplierTimeoutSeconds=10",
+                "LogLevel=debug",
+                "SourceTableName=users",
+                "SourceStreamArn=arn:stream",
+                "TargetTableName=users",
+                "TargetRoleArn=arn:aws:iam::222222222222:role/t",
+                "TargetExternalId=ab",
+                "TransformSpec='{\"rename\":{\"a\":\"b\"}}'",
+            ]
+        );
+        std::fs::write(dir.path().join("t.yaml"), "rename: {a: 1").unwrap();
+        let e = parameters(&plan, &file, 0, "arn:stream").unwrap_err();
+        assert!(e.to_string().contains("pairs[0].transform"), "{e}");
+    }
 }

@@ -52,6 +52,7 @@ fn arn_parts(arn: &str) -> Option<(&str, &str, &str)> {
 
 pub async fn iam_policy<A: Aws>(ctx: &Ctx<A>, operator: Option<&str>) -> Result<PolicyReport> {
     let s = &ctx.stack;
+    // The handle is `name@region[/account]`; '@' is not allowed in a table name.
     let real_target = s.target_table.split('@').next().unwrap_or(&s.target_table);
     let policies = if s.target.assumes_role() {
         let source = ctx
@@ -71,6 +72,7 @@ pub async fn iam_policy<A: Aws>(ctx: &Ctx<A>, operator: Option<&str>) -> Result<
             target_table: real_target,
             place: &s.target,
             operator,
+            roles: &s.roles,
         })
     } else {
         None

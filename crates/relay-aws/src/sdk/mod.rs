@@ -121,7 +121,24 @@ where
         SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_)
             if chain.contains("credentials") || chain.contains("Credentials") =>
         {
-            AwsError::permanent(operation, "NoCredentials", "no AWS credentials were found")
+            // Loading them includes assuming a target role with STS: a
+            // throttled STS is worth another try. (Not "timeout" or
+            // "connection": the chain of a machine with no credentials at
+            // all names the instance metadata service timing out.)
+            let transient = chain.contains("Throttling");
+            if transient {
+                AwsError::retryable(
+                    operation,
+                    "CredentialsUnavailable",
+                    "credentials could not be loaded for now (STS or the credential source did not answer)",
+                )
+            } else {
+                AwsError::permanent(
+                    operation,
+                    "NoCredentials",
+                    "no AWS credentials were found, or the target role (TargetRoleArn) could not be assumed",
+                )
+            }
         }
         SdkError::ConstructionFailure(_) => AwsError::permanent(
             operation,
