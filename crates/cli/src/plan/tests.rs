@@ -1,0 +1,188 @@
+use super::*;
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+const PLAN: &str = "version: 1\nname: shop\nregion: us-east-1\nparallel: 2\npairs:\n  - {name: orders, source: orders, target: orders-v2, seed: scan, seed_args: [--segments, '8'], transform: t.yaml}\n  - {name: carts, source: carts, target: carts, seed: export, s3_bucket: b, target_region: us-west-2, seed_args: [--load]}\n";
+
+#[test]
+fn a_plan_run_forwards_the_command_with_each_pairs_stack_and_seed() {
+    let a = plan_args(
+        &s(&[
+            "ddb-relay",
+            "--plan=p/plan.yaml",
+            "--region",
+            "eu-west-1",
+            "-v",
+            "seed",
+            "--dry-run",
+        ]),
+        None,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(a.file, PathBuf::from("p/plan.yaml"));
+    assert_eq!(a.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(a.rest, s(&["-v", "seed", "--dry-run"]));
+    let plan = Plan::parse("p", PLAN, None).unwrap();
+    let args = pair_args(&plan, &a.file, &plan.pairs[0], &a.rest);
+    assert_eq!(
+        args,
+        s(&[
+            "--stack",
+            "shop-orders",
+            "--region",
+            "us-east-1",
+            "--transform",
+            "p/t.yaml",
+            "-v",
+            "seed",
+            "--dry-run",
+            "--method",
+            "scan",
+            "--segments",
+            "8"
+        ])
+    );
+    let args = pair_args(
+        &plan,
+        &a.file,
+        &plan.pairs[1],
+        &s(&["--output", "json", "preflight"]),
+    );
+    assert_eq!(
+        args,
+        s(&[
+            "--stack",
+            "shop-carts",
+            "--region",
+            "us-east-1",
+            "--output",
+            "json",
+            "preflight",
+            "--method",
+            "export",
+            "--load"
+        ])
+    );
+    // Every pair's arguments parse as a command line.
+    for p in &plan.pairs {
+        for rest in [
+            s(&["seed"]),
+            s(&["--output", "json", "cutover", "--max-lag", "9"]),
+            s(&["status"]),
+        ] {
+            let argv =
+                std::iter::once("ddb-relay".to_string()).chain(pair_args(&plan, &a.file, p, &rest));
+            let cli = <crate::args::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+            cli.validate().unwrap();
+        }
+    }
+    // restart re-seeds the way the pair was seeded; a report per pair.
+    let args = pair_args(&plan, &a.file, &plan.pairs[0], &s(&["restart"]));
+    assert!(
+        args.ends_with(&s(&["restart", "--method", "scan", "--segments", "8"])),
+        "{args:?}"
+    );
+    let args = pair_args(
+        &plan,
+        &a.file,
+        &plan.pairs[1],
+        &s(&["finish", "--report", "out/r.json"]),
+    );
+    assert!(
+        args.ends_with(&s(&["finish", "--report", "out/r-carts.json"])),
+        "{args:?}"
+    );
+    let args = pair_args(
+        &plan,
+        &a.file,
+        &plan.pairs[1],
+        &s(&["finish", "--report=r.json"]),
+    );
+    assert!(
+        args.ends_with(&s(&["finish", "--report=r-carts.json"])),
+        "{args:?}"
+    );
+    // After `--`, arguments are the command's (deploy's sam arguments).
+    let d = plan_args(
+        &s(&[
+            "ddb-relay",
+            "--plan",
+            "p",
+            "deploy",
+            "--",
+            "--region",
+            "x",
+            "--output",
+            "json",
+        ]),
+        None,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!((d.region, d.json), (None, false));
+    assert_eq!(
+        d.rest,
+        s(&["deploy", "--", "--region", "x", "--output", "json"])
+    );
+    assert!(plan_args(
+        &s(&["ddb-relay", "--plan", "x", "--stack", "s", "status"]),
+        None
+    )
+    .is_err());
+    assert!(plan_args(&s(&["ddb-relay", "status"]), None)
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        command_of(&s(&["--profile", "seed", "-v", "verify"])),
+        Some("verify")
+    );
+}
+
+#[test]
+fn the_set_is_go_only_when_every_pair_is() {
+    assert_eq!(aggregate(&[0, 0, 0]), 0);
+    assert_eq!(aggregate(&[0, 3, 0]), 3);
+    assert_eq!(aggregate(&[0, 3, 1]), 1);
+    assert_eq!(aggregate(&[2, 0]), 1);
+}
+
+#[test]
+fn a_failing_or_slow_pair_does_not_hold_the_others() {
+    let sh = |script: &str| {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    };
+    let jobs = vec![
+        Job {
+            pair: "slow".into(),
+            stack: "s1".into(),
+            command: sh("sleep 1; echo '{\"ok\":1}'"),
+        },
+        Job {
+            pair: "bad".into(),
+            stack: "s2".into(),
+            command: sh("echo 'error: throttled' >&2; exit 1"),
+        },
+        Job {
+            pair: "nogo".into(),
+            stack: "s3".into(),
+            command: sh("echo '{\"go\":false}'; exit 3"),
+        },
+        Job {
+            pair: "ok".into(),
+            stack: "s4".into(),
+            command: sh("echo '{\"go\":true}'"),
+        },
+    ];
+    let r = run_jobs(jobs, 2, true);
+    let names: Vec<_> = r.iter().map(|p| (p.pair.as_str(), p.exit)).collect();
+    assert_eq!(names, [("slow", 0), ("bad", 1), ("nogo", 3), ("ok", 0)]);
+    assert_eq!(r[0].result.as_ref().unwrap()["ok"], 1);
+    assert_eq!(r[1].error.as_deref(), Some("error: throttled"));
+    assert_eq!(r[2].result.as_ref().unwrap()["go"], false);
+    assert_eq!(aggregate(&r.iter().map(|p| p.exit).collect::<Vec<_>>()), 1);
+}
