@@ -232,6 +232,14 @@ pub fn iam_policies(i: &PolicyInputs<'_>) -> Option<serde_json::Value> {
     }))
 }
 
+/// (partition, region, account) of an ARN such as a table's.
+pub fn arn_parts(arn: &str) -> Option<(&str, &str, &str)> {
+    let mut it = arn.split(':');
+    let (_, partition, _, region, account) =
+        (it.next()?, it.next()?, it.next()?, it.next()?, it.next()?);
+    Some((partition, region, account))
+}
+
 /// `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`...
 pub fn check_region(r: &str) -> Result<(), String> {
     let parts: Vec<&str> = r.split('-').collect();

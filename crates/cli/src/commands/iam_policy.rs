@@ -3,7 +3,7 @@
 
 use anyhow::{anyhow, Result};
 use relay_aws::operator::Aws;
-use relay_core::place::{iam_policies, PolicyInputs};
+use relay_core::place::{arn_parts, iam_policies, PolicyInputs};
 use serde::Serialize;
 
 use crate::ctx::{explain, Ctx};
@@ -40,14 +40,6 @@ impl Report for PolicyReport {
             }
         }
     }
-}
-
-/// The stack's account and region, from the source table's ARN.
-fn arn_parts(arn: &str) -> Option<(&str, &str, &str)> {
-    let mut it = arn.split(':');
-    let (_, partition, _, region, account) =
-        (it.next()?, it.next()?, it.next()?, it.next()?, it.next()?);
-    Some((partition, region, account))
 }
 
 pub async fn iam_policy<A: Aws>(ctx: &Ctx<A>, operator: Option<&str>) -> Result<PolicyReport> {

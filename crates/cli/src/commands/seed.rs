@@ -119,8 +119,8 @@ fn bucket_owner(ctx_target_role: bool, source_arn: Option<&str>) -> Option<Strin
         return None;
     }
     source_arn
-        .and_then(|a| a.split(':').nth(4))
-        .map(str::to_string)
+        .and_then(relay_core::place::arn_parts)
+        .map(|(_, _, account)| account.to_string())
 }
 
 /// Restores and imports copy the table as it is: with a transform deployed
