@@ -28,6 +28,7 @@ pub mod envelope;
 pub mod event;
 pub mod export;
 pub mod group;
+pub mod iac;
 pub mod item;
 pub mod metrics;
 pub mod pack;

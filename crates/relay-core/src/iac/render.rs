@@ -1,0 +1,498 @@
+//! What `adopt` and `protect` print: the target's definition in each IaC
+//! dialect, the import change set, and the source's retirement, as exact
+//! commands.
+
+use serde::Serialize;
+use serde_yaml_ng::Value;
+
+use super::{Owner, TableSpec, PROVISIONED};
+
+/// One runbook step: what it does, and the command (`None`: an edit).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Step {
+    pub what: String,
+    pub command: Option<String>,
+}
+
+fn step(what: impl Into<String>, command: Option<String>) -> Step {
+    Step {
+        what: what.into(),
+        command,
+    }
+}
+
+/// Quotes a word for a POSIX shell when it needs it.
+pub fn sh(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// A logical id for a table name: `orders-v2` → `OrdersV2` (letters and
+/// digits, starting with a letter).
+pub fn logical_id(table: &str) -> String {
+    let mut out = String::new();
+    for word in table.split(|c: char| !c.is_ascii_alphanumeric()) {
+        let mut cs = word.chars();
+        if let Some(first) = cs.next() {
+            out.push(first.to_ascii_uppercase());
+            out.extend(cs);
+        }
+    }
+    if !out.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        out.insert_str(0, "Table");
+    }
+    out.truncate(255);
+    out
+}
+
+/// Whether `id` is a valid CloudFormation logical id.
+pub fn valid_logical_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 255 && id.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+/// `Resources:` with the one resource, as YAML.
+pub fn cfn_yaml(spec: &TableSpec, logical: &str) -> String {
+    let mut res = serde_yaml_ng::Mapping::new();
+    res.insert(logical.into(), spec.cfn_resource());
+    let mut doc = serde_yaml_ng::Mapping::new();
+    doc.insert("Resources".into(), Value::Mapping(res));
+    serde_yaml_ng::to_string(&Value::Mapping(doc)).unwrap_or_default()
+}
+
+/// The `ResourcesToImport` of the IMPORT change set.
+pub fn resources_to_import(logical: &str, table: &str) -> serde_json::Value {
+    serde_json::json!([{
+        "ResourceType": "AWS::DynamoDB::Table",
+        "LogicalResourceId": logical,
+        "ResourceIdentifier": {"TableName": table},
+    }])
+}
+
+/// `template` (the stack's deployed template, JSON or YAML) with the
+/// resource added under `Resources`, nothing else changed. JSON is parsed
+/// and written back as JSON; YAML is edited as text (the resource is
+/// inserted right under `Resources:`), so comments, tags and YAML 1.1
+/// scalars elsewhere stay byte for byte, and the result is checked by
+/// parsing both.
+pub fn template_with(template: &str, spec: &TableSpec, logical: &str) -> Result<String, String> {
+    let taken = || {
+        format!(
+            "the stack's template already has a resource {logical}: choose another --logical-id"
+        )
+    };
+    if template.trim_start().starts_with('{') {
+        let mut doc: serde_json::Value = serde_json::from_str(template)
+            .map_err(|e| format!("the stack's template does not parse: {e}"))?;
+        let resources = doc
+            .get_mut("Resources")
+            .and_then(serde_json::Value::as_object_mut)
+            .ok_or("the stack's template has no Resources")?;
+        if resources.contains_key(logical) {
+            return Err(taken());
+        }
+        let res = serde_json::to_value(spec.cfn_resource()).map_err(|e| e.to_string())?;
+        resources.insert(logical.to_string(), res);
+        return serde_json::to_string_pretty(&doc).map_err(|e| e.to_string());
+    }
+    let before: Value = serde_yaml_ng::from_str(template)
+        .map_err(|e| format!("the stack's template does not parse: {e}"))?;
+    let existing = before
+        .get("Resources")
+        .and_then(Value::as_mapping)
+        .ok_or("the stack's template has no Resources")?;
+    if existing.contains_key(logical) {
+        return Err(taken());
+    }
+    let lines: Vec<&str> = template.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| {
+            l.strip_prefix("Resources:")
+                .is_some_and(|r| r.trim().is_empty() || r.trim_start().starts_with('#'))
+        })
+        .ok_or(
+            "the stack's template has no block `Resources:` line to add under (edit it by hand)",
+        )?;
+    let indent = lines[at + 1..]
+        .iter()
+        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(|l| l.len() - l.trim_start().len())
+        .filter(|n| *n > 0)
+        .unwrap_or(2);
+    let mut one = serde_yaml_ng::Mapping::new();
+    one.insert(logical.into(), spec.cfn_resource());
+    let block = serde_yaml_ng::to_string(&Value::Mapping(one)).map_err(|e| e.to_string())?;
+    let pad = " ".repeat(indent);
+    let mut out: Vec<String> = lines[..=at].iter().map(|l| l.to_string()).collect();
+    out.extend(block.lines().map(|l| format!("{pad}{l}")));
+    out.extend(lines[at + 1..].iter().map(|l| l.to_string()));
+    let mut text = out.join("\n");
+    if template.ends_with('\n') {
+        text.push('\n');
+    }
+    // The check: the same document, plus the resource.
+    let mut after: Value = serde_yaml_ng::from_str(&text)
+        .map_err(|e| format!("adding the resource broke the template ({e}): edit it by hand"))?;
+    let added = after
+        .get_mut("Resources")
+        .and_then(Value::as_mapping_mut)
+        .and_then(|m| m.remove(logical));
+    if added.as_ref() != Some(&spec.cfn_resource()) || after != before {
+        return Err("adding the resource changed the template otherwise: edit it by hand".into());
+    }
+    Ok(text)
+}
+
+/// The IMPORT change set's name for a resource.
+pub fn change_set_name(logical: &str) -> String {
+    format!("ddb-relay-adopt-{logical}")
+}
+
+/// Adopting the table into `stack` (in `region`) by an IMPORT change set.
+/// `parameters`: the stack's parameter keys, kept at their values; `dir`:
+/// where `adopt --write` put the files.
+pub fn import_steps(
+    stack: &str,
+    region: &str,
+    logical: &str,
+    parameters: &[String],
+    dir: &str,
+    relay_stack: &str,
+) -> Vec<Step> {
+    let (s, r, cs) = (sh(stack), sh(region), change_set_name(logical));
+    let params = if parameters.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " --parameters {}",
+            parameters
+                .iter()
+                .map(|k| sh(&format!("ParameterKey={k},UsePreviousValue=true")))
+                .collect::<Vec<_>>()
+                .join(" ")
+        )
+    };
+    vec![
+        step(
+            format!("Create the IMPORT change set: the stack's deployed template plus {logical}, nothing else (an import may only add what it imports). Over 51,200 bytes: upload the template to S3 and use --template-url."),
+            Some(format!("aws cloudformation create-change-set --region {r} --stack-name {s} --change-set-name {cs} --change-set-type IMPORT --resources-to-import {} --template-body {} --capabilities CAPABILITY_IAM CAPABILITY_NAMED_IAM CAPABILITY_AUTO_EXPAND{params}", sh(&format!("file://{dir}/resources-to-import.json")), sh(&format!("file://{dir}/import-template")))),
+        ),
+        step(
+            "Wait for it, and check it holds one change: Import of the table",
+            Some(format!("aws cloudformation wait change-set-create-complete --region {r} --stack-name {s} --change-set-name {cs} && aws cloudformation describe-change-set --region {r} --stack-name {s} --change-set-name {cs} --query 'Changes[].ResourceChange.[Action,LogicalResourceId,PhysicalResourceId]'")),
+        ),
+        step(
+            "Execute it",
+            Some(format!("aws cloudformation execute-change-set --region {r} --stack-name {s} --change-set-name {cs} && aws cloudformation wait stack-import-complete --region {r} --stack-name {s}")),
+        ),
+        step(
+            format!("Check for drift: adopt reads the stack's definition of {logical} back and compares it with the live table, setting by setting (CloudFormation's own drift detection refuses a stack in IMPORT_COMPLETE; after the stack's next update, `aws cloudformation detect-stack-resource-drift --stack-name {stack} --logical-resource-id {logical}` works too)"),
+            Some(format!("ddb-relay --stack {} adopt --logical-id {logical}", sh(relay_stack))),
+        ),
+        step(
+            format!("Add {logical} to your template's source (template.yaml, serverless.yml `resources:`, or the CDK code below), exactly as printed, so the next deploy keeps it unchanged; point your functions at it there"),
+            None,
+        ),
+    ]
+}
+
+/// The CDK construct for the table (TypeScript), with its logical id
+/// pinned so `cdk import` can be given a mapping file.
+pub fn cdk(spec: &TableSpec, logical: &str) -> String {
+    let var = {
+        let mut v = logical.to_string();
+        if let Some(f) = v.get(..1) {
+            let lower = f.to_ascii_lowercase();
+            v.replace_range(..1, &lower);
+        }
+        v
+    };
+    let ty = |name: &str| {
+        let t = spec
+            .attributes
+            .iter()
+            .find(|a| a.name == name)
+            .map(|a| a.ty.as_str())
+            .unwrap_or("S");
+        match t {
+            "N" => "NUMBER",
+            "B" => "BINARY",
+            _ => "STRING",
+        }
+    };
+    let attr = |name: &str| {
+        format!(
+            "{{ name: {}, type: dynamodb.AttributeType.{} }}",
+            js(name),
+            ty(name)
+        )
+    };
+    let part = |key: &[super::KeyPart], kind: &str| {
+        key.iter().find(|k| k.kind == kind).map(|k| attr(&k.name))
+    };
+    let mut o = String::new();
+    o.push_str("import { RemovalPolicy, Tags } from 'aws-cdk-lib';\n");
+    o.push_str("import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';\n");
+    if spec.kms_key.is_some() {
+        o.push_str("import * as kms from 'aws-cdk-lib/aws-kms';\n");
+    }
+    o.push('\n');
+    o.push_str(&format!(
+        "const {var} = new dynamodb.Table(this, {}, {{\n",
+        js(logical)
+    ));
+    o.push_str(&format!("  tableName: {},\n", js(&spec.name)));
+    if let Some(p) = part(&spec.key, "HASH") {
+        o.push_str(&format!("  partitionKey: {p},\n"));
+    }
+    if let Some(p) = part(&spec.key, "RANGE") {
+        o.push_str(&format!("  sortKey: {p},\n"));
+    }
+    if spec.billing == PROVISIONED {
+        o.push_str("  billingMode: dynamodb.BillingMode.PROVISIONED,\n");
+        if let Some(t) = spec.throughput {
+            o.push_str(&format!(
+                "  readCapacity: {},\n  writeCapacity: {},\n",
+                t.read, t.write
+            ));
+        }
+    } else {
+        o.push_str("  billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,\n");
+    }
+    if let Some(v) = &spec.stream_view {
+        o.push_str(&format!("  stream: dynamodb.StreamViewType.{v},\n"));
+    }
+    if let Some(a) = &spec.ttl_attribute {
+        o.push_str(&format!("  timeToLiveAttribute: {},\n", js(a)));
+    }
+    if spec.pitr {
+        o.push_str("  pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true }, // aws-cdk-lib < 2.178: pointInTimeRecovery: true\n");
+    }
+    if let Some(c) = &spec.table_class {
+        o.push_str(&format!("  tableClass: dynamodb.TableClass.{c},\n"));
+    }
+    if let Some(k) = &spec.kms_key {
+        o.push_str("  encryption: dynamodb.TableEncryption.CUSTOMER_MANAGED,\n");
+        o.push_str(&format!(
+            "  encryptionKey: kms.Key.fromKeyArn(this, {}, {}),\n",
+            js(&format!("{logical}Key")),
+            js(k)
+        ));
+    }
+    o.push_str(&format!(
+        "  deletionProtection: {},\n",
+        spec.deletion_protection
+    ));
+    o.push_str("  removalPolicy: RemovalPolicy.RETAIN,\n});\n");
+    let projection = |ix: &super::Index| {
+        let mut s = format!(
+            "  projectionType: dynamodb.ProjectionType.{},\n",
+            ix.projection
+        );
+        if !ix.non_key.is_empty() {
+            s.push_str(&format!(
+                "  nonKeyAttributes: [{}],\n",
+                ix.non_key
+                    .iter()
+                    .map(|n| js(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        s
+    };
+    for ix in &spec.gsis {
+        o.push_str(&format!(
+            "{var}.addGlobalSecondaryIndex({{\n  indexName: {},\n",
+            js(&ix.name)
+        ));
+        if let Some(p) = part(&ix.key, "HASH") {
+            o.push_str(&format!("  partitionKey: {p},\n"));
+        }
+        if let Some(p) = part(&ix.key, "RANGE") {
+            o.push_str(&format!("  sortKey: {p},\n"));
+        }
+        o.push_str(&projection(ix));
+        if let Some(t) = ix.throughput {
+            o.push_str(&format!(
+                "  readCapacity: {},\n  writeCapacity: {},\n",
+                t.read, t.write
+            ));
+        }
+        o.push_str("});\n");
+    }
+    for ix in &spec.lsis {
+        o.push_str(&format!(
+            "{var}.addLocalSecondaryIndex({{\n  indexName: {},\n",
+            js(&ix.name)
+        ));
+        if let Some(p) = part(&ix.key, "RANGE") {
+            o.push_str(&format!("  sortKey: {p},\n"));
+        }
+        o.push_str(&projection(ix));
+        o.push_str("});\n");
+    }
+    for (k, v) in &spec.tags {
+        o.push_str(&format!("Tags.of({var}).add({}, {});\n", js(k), js(v)));
+    }
+    o.push_str(&format!(
+        "// The logical id `cdk import --resource-mapping` names:\n({var}.node.defaultChild as dynamodb.CfnTable).overrideLogicalId({});\n",
+        js(logical)
+    ));
+    o
+}
+
+/// A JavaScript string literal.
+fn js(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// The `cdk import --resource-mapping` file.
+pub fn cdk_mapping(logical: &str, table: &str) -> serde_json::Value {
+    serde_json::json!({ logical: { "TableName": table } })
+}
+
+/// `stack`: the CDK stack's id as `cdk list` shows it (`STACK` when not
+/// known: it differs from the CloudFormation name under stages or
+/// `stackName`).
+pub fn cdk_steps(stack: &str, dir: &str, relay_stack: &str) -> Vec<Step> {
+    let s = sh(stack);
+    vec![
+        step("Deploy any pending change first: `cdk diff` must show nothing but the table (STACK is the CDK stack's id, as `cdk list` prints it)", Some(format!("cdk diff {s}"))),
+        step("Add the construct above to the stack, then import the table under its pinned logical id", Some(format!("cdk import {s} --resource-mapping {}", sh(&format!("{dir}/cdk-import-mapping.json"))))),
+        step("Check for drift (adopt compares the stack's definition with the live table), then deploy as usual: the table shows no change", Some(format!("ddb-relay --stack {} adopt && cdk deploy {s}", sh(relay_stack)))),
+        step("If your CDK app created the target itself (`importSource`, from `ddb-relay seed --method export --print-import-spec`), it is already in your stack: there is nothing to import", None),
+    ]
+}
+
+/// The resource under `resources.Resources`, for serverless.yml.
+pub fn serverless_yaml(spec: &TableSpec, logical: &str) -> String {
+    let mut res = serde_yaml_ng::Mapping::new();
+    res.insert(logical.into(), spec.cfn_resource());
+    let mut inner = serde_yaml_ng::Mapping::new();
+    inner.insert("Resources".into(), Value::Mapping(res));
+    let mut doc = serde_yaml_ng::Mapping::new();
+    doc.insert("resources".into(), Value::Mapping(inner));
+    serde_yaml_ng::to_string(&Value::Mapping(doc)).unwrap_or_default()
+}
+
+/// The read-only resource policy for the source's rollback window: every
+/// principal is denied writes; reads (and its stream) still work.
+pub fn read_only_policy(table_arn: &str) -> serde_json::Value {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "DdbRelayRetiredReadOnly",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": [
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:DeleteItem",
+                "dynamodb:BatchWriteItem",
+                "dynamodb:PartiQLInsert",
+                "dynamodb:PartiQLUpdate",
+                "dynamodb:PartiQLDelete"
+            ],
+            "Resource": table_arn,
+        }]
+    })
+}
+
+/// What the lookup of a table's CloudFormation owner found.
+#[derive(Clone, Copy, Debug)]
+pub enum Ownership<'a> {
+    Owned(&'a Owner),
+    /// No stack holds it.
+    Free,
+    /// The lookup failed or could not finish: the steps cover a stack.
+    Unknown,
+}
+
+/// Retiring the source after cutover: read-only for a rollback window,
+/// out of its old stack with Retain, then deleted on purpose (after a last
+/// backup that is AVAILABLE). `relay_stack`: the ddb-relay stack, deleted
+/// with its retained control table. No step undoes an earlier one: the
+/// rollback is [`rollback_step`], apart.
+pub fn retire_steps(
+    source: &str,
+    region: &str,
+    owner: Ownership<'_>,
+    relay_stack: &str,
+    control_table: &str,
+    dir: &str,
+) -> Vec<Step> {
+    let (t, r) = (sh(source), sh(region));
+    let mut steps = vec![
+        step(
+            format!("Keep {source} from being deleted by anything but the last step"),
+            Some(format!("ddb-relay --stack {} protect", sh(relay_stack))),
+        ),
+        step(
+            format!("Rollback window: make {source} read-only (writes denied to every principal; reads and backups still work; TTL deletes go on). A writer still pointed at it now fails loudly instead of writing where nothing relays it"),
+            Some(format!("aws dynamodb put-resource-policy --region {r} --resource-arn {} --policy {}", table_arn_of(source, region), sh(&format!("file://{dir}/read-only-policy.json")))),
+        ),
+    ];
+    let retain_then_remove = |stack: &str, logical: &str, retains: bool, steps: &mut Vec<Step>| {
+        if !retains {
+            steps.push(step(
+                format!("In stack {stack}'s template set `DeletionPolicy: Retain` and `UpdateReplacePolicy: Retain` on {logical} (CDK: removalPolicy: RemovalPolicy.RETAIN) and deploy that change alone (if CloudFormation reports no changes, change the resource's Metadata too); check that the deployed stack says so"),
+                Some(format!("ddb-relay --stack {} protect --dry-run", sh(relay_stack))),
+            ));
+        }
+        steps.push(step(
+            format!("Remove {logical} (and every reference to it) from stack {stack}'s template and deploy: CloudFormation reports it DELETE_SKIPPED and the table stays. Check that it is out of the stack and still there"),
+            Some(format!("aws cloudformation describe-stack-resources --region {r} --stack-name {} --query \"StackResources[?LogicalResourceId=='{logical}']\" && aws dynamodb describe-table --region {r} --table-name {t} --query Table.TableStatus", sh(stack))),
+        ));
+    };
+    match owner {
+        Ownership::Owned(o) => retain_then_remove(&o.stack, &o.logical_id, o.retains(), &mut steps),
+        Ownership::Unknown => steps.push(step(
+            format!("The stack that owns {source} could not be looked up. If one does: set `DeletionPolicy: Retain` and `UpdateReplacePolicy: Retain` on its resource, deploy that alone, check it (`ddb-relay --stack {relay_stack} protect --dry-run` names the stack when it can), then remove the resource and deploy"),
+            None,
+        )),
+        Ownership::Free => steps.push(step(
+            format!("{source} is in no CloudFormation stack: remove it from whatever tool manages it without deleting it (Terraform: `terraform state rm`)"),
+            None,
+        )),
+    }
+    let rs = sh(relay_stack);
+    steps.push(step(
+        "Delete the ddb-relay stack (its queues and functions; neither table is in it), then its control table, which the template retains",
+        Some(format!("aws cloudformation delete-stack --region {r} --stack-name {rs} && aws cloudformation wait stack-delete-complete --region {r} --stack-name {rs} && aws dynamodb delete-table --region {r} --table-name {}", sh(control_table))),
+    ));
+    let backup = format!("{source}-retired");
+    steps.push(step(
+        format!("After the window: a last on-demand backup of {source} (kept until you delete it)"),
+        Some(format!("aws dynamodb create-backup --region {r} --table-name {t} --backup-name {} --query BackupDetails.BackupArn --output text", sh(&backup))),
+    ));
+    steps.push(step(
+        "Once that backup is AVAILABLE (the command checks), turn deletion protection off and delete the table, on purpose",
+        Some(format!("test \"$(aws dynamodb describe-backup --region {r} --backup-arn \"$(aws dynamodb list-backups --region {r} --table-name {t} --query \"BackupSummaries[?BackupName=='{backup}'] | [0].BackupArn\" --output text)\" --query BackupDescription.BackupDetails.BackupStatus --output text)\" = AVAILABLE && aws dynamodb update-table --region {r} --table-name {t} --no-deletion-protection-enabled && aws dynamodb delete-table --region {r} --table-name {t}")),
+    ));
+    steps
+}
+
+/// The table's ARN, read at the time the command runs.
+fn table_arn_of(table: &str, region: &str) -> String {
+    format!(
+        "\"$(aws dynamodb describe-table --region {} --table-name {} --query Table.TableArn --output text)\"",
+        sh(region),
+        sh(table)
+    )
+}
+
+/// Rolling back inside the window: lift the read-only policy. Not a step
+/// of the retirement: run it only to go back.
+pub fn rollback_step(source: &str, region: &str) -> Step {
+    step(
+        format!("inside the window only: lift the read-only policy and point the application back at {source}. Writes made to the new table since cutover are only in the new table"),
+        Some(format!("aws dynamodb delete-resource-policy --region {} --resource-arn {}", sh(region), table_arn_of(source, region))),
+    )
+}

@@ -1,0 +1,536 @@
+use super::render::*;
+use super::*;
+use proptest::prelude::*;
+
+fn orders() -> TableSpec {
+    TableSpec {
+        name: "orders-v2".into(),
+        attributes: vec![
+            AttrDef {
+                name: "pk".into(),
+                ty: "S".into(),
+            },
+            AttrDef {
+                name: "sk".into(),
+                ty: "N".into(),
+            },
+            AttrDef {
+                name: "email".into(),
+                ty: "S".into(),
+            },
+            AttrDef {
+                name: "at".into(),
+                ty: "N".into(),
+            },
+        ],
+        key: vec![
+            KeyPart {
+                name: "sk".into(),
+                kind: "RANGE".into(),
+            },
+            KeyPart {
+                name: "pk".into(),
+                kind: "HASH".into(),
+            },
+        ],
+        billing: PROVISIONED.into(),
+        throughput: Some(Throughput { read: 7, write: 3 }),
+        gsis: vec![Index {
+            name: "by-email".into(),
+            key: vec![KeyPart {
+                name: "email".into(),
+                kind: "HASH".into(),
+            }],
+            projection: "INCLUDE".into(),
+            non_key: vec!["total".into(), "state".into()],
+            throughput: Some(Throughput { read: 2, write: 1 }),
+        }],
+        lsis: vec![Index {
+            name: "by-time".into(),
+            key: vec![
+                KeyPart {
+                    name: "pk".into(),
+                    kind: "HASH".into(),
+                },
+                KeyPart {
+                    name: "at".into(),
+                    kind: "RANGE".into(),
+                },
+            ],
+            projection: "KEYS_ONLY".into(),
+            non_key: vec![],
+            throughput: None,
+        }],
+        stream_view: Some("NEW_AND_OLD_IMAGES".into()),
+        ttl_attribute: Some("expires".into()),
+        pitr: true,
+        deletion_protection: true,
+        table_class: Some("STANDARD_INFREQUENT_ACCESS".into()),
+        kms_key: Some("arn:aws:kms:us-east-1:123456789012:key/k-1".into()),
+        tags: [
+            ("team".to_string(), "payments".to_string()),
+            ("aws:cloudformation:stack-name".into(), "x".into()),
+        ]
+        .into_iter()
+        .collect(),
+    }
+}
+
+#[test]
+fn the_printed_definition_reads_back_as_the_table() {
+    let spec = orders().normalised();
+    assert!(
+        !spec.tags.contains_key("aws:cloudformation:stack-name"),
+        "aws: tags cannot be declared"
+    );
+    assert_eq!(spec.key[0].kind, "HASH");
+    let props = spec.cfn_properties();
+    assert_eq!(TableSpec::from_cfn(&props).unwrap(), spec);
+    // Through the printed text too: YAML and JSON.
+    let yaml = cfn_yaml(&spec, "OrdersV2");
+    let doc: Value = serde_yaml_ng::from_str(&yaml).unwrap();
+    let p = &doc["Resources"]["OrdersV2"];
+    assert_eq!(p["DeletionPolicy"], Value::from("Retain"));
+    assert_eq!(p["UpdateReplacePolicy"], Value::from("Retain"));
+    assert_eq!(TableSpec::from_cfn(&p["Properties"]).unwrap(), spec);
+    let json = serde_json::to_string(&spec.cfn_resource()).unwrap();
+    let back: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(TableSpec::from_cfn(&back["Properties"]).unwrap(), spec);
+    // The reference's order, not the alphabet's.
+    assert!(json.find("\"Type\"").unwrap() < json.find("\"Properties\"").unwrap());
+}
+
+#[test]
+fn an_on_demand_table_prints_no_capacity_and_defaults_stay_implicit() {
+    let mut spec = orders();
+    spec.billing = PAY_PER_REQUEST.into();
+    spec.pitr = false;
+    spec.table_class = Some("STANDARD".into());
+    spec.kms_key = None;
+    let spec = spec.normalised();
+    assert_eq!(spec.throughput, None);
+    assert!(spec.gsis.iter().all(|g| g.throughput.is_none()));
+    let props = spec.cfn_properties();
+    for absent in [
+        "ProvisionedThroughput",
+        "PointInTimeRecoverySpecification",
+        "TableClass",
+        "SSESpecification",
+    ] {
+        assert!(props.get(absent).is_none(), "{absent}");
+    }
+    assert_eq!(TableSpec::from_cfn(&props).unwrap(), spec);
+}
+
+#[test]
+fn differences_name_each_setting() {
+    let a = orders();
+    let mut b = orders();
+    b.name = "other".into();
+    assert!(
+        a.differences(&b, &[]).is_empty(),
+        "the name is not compared"
+    );
+    b.gsis[0].non_key.reverse();
+    assert!(
+        a.differences(&b, &[]).is_empty(),
+        "non-key order is not a difference"
+    );
+    b.pitr = false;
+    b.tags.insert("x".into(), "y".into());
+    b.ttl_attribute = None;
+    assert_eq!(a.differences(&b, &[]), ["ttl_attribute", "pitr", "tags"]);
+    assert_eq!(a.differences(&b, &["pitr", "ttl_attribute"]), ["tags"]);
+}
+
+fn arb_spec() -> impl Strategy<Value = TableSpec> {
+    let name = "[a-z][a-z0-9_.-]{2,20}";
+    (
+        name,
+        any::<bool>(),
+        proptest::option::of("[A-Z_]{3,12}"),
+        proptest::option::of("[a-z]{1,8}"),
+        any::<(bool, bool, bool)>(),
+        proptest::collection::btree_map(
+            "[a-zA-Z0-9 +=.:/@-]{1,12}",
+            "[a-zA-Z0-9 +=.:/@-]{0,12}",
+            0..4,
+        ),
+        (1i64..1000, 1i64..1000),
+        proptest::collection::vec(
+            ("[a-z]{1,8}", prop_oneof!["ALL", "KEYS_ONLY", "INCLUDE"]),
+            0..3,
+        ),
+    )
+        .prop_map(
+            |(name, provisioned, stream, ttl, (pitr, dp, sort), tags, (r, w), gsis)| {
+                let mut key = vec![KeyPart {
+                    name: "pk".into(),
+                    kind: "HASH".into(),
+                }];
+                let mut attributes = vec![AttrDef {
+                    name: "pk".into(),
+                    ty: "S".into(),
+                }];
+                if sort {
+                    key.push(KeyPart {
+                        name: "sk".into(),
+                        kind: "RANGE".into(),
+                    });
+                    attributes.push(AttrDef {
+                        name: "sk".into(),
+                        ty: "B".into(),
+                    });
+                }
+                let billing = if provisioned {
+                    PROVISIONED
+                } else {
+                    PAY_PER_REQUEST
+                };
+                TableSpec {
+                    name,
+                    attributes,
+                    key,
+                    billing: billing.into(),
+                    throughput: Some(Throughput { read: r, write: w }),
+                    gsis: gsis
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (n, p))| Index {
+                            name: format!("{n}{i}"),
+                            key: vec![KeyPart {
+                                name: "pk".into(),
+                                kind: "HASH".into(),
+                            }],
+                            non_key: if p == "INCLUDE" {
+                                vec!["a".into(), n.clone()]
+                            } else {
+                                vec![]
+                            },
+                            projection: p,
+                            throughput: Some(Throughput { read: w, write: r }),
+                        })
+                        .collect(),
+                    lsis: vec![],
+                    stream_view: stream,
+                    ttl_attribute: ttl,
+                    pitr,
+                    deletion_protection: dp,
+                    table_class: None,
+                    kms_key: None,
+                    tags,
+                }
+                .normalised()
+            },
+        )
+}
+
+proptest! {
+    /// **Invariant:** what `adopt` prints reads back as the table it was
+    /// printed from, through the YAML text.
+    #[test]
+    fn any_table_round_trips_through_its_printed_yaml(spec in arb_spec()) {
+        let yaml = cfn_yaml(&spec, "T");
+        let doc: Value = serde_yaml_ng::from_str(&yaml).unwrap();
+        prop_assert_eq!(TableSpec::from_cfn(&doc["Resources"]["T"]["Properties"]).unwrap(), spec);
+    }
+}
+
+#[test]
+fn policies_are_read_from_json_and_yaml_templates_with_short_tags() {
+    let yaml = "AWSTemplateFormatVersion: '2010-09-09'\nTransform: AWS::Serverless-2016-10-31\nResources:\n  Orders:\n    Type: AWS::DynamoDB::Table\n    DeletionPolicy: Retain\n    Properties:\n      TableName: !Sub '${AWS::StackName}-orders'\n  Fn:\n    Type: AWS::Serverless::Function\n    UpdateReplacePolicy: !If [Prod, Retain, Delete]\n";
+    assert_eq!(
+        resource_policies(yaml, "Orders").unwrap(),
+        Some((Some("Retain".into()), None))
+    );
+    assert_eq!(
+        resource_policies(yaml, "Fn").unwrap(),
+        Some((None, Some("<expression>".into())))
+    );
+    assert_eq!(resource_policies(yaml, "Nope").unwrap(), None);
+    let json = r#"{"Resources":{"Orders":{"Type":"AWS::DynamoDB::Table","DeletionPolicy":"Retain","UpdateReplacePolicy":"Retain"}}}"#;
+    assert_eq!(
+        resource_policies(json, "Orders").unwrap(),
+        Some((Some("Retain".into()), Some("Retain".into())))
+    );
+    assert!(resource_policies("Resources: [", "Orders").is_err());
+}
+
+#[test]
+fn exposure_is_cleared_by_deletion_protection_or_by_both_retain_policies() {
+    let owner = |d: Option<&str>, u: Option<&str>| Owner {
+        stack: "app".into(),
+        logical_id: "Orders".into(),
+        deletion_policy: d.map(str::to_string),
+        update_replace_policy: u.map(str::to_string),
+        root_stack: None,
+    };
+    let none = owner(None, None);
+    let e = exposure("orders", false, Some(&none));
+    assert!(e.exposed);
+    assert!(e.detail.contains("stack app as Orders"), "{}", e.detail);
+    assert!(e.detail.contains("ddb-relay protect"), "{}", e.detail);
+    assert!(
+        e.detail.contains("DeletionPolicy not set (Delete)"),
+        "{}",
+        e.detail
+    );
+    // One policy is not enough: a replacing edit deletes it all the same.
+    assert!(exposure("orders", false, Some(&owner(Some("Retain"), None))).exposed);
+    assert!(
+        exposure(
+            "orders",
+            false,
+            Some(&owner(Some("Retain"), Some("Delete")))
+        )
+        .exposed
+    );
+    assert!(
+        exposure(
+            "orders",
+            false,
+            Some(&owner(Some("<expression>"), Some("Retain")))
+        )
+        .exposed
+    );
+    assert!(
+        !exposure(
+            "orders",
+            false,
+            Some(&owner(Some("Retain"), Some("Retain")))
+        )
+        .exposed
+    );
+    assert!(
+        !exposure(
+            "orders",
+            false,
+            Some(&owner(Some("RetainExceptOnCreate"), Some("Retain")))
+        )
+        .exposed
+    );
+    assert!(!exposure("orders", true, Some(&none)).exposed);
+    assert!(!exposure("orders", true, None).exposed);
+    assert!(exposure("orders", false, None).exposed);
+}
+
+#[test]
+fn gaps_name_what_a_restore_dropped_with_the_exact_command() {
+    let source = orders().normalised();
+    let mut target = source.clone();
+    target.name = "orders v2".into();
+    assert!(gaps(&source, &target, "us-east-1", "relay").is_empty());
+    target.ttl_attribute = None;
+    target.pitr = false;
+    target.stream_view = None;
+    target.tags.clear();
+    target.deletion_protection = false;
+    target.key.reverse(); // keys are not gaps
+    let g = gaps(&source, &target, "eu-west-1", "relay");
+    let by = |s: &str| {
+        g.iter()
+            .find(|x| x.setting == s)
+            .unwrap_or_else(|| panic!("{s}: {g:?}"))
+            .fix
+            .clone()
+    };
+    assert_eq!(g.len(), 5, "{g:#?}");
+    assert_eq!(by("ttl"), "aws dynamodb update-time-to-live --region eu-west-1 --table-name 'orders v2' --time-to-live-specification Enabled=true,AttributeName=expires");
+    assert_eq!(by("pitr"), "aws dynamodb update-continuous-backups --region eu-west-1 --table-name 'orders v2' --point-in-time-recovery-specification PointInTimeRecoveryEnabled=true");
+    assert!(by("stream").starts_with("aws dynamodb update-table --region eu-west-1 --table-name 'orders v2' --stream-specification StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES  # only if"), "{}", by("stream"));
+    assert!(
+        by("tags").ends_with(r#"--tags '[{"Key":"team","Value":"payments"}]'"#),
+        "{}",
+        by("tags")
+    );
+    assert_eq!(
+        by("deletion_protection"),
+        "ddb-relay --stack relay protect --target"
+    );
+}
+
+#[test]
+fn logical_ids_and_quoting() {
+    assert_eq!(logical_id("orders-v2"), "OrdersV2");
+    assert_eq!(logical_id("my_table.prod"), "MyTableProd");
+    assert_eq!(logical_id("2024-orders"), "Table2024Orders");
+    assert!(valid_logical_id("OrdersV2"));
+    assert!(!valid_logical_id("Orders-V2"));
+    assert_eq!(sh("plain-name_1.x"), "plain-name_1.x");
+    assert_eq!(sh("it's"), r"'it'\''s'");
+    assert_eq!(sh(""), "''");
+}
+
+#[test]
+fn the_import_template_adds_only_the_table() {
+    let spec = orders().normalised();
+    let yaml = "Transform: AWS::Serverless-2016-10-31\nParameters:\n  Env: {Type: String}\nResources:\n  Orders:\n    Type: AWS::DynamoDB::Table\n    Properties:\n      TableName: !Sub '${Env}-orders'\n";
+    let out = template_with(yaml, &spec, "OrdersV2").unwrap();
+    let before: Value = serde_yaml_ng::from_str(yaml).unwrap();
+    let mut after: Value = serde_yaml_ng::from_str(&out).unwrap();
+    assert!(out.contains("!Sub"), "short tags survive: {out}");
+    let added = after["Resources"]
+        .as_mapping_mut()
+        .unwrap()
+        .remove("OrdersV2")
+        .unwrap();
+    assert_eq!(after, before, "nothing else changed");
+    assert_eq!(TableSpec::from_cfn(&added["Properties"]).unwrap(), spec);
+    // JSON stays JSON.
+    let json = r#"{"Resources":{"Orders":{"Type":"AWS::DynamoDB::Table"}}}"#;
+    let out = template_with(json, &spec, "OrdersV2").unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["Resources"]["OrdersV2"]["DeletionPolicy"], "Retain");
+    assert!(template_with(json, &spec, "Orders")
+        .unwrap_err()
+        .contains("--logical-id"));
+    assert!(template_with("Outputs: {}", &spec, "X").is_err());
+}
+
+#[test]
+fn the_import_steps_are_one_change_set_with_the_stacks_parameters_kept() {
+    let steps = import_steps(
+        "app",
+        "us-east-1",
+        "OrdersV2",
+        &["Env".into(), "It's".into()],
+        "adopt",
+        "relay",
+    );
+    let create = steps[0].command.as_deref().unwrap();
+    assert!(create.starts_with("aws cloudformation create-change-set --region us-east-1 --stack-name app --change-set-name ddb-relay-adopt-OrdersV2 --change-set-type IMPORT --resources-to-import file://adopt/resources-to-import.json --template-body file://adopt/import-template"), "{create}");
+    assert!(create.ends_with(" --parameters ParameterKey=Env,UsePreviousValue=true 'ParameterKey=It'\\''s,UsePreviousValue=true'"), "{create}");
+    assert_eq!(
+        resources_to_import("OrdersV2", "orders-v2"),
+        serde_json::json!([{"ResourceType": "AWS::DynamoDB::Table", "LogicalResourceId": "OrdersV2", "ResourceIdentifier": {"TableName": "orders-v2"}}])
+    );
+    assert!(steps.iter().any(|s| s
+        .command
+        .as_deref()
+        .is_some_and(|c| c == "ddb-relay --stack relay adopt --logical-id OrdersV2")));
+}
+
+#[test]
+fn cdk_and_serverless_print_the_same_table() {
+    let spec = orders().normalised();
+    let code = cdk(&spec, "OrdersV2");
+    for want in [
+        "new dynamodb.Table(this, \"OrdersV2\", {",
+        "tableName: \"orders-v2\"",
+        "partitionKey: { name: \"pk\", type: dynamodb.AttributeType.STRING }",
+        "sortKey: { name: \"sk\", type: dynamodb.AttributeType.NUMBER }",
+        "billingMode: dynamodb.BillingMode.PROVISIONED,\n  readCapacity: 7,\n  writeCapacity: 3,",
+        "stream: dynamodb.StreamViewType.NEW_AND_OLD_IMAGES",
+        "timeToLiveAttribute: \"expires\"",
+        "pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true }",
+        "tableClass: dynamodb.TableClass.STANDARD_INFREQUENT_ACCESS",
+        "encryptionKey: kms.Key.fromKeyArn(this, \"OrdersV2Key\", \"arn:aws:kms:us-east-1:123456789012:key/k-1\")",
+        "deletionProtection: true",
+        "removalPolicy: RemovalPolicy.RETAIN",
+        "ordersV2.addGlobalSecondaryIndex({\n  indexName: \"by-email\",\n  partitionKey: { name: \"email\", type: dynamodb.AttributeType.STRING },\n  projectionType: dynamodb.ProjectionType.INCLUDE,\n  nonKeyAttributes: [\"total\", \"state\"],\n  readCapacity: 2,\n  writeCapacity: 1,\n});",
+        "ordersV2.addLocalSecondaryIndex({\n  indexName: \"by-time\",\n  sortKey: { name: \"at\", type: dynamodb.AttributeType.NUMBER },\n  projectionType: dynamodb.ProjectionType.KEYS_ONLY,\n});",
+        "Tags.of(ordersV2).add(\"team\", \"payments\");",
+        "overrideLogicalId(\"OrdersV2\")",
+    ] {
+        assert!(code.contains(want), "missing {want:?} in\n{code}");
+    }
+    assert_eq!(
+        cdk_mapping("OrdersV2", "orders-v2"),
+        serde_json::json!({"OrdersV2": {"TableName": "orders-v2"}})
+    );
+    let sls: Value = serde_yaml_ng::from_str(&serverless_yaml(&spec, "OrdersV2")).unwrap();
+    assert_eq!(
+        sls["resources"]["Resources"]["OrdersV2"],
+        spec.cfn_resource()
+    );
+}
+
+#[test]
+fn retirement_protects_first_and_deletes_last_after_a_backup() {
+    let o = Owner {
+        stack: "app".into(),
+        logical_id: "Orders".into(),
+        deletion_policy: None,
+        update_replace_policy: None,
+        root_stack: None,
+    };
+    let steps = retire_steps(
+        "orders",
+        "us-east-1",
+        Ownership::Owned(&o),
+        "relay",
+        "relay-control",
+        "my dir",
+    );
+    let cmds: Vec<&str> = steps.iter().filter_map(|s| s.command.as_deref()).collect();
+    assert_eq!(cmds[0], "ddb-relay --stack relay protect");
+    assert!(
+        cmds[1].contains("put-resource-policy")
+            && cmds[1].ends_with("--policy 'file://my dir/read-only-policy.json'"),
+        "{}",
+        cmds[1]
+    );
+    // No step undoes an earlier one: the rollback is apart.
+    assert!(!cmds.iter().any(|c| c.contains("delete-resource-policy")));
+    assert!(rollback_step("orders", "us-east-1")
+        .command
+        .unwrap()
+        .contains("delete-resource-policy"));
+    assert!(steps.iter().any(|s| s
+        .what
+        .contains("`DeletionPolicy: Retain` and `UpdateReplacePolicy: Retain` on Orders")));
+    let backup = cmds
+        .iter()
+        .position(|c| c.contains("create-backup"))
+        .unwrap();
+    let delete = cmds
+        .iter()
+        .position(|c| c.contains("delete-table --region us-east-1 --table-name orders"))
+        .unwrap();
+    assert!(backup < delete && delete == cmds.len() - 1);
+    // The delete runs only once the backup is AVAILABLE, and protection off.
+    assert!(
+        cmds[delete].starts_with("test \"$(aws dynamodb describe-backup"),
+        "{}",
+        cmds[delete]
+    );
+    assert!(cmds[delete].contains("= AVAILABLE && aws dynamodb update-table --region us-east-1 --table-name orders --no-deletion-protection-enabled &&"));
+    assert!(
+        cmds.iter().any(|c| c.contains("delete-stack")
+            && c.ends_with("delete-table --region us-east-1 --table-name relay-control")),
+        "the retained control table goes too"
+    );
+    // A retaining owner needs no policy edit; an unknown one gets the generic steps.
+    let kept = Owner {
+        deletion_policy: Some("Retain".into()),
+        update_replace_policy: Some("Retain".into()),
+        ..o
+    };
+    assert!(!retire_steps(
+        "orders",
+        "us-east-1",
+        Ownership::Owned(&kept),
+        "relay",
+        "c",
+        "d"
+    )
+    .iter()
+    .any(|s| s.what.contains("`DeletionPolicy: Retain`")));
+    assert!(
+        retire_steps("orders", "us-east-1", Ownership::Unknown, "relay", "c", "d")
+            .iter()
+            .any(|s| s.what.contains("could not be looked up") && s.what.contains("Retain"))
+    );
+    assert!(
+        retire_steps("orders", "us-east-1", Ownership::Free, "relay", "c", "d")
+            .iter()
+            .any(|s| s.what.contains("in no CloudFormation stack"))
+    );
+    let p = read_only_policy("arn:aws:dynamodb:us-east-1:1:table/orders");
+    assert_eq!(p["Statement"][0]["Effect"], "Deny");
+    assert!(p["Statement"][0]["Action"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|a| !a.as_str().unwrap().contains("Get")));
+}
