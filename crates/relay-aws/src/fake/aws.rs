@@ -11,7 +11,7 @@ use relay_core::item::{AttributeValue, Attrs};
 use super::dynamo::Check;
 use super::{lock, FakeDynamo, FakeFifo, FakeMetrics};
 use crate::operator::{
-    Cond, ControlWrite, Mapping, MetricQuery, Metrics, Objects, Series, StackInfo, Stacks,
+    Cond, ControlWrite, Iac, Mapping, MetricQuery, Metrics, Objects, Series, StackInfo, Stacks,
     TableInfo, Tables, Triggers, Written,
 };
 use crate::AwsError;
@@ -39,6 +39,12 @@ struct State {
     page_size: usize,
     /// S3 objects by (bucket, key).
     objects: HashMap<(String, String), Vec<u8>>,
+    /// Tables with deletion protection on.
+    protected: std::collections::HashSet<String>,
+    /// The CloudFormation owner of a table, by table name.
+    owners: HashMap<String, relay_core::iac::Owner>,
+    /// Deployed templates, by stack name.
+    templates: HashMap<String, String>,
 }
 
 /// One in-memory account: DynamoDB, the FIFO queue and its DLQ, the
@@ -149,6 +155,18 @@ impl FakeAws {
     /// Items per scan page.
     pub fn set_page_size(&self, n: usize) {
         lock(&self.state).page_size = n.max(1);
+    }
+
+    /// Records that a CloudFormation stack owns `table` (and its template).
+    pub fn set_owner(&self, table: &str, owner: relay_core::iac::Owner, template: &str) {
+        let mut s = lock(&self.state);
+        s.templates.insert(owner.stack.clone(), template.into());
+        s.owners.insert(table.into(), owner);
+    }
+
+    /// Whether deletion protection is on for `table`.
+    pub fn is_protected(&self, table: &str) -> bool {
+        lock(&self.state).protected.contains(table)
     }
 
     fn unsupported(op: &'static str) -> AwsError {
@@ -270,6 +288,7 @@ impl Tables for FakeAws {
                     item_count: Some(count),
                     size_bytes: None,
                     arn: Some(table_arn(table)),
+                    deletion_protection: self.is_protected(table),
                 })
         }))
     }
@@ -338,6 +357,13 @@ impl Tables for FakeAws {
 
     async fn delete_table(&self, name: &str) -> Result<(), AwsError> {
         self.enter("DeleteTable", name).await?;
+        if self.is_protected(name) {
+            return Err(AwsError::permanent(
+                "DeleteTable",
+                "ValidationException",
+                "Resource cannot be deleted as it is currently protected against manual deletion.",
+            ));
+        }
         self.db.with_state(|s| s.delete_table(name));
         Ok(())
     }
@@ -525,5 +551,82 @@ impl Metrics for FakeAws {
             .iter()
             .map(|q| self.metrics.query(q, since_ms, until_ms))
             .collect())
+    }
+}
+
+impl Iac for FakeAws {
+    async fn table_spec(
+        &self,
+        table: &str,
+    ) -> Result<Option<relay_core::iac::TableSpec>, AwsError> {
+        use relay_core::iac::{AttrDef, KeyPart, TableSpec, PAY_PER_REQUEST};
+        self.enter("DescribeTable", table).await?;
+        let Some((_, key_names, _, stream)) = self.db.with_state(|s| s.describe(table)) else {
+            return Ok(None);
+        };
+        Ok(Some(
+            TableSpec {
+                name: table.into(),
+                attributes: key_names
+                    .iter()
+                    .map(|n| AttrDef {
+                        name: n.clone(),
+                        ty: "S".into(),
+                    })
+                    .collect(),
+                key: key_names
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| KeyPart {
+                        name: n.clone(),
+                        kind: if i == 0 { "HASH" } else { "RANGE" }.into(),
+                    })
+                    .collect(),
+                billing: PAY_PER_REQUEST.into(),
+                throughput: None,
+                gsis: vec![],
+                lsis: vec![],
+                stream_view: stream.then(|| "NEW_AND_OLD_IMAGES".to_string()),
+                ttl_attribute: None,
+                pitr: false,
+                deletion_protection: self.is_protected(table),
+                table_class: None,
+                kms_key: None,
+                tags: Default::default(),
+            }
+            .normalised(),
+        ))
+    }
+
+    async fn set_deletion_protection(&self, table: &str, on: bool) -> Result<(), AwsError> {
+        self.enter("UpdateTable", table).await?;
+        if self.db.with_state(|s| s.describe(table)).is_none() {
+            return Err(AwsError::permanent(
+                "UpdateTable",
+                "ResourceNotFoundException",
+                "Requested resource not found",
+            ));
+        }
+        let mut s = lock(&self.state);
+        if on {
+            s.protected.insert(table.into());
+        } else {
+            s.protected.remove(table);
+        }
+        Ok(())
+    }
+
+    async fn owner(&self, table: &str) -> Result<Option<relay_core::iac::Owner>, AwsError> {
+        tokio::task::yield_now().await;
+        Ok(lock(&self.state).owners.get(table).cloned())
+    }
+
+    async fn template(&self, stack: &str) -> Result<String, AwsError> {
+        tokio::task::yield_now().await;
+        lock(&self.state)
+            .templates
+            .get(stack)
+            .cloned()
+            .ok_or_else(|| AwsError::permanent("GetTemplate", "ValidationError", "stack not found"))
     }
 }

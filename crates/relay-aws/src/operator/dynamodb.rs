@@ -125,6 +125,7 @@ impl Tables for Sdk {
             item_count: t.item_count(),
             size_bytes: t.table_size_bytes(),
             arn: t.table_arn().map(str::to_string),
+            deletion_protection: t.deletion_protection_enabled().unwrap_or(false),
         }))
     }
 

@@ -17,6 +17,7 @@ use crate::AwsError;
 mod cloudformation;
 mod cloudwatch;
 mod dynamodb;
+mod iac;
 mod lambda;
 mod s3;
 mod sqs;
@@ -179,6 +180,7 @@ pub struct TableInfo {
     /// DescribeTable's TableSizeBytes (updated about every six hours).
     pub size_bytes: Option<i64>,
     pub arn: Option<String>,
+    pub deletion_protection: bool,
 }
 
 /// A message read from a queue.
@@ -473,10 +475,35 @@ pub trait Objects: Send + Sync {
     ) -> impl Future<Output = Result<u64, AwsError>> + Send;
 }
 
-/// Every service the operator touches.
-pub trait Aws: Stacks + Triggers + Queues + Tables + Metrics + Objects {}
+/// The user's IaC: a table as CloudFormation defines it, the stack that
+/// owns it, deletion protection.
+pub trait Iac: Send + Sync {
+    /// The table's settings as an `AWS::DynamoDB::Table` declares them
+    /// (`None`: no such table).
+    fn table_spec(
+        &self,
+        table: &str,
+    ) -> impl Future<Output = Result<Option<relay_core::iac::TableSpec>, AwsError>> + Send;
+    fn set_deletion_protection(
+        &self,
+        table: &str,
+        on: bool,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// The CloudFormation stack (in this region and account) whose resource
+    /// `table` is, with that resource's policies as deployed (`None`: no
+    /// stack owns it).
+    fn owner(
+        &self,
+        table: &str,
+    ) -> impl Future<Output = Result<Option<relay_core::iac::Owner>, AwsError>> + Send;
+    /// A stack's template as it was submitted (`TemplateStage=Original`).
+    fn template(&self, stack: &str) -> impl Future<Output = Result<String, AwsError>> + Send;
+}
 
-impl<T: Stacks + Triggers + Queues + Tables + Metrics + Objects> Aws for T {}
+/// Every service the operator touches.
+pub trait Aws: Stacks + Triggers + Queues + Tables + Metrics + Objects + Iac {}
+
+impl<T: Stacks + Triggers + Queues + Tables + Metrics + Objects + Iac> Aws for T {}
 
 /// Clients for every service the operator touches.
 #[derive(Clone, Debug)]
