@@ -571,3 +571,88 @@ fn seeds_that_cannot_reach_a_target_elsewhere_and_a_target_that_is_the_source_ar
         assert!(err.contains("is the source table itself"), "{err}");
     });
 }
+
+/// Issue 14: `preflight` warns while the owning stack's next deploy could
+/// delete the source; `protect --dry-run` changes nothing, `protect` clears
+/// the warning; once the target is protected, `restart` and `replay` are
+/// refused before they touch anything, and the target survives with its
+/// items.
+#[test]
+fn the_source_is_protected_before_seeding_and_restart_cannot_delete_a_protected_target() {
+    use relay_aws::operator::Iac;
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 35)).await;
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        let owner = relay_core::iac::Owner {
+            stack: "app".into(),
+            logical_id: "Orders".into(),
+            deletion_policy: Some("Retain".into()),
+            update_replace_policy: None,
+            root_stack: None,
+        };
+        sim.aws.set_owner("source", owner, "Resources: {}");
+        let check = |r: &ddb_relay::commands::preflight::PreflightReport| {
+            r.checks
+                .iter()
+                .find(|c| c.name == "source protection")
+                .cloned()
+                .expect("a source protection check")
+        };
+        let pre = ddb_relay::commands::preflight::preflight(&sim.ctx, Method::Backup, false)
+            .await
+            .unwrap();
+        let c = check(&pre);
+        assert_eq!(c.status, relay_core::decide::CheckStatus::Warn, "{c:?}");
+        assert!(c.detail.contains("stack app as Orders"), "{}", c.detail);
+        assert_eq!(pre.exit_code(), 0, "a warning, not a blocker");
+
+        let dry = ddb_relay::commands::protect::protect(&sim.ctx, false, true)
+            .await
+            .unwrap();
+        assert!(!dry.now && !sim.aws.is_protected("source"));
+        let done = ddb_relay::commands::protect::protect(&sim.ctx, false, false)
+            .await
+            .unwrap();
+        assert!(!done.was && done.now && sim.aws.is_protected("source"));
+        assert_eq!(done.owner.as_ref().map(|o| o.stack.as_str()), Some("app"));
+        let pre = ddb_relay::commands::preflight::preflight(&sim.ctx, Method::Backup, false)
+            .await
+            .unwrap();
+        assert_eq!(check(&pre).status, relay_core::decide::CheckStatus::Pass);
+
+        seed_by_backup(&sim).await;
+        ddb_relay::commands::protect::protect(&sim.ctx, true, false)
+            .await
+            .unwrap();
+        assert!(
+            sim.aws
+                .table_spec("target")
+                .await
+                .unwrap()
+                .unwrap()
+                .deletion_protection
+        );
+        pause::pause(&sim.ctx, false).await.unwrap();
+        let before = sim.ctx.control().await.unwrap();
+        let items = sim.db.items("target");
+        for cmd in ["restart", "restart --method scan", "replay --from now"] {
+            let argv = ["ddb-relay", "--stack", "s"]
+                .into_iter()
+                .chain(cmd.split(' '));
+            let cli = <ddb_relay::args::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+            let err = ddb_relay::commands::run(&sim.ctx, cli.command)
+                .await
+                .expect_err(cmd)
+                .to_string();
+            assert!(err.contains("deletion protection on"), "{cmd}: {err}");
+        }
+        assert_eq!(
+            sim.ctx.control().await.unwrap(),
+            before,
+            "refused: nothing changed"
+        );
+        assert_eq!(sim.db.items("target"), items, "the target keeps every item");
+        // And the fake itself refuses to drop it, as DynamoDB does.
+        assert!(sim.aws.delete_table("target").await.is_err());
+    });
+}

@@ -301,6 +301,35 @@ pub enum Command {
         #[arg(long)]
         operator_arn: Option<String>,
     },
+    /// Turn on deletion protection for the source (with --target: the
+    /// target), so neither an IaC deploy nor a hand can delete it; names
+    /// the stack that owns it and the template fix.
+    Protect {
+        /// Protect the target instead of the source.
+        #[arg(long)]
+        target: bool,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// After `finish`: the target's definition for your IaC (CloudFormation
+    /// and SAM, CDK, Serverless) matching the live table, the import steps,
+    /// what the target lacks that the source had, and the source's
+    /// retirement runbook. Changes nothing.
+    Adopt {
+        /// The resource's logical id in your stack (default: from the
+        /// target's name, `orders-v2` → `OrdersV2`).
+        #[arg(long)]
+        logical_id: Option<String>,
+        /// The CloudFormation stack to import it into (default: the stack
+        /// that owns the source, if any).
+        #[arg(long)]
+        into_stack: Option<String>,
+        /// Write the files the commands name (resources-to-import.json,
+        /// import-template, cdk-import-mapping.json, read-only-policy.json)
+        /// into this directory.
+        #[arg(long)]
+        write: Option<std::path::PathBuf>,
+    },
     /// With --plan: deploy every pair's stack with `sam deploy` (from the
     /// built template), then the set's dashboard.
     Deploy {

@@ -178,6 +178,19 @@ pub fn pair_args(plan: &Plan, file: &Path, pair: &Pair, rest: &[String]) -> Vec<
             rest[at] = format!("{flag}{}", named.display());
         }
     }
+    // One directory per pair (`adopt --write DIR` writes DIR/<pair>/).
+    for i in 0..rest.len() {
+        let dir = if rest[i] == "--write" {
+            rest.get(i + 1).cloned().map(|d| (i + 1, d, ""))
+        } else {
+            rest[i]
+                .strip_prefix("--write=")
+                .map(|d| (i, d.to_string(), "--write="))
+        };
+        if let Some((at, d, flag)) = dir {
+            rest[at] = format!("{flag}{}", Path::new(&d).join(&pair.name).display());
+        }
+    }
     let rest = &rest[..];
     args.extend(rest.iter().cloned());
     let has = |f: &str| {

@@ -2,6 +2,7 @@
 //! [`relay_aws::operator::Aws`] traits, lets `relay_core::decide` decide,
 //! acts, and returns a typed report ([`crate::report::Report`]).
 
+pub mod adopt;
 pub mod copy;
 pub mod cutover;
 pub mod deploy;
@@ -13,6 +14,7 @@ pub mod load;
 pub mod parts;
 pub mod pause;
 pub mod preflight;
+pub mod protect;
 pub mod replay;
 pub mod scan;
 pub mod seed;
@@ -67,6 +69,25 @@ pub async fn run<A: Aws>(ctx: &Ctx<A>, command: Command) -> Result<i32> {
         Command::IamPolicy { operator_arn } => emit(
             out,
             &iam_policy::iam_policy(ctx, operator_arn.as_deref()).await?,
+        ),
+        Command::Protect { target, dry_run } => {
+            emit(out, &protect::protect(ctx, target, dry_run).await?)
+        }
+        Command::Adopt {
+            logical_id,
+            into_stack,
+            write,
+        } => emit(
+            out,
+            &adopt::adopt(
+                ctx,
+                &adopt::AdoptArgs {
+                    logical_id,
+                    into_stack,
+                    write,
+                },
+            )
+            .await?,
         ),
         Command::Deploy { .. } => anyhow::bail!(
             "deploy works on a plan: ddb-relay --plan FILE deploy (one stack: sam deploy, README \"Deploy\")"

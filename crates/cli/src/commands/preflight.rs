@@ -3,6 +3,7 @@
 use anyhow::Result;
 use relay_aws::operator::Aws;
 use relay_core::decide::{self, Check, CheckStatus};
+use relay_core::iac::exposure;
 use relay_core::place::SeedReach;
 use serde::Serialize;
 
@@ -43,6 +44,32 @@ impl Report for PreflightReport {
         } else {
             EXIT_NO_GO
         }
+    }
+}
+
+/// Whether the deploy that points the user's template at the new table
+/// can delete the source: the step where sources get lost. A warning, never
+/// a blocker (`ddb-relay protect` clears it).
+async fn source_protection<A: Aws>(ctx: &Ctx<A>, protected: bool) -> Check {
+    const WHAT: &str = "source protection";
+    let t = &ctx.stack.source_table;
+    match ctx.aws.owner(t).await {
+        Ok(owner) => {
+            let e = exposure(t, protected, owner.as_ref());
+            if e.exposed {
+                Check::warn(WHAT, e.detail)
+            } else {
+                Check::pass(WHAT, e.detail)
+            }
+        }
+        Err(err) if protected => Check::pass(
+            WHAT,
+            format!("deletion protection on (owning stack not looked up: {})", explain(err, "CloudFormation")),
+        ),
+        Err(err) => Check::warn(
+            WHAT,
+            format!("deletion protection off, and the owning stack could not be looked up ({}): run `ddb-relay protect`", explain(err, "CloudFormation")),
+        ),
     }
 }
 
@@ -130,6 +157,7 @@ pub async fn preflight<A: Aws>(
                 (Ok(_), None) => {}
                 (Err(e), _) => checks.push(Check::fail("forwarder trigger", e.to_string())),
             }
+            checks.push(source_protection(ctx, t.deletion_protection).await);
         }
         Ok(None) => checks.push(Check::fail(
             "source table",

@@ -66,6 +66,27 @@ pub fn require_paused(read: &ControlState, trigger_state: &str) -> Result<()> {
     Ok(())
 }
 
+/// A re-seed drops the target (or clears every item of it): refused while
+/// the target has deletion protection on, which says it is now precious
+/// (`protect --target`, or the user's own IaC).
+pub async fn refuse_protected_target<A: Aws>(ctx: &Ctx<A>) -> Result<()> {
+    let t = &ctx.stack.target_table;
+    let info = ctx.aws.describe(t).await.map_err(|e| explain(e, t))?;
+    if info.is_some_and(|i| i.deletion_protection) {
+        bail!(
+            "the target {t} has deletion protection on, and a re-seed drops it or clears every item: if you mean to re-seed it, turn protection off first (`aws dynamodb update-table{} --table-name {} --no-deletion-protection-enabled`)",
+            ctx.stack
+                .target
+                .region
+                .as_deref()
+                .map(|r| format!(" --region {r}"))
+                .unwrap_or_default(),
+            t.split('@').next().unwrap_or(t)
+        );
+    }
+    Ok(())
+}
+
 /// Waits until no applier invocation that started before the pause can
 /// still write (then the target can be dropped or cleared).
 pub async fn wait_stopped<A: Aws>(ctx: &Ctx<A>, read: &ControlState) -> Result<()> {
@@ -99,6 +120,7 @@ pub async fn replay<A: Aws>(
             "a restart by backup"
         },
     )?;
+    refuse_protected_target(ctx).await?;
     let read = ctx.control().await?;
     let trigger = ctx.applier_trigger().await?;
     require_paused(&read, &trigger.state)?;

@@ -513,6 +513,7 @@ pub async fn restart_scan<A: Aws>(
     no_resume: bool,
     dry_run: bool,
 ) -> Result<ScanReport> {
+    super::replay::refuse_protected_target(ctx).await?;
     let read = ctx.control().await?;
     let trigger = ctx.applier_trigger().await?;
     require_paused(&read, &trigger.state)?;

@@ -105,6 +105,27 @@ fn a_plan_run_forwards_the_command_with_each_pairs_stack_and_seed() {
         args.ends_with(&s(&["finish", "--report=r-carts.json"])),
         "{args:?}"
     );
+    // `adopt --write DIR`: one directory per pair.
+    let args = pair_args(
+        &plan,
+        &a.file,
+        &plan.pairs[1],
+        &s(&["adopt", "--write", "out"]),
+    );
+    assert!(
+        args.ends_with(&s(&["adopt", "--write", "out/carts"])),
+        "{args:?}"
+    );
+    let args = pair_args(
+        &plan,
+        &a.file,
+        &plan.pairs[1],
+        &s(&["adopt", "--write=out"]),
+    );
+    assert!(
+        args.ends_with(&s(&["adopt", "--write=out/carts"])),
+        "{args:?}"
+    );
     // After `--`, arguments are the command's (deploy's sam arguments).
     let d = plan_args(
         &s(&[
