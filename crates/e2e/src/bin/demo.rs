@@ -106,6 +106,16 @@ async fn main() -> Result<()> {
     s.done("ready");
 
     s.begin(
+        "Protect the source (ddb-relay protect)",
+        "Deletion protection on the source: the deploy that later points your IaC at the\n\
+         new table cannot delete the old one. preflight warned about it above.",
+    );
+    if relay(&local, &name, &["protect"])? != 0 {
+        bail!("protect failed");
+    }
+    s.done("deletion protection on");
+
+    s.begin(
         "Start the load generator",
         &format!(
             "About {rate} writes/s (puts, updates, deletes) on {} items, for the rest of the demo.\n\
@@ -262,6 +272,17 @@ async fn main() -> Result<()> {
         diff.changed.len(),
         dv + df
     ));
+
+    s.begin(
+        "Hand the new table to your IaC (ddb-relay adopt)",
+        "Reads the target as it is and prints what it lacks that the source had, its\n\
+         definition for CloudFormation/SAM, CDK and Serverless, the import change set's\n\
+         steps, and the source's retirement runbook. Changes nothing.",
+    );
+    if relay(&local, &name, &["adopt"])? != 0 {
+        bail!("adopt failed");
+    }
+    s.done("printed");
 
     println!("\nStep timings:");
     for (title, took) in &s.timings {
