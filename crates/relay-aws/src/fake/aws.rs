@@ -11,7 +11,7 @@ use relay_core::item::{AttributeValue, Attrs};
 use super::dynamo::Check;
 use super::{lock, FakeDynamo, FakeFifo, FakeMetrics};
 use crate::operator::{
-    Cond, ControlWrite, Iac, Mapping, MetricQuery, Metrics, Objects, Series, StackInfo, Stacks,
+    Cond, ControlWrite, Mapping, MetricQuery, Metrics, Objects, Series, StackInfo, Stacks,
     TableInfo, Tables, Triggers, Written,
 };
 use crate::AwsError;
@@ -25,7 +25,7 @@ struct Trigger {
 }
 
 #[derive(Default)]
-struct State {
+pub(super) struct State {
     triggers: Vec<Trigger>,
     timeouts: HashMap<String, u64>,
     env: HashMap<(String, String), String>,
@@ -40,11 +40,11 @@ struct State {
     /// S3 objects by (bucket, key).
     objects: HashMap<(String, String), Vec<u8>>,
     /// Tables with deletion protection on.
-    protected: std::collections::HashSet<String>,
+    pub(super) protected: std::collections::HashSet<String>,
     /// The CloudFormation owner of a table, by table name.
-    owners: HashMap<String, relay_core::iac::Owner>,
+    pub(super) owners: HashMap<String, relay_core::iac::Owner>,
     /// Deployed templates, by stack name.
-    templates: HashMap<String, String>,
+    pub(super) templates: HashMap<String, String>,
 }
 
 /// One in-memory account: DynamoDB, the FIFO queue and its DLQ, the
@@ -57,7 +57,7 @@ pub struct FakeAws {
     pub queue_url: String,
     pub dlq_url: String,
     pub failures_url: String,
-    state: Arc<Mutex<State>>,
+    pub(super) state: Arc<Mutex<State>>,
     /// Standard queues: any URL but the FIFO queue and its DLQ.
     pub(crate) standard: Arc<Mutex<super::queues::StandardQueues>>,
 }
@@ -261,7 +261,7 @@ fn check(cond: &Cond) -> Check {
 }
 
 impl FakeAws {
-    async fn enter(&self, op: &'static str, table: &str) -> Result<(), AwsError> {
+    pub(super) async fn enter(&self, op: &'static str, table: &str) -> Result<(), AwsError> {
         let call = super::Call {
             op,
             table,
@@ -551,82 +551,5 @@ impl Metrics for FakeAws {
             .iter()
             .map(|q| self.metrics.query(q, since_ms, until_ms))
             .collect())
-    }
-}
-
-impl Iac for FakeAws {
-    async fn table_spec(
-        &self,
-        table: &str,
-    ) -> Result<Option<relay_core::iac::TableSpec>, AwsError> {
-        use relay_core::iac::{AttrDef, KeyPart, TableSpec, PAY_PER_REQUEST};
-        self.enter("DescribeTable", table).await?;
-        let Some((_, key_names, _, stream)) = self.db.with_state(|s| s.describe(table)) else {
-            return Ok(None);
-        };
-        Ok(Some(
-            TableSpec {
-                name: table.into(),
-                attributes: key_names
-                    .iter()
-                    .map(|n| AttrDef {
-                        name: n.clone(),
-                        ty: "S".into(),
-                    })
-                    .collect(),
-                key: key_names
-                    .iter()
-                    .enumerate()
-                    .map(|(i, n)| KeyPart {
-                        name: n.clone(),
-                        kind: if i == 0 { "HASH" } else { "RANGE" }.into(),
-                    })
-                    .collect(),
-                billing: PAY_PER_REQUEST.into(),
-                throughput: None,
-                gsis: vec![],
-                lsis: vec![],
-                stream_view: stream.then(|| "NEW_AND_OLD_IMAGES".to_string()),
-                ttl_attribute: None,
-                pitr: false,
-                deletion_protection: self.is_protected(table),
-                table_class: None,
-                kms_key: None,
-                tags: Default::default(),
-            }
-            .normalised(),
-        ))
-    }
-
-    async fn set_deletion_protection(&self, table: &str, on: bool) -> Result<(), AwsError> {
-        self.enter("UpdateTable", table).await?;
-        if self.db.with_state(|s| s.describe(table)).is_none() {
-            return Err(AwsError::permanent(
-                "UpdateTable",
-                "ResourceNotFoundException",
-                "Requested resource not found",
-            ));
-        }
-        let mut s = lock(&self.state);
-        if on {
-            s.protected.insert(table.into());
-        } else {
-            s.protected.remove(table);
-        }
-        Ok(())
-    }
-
-    async fn owner(&self, table: &str) -> Result<Option<relay_core::iac::Owner>, AwsError> {
-        tokio::task::yield_now().await;
-        Ok(lock(&self.state).owners.get(table).cloned())
-    }
-
-    async fn template(&self, stack: &str) -> Result<String, AwsError> {
-        tokio::task::yield_now().await;
-        lock(&self.state)
-            .templates
-            .get(stack)
-            .cloned()
-            .ok_or_else(|| AwsError::permanent("GetTemplate", "ValidationError", "stack not found"))
     }
 }

@@ -23,6 +23,7 @@ mod metrics;
 mod dynamo;
 pub mod events;
 mod fifo;
+mod iac;
 mod queues;
 
 #[cfg(feature = "operator")]

@@ -4,9 +4,36 @@
 use aws_sdk_cloudformation::types::{StackStatus, TemplateStage};
 use relay_core::iac::{self, AttrDef, Index, KeyPart, Owner, TableSpec, Throughput};
 
-use super::{e, Iac, Sdk};
+use std::future::Future;
+
+use super::{e, Sdk};
 use crate::sdk::classify;
 use crate::AwsError;
+
+/// The user's IaC: a table as CloudFormation defines it, the stack that
+/// owns it, deletion protection.
+pub trait Iac: Send + Sync {
+    /// The table's settings as an `AWS::DynamoDB::Table` declares them
+    /// (`None`: no such table).
+    fn table_spec(
+        &self,
+        table: &str,
+    ) -> impl Future<Output = Result<Option<relay_core::iac::TableSpec>, AwsError>> + Send;
+    fn set_deletion_protection(
+        &self,
+        table: &str,
+        on: bool,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// The CloudFormation stack (in this region and account) whose resource
+    /// `table` is, with that resource's policies as deployed (`None`: no
+    /// stack owns it).
+    fn owner(
+        &self,
+        table: &str,
+    ) -> impl Future<Output = Result<Option<relay_core::iac::Owner>, AwsError>> + Send;
+    /// A stack's template as it was submitted (`TemplateStage=Original`).
+    fn template(&self, stack: &str) -> impl Future<Output = Result<String, AwsError>> + Send;
+}
 
 /// Stacks a scan for the owner reads at most (only where the service
 /// cannot look a resource up by its physical id).

@@ -18,6 +18,7 @@ mod cloudformation;
 mod cloudwatch;
 mod dynamodb;
 mod iac;
+pub use iac::Iac;
 mod lambda;
 mod s3;
 mod sqs;
@@ -473,31 +474,6 @@ pub trait Objects: Send + Sync {
         key: &str,
         dest: &std::path::Path,
     ) -> impl Future<Output = Result<u64, AwsError>> + Send;
-}
-
-/// The user's IaC: a table as CloudFormation defines it, the stack that
-/// owns it, deletion protection.
-pub trait Iac: Send + Sync {
-    /// The table's settings as an `AWS::DynamoDB::Table` declares them
-    /// (`None`: no such table).
-    fn table_spec(
-        &self,
-        table: &str,
-    ) -> impl Future<Output = Result<Option<relay_core::iac::TableSpec>, AwsError>> + Send;
-    fn set_deletion_protection(
-        &self,
-        table: &str,
-        on: bool,
-    ) -> impl Future<Output = Result<(), AwsError>> + Send;
-    /// The CloudFormation stack (in this region and account) whose resource
-    /// `table` is, with that resource's policies as deployed (`None`: no
-    /// stack owns it).
-    fn owner(
-        &self,
-        table: &str,
-    ) -> impl Future<Output = Result<Option<relay_core::iac::Owner>, AwsError>> + Send;
-    /// A stack's template as it was submitted (`TemplateStage=Original`).
-    fn template(&self, stack: &str) -> impl Future<Output = Result<String, AwsError>> + Send;
 }
 
 /// Every service the operator touches.
