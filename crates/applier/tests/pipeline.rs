@@ -530,6 +530,23 @@ async fn migrate(s: Scenario) -> Result<(), TestCaseError> {
     );
     let done = finish::finish(ctx, 3, 300, None, false).await;
     prop_assert!(done.is_ok(), "finish: {done:?}\n{}", sim.report());
+    // After finish the target is the application's: a re-seed is refused
+    // (it would drop the target or clear it) and changes nothing.
+    let items = sim.db.items("target");
+    for cmd in ["restart --method scan"] {
+        let argv = ["ddb-relay", "--stack", "s"]
+            .into_iter()
+            .chain(cmd.split(' '));
+        let cli = <ddb_relay::args::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+        let refused = ddb_relay::commands::run(ctx, cli.command).await;
+        prop_assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("was finished")),
+            "{cmd} after finish: {refused:?}"
+        );
+    }
+    prop_assert_eq!(sim.db.items("target"), items);
     sim.stop_pollers();
     if std::env::var("SIM_TRACE").is_ok() {
         eprintln!(

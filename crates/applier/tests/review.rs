@@ -409,6 +409,70 @@ fn finish_report_has_a_picture_of_the_migration() {
     });
 }
 
+/// Issue 14 (review M4): after `finish` the target is the application's
+/// table. `restart` (both methods) and `replay` would drop it or clear
+/// it, losing the application's writes since, even with deletion
+/// protection off: they are refused, and nothing changes. `status` shows
+/// the finish; `resume` reopens the migration (and re-seeds are allowed
+/// again, after a pause).
+#[test]
+fn after_finish_restart_and_replay_are_refused_until_resume_reopens() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 39)).await;
+        sim.start_pollers();
+        seed_by_backup(&sim).await;
+        for v in 1..=5 {
+            sim.db.put("source", source_item(v as u8, v, 20, 0));
+            tokio::time::sleep(Duration::from_secs(7)).await;
+        }
+        sim.assert_converged().await;
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        finish::finish(&sim.ctx, 3, 300, None, false).await.unwrap();
+        sim.stop_pollers();
+        let before = sim.ctx.control().await.unwrap();
+        assert!(before.finished_ms.is_some());
+        let st = ddb_relay::commands::status::status(&sim.ctx, 300)
+            .await
+            .unwrap();
+        assert_eq!(st.finished_ms, before.finished_ms);
+        assert!(ddb_relay::commands::status::status_text(&st).contains("finished   at"));
+        // The application writes to the target after the switch.
+        sim.db.put("target", source_item(9, 1, 20, 0));
+        let items = sim.db.items("target");
+        assert!(!sim.aws.is_protected("target"));
+        let run = |cmd: &'static str| {
+            let argv = ["ddb-relay", "--stack", "s"]
+                .into_iter()
+                .chain(cmd.split(' '));
+            let cli = <ddb_relay::args::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+            ddb_relay::commands::run(&sim.ctx, cli.command)
+        };
+        for cmd in ["restart", "restart --method scan", "replay --from now"] {
+            let err = run(cmd).await.expect_err(cmd).to_string();
+            assert!(err.contains("was finished at"), "{cmd}: {err}");
+        }
+        assert_eq!(sim.ctx.control().await.unwrap(), before, "nothing changed");
+        assert_eq!(
+            sim.db.items("target"),
+            items,
+            "the application's write stays"
+        );
+        // `resume` reopens: the mark is gone, and a pause then allows a
+        // re-seed again.
+        run("resume").await.unwrap();
+        let reopened = sim.ctx.control().await.unwrap();
+        assert_eq!(reopened.finished_ms, None);
+        assert_eq!(reopened.paused_at_ms, None);
+        run("pause").await.unwrap();
+        let err = run("restart --dry-run").await.map(|_| ()).err();
+        assert!(
+            err.as_ref()
+                .is_none_or(|e| !e.to_string().contains("was finished")),
+            "{err:?}"
+        );
+    });
+}
+
 /// F1 follow-up: a repair that fails after marking (the source read after
 /// the mark is refused) takes its mark back: no token is left in the
 /// target item for verify to trip over.

@@ -30,6 +30,10 @@ pub const ATTR_CONSUMED_MS: &str = "consumed_ms";
 /// After a pause: no applier invocation that started before the pause can
 /// still write after this time (trigger disabled + the function's timeout).
 pub const ATTR_STOPPED_BY_MS: &str = "stopped_by_ms";
+/// Set by `finish`: the target went live then. Re-seeds are refused after
+/// it (they would drop the application's writes to the target since);
+/// `resume` clears it.
+pub const ATTR_FINISHED_MS: &str = "finished_ms";
 
 /// Default safety margin between the seed's time and the cutoff. An
 /// on-demand backup taken at T may miss writes up to T-60 s and event times
@@ -69,6 +73,9 @@ pub struct ControlState {
     /// Set by `pause` once the trigger is disabled: the time after which no
     /// invocation that started before the pause can still write.
     pub stopped_by_ms: Option<i64>,
+    /// Set by `finish`, cleared by `resume`: while set, `restart` and
+    /// `replay` refuse (the target is the application's table now).
+    pub finished_ms: Option<i64>,
 }
 
 /// What the applier may do under a control item.
@@ -146,6 +153,7 @@ impl ControlState {
             updated_ms: number(item, ATTR_UPDATED_MS)?,
             consumed_ms: number(item, ATTR_CONSUMED_MS)?,
             stopped_by_ms: number(item, ATTR_STOPPED_BY_MS)?,
+            finished_ms: number(item, ATTR_FINISHED_MS)?,
         })
     }
 
@@ -163,6 +171,7 @@ impl ControlState {
             (ATTR_CUTOFF_MS, n(self.cutoff_ms)),
             (ATTR_PAUSED_AT_MS, n(self.paused_at_ms)),
             (ATTR_STOPPED_BY_MS, n(self.stopped_by_ms)),
+            (ATTR_FINISHED_MS, n(self.finished_ms)),
             (ATTR_MODE, Some(AttributeValue::S(mode.into()))),
             (ATTR_SEED_METHOD, s(&self.seed_method)),
             (ATTR_SEED_MS, n(self.seed_ms)),

@@ -225,6 +225,8 @@ pub struct Status {
     /// undecodable messages, missing cutoff, Lambda errors and throttles).
     pub errors: Option<f64>,
     pub last_verify: Option<String>,
+    /// When `finish` ran (`None`: not finished, or reopened by `resume`).
+    pub finished_ms: Option<i64>,
     /// A copy seed's checkpoints (`None`: no copy seed is running).
     pub copy_progress: Option<CopyProgress>,
     /// Facts that could not be read, with the reason.

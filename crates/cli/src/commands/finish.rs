@@ -201,7 +201,7 @@ pub async fn finish<A: Aws>(
         .await
         .map_err(|e| explain(e, &format!("function {}", s.forwarder)))?;
     let quiet = quiet.max(forwarder_timeout + 5);
-    let plan = format!("wait until the forwarder is caught up and the queue stays empty for {quiet} s (at least the forwarder's timeout + 5 s), then set the pause, disable both triggers and write a report");
+    let plan = format!("wait until the forwarder is caught up and the queue stays empty for {quiet} s (at least the forwarder's timeout + 5 s), then set the pause, mark the migration finished (restart and replay refuse after it), disable both triggers and write a report");
     let started = ctx.now_ms();
     let since = started - 3_600_000;
     if !dry_run {
@@ -233,16 +233,16 @@ pub async fn finish<A: Aws>(
         }
         ctx.step("setting the pause and disabling the forwarder and applier triggers");
         let read = ctx.control().await?;
-        if read.paused_at_ms.is_none() {
-            ctx.write_control(
-                &read,
-                ControlState {
-                    paused_at_ms: Some(ctx.now_ms()),
-                    ..read.clone()
-                },
-            )
-            .await?;
-        }
+        let now = ctx.now_ms();
+        ctx.write_control(
+            &read,
+            ControlState {
+                paused_at_ms: read.paused_at_ms.or(Some(now)),
+                finished_ms: Some(now),
+                ..read.clone()
+            },
+        )
+        .await?;
         ctx.set_trigger(&forwarder.uuid, false, "forwarder trigger")
             .await?;
         ctx.set_trigger(&applier.uuid, false, "applier trigger")

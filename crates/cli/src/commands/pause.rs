@@ -211,9 +211,14 @@ pub async fn resume<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<ResumeReport>
             version: read.version,
             dry_run: true,
             plan: Some(format!(
-                "lift the pause and enable the applier trigger (now {}); cutoff {}",
+                "lift the pause and enable the applier trigger (now {}); cutoff {}{}",
                 trigger.state,
-                rfc3339(cutoff)
+                rfc3339(cutoff),
+                if read.finished_ms.is_some() {
+                    "; reopens the finished migration"
+                } else {
+                    ""
+                }
             )),
         });
     }
@@ -235,12 +240,16 @@ pub async fn enable_applier<A: Aws>(
     uuid: &str,
     read: ControlState,
 ) -> Result<ControlState> {
-    let written = if read.paused_at_ms.is_some() || read.stopped_by_ms.is_some() {
+    let written = if read.paused_at_ms.is_some()
+        || read.stopped_by_ms.is_some()
+        || read.finished_ms.is_some()
+    {
         ctx.write_control(
             &read,
             ControlState {
                 paused_at_ms: None,
                 stopped_by_ms: None,
+                finished_ms: None,
                 ..read.clone()
             },
         )

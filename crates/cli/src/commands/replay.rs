@@ -58,8 +58,14 @@ impl Report for ReplayReport {
     }
 }
 
-/// The applier must be paused (the fence set, the trigger not Enabled).
+/// A re-seed needs the applier paused (the fence set, the trigger not
+/// Enabled), and a migration that is not finished: after `finish` the
+/// target is the application's table, and dropping or clearing it would
+/// lose the application's writes since.
 pub fn require_paused(read: &ControlState, trigger_state: &str) -> Result<()> {
+    if let Some(t) = read.finished_ms {
+        bail!("this migration was finished at {}: the target may hold the application's writes since, and a re-seed drops it or clears every item. If the application never wrote to the target (it was not switched), `ddb-relay resume` reopens the migration; then pause and re-seed", crate::ctx::rfc3339(t));
+    }
     if read.paused_at_ms.is_none() || trigger_state == "Enabled" {
         bail!("{}", ReplayError::NotPaused);
     }

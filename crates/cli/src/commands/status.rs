@@ -203,6 +203,7 @@ pub async fn status<A: Aws>(ctx: &Ctx<A>, window_s: u64) -> Result<Status> {
         replication_lag_ms: newest(&[&series[LAG]], now),
         errors,
         last_verify: control.last_verify,
+        finished_ms: control.finished_ms,
         copy_progress,
         unknown,
     })
@@ -261,6 +262,12 @@ pub fn status_text(s: &Status) -> String {
         s.errors.map_or("unknown".into(), |e| format!("{e:.0}")),
         s.last_verify.as_deref().unwrap_or("none since the last seed"),
     );
+    if let Some(f) = s.finished_ms {
+        out.push_str(&format!(
+            "\nfinished   at {} (restart and replay refuse; `resume` reopens)",
+            rfc3339(f)
+        ));
+    }
     if let Some(p) = &s.copy_progress {
         let rate = match (p.items_per_s, p.eta_s) {
             (Some(r), Some(eta)) => format!(", {r:.0} items/s, about {eta:.0} s left"),
