@@ -62,7 +62,88 @@ pub fn cfn_yaml(spec: &TableSpec, logical: &str) -> String {
     res.insert(logical.into(), spec.cfn_resource());
     let mut doc = serde_yaml_ng::Mapping::new();
     doc.insert("Resources".into(), Value::Mapping(res));
-    serde_yaml_ng::to_string(&Value::Mapping(doc)).unwrap_or_default()
+    yaml_text(&Value::Mapping(doc))
+}
+
+/// `v` as block YAML that means the same under YAML 1.1 (what
+/// CloudFormation parses) and 1.2: every string is double-quoted (a JSON
+/// string literal is a YAML double-quoted scalar), so a tag value `on`,
+/// `yes`, `1_000` or `0x1F` stays a string.
+pub fn yaml_text(v: &Value) -> String {
+    let mut out = String::new();
+    match scalar(v) {
+        Some(s) => {
+            out.push_str(&s);
+            out.push('\n');
+        }
+        None => yaml_block(v, 0, &mut out),
+    }
+    out
+}
+
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => Some("null".into()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => Some(serde_json::to_string(s).unwrap_or_default()),
+        Value::Mapping(m) if m.is_empty() => Some("{}".into()),
+        Value::Sequence(s) if s.is_empty() => Some("[]".into()),
+        Value::Tagged(t) => Some(format!(
+            "{} {}",
+            t.tag,
+            scalar(&t.value).unwrap_or_else(|| serde_json::to_string(&t.value).unwrap_or_default())
+        )),
+        Value::Mapping(_) | Value::Sequence(_) => None,
+    }
+}
+
+/// A mapping key: plain when it is a word no YAML reads otherwise.
+fn yaml_key(k: &Value) -> String {
+    const SPECIAL: [&str; 9] = ["y", "n", "yes", "no", "on", "off", "true", "false", "null"];
+    match k {
+        Value::String(s)
+            if s.starts_with(|c: char| c.is_ascii_alphabetic())
+                && s.chars().all(|c| c.is_ascii_alphanumeric())
+                && !SPECIAL.contains(&s.to_ascii_lowercase().as_str()) =>
+        {
+            s.clone()
+        }
+        other => scalar(other).unwrap_or_else(|| serde_json::to_string(other).unwrap_or_default()),
+    }
+}
+
+fn yaml_block(v: &Value, indent: usize, out: &mut String) {
+    let pad = " ".repeat(indent);
+    match v {
+        Value::Mapping(m) => {
+            for (k, val) in m {
+                out.push_str(&format!("{pad}{}:", yaml_key(k)));
+                match scalar(val) {
+                    Some(s) => out.push_str(&format!(" {s}\n")),
+                    None => {
+                        out.push('\n');
+                        yaml_block(val, indent + 2, out);
+                    }
+                }
+            }
+        }
+        Value::Sequence(items) => {
+            for item in items {
+                match scalar(item) {
+                    Some(s) => out.push_str(&format!("{pad}- {s}\n")),
+                    None => {
+                        // The item as a block two deeper, its first
+                        // indentation replaced by the dash.
+                        let mut inner = String::new();
+                        yaml_block(item, indent + 2, &mut inner);
+                        out.push_str(&format!("{pad}- {}", &inner[indent + 2..]));
+                    }
+                }
+            }
+        }
+        other => out.push_str(&format!("{pad}{}\n", scalar(other).unwrap_or_default())),
+    }
 }
 
 /// The `ResourcesToImport` of the IMPORT change set.
@@ -109,16 +190,32 @@ pub fn template_with(template: &str, spec: &TableSpec, logical: &str) -> Result<
     if existing.contains_key(logical) {
         return Err(taken());
     }
-    let lines: Vec<&str> = template.lines().collect();
+    let eol = if template.contains("\r\n") {
+        "\r\n"
+    } else {
+        "\n"
+    };
+    let mut lines: Vec<&str> = template.lines().collect();
+    let after_key = |l: &str| {
+        l.strip_prefix("Resources:").map(|r| {
+            let r = r.trim_start();
+            let r = r.strip_prefix("{}").unwrap_or(r).trim_start();
+            r.is_empty() || r.starts_with('#')
+        })
+    };
     let at = lines
         .iter()
-        .position(|l| {
-            l.strip_prefix("Resources:")
-                .is_some_and(|r| r.trim().is_empty() || r.trim_start().starts_with('#'))
-        })
+        .position(|l| after_key(l) == Some(true))
         .ok_or(
             "the stack's template has no block `Resources:` line to add under (edit it by hand)",
         )?;
+    // `Resources: {}` (no resource yet) becomes a block.
+    if lines[at]["Resources:".len()..]
+        .trim_start()
+        .starts_with("{}")
+    {
+        lines[at] = "Resources:";
+    }
     let indent = lines[at + 1..]
         .iter()
         .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
@@ -127,14 +224,14 @@ pub fn template_with(template: &str, spec: &TableSpec, logical: &str) -> Result<
         .unwrap_or(2);
     let mut one = serde_yaml_ng::Mapping::new();
     one.insert(logical.into(), spec.cfn_resource());
-    let block = serde_yaml_ng::to_string(&Value::Mapping(one)).map_err(|e| e.to_string())?;
+    let block = yaml_text(&Value::Mapping(one));
     let pad = " ".repeat(indent);
     let mut out: Vec<String> = lines[..=at].iter().map(|l| l.to_string()).collect();
     out.extend(block.lines().map(|l| format!("{pad}{l}")));
     out.extend(lines[at + 1..].iter().map(|l| l.to_string()));
-    let mut text = out.join("\n");
+    let mut text = out.join(eol);
     if template.ends_with('\n') {
-        text.push('\n');
+        text.push_str(eol);
     }
     // The check: the same document, plus the resource.
     let mut after: Value = serde_yaml_ng::from_str(&text)
@@ -379,7 +476,7 @@ pub fn serverless_yaml(spec: &TableSpec, logical: &str) -> String {
     inner.insert("Resources".into(), Value::Mapping(res));
     let mut doc = serde_yaml_ng::Mapping::new();
     doc.insert("resources".into(), Value::Mapping(inner));
-    serde_yaml_ng::to_string(&Value::Mapping(doc)).unwrap_or_default()
+    yaml_text(&Value::Mapping(doc))
 }
 
 /// The read-only resource policy for the source's rollback window: every

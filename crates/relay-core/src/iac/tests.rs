@@ -233,7 +233,156 @@ proptest! {
         let yaml = cfn_yaml(&spec, "T");
         let doc: Value = serde_yaml_ng::from_str(&yaml).unwrap();
         prop_assert_eq!(TableSpec::from_cfn(&doc["Resources"]["T"]["Properties"]).unwrap(), spec);
+        prop_assert!(unquoted_strings(&yaml).is_empty(), "{:?}\n{}", unquoted_strings(&yaml), yaml);
     }
+}
+
+/// Scalars in block YAML `text` that YAML 1.1 could read as something
+/// other than what YAML 1.2 reads: anything plain but a safe key, a
+/// boolean, an integer, `{}` or `[]`.
+fn unquoted_strings(text: &str) -> Vec<String> {
+    let safe_key = |k: &str| {
+        k.starts_with('"')
+            || (k.chars().all(|c| c.is_ascii_alphanumeric())
+                && !["y", "n", "yes", "no", "on", "off", "true", "false", "null"]
+                    .contains(&k.to_ascii_lowercase().as_str()))
+    };
+    let safe_value = |v: &str| {
+        v.is_empty()
+            || v.starts_with('"')
+            || ["true", "false", "{}", "[]"].contains(&v)
+            || (v.chars().all(|c| c.is_ascii_digit()) && !v.starts_with('0'))
+            || v == "0"
+    };
+    let mut bad = Vec::new();
+    for line in text.lines() {
+        let mut l = line.trim_start();
+        while let Some(rest) = l.strip_prefix("- ") {
+            l = rest.trim_start();
+        }
+        let (key, value) = if l.starts_with('"') && !l.contains("\": ") && !l.ends_with("\":") {
+            (None, l)
+        } else {
+            match l
+                .find(": ")
+                .or_else(|| l.strip_suffix(':').map(|k| k.len()))
+            {
+                Some(i) => (Some(&l[..i]), l[i + 1..].trim()),
+                None => (None, l),
+            }
+        };
+        if key.is_some_and(|k| !safe_key(k)) || !safe_value(value) {
+            bad.push(line.to_string());
+        }
+    }
+    bad
+}
+
+/// Review M3: CloudFormation parses YAML 1.1, where `on`, `yes`, `y`,
+/// `1_000`, `0x1F`, `~` and dates are not strings. Every string we print is
+/// double-quoted, so each means the same to CloudFormation as to us.
+#[test]
+fn printed_yaml_means_the_same_under_yaml_1_1() {
+    let mut spec = orders();
+    spec.name = "1_000".into();
+    for (k, v) in [
+        ("on", "yes"),
+        ("flag", "on"),
+        ("n", "1_000"),
+        ("hex", "0x1F"),
+        ("null", "~"),
+        ("date", "2001-01-01"),
+        ("Y", "off"),
+        ("quote", "it's \"x\": y\n#z"),
+    ] {
+        spec.tags.insert(k.into(), v.into());
+    }
+    let spec = spec.normalised();
+    for (text, path) in [
+        (cfn_yaml(&spec, "On"), vec!["Resources", "On"]),
+        (
+            serverless_yaml(&spec, "On"),
+            vec!["resources", "Resources", "On"],
+        ),
+    ] {
+        assert_eq!(unquoted_strings(&text), Vec::<String>::new(), "{text}");
+        assert!(
+            text.contains("\"Value\": \"on\"") || text.contains("Value: \"on\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"On\":"),
+            "a logical id On is quoted: {text}"
+        );
+        let doc: Value = serde_yaml_ng::from_str(&text).unwrap();
+        let res = path.iter().fold(&doc, |d, k| &d[*k]);
+        assert_eq!(res, &spec.cfn_resource());
+    }
+    // The checker itself sees a plain YAML 1.1 boolean.
+    assert_eq!(
+        unquoted_strings("Tags:\n- Key: \"a\"\n  Value: on\n"),
+        vec!["  Value: on"]
+    );
+}
+
+/// Review (weak tests): the resource goes under `Resources:` whatever the
+/// template's layout, and nothing else changes, line endings included.
+#[test]
+fn the_import_template_keeps_the_layout_of_any_yaml_template() {
+    let spec = orders().normalised();
+    let cases = [
+        ("comments", "# app\nResources: # the app\n  # first a queue\n  Queue:\n    Type: AWS::SQS::Queue\nOutputs:\n  Q:\n    Value: !Ref Queue\n"),
+        ("four spaces", "Resources:\n    Queue:\n        Type: AWS::SQS::Queue\n        Properties:\n            DelaySeconds: 1_000\n"),
+        ("crlf", "Resources:\r\n  Queue:\r\n    Type: AWS::SQS::Queue\r\n"),
+        ("document start", "---\nAWSTemplateFormatVersion: '2010-09-09'\nResources:\n  Queue:\n    Type: AWS::SQS::Queue\n"),
+        ("empty", "Resources: {}\nOutputs: {}\n"),
+        ("no final newline", "Resources:\n  Queue:\n    Type: AWS::SQS::Queue"),
+    ];
+    for (name, yaml) in cases {
+        let out = template_with(yaml, &spec, "OrdersV2").unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut before: Value = serde_yaml_ng::from_str(yaml).unwrap();
+        let mut after: Value = serde_yaml_ng::from_str(&out).unwrap();
+        let added = after["Resources"]
+            .as_mapping_mut()
+            .unwrap()
+            .remove("OrdersV2")
+            .unwrap_or_else(|| panic!("{name}: not added\n{out}"));
+        assert_eq!(added, spec.cfn_resource(), "{name}");
+        if name == "empty" {
+            before["Resources"] = Value::Mapping(Default::default());
+        }
+        assert_eq!(after, before, "{name}: nothing else changed\n{out}");
+        assert_eq!(yaml.contains("\r\n"), out.contains("\r\n"), "{name}");
+        if yaml.contains("\r\n") {
+            assert!(
+                !out.replace("\r\n", "").contains('\n'),
+                "{name}: every line ends CRLF"
+            );
+        }
+        assert_eq!(yaml.ends_with('\n'), out.ends_with('\n'), "{name}");
+        // Every line of the template is still there, in order.
+        let kept: Vec<&str> = out
+            .lines()
+            .filter(|l| yaml.lines().any(|y| y == *l))
+            .collect();
+        let want: Vec<&str> = yaml
+            .lines()
+            .filter(|l| !l.starts_with("Resources: {}"))
+            .collect();
+        assert_eq!(kept, want, "{name}");
+        assert_eq!(
+            unquoted_strings(
+                &out[out.find("OrdersV2").unwrap()..]
+                    .lines()
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+            Vec::<String>::new()
+        );
+    }
+    // A flow-style or odd template is refused with a clear message.
+    assert!(template_with("{Resources: {Q: {Type: X}}}", &spec, "T").is_err());
 }
 
 #[test]
