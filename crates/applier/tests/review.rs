@@ -653,6 +653,7 @@ fn the_source_is_protected_before_seeding_and_restart_cannot_delete_a_protected_
             deletion_policy: Some("Retain".into()),
             update_replace_policy: None,
             root_stack: None,
+            resource_type: relay_core::iac::TABLE_TYPE.into(),
         };
         sim.aws.set_owner("source", owner, "Resources: {}");
         let check = |r: &ddb_relay::commands::preflight::PreflightReport| {

@@ -23,8 +23,9 @@ fn env_of(local: &Local, cmd: &mut std::process::Command) {
         .unwrap_or_default();
     let venv = repo_root().join(".venv/bin");
     let path = format!(
-        "{}:{}:{}",
+        "{}:{}:{}:{}",
         bin.display(),
+        aws_wrapper(&venv).display(),
         venv.display(),
         std::env::var("PATH").unwrap_or_default()
     );
@@ -37,6 +38,29 @@ fn env_of(local: &Local, cmd: &mut std::process::Command) {
         .env("AWS_PAGER", "")
         .env_remove("AWS_PROFILE")
         .env_remove("DDB_RELAY_STACK");
+}
+
+/// A directory with an `aws` that is the project's AWS CLI given
+/// `--endpoint-url $AWS_ENDPOINT_URL`. AWS CLI v1 ignores AWS_ENDPOINT_URL
+/// for SQS in us-east-1 (its `overridesslcommonname` customization points
+/// it at queue.amazonaws.com unless `--endpoint-url` is on the command
+/// line); the printed commands themselves run unchanged.
+fn aws_wrapper(venv: &Path) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ddb-relay-adopt-aws-{}", std::process::id()));
+    let aws = dir.join("aws");
+    if !aws.exists() {
+        let _ = std::fs::create_dir_all(&dir);
+        let _ = std::fs::write(
+            &aws,
+            format!(
+                "#!/usr/bin/env bash\nexec {} ${{AWS_ENDPOINT_URL:+--endpoint-url \"$AWS_ENDPOINT_URL\"}} \"$@\"\n",
+                venv.join("aws").display()
+            ),
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&aws, std::fs::Permissions::from_mode(0o755));
+    }
+    dir
 }
 
 fn show(o: &Output) -> String {
@@ -81,6 +105,16 @@ fn sh(local: &Local, command: &str) -> String {
         show(&o)
     );
     String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// Runs one printed command verbatim in bash, which may fail: (success,
+/// stdout and stderr).
+fn sh_may_fail(local: &Local, command: &str) -> (bool, String) {
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg("-c").arg(format!("set -eo pipefail; {command}"));
+    env_of(local, &mut cmd);
+    let o = cmd.output().expect("run bash");
+    (o.status.success(), show(&o))
 }
 
 /// The command of the step whose description contains `what`.
@@ -349,6 +383,44 @@ async fn the_target_is_adopted_into_the_apps_stack_and_the_source_retired_withou
     );
     let migrated = local.scan(&target).await?;
 
+    // The source has a resource policy of its own, which the read-only
+    // step must keep and the rollback must put back.
+    let source_arn = local
+        .ddb
+        .describe_table()
+        .table_name(&source)
+        .send()
+        .await
+        .map_err(sdk)?
+        .table()
+        .and_then(|t| t.table_arn())
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("no arn"))?;
+    let own_policy = json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Sid": "Reader", "Effect": "Allow",
+            "Principal": {"AWS": "arn:aws:iam::000000000000:root"},
+            "Action": "dynamodb:GetItem", "Resource": source_arn}]
+    });
+    local
+        .ddb
+        .put_resource_policy()
+        .resource_arn(&source_arn)
+        .policy(own_policy.to_string())
+        .send()
+        .await
+        .map_err(sdk)?;
+    let policy_now = || async {
+        let p = local
+            .ddb
+            .get_resource_policy()
+            .resource_arn(&source_arn)
+            .send()
+            .await
+            .map_err(sdk)?;
+        Ok::<Value, anyhow::Error>(serde_json::from_str(p.policy().unwrap_or("null"))?)
+    };
+
     // 4. adopt: the gaps a restore leaves, each fixed by its printed command.
     let dir = tmp_dir("files");
     let d = dir.to_str().unwrap_or_default();
@@ -413,15 +485,25 @@ async fn the_target_is_adopted_into_the_apps_stack_and_the_source_retired_withou
     assert!(std::fs::read_to_string(dir.join("import-template"))?.contains("\"Jobs\""));
     sh(&local, step(steps, "Create the IMPORT change set"));
     let listed = sh(&local, step(steps, "Wait for it"));
-    assert!(
-        listed.contains("Import") && listed.contains(&logical) && !listed.contains("Modify"),
-        "{listed}"
+    let listed: Value = serde_json::from_str(&listed)?;
+    assert_eq!(
+        listed,
+        json!([["Import", logical, target]]),
+        "one change: the import of the table"
     );
     sh(&local, step(steps, "Execute it"));
     let drift = sh(&local, step(steps, "Check for drift"));
     assert!(
         drift.contains("matches the live table: no drift"),
         "{drift}"
+    );
+    // CloudFormation's drift detection: MiniStack refuses it in
+    // IMPORT_COMPLETE, as the step says; after the next update it runs.
+    let cfn_drift = step(steps, "CloudFormation's own drift detection").to_string();
+    let (ok, said) = sh_may_fail(&local, &cfn_drift);
+    assert!(
+        (ok && said.contains("IN_SYNC")) || (!ok && said.contains("IMPORT_COMPLETE")),
+        "{said}"
     );
     let held = local
         .cfn
@@ -439,18 +521,53 @@ async fn the_target_is_adopted_into_the_apps_stack_and_the_source_retired_withou
     let again = relay(&local, st, &["adopt", "--output", "json"], 0);
     assert_eq!(again["already_in"]["stack"], app.as_str());
     assert_eq!(again["drift"], json!([]), "{again:#}");
+    assert_eq!(
+        again["cloudformation"]["steps"],
+        json!([]),
+        "nothing to import"
+    );
+    // A live change the stack does not declare is drift: adopt says which
+    // setting and exits 3, so the printed `adopt && deploy` gate stops.
+    let tag = format!("aws dynamodb tag-resource --resource-arn \"$(aws dynamodb describe-table --table-name {target} --query Table.TableArn --output text)\" --tags Key=drifted,Value=on");
+    sh(&local, &tag);
+    let drifted = relay(&local, st, &["adopt", "--output", "json"], 3);
+    assert_eq!(drifted["drift"], json!(["tags"]), "{drifted:#}");
+    let (ok, said) = sh_may_fail(&local, step(steps, "Check for drift"));
+    assert!(!ok && said.contains("DRIFTED"), "{said}");
+    sh(&local, &format!("aws dynamodb untag-resource --resource-arn \"$(aws dynamodb describe-table --table-name {target} --query Table.TableArn --output text)\" --tag-keys drifted"));
+    relay(&local, st, &["adopt", "--output", "json"], 0);
 
     // 6. Retire the source: the runbook, verbatim where it is a command.
     let retire = &a["retire"];
     sh(&local, step(retire, "Keep"));
     sh(&local, step(retire, "Rollback window"));
-    // The rollback is apart from the steps, and works: lift, then set again.
+    let read_only = policy_now().await?;
+    let statements = read_only["Statement"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        statements.len(),
+        2,
+        "the table's own statement is kept: {read_only:#}"
+    );
+    assert_eq!(statements[0]["Sid"], "Reader");
+    assert_eq!(statements[1]["Effect"], "Deny");
+    // The rollback is apart from the steps, and puts the table's own
+    // policy back.
     assert!(!retire.to_string().contains("delete-resource-policy"));
     sh(
         &local,
         a["rollback"]["command"].as_str().unwrap_or_default(),
     );
-    sh(&local, step(retire, "Rollback window"));
+    assert_eq!(policy_now().await?, own_policy, "the rollback restores it");
+    // The printed put was conditional on the revision adopt read: the
+    // policy changed since, so it fails; adopt --write again reads it anew.
+    let (ok, said) = sh_may_fail(&local, step(retire, "Rollback window"));
+    assert!(!ok, "a stale read-only step must not overwrite: {said}");
+    let fresh = relay(&local, st, &["adopt", "--write", d, "--output", "json"], 0);
+    sh(&local, step(&fresh["retire"], "Rollback window"));
+    assert_eq!(policy_now().await?["Statement"][1]["Effect"], "Deny");
     let adopted = a["cloudformation"]["resource"].clone();
     let mut retained = orders(&source);
     retained["DeletionPolicy"] = json!("Retain");
@@ -470,6 +587,9 @@ async fn the_target_is_adopted_into_the_apps_stack_and_the_source_retired_withou
         says.contains("DeletionPolicy Retain, UpdateReplacePolicy Retain"),
         "{says}"
     );
+    // The stack was updated: CloudFormation's drift detection runs now.
+    let (ok, said) = sh_may_fail(&local, &cfn_drift);
+    assert!(ok && said.contains("IN_SYNC"), "{said}");
     update_stack(
         &local,
         &app,
@@ -478,21 +598,39 @@ async fn the_target_is_adopted_into_the_apps_stack_and_the_source_retired_withou
     .await?;
     let out = sh(&local, step(retire, "Remove Orders"));
     assert!(
-        out.contains("[]") && out.contains("ACTIVE"),
+        out.contains(&format!("Orders is out of stack {app}")) && out.contains("ACTIVE"),
         "out of the stack, still there: {out}"
     );
     sh(&local, step(retire, "Delete the ddb-relay stack"));
+    for q in [&stack.queue_url, &stack.dlq_url, &stack.stream_failure_url] {
+        let (ok, said) = sh_may_fail(
+            &local,
+            &format!("aws sqs get-queue-attributes --queue-url {q} --attribute-names All"),
+        );
+        assert!(!ok, "the retained queue {q} went too: {said}");
+    }
     let before = local.scan(&source).await?;
     assert_eq!(before, migrated, "the source still holds what was migrated");
     assert!(
         !exists(&local, &stack.control_table).await?,
         "the retained control table went too"
     );
-    sh(&local, step(retire, "last on-demand backup"));
-    sh(
-        &local,
-        step(retire, "turn deletion protection off and delete"),
+    // The gate refuses a backup that is not the one just made (here: none
+    // exists under the saved ARN).
+    let gate = step(retire, "turn deletion protection off and delete");
+    std::fs::write(
+        dir.join("retired-backup-arn"),
+        format!("{source_arn}/backup/01234567890123-nothere\n"),
+    )?;
+    let (ok, said) = sh_may_fail(&local, gate);
+    assert!(!ok, "{said}");
+    assert!(exists(&local, &source).await?, "refused: the source stays");
+    let arn = sh(&local, step(retire, "last on-demand backup"));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("retired-backup-arn"))?.trim(),
+        arn.trim()
     );
+    sh(&local, gate);
     assert!(
         !exists(&local, &source).await?,
         "the source is deleted, on purpose, last"
@@ -514,6 +652,7 @@ async fn the_target_is_adopted_into_the_apps_stack_and_the_source_retired_withou
         "the target is untouched"
     );
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(aws_wrapper(&repo_root().join(".venv/bin")));
     local
         .cfn
         .delete_stack()

@@ -406,6 +406,18 @@ pub struct Owner {
     /// written by the root's deploys).
     #[serde(default)]
     pub root_stack: Option<String>,
+    /// [`TABLE_TYPE`], or [`GLOBAL_TABLE_TYPE`] (CDK `TableV2`).
+    #[serde(default = "table_type")]
+    pub resource_type: String,
+}
+
+/// The CloudFormation type `adopt` prints.
+pub const TABLE_TYPE: &str = "AWS::DynamoDB::Table";
+/// The type CDK's `TableV2` declares; it owns a table as well.
+pub const GLOBAL_TABLE_TYPE: &str = "AWS::DynamoDB::GlobalTable";
+
+fn table_type() -> String {
+    TABLE_TYPE.into()
 }
 
 impl Owner {

@@ -100,6 +100,17 @@ fn pretty(v: &serde_json::Value) -> String {
 }
 
 impl Report for AdoptReport {
+    /// 3 when the stack that holds the target defines it otherwise than the
+    /// live table is, or when that could not be compared: a gate such as
+    /// `ddb-relay adopt && cdk deploy` stops.
+    fn exit_code(&self) -> i32 {
+        if self.already_in.is_some() && self.drift.as_ref().is_none_or(|d| !d.is_empty()) {
+            crate::report::EXIT_NO_GO
+        } else {
+            0
+        }
+    }
+
     fn text(&self) -> String {
         let mut o = Vec::new();
         o.push(format!(
@@ -249,6 +260,12 @@ pub async fn adopt<A: Aws>(ctx: &Ctx<A>, args: &AdoptArgs) -> Result<AdoptReport
             .filter(|o| o.root_stack.is_none())
             .map(|o| o.stack.clone())
     });
+    if let Some(o) = source_owner
+        .as_ref()
+        .filter(|o| o.resource_type != relay_core::iac::TABLE_TYPE)
+    {
+        notes.push(format!("the source is declared in stack {} as {} ({}, such as CDK's TableV2): the resource printed here is an AWS::DynamoDB::Table, which imports beside it. To keep that type, declare the new table as one yourself (its properties differ: Replicas carry the per-table settings) and import it with ResourceType {}", o.stack, o.logical_id, o.resource_type, o.resource_type));
+    }
     if let Some(root) = source_owner.as_ref().and_then(|o| o.root_stack.as_ref()) {
         notes.push(format!("the source's stack is nested in {root}: import from the root stack (CloudFormation: create the change set on the root, with the nested stack's template changed), or pass --into-stack"));
     }
@@ -321,6 +338,10 @@ pub async fn adopt<A: Aws>(ctx: &Ctx<A>, args: &AdoptArgs) -> Result<AdoptReport
     // Drift: the stack's own definition of the table, read back and
     // compared with the live table setting by setting.
     let drift = match &already_in {
+        Some(o) if o.resource_type != relay_core::iac::TABLE_TYPE => {
+            notes.push(format!("stack {} declares {} as {}: adopt compares only AWS::DynamoDB::Table definitions; use CloudFormation's drift detection (`aws cloudformation detect-stack-resource-drift --stack-name {} --logical-resource-id {}`)", o.stack, o.logical_id, o.resource_type, render::sh(&o.stack), o.logical_id));
+            None
+        }
         Some(o) => {
             let props = ctx
                 .aws
@@ -368,14 +389,35 @@ pub async fn adopt<A: Aws>(ctx: &Ctx<A>, args: &AdoptArgs) -> Result<AdoptReport
         (None, Some(_)) => render::Ownership::Unknown,
         (None, None) => render::Ownership::Free,
     };
+    let source_arn = source_info
+        .arn
+        .as_deref()
+        .ok_or_else(|| anyhow!("DescribeTable gave no ARN for {}", s.source_table))?;
+    // The source's own resource policy: the read-only step adds to it, and
+    // the rollback puts it back.
+    let policy = match ctx.aws.resource_policy(&s.source_table, source_arn).await {
+        Ok(p) => p,
+        Err(e) => {
+            notes.push(format!("the source's resource policy could not be read ({}): the read-only step expects none (NO_POLICY), so it fails rather than replace one", explain(e, &s.source_table)));
+            None
+        }
+    };
     let retire = render::retire_steps(
         &s.source_table,
         &stack_region,
         ownership,
-        &s.name,
-        &s.control_table,
+        &render::RelayStack {
+            name: &s.name,
+            control_table: &s.control_table,
+            queue_url: &s.queue_url,
+            dlq_url: &s.dlq_url,
+            stream_failure_url: &s.stream_failure_url,
+        },
         &dir,
+        policy.as_ref().map(|(_, rev)| rev.as_str()),
     );
+    let read_only = render::read_only_policy(source_arn, policy.as_ref().map(|(p, _)| p.as_str()))
+        .map_err(|m| anyhow!("{}: {m}", s.source_table))?;
     let mut files = Vec::new();
     if let Some(d) = &args.write {
         std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
@@ -396,14 +438,10 @@ pub async fn adopt<A: Aws>(ctx: &Ctx<A>, args: &AdoptArgs) -> Result<AdoptReport
             "serverless-resources.yml",
             render::serverless_yaml(&spec, &logical),
         )?;
-        let source_arn = source_info
-            .arn
-            .as_deref()
-            .ok_or_else(|| anyhow!("DescribeTable gave no ARN for {}", s.source_table))?;
-        put(
-            "read-only-policy.json",
-            pretty(&render::read_only_policy(source_arn)),
-        )?;
+        put("read-only-policy.json", pretty(&read_only))?;
+        if let Some((original, _)) = &policy {
+            put("original-policy.json", original.clone())?;
+        }
     }
     Ok(AdoptReport {
         stack: s.name.clone(),
@@ -430,7 +468,7 @@ pub async fn adopt<A: Aws>(ctx: &Ctx<A>, args: &AdoptArgs) -> Result<AdoptReport
         },
         serverless,
         retire,
-        rollback: render::rollback_step(&s.source_table, &stack_region),
+        rollback: render::rollback_step(&s.source_table, &stack_region, &dir, policy.is_some()),
         files,
         notes,
         spec,

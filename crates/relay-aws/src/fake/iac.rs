@@ -73,6 +73,15 @@ impl Iac for FakeAws {
         Ok(lock(&self.state).owners.get(table).cloned())
     }
 
+    async fn resource_policy(
+        &self,
+        table: &str,
+        _arn: &str,
+    ) -> Result<Option<(String, String)>, AwsError> {
+        self.enter("GetResourcePolicy", table).await?;
+        Ok(None)
+    }
+
     async fn template(&self, stack: &str) -> Result<String, AwsError> {
         tokio::task::yield_now().await;
         lock(&self.state)

@@ -78,19 +78,10 @@ fn conditional<T>(op: &'static str, r: Result<T, AwsError>) -> Result<Option<T>,
 
 impl Tables for Sdk {
     async fn describe(&self, name: &str) -> Result<Option<TableInfo>, AwsError> {
-        let (ddb, table_name) = self.at(name);
-        let d = match ddb.describe_table().table_name(table_name).send().await {
-            Ok(d) => d,
-            Err(err) => {
-                let err = classify("DescribeTable", &err);
-                return if err.code == "ResourceNotFoundException" {
-                    Ok(None)
-                } else {
-                    Err(err)
-                };
-            }
+        let Some(t) = self.describe_table(name).await? else {
+            return Ok(None);
         };
-        let Some(t) = d.table() else { return Ok(None) };
+        let t = &t;
         let mut keys: Vec<(bool, String)> = t
             .key_schema()
             .iter()

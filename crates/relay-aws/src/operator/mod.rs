@@ -561,6 +561,26 @@ impl Sdk {
     pub(crate) fn is_remote(&self, table: &str) -> bool {
         self.target.as_ref().is_some_and(|t| t.handle == table)
     }
+
+    /// DescribeTable for `table` (a name or the target's handle); `None`:
+    /// no such table.
+    pub(crate) async fn describe_table(
+        &self,
+        table: &str,
+    ) -> Result<Option<aws_sdk_dynamodb::types::TableDescription>, AwsError> {
+        let (ddb, name) = self.at(table);
+        match ddb.describe_table().table_name(name).send().await {
+            Ok(d) => Ok(d.table),
+            Err(err) => {
+                let err = crate::sdk::classify("DescribeTable", &err);
+                if err.code == "ResourceNotFoundException" {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
 }
 
 fn e<E, R>(op: &'static str) -> impl FnOnce(aws_sdk_dynamodb::error::SdkError<E, R>) -> AwsError

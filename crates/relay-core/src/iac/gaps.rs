@@ -33,10 +33,12 @@ pub fn gaps(source: &TableSpec, target: &TableSpec, region: &str, stack: &str) -
             fix,
         })
     };
-    if source.ttl_attribute != target.ttl_attribute {
+    // Only what the target lacks: a fix never turns off a setting the
+    // target has and the source had not.
+    if source.ttl_attribute.is_some() && source.ttl_attribute != target.ttl_attribute {
         let fix = match (&source.ttl_attribute, &target.ttl_attribute) {
             (Some(a), None) => format!("aws dynamodb update-time-to-live --region {r} --table-name {t} --time-to-live-specification Enabled=true,AttributeName={}", render::sh(a)),
-            (_, Some(a)) => format!("aws dynamodb update-time-to-live --region {r} --table-name {t} --time-to-live-specification Enabled=false,AttributeName={}{}", render::sh(a), source.ttl_attribute.as_ref().map(|_| "  # then enable it on the source's attribute (one change per hour)").unwrap_or("")),
+            (_, Some(a)) => format!("aws dynamodb update-time-to-live --region {r} --table-name {t} --time-to-live-specification Enabled=false,AttributeName={}  # then enable it on the source's attribute (one change per hour)", render::sh(a)),
             (None, None) => unreachable!(),
         };
         gap(
@@ -46,7 +48,7 @@ pub fn gaps(source: &TableSpec, target: &TableSpec, region: &str, stack: &str) -
             fix,
         );
     }
-    if source.pitr != target.pitr {
+    if source.pitr && !target.pitr {
         gap(
             "pitr",
             source.pitr.to_string(),
@@ -54,7 +56,7 @@ pub fn gaps(source: &TableSpec, target: &TableSpec, region: &str, stack: &str) -
             format!("aws dynamodb update-continuous-backups --region {r} --table-name {t} --point-in-time-recovery-specification PointInTimeRecoveryEnabled={}", source.pitr),
         );
     }
-    if source.stream_view != target.stream_view {
+    if source.stream_view.is_some() && source.stream_view != target.stream_view {
         let fix = match (&source.stream_view, &target.stream_view) {
             (Some(v), None) => format!("aws dynamodb update-table --region {r} --table-name {t} --stream-specification StreamEnabled=true,StreamViewType={v}  # only if something besides ddb-relay reads the source's stream"),
             // Changing an existing stream gives it a new ARN: whatever reads
@@ -88,7 +90,7 @@ pub fn gaps(source: &TableSpec, target: &TableSpec, region: &str, stack: &str) -
             ),
         );
     }
-    if source.table_class != target.table_class {
+    if source.table_class.is_some() && source.table_class != target.table_class {
         let c = source.table_class.as_deref().unwrap_or("STANDARD");
         gap(
             "table_class",
@@ -100,11 +102,12 @@ pub fn gaps(source: &TableSpec, target: &TableSpec, region: &str, stack: &str) -
             format!("aws dynamodb update-table --region {r} --table-name {t} --table-class {c}"),
         );
     }
-    if source.kms_key != target.kms_key {
-        let fix = match &source.kms_key {
-            Some(k) => format!("aws dynamodb update-table --region {r} --table-name {t} --sse-specification Enabled=true,SSEType=KMS,KMSMasterKeyId={}", render::sh(k)),
-            None => format!("aws dynamodb update-table --region {r} --table-name {t} --sse-specification Enabled=false"),
-        };
+    if let Some(k) = source
+        .kms_key
+        .as_ref()
+        .filter(|k| target.kms_key.as_ref() != Some(*k))
+    {
+        let fix = format!("aws dynamodb update-table --region {r} --table-name {t} --sse-specification Enabled=true,SSEType=KMS,KMSMasterKeyId={}", render::sh(k));
         gap("sse", show(&source.kms_key), show(&target.kms_key), fix);
     }
     if source.billing != target.billing {

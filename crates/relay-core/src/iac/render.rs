@@ -289,8 +289,12 @@ pub fn import_steps(
             Some(format!("aws cloudformation execute-change-set --region {r} --stack-name {s} --change-set-name {cs} && aws cloudformation wait stack-import-complete --region {r} --stack-name {s}")),
         ),
         step(
-            format!("Check for drift: adopt reads the stack's definition of {logical} back and compares it with the live table, setting by setting (CloudFormation's own drift detection refuses a stack in IMPORT_COMPLETE; after the stack's next update, `aws cloudformation detect-stack-resource-drift --stack-name {stack} --logical-resource-id {logical}` works too)"),
+            format!("Check for drift: adopt reads the stack's definition of {logical} back and compares it with the live table, setting by setting, and exits 3 if they differ"),
             Some(format!("ddb-relay --stack {} adopt --logical-id {logical}", sh(relay_stack))),
+        ),
+        step(
+            "And CloudFormation's own drift detection, which AWS recommends after an import. If it refuses a stack in IMPORT_COMPLETE (MiniStack does; AWS's drift guide lists CREATE_COMPLETE, UPDATE_COMPLETE, UPDATE_ROLLBACK_COMPLETE and UPDATE_ROLLBACK_FAILED), run it after the stack's next update. IN_SYNC: no drift",
+            Some(format!("aws cloudformation detect-stack-resource-drift --region {r} --stack-name {s} --logical-resource-id {logical} --query 'StackResourceDrift.[StackResourceDriftStatus,PropertyDifferences]'")),
         ),
         step(
             format!("Add {logical} to your template's source (template.yaml, serverless.yml `resources:`, or the CDK code below), exactly as printed, so the next deploy keeps it unchanged; point your functions at it there"),
@@ -479,13 +483,41 @@ pub fn serverless_yaml(spec: &TableSpec, logical: &str) -> String {
     yaml_text(&Value::Mapping(doc))
 }
 
+/// The Sid of the statement the read-only step adds.
+pub const READ_ONLY_SID: &str = "DdbRelayRetiredReadOnly";
+
 /// The read-only resource policy for the source's rollback window: every
 /// principal is denied writes; reads (and its stream) still work.
-pub fn read_only_policy(table_arn: &str) -> serde_json::Value {
+/// `existing`: the table's resource policy now, kept whole, with the Deny
+/// statement added to it (replacing an earlier one of ours).
+pub fn read_only_policy(
+    table_arn: &str,
+    existing: Option<&str>,
+) -> Result<serde_json::Value, String> {
+    let deny = deny_writes(table_arn);
+    let Some(text) = existing else {
+        return Ok(serde_json::json!({"Version": "2012-10-17", "Statement": [deny]}));
+    };
+    let mut doc: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| format!("the table's resource policy does not parse as JSON: {e}"))?;
+    let obj = doc
+        .as_object_mut()
+        .ok_or("the table's resource policy is not a JSON object")?;
+    let mut statements = match obj.remove("Statement") {
+        Some(serde_json::Value::Array(a)) => a,
+        Some(one @ serde_json::Value::Object(_)) => vec![one],
+        None => Vec::new(),
+        Some(_) => return Err("the table's resource policy has an odd Statement".into()),
+    };
+    statements.retain(|st| st.get("Sid").and_then(|v| v.as_str()) != Some(READ_ONLY_SID));
+    statements.push(deny);
+    obj.insert("Statement".into(), serde_json::Value::Array(statements));
+    Ok(doc)
+}
+
+fn deny_writes(table_arn: &str) -> serde_json::Value {
     serde_json::json!({
-        "Version": "2012-10-17",
-        "Statement": [{
-            "Sid": "DdbRelayRetiredReadOnly",
+            "Sid": READ_ONLY_SID,
             "Effect": "Deny",
             "Principal": "*",
             "Action": [
@@ -498,7 +530,6 @@ pub fn read_only_policy(table_arn: &str) -> serde_json::Value {
                 "dynamodb:PartiQLDelete"
             ],
             "Resource": table_arn,
-        }]
     })
 }
 
@@ -512,28 +543,46 @@ pub enum Ownership<'a> {
     Unknown,
 }
 
+/// The ddb-relay stack a retirement deletes, and what its template
+/// retains (the control table and the three queues).
+#[derive(Clone, Copy, Debug)]
+pub struct RelayStack<'a> {
+    pub name: &'a str,
+    pub control_table: &'a str,
+    pub queue_url: &'a str,
+    pub dlq_url: &'a str,
+    pub stream_failure_url: &'a str,
+}
+
 /// Retiring the source after cutover: read-only for a rollback window,
 /// out of its old stack with Retain, then deleted on purpose (after a last
-/// backup that is AVAILABLE). `relay_stack`: the ddb-relay stack, deleted
-/// with its retained control table. No step undoes an earlier one: the
-/// rollback is [`rollback_step`], apart.
+/// backup that is AVAILABLE). `relay`: the ddb-relay stack, deleted with
+/// what it retains. `policy_revision`: the revision of the source's
+/// resource policy when `adopt` read it (`None`: it had none); the
+/// read-only step fails if the policy changed since. No step undoes an
+/// earlier one: the rollback is [`rollback_step`], apart.
 pub fn retire_steps(
     source: &str,
     region: &str,
     owner: Ownership<'_>,
-    relay_stack: &str,
-    control_table: &str,
+    relay: &RelayStack<'_>,
     dir: &str,
+    policy_revision: Option<&str>,
 ) -> Vec<Step> {
     let (t, r) = (sh(source), sh(region));
+    let relay_stack = relay.name;
+    let file = |f: &str| sh(&format!("{dir}/{f}"));
     let mut steps = vec![
         step(
             format!("Keep {source} from being deleted by anything but the last step"),
             Some(format!("ddb-relay --stack {} protect", sh(relay_stack))),
         ),
         step(
-            format!("Rollback window: make {source} read-only (writes denied to every principal; reads and backups still work; TTL deletes go on). A writer still pointed at it now fails loudly instead of writing where nothing relays it"),
-            Some(format!("aws dynamodb put-resource-policy --region {r} --resource-arn {} --policy {}", table_arn_of(source, region), sh(&format!("file://{dir}/read-only-policy.json")))),
+            format!("Rollback window: make {source} read-only (writes denied to every principal; reads and backups still work; TTL deletes go on). A writer still pointed at it now fails loudly instead of writing where nothing relays it. {} The put fails if the policy changed since adopt read it: run adopt --write again", match policy_revision {
+                Some(_) => "The table's own resource policy is kept: the Deny statement is added to it (original-policy.json holds it as it was).",
+                None => "The table had no resource policy.",
+            }),
+            Some(format!("aws dynamodb put-resource-policy --region {r} --resource-arn {} --policy {} --expected-revision-id {}", table_arn_of(source, region), sh(&format!("file://{dir}/read-only-policy.json")), sh(policy_revision.unwrap_or("NO_POLICY")))),
         ),
     ];
     let retain_then_remove = |stack: &str, logical: &str, retains: bool, steps: &mut Vec<Step>| {
@@ -545,7 +594,7 @@ pub fn retire_steps(
         }
         steps.push(step(
             format!("Remove {logical} (and every reference to it) from stack {stack}'s template and deploy: CloudFormation reports it DELETE_SKIPPED and the table stays. Check that it is out of the stack and still there"),
-            Some(format!("aws cloudformation describe-stack-resources --region {r} --stack-name {} --query \"StackResources[?LogicalResourceId=='{logical}']\" && aws dynamodb describe-table --region {r} --table-name {t} --query Table.TableStatus", sh(stack))),
+            Some(format!("{{ aws cloudformation describe-stack-resource --region {r} --stack-name {} --logical-resource-id {logical} 2>&1 || true; }} | grep -q 'Resource.*does not exist' && echo {} && aws dynamodb describe-table --region {r} --table-name {t} --query Table.TableStatus", sh(stack), sh(&format!("{logical} is out of stack {stack}")))),
         ));
     };
     match owner {
@@ -560,18 +609,31 @@ pub fn retire_steps(
         )),
     }
     let rs = sh(relay_stack);
+    let empty = |url: &str| {
+        format!("test \"$(aws sqs get-queue-attributes --region {r} --queue-url {} --attribute-names ApproximateNumberOfMessages --query Attributes.ApproximateNumberOfMessages --output text)\" = 0", sh(url))
+    };
+    let delete_queue =
+        |url: &str| format!("aws sqs delete-queue --region {r} --queue-url {}", sh(url));
     steps.push(step(
-        "Delete the ddb-relay stack (its queues and functions; neither table is in it), then its control table, which the template retains",
-        Some(format!("aws cloudformation delete-stack --region {r} --stack-name {rs} && aws cloudformation wait stack-delete-complete --region {r} --stack-name {rs} && aws dynamodb delete-table --region {r} --table-name {}", sh(control_table))),
+        "Delete the ddb-relay stack (its functions and triggers; neither table is in it), then what its template retains: the control table and the three queues. The command stops first if the dead-letter queue or the stream failure queue holds anything (their changes are not in the target: `ddb-relay dlq repair` first)",
+        Some(format!(
+            "{} && {} && aws cloudformation delete-stack --region {r} --stack-name {rs} && aws cloudformation wait stack-delete-complete --region {r} --stack-name {rs} && aws dynamodb delete-table --region {r} --table-name {} && {} && {} && {}",
+            empty(relay.dlq_url),
+            empty(relay.stream_failure_url),
+            sh(relay.control_table),
+            delete_queue(relay.queue_url),
+            delete_queue(relay.dlq_url),
+            delete_queue(relay.stream_failure_url),
+        )),
     ));
     let backup = format!("{source}-retired");
     steps.push(step(
-        format!("After the window: a last on-demand backup of {source} (kept until you delete it)"),
-        Some(format!("aws dynamodb create-backup --region {r} --table-name {t} --backup-name {} --query BackupDetails.BackupArn --output text", sh(&backup))),
+        format!("After the window: a last on-demand backup of {source} (kept until you delete it); its ARN is saved in retired-backup-arn"),
+        Some(format!("aws dynamodb create-backup --region {r} --table-name {t} --backup-name {} --query BackupDetails.BackupArn --output text | tee {}", sh(&backup), file("retired-backup-arn"))),
     ));
     steps.push(step(
-        "Once that backup is AVAILABLE (the command checks), turn deletion protection off and delete the table, on purpose",
-        Some(format!("test \"$(aws dynamodb describe-backup --region {r} --backup-arn \"$(aws dynamodb list-backups --region {r} --table-name {t} --query \"BackupSummaries[?BackupName=='{backup}'] | [0].BackupArn\" --output text)\" --query BackupDescription.BackupDetails.BackupStatus --output text)\" = AVAILABLE && aws dynamodb update-table --region {r} --table-name {t} --no-deletion-protection-enabled && aws dynamodb delete-table --region {r} --table-name {t}")),
+        "Once that backup is AVAILABLE (the command checks the backup the last step made, by its ARN), turn deletion protection off and delete the table, on purpose",
+        Some(format!("test \"$(aws dynamodb describe-backup --region {r} --backup-arn \"$(cat {})\" --query BackupDescription.BackupDetails.BackupStatus --output text)\" = AVAILABLE && aws dynamodb update-table --region {r} --table-name {t} --no-deletion-protection-enabled && aws dynamodb delete-table --region {r} --table-name {t}", file("retired-backup-arn"))),
     ));
     steps
 }
@@ -585,11 +647,18 @@ fn table_arn_of(table: &str, region: &str) -> String {
     )
 }
 
-/// Rolling back inside the window: lift the read-only policy. Not a step
-/// of the retirement: run it only to go back.
-pub fn rollback_step(source: &str, region: &str) -> Step {
+/// Rolling back inside the window: lift the read-only policy (put the
+/// table's own policy back when it had one, from `dir`). Not a step of the
+/// retirement: run it only to go back.
+pub fn rollback_step(source: &str, region: &str, dir: &str, had_policy: bool) -> Step {
+    let arn = table_arn_of(source, region);
+    let r = sh(region);
     step(
-        format!("inside the window only: lift the read-only policy and point the application back at {source}. Writes made to the new table since cutover are only in the new table"),
-        Some(format!("aws dynamodb delete-resource-policy --region {} --resource-arn {}", sh(region), table_arn_of(source, region))),
+        format!("inside the window only: lift the read-only policy{} and point the application back at {source}. Writes made to the new table since cutover are only in the new table", if had_policy { " (the table's own policy, as adopt read it, is put back)" } else { "" }),
+        Some(if had_policy {
+            format!("aws dynamodb put-resource-policy --region {r} --resource-arn {arn} --policy {}", sh(&format!("file://{dir}/original-policy.json")))
+        } else {
+            format!("aws dynamodb delete-resource-policy --region {r} --resource-arn {arn}")
+        }),
     )
 }

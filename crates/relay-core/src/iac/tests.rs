@@ -413,6 +413,7 @@ fn exposure_is_cleared_by_deletion_protection_or_by_both_retain_policies() {
         deletion_policy: d.map(str::to_string),
         update_replace_policy: u.map(str::to_string),
         root_stack: None,
+        resource_type: TABLE_TYPE.into(),
     };
     let none = owner(None, None);
     let e = exposure("orders", false, Some(&none));
@@ -594,6 +595,14 @@ fn cdk_and_serverless_print_the_same_table() {
     );
 }
 
+const RELAY: RelayStack<'static> = RelayStack {
+    name: "relay",
+    control_table: "relay-control",
+    queue_url: "http://q/relay-queue.fifo",
+    dlq_url: "http://q/relay-dlq.fifo",
+    stream_failure_url: "http://q/relay-failures",
+};
+
 #[test]
 fn retirement_protects_first_and_deletes_last_after_a_backup() {
     let o = Owner {
@@ -602,32 +611,45 @@ fn retirement_protects_first_and_deletes_last_after_a_backup() {
         deletion_policy: None,
         update_replace_policy: None,
         root_stack: None,
+        resource_type: TABLE_TYPE.into(),
     };
     let steps = retire_steps(
         "orders",
         "us-east-1",
         Ownership::Owned(&o),
-        "relay",
-        "relay-control",
+        &RELAY,
         "my dir",
+        None,
     );
     let cmds: Vec<&str> = steps.iter().filter_map(|s| s.command.as_deref()).collect();
     assert_eq!(cmds[0], "ddb-relay --stack relay protect");
     assert!(
         cmds[1].contains("put-resource-policy")
-            && cmds[1].ends_with("--policy 'file://my dir/read-only-policy.json'"),
+            && cmds[1].ends_with(
+                "--policy 'file://my dir/read-only-policy.json' --expected-revision-id NO_POLICY"
+            ),
         "{}",
         cmds[1]
     );
     // No step undoes an earlier one: the rollback is apart.
     assert!(!cmds.iter().any(|c| c.contains("delete-resource-policy")));
-    assert!(rollback_step("orders", "us-east-1")
+    assert!(rollback_step("orders", "us-east-1", "my dir", false)
         .command
         .unwrap()
         .contains("delete-resource-policy"));
     assert!(steps.iter().any(|s| s
         .what
         .contains("`DeletionPolicy: Retain` and `UpdateReplacePolicy: Retain` on Orders")));
+    // "Out of the stack" is read for that one resource (no 100-row cap).
+    let removed = cmds
+        .iter()
+        .find(|c| c.contains("describe-stack-resource "))
+        .unwrap();
+    assert!(
+        removed.contains("--stack-name app --logical-resource-id Orders")
+            && removed.contains("grep -q 'Resource.*does not exist'"),
+        "{removed}"
+    );
     let backup = cmds
         .iter()
         .position(|c| c.contains("create-backup"))
@@ -637,18 +659,34 @@ fn retirement_protects_first_and_deletes_last_after_a_backup() {
         .position(|c| c.contains("delete-table --region us-east-1 --table-name orders"))
         .unwrap();
     assert!(backup < delete && delete == cmds.len() - 1);
-    // The delete runs only once the backup is AVAILABLE, and protection off.
+    // The backup's ARN is saved, and the delete checks that very backup.
     assert!(
-        cmds[delete].starts_with("test \"$(aws dynamodb describe-backup"),
+        cmds[backup].ends_with("--output text | tee 'my dir/retired-backup-arn'"),
+        "{}",
+        cmds[backup]
+    );
+    assert!(
+        cmds[delete].starts_with("test \"$(aws dynamodb describe-backup --region us-east-1 --backup-arn \"$(cat 'my dir/retired-backup-arn')\""),
         "{}",
         cmds[delete]
     );
+    assert!(!cmds[delete].contains("list-backups"));
     assert!(cmds[delete].contains("= AVAILABLE && aws dynamodb update-table --region us-east-1 --table-name orders --no-deletion-protection-enabled &&"));
-    assert!(
-        cmds.iter().any(|c| c.contains("delete-stack")
-            && c.ends_with("delete-table --region us-east-1 --table-name relay-control")),
-        "the retained control table goes too"
-    );
+    // The relay stack goes, then what it retains: the control table and its
+    // three queues, but only while neither failure queue holds anything.
+    let relay = cmds.iter().find(|c| c.contains("delete-stack")).unwrap();
+    let at = |p: &str| relay.find(p).unwrap_or_else(|| panic!("{p} in {relay}"));
+    assert!(at("--queue-url http://q/relay-dlq.fifo --attribute-names") < at("delete-stack"));
+    assert!(at("--queue-url http://q/relay-failures --attribute-names") < at("delete-stack"));
+    assert!(at("delete-stack") < at("delete-table --region us-east-1 --table-name relay-control"));
+    for q in ["relay-queue.fifo", "relay-dlq.fifo", "relay-failures"] {
+        assert!(
+            relay.contains(&format!(
+                "delete-queue --region us-east-1 --queue-url http://q/{q}"
+            )),
+            "{q}"
+        );
+    }
     // A retaining owner needs no policy edit; an unknown one gets the generic steps.
     let kept = Owner {
         deletion_policy: Some("Retain".into()),
@@ -659,27 +697,103 @@ fn retirement_protects_first_and_deletes_last_after_a_backup() {
         "orders",
         "us-east-1",
         Ownership::Owned(&kept),
-        "relay",
-        "c",
-        "d"
+        &RELAY,
+        "d",
+        None
     )
     .iter()
     .any(|s| s.what.contains("`DeletionPolicy: Retain`")));
     assert!(
-        retire_steps("orders", "us-east-1", Ownership::Unknown, "relay", "c", "d")
+        retire_steps("orders", "us-east-1", Ownership::Unknown, &RELAY, "d", None)
             .iter()
             .any(|s| s.what.contains("could not be looked up") && s.what.contains("Retain"))
     );
     assert!(
-        retire_steps("orders", "us-east-1", Ownership::Free, "relay", "c", "d")
+        retire_steps("orders", "us-east-1", Ownership::Free, &RELAY, "d", None)
             .iter()
             .any(|s| s.what.contains("in no CloudFormation stack"))
     );
-    let p = read_only_policy("arn:aws:dynamodb:us-east-1:1:table/orders");
+    let p = read_only_policy("arn:aws:dynamodb:us-east-1:1:table/orders", None).unwrap();
     assert_eq!(p["Statement"][0]["Effect"], "Deny");
     assert!(p["Statement"][0]["Action"]
         .as_array()
         .unwrap()
         .iter()
         .all(|a| !a.as_str().unwrap().contains("Get")));
+}
+
+/// Review M1: the source's own resource policy is kept. The Deny statement
+/// is added to it (once, however often adopt runs), the put is conditional
+/// on the revision adopt read, and the rollback puts the original back.
+#[test]
+fn the_read_only_step_keeps_the_tables_own_resource_policy() {
+    let arn = "arn:aws:dynamodb:us-east-1:1:table/orders";
+    let own = r#"{"Version":"2012-10-17","Id":"mine","Statement":{"Sid":"Reader","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::2:root"},"Action":"dynamodb:GetItem","Resource":"*"}}"#;
+    let merged = read_only_policy(arn, Some(own)).unwrap();
+    assert_eq!(merged["Id"], "mine");
+    let st = merged["Statement"].as_array().unwrap();
+    assert_eq!(st.len(), 2);
+    assert_eq!(
+        st[0]["Sid"], "Reader",
+        "the table's own statement stays first"
+    );
+    assert_eq!(st[1]["Sid"], READ_ONLY_SID);
+    // Adopt run again over the read-only policy: still one Deny.
+    let again = read_only_policy(arn, Some(&merged.to_string())).unwrap();
+    assert_eq!(again, merged);
+    assert!(read_only_policy(arn, Some("not json")).is_err());
+    let steps = retire_steps(
+        "orders",
+        "us-east-1",
+        Ownership::Free,
+        &RELAY,
+        "d",
+        Some("rev-7"),
+    );
+    let put = steps[1].command.as_deref().unwrap();
+    assert!(
+        put.ends_with("--policy file://d/read-only-policy.json --expected-revision-id rev-7"),
+        "{put}"
+    );
+    assert!(steps[1].what.contains("original-policy.json"));
+    let back = rollback_step("orders", "us-east-1", "d", true)
+        .command
+        .unwrap();
+    assert!(
+        back.contains("put-resource-policy")
+            && back.ends_with("--policy file://d/original-policy.json"),
+        "{back}"
+    );
+}
+
+/// Review: a gap is printed only where the target lacks what the source
+/// has; a fix never turns off something the target has and the source
+/// has not.
+#[test]
+fn gaps_only_add_what_the_source_had() {
+    let source = TableSpec {
+        ttl_attribute: None,
+        pitr: false,
+        kms_key: None,
+        deletion_protection: false,
+        ..orders().normalised()
+    };
+    let target = TableSpec {
+        ttl_attribute: Some("expires".into()),
+        pitr: true,
+        kms_key: Some("arn:aws:kms:us-east-1:1:key/k".into()),
+        deletion_protection: true,
+        ..source.clone()
+    };
+    let g = gaps(&source, &target, "us-east-1", "relay");
+    assert!(g.is_empty(), "{g:#?}");
+    for fix in gaps(&target, &source, "us-east-1", "relay")
+        .iter()
+        .map(|g| &g.fix)
+    {
+        assert!(
+            !fix.contains("Enabled=false") && !fix.contains("=false"),
+            "{fix}"
+        );
+    }
 }
