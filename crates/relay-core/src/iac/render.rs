@@ -156,11 +156,10 @@ pub fn resources_to_import(logical: &str, table: &str) -> serde_json::Value {
 }
 
 /// `template` (the stack's deployed template, JSON or YAML) with the
-/// resource added under `Resources`, nothing else changed. JSON is parsed
-/// and written back as JSON; YAML is edited as text (the resource is
-/// inserted right under `Resources:`), so comments, tags and YAML 1.1
-/// scalars elsewhere stay byte for byte, and the result is checked by
-/// parsing both.
+/// resource added under `Resources`, nothing else changed. Both are edited
+/// as text (the resource is inserted right after `Resources`' opening), so
+/// key order, comments, tags, line endings and YAML 1.1 scalars elsewhere
+/// stay byte for byte, and the result is checked by parsing both.
 pub fn template_with(template: &str, spec: &TableSpec, logical: &str) -> Result<String, String> {
     let taken = || {
         format!(
@@ -168,18 +167,7 @@ pub fn template_with(template: &str, spec: &TableSpec, logical: &str) -> Result<
         )
     };
     if template.trim_start().starts_with('{') {
-        let mut doc: serde_json::Value = serde_json::from_str(template)
-            .map_err(|e| format!("the stack's template does not parse: {e}"))?;
-        let resources = doc
-            .get_mut("Resources")
-            .and_then(serde_json::Value::as_object_mut)
-            .ok_or("the stack's template has no Resources")?;
-        if resources.contains_key(logical) {
-            return Err(taken());
-        }
-        let res = serde_json::to_value(spec.cfn_resource()).map_err(|e| e.to_string())?;
-        resources.insert(logical.to_string(), res);
-        return serde_json::to_string_pretty(&doc).map_err(|e| e.to_string());
+        return json_template_with(template, spec, logical, taken);
     }
     let before: Value = serde_yaml_ng::from_str(template)
         .map_err(|e| format!("the stack's template does not parse: {e}"))?;
@@ -244,6 +232,108 @@ pub fn template_with(template: &str, spec: &TableSpec, logical: &str) -> Result<
         return Err("adding the resource changed the template otherwise: edit it by hand".into());
     }
     Ok(text)
+}
+
+/// [`template_with`] for a JSON template: the resource is inserted as text
+/// right after the `{` of the top-level `Resources`, so every other byte
+/// (key order, layout, line endings) stays, and checked by parsing both.
+fn json_template_with(
+    template: &str,
+    spec: &TableSpec,
+    logical: &str,
+    taken: impl Fn() -> String,
+) -> Result<String, String> {
+    let before: serde_json::Value = serde_json::from_str(template)
+        .map_err(|e| format!("the stack's template does not parse: {e}"))?;
+    let existing = before
+        .get("Resources")
+        .and_then(serde_json::Value::as_object)
+        .ok_or("the stack's template has no Resources")?;
+    if existing.contains_key(logical) {
+        return Err(taken());
+    }
+    let at = json_resources_open(template).ok_or("the stack's template has no Resources")?;
+    let rest = &template[at..];
+    let empty = rest.trim_start().starts_with('}');
+    let comma = if empty { "" } else { "," };
+    // Serialising the YAML value keeps the resource's key order.
+    let res = spec.cfn_resource();
+    let key = serde_json::to_string(logical).map_err(|e| e.to_string())?;
+    let eol = if template.contains("\r\n") {
+        "\r\n"
+    } else {
+        "\n"
+    };
+    let insert = match rest.find(|c: char| !c.is_whitespace() || c == '\n') {
+        // Pretty: the next line's indentation (or four spaces).
+        Some(i) if rest[i..].starts_with('\n') || rest[..i].contains('\n') => {
+            let pad: String = rest
+                .trim_start_matches(['\r', '\n'])
+                .chars()
+                .take_while(|c| *c == ' ' || *c == '\t')
+                .collect();
+            let pad = if pad.is_empty() || empty {
+                "    ".to_string()
+            } else {
+                pad
+            };
+            let body = serde_json::to_string_pretty(&res).map_err(|e| e.to_string())?;
+            let body = body.replace('\n', &format!("{eol}{pad}"));
+            format!("{eol}{pad}{key}: {body}{comma}")
+        }
+        _ => format!(
+            "{key}:{}{comma}",
+            serde_json::to_string(&res).map_err(|e| e.to_string())?
+        ),
+    };
+    let text = format!("{}{insert}{rest}", &template[..at]);
+    let mut after: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("adding the resource broke the template ({e}): edit it by hand"))?;
+    let added = after
+        .get_mut("Resources")
+        .and_then(serde_json::Value::as_object_mut)
+        .and_then(|m| m.remove(logical));
+    let want = serde_json::to_value(&res).map_err(|e| e.to_string())?;
+    if added.as_ref() != Some(&want) || after != before {
+        return Err("adding the resource changed the template otherwise: edit it by hand".into());
+    }
+    Ok(text)
+}
+
+/// The byte offset just after the `{` that opens the top-level object's
+/// `"Resources"` value.
+fn json_resources_open(text: &str) -> Option<usize> {
+    let b = text.as_bytes();
+    let (mut depth, mut i) = (0usize, 0usize);
+    let mut last_string: Option<(usize, usize)> = None;
+    let mut resources_value = false;
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                if depth == 1 {
+                    last_string = Some((start, i.min(b.len())));
+                }
+            }
+            b':' if depth == 1 => {
+                resources_value = last_string.is_some_and(|(s, e)| &text[s..e] == "Resources");
+            }
+            b'{' if depth == 1 && resources_value => return Some(i + 1),
+            b'{' | b'[' => {
+                depth += 1;
+                resources_value = false;
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' => resources_value = false,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 /// The IMPORT change set's name for a resource.

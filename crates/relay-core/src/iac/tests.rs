@@ -325,6 +325,56 @@ fn printed_yaml_means_the_same_under_yaml_1_1() {
     );
 }
 
+/// Review: a JSON template keeps its key order and layout; only the
+/// resource is added (pretty, compact, CRLF, empty `Resources`).
+#[test]
+fn the_import_template_keeps_the_layout_of_any_json_template() {
+    let spec = orders().normalised();
+    let cases = [
+        ("pretty", "{\n  \"Parameters\": {\"Env\": {\"Type\": \"String\"}},\n  \"Resources\": {\n    \"Zeta\": {\"Type\": \"AWS::SQS::Queue\"},\n    \"Alpha\": {\"Type\": \"AWS::SQS::Queue\", \"Properties\": {\"QueueName\": \"Resources\"}}\n  },\n  \"Description\": \"Resources: {x}\"\n}\n"),
+        ("compact", r#"{"Description":"{\"Resources\":1}","Resources":{"Q":{"Type":"AWS::SQS::Queue"}}}"#),
+        ("crlf", "{\r\n    \"Resources\": {\r\n        \"Q\": {\"Type\": \"AWS::SQS::Queue\"}\r\n    }\r\n}\r\n"),
+        ("empty", "{\n  \"Resources\": {}\n}"),
+    ];
+    for (name, json) in cases {
+        let out = template_with(json, &spec, "OrdersV2").unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut after: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let added = after["Resources"]
+            .as_object_mut()
+            .unwrap()
+            .remove("OrdersV2")
+            .unwrap();
+        assert_eq!(added["DeletionPolicy"], "Retain", "{name}");
+        let before: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(after, before, "{name}");
+        // Every byte of the template is still there, in order: the output
+        // is the template with one contiguous insertion.
+        let prefix = out
+            .bytes()
+            .zip(json.bytes())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let suffix = out
+            .bytes()
+            .rev()
+            .zip(json.bytes().rev())
+            .take_while(|(a, b)| a == b)
+            .count();
+        assert!(prefix + suffix >= json.len(), "{name}:\n{out}");
+        assert_eq!(json.contains("\r\n"), out.contains("\r\n"), "{name}");
+        if json.contains("\r\n") {
+            assert!(
+                !out.replace("\r\n", "").contains('\n'),
+                "{name}: CRLF throughout"
+            );
+        }
+        assert!(
+            out.find("Zeta").unwrap_or(0) <= out.find("Alpha").unwrap_or(0),
+            "{name}: order kept"
+        );
+    }
+}
+
 /// Review (weak tests): the resource goes under `Resources:` whatever the
 /// template's layout, and nothing else changes, line endings included.
 #[test]
