@@ -568,6 +568,20 @@ async fn the_target_is_adopted_into_the_apps_stack_and_the_source_retired_withou
     let fresh = relay(&local, st, &["adopt", "--write", d, "--output", "json"], 0);
     sh(&local, step(&fresh["retire"], "Rollback window"));
     assert_eq!(policy_now().await?["Statement"][1]["Effect"], "Deny");
+    // adopt run again inside the window reads our Deny back: its rollback
+    // still restores the table's own policy, not the read-only one.
+    let inside = relay(&local, st, &["adopt", "--write", d, "--output", "json"], 0);
+    sh(
+        &local,
+        inside["rollback"]["command"].as_str().unwrap_or_default(),
+    );
+    assert_eq!(
+        policy_now().await?,
+        own_policy,
+        "the rollback lifts read-only"
+    );
+    let again = relay(&local, st, &["adopt", "--write", d, "--output", "json"], 0);
+    sh(&local, step(&again["retire"], "Rollback window"));
     let adopted = a["cloudformation"]["resource"].clone();
     let mut retained = orders(&source);
     retained["DeletionPolicy"] = json!("Retain");
@@ -602,6 +616,8 @@ async fn the_target_is_adopted_into_the_apps_stack_and_the_source_retired_withou
         "out of the stack, still there: {out}"
     );
     sh(&local, step(retire, "Delete the ddb-relay stack"));
+    sh(&local, step(retire, "the control table"));
+    sh(&local, step(retire, "its three queues"));
     for q in [&stack.queue_url, &stack.dlq_url, &stack.stream_failure_url] {
         let (ok, said) = sh_may_fail(
             &local,
@@ -615,8 +631,17 @@ async fn the_target_is_adopted_into_the_apps_stack_and_the_source_retired_withou
         !exists(&local, &stack.control_table).await?,
         "the retained control table went too"
     );
-    // The gate refuses a backup that is not the one just made (here: none
-    // exists under the saved ARN).
+    // The gate refuses a backup that is not the one just made, even with an
+    // older AVAILABLE backup of the same name there (the old gate looked
+    // backups up by name).
+    local
+        .ddb
+        .create_backup()
+        .table_name(&source)
+        .backup_name(format!("{source}-retired"))
+        .send()
+        .await
+        .map_err(sdk)?;
     let gate = step(retire, "turn deletion protection off and delete");
     std::fs::write(
         dir.join("retired-backup-arn"),

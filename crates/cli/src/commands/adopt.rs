@@ -402,6 +402,21 @@ pub async fn adopt<A: Aws>(ctx: &Ctx<A>, args: &AdoptArgs) -> Result<AdoptReport
             None
         }
     };
+    // The table's own policy, without the statement an earlier read-only
+    // step added: that is what a rollback puts back.
+    let own = match policy.as_ref().map(|(p, _)| render::own_policy(p)) {
+        None => Ok(None),
+        Some(r) => r,
+    };
+    // A policy we cannot read as JSON is never replaced: the put then
+    // expects no policy (NO_POLICY) and fails.
+    let (own, revision) = match own {
+        Ok(o) => (o, policy.as_ref().map(|(_, rev)| rev.as_str())),
+        Err(m) => {
+            notes.push(format!("{}: {m}; the read-only step's put expects no policy and fails: add its Deny statement to the table's policy by hand", s.source_table));
+            (None, None)
+        }
+    };
     let retire = render::retire_steps(
         &s.source_table,
         &stack_region,
@@ -414,10 +429,17 @@ pub async fn adopt<A: Aws>(ctx: &Ctx<A>, args: &AdoptArgs) -> Result<AdoptReport
             stream_failure_url: &s.stream_failure_url,
         },
         &dir,
-        policy.as_ref().map(|(_, rev)| rev.as_str()),
+        revision,
     );
-    let read_only = render::read_only_policy(source_arn, policy.as_ref().map(|(p, _)| p.as_str()))
-        .map_err(|m| anyhow!("{}: {m}", s.source_table))?;
+    let read_only = render::read_only_policy(source_arn, own.as_deref()).unwrap_or_else(|m| {
+        notes.push(format!("{}: {m}", s.source_table));
+        render::read_only_policy(source_arn, None).unwrap_or_default()
+    });
+    // Compact: DynamoDB counts whitespace toward the policy's size limit.
+    let read_only = serde_json::to_string(&read_only)?;
+    if read_only.len() > render::MAX_RESOURCE_POLICY_BYTES {
+        notes.push(format!("the read-only policy is {} bytes, over DynamoDB's {} for a resource policy: its put will be refused; shorten the table's own policy, or deny writes another way (revoke the writers' IAM permissions)", read_only.len(), render::MAX_RESOURCE_POLICY_BYTES));
+    }
     let mut files = Vec::new();
     if let Some(d) = &args.write {
         std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
@@ -438,8 +460,8 @@ pub async fn adopt<A: Aws>(ctx: &Ctx<A>, args: &AdoptArgs) -> Result<AdoptReport
             "serverless-resources.yml",
             render::serverless_yaml(&spec, &logical),
         )?;
-        put("read-only-policy.json", pretty(&read_only))?;
-        if let Some((original, _)) = &policy {
+        put("read-only-policy.json", read_only.clone())?;
+        if let Some(original) = &own {
             put("original-policy.json", original.clone())?;
         }
     }
@@ -468,7 +490,7 @@ pub async fn adopt<A: Aws>(ctx: &Ctx<A>, args: &AdoptArgs) -> Result<AdoptReport
         },
         serverless,
         retire,
-        rollback: render::rollback_step(&s.source_table, &stack_region, &dir, policy.is_some()),
+        rollback: render::rollback_step(&s.source_table, &stack_region, &dir, own.is_some()),
         files,
         notes,
         spec,

@@ -379,7 +379,7 @@ pub fn import_steps(
             Some(format!("aws cloudformation execute-change-set --region {r} --stack-name {s} --change-set-name {cs} && aws cloudformation wait stack-import-complete --region {r} --stack-name {s}")),
         ),
         step(
-            format!("Check for drift: adopt reads the stack's definition of {logical} back and compares it with the live table, setting by setting, and exits 3 if they differ"),
+            format!("Check for drift: adopt reads the stack's definition of {logical} back and compares it with the live table, setting by setting, and exits 3 if they differ or cannot be compared (a property that is not a literal, or a GlobalTable)"),
             Some(format!("ddb-relay --stack {} adopt --logical-id {logical}", sh(relay_stack))),
         ),
         step(
@@ -605,6 +605,38 @@ pub fn read_only_policy(
     Ok(doc)
 }
 
+/// The table's own resource policy: `policy` without the statement the
+/// read-only step added (adopt run again inside the window reads it back
+/// with ours in it). `None`: nothing of the table's own is left.
+pub fn own_policy(policy: &str) -> Result<Option<String>, String> {
+    let mut doc: serde_json::Value = serde_json::from_str(policy)
+        .map_err(|e| format!("the table's resource policy does not parse as JSON: {e}"))?;
+    let Some(obj) = doc.as_object_mut() else {
+        return Err("the table's resource policy is not a JSON object".into());
+    };
+    let ours =
+        |st: &serde_json::Value| st.get("Sid").and_then(|v| v.as_str()) == Some(READ_ONLY_SID);
+    match obj.get_mut("Statement") {
+        Some(serde_json::Value::Array(a)) => {
+            if !a.iter().any(ours) {
+                return Ok(Some(policy.to_string()));
+            }
+            a.retain(|st| !ours(st));
+            if a.is_empty() {
+                return Ok(None);
+            }
+        }
+        Some(one) if ours(one) => return Ok(None),
+        _ => return Ok(Some(policy.to_string())),
+    }
+    serde_json::to_string(&doc)
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// The most a DynamoDB resource policy may be, in bytes (whitespace counts).
+pub const MAX_RESOURCE_POLICY_BYTES: usize = 20 * 1024;
+
 fn deny_writes(table_arn: &str) -> serde_json::Value {
     serde_json::json!({
             "Sid": READ_ONLY_SID,
@@ -684,7 +716,7 @@ pub fn retire_steps(
         }
         steps.push(step(
             format!("Remove {logical} (and every reference to it) from stack {stack}'s template and deploy: CloudFormation reports it DELETE_SKIPPED and the table stays. Check that it is out of the stack and still there"),
-            Some(format!("{{ aws cloudformation describe-stack-resource --region {r} --stack-name {} --logical-resource-id {logical} 2>&1 || true; }} | grep -q 'Resource.*does not exist' && echo {} && aws dynamodb describe-table --region {r} --table-name {t} --query Table.TableStatus", sh(stack), sh(&format!("{logical} is out of stack {stack}")))),
+            Some(format!("{{ aws cloudformation describe-stack-resource --region {r} --stack-name {} --logical-resource-id {logical} 2>&1 || true; }} | grep -qE 'Resource \\[?{logical}\\]? does not exist' && echo {} && aws dynamodb describe-table --region {r} --table-name {t} --query Table.TableStatus", sh(stack), sh(&format!("{logical} is out of stack {stack}")))),
         ));
     };
     match owner {
@@ -699,18 +731,33 @@ pub fn retire_steps(
         )),
     }
     let rs = sh(relay_stack);
+    // Visible, in flight (a `dlq list` holds messages for minutes) and
+    // delayed: all three must be 0.
     let empty = |url: &str| {
-        format!("test \"$(aws sqs get-queue-attributes --region {r} --queue-url {} --attribute-names ApproximateNumberOfMessages --query Attributes.ApproximateNumberOfMessages --output text)\" = 0", sh(url))
+        format!("test \"$(aws sqs get-queue-attributes --region {r} --queue-url {} --attribute-names ApproximateNumberOfMessages ApproximateNumberOfMessagesNotVisible ApproximateNumberOfMessagesDelayed --query 'Attributes.[ApproximateNumberOfMessages,ApproximateNumberOfMessagesNotVisible,ApproximateNumberOfMessagesDelayed]' --output text)\" = \"$(printf '0\\t0\\t0')\"", sh(url))
     };
     let delete_queue =
         |url: &str| format!("aws sqs delete-queue --region {r} --queue-url {}", sh(url));
     steps.push(step(
-        "Delete the ddb-relay stack (its functions and triggers; neither table is in it), then what its template retains: the control table and the three queues. The command stops first if the dead-letter queue or the stream failure queue holds anything (their changes are not in the target: `ddb-relay dlq repair` first)",
+        "Delete the ddb-relay stack (its functions and triggers; neither table is in it). The command stops first unless its queue, dead-letter queue and stream failure queue are all empty. A change still in the dead-letter or stream failure queue is not in the target; after the switch, `ddb-relay dlq repair` would copy the source's item over the application's newer writes, so decide each key by hand (`ddb-relay dlq list`)",
         Some(format!(
-            "{} && {} && aws cloudformation delete-stack --region {r} --stack-name {rs} && aws cloudformation wait stack-delete-complete --region {r} --stack-name {rs} && aws dynamodb delete-table --region {r} --table-name {} && {} && {} && {}",
+            "{} && {} && {} && aws cloudformation delete-stack --region {r} --stack-name {rs} && aws cloudformation wait stack-delete-complete --region {r} --stack-name {rs}",
+            empty(relay.queue_url),
             empty(relay.dlq_url),
             empty(relay.stream_failure_url),
-            sh(relay.control_table),
+        )),
+    ));
+    steps.push(step(
+        "Then what its template retains: the control table",
+        Some(format!(
+            "aws dynamodb delete-table --region {r} --table-name {}",
+            sh(relay.control_table)
+        )),
+    ));
+    steps.push(step(
+        "And its three queues",
+        Some(format!(
+            "{} ; {} ; {}",
             delete_queue(relay.queue_url),
             delete_queue(relay.dlq_url),
             delete_queue(relay.stream_failure_url),
@@ -719,7 +766,7 @@ pub fn retire_steps(
     let backup = format!("{source}-retired");
     steps.push(step(
         format!("After the window: a last on-demand backup of {source} (kept until you delete it); its ARN is saved in retired-backup-arn"),
-        Some(format!("aws dynamodb create-backup --region {r} --table-name {t} --backup-name {} --query BackupDetails.BackupArn --output text | tee {}", sh(&backup), file("retired-backup-arn"))),
+        Some(format!("arn=\"$(aws dynamodb create-backup --region {r} --table-name {t} --backup-name {} --query BackupDetails.BackupArn --output text)\" && mkdir -p {} && printf '%s\\n' \"$arn\" > {} && echo \"$arn\"", sh(&backup), sh(dir), file("retired-backup-arn"))),
     ));
     steps.push(step(
         "Once that backup is AVAILABLE (the command checks the backup the last step made, by its ARN), turn deletion protection off and delete the table, on purpose",

@@ -697,7 +697,7 @@ fn retirement_protects_first_and_deletes_last_after_a_backup() {
         .unwrap();
     assert!(
         removed.contains("--stack-name app --logical-resource-id Orders")
-            && removed.contains("grep -q 'Resource.*does not exist'"),
+            && removed.contains("grep -qE 'Resource \\[?Orders\\]? does not exist'"),
         "{removed}"
     );
     let backup = cmds
@@ -709,9 +709,11 @@ fn retirement_protects_first_and_deletes_last_after_a_backup() {
         .position(|c| c.contains("delete-table --region us-east-1 --table-name orders"))
         .unwrap();
     assert!(backup < delete && delete == cmds.len() - 1);
-    // The backup's ARN is saved, and the delete checks that very backup.
+    // The backup's ARN is saved (only once the backup call succeeded), and
+    // the delete checks that very backup.
     assert!(
-        cmds[backup].ends_with("--output text | tee 'my dir/retired-backup-arn'"),
+        cmds[backup].starts_with("arn=\"$(aws dynamodb create-backup")
+            && cmds[backup].ends_with("--output text)\" && mkdir -p 'my dir' && printf '%s\\n' \"$arn\" > 'my dir/retired-backup-arn' && echo \"$arn\""),
         "{}",
         cmds[backup]
     );
@@ -722,21 +724,37 @@ fn retirement_protects_first_and_deletes_last_after_a_backup() {
     );
     assert!(!cmds[delete].contains("list-backups"));
     assert!(cmds[delete].contains("= AVAILABLE && aws dynamodb update-table --region us-east-1 --table-name orders --no-deletion-protection-enabled &&"));
-    // The relay stack goes, then what it retains: the control table and its
-    // three queues, but only while neither failure queue holds anything.
-    let relay = cmds.iter().find(|c| c.contains("delete-stack")).unwrap();
-    let at = |p: &str| relay.find(p).unwrap_or_else(|| panic!("{p} in {relay}"));
-    assert!(at("--queue-url http://q/relay-dlq.fifo --attribute-names") < at("delete-stack"));
-    assert!(at("--queue-url http://q/relay-failures --attribute-names") < at("delete-stack"));
-    assert!(at("delete-stack") < at("delete-table --region us-east-1 --table-name relay-control"));
+    // The relay stack goes, but only while none of its queues holds
+    // anything (visible, in flight or delayed); then, each a step of its
+    // own (re-runnable), what it retains: the control table, the queues.
+    let relay = cmds
+        .iter()
+        .position(|c| c.contains("delete-stack"))
+        .unwrap();
+    let at = |p: &str| {
+        cmds[relay]
+            .find(p)
+            .unwrap_or_else(|| panic!("{p} in {}", cmds[relay]))
+    };
     for q in ["relay-queue.fifo", "relay-dlq.fifo", "relay-failures"] {
+        assert!(at(&format!("--queue-url http://q/{q} --attribute-names ApproximateNumberOfMessages ApproximateNumberOfMessagesNotVisible ApproximateNumberOfMessagesDelayed")) < at("delete-stack"), "{q}");
         assert!(
-            relay.contains(&format!(
+            cmds[relay + 2].contains(&format!(
                 "delete-queue --region us-east-1 --queue-url http://q/{q}"
             )),
             "{q}"
         );
     }
+    assert_eq!(
+        cmds[relay + 1],
+        "aws dynamodb delete-table --region us-east-1 --table-name relay-control"
+    );
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.what.contains("decide each key by hand")),
+        "no blind repair after the switch"
+    );
     // A retaining owner needs no policy edit; an unknown one gets the generic steps.
     let kept = Owner {
         deletion_policy: Some("Retain".into()),
@@ -806,6 +824,18 @@ fn the_read_only_step_keeps_the_tables_own_resource_policy() {
         "{put}"
     );
     assert!(steps[1].what.contains("original-policy.json"));
+    // Adopt run again inside the window reads the policy back with our
+    // statement in it: the table's own policy is what is left (its one
+    // statement now in a list, which means the same).
+    let mut want: serde_json::Value = serde_json::from_str(own).unwrap();
+    want["Statement"] = serde_json::json!([want["Statement"].clone()]);
+    let left: serde_json::Value =
+        serde_json::from_str(&own_policy(&merged.to_string()).unwrap().unwrap()).unwrap();
+    assert_eq!(left, want);
+    assert_eq!(own_policy(own).unwrap().as_deref(), Some(own), "untouched");
+    let only_ours = read_only_policy(arn, None).unwrap().to_string();
+    assert_eq!(own_policy(&only_ours).unwrap(), None, "the table had none");
+    assert!(own_policy("[").is_err());
     let back = rollback_step("orders", "us-east-1", "d", true)
         .command
         .unwrap();
