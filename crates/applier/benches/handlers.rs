@@ -1,0 +1,407 @@
+//! CPU per event at the level users pay for: the real `Forwarder::handle`
+//! and `Applier::handle`, JSON in (the Lambda event as the runtime hands it
+//! over, parsed here as the runtime does), with recording implementations
+//! of the relay-aws traits (no network, nothing kept but counts), against a
+//! naive one-message-per-event / one-PutItem-per-event handler measured in
+//! the same run.
+//!
+//! `cargo bench -p relay-applier --bench handlers`
+//!
+//! Rows (B = stream batch size):
+//! * `forwarder/parse/B`: `serde_json` → `aws_lambda_events` stream event only;
+//! * `forwarder/handle/B`: parse + `Forwarder::handle` (records → events →
+//!   pack into G=32 groups → SendMessageBatch calls on the recorder);
+//! * `forwarder/naive/B`: parse + one message per event, one send call each;
+//! * `applier/parse/B`: `serde_json` → `aws_lambda_events` SQS event only,
+//!   for the messages the forwarder made of one stream batch, 10 messages
+//!   an invocation (the FIFO maximum);
+//! * `applier/handle/B`: parse + `Applier::handle` of each of those
+//!   invocations (decode, control item, cutoff, coalesce, plan,
+//!   BatchWriteItem calls on the recorder, commit);
+//! * `applier/naive/B`: the same B events as one message each, 10 an
+//!   invocation, parsed + one PutItem/DeleteItem per event on the recorder.
+//!
+//! Per-event figures: divide by B (criterion's throughput line does).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use aws_lambda_events::event::dynamodb::Event;
+use aws_lambda_events::event::sqs::SqsEvent;
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use relay_applier::Applier;
+use relay_aws::{
+    AwsError, ControlStore, EntryStatus, Fence, MetricsPublisher, QueueSender, SendEntry,
+    SourceReader, TargetWriter, Write,
+};
+use relay_core::config::{ApplierConfig, ForwarderConfig};
+use relay_core::control::ControlState;
+use relay_core::envelope::{decode, encode};
+use relay_core::event::from_stream_record;
+use relay_core::group::dedup_id;
+use relay_core::item::Attrs;
+use relay_core::metrics::MetricRecord;
+use relay_forwarder::Forwarder;
+use serde_json::{json, Value};
+
+/// Distinct keys in the stream.
+const KEYS: u64 = 10_000;
+/// Start of the synthetic stream, in epoch seconds.
+const T0_S: i64 = 1_793_750_400;
+
+/// A ~1 KB item of every DynamoDB type, as stream JSON.
+fn image(k: u64, version: usize) -> Value {
+    json!({
+        "pk": {"S": format!("customer#{k:08}")},
+        "sk": {"N": (k % 97).to_string()},
+        "version": {"N": version.to_string()},
+        "status": {"S": "active"},
+        "active": {"BOOL": true},
+        "deleted_at": {"NULL": true},
+        "price": {"N": "1234.5678"},
+        "blob": {"B": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="},
+        "tags": {"SS": ["a", "b", "c"]},
+        "scores": {"NS": ["1", "2.5", "-3"]},
+        "bins": {"BS": ["AQI=", "AwQ="]},
+        "address": {"M": {
+            "street": {"S": "1 Infinite Loop"},
+            "zip": {"N": "95014"},
+            "geo": {"L": [{"N": "37.33"}, {"N": "-122.03"}]}
+        }},
+        "history": {"L": [{"S": "created"}, {"S": "paid"}, {"N": "3"}, {"BOOL": false}]},
+        "payload": {"S": "x".repeat(560)},
+    })
+}
+
+/// A DynamoDB stream event of `n` changes (10% INSERT, 80% MODIFY, 10%
+/// REMOVE, NEW_AND_OLD_IMAGES) as Lambda delivers it, as JSON text.
+fn stream_json(n: usize, seed: u64) -> String {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let arn = "arn:aws:dynamodb:us-east-1:123456789012:table/Orders/stream/2026-11-01T00:00:00.000";
+    let records: Vec<Value> = (0..n)
+        .map(|i| {
+            let k = rng.u64(0..KEYS);
+            let keys =
+                json!({"pk": {"S": format!("customer#{k:08}")}, "sk": {"N": (k % 97).to_string()}});
+            let (name, new, old) = match i % 10 {
+                0 => ("INSERT", Some(image(k, i)), None),
+                9 => ("REMOVE", None, Some(image(k, i - 1))),
+                _ => ("MODIFY", Some(image(k, i)), Some(image(k, i - 1))),
+            };
+            let mut d = json!({
+                "ApproximateCreationDateTime": T0_S + (i as i64) / 100,
+                "Keys": keys,
+                "SequenceNumber": format!("{:021}", 1_000_000 + i),
+                "SizeBytes": 2048,
+                "StreamViewType": "NEW_AND_OLD_IMAGES",
+            });
+            if let Some(n) = new {
+                d["NewImage"] = n;
+            }
+            if let Some(o) = old {
+                d["OldImage"] = o;
+            }
+            json!({
+                "eventID": format!("{i:032x}"),
+                "eventName": name,
+                "eventVersion": "1.1",
+                "eventSource": "aws:dynamodb",
+                "awsRegion": "us-east-1",
+                "dynamodb": d,
+                "eventSourceARN": arn,
+            })
+        })
+        .collect();
+    json!({ "Records": records }).to_string()
+}
+
+/// An SQS FIFO event of `bodies` (with their groups) as Lambda delivers it.
+fn sqs_json(messages: &[(String, String)]) -> String {
+    let records: Vec<Value> = messages
+        .iter()
+        .enumerate()
+        .map(|(i, (body, group))| {
+            json!({
+                "messageId": format!("m-{i}"),
+                "receiptHandle": format!("rh-{i}"),
+                "body": body,
+                "attributes": {
+                    "ApproximateReceiveCount": "1",
+                    "SentTimestamp": "1793750400000",
+                    "SequenceNumber": format!("{:020}", i),
+                    "MessageGroupId": group,
+                    "SenderId": "AROAEXAMPLE:forwarder",
+                    "MessageDeduplicationId": format!("d-{i}"),
+                    "ApproximateFirstReceiveTimestamp": "1793750400001"
+                },
+                "messageAttributes": {},
+                "md5OfBody": "00000000000000000000000000000000",
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:relay.fifo",
+                "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    json!({ "Records": records }).to_string()
+}
+
+/// SendMessageBatch that accepts everything; keeps the messages only when
+/// asked (to build the applier's input), else counts.
+#[derive(Default)]
+struct Queue {
+    keep: Option<Mutex<Vec<(String, String)>>>,
+    calls: AtomicU64,
+}
+
+impl QueueSender for Queue {
+    async fn send_batch(
+        &self,
+        entries: Vec<SendEntry>,
+    ) -> Result<HashMap<String, EntryStatus>, AwsError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let status = entries
+            .iter()
+            .map(|e| (e.id.clone(), EntryStatus::Accepted))
+            .collect();
+        if let Some(k) = &self.keep {
+            k.lock()
+                .expect("recorder")
+                .extend(entries.into_iter().map(|e| (e.body, e.group_id)));
+        }
+        Ok(status)
+    }
+}
+
+/// A target that takes every write, a source that has nothing, a control
+/// item with a cutoff that never moves.
+#[derive(Default)]
+struct Tables {
+    writes: AtomicU64,
+}
+
+impl SourceReader for Tables {
+    async fn get_consistent(&self, _: &Attrs) -> Result<Option<Attrs>, AwsError> {
+        Ok(None)
+    }
+}
+
+impl TargetWriter for Tables {
+    async fn batch_write(&self, writes: &[Write]) -> Result<Vec<usize>, AwsError> {
+        self.writes
+            .fetch_add(writes.len() as u64, Ordering::Relaxed);
+        Ok(Vec::new())
+    }
+    async fn write_one(&self, _: &Write) -> Result<bool, AwsError> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+    async fn mark(&self, _: &Attrs, _: &Attrs, _: &str) -> Result<bool, AwsError> {
+        Ok(true)
+    }
+    async fn write_marked(&self, _: &Write, _: &str) -> Result<bool, AwsError> {
+        Ok(true)
+    }
+}
+
+impl ControlStore for Tables {
+    async fn load(&self, migration: &str) -> Result<Option<ControlState>, AwsError> {
+        Ok(Some(ControlState {
+            migration: migration.into(),
+            cutoff_ms: Some(0),
+            version: 1,
+            ..ControlState::default()
+        }))
+    }
+    async fn commit(&self, _: &str, _: u64, _: Option<i64>) -> Result<Fence, AwsError> {
+        Ok(Fence::Held)
+    }
+}
+
+struct Metrics;
+
+impl MetricsPublisher for Metrics {
+    async fn publish(&self, _: &str, _: &str, r: &MetricRecord) -> Result<(), AwsError> {
+        black_box(r);
+        Ok(())
+    }
+}
+
+fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let m: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k| m.get(k).cloned()
+}
+
+fn forwarder(keep: bool) -> Forwarder<Queue, Metrics> {
+    let config = ForwarderConfig::from_env(&env(&[
+        (
+            "QUEUE_URL",
+            "https://sqs.us-east-1.amazonaws.com/1/relay.fifo",
+        ),
+        ("MIGRATION_ID", "bench"),
+    ]))
+    .expect("forwarder config");
+    Forwarder {
+        config,
+        queue: Queue {
+            keep: keep.then(Default::default),
+            ..Queue::default()
+        },
+        metrics: Metrics,
+        clock: relay_aws::runtime::Clock::wall(),
+    }
+}
+
+fn applier() -> Applier<Tables, Tables, Tables, Metrics> {
+    let config = ApplierConfig::from_env(&env(&[
+        ("TARGET_TABLE", "OrdersV2"),
+        ("SOURCE_TABLE", "Orders"),
+        ("CONTROL_TABLE", "control"),
+        ("MIGRATION_ID", "bench"),
+    ]))
+    .expect("applier config");
+    Applier::new(
+        config,
+        Tables::default(),
+        Tables::default(),
+        Tables::default(),
+        Metrics,
+    )
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime")
+}
+
+fn deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + std::time::Duration::from_secs(600)
+}
+
+/// The naive forwarder: every event its own message and send call.
+async fn naive_forward(q: &Queue, event: Event) -> usize {
+    let mut sent = 0;
+    for rec in &event.records {
+        let Ok(e) = from_stream_record(rec) else {
+            continue;
+        };
+        let body = encode("Orders", std::slice::from_ref(&e));
+        let entry = SendEntry {
+            id: "0".into(),
+            group_id: "g".into(),
+            dedup_id: dedup_id(1, [e.event_id.as_str()]),
+            body,
+        };
+        sent += q.send_batch(vec![entry]).await.map_or(0, |s| s.len());
+    }
+    sent
+}
+
+/// The naive applier: every event one PutItem or DeleteItem.
+async fn naive_apply(t: &Tables, event: SqsEvent) -> usize {
+    let mut n = 0;
+    for m in &event.records {
+        let Ok(env) = decode(m.body.as_deref().unwrap_or_default()) else {
+            continue;
+        };
+        for e in env.ev {
+            let w = match e.new_image {
+                Some(img) => Write::Put(img),
+                None => Write::Delete(e.keys),
+            };
+            n += usize::from(t.write_one(&w).await.unwrap_or(false));
+        }
+    }
+    n
+}
+
+fn handlers(c: &mut Criterion) {
+    let rt = runtime();
+    for b in [100usize, 1000] {
+        let stream = stream_json(b, 7);
+        // The applier's input: what the forwarder sent for this batch.
+        let f = forwarder(true);
+        let ev: Event = serde_json::from_str(&stream).expect("stream event");
+        rt.block_on(f.handle(ev, deadline()));
+        let packed = f
+            .queue
+            .keep
+            .as_ref()
+            .map(|k| k.lock().expect("recorder").clone());
+        // A FIFO queue hands the applier at most 10 messages an invocation.
+        let packed: Vec<String> = packed
+            .unwrap_or_default()
+            .chunks(10)
+            .map(sqs_json)
+            .collect();
+        let naive_msgs: Vec<(String, String)> = {
+            let ev: Event = serde_json::from_str(&stream).expect("stream event");
+            ev.records
+                .iter()
+                .filter_map(|r| from_stream_record(r).ok())
+                .map(|e| (encode("Orders", std::slice::from_ref(&e)), "g".to_string()))
+                .collect()
+        };
+        let naive: Vec<String> = naive_msgs.chunks(10).map(sqs_json).collect();
+
+        let mut g = c.benchmark_group("forwarder");
+        g.throughput(Throughput::Elements(b as u64));
+        g.bench_function(BenchmarkId::new("parse", b), |bn| {
+            bn.iter(|| black_box(serde_json::from_str::<Event>(&stream).expect("parse")))
+        });
+        let f = forwarder(false);
+        g.bench_function(BenchmarkId::new("handle", b), |bn| {
+            bn.iter(|| {
+                let ev: Event = serde_json::from_str(&stream).expect("parse");
+                black_box(rt.block_on(f.handle(ev, deadline())))
+            })
+        });
+        let q = Queue::default();
+        g.bench_function(BenchmarkId::new("naive", b), |bn| {
+            bn.iter(|| {
+                let ev: Event = serde_json::from_str(&stream).expect("parse");
+                black_box(rt.block_on(naive_forward(&q, ev)))
+            })
+        });
+        g.finish();
+
+        let mut g = c.benchmark_group("applier");
+        g.throughput(Throughput::Elements(b as u64));
+        // Each row applies the whole stream batch: every invocation its
+        // chunk of messages, parsed and handled.
+        g.bench_function(BenchmarkId::new("parse", b), |bn| {
+            bn.iter(|| {
+                for p in &packed {
+                    black_box(serde_json::from_str::<SqsEvent>(p).expect("parse"));
+                }
+            })
+        });
+        let a = applier();
+        g.bench_function(BenchmarkId::new("handle", b), |bn| {
+            bn.iter(|| {
+                for p in &packed {
+                    let ev: SqsEvent = serde_json::from_str(p).expect("parse");
+                    black_box(rt.block_on(a.handle(ev, deadline())));
+                }
+            })
+        });
+        let t = Tables::default();
+        g.bench_function(BenchmarkId::new("naive", b), |bn| {
+            bn.iter(|| {
+                for p in &naive {
+                    let ev: SqsEvent = serde_json::from_str(p).expect("parse");
+                    black_box(rt.block_on(naive_apply(&t, ev)));
+                }
+            })
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, handlers);
+criterion_main!(benches);
