@@ -286,7 +286,7 @@ fn deadline() -> tokio::time::Instant {
 /// The naive forwarder: every event its own message and send call.
 async fn naive_forward(q: &Queue, event: Event) -> usize {
     let mut sent = 0;
-    for rec in &event.records {
+    for rec in event.records {
         let Ok(e) = from_stream_record(rec) else {
             continue;
         };
@@ -342,7 +342,7 @@ fn handlers(c: &mut Criterion) {
         let naive_msgs: Vec<(String, String)> = {
             let ev: Event = serde_json::from_str(&stream).expect("stream event");
             ev.records
-                .iter()
+                .into_iter()
                 .filter_map(|r| from_stream_record(r).ok())
                 .map(|e| (encode("Orders", std::slice::from_ref(&e)), "g".to_string()))
                 .collect()

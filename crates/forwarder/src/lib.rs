@@ -75,18 +75,22 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
             .unwrap_or_default();
 
         // 1. Records to events, up to the first one that cannot be replicated.
+        //    The records are consumed: their images move into the events.
         let mut events: Vec<(usize, ChangeEvent)> = Vec::with_capacity(records.len());
-        let mut first_bad: Option<usize> = None;
-        for (i, rec) in records.iter().enumerate() {
+        let mut first_bad: Option<(usize, Option<String>)> = None;
+        for (i, rec) in records.into_iter().enumerate() {
+            let seq = rec.change.sequence_number.clone();
             match from_stream_record(rec) {
                 Ok(e) => events.push((i, e)),
                 Err(e) => {
                     tracing::error!(position = i, error = %e, "stream record cannot be forwarded; reporting it failed so Lambda retries it and, past its retry limit, sends it to the on-failure destination");
-                    first_bad = Some(i);
+                    first_bad = Some((i, seq));
                     break;
                 }
             }
         }
+        let mut bad_seq = first_bad.as_ref().and_then(|(_, s)| s.clone());
+        let mut first_bad: Option<usize> = first_bad.map(|(i, _)| i);
         let oldest_ms = events.iter().map(|(_, e)| e.time_ms).min();
 
         // 2. Pack. A cap too small for some record's keys stops there. Dedup
@@ -99,7 +103,13 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
                 Ok(p) => break p,
                 Err(e) => {
                     tracing::error!(error = %e, "record does not fit a message");
-                    first_bad = Some(first_bad.map_or(e.record, |b| b.min(e.record)));
+                    if first_bad.is_none_or(|b| e.record < b) {
+                        first_bad = Some(e.record);
+                        bad_seq = events
+                            .iter()
+                            .find(|(i, _)| *i == e.record)
+                            .map(|(_, ev)| ev.seq.clone());
+                    }
                     events.retain(|(i, _)| *i < e.record);
                 }
             }
@@ -160,9 +170,12 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
         let response = match fail_at {
             None => DynamoDbEventResponse::default(),
             Some(i) => {
-                let seq = records
-                    .get(i)
-                    .and_then(|r| r.change.sequence_number.as_deref());
+                // The record's sequence number: an event's, or the bad
+                // record's (kept when it was refused).
+                let seq = match events.binary_search_by_key(&i, |(j, _)| *j) {
+                    Ok(at) => Some(events[at].1.seq.as_str()),
+                    Err(_) => bad_seq.as_deref(),
+                };
                 tracing::warn!(
                     position = i,
                     sequence_number = seq.unwrap_or(""),

@@ -95,48 +95,45 @@ pub const TTL_PRINCIPAL: &str = "dynamodb.amazonaws.com";
 /// without a new image, becomes a refetch marker: the applier will copy the
 /// source item's current state, so nothing is lost. Only a record without
 /// keys (or sequence number) is an error.
-pub fn from_stream_record(rec: &EventRecord) -> Result<ChangeEvent, RecordError> {
-    let change = &rec.change;
-    let seq = change
-        .sequence_number
-        .clone()
-        .ok_or_else(|| RecordError::MissingSequenceNumber {
-            event_id: rec.event_id.clone(),
-        })?;
-    let keys: Attrs = change.keys.clone().into();
+pub fn from_stream_record(rec: EventRecord) -> Result<ChangeEvent, RecordError> {
+    // By value: the images move into the event, nothing is copied.
+    let EventRecord {
+        change,
+        event_id,
+        event_name,
+        user_identity,
+        ..
+    } = rec;
+    let Some(seq) = change.sequence_number else {
+        return Err(RecordError::MissingSequenceNumber { event_id });
+    };
+    let keys: Attrs = change.keys.into();
     if keys.is_empty() {
-        return Err(RecordError::MissingKeys {
-            event_id: rec.event_id.clone(),
-            seq,
-        });
+        return Err(RecordError::MissingKeys { event_id, seq });
     }
     // aws_lambda_events defaults a missing ApproximateCreationDateTime to
     // the epoch; real records always carry one. Treating the epoch as a time
     // would skip the change as "before the cutoff": refuse it instead.
     let time_ms = change.approximate_creation_date_time.timestamp_millis();
     if time_ms <= 0 {
-        return Err(RecordError::MissingCreationTime {
-            event_id: rec.event_id.clone(),
-            seq,
-        });
+        return Err(RecordError::MissingCreationTime { event_id, seq });
     }
-    let ttl = rec
-        .user_identity
+    let ttl = user_identity
         .as_ref()
         .is_some_and(|u| u.type_ == "Service" && u.principal_id == TTL_PRINCIPAL);
-    let image = |i: &serde_dynamo::Item| -> Option<Attrs> {
-        let m: Attrs = i.clone().into();
+    let image = |i: serde_dynamo::Item| -> Option<Attrs> {
+        let m: Attrs = i.into();
         (!m.is_empty()).then_some(m)
     };
-    let op = match rec.event_name.as_str() {
+    let op = match event_name.as_str() {
         "INSERT" => Some(Op::Insert),
         "MODIFY" => Some(Op::Modify),
         "REMOVE" => Some(Op::Remove),
         _ => None,
     };
-    let new_image = image(&change.new_image);
+    let new_image = image(change.new_image);
     let event = ChangeEvent {
-        event_id: rec.event_id.clone(),
+        event_id,
         seq,
         time_ms,
         op: op.unwrap_or(Op::Modify),
@@ -144,7 +141,7 @@ pub fn from_stream_record(rec: &EventRecord) -> Result<ChangeEvent, RecordError>
         refetch: false,
         keys,
         new_image,
-        old_image: image(&change.old_image),
+        old_image: image(change.old_image),
     };
     let needs_refetch = match op {
         None => true,

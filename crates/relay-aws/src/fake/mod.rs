@@ -23,7 +23,9 @@ mod metrics;
 mod dynamo;
 pub mod events;
 mod fifo;
+#[cfg(feature = "operator")]
 mod iac;
+#[cfg(feature = "operator")]
 mod queues;
 
 #[cfg(feature = "operator")]
