@@ -451,7 +451,12 @@ where
         // left out of the plan with every later message of their group:
         // nothing of a group is written past its first failure.
         let mut doomed = failed_messages(groups, undecodable.iter().copied());
-        let live = |doomed: &BTreeSet<usize>| -> Vec<(usize, Vec<ChangeEvent>)> {
+        // Borrowed while no message is doomed (the common case): the
+        // events are copied only to leave some out.
+        let live = |doomed: &BTreeSet<usize>| -> std::borrow::Cow<'_, [(usize, Vec<ChangeEvent>)]> {
+            if doomed.is_empty() {
+                return std::borrow::Cow::Borrowed(decoded);
+            }
             decoded
                 .iter()
                 .filter(|(i, _)| !doomed.contains(i))
@@ -526,9 +531,10 @@ where
         for k in &target_keys {
             *per_key.entry(k).or_default() += 1;
         }
+        let puts: Vec<bool> = ready.iter().map(|(_, w)| w.kind() == "put").collect();
         let mut singles: BTreeMap<&CanonicalKey, Vec<(usize, Write)>> = BTreeMap::new();
         let mut batched: Vec<(usize, Write)> = Vec::new();
-        for (i, w) in ready.iter().cloned() {
+        for (i, w) in ready {
             let k = &target_keys[i];
             if w.is_conditional() || per_key[k] > 1 {
                 singles.entry(k).or_default().push((i, w));
@@ -536,11 +542,12 @@ where
                 batched.push((i, w));
             }
         }
-        let jobs: Vec<(bool, Vec<(usize, Write)>)> = batched
-            .chunks(BATCH_WRITE_MAX)
-            .map(|c| (true, c.to_vec()))
-            .chain(singles.into_values().map(|v| (false, v)))
-            .collect();
+        let mut jobs: Vec<(bool, Vec<(usize, Write)>)> = Vec::new();
+        let mut batched = batched.into_iter().peekable();
+        while batched.peek().is_some() {
+            jobs.push((true, batched.by_ref().take(BATCH_WRITE_MAX).collect()));
+        }
+        jobs.extend(singles.into_values().map(|v| (false, v)));
         let writing = Writing {
             deadline,
             planned: &planned.writes,
@@ -565,10 +572,10 @@ where
             counters.retries += retries;
             failed_writes.extend(failed);
         }
-        for (i, w) in &ready {
-            if failed_writes.contains(i) {
-                failed_at.push(planned.writes[*i].first_message);
-            } else if w.kind() == "put" {
+        for (i, put) in puts.into_iter().enumerate() {
+            if failed_writes.contains(&i) {
+                failed_at.push(planned.writes[i].first_message);
+            } else if put {
                 counters.puts += 1;
             } else {
                 counters.deletes += 1;

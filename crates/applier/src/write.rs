@@ -54,11 +54,12 @@ where
         chunk: Vec<(usize, Write)>,
         w: &Writing<'_>,
     ) -> (Vec<usize>, u64) {
-        let mut pending = chunk;
+        // Plan indices and writes apart: the writes go to the call as they
+        // are, never copied.
+        let (mut idx, mut writes): (Vec<usize>, Vec<Write>) = chunk.into_iter().unzip();
         let mut attempt = 0;
         let mut retries = 0;
         loop {
-            let writes: Vec<Write> = pending.iter().map(|(_, w)| w.clone()).collect();
             match bounded(
                 w.deadline,
                 RESERVE,
@@ -70,26 +71,27 @@ where
                 Ok(unprocessed) if unprocessed.is_empty() => return (Vec::new(), retries),
                 Ok(unprocessed) => {
                     let keep: HashSet<usize> = unprocessed.into_iter().collect();
-                    pending = pending
+                    (idx, writes) = idx
                         .into_iter()
+                        .zip(writes)
                         .enumerate()
                         .filter(|(i, _)| keep.contains(i))
                         .map(|(_, w)| w)
-                        .collect();
+                        .unzip();
                 }
                 Err(e) if e.is_retryable() => {
-                    tracing::warn!(error = %e, writes = pending.len(), "BatchWriteItem failed; retrying");
+                    tracing::warn!(error = %e, writes = writes.len(), "BatchWriteItem failed; retrying");
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, writes = pending.len(), "BatchWriteItem refused; isolating with single writes");
-                    let (failed, r) = self.isolate(pending, w).await;
+                    tracing::warn!(error = %e, writes = writes.len(), "BatchWriteItem refused; isolating with single writes");
+                    let (failed, r) = self.isolate(idx.into_iter().zip(writes).collect(), w).await;
                     return (failed, retries + r);
                 }
             }
             attempt += 1;
             retries += 1;
             if !self.pause(attempt, w.deadline).await {
-                return (pending.into_iter().map(|(i, _)| i).collect(), retries);
+                return (idx, retries);
             }
         }
     }
