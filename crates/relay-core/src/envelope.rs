@@ -126,6 +126,19 @@ pub fn encode_event(event: &ChangeEvent) -> Vec<u8> {
     out
 }
 
+/// [`encode_event`] into `out` (cleared first): a buffer reused across
+/// events keeps its capacity, so an event costs no allocation.
+pub fn encode_event_into(out: &mut Vec<u8>, event: &ChangeEvent) {
+    out.clear();
+    write_json(out, event);
+}
+
+/// [`encode_view`] into `out` (cleared first).
+pub fn encode_view_into(out: &mut Vec<u8>, view: &EventView<'_>) {
+    out.clear();
+    write_json(out, view);
+}
+
 /// A borrowed view of a [`ChangeEvent`] that serialises exactly like it, so
 /// the packer can encode an event with a slimmer image (or as a refetch
 /// marker) without cloning it.

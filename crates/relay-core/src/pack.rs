@@ -98,9 +98,13 @@ pub fn pack(
     let mut groups: HashMap<u32, (Vec<OutMessage>, Option<Building>)> = HashMap::new();
     let mut stats = PackStats::default();
 
+    // One encoding buffer for the whole batch: it grows to the largest
+    // event once, instead of every event growing its own.
+    let mut scratch: Vec<u8> = Vec::with_capacity(4096);
     for (record, event) in events {
         let record = *record;
-        let (encoded, refetch) = encode_within(event, room, cfg, &mut stats);
+        let refetch = encode_within(event, room, cfg, &mut stats, &mut scratch);
+        let encoded = &scratch;
         if encoded.len() > room {
             return Err(PackError {
                 record,
@@ -130,13 +134,13 @@ pub fn pack(
         match open {
             Some(cur) => {
                 cur.body.extend_from_slice(envelope::SEPARATOR);
-                cur.body.extend_from_slice(&encoded);
+                cur.body.extend_from_slice(encoded);
                 cur.ids.push(event.event_id.clone());
             }
             None => {
                 let mut body = Vec::with_capacity(cfg.max_message_bytes.min(64 * 1024));
                 body.extend_from_slice(&header);
-                body.extend_from_slice(&encoded);
+                body.extend_from_slice(encoded);
                 *open = Some(Building {
                     body,
                     ids: vec![event.event_id.clone()],
@@ -158,21 +162,22 @@ pub fn pack(
     Ok(Packed { groups: out, stats })
 }
 
-/// Encodes one event so that it fits `room` bytes if it can: as it is (with
-/// its old image, if wanted); else with the old image shrunk to its key
-/// sources; else as a refetch marker (keys and those key sources). Never
-/// clones the event. Returns the bytes and whether it is a refetch marker.
+/// Encodes one event into `out` so that it fits `room` bytes if it can: as
+/// it is (with its old image, if wanted); else with the old image shrunk to
+/// its key sources; else as a refetch marker (keys and those key sources).
+/// Never clones the event. Returns whether it is a refetch marker.
 fn encode_within(
     event: &ChangeEvent,
     room: usize,
     cfg: &PackConfig,
     stats: &mut PackStats,
-) -> (Vec<u8>, bool) {
+    out: &mut Vec<u8>,
+) -> bool {
     let whole = cfg.forward_old_image || event.old_image.is_none();
     if whole {
-        let encoded = envelope::encode_event(event);
-        if encoded.len() <= room {
-            return (encoded, event.refetch);
+        envelope::encode_event_into(out, event);
+        if out.len() <= room {
+            return event.refetch;
         }
     }
     let projected = event
@@ -183,14 +188,15 @@ fn encode_within(
     view.old_image = projected.as_ref();
     if event.old_image.is_some() {
         stats.old_images_dropped += 1;
-        let encoded = envelope::encode_view(&view);
-        if encoded.len() <= room {
-            return (encoded, event.refetch);
+        envelope::encode_view_into(out, &view);
+        if out.len() <= room {
+            return event.refetch;
         }
     }
     view.refetch = true;
     view.new_image = None;
-    (envelope::encode_view(&view), true)
+    envelope::encode_view_into(out, &view);
+    true
 }
 
 fn finish(bucket: u32, mut m: Building, invocation: u64, stats: &mut PackStats) -> OutMessage {
