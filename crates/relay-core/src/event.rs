@@ -107,7 +107,8 @@ pub fn from_stream_record(rec: EventRecord) -> Result<ChangeEvent, RecordError> 
     let Some(seq) = change.sequence_number else {
         return Err(RecordError::MissingSequenceNumber { event_id });
     };
-    let keys: Attrs = change.keys.into();
+    // `into_inner`, not `into`: the map as parsed, not rebuilt and rehashed.
+    let keys: Attrs = change.keys.into_inner();
     if keys.is_empty() {
         return Err(RecordError::MissingKeys { event_id, seq });
     }
@@ -122,7 +123,7 @@ pub fn from_stream_record(rec: EventRecord) -> Result<ChangeEvent, RecordError> 
         .as_ref()
         .is_some_and(|u| u.type_ == "Service" && u.principal_id == TTL_PRINCIPAL);
     let image = |i: serde_dynamo::Item| -> Option<Attrs> {
-        let m: Attrs = i.into();
+        let m: Attrs = i.into_inner();
         (!m.is_empty()).then_some(m)
     };
     let op = match event_name.as_str() {
