@@ -68,8 +68,9 @@ lint: toolchain ## rustfmt check and clippy with warnings as errors.
 fmt: toolchain ## Format the code.
 	$(CARGO) fmt --all
 
-bench: toolchain ## Request counts per 1M events, then CPU per event (criterion).
+bench: toolchain ## Request counts per 1M events, then CPU per event: the real handlers (JSON in), then the inner loops (criterion).
 	$(CARGO) bench -p relay-core --bench costs --locked
+	$(CARGO) bench -p relay-applier --bench handlers --locked
 	$(CARGO) bench -p relay-core --bench pipeline --locked
 
 bench-local: toolchain setup ## Scan-copy and verify items/s against MiniStack's raw scan and write rates.
