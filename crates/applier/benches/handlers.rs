@@ -327,7 +327,10 @@ fn handlers(c: &mut Criterion) {
         // The applier's input: what the forwarder sent for this batch.
         let f = forwarder(true);
         let ev: Event = serde_json::from_str(&stream).expect("stream event");
-        rt.block_on(f.handle(ev, deadline()));
+        // Sanity, before anything is timed: the batch goes through whole.
+        let r = rt.block_on(f.handle(ev, deadline()));
+        assert!(r.batch_item_failures.is_empty(), "forwarder failed records");
+        assert!(f.queue.calls.load(Ordering::Relaxed) > 0, "nothing sent");
         let packed = f
             .queue
             .keep
@@ -382,6 +385,16 @@ fn handlers(c: &mut Criterion) {
             })
         });
         let a = applier();
+        for p in &packed {
+            let ev: SqsEvent = serde_json::from_str(p).expect("parse");
+            let r = rt.block_on(a.handle(ev, deadline()));
+            assert!(r.batch_item_failures.is_empty(), "applier failed messages");
+        }
+        let written = a.target.writes.swap(0, Ordering::Relaxed);
+        assert!(
+            written > 0 && written <= b as u64,
+            "{written} writes for {b} events"
+        );
         g.bench_function(BenchmarkId::new("handle", b), |bn| {
             bn.iter(|| {
                 for p in &packed {
