@@ -15,6 +15,7 @@ use serde_yaml_ng::{Mapping, Value};
 
 mod gaps;
 pub mod render;
+mod retire;
 
 pub use gaps::{gaps, Gap};
 
