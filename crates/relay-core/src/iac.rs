@@ -534,4 +534,8 @@ pub fn exposure(table: &str, deletion_protection: bool, owner: Option<&Owner>) -
 }
 
 #[cfg(test)]
+mod gaps_tests;
+#[cfg(test)]
+mod retire_tests;
+#[cfg(test)]
 mod tests;
