@@ -20,17 +20,22 @@
 //!   BatchWriteItem calls on the recorder, commit);
 //! * `applier/naive/B`: the same B events as one message each, 10 an
 //!   invocation, parsed + one PutItem/DeleteItem per event on the recorder.
+//! * `…/sdk/B` and `…/naive-sdk/B`: the `handle` and `naive` rows again on
+//!   the real SDK clients (`relay_aws::sdk`: requests built, serialised and
+//!   signed, responses parsed) over a canned-response HTTP connector, no
+//!   network (`handlers/canned.rs`).
 //!
 //! Per-event figures: divide by B (criterion's throughput line does).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::sqs::SqsEvent;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use relay_applier::Applier;
+use relay_aws::sdk::{CloudWatchMetrics, DynamoTable, SqsQueue};
 use relay_aws::{
     AwsError, ControlStore, EntryStatus, Fence, MetricsPublisher, QueueSender, SendEntry,
     SourceReader, TargetWriter, Write,
@@ -44,6 +49,9 @@ use relay_core::item::Attrs;
 use relay_core::metrics::MetricRecord;
 use relay_forwarder::Forwarder;
 use serde_json::{json, Value};
+
+#[path = "handlers/canned.rs"]
+mod canned;
 
 /// Distinct keys in the stream.
 const KEYS: u64 = 10_000;
@@ -235,17 +243,30 @@ fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     move |k| m.get(k).cloned()
 }
 
-fn forwarder(keep: bool) -> Forwarder<Queue, Metrics> {
-    let config = ForwarderConfig::from_env(&env(&[
+fn forwarder_config() -> ForwarderConfig {
+    ForwarderConfig::from_env(&env(&[
         (
             "QUEUE_URL",
             "https://sqs.us-east-1.amazonaws.com/1/relay.fifo",
         ),
         ("MIGRATION_ID", "bench"),
     ]))
-    .expect("forwarder config");
+    .expect("forwarder config")
+}
+
+fn applier_config() -> ApplierConfig {
+    ApplierConfig::from_env(&env(&[
+        ("TARGET_TABLE", "OrdersV2"),
+        ("SOURCE_TABLE", "Orders"),
+        ("CONTROL_TABLE", "control"),
+        ("MIGRATION_ID", "bench"),
+    ]))
+    .expect("applier config")
+}
+
+fn forwarder(keep: bool) -> Forwarder<Queue, Metrics> {
     Forwarder {
-        config,
+        config: forwarder_config(),
         queue: Queue {
             keep: keep.then(Default::default),
             ..Queue::default()
@@ -256,20 +277,48 @@ fn forwarder(keep: bool) -> Forwarder<Queue, Metrics> {
 }
 
 fn applier() -> Applier<Tables, Tables, Tables, Metrics> {
-    let config = ApplierConfig::from_env(&env(&[
-        ("TARGET_TABLE", "OrdersV2"),
-        ("SOURCE_TABLE", "Orders"),
-        ("CONTROL_TABLE", "control"),
-        ("MIGRATION_ID", "bench"),
-    ]))
-    .expect("applier config");
     Applier::new(
-        config,
+        applier_config(),
         Tables::default(),
         Tables::default(),
         Tables::default(),
         Metrics,
     )
+}
+
+/// The handlers as `main.rs` builds them, on the canned connector.
+struct Sdk {
+    calls: Arc<canned::Calls>,
+    forwarder: Forwarder<SqsQueue, CloudWatchMetrics>,
+    applier: Applier<DynamoTable, DynamoTable, DynamoTable, CloudWatchMetrics>,
+    queue: SqsQueue,
+    target: DynamoTable,
+}
+
+fn sdk(rt: &tokio::runtime::Runtime) -> Sdk {
+    let calls = Arc::new(canned::Calls::default());
+    let sdk = rt.block_on(canned::config(calls.clone()));
+    let (f, a) = (forwarder_config(), applier_config());
+    let queue = SqsQueue::new(&sdk, f.queue_url.clone());
+    let target = DynamoTable::new(&sdk, &a.target_table);
+    Sdk {
+        forwarder: Forwarder {
+            queue: queue.clone(),
+            metrics: CloudWatchMetrics::new(&sdk),
+            clock: relay_aws::runtime::Clock::wall(),
+            config: f,
+        },
+        applier: Applier::new(
+            a.clone(),
+            target.clone(),
+            DynamoTable::new(&sdk, &a.source_table),
+            DynamoTable::new(&sdk, &a.control_table),
+            CloudWatchMetrics::new(&sdk),
+        ),
+        calls,
+        queue,
+        target,
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -284,7 +333,7 @@ fn deadline() -> tokio::time::Instant {
 }
 
 /// The naive forwarder: every event its own message and send call.
-async fn naive_forward(q: &Queue, event: Event) -> usize {
+async fn naive_forward(q: &impl QueueSender, event: Event) -> usize {
     let mut sent = 0;
     for rec in event.records {
         let Ok(e) = from_stream_record(rec) else {
@@ -303,7 +352,7 @@ async fn naive_forward(q: &Queue, event: Event) -> usize {
 }
 
 /// The naive applier: every event one PutItem or DeleteItem.
-async fn naive_apply(t: &Tables, event: SqsEvent) -> usize {
+async fn naive_apply(t: &impl TargetWriter, event: SqsEvent) -> usize {
     let mut n = 0;
     for m in &event.records {
         let Ok(env) = decode(m.body.as_deref().unwrap_or_default()) else {
@@ -322,6 +371,7 @@ async fn naive_apply(t: &Tables, event: SqsEvent) -> usize {
 
 fn handlers(c: &mut Criterion) {
     let rt = runtime();
+    let s = sdk(&rt);
     for b in [100usize, 1000] {
         let stream = stream_json(b, 7);
         // The applier's input: what the forwarder sent for this batch.
@@ -371,6 +421,31 @@ fn handlers(c: &mut Criterion) {
                 black_box(rt.block_on(naive_forward(&q, ev)))
             })
         });
+        // The same on the SDK clients; checked whole before it is timed.
+        let r = rt.block_on(s.forwarder.handle(
+            serde_json::from_str(&stream).expect("stream event"),
+            deadline(),
+        ));
+        assert!(
+            r.batch_item_failures.is_empty(),
+            "SDK forwarder failed records"
+        );
+        assert!(
+            s.calls.entries.swap(0, Ordering::Relaxed) > 0,
+            "nothing sent"
+        );
+        g.bench_function(BenchmarkId::new("sdk", b), |bn| {
+            bn.iter(|| {
+                let ev: Event = serde_json::from_str(&stream).expect("parse");
+                black_box(rt.block_on(s.forwarder.handle(ev, deadline())))
+            })
+        });
+        g.bench_function(BenchmarkId::new("naive-sdk", b), |bn| {
+            bn.iter(|| {
+                let ev: Event = serde_json::from_str(&stream).expect("parse");
+                black_box(rt.block_on(naive_forward(&s.queue, ev)))
+            })
+        });
         g.finish();
 
         let mut g = c.benchmark_group("applier");
@@ -409,6 +484,34 @@ fn handlers(c: &mut Criterion) {
                 for p in &naive {
                     let ev: SqsEvent = serde_json::from_str(p).expect("parse");
                     black_box(rt.block_on(naive_apply(&t, ev)));
+                }
+            })
+        });
+        for p in &packed {
+            let ev: SqsEvent = serde_json::from_str(p).expect("parse");
+            let r = rt.block_on(s.applier.handle(ev, deadline()));
+            assert!(
+                r.batch_item_failures.is_empty(),
+                "SDK applier failed messages"
+            );
+        }
+        assert!(
+            s.calls.batch_write.swap(0, Ordering::Relaxed) > 0,
+            "nothing written"
+        );
+        g.bench_function(BenchmarkId::new("sdk", b), |bn| {
+            bn.iter(|| {
+                for p in &packed {
+                    let ev: SqsEvent = serde_json::from_str(p).expect("parse");
+                    black_box(rt.block_on(s.applier.handle(ev, deadline())));
+                }
+            })
+        });
+        g.bench_function(BenchmarkId::new("naive-sdk", b), |bn| {
+            bn.iter(|| {
+                for p in &naive {
+                    let ev: SqsEvent = serde_json::from_str(p).expect("parse");
+                    black_box(rt.block_on(naive_apply(&s.target, ev)));
                 }
             })
         });
