@@ -68,6 +68,12 @@ pub fn stream_event(table: &str, records: &[Record]) -> Event {
 
 /// An SQS FIFO event as Lambda delivers it.
 pub fn sqs_event(messages: &[QueuedMessage]) -> SqsEvent {
+    serde_json::from_value(sqs_event_value(messages))
+        .unwrap_or_else(|e| panic!("test SQS event does not parse: {e}"))
+}
+
+/// [`sqs_event`] as JSON, before it is parsed (what the runtime hands over).
+pub fn sqs_event_value(messages: &[QueuedMessage]) -> Value {
     let recs: Vec<Value> = messages
         .iter()
         .map(|m| {
@@ -92,6 +98,5 @@ pub fn sqs_event(messages: &[QueuedMessage]) -> SqsEvent {
             })
         })
         .collect();
-    serde_json::from_value(json!({ "Records": recs }))
-        .unwrap_or_else(|e| panic!("test SQS event does not parse: {e}"))
+    json!({ "Records": recs })
 }
