@@ -28,111 +28,25 @@
 //! Per-event figures: divide by B (criterion's throughput line does).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::sqs::SqsEvent;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use relay_applier::Applier;
+use relay_aws::fake::recorders::{NullMetrics, NullTables, RecordingQueue};
 use relay_aws::fake::workload::{sqs_json, stream_json};
 use relay_aws::sdk::{CloudWatchMetrics, DynamoTable, SqsQueue};
-use relay_aws::{
-    AwsError, ControlStore, EntryStatus, Fence, MetricsPublisher, QueueSender, SendEntry,
-    SourceReader, TargetWriter, Write,
-};
+use relay_aws::{QueueSender, SendEntry, TargetWriter, Write};
 use relay_core::config::{ApplierConfig, ForwarderConfig};
-use relay_core::control::ControlState;
 use relay_core::envelope::{decode, encode};
 use relay_core::event::from_stream_record;
 use relay_core::group::dedup_id;
-use relay_core::item::Attrs;
-use relay_core::metrics::MetricRecord;
 use relay_forwarder::Forwarder;
 
 #[path = "handlers/canned.rs"]
 mod canned;
-
-/// SendMessageBatch that accepts everything; keeps the messages only when
-/// asked (to build the applier's input), else counts.
-#[derive(Default)]
-struct Queue {
-    keep: Option<Mutex<Vec<(String, String)>>>,
-    calls: AtomicU64,
-}
-
-impl QueueSender for Queue {
-    async fn send_batch(
-        &self,
-        entries: Vec<SendEntry>,
-    ) -> Result<HashMap<String, EntryStatus>, AwsError> {
-        self.calls.fetch_add(1, Ordering::Relaxed);
-        let status = entries
-            .iter()
-            .map(|e| (e.id.clone(), EntryStatus::Accepted))
-            .collect();
-        if let Some(k) = &self.keep {
-            k.lock()
-                .expect("recorder")
-                .extend(entries.into_iter().map(|e| (e.body, e.group_id)));
-        }
-        Ok(status)
-    }
-}
-
-/// A target that takes every write, a source that has nothing, a control
-/// item with a cutoff that never moves.
-#[derive(Default)]
-struct Tables {
-    writes: AtomicU64,
-}
-
-impl SourceReader for Tables {
-    async fn get_consistent(&self, _: &Attrs) -> Result<Option<Attrs>, AwsError> {
-        Ok(None)
-    }
-}
-
-impl TargetWriter for Tables {
-    async fn batch_write(&self, writes: &[Write]) -> Result<Vec<usize>, AwsError> {
-        self.writes
-            .fetch_add(writes.len() as u64, Ordering::Relaxed);
-        Ok(Vec::new())
-    }
-    async fn write_one(&self, _: &Write) -> Result<bool, AwsError> {
-        self.writes.fetch_add(1, Ordering::Relaxed);
-        Ok(true)
-    }
-    async fn mark(&self, _: &Attrs, _: &Attrs, _: &str) -> Result<bool, AwsError> {
-        Ok(true)
-    }
-    async fn write_marked(&self, _: &Write, _: &str) -> Result<bool, AwsError> {
-        Ok(true)
-    }
-}
-
-impl ControlStore for Tables {
-    async fn load(&self, migration: &str) -> Result<Option<ControlState>, AwsError> {
-        Ok(Some(ControlState {
-            migration: migration.into(),
-            cutoff_ms: Some(0),
-            version: 1,
-            ..ControlState::default()
-        }))
-    }
-    async fn commit(&self, _: &str, _: u64, _: Option<i64>) -> Result<Fence, AwsError> {
-        Ok(Fence::Held)
-    }
-}
-
-struct Metrics;
-
-impl MetricsPublisher for Metrics {
-    async fn publish(&self, _: &str, _: &str, r: &MetricRecord) -> Result<(), AwsError> {
-        black_box(r);
-        Ok(())
-    }
-}
 
 fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     let m: HashMap<String, String> = pairs
@@ -163,25 +77,26 @@ fn applier_config() -> ApplierConfig {
     .expect("applier config")
 }
 
-fn forwarder(keep: bool) -> Forwarder<Queue, Metrics> {
+fn forwarder(keep: bool) -> Forwarder<RecordingQueue, NullMetrics> {
     Forwarder {
         config: forwarder_config(),
-        queue: Queue {
-            keep: keep.then(Default::default),
-            ..Queue::default()
+        queue: if keep {
+            RecordingQueue::keeping()
+        } else {
+            RecordingQueue::default()
         },
-        metrics: Metrics,
+        metrics: NullMetrics,
         clock: relay_aws::runtime::Clock::wall(),
     }
 }
 
-fn applier() -> Applier<Tables, Tables, Tables, Metrics> {
+fn applier() -> Applier<NullTables, NullTables, NullTables, NullMetrics> {
     Applier::new(
         applier_config(),
-        Tables::default(),
-        Tables::default(),
-        Tables::default(),
-        Metrics,
+        NullTables::default(),
+        NullTables::default(),
+        NullTables::default(),
+        NullMetrics,
     )
 }
 
@@ -280,17 +195,8 @@ fn handlers(c: &mut Criterion) {
         let r = rt.block_on(f.handle(ev, deadline()));
         assert!(r.batch_item_failures.is_empty(), "forwarder failed records");
         assert!(f.queue.calls.load(Ordering::Relaxed) > 0, "nothing sent");
-        let packed = f
-            .queue
-            .keep
-            .as_ref()
-            .map(|k| k.lock().expect("recorder").clone());
         // A FIFO queue hands the applier at most 10 messages an invocation.
-        let packed: Vec<String> = packed
-            .unwrap_or_default()
-            .chunks(10)
-            .map(sqs_json)
-            .collect();
+        let packed: Vec<String> = f.queue.kept().chunks(10).map(sqs_json).collect();
         let naive_msgs: Vec<(String, String)> = {
             let ev: Event = serde_json::from_str(&stream).expect("stream event");
             ev.records
@@ -313,7 +219,7 @@ fn handlers(c: &mut Criterion) {
                 black_box(rt.block_on(f.handle(ev, deadline())))
             })
         });
-        let q = Queue::default();
+        let q = RecordingQueue::default();
         g.bench_function(BenchmarkId::new("naive", b), |bn| {
             bn.iter(|| {
                 let ev: Event = serde_json::from_str(&stream).expect("parse");
@@ -377,7 +283,7 @@ fn handlers(c: &mut Criterion) {
                 }
             })
         });
-        let t = Tables::default();
+        let t = NullTables::default();
         g.bench_function(BenchmarkId::new("naive", b), |bn| {
             bn.iter(|| {
                 for p in &naive {

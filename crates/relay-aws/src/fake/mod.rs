@@ -27,6 +27,7 @@ mod fifo;
 mod iac;
 #[cfg(feature = "operator")]
 mod queues;
+pub mod recorders;
 pub mod workload;
 
 #[cfg(feature = "operator")]
