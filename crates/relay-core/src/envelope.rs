@@ -71,8 +71,17 @@ struct VersionProbe {
     v: Option<serde_json::Value>,
 }
 
+/// The first bytes of every body this build writes ([`header`]): a body
+/// that starts with them is version 1, and the version probe (a second
+/// scan of the whole body) is skipped. Anything else takes the probe.
+const V1_PREFIX: &str = "{\"v\":1,";
+
 /// Decodes a message body, checking the version first.
 pub fn decode(body: &str) -> Result<Envelope, EnvelopeError> {
+    if body.starts_with(V1_PREFIX) {
+        // `v` is 1 here; a second `v` makes the object malformed below.
+        return full_decode(body);
+    }
     let probe: VersionProbe =
         serde_json::from_str(body).map_err(|e| EnvelopeError::NotJson(describe(&e)))?;
     let version = match probe.v {
@@ -85,6 +94,10 @@ pub fn decode(body: &str) -> Result<Envelope, EnvelopeError> {
             supported: VERSION,
         });
     }
+    full_decode(body)
+}
+
+fn full_decode(body: &str) -> Result<Envelope, EnvelopeError> {
     serde_json::from_str(body).map_err(|e| EnvelopeError::Malformed {
         version: VERSION,
         detail: describe(&e),
@@ -273,6 +286,27 @@ mod tests {
         assert!(matches!(
             decode("not json").unwrap_err(),
             EnvelopeError::NotJson(_)
+        ));
+    }
+
+    #[test]
+    fn the_fast_path_prefix_is_what_this_build_writes_and_never_hides_a_version() {
+        // The prefix is version 1's: a new VERSION must change it.
+        assert_eq!(VERSION, 1);
+        assert!(header("t").starts_with(V1_PREFIX.as_bytes()));
+        let body = encode("t", &[ev("a", "x")]);
+        assert!(body.starts_with(V1_PREFIX));
+        assert_eq!(decode(&body).unwrap().ev, [ev("a", "x")]);
+        // A second "v" after the prefix is malformed, never read as v1.
+        assert!(matches!(
+            decode(r#"{"v":1,"v":2,"src":"t","ev":[]}"#).unwrap_err(),
+            EnvelopeError::Malformed { .. }
+        ));
+        // Other spellings of version 1 and other versions take the probe.
+        assert!(decode(r#"{ "v": 1, "src":"t","ev":[]}"#).is_ok());
+        assert!(matches!(
+            decode(r#"{"v":10,"src":"t","ev":[]}"#).unwrap_err(),
+            EnvelopeError::UnsupportedVersion { found: 10, .. }
         ));
     }
 
