@@ -28,7 +28,7 @@ use relay_core::apply::{
 };
 use relay_core::config::ApplierConfig;
 use relay_core::control::{Applying, ControlState, Mode};
-use relay_core::envelope::decode;
+use relay_core::envelope::{decode, decode_without_old_images};
 use relay_core::event::ChangeEvent;
 use relay_core::item::{Attrs, CanonicalKey};
 use relay_core::metrics::{names, MetricRecord, Unit};
@@ -231,9 +231,16 @@ where
         let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
 
         // 1. Decode every message; one that cannot be read fails its group
-        //    from there on.
+        //    from there on. Old images matter only to a key-changing
+        //    transform: without one they are skipped, not built.
         let mut decoded: Vec<(usize, Vec<ChangeEvent>)> = Vec::with_capacity(ids.len());
         let mut undecodable: Vec<usize> = Vec::new();
+        let identity = self.transform.as_ref().is_none_or(|t| t.is_identity_key());
+        let decode = if !identity {
+            decode
+        } else {
+            decode_without_old_images
+        };
         for (i, m) in event.records.iter().enumerate() {
             match decode(m.body.as_deref().unwrap_or_default()) {
                 Ok(env) => decoded.push((i, env.ev)),

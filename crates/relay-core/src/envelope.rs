@@ -78,6 +78,61 @@ const V1_PREFIX: &str = "{\"v\":1,";
 
 /// Decodes a message body, checking the version first.
 pub fn decode(body: &str) -> Result<Envelope, EnvelopeError> {
+    decode_as(body)
+}
+
+/// [`decode`] for a reader that never looks at old images (an applier
+/// without a key-changing transform): every event's `o` is skipped, not
+/// built, and `old_image` is `None`. Everything else is as [`decode`] reads
+/// it, errors included.
+pub fn decode_without_old_images(body: &str) -> Result<Envelope, EnvelopeError> {
+    let lean: LeanEnvelope = decode_as(body)?;
+    Ok(Envelope {
+        v: lean.v,
+        src: lean.src,
+        ev: lean
+            .ev
+            .into_iter()
+            .map(|e| ChangeEvent {
+                event_id: e.id,
+                seq: e.sq,
+                time_ms: e.t,
+                op: e.op,
+                ttl: e.ttl,
+                refetch: e.rf,
+                keys: e.k,
+                new_image: e.n,
+                old_image: None,
+            })
+            .collect(),
+    })
+}
+
+/// The wire form of a [`ChangeEvent`] without `o` (unknown fields are
+/// skipped, as [`ChangeEvent`]'s own decoding skips them).
+#[derive(Deserialize)]
+struct LeanEvent {
+    id: String,
+    sq: String,
+    t: i64,
+    op: Op,
+    #[serde(default)]
+    ttl: bool,
+    #[serde(default)]
+    rf: bool,
+    k: Attrs,
+    #[serde(default)]
+    n: Option<Attrs>,
+}
+
+#[derive(Deserialize)]
+struct LeanEnvelope {
+    v: u32,
+    src: String,
+    ev: Vec<LeanEvent>,
+}
+
+fn decode_as<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, EnvelopeError> {
     if body.starts_with(V1_PREFIX) {
         // `v` is 1 here; a second `v` makes the object malformed below.
         return full_decode(body);
@@ -97,7 +152,7 @@ pub fn decode(body: &str) -> Result<Envelope, EnvelopeError> {
     full_decode(body)
 }
 
-fn full_decode(body: &str) -> Result<Envelope, EnvelopeError> {
+fn full_decode<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, EnvelopeError> {
     serde_json::from_str(body).map_err(|e| EnvelopeError::Malformed {
         version: VERSION,
         detail: describe(&e),
@@ -308,6 +363,39 @@ mod tests {
             decode(r#"{"v":10,"src":"t","ev":[]}"#).unwrap_err(),
             EnvelopeError::UnsupportedVersion { found: 10, .. }
         ));
+    }
+
+    #[test]
+    fn decoding_without_old_images_reads_everything_else_the_same() {
+        let mut modify = ev("b", "y");
+        modify.op = Op::Modify;
+        modify.old_image = Some(ev("b", "old").new_image.unwrap());
+        let mut ttl = ev("c", "z");
+        (ttl.op, ttl.ttl, ttl.new_image) = (Op::Remove, true, None);
+        ttl.old_image = Some(ttl.keys.clone());
+        let mut refetch = ev("d", "w");
+        (refetch.refetch, refetch.new_image) = (true, None);
+        let body = encode("src", &[ev("a", "x"), modify, ttl, refetch]);
+        let mut want = decode(&body).unwrap();
+        assert!(want.ev.iter().any(|e| e.old_image.is_some()));
+        for e in &mut want.ev {
+            e.old_image = None;
+        }
+        assert_eq!(decode_without_old_images(&body).unwrap(), want);
+        // Errors are decode's.
+        for bad in [
+            r#"{"v":2,"src":"t","ev":[]}"#,
+            r#"{"src":"t","ev":[]}"#,
+            "not json",
+            r#"{"v":1,"v":2,"src":"t","ev":[]}"#,
+            r#"{"v":1,"src":"t","ev":[{"id":"secret","sq":5}]}"#,
+        ] {
+            assert_eq!(
+                decode_without_old_images(bad).unwrap_err(),
+                decode(bad).unwrap_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
