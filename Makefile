@@ -9,7 +9,7 @@ ARCHS       ?= arm64 x86_64
 LAMBDA_DIR  := target/lambda
 CARGO       := cargo
 
-.PHONY: help toolchain venv setup build test unit validate e2e e2e-scale demo lint fmt bench bench-local bench-fanout bench-memory zip \
+.PHONY: help toolchain venv setup build test unit validate e2e e2e-scale demo lint fmt bench bench-local bench-fanout bench-memory bench-replication bench-coldstart zip \
         local-start local-stop local-reset build-local deploy-local clean
 
 help: ## List the targets.
@@ -81,6 +81,12 @@ bench-fanout: toolchain setup ## The scan copy fanned out over 1, 2, 4, 8 copy w
 
 bench-memory: toolchain setup ## Peak RSS of verify and the tombstone sweep at 1k-200k items on MiniStack (~15 min).
 	infra/local/bench-memory.sh
+
+bench-replication: toolchain setup ## End to end on MiniStack: replication changes/s against raw BatchWriteItem, and lag p50/p99 at steady write rates.
+	infra/local/bench-replication.sh
+
+bench-coldstart: toolchain setup ## Cold start and peak RSS of the release bootstraps against a local fake Lambda Runtime API (no emulator).
+	infra/local/bench-coldstart.sh
 
 zip: toolchain setup ## Lambda bootstrap.zip per function and architecture, under target/lambda/<arch>/<function>/.
 	@for arch in $(ARCHS); do \
