@@ -53,7 +53,7 @@ fn per_event(used: Snapshot, events: usize) -> PerEvent {
 
 /// The forwarder over one stream batch of `b` records; the messages it
 /// sent, 10 an SQS event, as the applier's input.
-fn forward(rt: &tokio::runtime::Runtime, b: usize) -> (PerEvent, Vec<String>) {
+fn forward(rt: &tokio::runtime::Runtime, b: usize) -> (PerEvent, PerEvent, Vec<String>) {
     let config = ForwarderConfig::from_env(&env(&[
         (
             "QUEUE_URL",
@@ -72,6 +72,8 @@ fn forward(rt: &tokio::runtime::Runtime, b: usize) -> (PerEvent, Vec<String>) {
     let stream = stream_json(b, 7);
     let before = reset_peak();
     let ev: Event = serde_json::from_str(&stream).expect("stream event");
+    // The parse alone (aws_lambda_events' types), printed for the record.
+    let parsed = snapshot().since(&before);
     let r = rt.block_on(f.handle(ev, deadline()));
     let used = snapshot().since(&before);
     assert!(r.batch_item_failures.is_empty(), "forwarder failed records");
@@ -82,7 +84,7 @@ fn forward(rt: &tokio::runtime::Runtime, b: usize) -> (PerEvent, Vec<String>) {
     used.bytes = used.bytes.saturating_sub(kept_bytes as u64);
     used.peak = used.peak.saturating_sub(kept_bytes as u64);
     let events = kept.chunks(10).map(sqs_json).collect();
-    (per_event(used, b), events)
+    (per_event(used, b), per_event(parsed, b), events)
 }
 
 fn apply(rt: &tokio::runtime::Runtime, b: usize, events: &[String]) -> PerEvent {
@@ -122,14 +124,14 @@ fn allocations_per_event_are_flat_in_batch_size_and_within_budget() {
         .build()
         .expect("runtime");
     // Warm-up: lazy statics, the runtime's first allocations.
-    let (_, warm) = forward(&rt, 10);
+    let (_, _, warm) = forward(&rt, 10);
     apply(&rt, 10, &warm);
 
     let mut rows = Vec::new();
     for b in [100usize, 1_000, 10_000] {
-        let (f, events) = forward(&rt, b);
+        let (f, parse, events) = forward(&rt, b);
         let a = apply(&rt, b, &events);
-        eprintln!("B={b:>6}: forwarder {f:.1?}; applier {a:.1?}");
+        eprintln!("B={b:>6}: forwarder {f:.1?} (its parse {parse:.1?}); applier {a:.1?}");
         rows.push((b, f, a));
     }
     let (_, f100, a100) = rows[0];
