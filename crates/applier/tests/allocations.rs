@@ -182,15 +182,16 @@ fn allocations_per_event_are_flat_in_batch_size_and_within_budget() {
 
 // Measured at B = 100 / 1,000 / 10,000 (`cargo test -p relay-applier --test
 // allocations -- --nocapture` prints them): forwarder 166.7 / 162.7 / 162.3
-// allocations, 30.9 / 14.3 / 14.4 KB allocated and 24.7 / 7.4 / 6.5 KB
-// peak per event (26.7 / 9.5 / 8.6 while the images were kept until the
-// sends were done); applier 191.4 / 179.5 / 173.3 allocations, 17.4 / 16.8 /
+// allocations, 30.9 / 14.3 / 14.4 KB allocated and 26.7 / 9.5 / 8.6 KB
+// peak per event (dropping the images before the sends lowered it to 24.7 /
+// 7.4 / 6.5 KB but cost CPU on the SDK path and not the bootstrap's peak
+// RSS, whose peak is the parsed event: reverted); applier 191.4 / 179.5 / 173.3 allocations, 17.4 / 16.8 /
 // 15.5 KB allocated and 5.5 / 4.1 / 1.4 KB peak per event (258.6 / 247.0 /
 // 240.8, 21.1 / 20.6 / 19.3 KB and 6.6 / 5.1 / 1.8 KB while it decoded the
 // old images it does not use without a key-changing transform).
 const BUDGET_FORWARDER_ALLOCATIONS: f64 = 175.0;
 const BUDGET_FORWARDER_BYTES: f64 = 15_200.0;
-const BUDGET_FORWARDER_PEAK: f64 = 25_900.0;
+const BUDGET_FORWARDER_PEAK: f64 = 28_100.0;
 const BUDGET_APPLIER_ALLOCATIONS: f64 = 201.0;
 const BUDGET_APPLIER_BYTES: f64 = 17_600.0;
 const BUDGET_APPLIER_PEAK: f64 = 5_750.0;

@@ -115,11 +115,6 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
             }
         };
 
-        // Only the sequence numbers are needed from here on: the images go
-        // before the sends start (peak memory is events + messages, not
-        // events + messages + requests in flight).
-        let seqs: Vec<(usize, String)> = events.into_iter().map(|(i, e)| (i, e.seq)).collect();
-
         // 3. Send in rounds: one entry per group per call, heads only.
         let mut plan = SendPlan::new(packed.groups, cfg.limits);
         let mut retries = 0u64;
@@ -177,8 +172,8 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
             Some(i) => {
                 // The record's sequence number: an event's, or the bad
                 // record's (kept when it was refused).
-                let seq = match seqs.binary_search_by_key(&i, |(j, _)| *j) {
-                    Ok(at) => Some(seqs[at].1.as_str()),
+                let seq = match events.binary_search_by_key(&i, |(j, _)| *j) {
+                    Ok(at) => Some(events[at].1.seq.as_str()),
                     Err(_) => bad_seq.as_deref(),
                 };
                 tracing::warn!(
