@@ -29,6 +29,13 @@ static PEAK: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Counting;
 
+/// One allocation of `size` bytes made.
+fn counted(size: u64) {
+    ALLOCATIONS.fetch_add(1, Relaxed);
+    BYTES.fetch_add(size, Relaxed);
+    grew(size);
+}
+
 fn grew(by: u64) {
     let live = LIVE.fetch_add(by, Relaxed) + by;
     PEAK.fetch_max(live, Relaxed);
@@ -36,22 +43,25 @@ fn grew(by: u64) {
 
 #[allow(unsafe_code)]
 // SAFETY: every method forwards its arguments to `System` unchanged and
-// returns its result; the counters have no effect on the memory handed out.
+// returns its result; the counters (updated after a successful call) have
+// no effect on the memory handed out.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Relaxed);
-        BYTES.fetch_add(layout.size() as u64, Relaxed);
-        grew(layout.size() as u64);
         // SAFETY: the caller's contract for `alloc` is `System::alloc`'s.
-        unsafe { System.alloc(layout) }
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            counted(layout.size() as u64);
+        }
+        p
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Relaxed);
-        BYTES.fetch_add(layout.size() as u64, Relaxed);
-        grew(layout.size() as u64);
         // SAFETY: as for `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            counted(layout.size() as u64);
+        }
+        p
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -61,17 +71,20 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // A reallocation counts as one allocation of the new size.
-        ALLOCATIONS.fetch_add(1, Relaxed);
-        BYTES.fetch_add(new_size as u64, Relaxed);
-        let old = layout.size() as u64;
-        if new_size as u64 >= old {
-            grew(new_size as u64 - old);
-        } else {
-            LIVE.fetch_sub(old - new_size as u64, Relaxed);
-        }
         // SAFETY: `ptr` came from `System` with `layout`.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            // A reallocation counts as one allocation of the new size.
+            ALLOCATIONS.fetch_add(1, Relaxed);
+            BYTES.fetch_add(new_size as u64, Relaxed);
+            let old = layout.size() as u64;
+            if new_size as u64 >= old {
+                grew(new_size as u64 - old);
+            } else {
+                LIVE.fetch_sub(old - new_size as u64, Relaxed);
+            }
+        }
+        p
     }
 }
 
