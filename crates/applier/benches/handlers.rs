@@ -27,7 +27,6 @@
 //!
 //! Per-event figures: divide by B (criterion's throughput line does).
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -36,10 +35,9 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use relay_applier::Applier;
 use relay_aws::fake::recorders::{NullMetrics, NullTables, RecordingQueue};
-use relay_aws::fake::workload::{sqs_json, stream_json};
+use relay_aws::fake::workload::{applier_config, forwarder_config, sqs_json, stream_json};
 use relay_aws::sdk::{CloudWatchMetrics, DynamoTable, SqsQueue};
 use relay_aws::{QueueSender, SendEntry, TargetWriter, Write};
-use relay_core::config::{ApplierConfig, ForwarderConfig};
 use relay_core::envelope::{decode, encode};
 use relay_core::event::from_stream_record;
 use relay_core::group::dedup_id;
@@ -48,43 +46,10 @@ use relay_forwarder::Forwarder;
 #[path = "handlers/canned.rs"]
 mod canned;
 
-fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let m: HashMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    move |k| m.get(k).cloned()
-}
-
-fn forwarder_config() -> ForwarderConfig {
-    ForwarderConfig::from_env(&env(&[
-        (
-            "QUEUE_URL",
-            "https://sqs.us-east-1.amazonaws.com/1/relay.fifo",
-        ),
-        ("MIGRATION_ID", "bench"),
-    ]))
-    .expect("forwarder config")
-}
-
-fn applier_config() -> ApplierConfig {
-    ApplierConfig::from_env(&env(&[
-        ("TARGET_TABLE", "OrdersV2"),
-        ("SOURCE_TABLE", "Orders"),
-        ("CONTROL_TABLE", "control"),
-        ("MIGRATION_ID", "bench"),
-    ]))
-    .expect("applier config")
-}
-
 fn forwarder(keep: bool) -> Forwarder<RecordingQueue, NullMetrics> {
     Forwarder {
-        config: forwarder_config(),
-        queue: if keep {
-            RecordingQueue::keeping()
-        } else {
-            RecordingQueue::default()
-        },
+        config: forwarder_config("emf"),
+        queue: RecordingQueue::new(keep),
         metrics: NullMetrics,
         clock: relay_aws::runtime::Clock::wall(),
     }
@@ -92,7 +57,7 @@ fn forwarder(keep: bool) -> Forwarder<RecordingQueue, NullMetrics> {
 
 fn applier() -> Applier<NullTables, NullTables, NullTables, NullMetrics> {
     Applier::new(
-        applier_config(),
+        applier_config("emf"),
         NullTables::default(),
         NullTables::default(),
         NullTables::default(),
@@ -112,7 +77,7 @@ struct Sdk {
 fn sdk(rt: &tokio::runtime::Runtime) -> Sdk {
     let calls = Arc::new(canned::Calls::default());
     let sdk = rt.block_on(canned::config(calls.clone()));
-    let (f, a) = (forwarder_config(), applier_config());
+    let (f, a) = (forwarder_config("emf"), applier_config("emf"));
     let queue = SqsQueue::new(&sdk, f.queue_url.clone());
     let target = DynamoTable::new(&sdk, &a.target_table);
     Sdk {

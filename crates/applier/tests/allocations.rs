@@ -13,21 +13,11 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use relay_alloc_count::{reset_peak, snapshot, Snapshot};
 use relay_applier::Applier;
 use relay_aws::fake::recorders::{NullMetrics, NullTables, RecordingQueue};
-use relay_aws::fake::workload::{sqs_json, stream_json};
-use relay_core::config::{ApplierConfig, ForwarderConfig};
+use relay_aws::fake::workload::{applier_config, forwarder_config, sqs_json, stream_json};
 use relay_forwarder::Forwarder;
 
 #[global_allocator]
 static ALLOC: relay_alloc_count::Counting = relay_alloc_count::Counting;
-
-fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-    move |k| {
-        pairs
-            .iter()
-            .find(|(n, _)| *n == k)
-            .map(|(_, v)| v.to_string())
-    }
-}
 
 fn deadline() -> tokio::time::Instant {
     tokio::time::Instant::now() + std::time::Duration::from_secs(600)
@@ -52,22 +42,9 @@ fn per_event(used: Snapshot, events: usize) -> PerEvent {
 }
 
 fn forwarder(keep: bool) -> Forwarder<RecordingQueue, NullMetrics> {
-    let config = ForwarderConfig::from_env(&env(&[
-        (
-            "QUEUE_URL",
-            "https://sqs.us-east-1.amazonaws.com/1/relay.fifo",
-        ),
-        ("MIGRATION_ID", "bench"),
-        ("METRICS_MODE", "off"),
-    ]))
-    .expect("config");
     Forwarder {
-        config,
-        queue: if keep {
-            RecordingQueue::keeping()
-        } else {
-            RecordingQueue::default()
-        },
+        config: forwarder_config("off"),
+        queue: RecordingQueue::new(keep),
         metrics: NullMetrics,
         clock: relay_aws::runtime::Clock::wall(),
     }
@@ -97,16 +74,8 @@ fn forward(rt: &tokio::runtime::Runtime, b: usize) -> (PerEvent, PerEvent, Vec<S
 }
 
 fn apply(rt: &tokio::runtime::Runtime, b: usize, events: &[String]) -> PerEvent {
-    let config = ApplierConfig::from_env(&env(&[
-        ("TARGET_TABLE", "OrdersV2"),
-        ("SOURCE_TABLE", "Orders"),
-        ("CONTROL_TABLE", "control"),
-        ("MIGRATION_ID", "bench"),
-        ("METRICS_MODE", "off"),
-    ]))
-    .expect("config");
     let a = Applier::new(
-        config,
+        applier_config("off"),
         NullTables::default(),
         NullTables::default(),
         NullTables::default(),

@@ -361,13 +361,26 @@ impl Local {
 
     /// Enables or disables the applier's queue trigger and waits for the state.
     pub async fn set_applier_trigger(&self, stack: &Stack, enabled: bool) -> Result<()> {
-        let uuid = self.ops.mapping(&stack.applier, "arn:aws:sqs:").await?.uuid;
+        self.set_trigger(&stack.applier, "arn:aws:sqs:", enabled)
+            .await
+    }
+
+    /// Enables or disables the forwarder's stream trigger and waits for the state.
+    pub async fn set_forwarder_trigger(&self, stack: &Stack, enabled: bool) -> Result<()> {
+        self.set_trigger(&stack.forwarder, "arn:aws:dynamodb:", enabled)
+            .await
+    }
+
+    /// Enables or disables `function`'s mapping on the source whose ARN
+    /// starts with `source`, and waits (bounded) until the service says so.
+    async fn set_trigger(&self, function: &str, source: &str, enabled: bool) -> Result<()> {
+        let uuid = self.ops.mapping(function, source).await?.uuid;
         self.ops.set_mapping(&uuid, enabled).await?;
         let want = if enabled { "Enabled" } else { "Disabled" };
         let start = Instant::now();
         while self.ops.mapping_state(&uuid).await? != want {
             if start.elapsed() > Duration::from_secs(60) {
-                bail!("applier trigger did not become {want}");
+                bail!("{function}'s trigger did not become {want}");
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

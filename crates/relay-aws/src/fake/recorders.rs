@@ -25,10 +25,10 @@ pub struct RecordingQueue {
 }
 
 impl RecordingQueue {
-    /// A queue that keeps every (body, group) it is sent.
-    pub fn keeping() -> Self {
+    /// A queue that keeps every (body, group) it is sent, or only counts.
+    pub fn new(keep: bool) -> Self {
         RecordingQueue {
-            keep: Some(Mutex::default()),
+            keep: keep.then(Mutex::default),
             ..RecordingQueue::default()
         }
     }

@@ -4,6 +4,7 @@
 //! bench (`crates/e2e/src/bin/coldstart.rs`), so both measure the same
 //! events.
 
+use relay_core::config::{ApplierConfig, ForwarderConfig};
 use serde_json::{json, Value};
 
 use super::QueuedMessage;
@@ -98,6 +99,37 @@ pub fn sqs_json(messages: &[(String, String)]) -> String {
         })
         .collect();
     super::events::sqs_event_value(&queued).to_string()
+}
+
+fn config_env(pairs: Vec<(&'static str, String)>) -> impl Fn(&str) -> Option<String> {
+    move |k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+}
+
+/// The forwarder's configuration for this workload (migration
+/// [`MIGRATION`]), metrics as `metrics_mode` (`METRICS_MODE`: emf, off, …).
+pub fn forwarder_config(metrics_mode: &str) -> ForwarderConfig {
+    ForwarderConfig::from_env(&config_env(vec![
+        (
+            "QUEUE_URL",
+            "https://sqs.us-east-1.amazonaws.com/1/relay.fifo".into(),
+        ),
+        ("MIGRATION_ID", MIGRATION.into()),
+        ("METRICS_MODE", metrics_mode.into()),
+    ]))
+    .unwrap_or_else(|e| panic!("workload forwarder config: {e}"))
+}
+
+/// The applier's configuration for this workload: source `Orders`, target
+/// `OrdersV2`, no transform, metrics as `metrics_mode`.
+pub fn applier_config(metrics_mode: &str) -> ApplierConfig {
+    ApplierConfig::from_env(&config_env(vec![
+        ("TARGET_TABLE", "OrdersV2".into()),
+        ("SOURCE_TABLE", "Orders".into()),
+        ("CONTROL_TABLE", "control".into()),
+        ("MIGRATION_ID", MIGRATION.into()),
+        ("METRICS_MODE", metrics_mode.into()),
+    ]))
+    .unwrap_or_else(|e| panic!("workload applier config: {e}"))
 }
 
 /// The control item of migration [`MIGRATION`] as a GetItem answer:

@@ -34,7 +34,6 @@ use anyhow::{anyhow, bail, Context, Result};
 use aws_sdk_dynamodb::types::{AttributeValue as Av, KeysAndAttributes, PutRequest, WriteRequest};
 use futures::future::try_join_all;
 use futures::{stream, StreamExt, TryStreamExt};
-use relay_aws::operator::Triggers;
 use relay_e2e::{now_ms, run_id, sample_item, sdk, Local, Stack, PK, SK};
 
 mod lag;
@@ -243,25 +242,6 @@ async fn metric_sum(
         .unwrap_or(0.0))
 }
 
-/// Enables or disables the forwarder's stream trigger and waits for it.
-async fn set_forwarder_trigger(local: &Local, stack: &Stack, enabled: bool) -> Result<()> {
-    let uuid = local
-        .ops
-        .mapping(&stack.forwarder, "arn:aws:dynamodb:")
-        .await?
-        .uuid;
-    local.ops.set_mapping(&uuid, enabled).await?;
-    let want = if enabled { "Enabled" } else { "Disabled" };
-    let start = Instant::now();
-    while local.ops.mapping_state(&uuid).await? != want {
-        if start.elapsed() > Duration::from_secs(60) {
-            bail!("forwarder trigger did not become {want}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    Ok(())
-}
-
 /// One drain phase.
 #[derive(Debug)]
 struct Drain {
@@ -295,7 +275,7 @@ async fn drain_phase(
     let writes_before = metric_sum(local, stack, "applier", "AppliedPuts", since_ms).await?
         + metric_sum(local, stack, "applier", "AppliedDeletes", since_ms).await?;
     if pause_forwarder {
-        set_forwarder_trigger(local, stack, false).await?;
+        local.set_forwarder_trigger(stack, false).await?;
     }
     eprintln!(
         "writing {n} changes to {} ({CHANGE_WRITERS} writers), applier disabled{}",
@@ -320,7 +300,7 @@ async fn drain_phase(
             bail!("the paused forwarder queued {visible} messages");
         }
         let began = Instant::now();
-        set_forwarder_trigger(local, stack, true).await?;
+        local.set_forwarder_trigger(stack, true).await?;
         let fwd = watch_forwarder(
             local,
             stack,
