@@ -8,10 +8,16 @@
 //! `cargo bench -p relay-applier --bench handlers`
 //!
 //! Rows (B = stream batch size):
-//! * `forwarder/parse/B`: `serde_json` → `aws_lambda_events` stream event only;
+//! * `forwarder/parse/B`: `serde_json` → the forwarder's own stream event
+//!   (`relay_core::stream::StreamEvent`: keys parsed, images checked and
+//!   kept as JSON) only;
+//! * `forwarder/parse-ale/B`: `serde_json` → `aws_lambda_events`' stream
+//!   event (every image built into maps) only: what the forwarder parsed
+//!   before, and what the naive rows parse;
 //! * `forwarder/handle/B`: parse + `Forwarder::handle` (records → events →
 //!   pack into G=32 groups → SendMessageBatch calls on the recorder);
-//! * `forwarder/naive/B`: parse + one message per event, one send call each;
+//! * `forwarder/naive/B`: `aws_lambda_events` parse + one message per
+//!   event, one send call each;
 //! * `applier/parse/B`: `serde_json` → `aws_lambda_events` SQS event only,
 //!   for the messages the forwarder made of one stream batch, 10 messages
 //!   an invocation (the FIFO maximum);
@@ -41,6 +47,7 @@ use relay_aws::{QueueSender, SendEntry, TargetWriter, Write};
 use relay_core::envelope::{decode, encode};
 use relay_core::event::from_stream_record;
 use relay_core::group::dedup_id;
+use relay_core::stream::StreamEvent;
 use relay_forwarder::Forwarder;
 
 #[path = "handlers/canned.rs"]
@@ -155,7 +162,7 @@ fn handlers(c: &mut Criterion) {
         let stream = stream_json(b, 7);
         // The applier's input: what the forwarder sent for this batch.
         let f = forwarder(true);
-        let ev: Event = serde_json::from_str(&stream).expect("stream event");
+        let ev: StreamEvent = serde_json::from_str(&stream).expect("stream event");
         // Sanity, before anything is timed: the batch goes through whole.
         let r = rt.block_on(f.handle(ev, deadline()));
         assert!(r.batch_item_failures.is_empty(), "forwarder failed records");
@@ -175,12 +182,15 @@ fn handlers(c: &mut Criterion) {
         let mut g = c.benchmark_group("forwarder");
         g.throughput(Throughput::Elements(b as u64));
         g.bench_function(BenchmarkId::new("parse", b), |bn| {
+            bn.iter(|| black_box(serde_json::from_str::<StreamEvent>(&stream).expect("parse")))
+        });
+        g.bench_function(BenchmarkId::new("parse-ale", b), |bn| {
             bn.iter(|| black_box(serde_json::from_str::<Event>(&stream).expect("parse")))
         });
         let f = forwarder(false);
         g.bench_function(BenchmarkId::new("handle", b), |bn| {
             bn.iter(|| {
-                let ev: Event = serde_json::from_str(&stream).expect("parse");
+                let ev: StreamEvent = serde_json::from_str(&stream).expect("parse");
                 black_box(rt.block_on(f.handle(ev, deadline())))
             })
         });
@@ -206,7 +216,7 @@ fn handlers(c: &mut Criterion) {
         );
         g.bench_function(BenchmarkId::new("sdk", b), |bn| {
             bn.iter(|| {
-                let ev: Event = serde_json::from_str(&stream).expect("parse");
+                let ev: StreamEvent = serde_json::from_str(&stream).expect("parse");
                 black_box(rt.block_on(s.forwarder.handle(ev, deadline())))
             })
         });

@@ -8,12 +8,12 @@
 //!
 //! One test in this binary: the counters are process-wide.
 
-use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::sqs::SqsEvent;
 use relay_alloc_count::{reset_peak, snapshot, Snapshot};
 use relay_applier::Applier;
 use relay_aws::fake::recorders::{NullMetrics, NullTables, RecordingQueue};
 use relay_aws::fake::workload::{applier_config, forwarder_config, sqs_json, stream_json};
+use relay_core::stream::StreamEvent;
 use relay_forwarder::Forwarder;
 
 #[global_allocator]
@@ -58,15 +58,15 @@ fn forward(rt: &tokio::runtime::Runtime, b: usize) -> (PerEvent, PerEvent, Vec<S
     let stream = stream_json(b, 7);
     let f = forwarder(false);
     let before = reset_peak();
-    let ev: Event = serde_json::from_str(&stream).expect("stream event");
-    // The parse alone (aws_lambda_events' types), printed for the record.
+    let ev: StreamEvent = serde_json::from_str(&stream).expect("stream event");
+    // The parse alone (the forwarder's own StreamEvent), printed for the record.
     let parsed = snapshot().since(&before);
     let r = rt.block_on(f.handle(ev, deadline()));
     let used = snapshot().since(&before);
     assert!(r.batch_item_failures.is_empty(), "forwarder failed records");
 
     let keeping = forwarder(true);
-    let ev: Event = serde_json::from_str(&stream).expect("stream event");
+    let ev: StreamEvent = serde_json::from_str(&stream).expect("stream event");
     let r = rt.block_on(keeping.handle(ev, deadline()));
     assert!(r.batch_item_failures.is_empty(), "forwarder failed records");
     let events = keeping.queue.kept().chunks(10).map(sqs_json).collect();
@@ -130,10 +130,10 @@ fn allocations_per_event_are_flat_in_batch_size_and_within_budget() {
         }
     }
     // Budgets per event at each B (measured, plus 5%: the counts are
-    // deterministic for a given build). A clone of each record adds ~95
-    // allocations per event; rebuilding each image's map instead of taking
-    // it adds ~2.7 KB; an applier that builds the old images again adds
-    // ~65 allocations.
+    // deterministic for a given build). A copy of each event's images
+    // adds ~1.8 allocations and ~2 KB per event; going back to parsing
+    // images into aws_lambda_events' maps adds ~140 allocations; an applier
+    // that builds the old images again adds ~65 allocations.
     for (&(b, f, a), budget) in rows.iter().zip(BUDGETS) {
         assert_eq!(b, budget.b);
         let within = |x: PerEvent, [allocations, bytes, peak]: [f64; 3]| {
@@ -159,26 +159,31 @@ struct Budget {
 }
 
 // Measured (`cargo test -p relay-applier --test allocations -- --nocapture`
-// prints them), per event at B = 100 / 1,000 / 10,000: forwarder 166.7 /
-// 162.7 / 162.3 allocations, 33.0 / 16.4 / 16.6 KB allocated, 27.6 / 10.2 /
-// 8.7 KB peak; applier 191.4 / 179.5 / 173.3 allocations, 17.4 / 16.8 / 15.5
-// KB allocated, 5.5 / 4.1 / 1.4 KB peak (one invocation's peak over B).
-// Before the applier skipped the old images it does not use: 258.6 / 247.0
-// / 240.8 allocations.
+// prints them), per event at B = 100 / 1,000 / 10,000: forwarder 29.1 /
+// 24.7 / 24.3 allocations, 12.5 / 11.3 / 10.7 KB allocated, 6.1 / 5.4 /
+// 5.1 KB peak (its parse: 18.2 allocations, ~2.8 KB peak); applier 191.4 /
+// 179.5 / 173.3 allocations, 17.4 / 16.8 / 15.5 KB allocated, 5.5 / 4.1 /
+// 1.4 KB peak (one invocation's peak over B). A reallocation counts as an
+// allocation of its new size.
+// Before the forwarder kept images as the stream's JSON (it parsed them
+// into aws_lambda_events' maps) and sized message bodies to fit: 166.7 /
+// 162.7 / 162.3 allocations, 33.0 / 16.4 / 16.6 KB, 27.6 / 10.2 / 8.7 KB
+// peak. Before the applier skipped the old images it does not use: 258.6
+// / 247.0 / 240.8 allocations.
 const BUDGETS: [Budget; 3] = [
     Budget {
         b: 100,
-        forwarder: [175.0, 34_600.0, 29_000.0],
+        forwarder: [30.6, 13_120.0, 6_390.0],
         applier: [201.0, 18_300.0, 5_750.0],
     },
     Budget {
         b: 1_000,
-        forwarder: [171.0, 17_200.0, 10_700.0],
+        forwarder: [26.0, 11_870.0, 5_690.0],
         applier: [189.0, 17_600.0, 4_350.0],
     },
     Budget {
         b: 10_000,
-        forwarder: [171.0, 17_400.0, 9_110.0],
+        forwarder: [25.6, 11_200.0, 5_330.0],
         applier: [182.0, 16_300.0, 1_520.0],
     },
 ];

@@ -6,17 +6,17 @@
 
 use std::time::Duration;
 
-use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use futures::stream::{self, StreamExt};
 use relay_aws::runtime::{bounded, emit_metrics, remaining, Clock};
 use relay_aws::{EntryStatus, MetricsPublisher, QueueSender, SendEntry};
 use relay_core::config::ForwarderConfig;
-use relay_core::event::{from_stream_record, table_from_arn, ChangeEvent};
+use relay_core::event::{table_from_arn, ChangeEvent};
 use relay_core::metrics::{names, MetricRecord, Unit};
 use relay_core::pack::pack;
 use relay_core::retry::backoff_ms;
 use relay_core::send_plan::{EntryRef, Outcome, SendPlan};
+use relay_core::stream::{from_raw_record, RawImage, StreamEvent};
 
 /// Time kept back from the deadline: no new round starts inside it.
 pub const RESERVE: Duration = Duration::from_millis(1500);
@@ -51,7 +51,7 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
     /// Handles one stream batch and delivers its metrics.
     pub async fn handle(
         &self,
-        event: Event,
+        event: StreamEvent,
         deadline: tokio::time::Instant,
     ) -> DynamoDbEventResponse {
         let out = self.forward(event, deadline).await;
@@ -60,7 +60,7 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
     }
 
     /// Handles one stream batch; returns the response and the metrics.
-    pub async fn forward(&self, event: Event, deadline: tokio::time::Instant) -> Forwarded {
+    pub async fn forward(&self, event: StreamEvent, deadline: tokio::time::Instant) -> Forwarded {
         let mut metrics = MetricRecord::new("forwarder");
         let records = event.records;
         let src = records
@@ -75,12 +75,13 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
             .unwrap_or_default();
 
         // 1. Records to events, up to the first one that cannot be replicated.
-        //    The records are consumed: their images move into the events.
-        let mut events: Vec<(usize, ChangeEvent)> = Vec::with_capacity(records.len());
+        //    The records are consumed: their images, the stream's JSON
+        //    unparsed, move into the events.
+        let mut events: Vec<(usize, ChangeEvent<RawImage>)> = Vec::with_capacity(records.len());
         let mut first_bad: Option<(usize, Option<String>)> = None;
         for (i, rec) in records.into_iter().enumerate() {
             let seq = rec.change.sequence_number.clone();
-            match from_stream_record(rec) {
+            match from_raw_record(rec) {
                 Ok(e) => events.push((i, e)),
                 Err(e) => {
                     tracing::error!(position = i, error = %e, "stream record cannot be forwarded; reporting it failed so Lambda retries it and, past its retry limit, sends it to the on-failure destination");

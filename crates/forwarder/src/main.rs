@@ -1,11 +1,11 @@
 //! The forwarder Lambda: DynamoDB stream in, FIFO SQS messages out.
 
-use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
 use relay_aws::runtime::{deadline_from_epoch_ms, Clock};
 use relay_aws::sdk::{load_config, CloudWatchMetrics, SqsQueue};
 use relay_core::config::ForwarderConfig;
+use relay_core::stream::StreamEvent;
 use relay_forwarder::Forwarder;
 
 #[tokio::main]
@@ -24,9 +24,11 @@ async fn main() -> Result<(), Error> {
     };
     let forwarder = &forwarder;
 
-    run(service_fn(move |event: LambdaEvent<Event>| async move {
-        let deadline = deadline_from_epoch_ms(event.context.deadline);
-        Ok::<DynamoDbEventResponse, Error>(forwarder.handle(event.payload, deadline).await)
-    }))
+    run(service_fn(
+        move |event: LambdaEvent<StreamEvent>| async move {
+            let deadline = deadline_from_epoch_ms(event.context.deadline);
+            Ok::<DynamoDbEventResponse, Error>(forwarder.handle(event.payload, deadline).await)
+        },
+    ))
     .await
 }

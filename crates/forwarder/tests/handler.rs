@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_lambda_events::event::dynamodb::Event;
 use relay_aws::fake::events::{stream_event, Record};
 use relay_aws::fake::{EntryFault, FakeFifo};
 use relay_aws::{AwsError, NoMetrics};
@@ -19,6 +18,7 @@ use relay_core::item::{AttributeValue as V, Attrs, CanonicalKey};
 use relay_core::metrics::names;
 use relay_core::pack::PackConfig;
 use relay_core::send_plan::BatchLimits;
+use relay_core::stream::StreamEvent as Event;
 use relay_forwarder::Forwarder;
 
 const AWS_SAMPLES: &str = include_str!("../../../fixtures/dynamodb-stream-aws-samples.json");

@@ -8,6 +8,8 @@
 //!
 //! Attribute values use DynamoDB JSON (`{"N":"1.5"}`, `{"B":"<base64>"}`, …),
 //! so numbers stay decimal strings and every type round-trips losslessly.
+//! It is also the stream's own form, so the forwarder copies images in as
+//! the stream sent them ([`crate::stream::RawImage`]), spacing included.
 //! The encoder escapes the few code points SQS refuses in a message body
 //! (U+FFFE, U+FFFF; control characters are escaped by JSON itself).
 //!
@@ -191,7 +193,7 @@ pub const FOOTER: &[u8] = b"]}";
 pub const SEPARATOR: &[u8] = b",";
 
 /// One event as SQS-safe JSON.
-pub fn encode_event(event: &ChangeEvent) -> Vec<u8> {
+pub fn encode_event<I: Serialize>(event: &ChangeEvent<I>) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     write_json(&mut out, event);
     out
@@ -199,13 +201,13 @@ pub fn encode_event(event: &ChangeEvent) -> Vec<u8> {
 
 /// [`encode_event`] into `out` (cleared first): a buffer reused across
 /// events keeps its capacity, so an event costs no allocation.
-pub fn encode_event_into(out: &mut Vec<u8>, event: &ChangeEvent) {
+pub fn encode_event_into<I: Serialize>(out: &mut Vec<u8>, event: &ChangeEvent<I>) {
     out.clear();
     write_json(out, event);
 }
 
 /// [`encode_view`] into `out` (cleared first).
-pub fn encode_view_into(out: &mut Vec<u8>, view: &EventView<'_>) {
+pub fn encode_view_into<I: Serialize>(out: &mut Vec<u8>, view: &EventView<'_, I>) {
     out.clear();
     write_json(out, view);
 }
@@ -214,7 +216,7 @@ pub fn encode_view_into(out: &mut Vec<u8>, view: &EventView<'_>) {
 /// the packer can encode an event with a slimmer image (or as a refetch
 /// marker) without cloning it.
 #[derive(Debug, Serialize)]
-pub struct EventView<'a> {
+pub struct EventView<'a, I = Attrs> {
     #[serde(rename = "id")]
     pub event_id: &'a str,
     #[serde(rename = "sq")]
@@ -230,18 +232,35 @@ pub struct EventView<'a> {
     #[serde(rename = "k")]
     pub keys: &'a Attrs,
     #[serde(rename = "n", skip_serializing_if = "Option::is_none")]
-    pub new_image: Option<&'a Attrs>,
+    pub new_image: Option<&'a I>,
     #[serde(rename = "o", skip_serializing_if = "Option::is_none")]
-    pub old_image: Option<&'a Attrs>,
+    pub old_image: Option<ImageRef<'a, I>>,
+}
+
+/// An old image as the view writes it: the event's own, or a projection
+/// the packer built (always parsed).
+#[derive(Debug)]
+pub enum ImageRef<'a, I> {
+    Whole(&'a I),
+    Projected(&'a Attrs),
+}
+
+impl<I: Serialize> Serialize for ImageRef<'_, I> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            ImageRef::Whole(i) => i.serialize(s),
+            ImageRef::Projected(a) => a.serialize(s),
+        }
+    }
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
 }
 
-impl<'a> EventView<'a> {
+impl<'a, I> EventView<'a, I> {
     /// The event as it is.
-    pub fn of(e: &'a ChangeEvent) -> Self {
+    pub fn of(e: &'a ChangeEvent<I>) -> Self {
         EventView {
             event_id: &e.event_id,
             seq: &e.seq,
@@ -251,13 +270,13 @@ impl<'a> EventView<'a> {
             refetch: e.refetch,
             keys: &e.keys,
             new_image: e.new_image.as_ref(),
-            old_image: e.old_image.as_ref(),
+            old_image: e.old_image.as_ref().map(ImageRef::Whole),
         }
     }
 }
 
 /// One event view as SQS-safe JSON.
-pub fn encode_view(view: &EventView<'_>) -> Vec<u8> {
+pub fn encode_view<I: Serialize>(view: &EventView<'_, I>) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     write_json(&mut out, view);
     out
@@ -282,7 +301,8 @@ fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 }
 
 /// A compact JSON formatter that also escapes U+FFFE and U+FFFF, which are
-/// valid in DynamoDB strings but refused by SQS in a message body.
+/// valid in DynamoDB strings but refused by SQS in a message body, in
+/// strings it writes and in raw JSON it copies (a stream image).
 struct SqsSafe;
 
 impl serde_json::ser::Formatter for SqsSafe {
@@ -291,16 +311,38 @@ impl serde_json::ser::Formatter for SqsSafe {
         writer: &mut W,
         fragment: &str,
     ) -> io::Result<()> {
-        let mut start = 0;
-        for (i, c) in fragment.char_indices() {
-            if c == '\u{FFFE}' || c == '\u{FFFF}' {
-                writer.write_all(&fragment.as_bytes()[start..i])?;
-                write!(writer, "\\u{:04X}", c as u32)?;
-                start = i + c.len_utf8();
-            }
-        }
-        writer.write_all(&fragment.as_bytes()[start..])
+        write_sqs_safe(writer, fragment)
     }
+
+    /// Valid JSON holds U+FFFE and U+FFFF only inside strings, where the
+    /// escape means the same character.
+    fn write_raw_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        write_sqs_safe(writer, fragment)
+    }
+}
+
+fn write_sqs_safe<W: ?Sized + io::Write>(writer: &mut W, text: &str) -> io::Result<()> {
+    let bytes = text.as_bytes();
+    // Both code points are EF BF BE / EF BF BF in UTF-8: only an EF byte
+    // can start one, and most text has none (memchr skips it in bulk).
+    // A match's other two bytes are never EF, so matches never overlap.
+    let mut start = 0;
+    for i in memchr::memchr_iter(0xEF, bytes) {
+        if let Some([0xEF, 0xBF, last @ (0xBE | 0xBF)]) = bytes.get(i..i + 3) {
+            writer.write_all(&bytes[start..i])?;
+            writer.write_all(if *last == 0xBE {
+                b"\\uFFFE"
+            } else {
+                b"\\uFFFF"
+            })?;
+            start = i + 3;
+        }
+    }
+    writer.write_all(&bytes[start..])
 }
 
 #[cfg(test)]

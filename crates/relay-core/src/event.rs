@@ -20,8 +20,13 @@ pub enum Op {
 ///
 /// The field names on the wire are short because they repeat once per event;
 /// see [`crate::envelope`] for the versioned message around them.
+///
+/// `I` is how the images are held: parsed [`Attrs`] (every reader, and
+/// every writer that builds or changes images), or the forwarder's
+/// [`crate::stream::RawImage`], the stream's own DynamoDB JSON copied onto
+/// the queue unparsed. Both encode to the same wire form.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ChangeEvent {
+pub struct ChangeEvent<I = Attrs> {
     /// The stream record's `eventID`.
     #[serde(rename = "id")]
     pub event_id: String,
@@ -44,19 +49,19 @@ pub struct ChangeEvent {
     #[serde(rename = "k")]
     pub keys: Attrs,
     #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
-    pub new_image: Option<Attrs>,
+    pub new_image: Option<I>,
     /// The old image, or, when it did not fit a message, its projection onto
     /// the transform's key sources: the applier only derives the old target
     /// key from it (to delete a moved or removed item), never writes it.
     #[serde(rename = "o", default, skip_serializing_if = "Option::is_none")]
-    pub old_image: Option<Attrs>,
+    pub old_image: Option<I>,
 }
 
 fn is_false(b: &bool) -> bool {
     !*b
 }
 
-impl ChangeEvent {
+impl<I> ChangeEvent<I> {
     /// True when the applier must read the source's current item: a refetch
     /// marker, or an INSERT/MODIFY without a new image.
     pub fn needs_refetch(&self) -> bool {
@@ -89,12 +94,9 @@ pub enum RecordError {
 /// The principal DynamoDB's TTL process uses in stream records.
 pub const TTL_PRINCIPAL: &str = "dynamodb.amazonaws.com";
 
-/// Turns a stream record into a change event.
-///
-/// A record with keys but an unknown `eventName`, or an INSERT/MODIFY
-/// without a new image, becomes a refetch marker: the applier will copy the
-/// source item's current state, so nothing is lost. Only a record without
-/// keys (or sequence number) is an error.
+/// Turns a stream record, as `aws_lambda_events` parses it, into a change
+/// event (the forwarder itself reads [`crate::stream::StreamEvent`]; both
+/// follow [`assemble`]'s rules).
 pub fn from_stream_record(rec: EventRecord) -> Result<ChangeEvent, RecordError> {
     // By value: the images move into the event, nothing is copied.
     let EventRecord {
@@ -104,35 +106,75 @@ pub fn from_stream_record(rec: EventRecord) -> Result<ChangeEvent, RecordError> 
         user_identity,
         ..
     } = rec;
-    let Some(seq) = change.sequence_number else {
-        return Err(RecordError::MissingSequenceNumber { event_id });
-    };
-    // `into_inner`, not `into`: the map as parsed, not rebuilt and rehashed.
-    let keys: Attrs = change.keys.into_inner();
-    if keys.is_empty() {
-        return Err(RecordError::MissingKeys { event_id, seq });
-    }
-    // aws_lambda_events defaults a missing ApproximateCreationDateTime to
-    // the epoch; real records always carry one. Treating the epoch as a time
-    // would skip the change as "before the cutoff": refuse it instead.
-    let time_ms = change.approximate_creation_date_time.timestamp_millis();
-    if time_ms <= 0 {
-        return Err(RecordError::MissingCreationTime { event_id, seq });
-    }
     let ttl = user_identity
         .as_ref()
         .is_some_and(|u| u.type_ == "Service" && u.principal_id == TTL_PRINCIPAL);
     let image = |i: serde_dynamo::Item| -> Option<Attrs> {
+        // `into_inner`, not `into`: the map as parsed, not rebuilt and rehashed.
         let m: Attrs = i.into_inner();
         (!m.is_empty()).then_some(m)
     };
-    let op = match event_name.as_str() {
+    assemble(Record {
+        event_id,
+        event_name: &event_name,
+        seq: change.sequence_number,
+        // aws_lambda_events defaults a missing time to the epoch.
+        time_ms: change.approximate_creation_date_time.timestamp_millis(),
+        ttl,
+        keys: change.keys.into_inner(),
+        new_image: image(change.new_image),
+        old_image: image(change.old_image),
+    })
+}
+
+/// The parts of a stream record a [`ChangeEvent`] is made of, whichever
+/// parser read them. Empty images are `None`.
+pub(crate) struct Record<'a, I> {
+    pub event_id: String,
+    pub event_name: &'a str,
+    pub seq: Option<String>,
+    /// Epoch milliseconds; 0 or less when the record has no time.
+    pub time_ms: i64,
+    pub ttl: bool,
+    pub keys: Attrs,
+    pub new_image: Option<I>,
+    pub old_image: Option<I>,
+}
+
+/// Turns a stream record into a change event.
+///
+/// A record with keys but an unknown `eventName`, or an INSERT/MODIFY
+/// without a new image, becomes a refetch marker: the applier will copy the
+/// source item's current state, so nothing is lost. A record without keys,
+/// sequence number or creation time is an error.
+pub(crate) fn assemble<I>(rec: Record<'_, I>) -> Result<ChangeEvent<I>, RecordError> {
+    let Record {
+        event_id,
+        event_name,
+        seq,
+        time_ms,
+        ttl,
+        keys,
+        new_image,
+        old_image,
+    } = rec;
+    let Some(seq) = seq else {
+        return Err(RecordError::MissingSequenceNumber { event_id });
+    };
+    if keys.is_empty() {
+        return Err(RecordError::MissingKeys { event_id, seq });
+    }
+    // Real records always carry a creation time. Treating a missing one as
+    // the epoch would skip the change as "before the cutoff": refuse it.
+    if time_ms <= 0 {
+        return Err(RecordError::MissingCreationTime { event_id, seq });
+    }
+    let op = match event_name {
         "INSERT" => Some(Op::Insert),
         "MODIFY" => Some(Op::Modify),
         "REMOVE" => Some(Op::Remove),
         _ => None,
     };
-    let new_image = image(change.new_image);
     let event = ChangeEvent {
         event_id,
         seq,
@@ -142,7 +184,7 @@ pub fn from_stream_record(rec: EventRecord) -> Result<ChangeEvent, RecordError> 
         refetch: false,
         keys,
         new_image,
-        old_image: image(change.old_image),
+        old_image,
     };
     let needs_refetch = match op {
         None => true,

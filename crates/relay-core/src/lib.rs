@@ -1,6 +1,8 @@
 //! ddb-relay's pure core: everything that decides, nothing that does I/O.
 //!
 //! - [`event`]: a stream record reduced to a [`event::ChangeEvent`];
+//! - [`stream`]: the forwarder's reading of a stream batch, images kept as
+//!   the stream's DynamoDB JSON;
 //! - [`envelope`]: the versioned wire format on the queue;
 //! - [`group`] and [`pack`]: FIFO groups, dedup ids, packing under a size cap;
 //! - [`send_plan`]: the forwarder's ordering-safe send rounds and failure report;
@@ -36,5 +38,6 @@ pub mod place;
 pub mod plan;
 pub mod retry;
 pub mod send_plan;
+pub mod stream;
 pub mod transform;
 pub mod work;

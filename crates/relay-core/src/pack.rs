@@ -12,11 +12,37 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::envelope::{self, EventView};
+use serde::Serialize;
+
+use crate::envelope::{self, EventView, ImageRef};
 use crate::event::ChangeEvent;
 use crate::group::{bucket, dedup_id, group_id};
-use crate::item::CanonicalKey;
+use crate::item::{Attrs, CanonicalKey};
+use crate::stream::RawImage;
 use crate::transform::project;
+
+/// An image the packer can write and, when an event is too big, shrink to
+/// the transform's key sources.
+pub trait Image: Serialize {
+    /// The attributes named in `names`, or `None` when it holds none.
+    fn project(&self, names: &BTreeSet<String>) -> Option<Attrs>;
+}
+
+impl Image for Attrs {
+    fn project(&self, names: &BTreeSet<String>) -> Option<Attrs> {
+        project(self, names)
+    }
+}
+
+impl Image for RawImage {
+    /// Parses the image only when there is something to keep.
+    fn project(&self, names: &BTreeSet<String>) -> Option<Attrs> {
+        if names.is_empty() {
+            return None;
+        }
+        project(&self.to_attrs(), names)
+    }
+}
 
 /// How the forwarder packs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,9 +110,9 @@ struct Building {
 /// Packs `(record position, event)` pairs, given in stream order.
 /// `invocation` is a number unique to the calling forwarder invocation; it
 /// scopes the messages' dedup ids (see [`crate::group::dedup_id`]).
-pub fn pack(
+pub fn pack<I: Image>(
     src_table: &str,
-    events: &[(usize, ChangeEvent)],
+    events: &[(usize, ChangeEvent<I>)],
     cfg: &PackConfig,
     invocation: u64,
 ) -> Result<Packed, PackError> {
@@ -98,6 +124,10 @@ pub fn pack(
     let mut groups: HashMap<u32, (Vec<OutMessage>, Option<Building>)> = HashMap::new();
     let mut stats = PackStats::default();
 
+    // Events per group if the batch spreads evenly: a message's first size.
+    let per_group = events
+        .len()
+        .div_ceil(events.len().clamp(1, cfg.buckets.max(1) as usize));
     // One encoding buffer for the whole batch: it grows to the largest
     // event once, instead of every event growing its own.
     let mut scratch: Vec<u8> = Vec::with_capacity(4096);
@@ -138,7 +168,15 @@ pub fn pack(
                 cur.ids.push(event.event_id.clone());
             }
             None => {
-                let mut body = Vec::with_capacity(cfg.max_message_bytes.min(64 * 1024));
+                // Room for a group's share of the batch in events like
+                // this one; a message grows by doubling if that was short,
+                // and gives back what it did not use (`finish`). A 64 KB
+                // start per message was most of the forwarder's peak
+                // memory at small batches, and its page faults.
+                let hint = header.len()
+                    + per_group * (encoded.len() + envelope::SEPARATOR.len())
+                    + envelope::FOOTER.len();
+                let mut body = Vec::with_capacity(cfg.max_message_bytes.min(hint));
                 body.extend_from_slice(&header);
                 body.extend_from_slice(encoded);
                 *open = Some(Building {
@@ -166,8 +204,8 @@ pub fn pack(
 /// it is (with its old image, if wanted); else with the old image shrunk to
 /// its key sources; else as a refetch marker (keys and those key sources).
 /// Never clones the event. Returns whether it is a refetch marker.
-fn encode_within(
-    event: &ChangeEvent,
+fn encode_within<I: Image>(
+    event: &ChangeEvent<I>,
     room: usize,
     cfg: &PackConfig,
     stats: &mut PackStats,
@@ -183,9 +221,9 @@ fn encode_within(
     let projected = event
         .old_image
         .as_ref()
-        .and_then(|o| project(o, &cfg.old_key_sources));
+        .and_then(|o| o.project(&cfg.old_key_sources));
     let mut view = EventView::of(event);
-    view.old_image = projected.as_ref();
+    view.old_image = projected.as_ref().map(ImageRef::Projected);
     if event.old_image.is_some() {
         stats.old_images_dropped += 1;
         envelope::encode_view_into(out, &view);
@@ -201,6 +239,8 @@ fn encode_within(
 
 fn finish(bucket: u32, mut m: Building, invocation: u64, stats: &mut PackStats) -> OutMessage {
     m.body.extend_from_slice(envelope::FOOTER);
+    // In place: the allocator splits the block, nothing is copied.
+    m.body.shrink_to_fit();
     stats.messages += 1;
     stats.bytes += m.body.len() as u64;
     OutMessage {
@@ -335,6 +375,59 @@ mod tests {
         let packed = pack("T", &events[..1], &c, 1).unwrap();
         let e = &decode(&packed.groups[0][0].body).unwrap().ev[0];
         assert_eq!(e.old_image.as_ref(), Some(&projection));
+    }
+
+    #[test]
+    fn stream_images_are_copied_and_shrunk_like_parsed_ones() {
+        // The forwarder packs the stream's JSON (`RawImage`): the same
+        // bodies as parsed images give, when whole, shrunk or a marker.
+        let raw = |a: &Attrs| -> RawImage {
+            serde_json::from_str(&serde_json::to_string(a).unwrap()).unwrap()
+        };
+        let cap = MIN_MESSAGE_BYTES;
+        let mut c = cfg(1, cap);
+        c.old_key_sources = ["email".to_string()].into();
+        let mut parsed = vec![
+            (0, ev(0, "a", 10)),
+            (1, ev(1, "b", cap / 2)), // fits only without its old image
+            (2, ev(2, "c", cap)),     // fits only as a marker
+        ];
+        for (_, e) in &mut parsed[1..] {
+            if let Some(o) = e.old_image.as_mut() {
+                o.insert("email".into(), V::S("old@x".into()));
+            }
+        }
+        let copied: Vec<(usize, ChangeEvent<RawImage>)> = parsed
+            .iter()
+            .map(|(i, e)| {
+                let e = e.clone();
+                let event = ChangeEvent {
+                    new_image: e.new_image.as_ref().map(raw),
+                    old_image: e.old_image.as_ref().map(raw),
+                    event_id: e.event_id,
+                    seq: e.seq,
+                    time_ms: e.time_ms,
+                    op: e.op,
+                    ttl: e.ttl,
+                    refetch: e.refetch,
+                    keys: e.keys,
+                };
+                (*i, event)
+            })
+            .collect();
+        let read = |p: Packed| -> Vec<ChangeEvent> {
+            p.groups[0]
+                .iter()
+                .flat_map(|m| decode(&m.body).unwrap().ev)
+                .collect()
+        };
+        let a = pack("T", &parsed, &c, 1).unwrap();
+        let b = pack("T", &copied, &c, 1).unwrap();
+        assert_eq!(a.stats, b.stats);
+        let (a, b) = (read(a), read(b));
+        assert_eq!(a, b);
+        assert!(b[0].old_image.is_some() && !b[0].refetch);
+        assert!(b[2].refetch && b[2].old_image.as_ref().unwrap().contains_key("email"));
     }
 
     #[test]

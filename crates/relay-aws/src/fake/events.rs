@@ -1,8 +1,8 @@
 //! Builders of AWS-shaped Lambda events, for tests.
 
-use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::sqs::SqsEvent;
 use relay_core::item::Attrs;
+use relay_core::stream::StreamEvent;
 use serde_json::{json, Value};
 
 use super::QueuedMessage;
@@ -27,8 +27,15 @@ pub fn stream_arn(table: &str) -> String {
     format!("arn:aws:dynamodb:us-east-1:123456789012:table/{table}/stream/2026-11-01T00:00:00.000")
 }
 
-/// A DynamoDB stream event as Lambda delivers it.
-pub fn stream_event(table: &str, records: &[Record]) -> Event {
+/// A DynamoDB stream event as Lambda delivers it, read as the forwarder
+/// reads it (from JSON text, as the runtime hands it over).
+pub fn stream_event(table: &str, records: &[Record]) -> StreamEvent {
+    let text = stream_event_value(table, records).to_string();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("test stream event does not parse: {e}"))
+}
+
+/// [`stream_event`] as JSON, before it is parsed.
+pub fn stream_event_value(table: &str, records: &[Record]) -> Value {
     let arn = stream_arn(table);
     let recs: Vec<Value> = records
         .iter()
@@ -62,8 +69,7 @@ pub fn stream_event(table: &str, records: &[Record]) -> Event {
             rec
         })
         .collect();
-    serde_json::from_value(json!({ "Records": recs }))
-        .unwrap_or_else(|e| panic!("test stream event does not parse: {e}"))
+    json!({ "Records": recs })
 }
 
 /// An SQS FIFO event as Lambda delivers it.

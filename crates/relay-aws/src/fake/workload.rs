@@ -202,6 +202,8 @@ mod tests {
         let s: aws_lambda_events::event::dynamodb::Event =
             serde_json::from_str(&stream_json(20, 1)).unwrap();
         assert_eq!(s.records.len(), 20);
+        let f: relay_core::stream::StreamEvent = serde_json::from_str(&stream_json(20, 1)).unwrap();
+        assert_eq!(f.records.len(), 20);
         let q: aws_lambda_events::event::sqs::SqsEvent =
             serde_json::from_str(&sqs_json(&[("b".into(), "g".into())])).unwrap();
         assert_eq!(q.records[0].body.as_deref(), Some("b"));

@@ -1,0 +1,382 @@
+//! The forwarder's own reading of a DynamoDB stream event.
+//!
+//! Lambda hands the forwarder a stream batch as JSON. `aws_lambda_events`
+//! parses every image in it into maps; the forwarder never looks inside an
+//! image, it only copies it onto the queue. [`StreamEvent`] parses the keys
+//! (they choose the FIFO group) and keeps each image as the DynamoDB JSON
+//! the stream sent ([`RawImage`]), checked but not built.
+//!
+//! **Invariant:** a [`RawImage`] holds exactly what `serde_dynamo` would
+//! accept as an item: the check is the same grammar, so an image this type
+//! accepts is one `aws_lambda_events` accepts, and the applier can always
+//! decode what the forwarder copied. (Record fields the forwarder does not
+//! read, such as `awsRegion` and `SizeBytes`, are not required here.)
+
+use std::fmt;
+
+use base64::Engine as _;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use crate::event::{assemble, ChangeEvent, Record, RecordError, TTL_PRINCIPAL};
+use crate::item::Attrs;
+
+/// A DynamoDB stream event as Lambda delivers it to the forwarder.
+#[derive(Debug, Deserialize)]
+pub struct StreamEvent {
+    #[serde(rename = "Records")]
+    pub records: Vec<StreamRecord>,
+}
+
+/// One record of a [`StreamEvent`]. Fields the forwarder does not use are
+/// skipped; the ones `aws_lambda_events` requires and the forwarder reads
+/// are required here too.
+#[derive(Debug, Deserialize)]
+pub struct StreamRecord {
+    #[serde(rename = "eventID")]
+    pub event_id: String,
+    #[serde(rename = "eventName")]
+    pub event_name: String,
+    #[serde(rename = "eventSourceARN", default)]
+    pub event_source_arn: Option<String>,
+    #[serde(rename = "tableName", default)]
+    pub table_name: Option<String>,
+    #[serde(rename = "userIdentity", default)]
+    pub user_identity: Option<UserIdentity>,
+    #[serde(rename = "dynamodb")]
+    pub change: Change,
+}
+
+/// Who made the change (DynamoDB's TTL process, for expiry deletes).
+#[derive(Debug, Default, Deserialize)]
+pub struct UserIdentity {
+    #[serde(rename = "type", default)]
+    pub type_: String,
+    #[serde(rename = "principalId", default)]
+    pub principal_id: String,
+}
+
+/// The `dynamodb` part of a record.
+#[derive(Debug, Deserialize)]
+pub struct Change {
+    /// Epoch seconds, as `aws_lambda_events` reads them: a fraction is
+    /// dropped (DynamoDB rounds this time down to the second); missing is 0.
+    #[serde(
+        rename = "ApproximateCreationDateTime",
+        default,
+        deserialize_with = "seconds_to_ms"
+    )]
+    pub time_ms: i64,
+    #[serde(rename = "Keys", default, deserialize_with = "nullish")]
+    pub keys: Attrs,
+    #[serde(rename = "NewImage", default)]
+    pub new_image: Option<RawImage>,
+    #[serde(rename = "OldImage", default)]
+    pub old_image: Option<RawImage>,
+    #[serde(rename = "SequenceNumber", default)]
+    pub sequence_number: Option<String>,
+}
+
+/// Turns a record into a change event whose images are the stream's JSON.
+pub fn from_raw_record(rec: StreamRecord) -> Result<ChangeEvent<RawImage>, RecordError> {
+    let StreamRecord {
+        event_id,
+        event_name,
+        user_identity,
+        change,
+        ..
+    } = rec;
+    let ttl = user_identity
+        .as_ref()
+        .is_some_and(|u| u.type_ == "Service" && u.principal_id == TTL_PRINCIPAL);
+    let image = |i: Option<RawImage>| i.filter(|i| !i.empty);
+    assemble(Record {
+        event_id,
+        event_name: &event_name,
+        seq: change.sequence_number,
+        time_ms: change.time_ms,
+        ttl,
+        keys: change.keys,
+        new_image: image(change.new_image),
+        old_image: image(change.old_image),
+    })
+}
+
+/// An item as the stream's DynamoDB JSON, checked to be one (see the
+/// module's invariant), and written onto the queue as it came.
+#[derive(Clone, Debug)]
+pub struct RawImage {
+    json: Box<RawValue>,
+    empty: bool,
+}
+
+impl RawImage {
+    /// Checks `json` and keeps it.
+    pub fn new(json: Box<RawValue>) -> Result<Self, serde_json::Error> {
+        let Shape(n) = serde_json::from_str(json.get())?;
+        Ok(RawImage {
+            json,
+            empty: n == 0,
+        })
+    }
+
+    /// The JSON as the stream sent it.
+    pub fn get(&self) -> &str {
+        self.json.get()
+    }
+
+    /// The item, parsed (a slow path: the packer's old-image projection).
+    pub fn to_attrs(&self) -> Attrs {
+        // Checked by `new` against serde_dynamo's grammar: parsing cannot
+        // fail; an empty item is the only other answer (never reached).
+        serde_json::from_str(self.json.get()).unwrap_or_default()
+    }
+}
+
+impl PartialEq for RawImage {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Serialize for RawImage {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // serde_json writes it as a raw fragment; the envelope's formatter
+        // escapes the code points SQS refuses on the way.
+        self.json.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawImage {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let json = Box::<RawValue>::deserialize(d)?;
+        // Category and position only: an image is customer data.
+        RawImage::new(json).map_err(|e| {
+            de::Error::custom(format_args!(
+                "an image is not DynamoDB JSON ({:?} error at line {} column {} of the image)",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })
+    }
+}
+
+fn seconds_to_ms<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    struct Seconds;
+    impl Visitor<'_> for Seconds {
+        type Value = i64;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a unix timestamp in seconds")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v)
+                .ok()
+                .and_then(|s| s.checked_mul(1000))
+                .ok_or_else(|| E::custom("timestamp out of range"))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<i64, E> {
+            v.checked_mul(1000)
+                .ok_or_else(|| E::custom("timestamp out of range"))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
+            // The whole seconds, as aws_lambda_events keeps them.
+            let s = v.trunc();
+            if s.is_finite() && s.abs() < 1e15 {
+                Ok(s as i64 * 1000)
+            } else {
+                Err(E::custom("timestamp out of range"))
+            }
+        }
+    }
+    d.deserialize_f64(Seconds)
+}
+
+fn nullish<'de, D: Deserializer<'de>>(d: D) -> Result<Attrs, D::Error> {
+    Ok(Option::<Attrs>::deserialize(d)?.unwrap_or_default())
+}
+
+/// An item in serde_dynamo's grammar, counted, not built: a map of names
+/// to [`Attr`]s.
+struct Shape(usize);
+
+impl<'de> Deserialize<'de> for Shape {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Shape;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a DynamoDB item")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Shape, A::Error> {
+                let mut n = 0;
+                while m.next_key::<Text>()?.is_some() {
+                    m.next_value::<Attr>()?;
+                    n += 1;
+                }
+                Ok(Shape(n))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// One attribute value: an object with exactly one known type tag.
+struct Attr;
+
+impl<'de> Deserialize<'de> for Attr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Attr;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"an object with a single key "N", "S", "BOOL", "B", "NULL", "M", "L", "SS", "NS", or "BS""#)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Attr, A::Error> {
+                let Some(tag) = m.next_key::<Tag>()? else {
+                    return Err(de::Error::custom(
+                        "Expected exactly one key in the object, found none",
+                    ));
+                };
+                match tag {
+                    Tag::N | Tag::S => {
+                        m.next_value::<Text>()?;
+                    }
+                    Tag::Bool | Tag::Null => {
+                        m.next_value::<bool>()?;
+                    }
+                    Tag::B => {
+                        m.next_value::<Base64>()?;
+                    }
+                    Tag::M => {
+                        m.next_value::<Shape>()?;
+                    }
+                    Tag::L => {
+                        m.next_value::<Seq<Attr>>()?;
+                    }
+                    Tag::Ss | Tag::Ns => {
+                        m.next_value::<Seq<Text>>()?;
+                    }
+                    Tag::Bs => {
+                        m.next_value::<Seq<Base64>>()?;
+                    }
+                }
+                if m.next_key::<IgnoredAny>()?.is_some() {
+                    return Err(de::Error::custom(
+                        "Expected exactly one key in the object, found multiple keys",
+                    ));
+                }
+                Ok(Attr)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+enum Tag {
+    N,
+    S,
+    Bool,
+    B,
+    Null,
+    M,
+    L,
+    Ss,
+    Ns,
+    Bs,
+}
+
+impl<'de> Deserialize<'de> for Tag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Tag;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a DynamoDB type tag")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Tag, E> {
+                Ok(match v {
+                    "N" => Tag::N,
+                    "S" => Tag::S,
+                    "BOOL" => Tag::Bool,
+                    "B" => Tag::B,
+                    "NULL" => Tag::Null,
+                    "M" => Tag::M,
+                    "L" => Tag::L,
+                    "SS" => Tag::Ss,
+                    "NS" => Tag::Ns,
+                    "BS" => Tag::Bs,
+                    // The tag is schema, not data, but it is not quoted
+                    // either: it came from the item's JSON.
+                    _ => return Err(E::custom("not a known DynamoDB type tag")),
+                })
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// Any string (a name, an `S` or `N` value), not kept.
+struct Text;
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Text, E> {
+                Ok(Text)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A string that decodes as serde_dynamo decodes binaries (standard base64).
+struct Base64;
+
+impl<'de> Deserialize<'de> for Base64 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Base64;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a base64 string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Base64, E> {
+                base64::engine::general_purpose::STANDARD
+                    .decode(v)
+                    .map(|_| Base64)
+                    .map_err(|_| E::custom("Failed to decode base64"))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A JSON array of `T`s, not kept.
+struct Seq<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Seq<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Seq<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Seq<T>, A::Error> {
+                while s.next_element::<T>()?.is_some() {}
+                Ok(Seq(std::marker::PhantomData))
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests;

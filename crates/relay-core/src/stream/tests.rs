@@ -1,0 +1,248 @@
+use super::*;
+use crate::envelope::{decode, encode_event, header, into_string, FOOTER};
+use crate::event::{from_stream_record, Op};
+use crate::item::AttributeValue as V;
+use proptest::prelude::*;
+use serde_json::{json, Value as Json};
+
+/// What serde_dynamo (the applier's reader, and aws_lambda_events') makes
+/// of an image.
+fn dynamo(text: &str) -> Result<Attrs, serde_json::Error> {
+    serde_json::from_str(text)
+}
+
+fn raw(text: &str) -> Result<RawImage, serde_json::Error> {
+    serde_json::from_str(text)
+}
+
+/// A JSON tree in (and around) DynamoDB JSON's grammar: type tags, a
+/// foreign key, every JSON kind, base64 that decodes and that does not.
+fn near_dynamo_json() -> impl Strategy<Value = Json> {
+    let leaf = prop_oneof![
+        Just(json!("AAE=")),
+        Just(json!("not base64!")),
+        Just(json!("1.5")),
+        Just(json!("")),
+        Just(json!(7)),
+        Just(json!(true)),
+        Just(json!(null)),
+    ];
+    leaf.prop_recursive(5, 40, 4, |inner| {
+        let tag = prop_oneof![
+            Just("S"),
+            Just("N"),
+            Just("B"),
+            Just("BOOL"),
+            Just("NULL"),
+            Just("M"),
+            Just("L"),
+            Just("SS"),
+            Just("NS"),
+            Just("BS"),
+            Just("x"),
+        ];
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(Json::Array),
+            prop::collection::vec((tag, inner), 0..3).prop_map(|kv| {
+                Json::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+            }),
+        ]
+    })
+}
+
+/// A valid item of every type.
+fn item() -> impl Strategy<Value = Attrs> {
+    let scalar = prop_oneof![
+        any::<String>().prop_map(V::S),
+        any::<i64>().prop_map(|n| V::N(n.to_string())),
+        prop::collection::vec(any::<u8>(), 0..8).prop_map(V::B),
+        any::<bool>().prop_map(V::Bool),
+        Just(V::Null(true)),
+        prop::collection::vec("[a-z\u{FFFE}\u{FFFF}]{1,4}", 1..3).prop_map(V::Ss),
+        prop::collection::vec(prop::collection::vec(any::<u8>(), 1..4), 1..3).prop_map(V::Bs),
+    ];
+    let value = scalar.prop_recursive(3, 20, 3, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(V::L),
+            prop::collection::hash_map("[a-z]{1,3}", inner, 0..3).prop_map(V::M),
+        ]
+    });
+    prop::collection::hash_map("[a-zA-Z_\u{e9}]{1,6}", value, 0..6)
+}
+
+proptest! {
+    /// The module's invariant: the check accepts exactly what serde_dynamo
+    /// accepts, so a record the forwarder copies is one the applier reads.
+    #[test]
+    fn the_image_check_is_serde_dynamos_grammar(image in near_dynamo_json()) {
+        let text = image.to_string();
+        prop_assert_eq!(raw(&text).is_ok(), dynamo(&text).is_ok(), "{}", text);
+    }
+
+    /// A copied image reads back as the image, every type, through the
+    /// envelope (which escapes what SQS refuses on the way).
+    #[test]
+    fn copied_images_read_back_as_the_item(new in item(), old in item()) {
+        let keys: Attrs = [("pk".to_string(), V::S("k".into()))].into();
+        let event = ChangeEvent {
+            event_id: "e".into(),
+            seq: "1".into(),
+            time_ms: 1_000,
+            op: Op::Modify,
+            ttl: false,
+            refetch: false,
+            keys: keys.clone(),
+            new_image: Some(raw(&serde_json::to_string(&new).unwrap()).unwrap()),
+            old_image: Some(raw(&serde_json::to_string(&old).unwrap()).unwrap()),
+        };
+        let mut body = header("T");
+        body.extend(encode_event(&event));
+        body.extend_from_slice(FOOTER);
+        let body = into_string(body);
+        prop_assert!(!body.contains(['\u{FFFE}', '\u{FFFF}']), "an SQS-refused code point in the body");
+        let back = decode(&body).unwrap().ev.remove(0);
+        prop_assert_eq!(back.new_image.unwrap_or_default(), new);
+        prop_assert_eq!(back.old_image.unwrap_or_default(), old);
+        prop_assert_eq!(back.keys, keys);
+    }
+}
+
+#[test]
+fn grammar_edges_agree_with_serde_dynamo() {
+    for text in [
+        r#"{}"#,
+        r#"{"a":{"\u0053":"escaped tag"}}"#,
+        " { \"a\" : { \"M\" : { } } } ",
+        r#"{"a":{"L":[]},"b":{"SS":[]},"c":{"BS":["AAE=", ""]}}"#,
+        r#"{"a":{"S":"x"},"a":{"N":"1"}}"#,
+        r#"{"a":{"NULL":false}}"#,
+        r#"{"a":{}}"#,
+        r#"{"a":{"S":"x","N":"1"}}"#,
+        r#"{"a":{"S":1}}"#,
+        r#"{"a":{"N":null}}"#,
+        r#"{"a":{"B":"@@"}}"#,
+        r#"{"a":{"BS":["AAE", "AAE="]}}"#,
+        r#"{"a":{"X":"1"}}"#,
+        r#"{"a":{"L":[{"S":"x"},{"Q":1}]}}"#,
+        r#"[]"#,
+        r#""x""#,
+        r#"{"a":{"S":"x"}"#,
+    ] {
+        assert_eq!(raw(text).is_ok(), dynamo(text).is_ok(), "{text}");
+    }
+    assert!(raw(r#"{"a":{"S":"x"}}"#).is_ok());
+}
+
+#[test]
+fn a_refused_image_names_no_value() {
+    let err = raw(r#"{"name":{"BOOL":"secret-value-42"}}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not DynamoDB JSON"), "{err}");
+    assert!(!err.contains("secret-value-42"), "{err}");
+}
+
+fn record(dynamodb: Json) -> Json {
+    json!({
+        "eventID": "e1",
+        "eventName": "MODIFY",
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": "us-east-1",
+        "eventSourceARN": "arn:aws:dynamodb:us-east-1:1:table/T/stream/x",
+        "dynamodb": dynamodb,
+    })
+}
+
+/// Both readings of one record, the images parsed for comparison.
+fn both(
+    rec: &Json,
+) -> (
+    Result<ChangeEvent, RecordError>,
+    Result<ChangeEvent, RecordError>,
+) {
+    let text = rec.to_string();
+    let mine: StreamRecord = serde_json::from_str(&text).unwrap();
+    let theirs: aws_lambda_events::event::dynamodb::EventRecord =
+        serde_json::from_str(&text).unwrap();
+    let parsed = from_raw_record(mine).map(|e| ChangeEvent {
+        new_image: e.new_image.map(|i| i.to_attrs()),
+        old_image: e.old_image.map(|i| i.to_attrs()),
+        event_id: e.event_id,
+        seq: e.seq,
+        time_ms: e.time_ms,
+        op: e.op,
+        ttl: e.ttl,
+        refetch: e.refetch,
+        keys: e.keys,
+    });
+    (parsed, from_stream_record(theirs))
+}
+
+#[test]
+fn records_read_as_aws_lambda_events_reads_them() {
+    let keys = json!({"pk": {"S": "a"}});
+    let image = json!({"pk": {"S": "a"}, "n": {"N": "1"}});
+    let base = json!({
+        "ApproximateCreationDateTime": 1_700_000_000,
+        "Keys": keys,
+        "NewImage": image,
+        "OldImage": image,
+        "SequenceNumber": "100",
+        "SizeBytes": 10,
+        "StreamViewType": "NEW_AND_OLD_IMAGES",
+    });
+    let mut cases = vec![base.clone()];
+    let with = |k: &str, v: Json| {
+        let mut c = base.clone();
+        c[k] = v;
+        c
+    };
+    let without = |k: &str| {
+        let mut c = base.clone();
+        c.as_object_mut().unwrap().remove(k);
+        c
+    };
+    cases.push(with(
+        "ApproximateCreationDateTime",
+        json!(1_700_000_000.999),
+    ));
+    cases.push(with("ApproximateCreationDateTime", json!(0)));
+    cases.push(without("ApproximateCreationDateTime"));
+    cases.push(without("SequenceNumber"));
+    cases.push(with("Keys", json!({})));
+    cases.push(with("Keys", json!(null)));
+    cases.push(with("NewImage", json!({})));
+    cases.push(with("NewImage", json!(null)));
+    cases.push(without("NewImage"));
+    cases.push(without("OldImage"));
+    for dynamodb in cases {
+        for name in ["INSERT", "MODIFY", "REMOVE", "SOMETHING_NEW"] {
+            let mut rec = record(dynamodb.clone());
+            rec["eventName"] = json!(name);
+            let (mine, theirs) = both(&rec);
+            assert_eq!(mine, theirs, "{rec}");
+        }
+    }
+    // TTL deletes are told apart the same way.
+    let mut rec = record(base);
+    rec["eventName"] = json!("REMOVE");
+    rec["userIdentity"] = json!({"type": "Service", "principalId": "dynamodb.amazonaws.com"});
+    let (mine, theirs) = both(&rec);
+    assert!(mine.as_ref().unwrap().ttl);
+    assert_eq!(mine, theirs);
+}
+
+#[test]
+fn a_whole_batch_with_a_bad_image_is_refused_by_both_readers() {
+    let rec = record(json!({
+        "ApproximateCreationDateTime": 1,
+        "Keys": {"pk": {"S": "a"}},
+        "NewImage": {"pk": {"Q": "a"}},
+        "SequenceNumber": "1",
+        "SizeBytes": 1,
+    }));
+    let text = json!({ "Records": [rec] }).to_string();
+    assert!(serde_json::from_str::<StreamEvent>(&text).is_err());
+    assert!(serde_json::from_str::<aws_lambda_events::event::dynamodb::Event>(&text).is_err());
+}
