@@ -7,15 +7,16 @@
 //! the stream sent ([`RawImage`]), checked but not built.
 //!
 //! **Invariant:** a [`RawImage`] holds exactly what `serde_dynamo` would
-//! accept as an item: the check is the same grammar, so an image this type
-//! accepts is one `aws_lambda_events` accepts, and the applier can always
-//! decode what the forwarder copied. (Record fields the forwarder does not
-//! read, such as `awsRegion` and `SizeBytes`, are not required here.)
+//! accept as an item nested at most [`MAX_NESTING`] levels (DynamoDB's own
+//! limit): the check is the same grammar, so such an image is one
+//! `aws_lambda_events` accepts, and the applier can always decode what the
+//! forwarder copied. (Record fields the forwarder does not read, such as
+//! `awsRegion` and `SizeBytes`, are not required here.)
 
 use std::fmt;
 
 use base64::Engine as _;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
@@ -114,7 +115,9 @@ pub struct RawImage {
 impl RawImage {
     /// Checks `json` and keeps it.
     pub fn new(json: Box<RawValue>) -> Result<Self, serde_json::Error> {
-        let Shape(n) = serde_json::from_str(json.get())?;
+        let mut de = serde_json::Deserializer::from_str(json.get());
+        let n = Shape { depth: 0 }.deserialize(&mut de)?;
+        de.end()?;
         Ok(RawImage {
             json,
             empty: n == 0,
@@ -127,10 +130,16 @@ impl RawImage {
     }
 
     /// The item, parsed (a slow path: the packer's old-image projection).
+    ///
+    /// # Panics
+    /// Never for an image `new` accepted (serde_dynamo's grammar, within
+    /// [`MAX_NESTING`]). Were it to fail, an empty item would silently drop
+    /// the key sources a moved item's delete needs: a panic instead fails
+    /// the invocation, and Lambda retries the batch.
     pub fn to_attrs(&self) -> Attrs {
-        // Checked by `new` against serde_dynamo's grammar: parsing cannot
-        // fail; an empty item is the only other answer (never reached).
-        serde_json::from_str(self.json.get()).unwrap_or_default()
+        #[allow(clippy::expect_used)]
+        serde_json::from_str(self.json.get())
+            .expect("an image the check accepted is one serde_dynamo reads")
     }
 }
 
@@ -197,80 +206,131 @@ fn nullish<'de, D: Deserializer<'de>>(d: D) -> Result<Attrs, D::Error> {
     Ok(Option::<Attrs>::deserialize(d)?.unwrap_or_default())
 }
 
-/// An item in serde_dynamo's grammar, counted, not built: a map of names
-/// to [`Attr`]s.
-struct Shape(usize);
+/// Nesting levels DynamoDB allows in an item (maps and lists within one
+/// another). The check refuses deeper images: serde_dynamo alone would
+/// read a little deeper, but an applier reads an image three levels down
+/// in its envelope, so near serde_json's recursion limit the two readers
+/// would disagree. DynamoDB never sends such an item.
+pub const MAX_NESTING: u32 = 32;
 
-impl<'de> Deserialize<'de> for Shape {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Shape;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a DynamoDB item")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Shape, A::Error> {
-                let mut n = 0;
-                while m.next_key::<Text>()?.is_some() {
-                    m.next_value::<Attr>()?;
-                    n += 1;
-                }
-                Ok(Shape(n))
-            }
+/// An item in serde_dynamo's grammar, counted, not built: a map of names
+/// to [`Attr`]s, `depth` levels of maps and lists down.
+struct Shape {
+    depth: u32,
+}
+
+impl<'de> DeserializeSeed<'de> for Shape {
+    type Value = usize;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Shape {
+    type Value = usize;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a DynamoDB item")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<usize, A::Error> {
+        let mut n = 0;
+        while m.next_key::<Text>()?.is_some() {
+            m.next_value_seed(Attr { depth: self.depth })?;
+            n += 1;
         }
-        d.deserialize_map(V)
+        Ok(n)
     }
 }
 
 /// One attribute value: an object with exactly one known type tag.
-struct Attr;
+#[derive(Clone, Copy)]
+struct Attr {
+    depth: u32,
+}
 
-impl<'de> Deserialize<'de> for Attr {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Attr;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(r#"an object with a single key "N", "S", "BOOL", "B", "NULL", "M", "L", "SS", "NS", or "BS""#)
+impl Attr {
+    /// The level below this value (an `M`'s item, an `L`'s elements).
+    fn below<E: de::Error>(self) -> Result<u32, E> {
+        if self.depth >= MAX_NESTING {
+            return Err(E::custom(format_args!(
+                "an item nests deeper than DynamoDB's {MAX_NESTING} levels"
+            )));
+        }
+        Ok(self.depth + 1)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Attr {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Attr {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(r#"an object with a single key "N", "S", "BOOL", "B", "NULL", "M", "L", "SS", "NS", or "BS""#)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+        let Some(tag) = m.next_key::<Tag>()? else {
+            return Err(de::Error::custom(
+                "Expected exactly one key in the object, found none",
+            ));
+        };
+        match tag {
+            Tag::N | Tag::S => {
+                m.next_value::<Text>()?;
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Attr, A::Error> {
-                let Some(tag) = m.next_key::<Tag>()? else {
-                    return Err(de::Error::custom(
-                        "Expected exactly one key in the object, found none",
-                    ));
-                };
-                match tag {
-                    Tag::N | Tag::S => {
-                        m.next_value::<Text>()?;
-                    }
-                    Tag::Bool | Tag::Null => {
-                        m.next_value::<bool>()?;
-                    }
-                    Tag::B => {
-                        m.next_value::<Base64>()?;
-                    }
-                    Tag::M => {
-                        m.next_value::<Shape>()?;
-                    }
-                    Tag::L => {
-                        m.next_value::<Seq<Attr>>()?;
-                    }
-                    Tag::Ss | Tag::Ns => {
-                        m.next_value::<Seq<Text>>()?;
-                    }
-                    Tag::Bs => {
-                        m.next_value::<Seq<Base64>>()?;
-                    }
-                }
-                if m.next_key::<IgnoredAny>()?.is_some() {
-                    return Err(de::Error::custom(
-                        "Expected exactly one key in the object, found multiple keys",
-                    ));
-                }
-                Ok(Attr)
+            Tag::Bool | Tag::Null => {
+                m.next_value::<bool>()?;
+            }
+            Tag::B => {
+                m.next_value::<Base64>()?;
+            }
+            Tag::M => {
+                m.next_value_seed(Shape {
+                    depth: self.below()?,
+                })?;
+            }
+            Tag::L => {
+                m.next_value_seed(List(Attr {
+                    depth: self.below()?,
+                }))?;
+            }
+            Tag::Ss | Tag::Ns => {
+                m.next_value::<Seq<Text>>()?;
+            }
+            Tag::Bs => {
+                m.next_value::<Seq<Base64>>()?;
             }
         }
-        d.deserialize_map(V)
+        if m.next_key::<IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom(
+                "Expected exactly one key in the object, found multiple keys",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An `L`'s elements.
+struct List(Attr);
+
+impl<'de> DeserializeSeed<'de> for List {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for List {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<(), A::Error> {
+        while s.next_element_seed(self.0)?.is_some() {}
+        Ok(())
     }
 }
 

@@ -133,6 +133,49 @@ fn grammar_edges_agree_with_serde_dynamo() {
     assert!(raw(r#"{"a":{"S":"x"}}"#).is_ok());
 }
 
+/// `{"a": {"M": {"a": … {"S":"x"}}}}` with `levels` maps in all.
+fn nested(levels: u32) -> String {
+    let mut v = json!({"S": "x"});
+    for _ in 0..levels {
+        v = json!({"M": {"a": v}});
+    }
+    json!({ "a": v }).to_string()
+}
+
+#[test]
+fn images_nest_as_deep_as_dynamodb_allows_and_the_applier_reads_them() {
+    let deepest = nested(MAX_NESTING);
+    let image = raw(&deepest).unwrap();
+    let keys: Attrs = [("pk".to_string(), V::S("k".into()))].into();
+    let event = ChangeEvent {
+        event_id: "e".into(),
+        seq: "1".into(),
+        time_ms: 1_000,
+        op: Op::Insert,
+        ttl: false,
+        refetch: false,
+        keys,
+        new_image: Some(image.clone()),
+        old_image: Some(image),
+    };
+    let mut body = header("T");
+    body.extend(encode_event(&event));
+    body.extend_from_slice(FOOTER);
+    let back = decode(&into_string(body)).unwrap().ev.remove(0);
+    assert_eq!(back.new_image.unwrap(), dynamo(&deepest).unwrap());
+    // One level more is refused, by name: serde_dynamo alone would read it
+    // (and deeper, near serde_json's limit, where an applier reading it
+    // inside an envelope would not).
+    let err = raw(&nested(MAX_NESTING + 1)).unwrap_err().to_string();
+    assert!(err.contains("not DynamoDB JSON"), "{err}");
+    assert!(dynamo(&nested(MAX_NESTING + 1)).is_ok());
+    let mut list = json!({"S": "x"});
+    for _ in 0..=MAX_NESTING {
+        list = json!({ "L": [list] });
+    }
+    assert!(raw(&json!({ "a": list }).to_string()).is_err());
+}
+
 #[test]
 fn a_refused_image_names_no_value() {
     let err = raw(r#"{"name":{"BOOL":"secret-value-42"}}"#)
