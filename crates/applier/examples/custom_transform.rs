@@ -64,7 +64,7 @@ impl Transform for SplitNames {
     }
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     // JSON logs and level from Lambda's logging controls (AWS_LAMBDA_LOG_FORMAT/LEVEL).
     lambda_runtime::tracing::init_default_subscriber();

@@ -7,7 +7,10 @@ use relay_aws::runtime::deadline_from_epoch_ms;
 use relay_aws::sdk::{load_config, target_config, CloudWatchMetrics, DynamoTable};
 use relay_core::config::ApplierConfig;
 
-#[tokio::main]
+// One thread: Lambda runs one invocation at a time, the handler's calls are
+// concurrent on it, and one thread keeps one allocator arena (peak RSS,
+// BENCHMARKS.md "Cold start and peak memory").
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     // JSON logs and level from Lambda's logging controls (AWS_LAMBDA_LOG_FORMAT/LEVEL).
     lambda_runtime::tracing::init_default_subscriber();

@@ -116,6 +116,11 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
             }
         };
 
+        // The images are in the messages now: keep only what the failure
+        // report needs (each record's sequence number), so the batch is not
+        // held twice while the sends are in flight.
+        let seqs: Vec<(usize, String)> = events.into_iter().map(|(i, e)| (i, e.seq)).collect();
+
         // 3. Send in rounds: one entry per group per call, heads only.
         let mut plan = SendPlan::new(packed.groups, cfg.limits);
         let mut retries = 0u64;
@@ -173,8 +178,8 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
             Some(i) => {
                 // The record's sequence number: an event's, or the bad
                 // record's (kept when it was refused).
-                let seq = match events.binary_search_by_key(&i, |(j, _)| *j) {
-                    Ok(at) => Some(events[at].1.seq.as_str()),
+                let seq = match seqs.binary_search_by_key(&i, |(j, _)| *j) {
+                    Ok(at) => Some(seqs[at].1.as_str()),
                     Err(_) => bad_seq.as_deref(),
                 };
                 tracing::warn!(
