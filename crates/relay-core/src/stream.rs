@@ -63,6 +63,8 @@ pub struct UserIdentity {
 pub struct Change {
     /// Epoch seconds, as `aws_lambda_events` reads them: a fraction is
     /// dropped (DynamoDB rounds this time down to the second); missing is 0.
+    /// (Accepted up to 10^15 s, past chrono's range; DynamoDB never sends
+    /// such a time.)
     #[serde(
         rename = "ApproximateCreationDateTime",
         default,
