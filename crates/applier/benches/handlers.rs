@@ -145,9 +145,9 @@ async fn naive_apply(t: &impl TargetWriter, event: SqsEvent) -> usize {
             continue;
         };
         for e in env.ev {
-            let w = match e.new_image {
+            let w = match &e.new_image {
                 Some(img) => Write::Put(img),
-                None => Write::Delete(e.keys),
+                None => Write::Delete(&e.keys),
             };
             n += usize::from(t.write_one(&w).await.unwrap_or(false));
         }

@@ -24,7 +24,7 @@ use relay_aws::{
     AwsError, ControlStore, Fence, MetricsPublisher, SourceReader, TargetWriter, Write,
 };
 use relay_core::apply::{
-    consumed_up_to, failed_messages, plan_with, refetch_keys, Fetched, PlanStats, WriteOp,
+    consumed_up_to, failed_messages, plan_with, refetch_keys, Fetched, Plan, PlanStats,
 };
 use relay_core::config::ApplierConfig;
 use relay_core::control::{Applying, ControlState, Mode};
@@ -38,28 +38,11 @@ use relay_core::transform::{Declarative, Transform, TransformError};
 pub const RESERVE: Duration = Duration::from_millis(1500);
 /// Writes per `BatchWriteItem` call (the DynamoDB limit).
 pub const BATCH_WRITE_MAX: usize = 25;
-/// The adapter's write for a planned one (`keys`: the target key).
-fn to_write(keys: &Attrs, op: &WriteOp) -> Write {
-    match op {
-        WriteOp::Put(item) => Write::Put(item.clone()),
-        WriteOp::Delete(keys) => Write::Delete(keys.clone()),
-        WriteOp::DeleteOwned { keys, owner } => Write::DeleteOwned {
-            keys: keys.clone(),
-            owner: owner.clone(),
-        },
-        WriteOp::PutOwned { item, owner } => Write::PutOwned {
-            item: item.clone(),
-            owner: owner.clone(),
-            key_attr: keys.keys().min().cloned().unwrap_or_default(),
-        },
-    }
-}
-
 /// Plans per invocation: the first, and re-plans after operator changes.
 pub const MAX_PLANS: usize = 3;
 
 mod write;
-use write::Writing;
+use write::{to_write, Writing};
 /// Source reads in flight for refetch markers.
 const READ_CONCURRENCY: usize = 8;
 
@@ -443,6 +426,25 @@ where
         }
     }
 
+    /// The plan of `messages` under (`cutoff`, `mode`).
+    fn plan<'m>(
+        &self,
+        messages: &'m [(usize, Vec<ChangeEvent>)],
+        cutoff: i64,
+        mode: Mode,
+        fetched: &Fetched,
+    ) -> Plan<'m> {
+        plan_with(
+            messages,
+            cutoff,
+            self.config.ttl_policy,
+            self.clock.now_ms(),
+            self.transform.as_deref(),
+            mode,
+            fetched,
+        )
+    }
+
     /// Plans and writes the batch once under (`cutoff`, `mode`).
     async fn attempt(
         &self,
@@ -470,7 +472,7 @@ where
                 .cloned()
                 .collect()
         };
-        let mut messages = live(&doomed);
+        let messages = live(&doomed);
 
         // Refetch markers: read the source items they need, concurrently.
         let wanted = refetch_keys(&messages, cutoff);
@@ -496,18 +498,10 @@ where
             }
         }
 
-        let plan = |messages: &[(usize, Vec<ChangeEvent>)]| {
-            plan_with(
-                messages,
-                cutoff,
-                self.config.ttl_policy,
-                self.clock.now_ms(),
-                self.transform.as_deref(),
-                mode,
-                &fetched,
-            )
-        };
-        let mut planned = plan(&messages);
+        // The plan borrows the events it writes as they came: `retried`
+        // (the batch without its doomed messages) outlives it.
+        let retried;
+        let mut planned = self.plan(&messages, cutoff, mode, &fetched);
         let mut failed_at: Vec<usize> = undecodable.to_vec();
         if !planned.refused.is_empty() {
             for (index, e) in &planned.refused {
@@ -515,15 +509,15 @@ where
                 failed_at.push(*index);
             }
             doomed = failed_messages(groups, failed_at.iter().copied());
-            messages = live(&doomed);
-            planned = plan(&messages);
+            retried = live(&doomed);
+            planned = self.plan(&retried, cutoff, mode, &fetched);
         }
 
         // Unconditional writes in chunks of 25; the owned (conditional)
         // ones (under a transform whose keys pass between source items) and
         // writes of one target key by several source items one by one, in
         // plan order per target key; all of it concurrently.
-        let ready: Vec<(usize, Write)> = planned
+        let ready: Vec<(usize, Write<'_>)> = planned
             .writes
             .iter()
             .enumerate()
@@ -539,8 +533,8 @@ where
             *per_key.entry(k).or_default() += 1;
         }
         let puts: Vec<bool> = ready.iter().map(|(_, w)| w.kind() == "put").collect();
-        let mut singles: BTreeMap<&CanonicalKey, Vec<(usize, Write)>> = BTreeMap::new();
-        let mut batched: Vec<(usize, Write)> = Vec::new();
+        let mut singles: BTreeMap<&CanonicalKey, Vec<(usize, Write<'_>)>> = BTreeMap::new();
+        let mut batched: Vec<(usize, Write<'_>)> = Vec::new();
         for (i, w) in ready {
             let k = &target_keys[i];
             if w.is_conditional() || per_key[k] > 1 {
@@ -549,7 +543,7 @@ where
                 batched.push((i, w));
             }
         }
-        let mut jobs: Vec<(bool, Vec<(usize, Write)>)> = Vec::new();
+        let mut jobs: Vec<(bool, Vec<(usize, Write<'_>)>)> = Vec::new();
         let mut batched = batched.into_iter().peekable();
         while batched.peek().is_some() {
             jobs.push((true, batched.by_ref().take(BATCH_WRITE_MAX).collect()));

@@ -9,12 +9,27 @@ use std::time::Duration;
 
 use relay_aws::runtime::{bounded, remaining};
 use relay_aws::{AwsError, ControlStore, MetricsPublisher, SourceReader, TargetWriter, Write};
-use relay_core::apply::{is_tombstone, settle, PlannedWrite, Read, TOKEN_ATTR};
+use relay_core::apply::{is_tombstone, settle, PlannedWrite, Read, WriteOp, TOKEN_ATTR};
 use relay_core::control::Mode;
 use relay_core::item::{AttributeValue, Attrs, CanonicalKey};
 use relay_core::retry::backoff_ms;
 
-use crate::{to_write, Applier, RESERVE};
+use crate::{Applier, RESERVE};
+
+/// The adapter's write for a planned one (`keys`: the target key),
+/// borrowing the plan's attributes: no item is copied on its way out.
+pub(crate) fn to_write<'a>(keys: &'a Attrs, op: &'a WriteOp<'_>) -> Write<'a> {
+    match op {
+        WriteOp::Put(item) => Write::Put(item),
+        WriteOp::Delete(keys) => Write::Delete(keys),
+        WriteOp::DeleteOwned { keys, owner } => Write::DeleteOwned { keys, owner },
+        WriteOp::PutOwned { item, owner } => Write::PutOwned {
+            item,
+            owner,
+            key_attr: keys.keys().min().map(String::as_str).unwrap_or_default(),
+        },
+    }
+}
 
 impl<T, S, C, M> Applier<T, S, C, M>
 where
@@ -51,12 +66,12 @@ where
     /// and the retries made.
     pub(crate) async fn write_chunk(
         &self,
-        chunk: Vec<(usize, Write)>,
+        chunk: Vec<(usize, Write<'_>)>,
         w: &Writing<'_>,
     ) -> (Vec<usize>, u64) {
         // Plan indices and writes apart: the writes go to the call as they
         // are, never copied.
-        let (mut idx, mut writes): (Vec<usize>, Vec<Write>) = chunk.into_iter().unzip();
+        let (mut idx, mut writes): (Vec<usize>, Vec<Write<'_>>) = chunk.into_iter().unzip();
         let mut attempt = 0;
         let mut retries = 0;
         loop {
@@ -102,7 +117,7 @@ where
     /// failed and the retries made.
     pub(crate) async fn isolate(
         &self,
-        writes: Vec<(usize, Write)>,
+        writes: Vec<(usize, Write<'_>)>,
         w: &Writing<'_>,
     ) -> (Vec<usize>, u64) {
         let mut failed = Vec::new();
@@ -150,7 +165,7 @@ where
     /// changing.
     async fn settle(
         &self,
-        p: &PlannedWrite,
+        p: &PlannedWrite<'_>,
         w: &Writing<'_>,
         retries: &mut u64,
     ) -> Result<bool, AwsError> {
@@ -230,7 +245,8 @@ where
                 }),
             )
             .map_err(|e| AwsError::permanent("Transform", "TransformError", &e.to_string()))?;
-            let write = to_write(&p.keys, &op.in_mode(w.mode));
+            let op = op.in_mode(w.mode);
+            let write = to_write(&p.keys, &op);
             if self
                 .call(w.deadline, retries, op_name(&write), || {
                     self.target.write_marked(&write, &token)
@@ -275,14 +291,14 @@ where
 /// What the writes of one plan share.
 pub(crate) struct Writing<'a> {
     pub deadline: tokio::time::Instant,
-    pub planned: &'a [PlannedWrite],
+    pub planned: &'a [PlannedWrite<'a>],
     pub mode: Mode,
 }
 
 /// Attempts to settle one contested key before its message is retried.
 const SETTLE_ATTEMPTS: usize = 4;
 
-fn op_name(write: &Write) -> &'static str {
+fn op_name(write: &Write<'_>) -> &'static str {
     match write.kind() {
         "put" => "PutItem",
         _ => "DeleteItem",
@@ -290,6 +306,6 @@ fn op_name(write: &Write) -> &'static str {
 }
 
 /// A live item's owned put: when it finds another item's, the key is settled.
-fn contested(write: &Write) -> bool {
+fn contested(write: &Write<'_>) -> bool {
     matches!(write, Write::PutOwned { item, .. } if !is_tombstone(item))
 }

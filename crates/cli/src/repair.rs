@@ -53,7 +53,7 @@ enum Marked {
     Absent,
 }
 
-fn ops_shape(plan: &[(Attrs, WriteOp)]) -> Vec<(CanonicalKey, &'static str)> {
+fn ops_shape(plan: &[(Attrs, WriteOp<'_>)]) -> Vec<(CanonicalKey, &'static str)> {
     plan.iter()
         .map(|(k, op)| (CanonicalKey::of(k), op.kind()))
         .collect()
@@ -114,13 +114,14 @@ pub async fn repair<A: Aws>(
                     // Nothing there to delete, or another source item's.
                     continue;
                 }
-                let written = match op.in_mode(mode) {
-                    WriteOp::Put(item) | WriteOp::PutOwned { item, .. } => ctx
+                let op = op.in_mode(mode);
+                let written = match op.put_item() {
+                    Some(item) => ctx
                         .aws
-                        .put_item(&s.target_table, &item, &ours)
+                        .put_item(&s.target_table, item, &ours)
                         .await
                         .map(|w| (w.done, true)),
-                    WriteOp::Delete(_) | WriteOp::DeleteOwned { .. } => ctx
+                    None => ctx
                         .aws
                         .delete_item(&s.target_table, &key, &ours)
                         .await
@@ -156,7 +157,7 @@ pub async fn repair<A: Aws>(
 async fn mark<A: Aws>(
     ctx: &Ctx<A>,
     key: &Attrs,
-    op: &WriteOp,
+    op: &WriteOp<'_>,
     key_attr: &str,
     token: &AttributeValue,
 ) -> Result<Option<Marked>> {

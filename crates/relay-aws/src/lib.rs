@@ -111,25 +111,29 @@ pub trait QueueSender: Send + Sync {
 /// A write to the target. `Put` and `Delete` are unconditional (what
 /// `BatchWriteItem` takes); the owned ones carry a condition and go one by
 /// one through [`TargetWriter::write_one`].
-#[derive(Clone, Debug, PartialEq)]
-pub enum Write {
-    Put(Attrs),
-    Delete(Attrs),
+///
+/// It borrows the planned write's attributes: the applier hands its plan to
+/// the adapter without copying an item (an adapter that must own the data,
+/// as the SDK's request builders do, makes its one copy there).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Write<'a> {
+    Put(&'a Attrs),
+    Delete(&'a Attrs),
     /// Delete only while the item there carries `owner`'s attributes.
     DeleteOwned {
-        keys: Attrs,
-        owner: Attrs,
+        keys: &'a Attrs,
+        owner: &'a Attrs,
     },
     /// Put only where no item is, or the item there carries `owner`'s
     /// attributes (`key_attr`: a key attribute, to test absence).
     PutOwned {
-        item: Attrs,
-        owner: Attrs,
-        key_attr: String,
+        item: &'a Attrs,
+        owner: &'a Attrs,
+        key_attr: &'a str,
     },
 }
 
-impl Write {
+impl<'a> Write<'a> {
     /// Whether the write has a condition (then it cannot be batched).
     pub fn is_conditional(&self) -> bool {
         matches!(self, Write::DeleteOwned { .. } | Write::PutOwned { .. })
@@ -143,8 +147,8 @@ impl Write {
     }
 
     /// The attributes holding the item's key (the item, or the keys).
-    pub fn key_source(&self) -> &Attrs {
-        match self {
+    pub fn key_source(&self) -> &'a Attrs {
+        match *self {
             Write::Put(i) | Write::Delete(i) => i,
             Write::DeleteOwned { keys, .. } => keys,
             Write::PutOwned { item, .. } => item,
@@ -158,13 +162,13 @@ pub trait TargetWriter: SourceReader + Send + Sync {
     /// Returns the positions of the writes DynamoDB left unprocessed.
     fn batch_write(
         &self,
-        writes: &[Write],
+        writes: &[Write<'_>],
     ) -> impl Future<Output = Result<Vec<usize>, AwsError>> + Send;
 
     /// One `PutItem` or `DeleteItem`: an owned (conditional) write, or one
     /// write of a batch DynamoDB refused. `Ok(false)`: an owned write found
     /// another source item's item at the key and wrote nothing.
-    fn write_one(&self, write: &Write) -> impl Future<Output = Result<bool, AwsError>> + Send;
+    fn write_one(&self, write: &Write<'_>) -> impl Future<Output = Result<bool, AwsError>> + Send;
 
     /// Marks the item at `keys` with `token` (attribute
     /// [`relay_core::apply::TOKEN_ATTR`]) while it exists and carries
@@ -180,7 +184,7 @@ pub trait TargetWriter: SourceReader + Send + Sync {
     /// mark `token`. `Ok(false)`: another write replaced it meanwhile.
     fn write_marked(
         &self,
-        write: &Write,
+        write: &Write<'_>,
         token: &str,
     ) -> impl Future<Output = Result<bool, AwsError>> + Send;
 }

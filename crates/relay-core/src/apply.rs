@@ -10,6 +10,7 @@
 //! **Invariant:** every event is either turned into a write or counted as
 //! skipped (before the cutoff, or a TTL delete under the skip policy).
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 
 use crate::control::Mode;
@@ -44,11 +45,12 @@ pub enum TtlPolicy {
     Skip,
 }
 
-/// One write to the target.
+/// One write to the target. A plain put borrows the event's image when
+/// it is written as it came (no transform): planning copies no item.
 #[derive(Clone, Debug, PartialEq)]
-pub enum WriteOp {
+pub enum WriteOp<'a> {
     /// Put this whole item.
-    Put(Attrs),
+    Put(Cow<'a, Attrs>),
     /// Delete the item with these keys.
     Delete(Attrs),
     /// Delete the item at `keys` only while it belongs to `owner` (a source
@@ -63,7 +65,7 @@ pub enum WriteOp {
     PutOwned { item: Attrs, owner: Attrs },
 }
 
-impl WriteOp {
+impl<'a> WriteOp<'a> {
     pub fn kind(&self) -> &'static str {
         match self {
             WriteOp::Put(_) | WriteOp::PutOwned { .. } => "put",
@@ -71,9 +73,18 @@ impl WriteOp {
         }
     }
 
+    /// The item a put writes (`None`: a delete).
+    pub fn put_item(&self) -> Option<&Attrs> {
+        match self {
+            WriteOp::Put(item) => Some(item),
+            WriteOp::PutOwned { item, .. } => Some(item),
+            WriteOp::Delete(_) | WriteOp::DeleteOwned { .. } => None,
+        }
+    }
+
     /// A delete of `keys` on behalf of the source item `owner` (plain when
     /// there is no owner to check).
-    pub fn delete(keys: Attrs, owner: Option<&Attrs>) -> WriteOp {
+    pub fn delete(keys: Attrs, owner: Option<&Attrs>) -> WriteOp<'a> {
         match owner {
             Some(o) => WriteOp::DeleteOwned {
                 keys,
@@ -87,7 +98,7 @@ impl WriteOp {
     /// there is no owner to check). The item must carry its owner, else
     /// later writes could not tell whose it is: refused (a custom transform
     /// that drops or changes the source key).
-    pub fn put(item: Attrs, owner: Option<&Attrs>) -> Result<WriteOp, TransformError> {
+    pub fn put(item: Cow<'a, Attrs>, owner: Option<&Attrs>) -> Result<WriteOp<'a>, TransformError> {
         match owner {
             Some(o) => {
                 // Key attributes (S, N or B): equal as stored.
@@ -96,7 +107,7 @@ impl WriteOp {
                     return Err(TransformError::NoOwner(o.keys().cloned().collect()));
                 }
                 Ok(WriteOp::PutOwned {
-                    item,
+                    item: item.into_owned(),
                     owner: o.clone(),
                 })
             }
@@ -107,9 +118,9 @@ impl WriteOp {
     /// The write as the mode wants it: in tombstone mode a delete writes a
     /// tombstone (carrying its owner), so a slower scan copy cannot
     /// resurrect the item.
-    pub fn in_mode(self, mode: Mode) -> WriteOp {
+    pub fn in_mode(self, mode: Mode) -> WriteOp<'a> {
         match (mode, self) {
-            (Mode::Tombstone, WriteOp::Delete(k)) => WriteOp::Put(tombstone(&k)),
+            (Mode::Tombstone, WriteOp::Delete(k)) => WriteOp::Put(Cow::Owned(tombstone(&k))),
             (Mode::Tombstone, WriteOp::DeleteOwned { keys, owner }) => {
                 let mut item = tombstone(&keys);
                 item.extend(owner.clone());
@@ -167,30 +178,30 @@ pub fn settle(
     key: &Attrs,
     claimant: Read<'_>,
     occupant: Option<(Read<'_>, &Attrs)>,
-) -> Result<WriteOp, TransformError> {
+) -> Result<WriteOp<'static>, TransformError> {
     let here = CanonicalKey::of(key);
     let maps_here = |item: &Attrs| t.key_only(item).is_ok_and(|k| CanonicalKey::of(&k) == here);
     for r in std::iter::once(claimant).chain(occupant.map(|(r, _)| r)) {
         if let Some(item) = r.current.filter(|i| maps_here(i)) {
-            return Ok(WriteOp::Put(t.item(item)?));
+            return Ok(WriteOp::Put(Cow::Owned(t.item(item)?)));
         }
     }
     if let Some((Read { current: None, .. }, held)) = occupant {
         let mut kept = held.clone();
         kept.remove(TOKEN_ATTR);
-        return Ok(WriteOp::Put(kept));
+        return Ok(WriteOp::Put(Cow::Owned(kept)));
     }
     Ok(WriteOp::Delete(key.clone()))
 }
 
 /// A coalesced write and what it answers for.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PlannedWrite {
+pub struct PlannedWrite<'a> {
     /// The target key, canonical.
     pub key: CanonicalKey,
     /// The target key attributes.
     pub keys: Attrs,
-    pub op: WriteOp,
+    pub op: WriteOp<'a>,
     /// The key of the source item the write is for (the last one, when
     /// writes of several items coalesced).
     pub source_keys: Attrs,
@@ -233,8 +244,8 @@ pub enum Refusal {
 /// A plan: the writes, the counters, and the messages holding a change that
 /// cannot be applied now.
 #[derive(Debug, Default)]
-pub struct Plan {
-    pub writes: Vec<PlannedWrite>,
+pub struct Plan<'a> {
+    pub writes: Vec<PlannedWrite<'a>>,
     pub stats: PlanStats,
     pub refused: Vec<(usize, Refusal)>,
 }
@@ -272,11 +283,11 @@ pub fn converge(
     source_keys: &Attrs,
     current: Option<&Attrs>,
     stale: &[Attrs],
-) -> Result<Vec<(Attrs, WriteOp)>, TransformError> {
+) -> Result<Vec<(Attrs, WriteOp<'static>)>, TransformError> {
     let identity = transform.is_none_or(|t| t.is_identity_key());
     let owner = owner_of(transform, source_keys)?;
-    let mut out: Vec<(Attrs, WriteOp)> = Vec::with_capacity(stale.len() + 1);
-    let push_delete = |out: &mut Vec<(Attrs, WriteOp)>, key: &Attrs| {
+    let mut out: Vec<(Attrs, WriteOp<'static>)> = Vec::with_capacity(stale.len() + 1);
+    let push_delete = |out: &mut Vec<(Attrs, WriteOp<'static>)>, key: &Attrs| {
         let ck = CanonicalKey::of(key);
         if !out.iter().any(|(k, _)| CanonicalKey::of(k) == ck) {
             out.push((key.clone(), WriteOp::delete(key.clone(), owner.as_ref())));
@@ -302,7 +313,7 @@ pub fn converge(
                     push_delete(&mut out, old);
                 }
             }
-            out.push((key, WriteOp::put(target, owner.as_ref())?));
+            out.push((key, WriteOp::put(Cow::Owned(target), owner.as_ref())?));
         }
         None => {
             for old in stale {
@@ -342,11 +353,11 @@ fn old_target_key(
 /// derives the key from an attribute the change modified (the item moves).
 /// A refetch marker goes through [`converge`] with the source's current
 /// item from `fetched`.
-fn map_event(
+fn map_event<'a>(
     t: Option<&dyn Transform>,
-    event: &ChangeEvent,
+    event: &'a ChangeEvent,
     fetched: &Fetched,
-) -> Result<Vec<(Attrs, WriteOp)>, Refusal> {
+) -> Result<Vec<(Attrs, WriteOp<'a>)>, Refusal> {
     let identity = t.is_none_or(|t| t.is_identity_key());
     if event.needs_refetch() {
         let current = fetched
@@ -386,9 +397,9 @@ fn map_event(
         (_, image) => {
             let image = image.as_ref().ok_or(Refusal::SourceUnread)?;
             let (item, key) = match t {
-                None => (image.clone(), event.keys.clone()),
-                Some(t) if identity => (t.item(image)?, event.keys.clone()),
-                Some(t) => (t.item(image)?, t.key_only(image)?),
+                None => (Cow::Borrowed(image), event.keys.clone()),
+                Some(t) if identity => (Cow::Owned(t.item(image)?), event.keys.clone()),
+                Some(t) => (Cow::Owned(t.item(image)?), t.key_only(image)?),
             };
             let mut out = Vec::with_capacity(2);
             if let (false, Some(old)) = (identity, &event.old_image) {
@@ -413,7 +424,7 @@ pub fn plan(
     cutoff_ms: i64,
     ttl: TtlPolicy,
     now_ms: i64,
-) -> (Vec<PlannedWrite>, PlanStats) {
+) -> (Vec<PlannedWrite<'_>>, PlanStats) {
     let p = plan_with(
         messages,
         cutoff_ms,
@@ -429,15 +440,15 @@ pub fn plan(
 /// [`plan`] with an optional transform, the control item's mode (in
 /// tombstone mode deletes become tombstone puts) and the source's current
 /// items for the refetch markers.
-pub fn plan_with(
-    messages: &[(usize, Vec<ChangeEvent>)],
+pub fn plan_with<'a>(
+    messages: &'a [(usize, Vec<ChangeEvent>)],
     cutoff_ms: i64,
     ttl: TtlPolicy,
     now_ms: i64,
     transform: Option<&dyn Transform>,
     mode: Mode,
     fetched: &Fetched,
-) -> Plan {
+) -> Plan<'a> {
     let mut p = Plan::default();
     let mut by_key: HashMap<CanonicalKey, usize> = HashMap::new();
     for (index, events) in messages {

@@ -27,7 +27,7 @@ pub enum DbFault {
 pub struct Call<'a> {
     pub op: &'static str,
     pub table: &'a str,
-    pub writes: &'a [Write],
+    pub writes: &'a [Write<'a>],
 }
 
 type DbFaultFn = Box<dyn FnMut(&Call<'_>) -> Option<DbFault> + Send>;
@@ -370,7 +370,7 @@ pub struct FakeTable {
 }
 
 impl TargetWriter for FakeTable {
-    async fn batch_write(&self, writes: &[Write]) -> Result<Vec<usize>, AwsError> {
+    async fn batch_write(&self, writes: &[Write<'_>]) -> Result<Vec<usize>, AwsError> {
         const OP: &str = "BatchWriteItem";
         if writes.is_empty() || writes.len() > 25 {
             return Err(validation(
@@ -411,7 +411,7 @@ impl TargetWriter for FakeTable {
                 match w {
                     Write::DeleteOwned { .. } | Write::PutOwned { .. } => {}
                     Write::Put(item) => {
-                        mutate(&mut s, &self.name, OP, item, Some(item.clone()), false)?
+                        mutate(&mut s, &self.name, OP, item, Some((*item).clone()), false)?
                     }
                     Write::Delete(keys) => mutate(&mut s, &self.name, OP, keys, None, false)?,
                 }
@@ -420,13 +420,13 @@ impl TargetWriter for FakeTable {
         Ok(unprocessed)
     }
 
-    async fn write_one(&self, write: &Write) -> Result<bool, AwsError> {
+    async fn write_one(&self, write: &Write<'_>) -> Result<bool, AwsError> {
         let check = match write {
             Write::Put(_) | Write::Delete(_) => Check::Always,
             Write::DeleteOwned { owner, .. } => owned_by(owner),
             Write::PutOwned {
                 owner, key_attr, ..
-            } => Check::Any(vec![Check::Absent(key_attr.clone()), owned_by(owner)]),
+            } => Check::Any(vec![Check::Absent(key_attr.to_string()), owned_by(owner)]),
         };
         self.write_if(write, &check).await
     }
@@ -452,7 +452,7 @@ impl TargetWriter for FakeTable {
         Ok(true)
     }
 
-    async fn write_marked(&self, write: &Write, token: &str) -> Result<bool, AwsError> {
+    async fn write_marked(&self, write: &Write<'_>, token: &str) -> Result<bool, AwsError> {
         let check = Check::Equals(TOKEN_ATTR.into(), AttributeValue::S(token.into()));
         self.write_if(write, &check).await
     }
@@ -470,7 +470,7 @@ fn owned_by(owner: &Attrs) -> Check {
 
 impl FakeTable {
     /// `PutItem` or `DeleteItem` where `check` holds; `Ok(false)` otherwise.
-    async fn write_if(&self, write: &Write, check: &Check) -> Result<bool, AwsError> {
+    async fn write_if(&self, write: &Write<'_>, check: &Check) -> Result<bool, AwsError> {
         let op = match write.kind() {
             "put" => "PutItem",
             _ => "DeleteItem",
@@ -490,7 +490,7 @@ impl FakeTable {
             return Ok(false);
         }
         let new = match write {
-            Write::Put(item) | Write::PutOwned { item, .. } => Some(item.clone()),
+            Write::Put(item) | Write::PutOwned { item, .. } => Some((*item).clone()),
             Write::Delete(_) | Write::DeleteOwned { .. } => None,
         };
         mutate(&mut s, &self.name, op, keys, new, false)?;

@@ -73,19 +73,19 @@ impl SourceReader for NullTables {
 }
 
 impl TargetWriter for NullTables {
-    async fn batch_write(&self, writes: &[Write]) -> Result<Vec<usize>, AwsError> {
+    async fn batch_write(&self, writes: &[Write<'_>]) -> Result<Vec<usize>, AwsError> {
         self.writes
             .fetch_add(writes.len() as u64, Ordering::Relaxed);
         Ok(Vec::new())
     }
-    async fn write_one(&self, _: &Write) -> Result<bool, AwsError> {
+    async fn write_one(&self, _: &Write<'_>) -> Result<bool, AwsError> {
         self.writes.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }
     async fn mark(&self, _: &Attrs, _: &Attrs, _: &str) -> Result<bool, AwsError> {
         Ok(true)
     }
-    async fn write_marked(&self, _: &Write, _: &str) -> Result<bool, AwsError> {
+    async fn write_marked(&self, _: &Write<'_>, _: &str) -> Result<bool, AwsError> {
         Ok(true)
     }
 }

@@ -35,7 +35,7 @@ impl DynamoTable {
     }
 }
 
-fn to_request(w: &Write) -> Result<WriteRequest, AwsError> {
+fn to_request(w: &Write<'_>) -> Result<WriteRequest, AwsError> {
     let bad = |_| AwsError::permanent("BatchWriteItem", "ConstructionFailure", "invalid write");
     Ok(match w {
         Write::DeleteOwned { .. } | Write::PutOwned { .. } => {
@@ -64,17 +64,17 @@ fn to_request(w: &Write) -> Result<WriteRequest, AwsError> {
     })
 }
 
-fn from_request(r: &WriteRequest) -> Option<Write> {
-    if let Some(p) = r.put_request() {
-        return from_sdk_item(p.item()).ok().map(Write::Put);
+/// Whether `w` is the write DynamoDB handed back unprocessed as `r`.
+fn is_request(w: &Write<'_>, r: &WriteRequest) -> bool {
+    match (w, r.put_request(), r.delete_request()) {
+        (Write::Put(item), Some(p), _) => from_sdk_item(p.item()).is_ok_and(|i| i == **item),
+        (Write::Delete(keys), None, Some(d)) => from_sdk_item(d.key()).is_ok_and(|k| k == **keys),
+        _ => false,
     }
-    r.delete_request()
-        .and_then(|d| from_sdk_item(d.key()).ok())
-        .map(Write::Delete)
 }
 
 impl TargetWriter for DynamoTable {
-    async fn batch_write(&self, writes: &[Write]) -> Result<Vec<usize>, AwsError> {
+    async fn batch_write(&self, writes: &[Write<'_>]) -> Result<Vec<usize>, AwsError> {
         const OP: &str = "BatchWriteItem";
         let requests = writes
             .iter()
@@ -92,7 +92,7 @@ impl TargetWriter for DynamoTable {
         };
         let mut unprocessed = Vec::with_capacity(left.len());
         for r in left {
-            match from_request(r).and_then(|w| writes.iter().position(|x| *x == w)) {
+            match writes.iter().position(|w| is_request(w, r)) {
                 Some(i) => unprocessed.push(i),
                 // Cannot tell which: retrying all of them is safe.
                 None => return Ok((0..writes.len()).collect()),
@@ -101,7 +101,7 @@ impl TargetWriter for DynamoTable {
         Ok(unprocessed)
     }
 
-    async fn write_one(&self, write: &Write) -> Result<bool, AwsError> {
+    async fn write_one(&self, write: &Write<'_>) -> Result<bool, AwsError> {
         let (expr, names, values) = match write {
             Write::Put(_) | Write::Delete(_) => (None, None, None),
             Write::DeleteOwned { owner, .. } => {
@@ -140,7 +140,7 @@ impl TargetWriter for DynamoTable {
         held(OP, r.map(|_| ()))
     }
 
-    async fn write_marked(&self, write: &Write, token: &str) -> Result<bool, AwsError> {
+    async fn write_marked(&self, write: &Write<'_>, token: &str) -> Result<bool, AwsError> {
         let names = Names::from([("#t".to_string(), relay_core::apply::TOKEN_ATTR.to_string())]);
         let values = Values::from([(
             ":t".to_string(),
@@ -156,7 +156,7 @@ impl DynamoTable {
     /// when the condition failed.
     async fn conditional_write(
         &self,
-        write: &Write,
+        write: &Write<'_>,
         expr: Option<String>,
         names: Option<Names>,
         values: Option<Values>,
@@ -197,7 +197,7 @@ type Values = HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
 
 /// `#o0 = :o0 AND …` over the owner's attributes; with `absent_key`, also
 /// true where no item is.
-fn owner_condition(owner: &Attrs, absent_key: Option<&String>) -> (String, Names, Values) {
+fn owner_condition(owner: &Attrs, absent_key: Option<&str>) -> (String, Names, Values) {
     let mut names = Names::new();
     let mut values = Values::new();
     let mut parts = Vec::new();
@@ -211,7 +211,7 @@ fn owner_condition(owner: &Attrs, absent_key: Option<&String>) -> (String, Names
     let owned = parts.join(" AND ");
     let expr = match absent_key {
         Some(k) => {
-            names.insert("#k".into(), k.clone());
+            names.insert("#k".into(), k.to_string());
             format!("attribute_not_exists(#k) OR ({owned})")
         }
         None => owned,

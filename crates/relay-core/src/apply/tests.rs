@@ -51,7 +51,7 @@ fn events_before_the_cutoff_are_skipped_and_counted() {
     assert_eq!(writes.len(), 1);
     assert_eq!(
         writes[0].op,
-        WriteOp::Put(msgs[0].1[1].new_image.clone().unwrap())
+        WriteOp::Put(Cow::Owned(msgs[0].1[1].new_image.clone().unwrap()))
     );
     assert!(applies(1000, 1000) && !applies(999, 1000));
 }
@@ -100,7 +100,7 @@ fn refetch_markers_write_the_source_current_state_or_delete() {
         Mode::Normal,
         &fetched,
     );
-    assert_eq!(p.writes[0].op, WriteOp::Put(current));
+    assert_eq!(p.writes[0].op, WriteOp::Put(Cow::Owned(current)));
     assert_eq!(p.writes[1].op, WriteOp::Delete(gone.keys.clone()));
     assert_eq!(p.refused, vec![(2, Refusal::SourceUnread)]);
     assert_eq!(p.stats.refetched, 2);
@@ -143,8 +143,9 @@ fn a_large_item_that_moves_under_a_key_transform_leaves_one_target_item() {
         Some(with_email(item_v("b", 3), "new-b@x")),
     )]
     .into();
+    let batch = [(0, vec![moved, marker])];
     let p = plan_with(
-        &[(0, vec![moved, marker])],
+        &batch,
         0,
         TtlPolicy::Replicate,
         5,
@@ -178,8 +179,9 @@ fn a_large_remove_under_a_key_transform_deletes_through_its_key_sources() {
     let mut gone = ev("b", Op::Remove, 5, 1).into_refetch();
     gone.old_image = Some([("email".to_string(), V::S("z@y".into()))].into());
     let fetched: Fetched = [(CanonicalKey::of(&gone.keys), None)].into();
+    let batch = [(0, vec![del, gone])];
     let p = plan_with(
-        &[(0, vec![del, gone])],
+        &batch,
         0,
         TtlPolicy::Replicate,
         5,
@@ -197,8 +199,9 @@ fn a_large_remove_under_a_key_transform_deletes_through_its_key_sources() {
         Some(with_email(item_v("c", 1), "c@x")),
     )]
     .into();
+    let batch = [(4, vec![blind])];
     let p = plan_with(
-        &[(4, vec![blind])],
+        &batch,
         0,
         TtlPolicy::Replicate,
         5,
@@ -244,7 +247,7 @@ fn converge_puts_the_current_item_and_deletes_stale_keys() {
     );
     assert_eq!(
         WriteOp::Delete(sk.clone()).in_mode(Mode::Tombstone),
-        WriteOp::Put(tombstone(&sk))
+        WriteOp::Put(Cow::Owned(tombstone(&sk)))
     );
 }
 
@@ -256,8 +259,9 @@ fn transforms_map_keys_and_tombstone_mode_keeps_deletes_visible() {
     )
     .unwrap();
     let events = vec![ev("a", Op::Insert, 10, 1), ev("a", Op::Remove, 11, 2)];
+    let batch = [(0, events.clone())];
     let p = plan_with(
-        &[(0, events.clone())],
+        &batch,
         0,
         TtlPolicy::Replicate,
         20,
@@ -271,8 +275,9 @@ fn transforms_map_keys_and_tombstone_mode_keeps_deletes_visible() {
         Attrs::from([("id".to_string(), V::S("a".into()))])
     );
     assert!(matches!(p.writes[0].op, WriteOp::Delete(_)));
+    let batch = [(0, events)];
     let p = plan_with(
-        &[(0, events)],
+        &batch,
         0,
         TtlPolicy::Replicate,
         20,
@@ -294,8 +299,9 @@ fn a_change_the_transform_cannot_map_is_refused_not_dropped() {
     )
     .unwrap();
     // A REMOVE without an old image cannot find the target key.
+    let batch = [(3, vec![ev("a", Op::Remove, 10, 1)])];
     let p = plan_with(
-        &[(3, vec![ev("a", Op::Remove, 10, 1)])],
+        &batch,
         0,
         TtlPolicy::Replicate,
         20,
@@ -343,8 +349,9 @@ fn under_a_key_that_passes_between_items_deletes_name_their_owner() {
     let mut b = ev("b", Op::Modify, 6, 2);
     b.new_image = Some(with_email(item_v("b", 2), "x@x"));
     b.old_image = Some(with_email(item_v("b", 1), "y@x"));
+    let batch = [(0, vec![a]), (1, vec![b])];
     let p = plan_with(
-        &[(0, vec![a]), (1, vec![b])],
+        &batch,
         0,
         TtlPolicy::Replicate,
         6,
@@ -355,7 +362,7 @@ fn under_a_key_that_passes_between_items_deletes_name_their_owner() {
     assert!(p.refused.is_empty(), "{:?}", p.refused);
     // Not coalesced across items: A's delete of x and B's put of x both stay.
     assert_eq!(p.stats.coalesced, 0);
-    let ops: Vec<(Attrs, WriteOp)> = p
+    let ops: Vec<(Attrs, WriteOp<'_>)> = p
         .writes
         .iter()
         .map(|w| (w.keys.clone(), w.op.clone()))
@@ -392,8 +399,9 @@ fn under_a_key_that_passes_between_items_deletes_name_their_owner() {
     a1.new_image = Some(with_email(item_v("a", 2), "z@x"));
     let mut a2 = ev("a", Op::Modify, 6, 3);
     a2.new_image = Some(with_email(item_v("a", 3), "z@x"));
+    let batch = [(0, vec![a1, a2])];
     let p = plan_with(
-        &[(0, vec![a1, a2])],
+        &batch,
         0,
         TtlPolicy::Replicate,
         6,
@@ -447,7 +455,7 @@ fn a_contested_key_goes_to_whichever_item_the_source_maps_there() {
         Some((read(&b, Some(&b_at_y)), &held)),
     )
     .unwrap();
-    assert_eq!(op, WriteOp::Put(t.item(&a_at_x).unwrap()));
+    assert_eq!(op, WriteOp::Put(Cow::Owned(t.item(&a_at_x).unwrap())));
     // It moved on, the occupant is here: the occupant's current item.
     let op = settle(
         &t,
@@ -456,7 +464,7 @@ fn a_contested_key_goes_to_whichever_item_the_source_maps_there() {
         Some((read(&b, Some(&b_at_x)), &held)),
     )
     .unwrap();
-    assert_eq!(op, WriteOp::Put(t.item(&b_at_x).unwrap()));
+    assert_eq!(op, WriteOp::Put(Cow::Owned(t.item(&b_at_x).unwrap())));
     // Neither maps here (or the occupant is unknown): nothing.
     let op = settle(
         &t,
@@ -475,7 +483,7 @@ fn a_contested_key_goes_to_whichever_item_the_source_maps_there() {
     let op = settle(&t, &key, read(&a, None), Some((read(&b, None), &held))).unwrap();
     let mut kept = held.clone();
     kept.remove(TOKEN_ATTR);
-    assert_eq!(op, WriteOp::Put(kept));
+    assert_eq!(op, WriteOp::Put(Cow::Owned(kept)));
     // A current item the transform cannot map does not map here.
     let no_email = item_v("b", 6);
     let op = settle(
@@ -515,8 +523,9 @@ fn a_target_item_that_does_not_carry_its_owner_is_refused() {
     }
     let mut e = ev("a", Op::Insert, 5, 1);
     e.new_image = Some(with_email(item_v("a", 1), "x@x"));
+    let batch = [(2, vec![e])];
     let p = plan_with(
-        &[(2, vec![e])],
+        &batch,
         0,
         TtlPolicy::Replicate,
         5,
