@@ -21,6 +21,10 @@
 //! * `applier/parse/B`: `serde_json` → `aws_lambda_events` SQS event only,
 //!   for the messages the forwarder made of one stream batch, 10 messages
 //!   an invocation (the FIFO maximum);
+//! * `applier/decode/B`: parse + every message's envelope decoded into
+//!   events (old images skipped, as the applier without a key-changing
+//!   transform reads them), nothing else: the floor of any applier that
+//!   writes through the SDK's item maps;
 //! * `applier/handle/B`: parse + `Applier::handle` of each of those
 //!   invocations (decode, control item, cutoff, coalesce, plan,
 //!   BatchWriteItem calls on the recorder, commit);
@@ -44,7 +48,7 @@ use relay_aws::fake::recorders::{NullMetrics, NullTables, RecordingQueue};
 use relay_aws::fake::workload::{applier_config, forwarder_config, sqs_json, stream_json};
 use relay_aws::sdk::{CloudWatchMetrics, DynamoTable, SqsQueue};
 use relay_aws::{QueueSender, SendEntry, TargetWriter, Write};
-use relay_core::envelope::{decode, encode};
+use relay_core::envelope::{decode, decode_without_old_images, encode};
 use relay_core::event::from_stream_record;
 use relay_core::group::dedup_id;
 use relay_core::stream::StreamEvent;
@@ -236,6 +240,20 @@ fn handlers(c: &mut Criterion) {
             bn.iter(|| {
                 for p in &packed {
                     black_box(serde_json::from_str::<SqsEvent>(p).expect("parse"));
+                }
+            })
+        });
+        // The floor of any applier that writes through the SDK: the SQS
+        // event parsed (each body unescaped) and every envelope decoded
+        // into the item maps a write takes, nothing else.
+        g.bench_function(BenchmarkId::new("decode", b), |bn| {
+            bn.iter(|| {
+                for p in &packed {
+                    let ev: SqsEvent = serde_json::from_str(p).expect("parse");
+                    for m in &ev.records {
+                        let body = m.body.as_deref().unwrap_or_default();
+                        black_box(decode_without_old_images(body).expect("decode"));
+                    }
                 }
             })
         });
