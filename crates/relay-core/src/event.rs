@@ -76,6 +76,22 @@ impl<I> ChangeEvent<I> {
         self.new_image = None;
         self
     }
+
+    /// The same event with each image turned into another image type (the
+    /// stream's JSON into maps, or back), everything else moved as is.
+    pub fn map_images<J>(self, mut f: impl FnMut(I) -> J) -> ChangeEvent<J> {
+        ChangeEvent {
+            new_image: self.new_image.map(&mut f),
+            old_image: self.old_image.map(&mut f),
+            event_id: self.event_id,
+            seq: self.seq,
+            time_ms: self.time_ms,
+            op: self.op,
+            ttl: self.ttl,
+            refetch: self.refetch,
+            keys: self.keys,
+        }
+    }
 }
 
 /// Why a stream record could not be turned into a [`ChangeEvent`].

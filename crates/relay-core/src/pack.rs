@@ -403,21 +403,7 @@ mod tests {
         }
         let copied: Vec<(usize, ChangeEvent<RawImage>)> = parsed
             .iter()
-            .map(|(i, e)| {
-                let e = e.clone();
-                let event = ChangeEvent {
-                    new_image: e.new_image.as_ref().map(raw),
-                    old_image: e.old_image.as_ref().map(raw),
-                    event_id: e.event_id,
-                    seq: e.seq,
-                    time_ms: e.time_ms,
-                    op: e.op,
-                    ttl: e.ttl,
-                    refetch: e.refetch,
-                    keys: e.keys,
-                };
-                (*i, event)
-            })
+            .map(|(i, e)| (*i, e.clone().map_images(|a| raw(&a))))
             .collect();
         let read = |p: Packed| -> Vec<ChangeEvent> {
             p.groups[0]

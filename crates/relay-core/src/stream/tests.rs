@@ -208,17 +208,7 @@ fn both(
     let mine: StreamRecord = serde_json::from_str(&text).unwrap();
     let theirs: aws_lambda_events::event::dynamodb::EventRecord =
         serde_json::from_str(&text).unwrap();
-    let parsed = from_raw_record(mine).map(|e| ChangeEvent {
-        new_image: e.new_image.map(|i| i.to_attrs()),
-        old_image: e.old_image.map(|i| i.to_attrs()),
-        event_id: e.event_id,
-        seq: e.seq,
-        time_ms: e.time_ms,
-        op: e.op,
-        ttl: e.ttl,
-        refetch: e.refetch,
-        keys: e.keys,
-    });
+    let parsed = from_raw_record(mine).map(|e| e.map_images(|i| i.to_attrs()));
     (parsed, from_stream_record(theirs))
 }
 
