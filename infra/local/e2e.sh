@@ -19,8 +19,9 @@ export AWS_ENDPOINT_URL="http://localhost:$MINISTACK_PORT"
 # --workspace --tests: the same features and targets `make unit` built, so
 # nothing is compiled again (`-p relay-e2e -p ddb-relay` unifies features
 # differently and rebuilt the whole dependency tree: 1.5 min of CI).
-# Lines: target name, package directory, executable.
-targets=$(cargo test --workspace --tests --locked --no-run --message-format=json |
+# Lines: kind:target name, package directory, executable. Compiler
+# messages are rendered to stderr as cargo test would show them.
+targets=$(cargo test --workspace --tests --locked --no-run --message-format=json-render-diagnostics |
   "$PY" -c '
 import json, os, sys
 for line in sys.stdin:
@@ -30,24 +31,43 @@ for line in sys.stdin:
         print(kind + ":" + m["target"]["name"], os.path.dirname(m["manifest_path"]), m["executable"])
 ')
 
-# sam's managed bucket stack (`sam deploy --resolve-s3`) is created on first
-# use; two shards' first deploys at once would both try. Create it first.
-AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}" \
-  "$VENV/bin/python" -c 'import sys; from samcli.lib.bootstrap.bootstrap import manage_stack; manage_stack(None, sys.argv[1])' \
-  "${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-1}}" >/dev/null
-
 # Two shards of about equal length (sequential seconds at the last count:
 # transform 333, cli 191, local_stack 100 | no_lost_writes 316, plan 143,
 # adopt 114, validate 23). Binaries not named here (no end-to-end tests, or
 # new ones) run in the second shard.
 shard_a=" test:transform test:cli test:local_stack "
+for t in $shard_a test:no_lost_writes test:plan test:adopt test:validate; do
+  grep -q "^$t " <<<"$targets" || {
+    echo "e2e: no test binary ${t#test:} among the workspace's test targets (renamed? update infra/local/e2e.sh)" >&2
+    exit 1
+  }
+done
 if [[ ${E2E_SHARDS:-2} == 1 ]]; then shard_a=" "; fi
 
-# Runs the binaries of one shard in order; its output is prefixed with
-# [tag]; the result of each binary is appended to $results.
+# sam's managed bucket stack (`sam deploy --resolve-s3`) is created on first
+# use; two shards' first deploys at once would both try. Create it first,
+# in the region the deploys use (infra/local/deploy.sh).
+AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}" \
+  "$VENV/bin/python" -c 'import sys; from samcli.lib.bootstrap.bootstrap import manage_stack; manage_stack(None, sys.argv[1])' \
+  "${AWS_REGION:-us-east-1}" >/dev/null
+
 mkdir -p "$LOCAL_DIR"
 results="$LOCAL_DIR/e2e-results.$$"
 : >"$results"
+a=
+# On any exit (an interrupt too): stop the background shard's whole process
+# group (its test binary and what that started), then MiniStack if we
+# started it (this replaces use_ministack's trap).
+cleanup() {
+  if [[ -n $a ]]; then kill -TERM -- "-$a" 2>/dev/null || true; fi
+  rm -f "$results"
+  if [[ -n ${MINISTACK_STARTED:-} ]]; then "$ROOT/infra/local/stop.sh"; fi
+}
+trap cleanup EXIT
+
+# Runs the binaries of one shard in order (stdin closed: the target list is
+# the loop's); its output is prefixed with [tag]; the result of each binary
+# is appended to $results.
 run_shard() {
   local tag=$1 want=$2 rc=0 name dir exe t0
   while read -r name dir exe; do
@@ -55,7 +75,7 @@ run_shard() {
     if [[ $want == in ]] && [[ $shard_a != *" $name "* ]]; then continue; fi
     if [[ $want == out ]] && [[ $shard_a == *" $name "* ]]; then continue; fi
     t0=$(date +%s)
-    if (cd "$dir" && "$exe" --ignored --test-threads=1 "${@:3}") 2>&1 | sed -u "s/^/[$tag] /"; then
+    if (cd "$dir" && "$exe" --ignored --test-threads=1 "${@:3}" </dev/null) 2>&1 | sed -u "s/^/[$tag] /"; then
       echo "$name ok $(($(date +%s) - t0))s" >>"$results"
     else
       echo "$name FAILED $(($(date +%s) - t0))s" >>"$results"
@@ -66,13 +86,16 @@ run_shard() {
 }
 
 start=$(date +%s)
+# Shard A in its own process group, so that cleanup can stop all of it.
+set -m
 run_shard A in "$@" &
 a=$!
+set +m
 rc=0
 run_shard B out "$@" || rc=1
-wait $a || rc=1
+wait "$a" || rc=1
+a=
 echo
 echo "e2e: $(( $(date +%s) - start ))s in all; per test binary (those with end-to-end tests):"
 grep -v " ok 0s$" "$results" | sed 's/^/  /' || true
-rm -f "$results"
 exit $rc

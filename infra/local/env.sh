@@ -16,5 +16,6 @@ use_ministack() {
   if curl -fsS --max-time 2 "$MINISTACK_HEALTH" >/dev/null 2>&1; then return 0; fi
   [[ -n ${1:-} ]] && echo "$1"
   "$ROOT/infra/local/start.sh"
+  MINISTACK_STARTED=1
   trap '"$ROOT/infra/local/stop.sh"' EXIT
 }

@@ -64,11 +64,27 @@ fn to_request(w: &Write<'_>) -> Result<WriteRequest, AwsError> {
     })
 }
 
-/// Whether `w` is the write DynamoDB handed back unprocessed as `r`.
-fn is_request(w: &Write<'_>, r: &WriteRequest) -> bool {
-    match (w, r.put_request(), r.delete_request()) {
-        (Write::Put(item), Some(p), _) => from_sdk_item(p.item()).is_ok_and(|i| i == **item),
-        (Write::Delete(keys), None, Some(d)) => from_sdk_item(d.key()).is_ok_and(|k| k == **keys),
+/// A request DynamoDB handed back unprocessed, read back once: a put's item
+/// or a delete's key (`None`: neither could be read).
+enum Returned {
+    Put(Attrs),
+    Delete(Attrs),
+}
+
+fn returned(r: &WriteRequest) -> Option<Returned> {
+    if let Some(p) = r.put_request() {
+        return from_sdk_item(p.item()).ok().map(Returned::Put);
+    }
+    r.delete_request()
+        .and_then(|d| from_sdk_item(d.key()).ok())
+        .map(Returned::Delete)
+}
+
+/// Whether `w` is the write handed back as `r`.
+fn is_returned(w: &Write<'_>, r: &Returned) -> bool {
+    match (w, r) {
+        (Write::Put(item), Returned::Put(back)) => *item == back,
+        (Write::Delete(keys), Returned::Delete(back)) => *keys == back,
         _ => false,
     }
 }
@@ -92,7 +108,8 @@ impl TargetWriter for DynamoTable {
         };
         let mut unprocessed = Vec::with_capacity(left.len());
         for r in left {
-            match writes.iter().position(|w| is_request(w, r)) {
+            let back = returned(r);
+            match back.and_then(|b| writes.iter().position(|w| is_returned(w, &b))) {
                 Some(i) => unprocessed.push(i),
                 // Cannot tell which: retrying all of them is safe.
                 None => return Ok((0..writes.len()).collect()),

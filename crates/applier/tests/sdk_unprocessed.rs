@@ -1,0 +1,135 @@
+//! The SDK adapter's `BatchWriteItem`: the writes DynamoDB hands back
+//! unprocessed are found among the batch by what they write, so only they
+//! are retried; one it cannot place means every write is retried (safe).
+//! The real `relay_aws::sdk::DynamoTable` on a connector that answers with
+//! a chosen `UnprocessedItems`; nothing goes on the network.
+
+use std::sync::{Arc, Mutex};
+
+use aws_config::BehaviorVersion;
+use aws_credential_types::Credentials;
+use aws_smithy_runtime_api::client::http::{
+    http_client_fn, HttpConnector, HttpConnectorFuture, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+use aws_smithy_runtime_api::http::StatusCode;
+use aws_smithy_types::body::SdkBody;
+use relay_aws::sdk::DynamoTable;
+use relay_aws::{TargetWriter, Write};
+use relay_core::item::{AttributeValue as V, Attrs};
+
+/// Answers every call with `answer`, and keeps the last request body.
+#[derive(Debug, Clone)]
+struct Answer {
+    answer: Arc<String>,
+    sent: Arc<Mutex<String>>,
+}
+
+impl HttpConnector for Answer {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let body = std::str::from_utf8(request.body().bytes().unwrap_or_default()).unwrap();
+        *self.sent.lock().unwrap() = body.to_string();
+        let mut response = HttpResponse::new(
+            StatusCode::try_from(200).unwrap(),
+            SdkBody::from(self.answer.as_str()),
+        );
+        response
+            .headers_mut()
+            .insert("content-type", "application/x-amz-json-1.0");
+        HttpConnectorFuture::ready(Ok(response))
+    }
+}
+
+async fn table(answer: String) -> DynamoTable {
+    let connector = Answer {
+        answer: Arc::new(answer),
+        sent: Arc::default(),
+    };
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(http_client_fn(move |_, _| {
+            SharedHttpConnector::new(connector.clone())
+        }))
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKIDTEST", "secret", None, None, "test"))
+        .load()
+        .await;
+    DynamoTable::new(&config, "T")
+}
+
+/// An item of every type, told apart by `pk`.
+fn item(pk: &str) -> Attrs {
+    let mut m = Attrs::new();
+    m.insert("n".into(), V::N("-1.50".into()));
+    [
+        ("pk", V::S(pk.into())),
+        ("n", V::N("12345678901234567890.5".into())),
+        ("b", V::B(vec![0, 255, 7])),
+        ("t", V::Bool(true)),
+        ("z", V::Null(true)),
+        ("m", V::M(m)),
+        ("l", V::L(vec![V::S(String::new()), V::N("0".into())])),
+        ("ss", V::Ss(vec!["a".into(), "b".into()])),
+        ("ns", V::Ns(vec!["1".into(), "2.5".into()])),
+        ("bs", V::Bs(vec![vec![1], vec![2, 3]])),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn key(pk: &str) -> Attrs {
+    Attrs::from([("pk".to_string(), V::S(pk.into()))])
+}
+
+fn json(a: &Attrs) -> serde_json::Value {
+    serde_json::to_value(a).unwrap()
+}
+
+fn unprocessed(requests: Vec<serde_json::Value>) -> String {
+    serde_json::json!({ "UnprocessedItems": { "T": requests } }).to_string()
+}
+
+#[tokio::test]
+async fn only_the_writes_handed_back_are_retried() {
+    let (a, b, d, e) = (item("a"), item("b"), key("d"), item("e"));
+    let writes = [
+        Write::Put(&a),
+        Write::Put(&b),
+        Write::Delete(&d),
+        Write::Put(&e),
+    ];
+    let answer = unprocessed(vec![
+        serde_json::json!({ "DeleteRequest": { "Key": json(&d) } }),
+        serde_json::json!({ "PutRequest": { "Item": json(&b) } }),
+    ]);
+    let mut left = table(answer).await.batch_write(&writes).await.unwrap();
+    left.sort_unstable();
+    assert_eq!(left, vec![1, 2]);
+
+    let none = serde_json::json!({ "UnprocessedItems": {} }).to_string();
+    assert!(table(none)
+        .await
+        .batch_write(&writes)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn a_write_handed_back_that_matches_none_retries_them_all() {
+    let (a, b) = (item("a"), item("b"));
+    let writes = [Write::Put(&a), Write::Put(&b)];
+    // A put of an item the batch did not send, and a delete of a key sent
+    // as a put: neither can be placed.
+    for back in [
+        serde_json::json!({ "PutRequest": { "Item": json(&item("x")) } }),
+        serde_json::json!({ "DeleteRequest": { "Key": json(&key("a")) } }),
+    ] {
+        let left = table(unprocessed(vec![back]))
+            .await
+            .batch_write(&writes)
+            .await
+            .unwrap();
+        assert_eq!(left, vec![0, 1]);
+    }
+}
