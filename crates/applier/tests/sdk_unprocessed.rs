@@ -3,6 +3,7 @@
 //! are retried; one it cannot place means every write is retried (safe).
 //! The real `relay_aws::sdk::DynamoTable` on a connector that answers with
 //! a chosen `UnprocessedItems`; nothing goes on the network.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::{Arc, Mutex};
 
