@@ -23,8 +23,8 @@
 //!   an invocation (the FIFO maximum);
 //! * `applier/decode/B`: parse + every message's envelope decoded into
 //!   events (old images skipped, as the applier without a key-changing
-//!   transform reads them), nothing else: the floor of any applier that
-//!   writes through the SDK's item maps;
+//!   transform reads them), nothing else: what this applier pays before
+//!   its own work (this decoder's cost, not a proven floor);
 //! * `applier/handle/B`: parse + `Applier::handle` of each of those
 //!   invocations (decode, control item, cutoff, coalesce, plan,
 //!   BatchWriteItem calls on the recorder, commit);
@@ -243,9 +243,9 @@ fn handlers(c: &mut Criterion) {
                 }
             })
         });
-        // The floor of any applier that writes through the SDK: the SQS
-        // event parsed (each body unescaped) and every envelope decoded
-        // into the item maps a write takes, nothing else.
+        // What the applier pays before its own work: the SQS event parsed
+        // (each body unescaped) and every envelope decoded into the item
+        // maps a write takes, nothing else.
         g.bench_function(BenchmarkId::new("decode", b), |bn| {
             bn.iter(|| {
                 for p in &packed {
