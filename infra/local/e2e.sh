@@ -56,10 +56,11 @@ results="$LOCAL_DIR/e2e-results.$$"
 : >"$results"
 a=
 # On any exit (an interrupt too): stop the background shard's whole process
-# group (its test binary and what that started), then MiniStack if we
+# group (its test binary and what that started) while it still runs (once
+# it has ended, its number could be another group's), then MiniStack if we
 # started it (this replaces use_ministack's trap).
 cleanup() {
-  if [[ -n $a ]]; then kill -TERM -- "-$a" 2>/dev/null || true; fi
+  if [[ -n $a ]] && jobs -rp | grep -qx "$a"; then kill -TERM -- "-$a" 2>/dev/null || true; fi
   rm -f "$results"
   if [[ -n ${MINISTACK_STARTED:-} ]]; then "$ROOT/infra/local/stop.sh"; fi
 }
@@ -87,6 +88,9 @@ run_shard() {
 
 start=$(date +%s)
 # Shard A in its own process group, so that cleanup can stop all of it.
+# (Its output still goes to this terminal: with `stty tostop` it would be
+# stopped, so do not set that. A SIGTERM sent to this script alone, not to
+# its group, stops shard A and MiniStack but not shard B's running test.)
 set -m
 run_shard A in "$@" &
 a=$!

@@ -9,6 +9,8 @@ MINISTACK_PID="$LOCAL_DIR/ministack.pid"
 MINISTACK_LOG="$LOCAL_DIR/ministack.log"
 MINISTACK_HEALTH="http://127.0.0.1:$MINISTACK_PORT/_ministack/health"
 PY="${PY:-python3}"
+# Set by use_ministack when this script started MiniStack (never inherited).
+MINISTACK_STARTED=
 
 # Starts MiniStack unless it is already up; on exit, stops it only if this
 # script started it (an emulator someone else started keeps running).

@@ -5,7 +5,7 @@
 //! a chosen `UnprocessedItems`; nothing goes on the network.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aws_config::BehaviorVersion;
 use aws_credential_types::Credentials;
@@ -19,17 +19,14 @@ use relay_aws::sdk::DynamoTable;
 use relay_aws::{TargetWriter, Write};
 use relay_core::item::{AttributeValue as V, Attrs};
 
-/// Answers every call with `answer`, and keeps the last request body.
+/// Answers every call with `answer`.
 #[derive(Debug, Clone)]
 struct Answer {
     answer: Arc<String>,
-    sent: Arc<Mutex<String>>,
 }
 
 impl HttpConnector for Answer {
-    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
-        let body = std::str::from_utf8(request.body().bytes().unwrap_or_default()).unwrap();
-        *self.sent.lock().unwrap() = body.to_string();
+    fn call(&self, _: HttpRequest) -> HttpConnectorFuture {
         let mut response = HttpResponse::new(
             StatusCode::try_from(200).unwrap(),
             SdkBody::from(self.answer.as_str()),
@@ -44,7 +41,6 @@ impl HttpConnector for Answer {
 async fn table(answer: String) -> DynamoTable {
     let connector = Answer {
         answer: Arc::new(answer),
-        sent: Arc::default(),
     };
     let config = aws_config::defaults(BehaviorVersion::latest())
         .http_client(http_client_fn(move |_, _| {
@@ -114,6 +110,60 @@ async fn only_the_writes_handed_back_are_retried() {
         .await
         .unwrap()
         .is_empty());
+}
+
+#[tokio::test]
+async fn a_put_and_a_delete_of_one_key_are_told_apart() {
+    // The same attributes sent as a put and handed back as a delete (and
+    // the other way round): not the write that was sent.
+    let k = key("k");
+    let put = [Write::Put(&k), Write::Put(&item("other"))];
+    let back = unprocessed(vec![
+        serde_json::json!({ "DeleteRequest": { "Key": json(&k) } }),
+    ]);
+    assert_eq!(
+        table(back).await.batch_write(&put).await.unwrap(),
+        vec![0, 1]
+    );
+    let delete = [Write::Delete(&k), Write::Put(&item("other"))];
+    let back = unprocessed(vec![
+        serde_json::json!({ "PutRequest": { "Item": json(&k) } }),
+    ]);
+    assert_eq!(
+        table(back).await.batch_write(&delete).await.unwrap(),
+        vec![0, 1]
+    );
+    // The right kind is found.
+    let back = unprocessed(vec![
+        serde_json::json!({ "DeleteRequest": { "Key": json(&k) } }),
+    ]);
+    assert_eq!(
+        table(back).await.batch_write(&delete).await.unwrap(),
+        vec![0]
+    );
+}
+
+#[tokio::test]
+async fn numbers_spelled_differently_are_the_same_write() {
+    let sent = Attrs::from([
+        ("pk".to_string(), V::S("a".into())),
+        ("n".to_string(), V::N("1.50".into())),
+        ("ns".to_string(), V::Ns(vec!["1".into(), "2".into()])),
+    ]);
+    let back = Attrs::from([
+        ("pk".to_string(), V::S("a".into())),
+        ("n".to_string(), V::N("15E-1".into())),
+        ("ns".to_string(), V::Ns(vec!["2".into(), "1.0".into()])),
+    ]);
+    let other = item("b");
+    let writes = [Write::Put(&other), Write::Put(&sent)];
+    let answer = unprocessed(vec![
+        serde_json::json!({ "PutRequest": { "Item": json(&back) } }),
+    ]);
+    assert_eq!(
+        table(answer).await.batch_write(&writes).await.unwrap(),
+        vec![1]
+    );
 }
 
 #[tokio::test]

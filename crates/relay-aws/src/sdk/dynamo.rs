@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{DeleteRequest, PutRequest, WriteRequest};
 use relay_core::control::{ControlState, ATTR_MIGRATION};
-use relay_core::item::{AttributeValue, Attrs};
+use relay_core::item::{same_item, AttributeValue, Attrs};
 
 use super::{classify, HasStatus};
 use crate::convert::{from_sdk_item, to_sdk_item};
@@ -80,11 +80,12 @@ fn returned(r: &WriteRequest) -> Option<Returned> {
         .map(Returned::Delete)
 }
 
-/// Whether `w` is the write handed back as `r`.
+/// Whether `w` is the write handed back as `r` (the same item, whatever
+/// the spelling of its numbers or the order of its sets).
 fn is_returned(w: &Write<'_>, r: &Returned) -> bool {
     match (w, r) {
-        (Write::Put(item), Returned::Put(back)) => *item == back,
-        (Write::Delete(keys), Returned::Delete(back)) => *keys == back,
+        (Write::Put(item), Returned::Put(back)) => same_item(item, back),
+        (Write::Delete(keys), Returned::Delete(back)) => same_item(keys, back),
         _ => false,
     }
 }
