@@ -18,6 +18,7 @@ use aws_smithy_types::body::SdkBody;
 use relay_aws::sdk::DynamoTable;
 use relay_aws::{TargetWriter, Write};
 use relay_core::item::{AttributeValue as V, Attrs};
+use serde_json::Value;
 
 /// Answers every call with `answer`.
 #[derive(Debug, Clone)]
@@ -78,12 +79,23 @@ fn key(pk: &str) -> Attrs {
     Attrs::from([("pk".to_string(), V::S(pk.into()))])
 }
 
-fn json(a: &Attrs) -> serde_json::Value {
-    serde_json::to_value(a).unwrap()
+/// A put handed back unprocessed.
+fn put_back(item: &Attrs) -> Value {
+    serde_json::json!({ "PutRequest": { "Item": serde_json::to_value(item).unwrap() } })
 }
 
-fn unprocessed(requests: Vec<serde_json::Value>) -> String {
-    serde_json::json!({ "UnprocessedItems": { "T": requests } }).to_string()
+/// A delete handed back unprocessed.
+fn delete_back(key: &Attrs) -> Value {
+    serde_json::json!({ "DeleteRequest": { "Key": serde_json::to_value(key).unwrap() } })
+}
+
+/// The positions `batch_write` says to retry when DynamoDB hands `back`
+/// back unprocessed (sorted).
+async fn left(writes: &[Write<'_>], back: Vec<Value>) -> Vec<usize> {
+    let answer = serde_json::json!({ "UnprocessedItems": { "T": back } }).to_string();
+    let mut left = table(answer).await.batch_write(writes).await.unwrap();
+    left.sort_unstable();
+    left
 }
 
 #[tokio::test]
@@ -95,52 +107,27 @@ async fn only_the_writes_handed_back_are_retried() {
         Write::Delete(&d),
         Write::Put(&e),
     ];
-    let answer = unprocessed(vec![
-        serde_json::json!({ "DeleteRequest": { "Key": json(&d) } }),
-        serde_json::json!({ "PutRequest": { "Item": json(&b) } }),
-    ]);
-    let mut left = table(answer).await.batch_write(&writes).await.unwrap();
-    left.sort_unstable();
-    assert_eq!(left, vec![1, 2]);
-
+    assert_eq!(
+        left(&writes, vec![delete_back(&d), put_back(&b)]).await,
+        vec![1, 2]
+    );
+    // Nothing handed back for this table.
     let none = serde_json::json!({ "UnprocessedItems": {} }).to_string();
-    assert!(table(none)
-        .await
-        .batch_write(&writes)
-        .await
-        .unwrap()
-        .is_empty());
+    let retried = table(none).await.batch_write(&writes).await.unwrap();
+    assert!(retried.is_empty());
 }
 
 #[tokio::test]
 async fn a_put_and_a_delete_of_one_key_are_told_apart() {
     // The same attributes sent as a put and handed back as a delete (and
     // the other way round): not the write that was sent.
-    let k = key("k");
-    let put = [Write::Put(&k), Write::Put(&item("other"))];
-    let back = unprocessed(vec![
-        serde_json::json!({ "DeleteRequest": { "Key": json(&k) } }),
-    ]);
-    assert_eq!(
-        table(back).await.batch_write(&put).await.unwrap(),
-        vec![0, 1]
-    );
-    let delete = [Write::Delete(&k), Write::Put(&item("other"))];
-    let back = unprocessed(vec![
-        serde_json::json!({ "PutRequest": { "Item": json(&k) } }),
-    ]);
-    assert_eq!(
-        table(back).await.batch_write(&delete).await.unwrap(),
-        vec![0, 1]
-    );
+    let (k, other) = (key("k"), item("other"));
+    let put = [Write::Put(&k), Write::Put(&other)];
+    assert_eq!(left(&put, vec![delete_back(&k)]).await, vec![0, 1]);
+    let delete = [Write::Delete(&k), Write::Put(&other)];
+    assert_eq!(left(&delete, vec![put_back(&k)]).await, vec![0, 1]);
     // The right kind is found.
-    let back = unprocessed(vec![
-        serde_json::json!({ "DeleteRequest": { "Key": json(&k) } }),
-    ]);
-    assert_eq!(
-        table(back).await.batch_write(&delete).await.unwrap(),
-        vec![0]
-    );
+    assert_eq!(left(&delete, vec![delete_back(&k)]).await, vec![0]);
 }
 
 #[tokio::test]
@@ -157,13 +144,7 @@ async fn numbers_spelled_differently_are_the_same_write() {
     ]);
     let other = item("b");
     let writes = [Write::Put(&other), Write::Put(&sent)];
-    let answer = unprocessed(vec![
-        serde_json::json!({ "PutRequest": { "Item": json(&back) } }),
-    ]);
-    assert_eq!(
-        table(answer).await.batch_write(&writes).await.unwrap(),
-        vec![1]
-    );
+    assert_eq!(left(&writes, vec![put_back(&back)]).await, vec![1]);
 }
 
 #[tokio::test]
@@ -172,15 +153,7 @@ async fn a_write_handed_back_that_matches_none_retries_them_all() {
     let writes = [Write::Put(&a), Write::Put(&b)];
     // A put of an item the batch did not send, and a delete of a key sent
     // as a put: neither can be placed.
-    for back in [
-        serde_json::json!({ "PutRequest": { "Item": json(&item("x")) } }),
-        serde_json::json!({ "DeleteRequest": { "Key": json(&key("a")) } }),
-    ] {
-        let left = table(unprocessed(vec![back]))
-            .await
-            .batch_write(&writes)
-            .await
-            .unwrap();
-        assert_eq!(left, vec![0, 1]);
+    for back in [put_back(&item("x")), delete_back(&key("a"))] {
+        assert_eq!(left(&writes, vec![back]).await, vec![0, 1]);
     }
 }
