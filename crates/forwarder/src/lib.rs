@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
-use futures::stream::{self, StreamExt};
+use futures::stream::{FuturesUnordered, StreamExt};
 use relay_aws::runtime::{bounded, emit_metrics, remaining, Clock};
 use relay_aws::{EntryStatus, MetricsPublisher, QueueSender, SendEntry};
 use relay_core::config::ForwarderConfig;
@@ -15,7 +15,7 @@ use relay_core::event::{table_from_arn, ChangeEvent};
 use relay_core::metrics::{names, MetricRecord, Unit};
 use relay_core::pack::pack;
 use relay_core::retry::backoff_ms;
-use relay_core::send_plan::{EntryRef, Outcome, SendPlan};
+use relay_core::send_plan::{EntryRef, Outcome, SendPlan, Window};
 use relay_core::stream::{from_raw_record, RawImage, StreamEvent};
 
 /// Time kept back from the deadline: no new round starts inside it.
@@ -134,11 +134,7 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
                 out_of_time = true;
                 break;
             }
-            let results: Vec<(Vec<EntryRef>, Vec<Outcome>)> = stream::iter(round)
-                .map(|call| self.send_call(&plan, call, deadline))
-                .buffer_unordered(cfg.send_concurrency)
-                .collect()
-                .await;
+            let results = self.send_round(&plan, round, deadline).await;
             let mut any_retry = false;
             for (call, outcomes) in results {
                 for (e, o) in call.into_iter().zip(outcomes) {
@@ -211,6 +207,42 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
             );
         }
         Forwarded { response, metrics }
+    }
+
+    /// One round's calls, concurrently within the send window (calls and
+    /// body bytes in flight); every call's entries get their outcomes.
+    async fn send_round(
+        &self,
+        plan: &SendPlan,
+        round: Vec<Vec<EntryRef>>,
+        deadline: tokio::time::Instant,
+    ) -> Vec<(Vec<EntryRef>, Vec<Outcome>)> {
+        let window = Window {
+            calls: self.config.send_concurrency,
+            bytes: self.config.send_in_flight_bytes,
+        };
+        let mut results = Vec::with_capacity(round.len());
+        let mut waiting = round.into_iter().peekable();
+        let mut running = FuturesUnordered::new();
+        let mut in_flight = 0usize;
+        loop {
+            while let Some(call) = waiting.peek() {
+                let size = plan.call_bytes(call);
+                if !window.admits(running.len(), in_flight, size) {
+                    break;
+                }
+                let Some(call) = waiting.next() else { break };
+                in_flight += size;
+                running.push(async move { (size, self.send_call(plan, call, deadline).await) });
+            }
+            match running.next().await {
+                Some((size, done)) => {
+                    in_flight -= size;
+                    results.push(done);
+                }
+                None => return results,
+            }
+        }
     }
 
     /// One `SendMessageBatch` call; every entry gets an outcome.

@@ -37,6 +37,7 @@ fn config(buckets: u32, cap: usize) -> ForwarderConfig {
         },
         limits: BatchLimits::default(),
         send_concurrency: 4,
+        send_in_flight_bytes: 2 * 1024 * 1024,
         metrics: MetricsConfig {
             mode: MetricsMode::Off,
             namespace: "DdbRelay".into(),
@@ -434,4 +435,92 @@ async fn unknown_event_names_and_oversized_items_become_refetch_markers() {
     assert!(got[0].1.refetch && got[1].1.refetch && !got[2].1.refetch);
     assert!(got[1].1.new_image.is_none());
     assert_eq!(out.metrics.get(names::REFETCH_MARKERS), Some(2.0));
+}
+
+/// A queue that accepts every entry after a pause, and records the most
+/// calls and message-body bytes it had in flight at once.
+#[derive(Default)]
+struct Gauge {
+    now: std::sync::Mutex<(usize, usize)>,
+    most: std::sync::Mutex<(usize, usize)>,
+    accepted: AtomicUsize,
+}
+
+impl relay_aws::QueueSender for Gauge {
+    async fn send_batch(
+        &self,
+        entries: Vec<relay_aws::SendEntry>,
+    ) -> Result<HashMap<String, relay_aws::EntryStatus>, AwsError> {
+        let bytes: usize = entries.iter().map(|e| e.body.len()).sum();
+        {
+            let mut now = self.now.lock().unwrap();
+            *now = (now.0 + 1, now.1 + bytes);
+            let mut most = self.most.lock().unwrap();
+            *most = (most.0.max(now.0), most.1.max(now.1));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        {
+            let mut now = self.now.lock().unwrap();
+            *now = (now.0 - 1, now.1 - bytes);
+        }
+        self.accepted.fetch_add(entries.len(), Ordering::SeqCst);
+        Ok(entries
+            .into_iter()
+            .map(|e| (e.id, relay_aws::EntryStatus::Accepted))
+            .collect())
+    }
+}
+
+/// The send window's invariant (`send_plan::Window`): a large batch's
+/// bodies are handed to SQS within `SEND_IN_FLIGHT_BYTES` at a time, not
+/// all at once, so its peak memory is bounded; small calls are bounded by
+/// `SEND_CONCURRENCY` alone. Every message still goes.
+#[tokio::test(start_paused = true)]
+async fn bodies_in_flight_stay_within_the_send_window() {
+    // 64 groups of ~60 KB: one round of 7 calls of up to 10 entries.
+    let records: Vec<Record> = (0..640)
+        .map(|i| change(i, &format!("item-{i}"), 6_000, true))
+        .collect();
+    let text = relay_aws::fake::events::stream_event_value("Orders", &records).to_string();
+    let run = |budget: usize| {
+        let text = text.clone();
+        async move {
+            let mut config = config(64, 256 * 1024);
+            config.send_in_flight_bytes = budget;
+            let f = Forwarder {
+                config,
+                queue: Gauge::default(),
+                metrics: NoMetrics,
+                clock: relay_aws::runtime::Clock::wall(),
+            };
+            let out = f
+                .forward(serde_json::from_str(&text).unwrap(), deadline())
+                .await;
+            assert!(out.response.batch_item_failures.is_empty());
+            let sent = out.metrics.get(names::MESSAGES_SENT).unwrap();
+            assert_eq!(f.queue.accepted.load(Ordering::SeqCst) as f64, sent);
+            assert_eq!(out.metrics.get(names::FORWARDED), Some(640.0));
+            let most = *f.queue.most.lock().unwrap();
+            (most, sent)
+        }
+    };
+    let budget = 1_300_000;
+    let ((calls, bytes), sent) = run(budget).await;
+    assert!(sent >= 64.0, "one message per group at least: {sent}");
+    assert!(
+        bytes <= budget,
+        "{bytes} body bytes in flight, over {budget}"
+    );
+    assert!(calls >= 2, "the window still sends concurrently: {calls}");
+    // With room for everything, the call count is the bound.
+    let ((calls, bytes), _) = run(64 * 1024 * 1024).await;
+    assert_eq!(calls, 4, "SEND_CONCURRENCY calls in flight");
+    assert!(
+        bytes > budget,
+        "four calls hold more than the budget: {bytes}"
+    );
+    // A budget smaller than one call still sends, one call at a time.
+    let ((calls, _), sent) = run(1_000).await;
+    assert_eq!(calls, 1);
+    assert!(sent >= 64.0);
 }

@@ -110,6 +110,11 @@ pub const DEFAULT_BUCKETS: u32 = 32;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// The hard SQS limit for one message and for one batch.
 pub const SQS_MAX_BYTES: usize = 1024 * 1024;
+/// Default message-body bytes the forwarder has in flight at once: two
+/// full calls. Small messages are bounded by `SEND_CONCURRENCY` first; a
+/// 6 MB stream batch goes out in three waves instead of one, and its peak
+/// memory stays under 25 MB (BENCHMARKS.md, "Cold start and peak memory").
+pub const DEFAULT_IN_FLIGHT_BYTES: usize = 2 * SQS_MAX_BYTES;
 
 impl MetricsConfig {
     pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
@@ -144,6 +149,9 @@ pub struct ForwarderConfig {
     pub limits: BatchLimits,
     /// Calls in flight at once.
     pub send_concurrency: usize,
+    /// Message-body bytes in flight at once, beyond the first call (see
+    /// [`crate::send_plan::Window`]).
+    pub send_in_flight_bytes: usize,
     pub metrics: MetricsConfig,
 }
 
@@ -191,6 +199,13 @@ impl ForwarderConfig {
                 max_attempts: number(env, "SEND_MAX_ATTEMPTS", 6, 1, 100)?,
             },
             send_concurrency: number(env, "SEND_CONCURRENCY", 8, 1, 64)?,
+            send_in_flight_bytes: number(
+                env,
+                "SEND_IN_FLIGHT_BYTES",
+                DEFAULT_IN_FLIGHT_BYTES,
+                MIN_MESSAGE_BYTES,
+                64 * SQS_MAX_BYTES,
+            )?,
             metrics: MetricsConfig::from_env(env)?,
         })
     }
@@ -297,6 +312,16 @@ mod tests {
         assert!(c.pack.forward_old_image);
         assert_eq!(c.metrics.mode, MetricsMode::Emf);
         assert!(c.pack.old_key_sources.is_empty());
+        assert_eq!(c.send_concurrency, 8);
+        assert_eq!(c.send_in_flight_bytes, 2 * 1024 * 1024);
+        // Below one smallest message is refused, by name.
+        let e = ForwarderConfig::from_env(&env(&[
+            ("QUEUE_URL", "q"),
+            ("MIGRATION_ID", "m"),
+            ("SEND_IN_FLIGHT_BYTES", "10"),
+        ]))
+        .unwrap_err();
+        assert_eq!(e.var, "SEND_IN_FLIGHT_BYTES");
     }
 
     #[test]

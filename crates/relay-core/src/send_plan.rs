@@ -32,6 +32,30 @@ impl Default for BatchLimits {
     }
 }
 
+/// How much of a round may be in flight at once: at most `calls` calls
+/// and, beyond the first call, at most `bytes` of message bodies.
+///
+/// **Invariant:** the forwarder starts a call only when the window admits
+/// it, so the bodies it has handed to the SDK (which serializes each call
+/// into a request of its own) stay within `bytes` unless a single call is
+/// larger: the send phase of a large batch holds the packed messages plus
+/// about `bytes` more, not the batch twice (BENCHMARKS.md, "Cold start and
+/// peak memory").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub calls: usize,
+    pub bytes: usize,
+}
+
+impl Window {
+    /// Whether a call of `size` body bytes may start while `calls` calls
+    /// holding `bytes` body bytes are in flight. With none in flight, any
+    /// call may: one call is never held back, whatever its size.
+    pub fn admits(&self, calls: usize, bytes: usize, size: usize) -> bool {
+        calls == 0 || (calls < self.calls && bytes.saturating_add(size) <= self.bytes)
+    }
+}
+
 /// One entry of a call: the head message of one group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EntryRef {
@@ -111,6 +135,11 @@ impl SendPlan {
 
     pub fn message(&self, e: EntryRef) -> &OutMessage {
         &self.groups[e.group].messages[e.message]
+    }
+
+    /// The body bytes of one call.
+    pub fn call_bytes(&self, call: &[EntryRef]) -> usize {
+        call.iter().map(|e| self.message(*e).body.len()).sum()
     }
 
     /// Records one entry's outcome. An outcome for anything but the group's
@@ -196,6 +225,45 @@ mod tests {
                 .collect(),
             limits,
         )
+    }
+
+    #[test]
+    fn the_window_bounds_calls_and_bytes_but_never_holds_back_a_lone_call() {
+        let w = Window {
+            calls: 3,
+            bytes: 1000,
+        };
+        // Nothing in flight: any call starts, even one over the budget.
+        assert!(w.admits(0, 0, 5000));
+        // Within both limits.
+        assert!(w.admits(1, 400, 600));
+        assert!(w.admits(2, 0, 1000));
+        // Over the bytes, or at the call count.
+        assert!(!w.admits(1, 400, 601));
+        assert!(!w.admits(3, 0, 1));
+        assert!(!w.admits(1, usize::MAX, 1));
+        // The call count alone, as before the byte budget.
+        let count_only = Window {
+            calls: 2,
+            bytes: usize::MAX,
+        };
+        assert!(count_only.admits(1, 1 << 40, 1 << 40));
+        assert!(!count_only.admits(2, 0, 0));
+    }
+
+    #[test]
+    fn call_bytes_are_the_bodies_of_its_entries() {
+        let p = SendPlan::new(
+            vec![
+                vec![msg(0, 0, 100)],
+                vec![msg(1, 1, 250)],
+                vec![msg(2, 2, 7)],
+            ],
+            BatchLimits::default(),
+        );
+        let round = p.next_round();
+        assert_eq!(p.call_bytes(&round[0]), 357);
+        assert_eq!(p.call_bytes(&round[0][1..2]), 250);
     }
 
     #[test]

@@ -159,6 +159,9 @@ impl Sim {
                     max_attempts: 4,
                 },
                 send_concurrency: 3,
+                // Small enough that rounds of a few calls are held back by
+                // bytes as well as by count.
+                send_in_flight_bytes: 4096,
                 metrics: metrics_cfg.clone(),
             },
             queue: fifo.clone(),

@@ -5,7 +5,11 @@
 //! `AWS_ENDPOINT_URL`). No network, no emulator.
 //!
 //! `make bench-coldstart` (runs `sam build` first), or
-//! `cargo run --release -p relay-e2e --bin coldstart -- [FORWARDER APPLIER]`.
+//! `cargo run --release -p relay-e2e --bin coldstart -- [FORWARDER APPLIER]`
+//! (`COLDSTART_BATCHES=2400` measures that batch size alone).
+//!
+//! The forwarder runs with the template's `GLIBC_TUNABLES`, as deployed
+//! (`COLDSTART_MALLOC=default` runs it with glibc's defaults instead).
 //!
 //! Printed, per bootstrap and batch size, over `RUNS` fresh processes:
 //! * init: process spawn → its first `GET …/invocation/next` (runtime and
@@ -296,6 +300,34 @@ async fn run_once(
     Ok((sample, sent))
 }
 
+/// The value of `name` in the template's function environment (a plain
+/// `NAME: value` line), if it sets one.
+fn template_value(template: &std::path::Path, name: &str) -> Result<Option<String>> {
+    let text = std::fs::read_to_string(template)
+        .with_context(|| format!("read {}", template.display()))?;
+    let key = format!("{name}:");
+    Ok(text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&key))
+        .map(|v| v.trim().to_string()))
+}
+
+/// The batch sizes measured: `COLDSTART_BATCHES` (comma-separated record
+/// counts, e.g. `2400` for the largest payload alone), or all of them.
+fn batches() -> Result<Vec<usize>> {
+    match std::env::var("COLDSTART_BATCHES") {
+        Ok(v) => v
+            .split(',')
+            .map(|b| {
+                b.trim()
+                    .parse()
+                    .context("COLDSTART_BATCHES: record counts, comma-separated")
+            })
+            .collect(),
+        Err(_) => Ok(vec![1, 100, 500, 1000, 2400]),
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -337,7 +369,14 @@ async fn main() -> Result<()> {
             bail!("{b} not found: run `infra/local/build.sh` (sam build) first");
         }
     }
-    let fwd_env = [("QUEUE_URL", "http://127.0.0.1/123456789012/relay.fifo")];
+    // The allocator setting the template deploys the forwarder with.
+    // `COLDSTART_MALLOC=default` leaves it out (glibc's defaults).
+    let tunables = match std::env::var("COLDSTART_MALLOC").as_deref() {
+        Ok("default") => None,
+        _ => template_value(&root.join("template.yaml"), "GLIBC_TUNABLES")?,
+    };
+    let mut fwd_env = vec![("QUEUE_URL", "http://127.0.0.1/123456789012/relay.fifo")];
+    fwd_env.extend(tunables.as_deref().map(|t| ("GLIBC_TUNABLES", t)));
     let app_env = [
         ("TARGET_TABLE", "OrdersV2"),
         ("SOURCE_TABLE", "Orders"),
@@ -345,7 +384,7 @@ async fn main() -> Result<()> {
     ];
     println!("| bootstrap | batch (one invocation)     | invocations of the last process | processes | init ms median / max | first response ms median / max | peak RSS MiB (max) |");
     println!("|---|---|---|---|---|---|---|");
-    for b in [1usize, 100, 500, 1000, 2400] {
+    for b in batches()? {
         let event = stream_json(b, 7);
         let label = format!("{b} records, {:.2} MB", event.len() as f64 / 1e6);
         let mut samples = Vec::new();
