@@ -112,8 +112,9 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 * 1024;
 pub const SQS_MAX_BYTES: usize = 1024 * 1024;
 /// Default message-body bytes the forwarder has in flight at once: two
 /// full calls. Small messages are bounded by `SEND_CONCURRENCY` first; a
-/// 6 MB stream batch goes out in three waves instead of one, and its peak
-/// memory stays under 25 MB (BENCHMARKS.md, "Cold start and peak memory").
+/// 6 MB stream batch goes out in about three waves instead of one, and is
+/// not held a second time by the requests in flight (BENCHMARKS.md, "Cold
+/// start and peak memory of the bootstraps").
 pub const DEFAULT_IN_FLIGHT_BYTES: usize = 2 * SQS_MAX_BYTES;
 
 impl MetricsConfig {

@@ -39,8 +39,8 @@ impl Default for BatchLimits {
 /// it, so the bodies it has handed to the SDK (which serializes each call
 /// into a request of its own) stay within `bytes` unless a single call is
 /// larger: the send phase of a large batch holds the packed messages plus
-/// about `bytes` more, not the batch twice (BENCHMARKS.md, "Cold start and
-/// peak memory").
+/// about `bytes` more, not the batch twice more (BENCHMARKS.md, "Cold start
+/// and peak memory of the bootstraps").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window {
     pub calls: usize,

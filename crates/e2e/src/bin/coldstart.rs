@@ -7,9 +7,8 @@
 //! `make bench-coldstart` (runs `sam build` first), or
 //! `cargo run --release -p relay-e2e --bin coldstart -- [FORWARDER APPLIER]`
 //! (`COLDSTART_BATCHES=2400` measures that batch size alone).
-//!
-//! The forwarder runs with the template's `GLIBC_TUNABLES`, as deployed
-//! (`COLDSTART_MALLOC=default` runs it with glibc's defaults instead).
+//! `COLDSTART_ENV="NAME=value …"` adds variables to both bootstraps'
+//! environments (an experiment).
 //!
 //! Printed, per bootstrap and batch size, over `RUNS` fresh processes:
 //! * init: process spawn → its first `GET …/invocation/next` (runtime and
@@ -300,16 +299,20 @@ async fn run_once(
     Ok((sample, sent))
 }
 
-/// The value of `name` in the template's function environment (a plain
-/// `NAME: value` line), if it sets one.
-fn template_value(template: &std::path::Path, name: &str) -> Result<Option<String>> {
-    let text = std::fs::read_to_string(template)
-        .with_context(|| format!("read {}", template.display()))?;
-    let key = format!("{name}:");
-    Ok(text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(&key))
-        .map(|v| v.trim().to_string()))
+/// `COLDSTART_ENV`: space-separated `NAME=value` pairs both bootstraps
+/// also get (an experiment, e.g. `SEND_IN_FLIGHT_BYTES=262144` or
+/// `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072`).
+fn extra_env() -> Result<Vec<(String, String)>> {
+    let Ok(v) = std::env::var("COLDSTART_ENV") else {
+        return Ok(Vec::new());
+    };
+    v.split_whitespace()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("COLDSTART_ENV: {pair:?} is not NAME=value"))
+        })
+        .collect()
 }
 
 /// The batch sizes measured: `COLDSTART_BATCHES` (comma-separated record
@@ -369,19 +372,15 @@ async fn main() -> Result<()> {
             bail!("{b} not found: run `infra/local/build.sh` (sam build) first");
         }
     }
-    // The allocator setting the template deploys the forwarder with.
-    // `COLDSTART_MALLOC=default` leaves it out (glibc's defaults).
-    let tunables = match std::env::var("COLDSTART_MALLOC").as_deref() {
-        Ok("default") => None,
-        _ => template_value(&root.join("template.yaml"), "GLIBC_TUNABLES")?,
-    };
+    let extra = extra_env()?;
     let mut fwd_env = vec![("QUEUE_URL", "http://127.0.0.1/123456789012/relay.fifo")];
-    fwd_env.extend(tunables.as_deref().map(|t| ("GLIBC_TUNABLES", t)));
-    let app_env = [
+    fwd_env.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let mut app_env = vec![
         ("TARGET_TABLE", "OrdersV2"),
         ("SOURCE_TABLE", "Orders"),
         ("CONTROL_TABLE", "control"),
     ];
+    app_env.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     println!("| bootstrap | batch (one invocation)     | invocations of the last process | processes | init ms median / max | first response ms median / max | peak RSS MiB (max) |");
     println!("|---|---|---|---|---|---|---|");
     for b in batches()? {
