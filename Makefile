@@ -68,9 +68,13 @@ lint: toolchain ## rustfmt check and clippy with warnings as errors.
 fmt: toolchain ## Format the code.
 	$(CARGO) fmt --all
 
+# The forwarder's allocator settings, as template.yaml deploys them: the
+# handler bench runs with them (BENCHMARKS.md, "glibc's allocator settings").
+FORWARDER_TUNABLES = $(shell sed -n 's/^ *GLIBC_TUNABLES: *//p' template.yaml)
+
 bench: toolchain ## Request counts per 1M events, then CPU per event: the real handlers (JSON in), then the inner loops (criterion).
 	$(CARGO) bench -p relay-core --bench costs --locked
-	$(CARGO) bench -p relay-applier --bench handlers --locked
+	GLIBC_TUNABLES="$(FORWARDER_TUNABLES)" $(CARGO) bench -p relay-applier --bench handlers --locked
 	$(CARGO) bench -p relay-core --bench pipeline --locked
 
 bench-local: toolchain setup ## Scan-copy and verify items/s against MiniStack's raw scan and write rates.

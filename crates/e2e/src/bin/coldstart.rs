@@ -7,8 +7,10 @@
 //! `make bench-coldstart` (runs `sam build` first), or
 //! `cargo run --release -p relay-e2e --bin coldstart -- [FORWARDER APPLIER]`
 //! (`COLDSTART_BATCHES=2400` measures that batch size alone).
+//! The forwarder runs with the template's `GLIBC_TUNABLES`, as deployed.
 //! `COLDSTART_ENV="NAME=value …"` adds variables to both bootstraps'
-//! environments (an experiment).
+//! environments, after the template's (an experiment; `GLIBC_TUNABLES=`
+//! gives glibc's defaults).
 //!
 //! Printed, per bootstrap and batch size, over `RUNS` fresh processes:
 //! * init: process spawn → its first `GET …/invocation/next` (runtime and
@@ -299,6 +301,18 @@ async fn run_once(
     Ok((sample, sent))
 }
 
+/// The value of `name` in the template's function environment (a plain
+/// `NAME: value` line), if it sets one.
+fn template_value(template: &std::path::Path, name: &str) -> Result<Option<String>> {
+    let text = std::fs::read_to_string(template)
+        .with_context(|| format!("read {}", template.display()))?;
+    let key = format!("{name}:");
+    Ok(text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&key))
+        .map(|v| v.trim().to_string()))
+}
+
 /// `COLDSTART_ENV`: space-separated `NAME=value` pairs both bootstraps
 /// also get (an experiment, e.g. `SEND_IN_FLIGHT_BYTES=262144` or
 /// `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=131072`).
@@ -373,7 +387,10 @@ async fn main() -> Result<()> {
         }
     }
     let extra = extra_env()?;
+    // The allocator settings the template deploys the forwarder with.
+    let tunables = template_value(&root.join("template.yaml"), "GLIBC_TUNABLES")?;
     let mut fwd_env = vec![("QUEUE_URL", "http://127.0.0.1/123456789012/relay.fifo")];
+    fwd_env.extend(tunables.as_deref().map(|t| ("GLIBC_TUNABLES", t)));
     fwd_env.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let mut app_env = vec![
         ("TARGET_TABLE", "OrdersV2"),
