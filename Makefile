@@ -69,7 +69,7 @@ fmt: toolchain ## Format the code.
 	$(CARGO) fmt --all
 
 # The forwarder's allocator settings, as template.yaml deploys them: the
-# handler bench runs with them (BENCHMARKS.md, "glibc's allocator settings").
+# handler bench runs with them (BENCHMARKS.md, round 5).
 FORWARDER_TUNABLES = $(shell sed -n 's/^ *GLIBC_TUNABLES: *//p' template.yaml)
 
 bench: toolchain ## Request counts per 1M events, then CPU per event: the real handlers (JSON in), then the inner loops (criterion).

@@ -1,6 +1,8 @@
 //! CPU per event at the level users pay for: the real `Forwarder::handle`
 //! and `Applier::handle`, JSON in (the Lambda event as the runtime hands it
-//! over, parsed here as the runtime does), with recording implementations
+//! over, read as the runtime reads it in every row but the `parse` and
+//! `parse-ale` rows, which use `serde_json::from_str` alone),
+//! with recording implementations
 //! of the relay-aws traits (no network, nothing kept but counts), against a
 //! naive one-message-per-event / one-PutItem-per-event handler measured in
 //! the same run.
@@ -14,13 +16,18 @@
 //! * `forwarder/parse-ale/B`: `serde_json` → `aws_lambda_events`' stream
 //!   event (every image built into maps) only: what the forwarder parsed
 //!   before, and what the naive rows parse;
-//! * `forwarder/handle/B`: parse + `Forwarder::handle` (records → events →
-//!   pack into G=32 groups → SendMessageBatch calls on the recorder);
+//! * `forwarder/parse-runtime/B`: the same parse as lambda_runtime reads
+//!   an event (`serde_path_to_error` over `from_slice`, a `String` per map
+//!   key passed): what the forwarder's Lambda pays;
+//! * `forwarder/handle/B`: `parse-runtime` + `Forwarder::handle` (records →
+//!   events → pack into G=32 groups → SendMessageBatch calls on the
+//!   recorder);
 //! * `forwarder/naive/B`: `aws_lambda_events` parse + one message per
 //!   event, one send call each;
 //! * `applier/parse/B`: `serde_json` → `aws_lambda_events` SQS event only,
 //!   for the messages the forwarder made of one stream batch, 10 messages
-//!   an invocation (the FIFO maximum);
+//!   an invocation (the FIFO maximum); `applier/parse-runtime/B` the same
+//!   read as lambda_runtime reads it;
 //! * `applier/decode/B`: parse + every message's envelope decoded into
 //!   events (old images skipped, as the applier without a key-changing
 //!   transform reads them), nothing else: what this applier pays before
@@ -118,6 +125,15 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
+/// An event read as lambda_runtime 1.5 reads it before the handler runs:
+/// `serde_path_to_error` over `serde_json::Deserializer::from_slice`, which
+/// keeps every map key it passes (a `String` each) to name the path of an
+/// error. The `parse` and `parse-ale` rows use `serde_json::from_str`.
+fn as_runtime<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> T {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).expect("parse")
+}
+
 fn deadline() -> tokio::time::Instant {
     tokio::time::Instant::now() + std::time::Duration::from_secs(600)
 }
@@ -191,17 +207,20 @@ fn handlers(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("parse-ale", b), |bn| {
             bn.iter(|| black_box(serde_json::from_str::<Event>(&stream).expect("parse")))
         });
+        g.bench_function(BenchmarkId::new("parse-runtime", b), |bn| {
+            bn.iter(|| black_box(as_runtime::<StreamEvent>(stream.as_bytes())))
+        });
         let f = forwarder(false);
         g.bench_function(BenchmarkId::new("handle", b), |bn| {
             bn.iter(|| {
-                let ev: StreamEvent = serde_json::from_str(&stream).expect("parse");
+                let ev: StreamEvent = as_runtime(stream.as_bytes());
                 black_box(rt.block_on(f.handle(ev, deadline())))
             })
         });
         let q = RecordingQueue::default();
         g.bench_function(BenchmarkId::new("naive", b), |bn| {
             bn.iter(|| {
-                let ev: Event = serde_json::from_str(&stream).expect("parse");
+                let ev: Event = as_runtime(stream.as_bytes());
                 black_box(rt.block_on(naive_forward(&q, ev)))
             })
         });
@@ -220,13 +239,13 @@ fn handlers(c: &mut Criterion) {
         );
         g.bench_function(BenchmarkId::new("sdk", b), |bn| {
             bn.iter(|| {
-                let ev: StreamEvent = serde_json::from_str(&stream).expect("parse");
+                let ev: StreamEvent = as_runtime(stream.as_bytes());
                 black_box(rt.block_on(s.forwarder.handle(ev, deadline())))
             })
         });
         g.bench_function(BenchmarkId::new("naive-sdk", b), |bn| {
             bn.iter(|| {
-                let ev: Event = serde_json::from_str(&stream).expect("parse");
+                let ev: Event = as_runtime(stream.as_bytes());
                 black_box(rt.block_on(naive_forward(&s.queue, ev)))
             })
         });
@@ -243,13 +262,20 @@ fn handlers(c: &mut Criterion) {
                 }
             })
         });
+        g.bench_function(BenchmarkId::new("parse-runtime", b), |bn| {
+            bn.iter(|| {
+                for p in &packed {
+                    black_box(as_runtime::<SqsEvent>(p.as_bytes()));
+                }
+            })
+        });
         // What the applier pays before its own work: the SQS event parsed
         // (each body unescaped) and every envelope decoded into the item
         // maps a write takes, nothing else.
         g.bench_function(BenchmarkId::new("decode", b), |bn| {
             bn.iter(|| {
                 for p in &packed {
-                    let ev: SqsEvent = serde_json::from_str(p).expect("parse");
+                    let ev: SqsEvent = as_runtime(p.as_bytes());
                     for m in &ev.records {
                         let body = m.body.as_deref().unwrap_or_default();
                         black_box(decode_without_old_images(body).expect("decode"));
@@ -259,7 +285,7 @@ fn handlers(c: &mut Criterion) {
         });
         let a = applier();
         for p in &packed {
-            let ev: SqsEvent = serde_json::from_str(p).expect("parse");
+            let ev: SqsEvent = as_runtime(p.as_bytes());
             let r = rt.block_on(a.handle(ev, deadline()));
             assert!(r.batch_item_failures.is_empty(), "applier failed messages");
         }
@@ -271,7 +297,7 @@ fn handlers(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("handle", b), |bn| {
             bn.iter(|| {
                 for p in &packed {
-                    let ev: SqsEvent = serde_json::from_str(p).expect("parse");
+                    let ev: SqsEvent = as_runtime(p.as_bytes());
                     black_box(rt.block_on(a.handle(ev, deadline())));
                 }
             })
@@ -280,13 +306,13 @@ fn handlers(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("naive", b), |bn| {
             bn.iter(|| {
                 for p in &naive {
-                    let ev: SqsEvent = serde_json::from_str(p).expect("parse");
+                    let ev: SqsEvent = as_runtime(p.as_bytes());
                     black_box(rt.block_on(naive_apply(&t, ev)));
                 }
             })
         });
         for p in &packed {
-            let ev: SqsEvent = serde_json::from_str(p).expect("parse");
+            let ev: SqsEvent = as_runtime(p.as_bytes());
             let r = rt.block_on(s.applier.handle(ev, deadline()));
             assert!(
                 r.batch_item_failures.is_empty(),
@@ -300,7 +326,7 @@ fn handlers(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("sdk", b), |bn| {
             bn.iter(|| {
                 for p in &packed {
-                    let ev: SqsEvent = serde_json::from_str(p).expect("parse");
+                    let ev: SqsEvent = as_runtime(p.as_bytes());
                     black_box(rt.block_on(s.applier.handle(ev, deadline())));
                 }
             })
@@ -308,7 +334,7 @@ fn handlers(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("naive-sdk", b), |bn| {
             bn.iter(|| {
                 for p in &naive {
-                    let ev: SqsEvent = serde_json::from_str(p).expect("parse");
+                    let ev: SqsEvent = as_runtime(p.as_bytes());
                     black_box(rt.block_on(naive_apply(&s.target, ev)));
                 }
             })

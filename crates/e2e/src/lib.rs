@@ -49,6 +49,22 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Whether `v` is a `GLIBC_TUNABLES` value of plain numeric tunables:
+/// `glibc.<namespace>.<name>=<digits>`, colon-separated.
+pub fn plain_tunables(v: &str) -> bool {
+    !v.is_empty()
+        && v.split(':').all(|t| {
+            t.split_once('=').is_some_and(|(name, n)| {
+                name.starts_with("glibc.")
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_')
+                    && !n.is_empty()
+                    && n.bytes().all(|b| b.is_ascii_digit())
+            })
+        })
+}
+
 impl Local {
     /// Clients for `AWS_ENDPOINT_URL` (default MiniStack on localhost) with
     /// the emulator's dummy credentials unless real ones are set.

@@ -75,3 +75,32 @@ fn the_template_is_clean_and_broken_copies_are_refused() {
     let (ok, log) = validate(&sam);
     assert!(!ok, "a malformed SQS event must fail validation:\n{log}");
 }
+
+/// The forwarder's `GLIBC_TUNABLES` is one plain line of the template: the
+/// Makefile's `bench` (a `sed`) and the coldstart bench read it from there,
+/// and glibc would silently ignore a value it cannot parse.
+#[test]
+fn the_forwarder_tunables_are_one_plain_template_line() {
+    let template = std::fs::read_to_string(repo_root().join("template.yaml")).expect("template");
+    let values: Vec<&str> = template
+        .lines()
+        .filter(|l| l.contains("GLIBC_TUNABLES"))
+        .filter_map(|l| l.trim().strip_prefix("GLIBC_TUNABLES:"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(values.len(), 1, "{values:?}");
+    assert!(relay_e2e::plain_tunables(values[0]), "{:?}", values[0]);
+    // The checker refuses what glibc would ignore or the sed would garble.
+    for bad in [
+        "",
+        "'glibc.malloc.trim_threshold=1'",
+        "glibc.malloc.x=1 # c",
+        "malloc.x=1",
+        "glibc.malloc.x=1:",
+    ] {
+        assert!(!relay_e2e::plain_tunables(bad), "{bad}");
+    }
+    assert!(relay_e2e::plain_tunables(
+        "glibc.malloc.mmap_threshold=1:glibc.malloc.trim_threshold=2"
+    ));
+}

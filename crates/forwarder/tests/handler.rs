@@ -438,11 +438,14 @@ async fn unknown_event_names_and_oversized_items_become_refetch_markers() {
 }
 
 /// A queue that accepts every entry after a pause, and records the most
-/// calls and message-body bytes it had in flight at once.
+/// calls and message-body bytes it had in flight at once, the largest
+/// call, and how many calls.
 #[derive(Default)]
 struct Gauge {
     now: std::sync::Mutex<(usize, usize)>,
     most: std::sync::Mutex<(usize, usize)>,
+    largest: std::sync::Mutex<usize>,
+    calls: AtomicUsize,
     accepted: AtomicUsize,
 }
 
@@ -452,7 +455,10 @@ impl relay_aws::QueueSender for Gauge {
         entries: Vec<relay_aws::SendEntry>,
     ) -> Result<HashMap<String, relay_aws::EntryStatus>, AwsError> {
         let bytes: usize = entries.iter().map(|e| e.body.len()).sum();
+        self.calls.fetch_add(1, Ordering::SeqCst);
         {
+            let mut largest = self.largest.lock().unwrap();
+            *largest = (*largest).max(bytes);
             let mut now = self.now.lock().unwrap();
             *now = (now.0 + 1, now.1 + bytes);
             let mut most = self.most.lock().unwrap();
@@ -471,10 +477,21 @@ impl relay_aws::QueueSender for Gauge {
     }
 }
 
+/// What one forwarder run on a [`Gauge`] saw.
+struct Seen {
+    /// Most calls, and most body bytes, in flight at once.
+    most: (usize, usize),
+    largest: usize,
+    calls: usize,
+    took: Duration,
+    sent: f64,
+}
+
 /// The send window's invariant (`send_plan::Window`): a large batch's
 /// bodies are handed to SQS within `SEND_IN_FLIGHT_BYTES` at a time, not
-/// all at once, so its peak memory is bounded; small calls are bounded by
-/// `SEND_CONCURRENCY` alone. Every message still goes.
+/// all at once, so its peak memory is bounded; the window refills as calls
+/// complete; small calls are bounded by `SEND_CONCURRENCY` alone. Every
+/// message still goes.
 #[tokio::test(start_paused = true)]
 async fn bodies_in_flight_stay_within_the_send_window() {
     // 64 groups of ~60 KB: one round of 7 calls of up to 10 entries.
@@ -493,34 +510,81 @@ async fn bodies_in_flight_stay_within_the_send_window() {
                 metrics: NoMetrics,
                 clock: relay_aws::runtime::Clock::wall(),
             };
-            let out = f
-                .forward(serde_json::from_str(&text).unwrap(), deadline())
-                .await;
+            let started = tokio::time::Instant::now();
+            let event = serde_json::from_str(&text).unwrap();
+            let out = f.forward(event, deadline()).await;
+            let took = started.elapsed();
             assert!(out.response.batch_item_failures.is_empty());
             let sent = out.metrics.get(names::MESSAGES_SENT).unwrap();
             assert_eq!(f.queue.accepted.load(Ordering::SeqCst) as f64, sent);
             assert_eq!(out.metrics.get(names::FORWARDED), Some(640.0));
             let most = *f.queue.most.lock().unwrap();
-            (most, sent)
+            let largest = *f.queue.largest.lock().unwrap();
+            let calls = f.queue.calls.load(Ordering::SeqCst);
+            Seen {
+                most,
+                largest,
+                calls,
+                took,
+                sent,
+            }
         }
     };
-    let budget = 1_300_000;
-    let ((calls, bytes), sent) = run(budget).await;
-    assert!(sent >= 64.0, "one message per group at least: {sent}");
+    let one_call = Duration::from_millis(20);
+    let budget = 1_600_000;
+    let s = run(budget).await;
+    assert!(s.sent >= 64.0, "one message per group at least: {}", s.sent);
+    let (calls, bytes) = s.most;
     assert!(
         bytes <= budget,
         "{bytes} body bytes in flight, over {budget}"
     );
-    assert!(calls >= 2, "the window still sends concurrently: {calls}");
-    // With room for everything, the call count is the bound.
-    let ((calls, bytes), _) = run(64 * 1024 * 1024).await;
-    assert_eq!(calls, 4, "SEND_CONCURRENCY calls in flight");
+    // Two of the largest calls fit the budget, so the window can, and
+    // does, keep two in flight...
     assert!(
-        bytes > budget,
-        "four calls hold more than the budget: {bytes}"
+        2 * s.largest <= budget,
+        "calls of up to {} bytes",
+        s.largest
+    );
+    assert!(calls >= 2, "the window still sends concurrently: {calls}");
+    // ...and refills as calls complete: any two calls fit, so at least two
+    // are in flight while two wait, and the round takes at most half the
+    // calls' 20 ms each (the clock is paused), rounded up.
+    assert!(s.calls >= 4, "{} calls", s.calls);
+    let pairs = one_call * s.calls.div_ceil(2) as u32;
+    assert!(s.took <= pairs, "{:?} for {} calls", s.took, s.calls);
+    // With room for everything, the call count is the bound.
+    let s = run(64 * 1024 * 1024).await;
+    assert_eq!(s.most.0, 4, "SEND_CONCURRENCY calls in flight");
+    assert!(
+        s.most.1 > budget,
+        "four calls hold more than the budget: {}",
+        s.most.1
     );
     // A budget smaller than one call still sends, one call at a time.
-    let ((calls, _), sent) = run(1_000).await;
-    assert_eq!(calls, 1);
-    assert!(sent >= 64.0);
+    let s = run(1_000).await;
+    assert_eq!(s.most.0, 1);
+    assert!(s.took >= one_call * s.calls as u32);
+    assert!(s.sent >= 64.0);
+}
+
+/// `main.rs` takes the event as lambda_runtime reads it (through
+/// `serde_path_to_error`, over the body's bytes; the images' raw JSON is
+/// captured through its wrapper): the same messages as a plain read.
+#[tokio::test(start_paused = true)]
+async fn the_event_read_as_the_runtime_reads_it_forwards_the_same() {
+    let de = &mut serde_json::Deserializer::from_slice(AWS_SAMPLES.as_bytes());
+    let event: Event = serde_path_to_error::deserialize(de).unwrap();
+    let (via_runtime, direct) = (FakeFifo::new(5), FakeFifo::new(5));
+    let out = forwarder(&via_runtime, 4, 256 * 1024)
+        .forward(event, deadline())
+        .await;
+    assert!(out.response.batch_item_failures.is_empty());
+    forwarder(&direct, 4, 256 * 1024)
+        .forward(serde_json::from_str(AWS_SAMPLES).unwrap(), deadline())
+        .await;
+    let events =
+        |q: &FakeFifo| -> Vec<ChangeEvent> { delivered(q).into_iter().map(|(_, e)| e).collect() };
+    assert!(!events(&direct).is_empty());
+    assert_eq!(events(&via_runtime), events(&direct));
 }

@@ -112,9 +112,10 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 * 1024;
 pub const SQS_MAX_BYTES: usize = 1024 * 1024;
 /// Default message-body bytes the forwarder has in flight at once: two
 /// full calls. Small messages are bounded by `SEND_CONCURRENCY` first; a
-/// 6 MB stream batch goes out in about three waves instead of one, and is
-/// not held a second time by the requests in flight (BENCHMARKS.md, "Cold
-/// start and peak memory of the bootstraps").
+/// batch of more than 2 MiB of messages goes out in several waves instead
+/// of one, and is not held twice more by the requests in flight
+/// (BENCHMARKS.md, "Cold start and peak memory of the bootstraps"). A value
+/// below `MAX_BATCH_BYTES` is allowed: full calls then go one at a time.
 pub const DEFAULT_IN_FLIGHT_BYTES: usize = 2 * SQS_MAX_BYTES;
 
 impl MetricsConfig {
@@ -150,8 +151,8 @@ pub struct ForwarderConfig {
     pub limits: BatchLimits,
     /// Calls in flight at once.
     pub send_concurrency: usize,
-    /// Message-body bytes in flight at once, beyond the first call (see
-    /// [`crate::send_plan::Window`]).
+    /// Message-body bytes in flight at once; a call larger than this goes
+    /// alone (see [`crate::send_plan::Window`]).
     pub send_in_flight_bytes: usize,
     pub metrics: MetricsConfig,
 }

@@ -33,14 +33,16 @@ impl Default for BatchLimits {
 }
 
 /// How much of a round may be in flight at once: at most `calls` calls
-/// and, beyond the first call, at most `bytes` of message bodies.
+/// and at most `bytes` of message bodies, except that one call always may
+/// start alone, whatever its size.
 ///
 /// **Invariant:** the forwarder starts a call only when the window admits
-/// it, so the bodies it has handed to the SDK (which serializes each call
-/// into a request of its own) stay within `bytes` unless a single call is
-/// larger: the send phase of a large batch holds the packed messages plus
-/// about `bytes` more, not the batch twice more (BENCHMARKS.md, "Cold start
-/// and peak memory of the bootstraps").
+/// it, so the bodies it has handed to SQS stay within `bytes` (or one call,
+/// if larger). Each body in flight is held about twice (the copy handed to
+/// the SDK, then the SDK's serialised request), so the send phase of a
+/// large batch holds the packed messages plus about twice `bytes`, not the
+/// batch twice more (BENCHMARKS.md, "Cold start and peak memory of the
+/// bootstraps").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Window {
     pub calls: usize,

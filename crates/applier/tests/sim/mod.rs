@@ -153,14 +153,15 @@ impl Sim {
                         _ => Default::default(),
                     },
                 },
+                // Two entries a call, so that a round of up to five groups
+                // is several calls, and the send window (3 calls, 4 KB)
+                // holds some back by count or by bytes.
                 limits: BatchLimits {
-                    max_entries: 10,
+                    max_entries: 2,
                     max_batch_bytes: 1024 * 1024,
                     max_attempts: 4,
                 },
                 send_concurrency: 3,
-                // Small enough that rounds of a few calls are held back by
-                // bytes as well as by count.
                 send_in_flight_bytes: 4096,
                 metrics: metrics_cfg.clone(),
             },

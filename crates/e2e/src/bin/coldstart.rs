@@ -301,16 +301,26 @@ async fn run_once(
     Ok((sample, sent))
 }
 
-/// The value of `name` in the template's function environment (a plain
-/// `NAME: value` line), if it sets one.
-fn template_value(template: &std::path::Path, name: &str) -> Result<Option<String>> {
+/// The template's `GLIBC_TUNABLES` for the forwarder: its one plain
+/// `GLIBC_TUNABLES: glibc.…=N:…` line (the Makefile reads the same line;
+/// `tests/validate.rs` keeps it one plain line). glibc ignores a tunable
+/// it cannot parse, so anything else is an error here, not a silent run on
+/// glibc's defaults.
+fn template_tunables(template: &std::path::Path) -> Result<String> {
     let text = std::fs::read_to_string(template)
         .with_context(|| format!("read {}", template.display()))?;
-    let key = format!("{name}:");
-    Ok(text
+    let values: Vec<&str> = text
         .lines()
-        .find_map(|l| l.trim().strip_prefix(&key))
-        .map(|v| v.trim().to_string()))
+        .filter_map(|l| l.trim().strip_prefix("GLIBC_TUNABLES:"))
+        .map(str::trim)
+        .collect();
+    match values[..] {
+        [v] if relay_e2e::plain_tunables(v) => Ok(v.to_string()),
+        _ => bail!(
+            "{}: expected one plain `GLIBC_TUNABLES: glibc.x.y=N[:…]` line, found {values:?}",
+            template.display()
+        ),
+    }
 }
 
 /// `COLDSTART_ENV`: space-separated `NAME=value` pairs both bootstraps
@@ -388,9 +398,11 @@ async fn main() -> Result<()> {
     }
     let extra = extra_env()?;
     // The allocator settings the template deploys the forwarder with.
-    let tunables = template_value(&root.join("template.yaml"), "GLIBC_TUNABLES")?;
-    let mut fwd_env = vec![("QUEUE_URL", "http://127.0.0.1/123456789012/relay.fifo")];
-    fwd_env.extend(tunables.as_deref().map(|t| ("GLIBC_TUNABLES", t)));
+    let tunables = template_tunables(&root.join("template.yaml"))?;
+    let mut fwd_env = vec![
+        ("QUEUE_URL", "http://127.0.0.1/123456789012/relay.fifo"),
+        ("GLIBC_TUNABLES", tunables.as_str()),
+    ];
     fwd_env.extend(extra.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let mut app_env = vec![
         ("TARGET_TABLE", "OrdersV2"),
