@@ -49,6 +49,16 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The values of the template's `GLIBC_TUNABLES: …` lines (the forwarder
+/// sets one; the Makefile's `bench` reads the same line with `sed`).
+pub fn template_tunables(template: &str) -> Vec<&str> {
+    template
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("GLIBC_TUNABLES:"))
+        .map(str::trim)
+        .collect()
+}
+
 /// Whether `v` is a `GLIBC_TUNABLES` value of plain numeric tunables:
 /// `glibc.<namespace>.<name>=<digits>`, colon-separated.
 pub fn plain_tunables(v: &str) -> bool {

@@ -82,12 +82,7 @@ fn the_template_is_clean_and_broken_copies_are_refused() {
 #[test]
 fn the_forwarder_tunables_are_one_plain_template_line() {
     let template = std::fs::read_to_string(repo_root().join("template.yaml")).expect("template");
-    let values: Vec<&str> = template
-        .lines()
-        .filter(|l| l.contains("GLIBC_TUNABLES"))
-        .filter_map(|l| l.trim().strip_prefix("GLIBC_TUNABLES:"))
-        .map(str::trim)
-        .collect();
+    let values = relay_e2e::template_tunables(&template);
     assert_eq!(values.len(), 1, "{values:?}");
     assert!(relay_e2e::plain_tunables(values[0]), "{:?}", values[0]);
     // The checker refuses what glibc would ignore or the sed would garble.

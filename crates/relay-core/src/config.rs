@@ -317,13 +317,14 @@ mod tests {
         assert_eq!(c.send_concurrency, 8);
         assert_eq!(c.send_in_flight_bytes, 2 * 1024 * 1024);
         // Below one smallest message is refused, by name.
-        let e = ForwarderConfig::from_env(&env(&[
-            ("QUEUE_URL", "q"),
-            ("MIGRATION_ID", "m"),
-            ("SEND_IN_FLIGHT_BYTES", "10"),
-        ]))
-        .unwrap_err();
+        let e = forwarder_refuses(("SEND_IN_FLIGHT_BYTES", "10"));
         assert_eq!(e.var, "SEND_IN_FLIGHT_BYTES");
+    }
+
+    /// The error for the forwarder's required settings plus `extra`.
+    fn forwarder_refuses(extra: (&str, &str)) -> ConfigError {
+        ForwarderConfig::from_env(&env(&[("QUEUE_URL", "q"), ("MIGRATION_ID", "m"), extra]))
+            .unwrap_err()
     }
 
     #[test]
@@ -355,20 +356,10 @@ mod tests {
         let e = ForwarderConfig::from_env(&env(&[("MIGRATION_ID", "m")])).unwrap_err();
         assert_eq!(e.var, "QUEUE_URL");
         assert_eq!(e.to_string(), "configuration: QUEUE_URL is not set");
-        let e = ForwarderConfig::from_env(&env(&[
-            ("QUEUE_URL", "q"),
-            ("MIGRATION_ID", "m"),
-            ("GROUP_BUCKETS", "many"),
-        ]))
-        .unwrap_err();
+        let e = forwarder_refuses(("GROUP_BUCKETS", "many"));
         assert_eq!(e.var, "GROUP_BUCKETS");
         assert!(e.problem.contains("\"many\""));
-        let e = ForwarderConfig::from_env(&env(&[
-            ("QUEUE_URL", "q"),
-            ("MIGRATION_ID", "m"),
-            ("MAX_MESSAGE_BYTES", "2000000"),
-        ]))
-        .unwrap_err();
+        let e = forwarder_refuses(("MAX_MESSAGE_BYTES", "2000000"));
         assert_eq!(e.var, "MAX_MESSAGE_BYTES");
         let e = ApplierConfig::from_env(&env(&[
             ("TARGET_TABLE", "t"),

@@ -309,11 +309,7 @@ async fn run_once(
 fn template_tunables(template: &std::path::Path) -> Result<String> {
     let text = std::fs::read_to_string(template)
         .with_context(|| format!("read {}", template.display()))?;
-    let values: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("GLIBC_TUNABLES:"))
-        .map(str::trim)
-        .collect();
+    let values = relay_e2e::template_tunables(&text);
     match values[..] {
         [v] if relay_e2e::plain_tunables(v) => Ok(v.to_string()),
         _ => bail!(
