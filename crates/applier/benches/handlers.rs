@@ -19,11 +19,22 @@
 //! * `forwarder/parse-runtime/B`: the same parse as lambda_runtime reads
 //!   an event (`serde_path_to_error` over `from_slice`, a `String` per map
 //!   key passed): what the forwarder's Lambda pays;
+//! * `forwarder/scan/B`: `serde_json` reading the event's text into
+//!   `IgnoredAny` (nothing kept, nothing checked): what reading it at all
+//!   costs;
+//! * `forwarder/check/B`: the image check alone
+//!   (`relay_core::stream::check`) over every image of the batch, already
+//!   captured;
 //! * `forwarder/handle/B`: `parse-runtime` + `Forwarder::handle` (records →
 //!   events → pack into G=32 groups → SendMessageBatch calls on the
 //!   recorder);
 //! * `forwarder/naive/B`: `aws_lambda_events` parse + one message per
 //!   event, one send call each;
+//! * `forwarder/sdk-send/B`: the messages `handle` made of the batch, built
+//!   beforehand, sent 10 a call through the SDK client on the canned
+//!   connector (below): what the SDK alone costs the forwarder per event;
+//!   `forwarder/sdk-send-prose/B` the same with prose in every payload (an
+//!   apostrophe every 40 bytes, a newline every 80), which the SDK escapes;
 //! * `applier/parse/B`: `serde_json` → `aws_lambda_events` SQS event only,
 //!   for the messages the forwarder made of one stream batch, 10 messages
 //!   an invocation (the FIFO maximum); `applier/parse-runtime/B` the same
@@ -32,6 +43,9 @@
 //!   events (old images skipped, as the applier without a key-changing
 //!   transform reads them), nothing else: what this applier pays before
 //!   its own work (this decoder's cost, not a proven floor);
+//! * `applier/sdk-write/B`: the last write of each key of the batch, built
+//!   beforehand, written 25 a call through the SDK client on the canned
+//!   connector: what the SDK alone costs the applier per event;
 //! * `applier/handle/B`: parse + `Applier::handle` of each of those
 //!   invocations (decode, control item, cutoff, coalesce, plan,
 //!   BatchWriteItem calls on the recorder, commit);
@@ -60,6 +74,7 @@ use relay_core::event::from_stream_record;
 use relay_core::group::dedup_id;
 use relay_core::stream::StreamEvent;
 use relay_forwarder::Forwarder;
+use serde::de::IgnoredAny;
 
 #[path = "handlers/canned.rs"]
 mod canned;
@@ -134,6 +149,11 @@ fn as_runtime<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> T {
     serde_path_to_error::deserialize(de).expect("parse")
 }
 
+/// 80 bytes of a version 2 body holding prose: two apostrophes (`"` once
+/// exchanged) and a newline (`\n` in JSON).
+const PROSE: &str =
+    "Don\"t ship it; the customer\"s order is late again and support is on it.\\nOK.....";
+
 fn deadline() -> tokio::time::Instant {
     tokio::time::Instant::now() + std::time::Duration::from_secs(600)
 }
@@ -188,7 +208,8 @@ fn handlers(c: &mut Criterion) {
         assert!(r.batch_item_failures.is_empty(), "forwarder failed records");
         assert!(f.queue.calls.load(Ordering::Relaxed) > 0, "nothing sent");
         // A FIFO queue hands the applier at most 10 messages an invocation.
-        let packed: Vec<String> = f.queue.kept().chunks(10).map(sqs_json).collect();
+        let f_kept = f.queue.kept();
+        let packed: Vec<String> = f_kept.chunks(10).map(sqs_json).collect();
         let naive_msgs: Vec<(String, String)> = {
             let ev: Event = serde_json::from_str(&stream).expect("stream event");
             ev.records
@@ -209,6 +230,29 @@ fn handlers(c: &mut Criterion) {
         });
         g.bench_function(BenchmarkId::new("parse-runtime", b), |bn| {
             bn.iter(|| black_box(as_runtime::<StreamEvent>(stream.as_bytes())))
+        });
+        // Floors: reading the event's text at all, nothing kept; and the
+        // image check alone, on images already captured.
+        g.bench_function(BenchmarkId::new("scan", b), |bn| {
+            bn.iter(|| {
+                black_box(serde_json::from_slice::<IgnoredAny>(stream.as_bytes()).expect("scan"))
+            })
+        });
+        let images: Vec<String> = {
+            let ev: StreamEvent = serde_json::from_str(&stream).expect("stream event");
+            ev.records
+                .iter()
+                .flat_map(|r| [&r.change.new_image, &r.change.old_image])
+                .flatten()
+                .map(|i| i.get().to_owned())
+                .collect()
+        };
+        g.bench_function(BenchmarkId::new("check", b), |bn| {
+            bn.iter(|| {
+                for i in &images {
+                    black_box(relay_core::stream::check(i).expect("check"));
+                }
+            })
         });
         let f = forwarder(false);
         g.bench_function(BenchmarkId::new("handle", b), |bn| {
@@ -243,6 +287,54 @@ fn handlers(c: &mut Criterion) {
                 black_box(rt.block_on(s.forwarder.handle(ev, deadline())))
             })
         });
+        // Floor on the SDK: the messages this batch made, sent as they are
+        // (10 a call) through the SDK client on the canned connector.
+        let calls: Vec<Vec<SendEntry>> = f_kept
+            .chunks(10)
+            .enumerate()
+            .map(|(c, chunk)| {
+                chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (body, group))| SendEntry {
+                        id: i.to_string(),
+                        body: body.clone(),
+                        group_id: group.clone(),
+                        dedup_id: format!("{c}-{i}"),
+                    })
+                    .collect()
+            })
+            .collect();
+        g.bench_function(BenchmarkId::new("sdk-send", b), |bn| {
+            bn.iter(|| {
+                for call in &calls {
+                    black_box(rt.block_on(s.queue.send_batch(call.clone())).expect("send"));
+                }
+            })
+        });
+        // The same messages with prose in every payload: an apostrophe
+        // every 40 bytes (a `"` in a version 2 body, which the SDK escapes)
+        // and a newline (`\n`) every 80.
+        let prose: Vec<Vec<SendEntry>> = calls
+            .iter()
+            .map(|call| {
+                call.iter()
+                    .map(|e| SendEntry {
+                        body: e.body.replace(&"x".repeat(80), PROSE),
+                        ..e.clone()
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(PROSE.len(), 80);
+        assert!(prose[0][0].body.contains("Don\"t"), "no payload replaced");
+        g.bench_function(BenchmarkId::new("sdk-send-prose", b), |bn| {
+            bn.iter(|| {
+                for call in &prose {
+                    black_box(rt.block_on(s.queue.send_batch(call.clone())).expect("send"));
+                }
+            })
+        });
         g.bench_function(BenchmarkId::new("naive-sdk", b), |bn| {
             bn.iter(|| {
                 let ev: Event = as_runtime(stream.as_bytes());
@@ -266,6 +358,35 @@ fn handlers(c: &mut Criterion) {
             bn.iter(|| {
                 for p in &packed {
                     black_box(as_runtime::<SqsEvent>(p.as_bytes()));
+                }
+            })
+        });
+        let bodies: Vec<String> = packed
+            .iter()
+            .flat_map(|p| serde_json::from_str::<SqsEvent>(p).expect("parse").records)
+            .map(|m| m.body.unwrap_or_default())
+            .collect();
+        // Floor on the SDK: the last write of each key in the batch,
+        // written 25 a call through the SDK client on the canned connector.
+        let mut last = std::collections::HashMap::new();
+        for e in bodies
+            .iter()
+            .flat_map(|body| decode_without_old_images(body).expect("decode").ev)
+        {
+            last.insert(relay_core::item::CanonicalKey::of(&e.keys), e);
+        }
+        let events: Vec<_> = last.into_values().collect();
+        let writes: Vec<Write<'_>> = events
+            .iter()
+            .map(|e| match &e.new_image {
+                Some(img) => Write::Put(img),
+                None => Write::Delete(&e.keys),
+            })
+            .collect();
+        g.bench_function(BenchmarkId::new("sdk-write", b), |bn| {
+            bn.iter(|| {
+                for call in writes.chunks(25) {
+                    black_box(rt.block_on(s.target.batch_write(call)).expect("write"));
                 }
             })
         });

@@ -184,7 +184,7 @@ where
     }
 
     /// Handles one SQS batch; returns the response and the metrics.
-    pub async fn apply(&self, event: SqsEvent, deadline: tokio::time::Instant) -> Applied {
+    pub async fn apply(&self, mut event: SqsEvent, deadline: tokio::time::Instant) -> Applied {
         let mut metrics = MetricRecord::new("applier");
         let ids: Vec<String> = event
             .records
@@ -224,8 +224,10 @@ where
         } else {
             decode_without_old_images
         };
-        for (i, m) in event.records.iter().enumerate() {
-            match decode(m.body.as_deref().unwrap_or_default()) {
+        // Each body is taken, not copied: a version 2 body is exchanged back
+        // in place.
+        for (i, m) in event.records.iter_mut().enumerate() {
+            match decode(m.body.take().unwrap_or_default()) {
                 Ok(env) => decoded.push((i, env.ev)),
                 Err(e) => {
                     tracing::error!(message_id = %ids[i], error = %e, "message cannot be decoded; it and every later message of its group are reported failed (it reaches the DLQ after maxReceiveCount)");

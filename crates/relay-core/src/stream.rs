@@ -117,9 +117,7 @@ pub struct RawImage {
 impl RawImage {
     /// Checks `json` and keeps it.
     pub fn new(json: Box<RawValue>) -> Result<Self, serde_json::Error> {
-        let mut de = serde_json::Deserializer::from_str(json.get());
-        let n = Shape { depth: 0 }.deserialize(&mut de)?;
-        de.end()?;
+        let n = check(json.get())?;
         Ok(RawImage {
             json,
             empty: n == 0,
@@ -172,6 +170,16 @@ impl<'de> Deserialize<'de> for RawImage {
             ))
         })
     }
+}
+
+/// Checks that `json` is an item in serde_dynamo's grammar, nested at most
+/// [`MAX_NESTING`] levels, building nothing: [`RawImage::new`]'s check.
+/// Returns its number of attributes.
+pub fn check(json: &str) -> Result<usize, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    let n = Shape { depth: 0 }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(n)
 }
 
 fn seconds_to_ms<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {

@@ -1,13 +1,23 @@
-//! Golden test of the v1 wire envelope (fixtures/envelope-v1.json).
+//! Golden tests of the wire envelope: version 2, which this build writes
+//! (fixtures/envelope-v2.txt), and version 1, which it still reads
+//! (fixtures/envelope-v1.json: messages an earlier release queued).
 //!
 //! If this test fails, the wire format changed: appliers already deployed
 //! would misread new messages. Bump the envelope version instead.
 
-use relay_core::envelope::{decode, encode, EnvelopeError};
+use relay_core::envelope::{decode, encode, exchange_quotes, EnvelopeError};
 use relay_core::event::{ChangeEvent, Op};
 use relay_core::item::{AttributeValue as V, Attrs};
 
 const GOLDEN: &str = include_str!("../../../fixtures/envelope-v1.json");
+const GOLDEN_V2: &str = include_str!("../../../fixtures/envelope-v2.txt");
+
+/// A version 2 body's plain JSON.
+fn exchanged_back(body: &str) -> serde_json::Value {
+    let mut b = body.as_bytes().to_vec();
+    exchange_quotes(&mut b);
+    serde_json::from_slice(&b).unwrap_or_default()
+}
 
 fn s(x: &str) -> V {
     V::S(x.into())
@@ -122,36 +132,47 @@ fn expected() -> Vec<ChangeEvent> {
 }
 
 #[test]
-fn golden_fixture_decodes_to_the_expected_events() {
-    let env = decode(GOLDEN).expect("golden fixture decodes");
-    assert_eq!(env.v, 1);
-    assert_eq!(env.src, "Orders");
-    assert_eq!(env.ev, expected());
+fn golden_fixtures_decode_to_the_expected_events() {
+    for (golden, v) in [(GOLDEN, 1), (GOLDEN_V2.trim_end(), 2)] {
+        let env = decode(golden).expect("golden fixture decodes");
+        assert_eq!(env.v, v);
+        assert_eq!(env.src, "Orders");
+        assert_eq!(env.ev, expected());
+    }
 }
 
 #[test]
-fn encoding_the_expected_events_gives_the_golden_fixture() {
-    let ours: serde_json::Value = serde_json::from_str(&encode("Orders", &expected())).unwrap();
-    let golden: serde_json::Value = serde_json::from_str(GOLDEN).unwrap();
-    assert_eq!(ours, golden);
+fn encoding_the_expected_events_gives_the_version_2_golden_fixture() {
+    let body = encode("Orders", &expected());
+    assert!(body.starts_with("{'v':2,'src':'Orders','ev':[{"), "{body}");
+    assert!(exchanged_back(&body).is_object(), "{body}");
+    assert_eq!(exchanged_back(&body), exchanged_back(GOLDEN_V2.trim_end()));
+    // Version 2 is version 1's JSON, its quotes exchanged, with "v":2.
+    let mut v1: serde_json::Value = serde_json::from_str(GOLDEN).unwrap();
+    v1["v"] = 2.into();
+    assert_eq!(exchanged_back(&body), v1);
 }
 
 #[test]
 fn numbers_are_never_floats_on_the_wire() {
     let body = encode("Orders", &expected());
-    assert!(body.contains(r#""N":"12345678901234567890123456789012345678""#));
-    assert!(body.contains(r#""N":"-0.000000000000000000000000000000000000012345""#));
+    assert!(body.contains("'N':'12345678901234567890123456789012345678'"));
+    assert!(body.contains("'N':'-0.000000000000000000000000000000000000012345'"));
 }
 
 #[test]
 fn the_same_body_with_another_version_is_refused() {
-    let v2 = GOLDEN.replacen("\"v\": 1", "\"v\": 2", 1);
-    assert_ne!(v2, GOLDEN, "fixture layout changed; update this test");
-    assert_eq!(
-        decode(&v2).unwrap_err(),
-        EnvelopeError::UnsupportedVersion {
-            found: 2,
-            supported: 1
-        }
-    );
+    let v3 = GOLDEN.replacen("\"v\": 1", "\"v\": 3", 1);
+    let v3x = GOLDEN_V2.replacen("'v':2", "'v':3", 1);
+    assert_ne!(v3, GOLDEN, "fixture layout changed; update this test");
+    assert_ne!(v3x, GOLDEN_V2, "fixture layout changed; update this test");
+    for body in [v3, v3x] {
+        assert_eq!(
+            decode(&body).unwrap_err(),
+            EnvelopeError::UnsupportedVersion {
+                found: 3,
+                supported: 2
+            }
+        );
+    }
 }

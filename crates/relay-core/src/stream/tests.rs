@@ -161,7 +161,7 @@ fn images_nest_as_deep_as_dynamodb_allows_and_the_applier_reads_them() {
     let mut body = header("T");
     body.extend(encode_event(&event));
     body.extend_from_slice(FOOTER);
-    let back = decode(&into_string(body)).unwrap().ev.remove(0);
+    let back = decode(into_string(body)).unwrap().ev.remove(0);
     assert_eq!(back.new_image.unwrap(), dynamo(&deepest).unwrap());
     // One level more is refused, by name: serde_dynamo alone would read it
     // (and deeper, near serde_json's limit, where an applier reading it
