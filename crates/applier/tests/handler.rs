@@ -13,7 +13,7 @@ use relay_aws::{AwsError, NoMetrics};
 use relay_core::apply::TtlPolicy;
 use relay_core::config::{ApplierConfig, MetricsConfig, MetricsMode};
 use relay_core::control::ControlState;
-use relay_core::envelope::encode;
+use relay_core::envelope::{encode, encode_as};
 use relay_core::event::{ChangeEvent, Op};
 use relay_core::item::{AttributeValue as V, Attrs, CanonicalKey};
 use relay_core::metrics::names;
@@ -146,6 +146,27 @@ async fn the_aws_fixture_is_applied_coalesced_and_counted() {
     assert_eq!(out.metrics.get(names::APPLIED_PUTS), Some(3.0));
     assert_eq!(out.metrics.get(names::APPLIED_DELETES), Some(1.0));
     assert_eq!(db.calls("BatchWriteItem"), 1);
+}
+
+/// An upgrade: the queue holds version 1 bodies (an earlier release's
+/// forwarder, or `ENVELOPE_VERSION=1`) before version 2 ones, in one group;
+/// the applier reads both, in order. (The AWS fixture above is version 1.)
+#[tokio::test(start_paused = true)]
+async fn version_1_and_version_2_bodies_apply_in_queue_order() {
+    let (db, a) = setup(Some(T0), TtlPolicy::Replicate);
+    let bodies = vec![
+        encode_as(1, "Orders", &[change(1, Op::Insert, "a", 1)]),
+        encode_as(2, "Orders", &[change(2, Op::Modify, "a", 2)]),
+        encode_as(1, "Orders", &[change(3, Op::Insert, "b", 1)]),
+        encode_as(2, "Orders", &[change(4, Op::Remove, "b", 0)]),
+    ];
+    assert!(bodies[0].starts_with(r#"{"v":1,"#) && bodies[1].starts_with("{'v':2,"));
+    let out = a.apply(sqs_event(bodies), deadline()).await;
+    assert!(out.response.batch_item_failures.is_empty());
+    let items = db.items("target");
+    assert_eq!(items[&key("a")]["v"], V::N("2".into()));
+    assert!(!items.contains_key(&key("b")));
+    assert_eq!(out.metrics.get(names::UNDECODABLE_MESSAGES), Some(0.0));
 }
 
 #[tokio::test(start_paused = true)]

@@ -99,3 +99,39 @@ fn the_forwarder_tunables_are_one_plain_template_line() {
         "glibc.malloc.mmap_threshold=1:glibc.malloc.trim_threshold=2"
     ));
 }
+
+/// The lines of the template's top-level entry `name` (a resource or a
+/// parameter): from `  name:` to the next entry at that indentation.
+fn entry<'a>(template: &'a str, name: &str) -> Vec<&'a str> {
+    let head = format!("  {name}:");
+    let mut lines = template.lines().skip_while(|l| *l != head);
+    let first = lines.next().expect("the entry is in the template");
+    std::iter::once(first)
+        .chain(lines.take_while(|l| l.starts_with("   ") || !l.starts_with("  ")))
+        .collect()
+}
+
+/// A stack update must replace the applier before the forwarder (an
+/// applier reads every earlier envelope version, not later ones), and the
+/// forwarder writes the version the `EnvelopeVersion` parameter says:
+/// this build's by default, 1 on demand for an upgrade that may roll back.
+#[test]
+fn the_forwarder_waits_for_the_applier_and_writes_the_parameters_envelope_version() {
+    let template = std::fs::read_to_string(repo_root().join("template.yaml")).expect("template");
+    let forwarder = entry(&template, "Forwarder");
+    assert!(
+        forwarder.contains(&"    DependsOn: Applier"),
+        "{forwarder:#?}"
+    );
+    assert!(
+        forwarder.contains(&"          ENVELOPE_VERSION: !Ref EnvelopeVersion"),
+        "{forwarder:#?}"
+    );
+    let parameter = entry(&template, "EnvelopeVersion");
+    let default = format!("    Default: {}", relay_core::envelope::VERSION);
+    assert!(parameter.contains(&default.as_str()), "{parameter:#?}");
+    assert!(
+        parameter.contains(&"    AllowedValues: [1, 2]"),
+        "{parameter:#?}"
+    );
+}

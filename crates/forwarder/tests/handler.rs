@@ -34,6 +34,7 @@ fn config(buckets: u32, cap: usize) -> ForwarderConfig {
             max_message_bytes: cap,
             forward_old_image: true,
             old_key_sources: Default::default(),
+            envelope_version: relay_core::envelope::VERSION,
         },
         limits: BatchLimits::default(),
         send_concurrency: 4,

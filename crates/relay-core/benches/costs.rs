@@ -58,6 +58,7 @@ fn ours(
         max_message_bytes: cap,
         forward_old_image: true,
         old_key_sources: Default::default(),
+        envelope_version: relay_core::envelope::VERSION,
     };
     let mut c = Counts::default();
     let mut sent: Vec<OutMessage> = Vec::new();

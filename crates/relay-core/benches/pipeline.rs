@@ -22,6 +22,7 @@ fn forwarder(c: &mut Criterion) {
         max_message_bytes: 256 * 1024,
         forward_old_image: true,
         old_key_sources: Default::default(),
+        envelope_version: relay_core::envelope::VERSION,
     };
     let mut g = c.benchmark_group("forwarder_encode_pack_1KB");
     g.throughput(Throughput::Elements(BATCH as u64));
@@ -51,6 +52,7 @@ fn applier(c: &mut Criterion) {
         max_message_bytes: 256 * 1024,
         forward_old_image: true,
         old_key_sources: Default::default(),
+        envelope_version: relay_core::envelope::VERSION,
     };
     let packed: Vec<String> = pack("Orders", &indexed, &cfg, 1)
         .expect("pack")

@@ -194,6 +194,9 @@ impl ForwarderConfig {
                 max_message_bytes,
                 forward_old_image: boolean(env, "FORWARD_OLD_IMAGE", true)?,
                 old_key_sources: old_key_sources(env)?,
+                // 1 while a stack may still roll back to a release that
+                // reads only version 1 (crate::envelope).
+                envelope_version: number(env, "ENVELOPE_VERSION", crate::envelope::VERSION, 1, 2)?,
             },
             limits: BatchLimits {
                 max_entries: 10,
@@ -319,6 +322,21 @@ mod tests {
         // Below one smallest message is refused, by name.
         let e = forwarder_refuses(("SEND_IN_FLIGHT_BYTES", "10"));
         assert_eq!(e.var, "SEND_IN_FLIGHT_BYTES");
+        // Version 2 by default, 1 on demand, nothing else.
+        assert_eq!(c.pack.envelope_version, 2);
+        let v1 = ForwarderConfig::from_env(&env(&[
+            ("QUEUE_URL", "q"),
+            ("MIGRATION_ID", "m"),
+            ("ENVELOPE_VERSION", "1"),
+        ]))
+        .unwrap();
+        assert_eq!(v1.pack.envelope_version, 1);
+        for bad in ["0", "3", "v2"] {
+            assert_eq!(
+                forwarder_refuses(("ENVELOPE_VERSION", bad)).var,
+                "ENVELOPE_VERSION"
+            );
+        }
     }
 
     /// The error for the forwarder's required settings plus `extra`.

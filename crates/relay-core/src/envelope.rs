@@ -26,9 +26,15 @@
 //! Every `"` of a version 1 body is escaped on the way out (the SDK's
 //! escaper, byte by byte, was ~⅔ of the SDK's cost of a send) and unescaped
 //! on the way in (most of the applier's read of its event). A version 2
-//! body has no `"` but those of customer text that had `'`, so both are
-//! copies (BENCHMARKS.md, round 6). The exchange keeps the length, so the
-//! packer's sizes are the body's, and it is its own inverse.
+//! body has no `"` or `\` but where customer text had `'`, `"`, `\` or a
+//! control character, so for most data both are copies (BENCHMARKS.md,
+//! round 6). The exchange keeps the length, so the packer's sizes are the
+//! body's, and it is its own inverse.
+//!
+//! The forwarder writes version 2 unless `ENVELOPE_VERSION=1`: an applier
+//! of a release before version 2 reads only version 1, and a stack that may
+//! roll back to one (a live migration upgraded from it) must not queue
+//! version 2 until the upgrade has completed.
 //!
 //! **Invariant:** a reader never guesses: a body whose `v` it does not know is
 //! an [`EnvelopeError::UnsupportedVersion`], never a best-effort parse; a
@@ -44,7 +50,8 @@ use serde::{Deserialize, Serialize};
 use crate::event::{ChangeEvent, Op};
 use crate::item::Attrs;
 
-/// The envelope version this build writes. It reads it and version 1.
+/// The envelope version this build writes by default. It reads it and
+/// version 1, and writes either ([`header`], [`into_string`]).
 pub const VERSION: u32 = 2;
 
 /// A decoded message.
@@ -227,25 +234,32 @@ fn full_decode<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// Encodes a whole message (used by tests and tools; the forwarder packs
-/// with [`header`], [`encode_event`] and [`FOOTER`] to know sizes as it goes).
+/// Encodes a whole message as version [`VERSION`] (used by tests and tools;
+/// the forwarder packs with [`header`], [`encode_event`] and [`FOOTER`] to
+/// know sizes as it goes).
 pub fn encode(src: &str, events: &[ChangeEvent]) -> String {
+    encode_as(VERSION, src, events)
+}
+
+/// [`encode`] as version `version` (1 or 2).
+pub fn encode_as(version: u32, src: &str, events: &[ChangeEvent]) -> String {
     let mut out = Vec::new();
     write_json(
         &mut out,
         &EnvelopeRef {
-            v: VERSION,
+            v: version,
             src,
             ev: events,
         },
     );
-    into_string(out)
+    into_string(version, out)
 }
 
-/// The bytes before the first event: `{"v":2,"src":"…","ev":[`, in plain
-/// JSON ([`into_string`] exchanges the quotes of the whole body).
-pub fn header(src: &str) -> Vec<u8> {
-    let mut out = format!("{{\"v\":{VERSION},\"src\":").into_bytes();
+/// The bytes before the first event of a version `version` body:
+/// `{"v":2,"src":"…","ev":[`, in plain JSON ([`into_string`] exchanges the
+/// quotes of a whole version 2 body).
+pub fn header(version: u32, src: &str) -> Vec<u8> {
+    let mut out = format!("{{\"v\":{version},\"src\":").into_bytes();
     write_json(&mut out, &src);
     out.extend_from_slice(b",\"ev\":[");
     out
@@ -347,10 +361,12 @@ pub fn encode_view<I: Serialize>(view: &EventView<'_, I>) -> Vec<u8> {
 }
 
 /// Turns bytes built from [`header`], [`encode_event`], [`SEPARATOR`] and
-/// [`FOOTER`] into the body string: version 2's form, its quotes exchanged
-/// ([`exchange_quotes`]), the same length.
-pub fn into_string(mut bytes: Vec<u8>) -> String {
-    exchange_quotes(&mut bytes);
+/// [`FOOTER`] into the body string of a version `version` body: for
+/// version 2 its quotes exchanged ([`exchange_quotes`]), the same length.
+pub fn into_string(version: u32, mut bytes: Vec<u8>) -> String {
+    if version == 2 {
+        exchange_quotes(&mut bytes);
+    }
     // serde_json only writes UTF-8, and the framing bytes are ASCII.
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
@@ -472,7 +488,7 @@ mod tests {
     fn the_fast_path_prefix_is_what_this_build_writes_and_never_hides_a_version() {
         // The prefix is version 2's: a new VERSION must change it.
         assert_eq!(VERSION, 2);
-        assert!(header("t").starts_with(V2_PREFIX.as_bytes()));
+        assert!(header(VERSION, "t").starts_with(V2_PREFIX.as_bytes()));
         let body = encode("t", &[ev("a", "x")]);
         assert!(
             body.starts_with("{'v':2,'src':'t','ev':[{'id':'a'"),
@@ -583,6 +599,9 @@ mod tests {
         let v2 = encode("t", &events);
         let v1 = exchanged(&v2).replacen(r#"{"v":2,"#, r#"{"v":1,"#, 1);
         assert!(v1.starts_with(V1_PREFIX));
+        assert_eq!(v1, encode_as(1, "t", &events));
+        // Customer quotes: `'` travels as `"`, an escaped `"` as `\'`.
+        assert!(v2.contains(r#"'S':'it"s \'x\''"#), "{v2}");
         let (a, b) = (decode(&v1).unwrap(), decode(&v2).unwrap());
         assert_eq!((a.v, b.v), (1, 2));
         assert_eq!((&a.src, &a.ev), (&b.src, &b.ev));
@@ -623,14 +642,19 @@ mod tests {
 
     #[test]
     fn framed_encoding_equals_whole_encoding() {
-        let events = [ev("a", "x"), ev("b", "y")];
-        let mut framed = header("src\"table");
-        framed.extend(encode_event(&events[0]));
-        framed.extend_from_slice(SEPARATOR);
-        framed.extend(encode_event(&events[1]));
-        framed.extend_from_slice(FOOTER);
-        let framed = into_string(framed);
-        assert_eq!(framed, encode("src\"table", &events));
-        assert_eq!(decode(&framed).unwrap().ev, events);
+        let events = [ev("a", "x"), ev("b", "it's")];
+        for version in [1, 2] {
+            let mut framed = header(version, "src\"table");
+            framed.extend(encode_event(&events[0]));
+            framed.extend_from_slice(SEPARATOR);
+            framed.extend(encode_event(&events[1]));
+            framed.extend_from_slice(FOOTER);
+            let len = framed.len();
+            let framed = into_string(version, framed);
+            assert_eq!(framed.len(), len, "the packer's size is the body's");
+            assert_eq!(framed, encode_as(version, "src\"table", &events));
+            let back = decode(&framed).unwrap();
+            assert_eq!((back.v, back.ev), (version, events.to_vec()));
+        }
     }
 }

@@ -57,6 +57,9 @@ pub struct PackConfig {
     /// image does not: the transform's key sources (the applier completes
     /// them with the keys; empty when the target key comes from the keys).
     pub old_key_sources: BTreeSet<String>,
+    /// The envelope version written (1 or 2, `envelope::VERSION` by
+    /// default).
+    pub envelope_version: u32,
 }
 
 /// One FIFO message, ready to send.
@@ -116,7 +119,7 @@ pub fn pack<I: Image>(
     cfg: &PackConfig,
     invocation: u64,
 ) -> Result<Packed, PackError> {
-    let header = envelope::header(src_table);
+    let header = envelope::header(cfg.envelope_version, src_table);
     let frame = header.len() + envelope::FOOTER.len();
     let room = cfg.max_message_bytes.saturating_sub(frame);
 
@@ -157,7 +160,13 @@ pub fn pack<I: Image>(
                 > cfg.max_message_bytes
             {
                 if let Some(full) = open.take() {
-                    done.push(finish(b, full, invocation, &mut stats));
+                    done.push(finish(
+                        b,
+                        full,
+                        invocation,
+                        cfg.envelope_version,
+                        &mut stats,
+                    ));
                 }
             }
         }
@@ -195,7 +204,13 @@ pub fn pack<I: Image>(
     for b in order {
         if let Some((mut done, open)) = groups.remove(&b) {
             if let Some(last) = open {
-                done.push(finish(b, last, invocation, &mut stats));
+                done.push(finish(
+                    b,
+                    last,
+                    invocation,
+                    cfg.envelope_version,
+                    &mut stats,
+                ));
             }
             out.push(done);
         }
@@ -240,7 +255,13 @@ fn encode_within<I: Image>(
     true
 }
 
-fn finish(bucket: u32, mut m: Building, invocation: u64, stats: &mut PackStats) -> OutMessage {
+fn finish(
+    bucket: u32,
+    mut m: Building,
+    invocation: u64,
+    version: u32,
+    stats: &mut PackStats,
+) -> OutMessage {
     m.body.extend_from_slice(envelope::FOOTER);
     // With glibc's allocator (the Lambda runtime's), shrinking splits the
     // block in place; nothing is copied.
@@ -252,7 +273,7 @@ fn finish(bucket: u32, mut m: Building, invocation: u64, stats: &mut PackStats) 
         dedup_id: dedup_id(invocation, m.ids.iter().map(String::as_str)),
         events: m.ids.len(),
         first_record: m.first_record,
-        body: envelope::into_string(m.body),
+        body: envelope::into_string(version, m.body),
     }
 }
 
@@ -286,6 +307,7 @@ mod tests {
             max_message_bytes: cap,
             forward_old_image: true,
             old_key_sources: BTreeSet::new(),
+            envelope_version: envelope::VERSION,
         }
     }
 

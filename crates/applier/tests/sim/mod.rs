@@ -152,6 +152,9 @@ impl Sim {
                         Some(t) if !t.is_identity_key() => t.key_sources(),
                         _ => Default::default(),
                     },
+                    // Half the scenarios queue version 1 bodies (a forwarder
+                    // with ENVELOPE_VERSION=1), half version 2.
+                    envelope_version: 1 + (cfg.seed % 2) as u32,
                 },
                 // Two entries a call, so that a round of up to five groups
                 // is several calls, and the send window (3 calls, 4 KB)

@@ -1,5 +1,5 @@
 use super::*;
-use crate::envelope::{decode, encode_event, header, into_string, FOOTER};
+use crate::envelope::{decode, encode_event, header, into_string, FOOTER, VERSION};
 use crate::event::{from_stream_record, Op};
 use crate::item::AttributeValue as V;
 use proptest::prelude::*;
@@ -95,10 +95,10 @@ proptest! {
             new_image: Some(raw(&serde_json::to_string(&new).unwrap()).unwrap()),
             old_image: Some(raw(&serde_json::to_string(&old).unwrap()).unwrap()),
         };
-        let mut body = header("T");
+        let mut body = header(VERSION, "T");
         body.extend(encode_event(&event));
         body.extend_from_slice(FOOTER);
-        let body = into_string(body);
+        let body = into_string(VERSION, body);
         prop_assert!(!body.contains(['\u{FFFE}', '\u{FFFF}']), "an SQS-refused code point in the body");
         let back = decode(&body).unwrap().ev.remove(0);
         prop_assert_eq!(back.new_image.unwrap_or_default(), new);
@@ -158,10 +158,10 @@ fn images_nest_as_deep_as_dynamodb_allows_and_the_applier_reads_them() {
         new_image: Some(image.clone()),
         old_image: Some(image),
     };
-    let mut body = header("T");
+    let mut body = header(VERSION, "T");
     body.extend(encode_event(&event));
     body.extend_from_slice(FOOTER);
-    let back = decode(into_string(body)).unwrap().ev.remove(0);
+    let back = decode(into_string(VERSION, body)).unwrap().ev.remove(0);
     assert_eq!(back.new_image.unwrap(), dynamo(&deepest).unwrap());
     // One level more is refused, by name: serde_dynamo alone would read it
     // (and deeper, near serde_json's limit, where an applier reading it
