@@ -1,7 +1,9 @@
 //! CPU per event at the level users pay for: the real `Forwarder::handle`
 //! and `Applier::handle`, JSON in (the Lambda event as the runtime hands it
-//! over, read as the runtime reads it in every row but the `parse` and
-//! `parse-ale` rows, which use `serde_json::from_str` alone),
+//! over, read as the runtime reads it in every handle, naive, SDK, decode
+//! and parse-runtime row; the `parse` and `parse-ale` rows use
+//! `serde_json::from_str` alone, and the floor rows `scan`, `check`,
+//! `sdk-send` and `sdk-write` take their input ready-made, as each says),
 //! with recording implementations
 //! of the relay-aws traits (no network, nothing kept but counts), against a
 //! naive one-message-per-event / one-PutItem-per-event handler measured in
