@@ -175,7 +175,19 @@ impl<'de> Deserialize<'de> for RawImage {
 /// Checks that `json` is an item in serde_dynamo's grammar, nested at most
 /// [`MAX_NESTING`] levels, building nothing: [`RawImage::new`]'s check.
 /// Returns its number of attributes.
+///
+/// A byte-level pass ([`fast`]) answers first; what it is not sure of, and
+/// every error, is serde_json's walk of the grammar ([`check_with_serde`]).
 pub fn check(json: &str) -> Result<usize, serde_json::Error> {
+    match fast::count(json) {
+        Some(n) => Ok(n),
+        None => check_with_serde(json),
+    }
+}
+
+/// [`check`] by serde_json alone: the grammar as visitors (`Shape`, `Attr`),
+/// the reference the fast path is tested against.
+pub fn check_with_serde(json: &str) -> Result<usize, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_str(json);
     let n = Shape { depth: 0 }.deserialize(&mut de)?;
     de.end()?;
@@ -447,6 +459,8 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Seq<T> {
         d.deserialize_seq(V(std::marker::PhantomData))
     }
 }
+
+mod fast;
 
 #[cfg(test)]
 mod tests;

@@ -279,3 +279,142 @@ fn a_whole_batch_with_a_bad_image_is_refused_by_both_readers() {
     assert!(serde_json::from_str::<StreamEvent>(&text).is_err());
     assert!(serde_json::from_str::<aws_lambda_events::event::dynamodb::Event>(&text).is_err());
 }
+
+/// The fast path's invariant: it answers only what the serde check would
+/// answer, with the same count; otherwise it is not sure (`None`).
+fn agrees(text: &str) -> Result<(), TestCaseError> {
+    if let Some(n) = super::fast::count(text) {
+        let serde = check_with_serde(text);
+        prop_assert!(
+            matches!(serde, Ok(m) if m == n),
+            "fast path accepted {text:?} with {n} attributes, serde check: {serde:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Bytes that move text in and out of the grammar: structure, whitespace,
+/// escapes, tag letters, literals' letters, base64's alphabet and padding.
+const MUTATION_BYTES: &[u8] = b"{}[]:,\" \t\n\r\\/u0aSNBLMOUTtrufalsen=+\x01";
+
+/// One edit of a text: insert, remove or replace one character.
+#[derive(Debug, Clone)]
+enum Edit {
+    Insert(prop::sample::Index, u8),
+    Remove(prop::sample::Index),
+    Replace(prop::sample::Index, u8),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    let byte = prop::sample::select(MUTATION_BYTES);
+    prop_oneof![
+        (any::<prop::sample::Index>(), byte.clone()).prop_map(|(i, b)| Edit::Insert(i, b)),
+        any::<prop::sample::Index>().prop_map(Edit::Remove),
+        (any::<prop::sample::Index>(), byte).prop_map(|(i, b)| Edit::Replace(i, b)),
+    ]
+}
+
+fn apply(text: &str, edits: &[Edit]) -> String {
+    let mut chars: Vec<char> = text.chars().collect();
+    for e in edits {
+        match *e {
+            Edit::Insert(i, b) => chars.insert(i.index(chars.len() + 1), char::from(b)),
+            Edit::Remove(i) if !chars.is_empty() => {
+                chars.remove(i.index(chars.len()));
+            }
+            Edit::Replace(i, b) if !chars.is_empty() => {
+                let at = i.index(chars.len());
+                chars[at] = char::from(b);
+            }
+            _ => {}
+        }
+    }
+    chars.into_iter().collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// Valid items, compact and spread with whitespace, and then edited a
+    /// few characters at a time: wherever the fast path answers, it gives
+    /// the serde check's answer. (Without the fast path's own checks, such
+    /// as the one-tag rule or the nesting limit, edits find a text it
+    /// would accept and serde refuses.)
+    #[test]
+    fn the_fast_image_check_answers_only_as_the_serde_check(
+        image in item(),
+        pretty in any::<bool>(),
+        edits in prop::collection::vec(edit(), 0..4),
+    ) {
+        let text = if pretty {
+            serde_json::to_string_pretty(&image).unwrap()
+        } else {
+            serde_json::to_string(&image).unwrap()
+        };
+        // Unedited, it is answered fast unless it has a `\u` escape (which
+        // serde_json writes for control characters).
+        if !text.contains("\\u") {
+            prop_assert_eq!(super::fast::count(&text), Some(image.len()), "{}", text);
+        }
+        agrees(&apply(&text, &edits))?;
+    }
+
+    #[test]
+    fn the_fast_image_check_agrees_near_the_grammar(
+        image in near_dynamo_json(),
+        edits in prop::collection::vec(edit(), 0..3),
+    ) {
+        let text = image.to_string();
+        agrees(&text)?;
+        agrees(&apply(&text, &edits))?;
+    }
+}
+
+#[test]
+fn the_fast_image_check_leaves_what_it_is_not_sure_of_to_serde() {
+    let fast = super::fast::count;
+    // Answered fast, as serde answers.
+    for text in [
+        "{}",
+        " {\t\"a\" :\n{ \"M\" : { } } }\r\n",
+        r#"{"a":{"L":[]},"b":{"SS":[]},"c":{"BS":["AAE=", ""]}}"#,
+        r#"{"a":{"S":"x"},"a":{"N":"1"}}"#,
+        r#"{"a":{"NULL":false},"b":{"BOOL":true}}"#,
+        r#"{"q\"\\\/\b\f\n\r\t":{"S":"it's \"quoted\" \\ /"}}"#,
+        "{\"é\":{\"S\":\"naïve 🦀\"}}",
+        &nested(MAX_NESTING),
+        &json!({"b": {"B": "AAEC".repeat(300)}}).to_string(),
+    ] {
+        let n = check_with_serde(text).unwrap();
+        assert_eq!(fast(text), Some(n), "{text}");
+    }
+    // Left to serde: it accepts these, or refuses them with its own error.
+    for text in [
+        r#"{"a":{"\u0053":"escaped tag"}}"#,
+        r#"{"a":{"S":"\u00e9"}}"#,
+        r#"{"\ud83e\udd80":{"S":"x"}}"#,
+        r#"{"a":{"S":"\ud800"}}"#,
+        r#"{"a":{"B":"QUF\u0042"}}"#,
+        "{\"a\":{\"S\":\"\x01\"}}",
+        &nested(MAX_NESTING + 1),
+        r#"{"a":{}}"#,
+        r#"{"a":{"S":"x","N":"1"}}"#,
+        r#"{"a":{"S":1}}"#,
+        r#"{"a":{"N":null}}"#,
+        r#"{"a":{"B":"@@"}}"#,
+        r#"{"a":{"BS":["AAE", "AAE="]}}"#,
+        r#"{"a":{"BOOL":tru}}"#,
+        r#"{"a":{"BOOL":truex}}"#,
+        r#"{"a":{"L":[{"S":"x"},]}}"#,
+        r#"{"a":{"S":"x"},}"#,
+        r#"{"a":{"S":"x"}} x"#,
+        r#"{"a":{"S":"x"}"#,
+        r#"{"a":{"S":"x"#,
+        "[]",
+        "",
+    ] {
+        assert_eq!(fast(text), None, "{text}");
+    }
+    assert!(check(r#"{"a":{"\u0053":"escaped tag"}}"#).is_ok());
+    assert!(check(r#"{"a":{"S":"\ud800"}}"#).is_err());
+}

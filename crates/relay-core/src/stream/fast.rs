@@ -1,0 +1,222 @@
+//! The image check's fast path: one pass over the bytes, no serde.
+//!
+//! [`check`](super::check) is serde_json walking the image through visitors
+//! (the grammar, stated once, in `Shape`/`Attr`). That walk re-tokenises
+//! every image the runtime already scanned, and it was a quarter of the
+//! forwarder's CPU per event. This module reads the same grammar straight
+//! off the bytes.
+//!
+//! **Invariant:** [`count`] returns `Some(n)` only for text the serde check
+//! accepts with the same `n`. Anything it is not sure of (a `\u` escape, an
+//! escaped type tag or base64 string, a number, `null`, a stray byte, any
+//! error at all) is `None`, and the caller asks the serde check, which
+//! then gives the answer and the error. So this path can make the check
+//! faster, never more permissive; its errors are the serde check's.
+
+use base64::Engine as _;
+
+use super::MAX_NESTING;
+
+/// The number of attributes of `json` if it is certainly an item the serde
+/// check accepts; `None` if not certain (see the module's invariant).
+pub(super) fn count(json: &str) -> Option<usize> {
+    let mut c = Cursor {
+        b: json.as_bytes(),
+        i: 0,
+    };
+    let n = c.item(0)?;
+    c.ws();
+    (c.i == c.b.len()).then_some(n)
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+/// A string's content as it is in the text, and whether it held escapes.
+struct Str<'a> {
+    raw: &'a [u8],
+    escaped: bool,
+}
+
+impl<'a> Cursor<'a> {
+    /// Skips JSON's whitespace (what serde_json skips).
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    /// The next byte after whitespace, not consumed.
+    fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.b.get(self.i).copied()
+    }
+
+    /// Consumes `c` after whitespace, or is not sure.
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.i += 1)
+    }
+
+    /// Consumes `word` exactly (after whitespace).
+    fn word(&mut self, word: &[u8]) -> Option<()> {
+        self.ws();
+        let end = self.i + word.len();
+        (self.b.get(self.i..end)? == word).then(|| self.i = end)
+    }
+
+    /// A string, quotes included. Escapes other than `\u` are valid in any
+    /// string serde_json reads; `\u` (surrogates) and raw control
+    /// characters are left to the serde check.
+    fn string(&mut self) -> Option<Str<'a>> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let mut escaped = false;
+        loop {
+            self.skip_plain();
+            match *self.b.get(self.i)? {
+                b'"' => {
+                    let raw = &self.b[start..self.i];
+                    self.i += 1;
+                    return Some(Str { raw, escaped });
+                }
+                b'\\' => {
+                    match self.b.get(self.i + 1)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                        _ => return None,
+                    }
+                    escaped = true;
+                    self.i += 2;
+                }
+                _ => return None, // a control character
+            }
+        }
+    }
+
+    /// Moves past bytes that need no attention inside a string: not `"`,
+    /// not `\`, not a control character. Eight bytes at a time while none
+    /// of them does (the classic "has a zero byte" test, per byte value).
+    fn skip_plain(&mut self) {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGH: u64 = 0x8080_8080_8080_8080;
+        let has = |w: u64, v: u8| {
+            let x = w ^ (ONES * u64::from(v));
+            x.wrapping_sub(ONES) & !x & HIGH != 0
+        };
+        while let Some(chunk) = self.b.get(self.i..self.i + 8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            let w = u64::from_le_bytes(w);
+            // Bytes below 0x20: their value minus 0x20 borrows into bit 7.
+            let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0;
+            if control || has(w, b'"') || has(w, b'\\') {
+                break;
+            }
+            self.i += 8;
+        }
+        while let Some(&c) = self.b.get(self.i) {
+            if c == b'"' || c == b'\\' || c < 0x20 {
+                break;
+            }
+            self.i += 1;
+        }
+    }
+
+    /// A `{name: attribute, …}` map, `depth` levels down; its length.
+    fn item(&mut self, depth: u32) -> Option<usize> {
+        self.eat(b'{')?;
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(0);
+        }
+        let mut n = 0;
+        loop {
+            self.string()?;
+            self.eat(b':')?;
+            self.attr(depth)?;
+            n += 1;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return Some(n);
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// An attribute value: `{"TAG": value}`, exactly one known tag.
+    fn attr(&mut self, depth: u32) -> Option<()> {
+        self.eat(b'{')?;
+        let tag = self.string()?;
+        if tag.escaped {
+            return None;
+        }
+        self.eat(b':')?;
+        match tag.raw {
+            b"S" | b"N" => {
+                self.string()?;
+            }
+            b"BOOL" | b"NULL" => match self.peek()? {
+                b't' => self.word(b"true")?,
+                _ => self.word(b"false")?,
+            },
+            b"B" => self.base64()?,
+            b"M" => {
+                self.item(below(depth)?)?;
+            }
+            b"L" => {
+                let depth = below(depth)?;
+                self.array(|c| c.attr(depth))?;
+            }
+            b"SS" | b"NS" => self.array(|c| c.string().map(drop))?,
+            b"BS" => self.array(Self::base64)?,
+            _ => return None,
+        }
+        self.eat(b'}')
+    }
+
+    /// `[element, …]`.
+    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.eat(b'[')?;
+        if self.peek()? == b']' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            element(self)?;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b']' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A string that decodes as the serde check decodes binaries (standard
+    /// base64), decoded into a buffer on the stack when it fits.
+    fn base64(&mut self) -> Option<()> {
+        let s = self.string()?;
+        if s.escaped {
+            return None;
+        }
+        let engine = &base64::engine::general_purpose::STANDARD;
+        let mut out = [0u8; 384];
+        let ok = if s.raw.len() <= 512 {
+            engine.decode_slice(s.raw, &mut out).is_ok()
+        } else {
+            engine.decode(s.raw).is_ok()
+        };
+        ok.then_some(())
+    }
+}
+
+/// The level below an `M` or `L` at `depth`, if DynamoDB allows one.
+fn below(depth: u32) -> Option<u32> {
+    (depth < MAX_NESTING).then_some(depth + 1)
+}
