@@ -1,7 +1,9 @@
-//! CPU per event at the level users pay for: the real `Forwarder::handle`
-//! and `Applier::handle`, JSON in (the Lambda event as the runtime hands it
-//! over, read as the runtime reads it in every handle, naive, SDK, decode
-//! and parse-runtime row; the `parse` and `parse-ale` rows use
+//! CPU per event at the level users pay for: the real
+//! `Forwarder::handle_body` and `Applier::handle`, JSON in (the Lambda event
+//! as the runtime hands it over, read as each Lambda reads it in every
+//! handle, naive, SDK, decode, read-body and parse-runtime row: the
+//! forwarder reads the body itself, the applier and the naive handlers
+//! through lambda_runtime's typed handler; the `parse` and `parse-ale` rows use
 //! `serde_json::from_str` alone, and the floor rows `scan`, `check`,
 //! `sdk-send` and `sdk-write` take their input ready-made, as each says),
 //! with recording implementations
@@ -18,18 +20,20 @@
 //! * `forwarder/parse-ale/B`: `serde_json` → `aws_lambda_events`' stream
 //!   event (every image built into maps) only: what the forwarder parsed
 //!   before, and what the naive rows parse;
-//! * `forwarder/parse-runtime/B`: the same parse as lambda_runtime reads
-//!   an event (`serde_path_to_error` over `from_slice`, a `String` per map
-//!   key passed): what the forwarder's Lambda pays;
+//! * `forwarder/read-body/B`: the same parse as the forwarder's Lambda
+//!   reads the invocation's body (`relay_forwarder::read_body`: `from_slice`,
+//!   the images borrowed in place): what it pays to read (before round 7,
+//!   `parse-runtime`: lambda_runtime's read, `serde_path_to_error` over
+//!   `from_slice` into an owned event, a `String` per map key passed);
 //! * `forwarder/scan/B`: `serde_json` reading the event's text into
 //!   `IgnoredAny` (nothing kept, nothing checked): what reading it at all
 //!   costs;
 //! * `forwarder/check/B`: the image check alone
 //!   (`relay_core::stream::check`) over every image of the batch, already
 //!   captured;
-//! * `forwarder/handle/B`: `parse-runtime` + `Forwarder::handle` (records →
-//!   events → pack into G=32 groups → SendMessageBatch calls on the
-//!   recorder);
+//! * `forwarder/handle/B`: `Forwarder::handle_body`, as `main.rs` runs it:
+//!   `read-body`, records → events → pack into G=32 groups →
+//!   SendMessageBatch calls on the recorder;
 //! * `forwarder/naive/B`: `aws_lambda_events` parse + one message per
 //!   event, one send call each;
 //! * `forwarder/sdk-send/B`: the messages `handle` made of the batch, built
@@ -75,7 +79,7 @@ use relay_core::envelope::{decode, decode_without_old_images, encode};
 use relay_core::event::from_stream_record;
 use relay_core::group::dedup_id;
 use relay_core::stream::StreamEvent;
-use relay_forwarder::Forwarder;
+use relay_forwarder::{read_body, Forwarder};
 use serde::de::IgnoredAny;
 
 #[path = "handlers/canned.rs"]
@@ -204,9 +208,10 @@ fn handlers(c: &mut Criterion) {
         let stream = stream_json(b, 7);
         // The applier's input: what the forwarder sent for this batch.
         let f = forwarder(true);
-        let ev: StreamEvent = serde_json::from_str(&stream).expect("stream event");
         // Sanity, before anything is timed: the batch goes through whole.
-        let r = rt.block_on(f.handle(ev, deadline()));
+        let r = rt
+            .block_on(f.handle_body(stream.as_bytes(), deadline()))
+            .expect("a stream batch");
         assert!(r.batch_item_failures.is_empty(), "forwarder failed records");
         assert!(f.queue.calls.load(Ordering::Relaxed) > 0, "nothing sent");
         // A FIFO queue hands the applier at most 10 messages an invocation.
@@ -225,13 +230,13 @@ fn handlers(c: &mut Criterion) {
         let mut g = c.benchmark_group("forwarder");
         g.throughput(Throughput::Elements(b as u64));
         g.bench_function(BenchmarkId::new("parse", b), |bn| {
-            bn.iter(|| black_box(serde_json::from_str::<StreamEvent>(&stream).expect("parse")))
+            bn.iter(|| black_box(serde_json::from_str::<StreamEvent<'_>>(&stream).expect("parse")))
         });
         g.bench_function(BenchmarkId::new("parse-ale", b), |bn| {
             bn.iter(|| black_box(serde_json::from_str::<Event>(&stream).expect("parse")))
         });
-        g.bench_function(BenchmarkId::new("parse-runtime", b), |bn| {
-            bn.iter(|| black_box(as_runtime::<StreamEvent>(stream.as_bytes())))
+        g.bench_function(BenchmarkId::new("read-body", b), |bn| {
+            bn.iter(|| black_box(read_body(stream.as_bytes()).expect("parse")))
         });
         // Floors: reading the event's text at all, nothing kept; and the
         // image check alone, on images already captured.
@@ -241,7 +246,7 @@ fn handlers(c: &mut Criterion) {
             })
         });
         let images: Vec<String> = {
-            let ev: StreamEvent = serde_json::from_str(&stream).expect("stream event");
+            let ev: StreamEvent<'_> = serde_json::from_str(&stream).expect("stream event");
             ev.records
                 .iter()
                 .flat_map(|r| [&r.change.new_image, &r.change.old_image])
@@ -258,10 +263,7 @@ fn handlers(c: &mut Criterion) {
         });
         let f = forwarder(false);
         g.bench_function(BenchmarkId::new("handle", b), |bn| {
-            bn.iter(|| {
-                let ev: StreamEvent = as_runtime(stream.as_bytes());
-                black_box(rt.block_on(f.handle(ev, deadline())))
-            })
+            bn.iter(|| black_box(rt.block_on(f.handle_body(stream.as_bytes(), deadline()))))
         });
         let q = RecordingQueue::default();
         g.bench_function(BenchmarkId::new("naive", b), |bn| {
@@ -271,10 +273,9 @@ fn handlers(c: &mut Criterion) {
             })
         });
         // The same on the SDK clients; checked whole before it is timed.
-        let r = rt.block_on(s.forwarder.handle(
-            serde_json::from_str(&stream).expect("stream event"),
-            deadline(),
-        ));
+        let r = rt
+            .block_on(s.forwarder.handle_body(stream.as_bytes(), deadline()))
+            .expect("a stream batch");
         assert!(
             r.batch_item_failures.is_empty(),
             "SDK forwarder failed records"
@@ -285,8 +286,7 @@ fn handlers(c: &mut Criterion) {
         );
         g.bench_function(BenchmarkId::new("sdk", b), |bn| {
             bn.iter(|| {
-                let ev: StreamEvent = as_runtime(stream.as_bytes());
-                black_box(rt.block_on(s.forwarder.handle(ev, deadline())))
+                black_box(rt.block_on(s.forwarder.handle_body(stream.as_bytes(), deadline())))
             })
         });
         // Floor on the SDK: the messages this batch made, sent as they are

@@ -13,10 +13,13 @@ use relay_aws::{EntryStatus, MetricsPublisher, QueueSender, SendEntry};
 use relay_core::config::ForwarderConfig;
 use relay_core::event::{table_from_arn, ChangeEvent};
 use relay_core::metrics::{names, MetricRecord, Unit};
-use relay_core::pack::pack;
+use relay_core::pack::{pack, Packed};
 use relay_core::retry::backoff_ms;
 use relay_core::send_plan::{EntryRef, Outcome, SendPlan, Window};
 use relay_core::stream::{from_raw_record, RawImage, StreamEvent};
+
+mod body;
+pub use body::{no_body, read_body, BodyError, RawBody};
 
 /// Time kept back from the deadline: no new round starts inside it.
 pub const RESERVE: Duration = Duration::from_millis(1500);
@@ -47,11 +50,53 @@ fn failure(seq: Option<&str>) -> DynamoDbEventResponse {
     r
 }
 
+/// A batch read and packed: what the sends and the report need, and
+/// nothing of the records or their text.
+struct Prepared {
+    packed: Packed,
+    /// Each packed record's position and sequence number.
+    seqs: Vec<(usize, String)>,
+    /// The first record that cannot be forwarded, and its sequence number.
+    first_bad: Option<usize>,
+    bad_seq: Option<String>,
+    oldest_ms: Option<i64>,
+}
+
 impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
-    /// Handles one stream batch and delivers its metrics.
+    /// Handles one stream batch as Lambda delivers it (the invocation's
+    /// body, JSON): reads it in place (the images are not copied out of
+    /// it), packs it, lets go of the text, sends, and delivers the metrics.
+    /// A body that is not a stream batch is an error: the invocation fails
+    /// (lambda_runtime logs it and posts it), and Lambda retries the batch
+    /// and, past its retry limit, sends it to the on-failure destination.
+    pub async fn handle_body<B: AsRef<[u8]>>(
+        &self,
+        body: B,
+        deadline: tokio::time::Instant,
+    ) -> Result<DynamoDbEventResponse, BodyError> {
+        let prepared = self.prepare(read_body(body.as_ref())?);
+        drop(body);
+        let out = self.send(prepared, deadline).await;
+        emit_metrics(&self.config.metrics, &out.metrics, &self.metrics).await;
+        Ok(out.response)
+    }
+
+    /// One invocation as `main.rs` runs it: the body [`RawBody`] took for
+    /// it, handled by [`Forwarder::handle_body`] within its deadline.
+    pub async fn invoke(
+        &self,
+        raw: &RawBody,
+        event: lambda_runtime::LambdaEvent<()>,
+    ) -> Result<DynamoDbEventResponse, lambda_runtime::Diagnostic> {
+        let body = raw.take(&event.context.request_id).ok_or_else(no_body)?;
+        let deadline = relay_aws::runtime::deadline_from_epoch_ms(event.context.deadline);
+        Ok(self.handle_body(body, deadline).await?)
+    }
+
+    /// Handles one stream batch already read, and delivers its metrics.
     pub async fn handle(
         &self,
-        event: StreamEvent,
+        event: StreamEvent<'_>,
         deadline: tokio::time::Instant,
     ) -> DynamoDbEventResponse {
         let out = self.forward(event, deadline).await;
@@ -60,8 +105,17 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
     }
 
     /// Handles one stream batch; returns the response and the metrics.
-    pub async fn forward(&self, event: StreamEvent, deadline: tokio::time::Instant) -> Forwarded {
-        let mut metrics = MetricRecord::new("forwarder");
+    pub async fn forward(
+        &self,
+        event: StreamEvent<'_>,
+        deadline: tokio::time::Instant,
+    ) -> Forwarded {
+        let prepared = self.prepare(event);
+        self.send(prepared, deadline).await
+    }
+
+    /// Records to events, packed into messages.
+    fn prepare(&self, event: StreamEvent<'_>) -> Prepared {
         let records = event.records;
         let src = records
             .first()
@@ -70,14 +124,14 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
                     .as_deref()
                     .and_then(table_from_arn)
                     .map(str::to_string)
-                    .or_else(|| r.table_name.clone())
+                    .or_else(|| r.table_name.as_deref().map(str::to_string))
             })
             .unwrap_or_default();
 
         // 1. Records to events, up to the first one that cannot be replicated.
         //    The records are consumed: their images, the stream's JSON
-        //    unparsed, move into the events.
-        let mut events: Vec<(usize, ChangeEvent<RawImage>)> = Vec::with_capacity(records.len());
+        //    unparsed (borrowed from the body), move into the events.
+        let mut events: Vec<(usize, ChangeEvent<RawImage<'_>>)> = Vec::with_capacity(records.len());
         let mut first_bad: Option<(usize, Option<String>)> = None;
         for (i, rec) in records.into_iter().enumerate() {
             let seq = rec.change.sequence_number.clone();
@@ -120,6 +174,26 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
         // report needs (each record's sequence number), so the batch is not
         // held twice while the sends are in flight.
         let seqs: Vec<(usize, String)> = events.into_iter().map(|(i, e)| (i, e.seq)).collect();
+        Prepared {
+            packed,
+            seqs,
+            first_bad,
+            bad_seq,
+            oldest_ms,
+        }
+    }
+
+    /// Sends a prepared batch and reports the earliest record not sent.
+    async fn send(&self, prepared: Prepared, deadline: tokio::time::Instant) -> Forwarded {
+        let Prepared {
+            packed,
+            seqs,
+            first_bad,
+            bad_seq,
+            oldest_ms,
+        } = prepared;
+        let cfg = &self.config;
+        let mut metrics = MetricRecord::new("forwarder");
 
         // 3. Send in rounds: one entry per group per call, heads only.
         let mut plan = SendPlan::new(packed.groups, cfg.limits);

@@ -1,12 +1,10 @@
 //! The forwarder Lambda: DynamoDB stream in, FIFO SQS messages out.
 
-use aws_lambda_events::event::streams::DynamoDbEventResponse;
-use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use relay_aws::runtime::{deadline_from_epoch_ms, Clock};
+use lambda_runtime::{layers::TracingLayer, service_fn, Error, LambdaEvent, Runtime};
+use relay_aws::runtime::Clock;
 use relay_aws::sdk::{load_config, CloudWatchMetrics, SqsQueue};
 use relay_core::config::ForwarderConfig;
-use relay_core::stream::StreamEvent;
-use relay_forwarder::Forwarder;
+use relay_forwarder::{Forwarder, RawBody};
 
 // One thread: Lambda runs one invocation at a time, the handler's calls are
 // concurrent on it, and one thread keeps one allocator arena (peak RSS,
@@ -25,13 +23,14 @@ async fn main() -> Result<(), Error> {
         clock: Clock::wall(),
         config,
     };
-    let forwarder = &forwarder;
+    let (forwarder, raw) = (&forwarder, &RawBody::default());
 
-    run(service_fn(
-        move |event: LambdaEvent<StreamEvent>| async move {
-            let deadline = deadline_from_epoch_ms(event.context.deadline);
-            Ok::<DynamoDbEventResponse, Error>(forwarder.handle(event.payload, deadline).await)
-        },
-    ))
-    .await
+    // The batch is read in place from the invocation's body (`RawBody`).
+    let handler = service_fn(move |event: LambdaEvent<()>| forwarder.invoke(raw, event));
+    let layer = raw.clone();
+    Runtime::new(handler)
+        .layer(TracingLayer::new())
+        .layer(layer)
+        .run()
+        .await
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use relay_aws::fake::events::{stream_event, Record};
+use relay_aws::fake::events::{stream_event, Record, StreamBatch};
 use relay_aws::fake::{EntryFault, FakeFifo};
 use relay_aws::{AwsError, NoMetrics};
 use relay_core::config::{ForwarderConfig, MetricsConfig, MetricsMode};
@@ -94,7 +94,7 @@ fn change(i: usize, pk: &str, size: usize, insert: bool) -> Record {
 }
 
 /// `n` changes cycling over `keys` items, each with a ~`size`-byte payload.
-fn synthetic(n: usize, keys: usize, size: usize) -> (Event, Vec<Record>) {
+fn synthetic(n: usize, keys: usize, size: usize) -> (StreamBatch, Vec<Record>) {
     let records: Vec<Record> = (0..n)
         .map(|i| change(i, &format!("item-{}", i % keys), size, i < keys))
         .collect();
@@ -105,7 +105,7 @@ fn synthetic(n: usize, keys: usize, size: usize) -> (Event, Vec<Record>) {
 async fn the_aws_fixture_becomes_ordered_messages() {
     let queue = FakeFifo::new(5);
     let f = forwarder(&queue, 4, 256 * 1024);
-    let event: Event = serde_json::from_str(FIXTURE).unwrap();
+    let event: Event<'_> = serde_json::from_str(FIXTURE).unwrap();
     let out = f.forward(event, deadline()).await;
     assert!(out.response.batch_item_failures.is_empty());
     assert_eq!(out.metrics.get(names::FORWARDED), Some(5.0));
@@ -149,7 +149,7 @@ async fn the_aws_fixture_becomes_ordered_messages() {
 async fn aws_sample_events_and_their_variants_are_forwarded_faithfully() {
     let queue = FakeFifo::new(5);
     let f = forwarder(&queue, 4, 256 * 1024);
-    let event: Event = serde_json::from_str(AWS_SAMPLES).unwrap();
+    let event: Event<'_> = serde_json::from_str(AWS_SAMPLES).unwrap();
     let out = f.forward(event, deadline()).await;
     assert!(
         out.response.batch_item_failures.is_empty(),
@@ -192,7 +192,7 @@ async fn aws_sample_events_and_their_variants_are_forwarded_faithfully() {
 async fn a_record_without_a_creation_time_is_reported_not_skipped() {
     let queue = FakeFifo::new(5);
     let f = forwarder(&queue, 4, 256 * 1024);
-    let event: Event = serde_json::from_str(NO_CREATION_TIME).unwrap();
+    let event: Event<'_> = serde_json::from_str(NO_CREATION_TIME).unwrap();
     let out = f.forward(event, deadline()).await;
     assert_eq!(
         out.response.batch_item_failures[0]
@@ -211,7 +211,7 @@ async fn packing_uses_few_messages() {
     let queue = FakeFifo::new(5);
     let f = forwarder(&queue, 4, 256 * 1024);
     let (event, _) = synthetic(400, 100, 1000);
-    let out = f.forward(event, deadline()).await;
+    let out = f.forward(event.event(), deadline()).await;
     assert!(out.response.batch_item_failures.is_empty());
     let sent = out.metrics.get(names::MESSAGES_SENT).unwrap();
     assert!(
@@ -238,7 +238,9 @@ async fn a_retried_batch_packed_differently_still_ends_on_the_newest_change() {
     ];
     // First attempt: [ev-1, ev-2], [ev-3]. The retry from ev-2: [ev-2], [ev-3].
     for batch in [&records[..], &records[1..]] {
-        let out = f.forward(stream_event("Orders", batch), deadline()).await;
+        let out = f
+            .forward(stream_event("Orders", batch).event(), deadline())
+            .await;
         assert!(out.response.batch_item_failures.is_empty());
     }
     let ids: Vec<String> = delivered(&queue)
@@ -270,7 +272,7 @@ async fn a_failed_message_reports_its_first_record_and_stops_its_group() {
         *n += 1;
         (e.group_id == victim && *n == 2).then_some(EntryFault::Permanent)
     });
-    let out = f.forward(event, deadline()).await;
+    let out = f.forward(event.event(), deadline()).await;
     let victim = victim.lock().unwrap().clone().unwrap();
 
     // The refused message is the victim's second; its first event is the
@@ -335,7 +337,7 @@ async fn throttling_and_failed_calls_are_retried() {
     queue.set_entry_faults(move |_| {
         (n.fetch_add(1, Ordering::SeqCst) % 3 == 0).then_some(EntryFault::Retryable)
     });
-    let out = f.forward(event, deadline()).await;
+    let out = f.forward(event.event(), deadline()).await;
     assert!(
         out.response.batch_item_failures.is_empty(),
         "{:?}",
@@ -353,7 +355,7 @@ async fn no_time_left_means_nothing_sent_and_everything_reported() {
     let (event, records) = synthetic(10, 5, 10);
     let out = f
         .forward(
-            event,
+            event.event(),
             tokio::time::Instant::now() + Duration::from_millis(500),
         )
         .await;
@@ -376,7 +378,9 @@ async fn a_hung_send_is_abandoned_before_the_deadline() {
     let f = forwarder(&queue, 4, 256 * 1024);
     let (event, records) = synthetic(6, 6, 10);
     let start = tokio::time::Instant::now();
-    let out = f.forward(event, start + Duration::from_secs(30)).await;
+    let out = f
+        .forward(event.event(), start + Duration::from_secs(30))
+        .await;
     assert!(
         start.elapsed() < Duration::from_secs(30),
         "{:?}",
@@ -397,7 +401,7 @@ async fn a_record_without_keys_is_reported_not_skipped() {
     let (_, mut records) = synthetic(6, 6, 10);
     records[3].keys.clear();
     let out = f
-        .forward(stream_event("Orders", &records), deadline())
+        .forward(stream_event("Orders", &records).event(), deadline())
         .await;
     assert_eq!(
         out.response.batch_item_failures[0]
@@ -428,7 +432,7 @@ async fn unknown_event_names_and_oversized_items_become_refetch_markers() {
         .unwrap()
         .insert("huge".into(), V::S("h".repeat(20 * 1024)));
     let out = f
-        .forward(stream_event("Orders", &records), deadline())
+        .forward(stream_event("Orders", &records).event(), deadline())
         .await;
     assert!(out.response.batch_item_failures.is_empty());
     let got = delivered(&queue);
@@ -569,23 +573,71 @@ async fn bodies_in_flight_stay_within_the_send_window() {
     assert!(s.sent >= 64.0);
 }
 
-/// `main.rs` takes the event as lambda_runtime reads it (through
-/// `serde_path_to_error`, over the body's bytes; the images' raw JSON is
-/// captured through its wrapper): the same messages as a plain read.
+/// `main.rs` hands the invocation's body to `handle_body`, which reads it
+/// in place: the same messages as a plain read.
 #[tokio::test(start_paused = true)]
-async fn the_event_read_as_the_runtime_reads_it_forwards_the_same() {
-    let de = &mut serde_json::Deserializer::from_slice(AWS_SAMPLES.as_bytes());
-    let event: Event = serde_path_to_error::deserialize(de).unwrap();
-    let (via_runtime, direct) = (FakeFifo::new(5), FakeFifo::new(5));
-    let out = forwarder(&via_runtime, 4, 256 * 1024)
-        .forward(event, deadline())
-        .await;
-    assert!(out.response.batch_item_failures.is_empty());
+async fn the_body_handled_as_main_does_forwards_the_same() {
+    let (via_body, direct) = (FakeFifo::new(5), FakeFifo::new(5));
+    let body = bytes::Bytes::from_static(AWS_SAMPLES.as_bytes());
+    let response = forwarder(&via_body, 4, 256 * 1024)
+        .handle_body(body, deadline())
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
     forwarder(&direct, 4, 256 * 1024)
         .forward(serde_json::from_str(AWS_SAMPLES).unwrap(), deadline())
         .await;
     let events =
         |q: &FakeFifo| -> Vec<ChangeEvent> { delivered(q).into_iter().map(|(_, e)| e).collect() };
     assert!(!events(&direct).is_empty());
-    assert_eq!(events(&via_runtime), events(&direct));
+    assert_eq!(events(&via_body), events(&direct));
+    // A body that is not a batch fails the invocation, and sends nothing.
+    let none = FakeFifo::new(5);
+    let e = forwarder(&none, 4, 256 * 1024)
+        .handle_body(&b"{\"Records\": [{}]}"[..], deadline())
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("missing field `eventID`"), "{e}");
+    assert!(delivered(&none).is_empty());
+}
+
+/// `main.rs`'s wiring: `RawBody` as a layer of the runtime takes the body,
+/// the runtime reads the handler's payload (`()`) from what it left, and
+/// `Forwarder::invoke` takes the body back by request id.
+#[tokio::test(start_paused = true)]
+async fn an_invocation_through_the_body_layer_forwards_its_batch() {
+    use lambda_runtime::tower::Layer;
+    use lambda_runtime::{service_fn, LambdaEvent, LambdaInvocation, Service};
+
+    let queue = FakeFifo::new(5);
+    let f = forwarder(&queue, 4, 256 * 1024);
+    let raw = relay_forwarder::RawBody::default();
+    let invocation = |id: &str, body: &'static str| {
+        let mut context = lambda_runtime::Context::default();
+        context.request_id = id.to_string();
+        context.deadline = (relay_aws::runtime::now_ms() + 60_000) as u64;
+        LambdaInvocation {
+            parts: http::Response::new(()).into_parts().0,
+            body: bytes::Bytes::from_static(body.as_bytes()),
+            context,
+        }
+    };
+    // Below the layer, as lambda_runtime: the payload read from the body it
+    // is handed, then the handler.
+    let (f, raw_ref) = (&f, &raw);
+    let runtime = service_fn(move |inv: LambdaInvocation| async move {
+        let payload: () = serde_json::from_slice(&inv.body)?;
+        let response = f
+            .invoke(raw_ref, LambdaEvent::new(payload, inv.context))
+            .await
+            .map_err(|d| d.error_message)?;
+        assert!(response.batch_item_failures.is_empty());
+        Ok::<(), lambda_runtime::Error>(())
+    });
+    let mut svc = raw.layer(runtime);
+    svc.call(invocation("r-1", AWS_SAMPLES)).await.unwrap();
+    assert!(!delivered(&queue).is_empty());
+    // A body that is not a batch fails its invocation, and says so.
+    let e = svc.call(invocation("r-2", "{}")).await.unwrap_err();
+    assert!(e.to_string().contains("missing field `Records`"), "{e}");
 }

@@ -21,7 +21,7 @@ async fn bodies_are_version_2_with_no_character_json_must_escape() {
     // 300 changes of items of every type, no apostrophe, backslash or
     // control character in their data.
     let stream = stream_json(300, 3);
-    let event: StreamEvent = serde_json::from_str(&stream).unwrap();
+    let event: StreamEvent<'_> = serde_json::from_str(&stream).unwrap();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
     let out = f.handle(event, deadline).await;
     assert!(out.batch_item_failures.is_empty());

@@ -34,7 +34,7 @@ impl Image for Attrs {
     }
 }
 
-impl Image for RawImage {
+impl Image for RawImage<'_> {
     /// Parses the image only when there is something to keep.
     fn project(&self, names: &BTreeSet<String>) -> Option<Attrs> {
         if names.is_empty() {
@@ -407,9 +407,9 @@ mod tests {
     fn stream_images_are_copied_and_shrunk_like_parsed_ones() {
         // The forwarder packs the stream's JSON (`RawImage`): the same
         // bodies as parsed images give, when whole, shrunk or a marker.
-        let raw = |a: &Attrs| -> RawImage {
-            serde_json::from_str(&serde_json::to_string(a).unwrap()).unwrap()
-        };
+        fn raw(text: &str) -> RawImage<'_> {
+            serde_json::from_str(text).unwrap()
+        }
         let cap = MIN_MESSAGE_BYTES;
         let mut c = cfg(1, cap);
         c.old_key_sources = ["email".to_string()].into();
@@ -423,9 +423,24 @@ mod tests {
                 o.insert("email".into(), V::S("old@x".into()));
             }
         }
-        let copied: Vec<(usize, ChangeEvent<RawImage>)> = parsed
+        // The images as text, which the copied events borrow.
+        let texts: Vec<ChangeEvent<String>> = parsed
             .iter()
-            .map(|(i, e)| (*i, e.clone().map_images(|a| raw(&a))))
+            .map(|(_, e)| e.clone().map_images(|a| serde_json::to_string(&a).unwrap()))
+            .collect();
+        let copied: Vec<(usize, ChangeEvent<RawImage<'_>>)> = parsed
+            .iter()
+            .zip(&texts)
+            .map(|((i, _), t)| {
+                let text = |x: &String| -> &str {
+                    [&t.new_image, &t.old_image]
+                        .into_iter()
+                        .flatten()
+                        .find(|y| *y == x)
+                        .unwrap()
+                };
+                (*i, t.clone().map_images(|x| raw(text(&x))))
+            })
             .collect();
         let read = |p: Packed| -> Vec<ChangeEvent> {
             p.groups[0]

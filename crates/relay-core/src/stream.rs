@@ -4,7 +4,8 @@
 //! parses every image in it into maps; the forwarder never looks inside an
 //! image, it only copies it onto the queue. [`StreamEvent`] parses the keys
 //! (they choose the FIFO group) and keeps each image as the DynamoDB JSON
-//! the stream sent ([`RawImage`]), checked but not built.
+//! the stream sent ([`RawImage`]), checked but not built, borrowed from the
+//! batch's text (read it with `serde_json::from_slice`/`from_str`).
 //!
 //! **Invariant:** a [`RawImage`] holds exactly what `serde_dynamo` would
 //! accept as an item nested at most [`MAX_NESTING`] levels (DynamoDB's own
@@ -13,6 +14,7 @@
 //! forwarder copied. (Record fields the forwarder does not read, such as
 //! `awsRegion` and `SizeBytes`, are not required here.)
 
+use std::borrow::Cow;
 use std::fmt;
 
 use base64::Engine as _;
@@ -23,30 +25,32 @@ use serde_json::value::RawValue;
 use crate::event::{assemble, ChangeEvent, Record, RecordError, TTL_PRINCIPAL};
 use crate::item::Attrs;
 
-/// A DynamoDB stream event as Lambda delivers it to the forwarder.
+/// A DynamoDB stream event as Lambda delivers it to the forwarder; its
+/// images borrow from the text it was read from.
 #[derive(Debug, Deserialize)]
-pub struct StreamEvent {
-    #[serde(rename = "Records")]
-    pub records: Vec<StreamRecord>,
+pub struct StreamEvent<'a> {
+    #[serde(rename = "Records", borrow)]
+    pub records: Vec<StreamRecord<'a>>,
 }
 
 /// One record of a [`StreamEvent`]. Fields the forwarder does not use are
 /// skipped; the ones `aws_lambda_events` requires and the forwarder reads
 /// are required here too.
 #[derive(Debug, Deserialize)]
-pub struct StreamRecord {
+pub struct StreamRecord<'a> {
     #[serde(rename = "eventID")]
     pub event_id: String,
-    #[serde(rename = "eventName")]
-    pub event_name: String,
-    #[serde(rename = "eventSourceARN", default)]
-    pub event_source_arn: Option<String>,
-    #[serde(rename = "tableName", default)]
-    pub table_name: Option<String>,
+    // Read, not kept: borrowed from the text unless escaped.
+    #[serde(rename = "eventName", borrow)]
+    pub event_name: Cow<'a, str>,
+    #[serde(rename = "eventSourceARN", default, borrow, deserialize_with = "text")]
+    pub event_source_arn: Option<Cow<'a, str>>,
+    #[serde(rename = "tableName", default, borrow, deserialize_with = "text")]
+    pub table_name: Option<Cow<'a, str>>,
     #[serde(rename = "userIdentity", default)]
     pub user_identity: Option<UserIdentity>,
-    #[serde(rename = "dynamodb")]
-    pub change: Change,
+    #[serde(rename = "dynamodb", borrow)]
+    pub change: Change<'a>,
 }
 
 /// Who made the change (DynamoDB's TTL process, for expiry deletes).
@@ -60,7 +64,7 @@ pub struct UserIdentity {
 
 /// The `dynamodb` part of a record.
 #[derive(Debug, Deserialize)]
-pub struct Change {
+pub struct Change<'a> {
     /// Epoch seconds, as `aws_lambda_events` reads them: a fraction is
     /// dropped (DynamoDB rounds this time down to the second); missing is 0.
     /// (Accepted up to 10^15 s, past chrono's range; DynamoDB never sends
@@ -73,16 +77,19 @@ pub struct Change {
     pub time_ms: i64,
     #[serde(rename = "Keys", default, deserialize_with = "nullish")]
     pub keys: Attrs,
-    #[serde(rename = "NewImage", default)]
-    pub new_image: Option<RawImage>,
-    #[serde(rename = "OldImage", default)]
-    pub old_image: Option<RawImage>,
+    #[serde(rename = "NewImage", default, borrow)]
+    pub new_image: Option<RawImage<'a>>,
+    #[serde(rename = "OldImage", default, borrow)]
+    pub old_image: Option<RawImage<'a>>,
     #[serde(rename = "SequenceNumber", default)]
     pub sequence_number: Option<String>,
 }
 
 /// Turns a record into a change event whose images are the stream's JSON.
-pub fn from_raw_record(rec: StreamRecord) -> Result<ChangeEvent<RawImage>, RecordError> {
+pub fn from_raw_record(rec: StreamRecord<'_>) -> Result<ChangeEvent<RawImage<'_>>, RecordError> {
+    fn image(i: Option<RawImage<'_>>) -> Option<RawImage<'_>> {
+        i.filter(|i| !i.empty)
+    }
     let StreamRecord {
         event_id,
         event_name,
@@ -93,7 +100,6 @@ pub fn from_raw_record(rec: StreamRecord) -> Result<ChangeEvent<RawImage>, Recor
     let ttl = user_identity
         .as_ref()
         .is_some_and(|u| u.type_ == "Service" && u.principal_id == TTL_PRINCIPAL);
-    let image = |i: Option<RawImage>| i.filter(|i| !i.empty);
     assemble(Record {
         event_id,
         event_name: &event_name,
@@ -107,16 +113,17 @@ pub fn from_raw_record(rec: StreamRecord) -> Result<ChangeEvent<RawImage>, Recor
 }
 
 /// An item as the stream's DynamoDB JSON, checked to be one (see the
-/// module's invariant), and written onto the queue as it came.
-#[derive(Clone, Debug)]
-pub struct RawImage {
-    json: Box<RawValue>,
+/// module's invariant), and written onto the queue as it came: borrowed
+/// from the batch's text, not copied.
+#[derive(Clone, Copy, Debug)]
+pub struct RawImage<'a> {
+    json: &'a RawValue,
     empty: bool,
 }
 
-impl RawImage {
+impl<'a> RawImage<'a> {
     /// Checks `json` and keeps it.
-    pub fn new(json: Box<RawValue>) -> Result<Self, serde_json::Error> {
+    pub fn new(json: &'a RawValue) -> Result<Self, serde_json::Error> {
         let n = check(json.get())?;
         Ok(RawImage {
             json,
@@ -125,7 +132,7 @@ impl RawImage {
     }
 
     /// The JSON as the stream sent it.
-    pub fn get(&self) -> &str {
+    pub fn get(&self) -> &'a str {
         self.json.get()
     }
 
@@ -143,13 +150,13 @@ impl RawImage {
     }
 }
 
-impl PartialEq for RawImage {
+impl PartialEq for RawImage<'_> {
     fn eq(&self, other: &Self) -> bool {
         self.get() == other.get()
     }
 }
 
-impl Serialize for RawImage {
+impl Serialize for RawImage<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         // serde_json writes it as a raw fragment; the envelope's formatter
         // escapes the code points SQS refuses on the way.
@@ -157,9 +164,9 @@ impl Serialize for RawImage {
     }
 }
 
-impl<'de> Deserialize<'de> for RawImage {
+impl<'de: 'a, 'a> Deserialize<'de> for RawImage<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let json = Box::<RawValue>::deserialize(d)?;
+        let json = <&'a RawValue>::deserialize(d)?;
         // Category and position only: an image is customer data.
         RawImage::new(json).map_err(|e| {
             de::Error::custom(format_args!(
@@ -222,6 +229,14 @@ fn seconds_to_ms<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
         }
     }
     d.deserialize_f64(Seconds)
+}
+
+/// An optional string, borrowed from the text unless escaped (serde's own
+/// `Option<Cow<str>>` always copies).
+fn text<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+    #[derive(Deserialize)]
+    struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
+    Ok(Option::<Text<'a>>::deserialize(d)?.map(|t| t.0))
 }
 
 fn nullish<'de, D: Deserializer<'de>>(d: D) -> Result<Attrs, D::Error> {

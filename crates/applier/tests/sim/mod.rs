@@ -309,7 +309,12 @@ impl Sim {
                         let records: Vec<_> =
                             pending.iter().take(batch).map(|r| r.to_record()).collect();
                         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-                        let out = fwd.handle(stream_event("source", &records), deadline).await;
+                        // As the Lambda runs it: the invocation's body, read in place.
+                        let body = stream_event("source", &records).0;
+                        let out = fwd
+                            .handle_body(body, deadline)
+                            .await
+                            .expect("a stream batch");
                         let advanced = match out.batch_item_failures.first() {
                             None => records.len(),
                             Some(f) => {
@@ -385,11 +390,12 @@ impl Sim {
         if records.is_empty() {
             return;
         }
-        let event = stream_event("source", &records);
+        let body = stream_event("source", &records).0;
         let out = self
             .forwarder
-            .handle(event, tokio::time::Instant::now() + Duration::from_secs(60))
-            .await;
+            .handle_body(body, tokio::time::Instant::now() + Duration::from_secs(60))
+            .await
+            .expect("a stream batch");
         assert!(out.batch_item_failures.is_empty(), "forwarding failed");
         self.pos.set(self.pos.get() + records.len());
     }

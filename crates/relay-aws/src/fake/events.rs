@@ -27,11 +27,25 @@ pub fn stream_arn(table: &str) -> String {
     format!("arn:aws:dynamodb:us-east-1:123456789012:table/{table}/stream/2026-11-01T00:00:00.000")
 }
 
-/// A DynamoDB stream event as Lambda delivers it, read as the forwarder
-/// reads it (from JSON text, as the runtime hands it over).
-pub fn stream_event(table: &str, records: &[Record]) -> StreamEvent {
-    let text = stream_event_value(table, records).to_string();
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("test stream event does not parse: {e}"))
+/// A DynamoDB stream event as Lambda delivers it (JSON text); read it as
+/// the forwarder reads it with [`StreamBatch::event`].
+pub fn stream_event(table: &str, records: &[Record]) -> StreamBatch {
+    StreamBatch(stream_event_value(table, records).to_string())
+}
+
+/// A stream batch's text, which the forwarder's reading borrows from.
+#[derive(Debug, Clone)]
+pub struct StreamBatch(pub String);
+
+impl StreamBatch {
+    /// The batch read as the forwarder reads it (its images borrowed).
+    pub fn event(&self) -> StreamEvent<'_> {
+        read(&self.0)
+    }
+}
+
+fn read(text: &str) -> StreamEvent<'_> {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("test stream event does not parse: {e}"))
 }
 
 /// [`stream_event`] as JSON, before it is parsed.

@@ -202,7 +202,8 @@ mod tests {
         let s: aws_lambda_events::event::dynamodb::Event =
             serde_json::from_str(&stream_json(20, 1)).unwrap();
         assert_eq!(s.records.len(), 20);
-        let f: relay_core::stream::StreamEvent = serde_json::from_str(&stream_json(20, 1)).unwrap();
+        let text = stream_json(20, 1);
+        let f: relay_core::stream::StreamEvent<'_> = serde_json::from_str(&text).unwrap();
         assert_eq!(f.records.len(), 20);
         let q: aws_lambda_events::event::sqs::SqsEvent =
             serde_json::from_str(&sqs_json(&[("b".into(), "g".into())])).unwrap();

@@ -11,7 +11,7 @@ fn dynamo(text: &str) -> Result<Attrs, serde_json::Error> {
     serde_json::from_str(text)
 }
 
-fn raw(text: &str) -> Result<RawImage, serde_json::Error> {
+fn raw(text: &str) -> Result<RawImage<'_>, serde_json::Error> {
     serde_json::from_str(text)
 }
 
@@ -84,6 +84,7 @@ proptest! {
     #[test]
     fn copied_images_read_back_as_the_item(new in item(), old in item()) {
         let keys: Attrs = [("pk".to_string(), V::S("k".into()))].into();
+        let (new_text, old_text) = (serde_json::to_string(&new).unwrap(), serde_json::to_string(&old).unwrap());
         let event = ChangeEvent {
             event_id: "e".into(),
             seq: "1".into(),
@@ -92,8 +93,8 @@ proptest! {
             ttl: false,
             refetch: false,
             keys: keys.clone(),
-            new_image: Some(raw(&serde_json::to_string(&new).unwrap()).unwrap()),
-            old_image: Some(raw(&serde_json::to_string(&old).unwrap()).unwrap()),
+            new_image: Some(raw(&new_text).unwrap()),
+            old_image: Some(raw(&old_text).unwrap()),
         };
         let mut body = header(VERSION, "T");
         body.extend(encode_event(&event));
@@ -155,7 +156,7 @@ fn images_nest_as_deep_as_dynamodb_allows_and_the_applier_reads_them() {
         ttl: false,
         refetch: false,
         keys,
-        new_image: Some(image.clone()),
+        new_image: Some(image),
         old_image: Some(image),
     };
     let mut body = header(VERSION, "T");
@@ -205,7 +206,7 @@ fn both(
     Result<ChangeEvent, RecordError>,
 ) {
     let text = rec.to_string();
-    let mine: StreamRecord = serde_json::from_str(&text).unwrap();
+    let mine: StreamRecord<'_> = serde_json::from_str(&text).unwrap();
     let theirs: aws_lambda_events::event::dynamodb::EventRecord =
         serde_json::from_str(&text).unwrap();
     let parsed = from_raw_record(mine).map(|e| e.map_images(|i| i.to_attrs()));
@@ -276,7 +277,7 @@ fn a_whole_batch_with_a_bad_image_is_refused_by_both_readers() {
         "SizeBytes": 1,
     }));
     let text = json!({ "Records": [rec] }).to_string();
-    assert!(serde_json::from_str::<StreamEvent>(&text).is_err());
+    assert!(serde_json::from_str::<StreamEvent<'_>>(&text).is_err());
     assert!(serde_json::from_str::<aws_lambda_events::event::dynamodb::Event>(&text).is_err());
 }
 
@@ -295,7 +296,7 @@ fn agrees(text: &str) -> Result<(), TestCaseError> {
 
 /// Bytes that move text in and out of the grammar: structure, whitespace,
 /// escapes, tag letters, literals' letters, base64's alphabet and padding.
-const MUTATION_BYTES: &[u8] = b"{}[]:,\" \t\n\r\\/u0aSNBLMOUTtrufalsen=+\x01";
+const MUTATION_BYTES: &[u8] = b"{}[]:,\" \t\n\r\\/u0aSNBLMOUTtrufalsen=+\x00\x01\x0b\x0c\x1f\x7f";
 
 /// One edit of a text: insert, remove or replace one character.
 #[derive(Debug, Clone)]
@@ -417,4 +418,83 @@ fn the_fast_image_check_leaves_what_it_is_not_sure_of_to_serde() {
     }
     assert!(check(r#"{"a":{"\u0053":"escaped tag"}}"#).is_ok());
     assert!(check(r#"{"a":{"S":"\ud800"}}"#).is_err());
+}
+
+/// `{"a": …}` with `levels` lists (`L`), or maps and lists in turn, in all.
+fn nested_lists(levels: u32, mixed: bool) -> String {
+    let mut v = json!({"S": "x"});
+    for i in 0..levels {
+        v = if mixed && i % 2 == 1 {
+            json!({"M": {"a": v}})
+        } else {
+            json!({"L": [v]})
+        };
+    }
+    json!({ "a": v }).to_string()
+}
+
+#[test]
+fn the_fast_image_check_keeps_dynamodbs_nesting_limit_for_lists_too() {
+    for mixed in [false, true] {
+        let deepest = nested_lists(MAX_NESTING, mixed);
+        assert_eq!(super::fast::count(&deepest), Some(1), "{deepest}");
+        assert_eq!(check_with_serde(&deepest).unwrap(), 1);
+        let deeper = nested_lists(MAX_NESTING + 1, mixed);
+        assert_eq!(super::fast::count(&deeper), None, "{deeper}");
+        assert!(check_with_serde(&deeper).is_err());
+    }
+}
+
+#[test]
+fn the_fast_image_checks_string_scan_stops_at_every_byte_that_matters() {
+    // Each byte that ends a string's plain run, at every offset of the
+    // eight-byte loop and its tail, in strings of several lengths.
+    let mut special: Vec<u8> = (0u8..0x20).collect();
+    special.extend([b'"', b'\\', 0x7f]);
+    for len in [1usize, 7, 8, 9, 16, 17, 40] {
+        for at in 0..len {
+            for &b in &special {
+                let mut value = vec![b'x'; len];
+                value[at] = b;
+                let text = format!(
+                    "{{\"a\":{{\"S\":\"{}\"}}}}",
+                    String::from_utf8(value).unwrap()
+                );
+                let fast = super::fast::count(&text);
+                if let Some(n) = fast {
+                    assert_eq!(check_with_serde(&text).ok(), Some(n), "{text:?}");
+                }
+                // A raw control character, or a quote that ends the string
+                // early, is never answered fast.
+                if b < 0x20 || b == b'"' {
+                    assert_eq!(fast, None, "{text:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_fast_image_check_decodes_base64_as_serde_does_at_its_buffers_edge() {
+    for len in [508usize, 512, 516] {
+        let valid = "A".repeat(len);
+        let mut bad_last = valid.clone();
+        bad_last.replace_range(len - 1.., "!");
+        let mut bad_pad = "A".repeat(len - 2);
+        bad_pad.push_str("=A");
+        let mut short_pad = "A".repeat(len - 1);
+        short_pad.push('=');
+        for value in [valid, bad_last, bad_pad, short_pad] {
+            for text in [
+                json!({"b": {"B": value}}).to_string(),
+                json!({"b": {"BS": [value]}}).to_string(),
+            ] {
+                let serde = check_with_serde(&text).ok();
+                match super::fast::count(&text) {
+                    Some(n) => assert_eq!(serde, Some(n), "{text}"),
+                    None => assert_eq!(serde, None, "{text}"),
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,121 @@
+use super::*;
+use lambda_runtime::service_fn;
+use serde_json::json;
+
+fn invocation(request_id: &str, body: &'static [u8]) -> LambdaInvocation {
+    let mut context = lambda_runtime::Context::default();
+    context.request_id = request_id.to_string();
+    LambdaInvocation {
+        parts: http::Response::new(()).into_parts().0,
+        body: Bytes::from_static(body),
+        context,
+    }
+}
+
+#[tokio::test]
+async fn the_layer_hands_the_runtime_null_and_the_handler_the_body() {
+    let raw = RawBody::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let inner = {
+        let seen = seen.clone();
+        service_fn(move |inv: LambdaInvocation| {
+            seen.lock().unwrap().push(inv.body);
+            async { Ok::<(), lambda_runtime::Error>(()) }
+        })
+    };
+    let mut svc = raw.layer(inner);
+    svc.call(invocation("r-1", b"{\"Records\":[]}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [Bytes::from_static(b"null")]
+    );
+    // Only to the invocation it came with, and once.
+    assert_eq!(raw.take("r-0"), None);
+    assert_eq!(raw.take("r-1").as_deref(), Some(&b"{\"Records\":[]}"[..]));
+    assert_eq!(raw.take("r-1"), None);
+    // The next invocation's body replaces one never taken.
+    svc.call(invocation("r-2", b"2")).await.unwrap();
+    svc.call(invocation("r-3", b"3")).await.unwrap();
+    assert_eq!(raw.take("r-2"), None);
+    assert_eq!(raw.take("r-3").as_deref(), Some(&b"3"[..]));
+}
+
+fn batch(dynamodb: serde_json::Value) -> Vec<u8> {
+    json!({"Records": [{
+        "eventID": "e1",
+        "eventName": "MODIFY",
+        "eventSourceARN": "arn:aws:dynamodb:us-east-1:1:table/T/stream/x",
+        "dynamodb": dynamodb,
+    }]})
+    .to_string()
+    .into_bytes()
+}
+
+#[test]
+fn a_batch_is_read_in_place() {
+    let body = batch(json!({
+        "ApproximateCreationDateTime": 1,
+        "Keys": {"pk": {"S": "a"}},
+        "NewImage": {"pk": {"S": "a"}, "n": {"N": "1"}},
+        "SequenceNumber": "1",
+    }));
+    let event = read_body(&body).unwrap();
+    let image = event.records[0].change.new_image.unwrap().get();
+    assert_eq!(image, r#"{"n":{"N":"1"},"pk":{"S":"a"}}"#);
+    // Names and the source are read where they are, as the images are.
+    let rec = &event.records[0];
+    assert!(matches!(
+        rec.event_name,
+        std::borrow::Cow::Borrowed("MODIFY")
+    ));
+    assert!(matches!(
+        rec.event_source_arn,
+        Some(std::borrow::Cow::Borrowed(_))
+    ));
+    // The image is the body's own bytes, not a copy.
+    let at = image.as_ptr() as usize - body.as_ptr() as usize;
+    assert!(at < body.len());
+}
+
+#[test]
+fn a_body_that_is_not_a_batch_says_where_and_names_no_value() {
+    let cases = [
+        (
+            batch(json!({"Keys": {"pk": {"S": "a"}}, "NewImage": {"pk": {"S": 424242}}})),
+            "[Records[0].dynamodb.NewImage] ",
+        ),
+        (
+            batch(json!({"Keys": {"pk": {"S": 424242}}})),
+            "[Records[0].dynamodb.Keys",
+        ),
+        (
+            batch(json!({"ApproximateCreationDateTime": "424242"})),
+            "[Records[0].dynamodb.ApproximateCreationDateTime] ",
+        ),
+        (b"{\"Records\": [424242".to_vec(), "[Records[0]] "),
+        (b"{\"Records\": 1}".to_vec(), "[Records] "),
+    ];
+    for (body, at) in cases {
+        let error = read_body(&body).unwrap_err();
+        let e = error.to_string();
+        assert!(
+            e.starts_with("the invocation is not a DynamoDB stream batch"),
+            "{e}"
+        );
+        assert!(e.contains(at), "{e}");
+        // Nor any other way it is shown: lambda_runtime logs a handler's
+        // error with `Debug`, and posts its `Diagnostic`.
+        let debug = format!("{error:?}");
+        let d = lambda_runtime::Diagnostic::from(error);
+        assert_eq!(d.error_type, "InvalidStreamBatch");
+        for shown in [&e, &debug, &d.error_message, &format!("{d:?}")] {
+            assert!(!shown.contains("424242"), "{shown}");
+        }
+    }
+    let e = read_body(b"{\"Records\": [{\"eventName\": \"INSERT\"}]}")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("missing field `eventID`"), "{e}");
+}
