@@ -22,7 +22,7 @@ use serde_json::error::Category;
 
 /// Takes each invocation's body before the runtime reads it; the handler
 /// gets it back with [`RawBody::take`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct RawBody {
     slot: Arc<Mutex<Option<(String, Bytes)>>>,
 }
@@ -45,6 +45,17 @@ impl RawBody {
     fn put(&self, request_id: String, body: Bytes) {
         let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
         *slot = Some((request_id, body));
+    }
+}
+
+/// The request id and the body's length: never the body (customer data).
+impl fmt::Debug for RawBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+        match slot.as_ref() {
+            Some((id, body)) => write!(f, "RawBody({id}: {} bytes)", body.len()),
+            None => f.write_str("RawBody(empty)"),
+        }
     }
 }
 

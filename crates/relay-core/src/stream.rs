@@ -144,9 +144,16 @@ impl<'a> RawImage<'a> {
     /// the key sources a moved item's delete needs: a panic instead fails
     /// the invocation, and Lambda retries the batch.
     pub fn to_attrs(&self) -> Attrs {
-        #[allow(clippy::expect_used)]
-        serde_json::from_str(self.json.get())
-            .expect("an image the check accepted is one serde_dynamo reads")
+        // Category and position only (serde's own message quotes values).
+        #[allow(clippy::panic)]
+        serde_json::from_str(self.json.get()).unwrap_or_else(|e| {
+            panic!(
+                "an image the check accepted is not one serde_dynamo reads ({:?} error at line {} column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            )
+        })
     }
 }
 

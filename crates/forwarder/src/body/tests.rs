@@ -35,6 +35,12 @@ async fn the_layer_hands_the_runtime_null_and_the_handler_the_body() {
     assert_eq!(raw.take("r-0"), None);
     assert_eq!(raw.take("r-1").as_deref(), Some(&b"{\"Records\":[]}"[..]));
     assert_eq!(raw.take("r-1"), None);
+    // Shown, it is its request id and length, never its bytes.
+    svc.call(invocation("r-9", b"{\"secret\":424242}"))
+        .await
+        .unwrap();
+    assert_eq!(format!("{raw:?}"), "RawBody(r-9: 17 bytes)");
+    assert!(!format!("{svc:?}").contains("424242"));
     // The next invocation's body replaces one never taken.
     svc.call(invocation("r-2", b"2")).await.unwrap();
     svc.call(invocation("r-3", b"3")).await.unwrap();

@@ -447,8 +447,9 @@ fn the_fast_image_check_keeps_dynamodbs_nesting_limit_for_lists_too() {
 
 #[test]
 fn the_fast_image_checks_string_scan_stops_at_every_byte_that_matters() {
-    // Each byte that ends a string's plain run, at every offset of the
-    // eight-byte loop and its tail, in strings of several lengths.
+    // Each byte that ends a string's plain run (and DEL, which does not),
+    // at every offset of the eight-byte loop and its tail, in strings of
+    // several lengths.
     let mut special: Vec<u8> = (0u8..0x20).collect();
     special.extend([b'"', b'\\', 0x7f]);
     for len in [1usize, 7, 8, 9, 16, 17, 40] {
