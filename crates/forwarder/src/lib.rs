@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use futures::stream::{FuturesUnordered, StreamExt};
-use relay_aws::runtime::{bounded, emit_metrics, remaining, Clock};
+use relay_aws::runtime::{bounded, deadline_from_epoch_ms, emit_metrics, remaining, Clock};
 use relay_aws::{EntryStatus, MetricsPublisher, QueueSender, SendEntry};
 use relay_core::config::ForwarderConfig;
 use relay_core::event::{table_from_arn, ChangeEvent};
@@ -89,7 +89,7 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
         event: lambda_runtime::LambdaEvent<()>,
     ) -> Result<DynamoDbEventResponse, lambda_runtime::Diagnostic> {
         let body = raw.take(&event.context.request_id).ok_or_else(no_body)?;
-        let deadline = relay_aws::runtime::deadline_from_epoch_ms(event.context.deadline);
+        let deadline = deadline_from_epoch_ms(event.context.deadline);
         Ok(self.handle_body(body, deadline).await?)
     }
 

@@ -40,12 +40,9 @@ pub struct StreamBatch(pub String);
 impl StreamBatch {
     /// The batch read as the forwarder reads it (its images borrowed).
     pub fn event(&self) -> StreamEvent<'_> {
-        read(&self.0)
+        serde_json::from_str(&self.0)
+            .unwrap_or_else(|e| panic!("test stream event does not parse: {e}"))
     }
-}
-
-fn read(text: &str) -> StreamEvent<'_> {
-    serde_json::from_str(text).unwrap_or_else(|e| panic!("test stream event does not parse: {e}"))
 }
 
 /// [`stream_event`] as JSON, before it is parsed.
