@@ -48,7 +48,7 @@ use std::io;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{ChangeEvent, Op};
-use crate::item::Attrs;
+use crate::item::{json, Attrs};
 
 /// The envelope version this build writes by default. It reads it and
 /// version 1, and writes either ([`header`], [`into_string`]).
@@ -121,8 +121,12 @@ pub fn exchange_quotes(bytes: &mut [u8]) {
 
 /// Decodes a message body, checking the version first. A body passed as a
 /// `String` is exchanged back (version 2) in place; a `&str` is copied.
+///
+/// Items are read by [`json::Item`] (serde_dynamo's grammar and maps,
+/// fewer allocations), not by [`Envelope`]'s derived reader.
 pub fn decode<'a>(body: impl Into<Cow<'a, str>>) -> Result<Envelope, EnvelopeError> {
-    decode_as(body.into())
+    let wire: WireEnvelope<json::Item> = decode_as(body.into())?;
+    Ok(wire.into_envelope())
 }
 
 /// [`decode`] for a reader that never looks at old images (an applier
@@ -135,32 +139,16 @@ pub fn decode<'a>(body: impl Into<Cow<'a, str>>) -> Result<Envelope, EnvelopeErr
 pub fn decode_without_old_images<'a>(
     body: impl Into<Cow<'a, str>>,
 ) -> Result<Envelope, EnvelopeError> {
-    let lean: LeanEnvelope = decode_as(body.into())?;
-    Ok(Envelope {
-        v: lean.v,
-        src: lean.src,
-        ev: lean
-            .ev
-            .into_iter()
-            .map(|e| ChangeEvent {
-                event_id: e.id,
-                seq: e.sq,
-                time_ms: e.t,
-                op: e.op,
-                ttl: e.ttl,
-                refetch: e.rf,
-                keys: e.k,
-                new_image: e.n,
-                old_image: None,
-            })
-            .collect(),
-    })
+    let wire: WireEnvelope<Unread> = decode_as(body.into())?;
+    Ok(wire.into_envelope())
 }
 
-/// The wire form of a [`ChangeEvent`] without `o` (unknown fields are
-/// skipped, as [`ChangeEvent`]'s own decoding skips them).
+/// The wire form of a [`ChangeEvent`], its old image read as `O`: an item,
+/// or [`Unread`] (unknown fields are skipped, as [`ChangeEvent`]'s own
+/// decoding skips them).
 #[derive(Deserialize)]
-struct LeanEvent {
+#[serde(bound = "O: Deserialize<'de>")]
+struct WireEvent<O> {
     id: String,
     sq: String,
     t: i64,
@@ -169,16 +157,98 @@ struct LeanEvent {
     ttl: bool,
     #[serde(default)]
     rf: bool,
-    k: Attrs,
+    k: json::Item,
     #[serde(default)]
-    n: Option<Attrs>,
+    n: Option<json::Item>,
+    #[serde(default)]
+    o: Option<O>,
 }
 
 #[derive(Deserialize)]
-struct LeanEnvelope {
+#[serde(bound = "O: Old + Deserialize<'de>")]
+struct WireEnvelope<O> {
     v: u32,
     src: String,
-    ev: Vec<LeanEvent>,
+    ev: Events<O>,
+}
+
+impl<O> WireEnvelope<O> {
+    fn into_envelope(self) -> Envelope {
+        Envelope {
+            v: self.v,
+            src: self.src,
+            ev: self.ev.0,
+        }
+    }
+}
+
+/// How a [`WireEvent`]'s old image is kept.
+trait Old {
+    fn image(self) -> Option<Attrs>;
+}
+
+impl Old for json::Item {
+    fn image(self) -> Option<Attrs> {
+        Some(self.0)
+    }
+}
+
+impl Old for Unread {
+    fn image(self) -> Option<Attrs> {
+        None
+    }
+}
+
+impl<O: Old> From<WireEvent<O>> for ChangeEvent {
+    fn from(e: WireEvent<O>) -> Self {
+        ChangeEvent {
+            event_id: e.id,
+            seq: e.sq,
+            time_ms: e.t,
+            op: e.op,
+            ttl: e.ttl,
+            refetch: e.rf,
+            keys: e.k.0,
+            new_image: e.n.map(|n| n.0),
+            old_image: e.o.and_then(O::image),
+        }
+    }
+}
+
+/// The `ev` array, each event made a [`ChangeEvent`] as it is read (no
+/// second array of wire events to copy from).
+struct Events<O>(Vec<ChangeEvent>, std::marker::PhantomData<O>);
+
+impl<'de, O: Old + Deserialize<'de>> Deserialize<'de> for Events<O> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<O>(std::marker::PhantomData<O>);
+        impl<'de, O: Old + Deserialize<'de>> serde::de::Visitor<'de> for V<O> {
+            type Value = Events<O>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an array of events")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut s: A,
+            ) -> Result<Events<O>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(e) = s.next_element::<WireEvent<O>>()? {
+                    out.push(e.into());
+                }
+                Ok(Events(out, std::marker::PhantomData))
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
+    }
+}
+
+/// Any JSON value, skipped unread (an old image nobody will use).
+struct Unread;
+
+impl<'de> Deserialize<'de> for Unread {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| Unread)
+    }
 }
 
 fn decode_as<T: serde::de::DeserializeOwned>(body: Cow<'_, str>) -> Result<T, EnvelopeError> {

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 
 pub use serde_dynamo::AttributeValue;
 
+pub mod json;
+
 /// One DynamoDB item (or key): attribute name to value.
 pub type Attrs = HashMap<String, AttributeValue>;
 

@@ -41,3 +41,6 @@ pub mod send_plan;
 pub mod stream;
 pub mod transform;
 pub mod work;
+
+#[cfg(test)]
+mod testgen;

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
 use crate::event::{assemble, ChangeEvent, Record, RecordError, TTL_PRINCIPAL};
+use crate::item::json::{self, Tag};
 use crate::item::Attrs;
 
 /// A DynamoDB stream event as Lambda delivers it to the forwarder; its
@@ -247,7 +248,9 @@ fn text<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>,
 }
 
 fn nullish<'de, D: Deserializer<'de>>(d: D) -> Result<Attrs, D::Error> {
-    Ok(Option::<Attrs>::deserialize(d)?.unwrap_or_default())
+    // The keys read as the applier reads items (no tag kept, no copy of a
+    // binary's text).
+    Ok(Option::<json::Item>::deserialize(d)?.unwrap_or_default().0)
 }
 
 /// Nesting levels DynamoDB allows in an item (maps and lists within one
@@ -375,49 +378,6 @@ impl<'de> Visitor<'de> for List {
     fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<(), A::Error> {
         while s.next_element_seed(self.0)?.is_some() {}
         Ok(())
-    }
-}
-
-enum Tag {
-    N,
-    S,
-    Bool,
-    B,
-    Null,
-    M,
-    L,
-    Ss,
-    Ns,
-    Bs,
-}
-
-impl<'de> Deserialize<'de> for Tag {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Tag;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a DynamoDB type tag")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Tag, E> {
-                Ok(match v {
-                    "N" => Tag::N,
-                    "S" => Tag::S,
-                    "BOOL" => Tag::Bool,
-                    "B" => Tag::B,
-                    "NULL" => Tag::Null,
-                    "M" => Tag::M,
-                    "L" => Tag::L,
-                    "SS" => Tag::Ss,
-                    "NS" => Tag::Ns,
-                    "BS" => Tag::Bs,
-                    // The tag is schema, not data, but it is not quoted
-                    // either: it came from the item's JSON.
-                    _ => return Err(E::custom("not a known DynamoDB type tag")),
-                })
-            }
-        }
-        d.deserialize_str(V)
     }
 }
 

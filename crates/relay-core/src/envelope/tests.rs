@@ -226,3 +226,23 @@ fn framed_encoding_equals_whole_encoding() {
         assert_eq!((back.v, back.ev), (version, events.to_vec()));
     }
 }
+
+proptest::proptest! {
+    /// `decode` reads items with `json::Item`: every event is what the
+    /// derived reader (`ChangeEvent`'s, serde_dynamo's items) makes of the
+    /// same body, images of every type, in both versions.
+    #[test]
+    fn decode_reads_what_the_derived_reader_reads(
+        keys in crate::testgen::item(),
+        new in proptest::option::of(crate::testgen::item()),
+        old in proptest::option::of(crate::testgen::item()),
+    ) {
+        let mut e = ev("a", "x");
+        (e.keys, e.new_image, e.old_image) = (keys, new, old);
+        let v1 = encode_as(1, "src", &[e.clone(), ev("b", "y")]);
+        let derived: Envelope = serde_json::from_str(&v1).unwrap();
+        proptest::prop_assert_eq!(&decode(&v1).unwrap(), &derived);
+        proptest::prop_assert_eq!(decode(encode("src", &[e.clone(), ev("b", "y")])).unwrap().ev, derived.ev.clone());
+        proptest::prop_assert_eq!(&derived.ev[0], &e);
+    }
+}

@@ -5,6 +5,8 @@ use crate::item::AttributeValue as V;
 use proptest::prelude::*;
 use serde_json::{json, Value as Json};
 
+use crate::testgen::{apply, edit, item, near_dynamo_json, nested, nested_lists, REFUSED_EDGES};
+
 /// What serde_dynamo (the applier's reader, and aws_lambda_events') makes
 /// of an image.
 fn dynamo(text: &str) -> Result<Attrs, serde_json::Error> {
@@ -13,61 +15,6 @@ fn dynamo(text: &str) -> Result<Attrs, serde_json::Error> {
 
 fn raw(text: &str) -> Result<RawImage<'_>, serde_json::Error> {
     serde_json::from_str(text)
-}
-
-/// A JSON tree in (and around) DynamoDB JSON's grammar: type tags, a
-/// foreign key, every JSON kind, base64 that decodes and that does not.
-fn near_dynamo_json() -> impl Strategy<Value = Json> {
-    let leaf = prop_oneof![
-        Just(json!("AAE=")),
-        Just(json!("not base64!")),
-        Just(json!("1.5")),
-        Just(json!("")),
-        Just(json!(7)),
-        Just(json!(true)),
-        Just(json!(null)),
-    ];
-    leaf.prop_recursive(5, 40, 4, |inner| {
-        let tag = prop_oneof![
-            Just("S"),
-            Just("N"),
-            Just("B"),
-            Just("BOOL"),
-            Just("NULL"),
-            Just("M"),
-            Just("L"),
-            Just("SS"),
-            Just("NS"),
-            Just("BS"),
-            Just("x"),
-        ];
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..3).prop_map(Json::Array),
-            prop::collection::vec((tag, inner), 0..3).prop_map(|kv| {
-                Json::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
-            }),
-        ]
-    })
-}
-
-/// A valid item of every type.
-fn item() -> impl Strategy<Value = Attrs> {
-    let scalar = prop_oneof![
-        any::<String>().prop_map(V::S),
-        any::<i64>().prop_map(|n| V::N(n.to_string())),
-        prop::collection::vec(any::<u8>(), 0..8).prop_map(V::B),
-        any::<bool>().prop_map(V::Bool),
-        Just(V::Null(true)),
-        prop::collection::vec("[a-z\u{FFFE}\u{FFFF}]{1,4}", 1..3).prop_map(V::Ss),
-        prop::collection::vec(prop::collection::vec(any::<u8>(), 1..4), 1..3).prop_map(V::Bs),
-    ];
-    let value = scalar.prop_recursive(3, 20, 3, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..3).prop_map(V::L),
-            prop::collection::hash_map("[a-z]{1,3}", inner, 0..3).prop_map(V::M),
-        ]
-    });
-    prop::collection::hash_map("[a-zA-Z_\u{e9}]{1,6}", value, 0..6)
 }
 
 proptest! {
@@ -108,23 +55,6 @@ proptest! {
     }
 }
 
-/// Texts serde_dynamo refuses, at the grammar's edges: no tag, two tags,
-/// a tag's value of the wrong kind, bad base64, an unknown tag, not an
-/// object, not closed.
-const REFUSED_EDGES: [&str; 11] = [
-    r#"{"a":{}}"#,
-    r#"{"a":{"S":"x","N":"1"}}"#,
-    r#"{"a":{"S":1}}"#,
-    r#"{"a":{"N":null}}"#,
-    r#"{"a":{"B":"@@"}}"#,
-    r#"{"a":{"BS":["AAE", "AAE="]}}"#,
-    r#"{"a":{"X":"1"}}"#,
-    r#"{"a":{"L":[{"S":"x"},{"Q":1}]}}"#,
-    r#"[]"#,
-    r#""x""#,
-    r#"{"a":{"S":"x"}"#,
-];
-
 #[test]
 fn grammar_edges_agree_with_serde_dynamo() {
     let accepted = [
@@ -139,15 +69,6 @@ fn grammar_edges_agree_with_serde_dynamo() {
         assert_eq!(raw(text).is_ok(), dynamo(text).is_ok(), "{text}");
     }
     assert!(raw(r#"{"a":{"S":"x"}}"#).is_ok());
-}
-
-/// `{"a": {"M": {"a": … {"S":"x"}}}}` with `levels` maps in all.
-fn nested(levels: u32) -> String {
-    let mut v = json!({"S": "x"});
-    for _ in 0..levels {
-        v = json!({"M": {"a": v}});
-    }
-    json!({ "a": v }).to_string()
 }
 
 #[test]
@@ -301,45 +222,6 @@ fn agrees(text: &str) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Bytes that move text in and out of the grammar: structure, whitespace,
-/// escapes, tag letters, literals' letters, base64's alphabet and padding.
-const MUTATION_BYTES: &[u8] = b"{}[]:,\" \t\n\r\\/u0aSNBLMOUTtrufalsen=+\x00\x01\x0b\x0c\x1f\x7f";
-
-/// One edit of a text: insert, remove or replace one character.
-#[derive(Debug, Clone)]
-enum Edit {
-    Insert(prop::sample::Index, u8),
-    Remove(prop::sample::Index),
-    Replace(prop::sample::Index, u8),
-}
-
-fn edit() -> impl Strategy<Value = Edit> {
-    let byte = prop::sample::select(MUTATION_BYTES);
-    prop_oneof![
-        (any::<prop::sample::Index>(), byte.clone()).prop_map(|(i, b)| Edit::Insert(i, b)),
-        any::<prop::sample::Index>().prop_map(Edit::Remove),
-        (any::<prop::sample::Index>(), byte).prop_map(|(i, b)| Edit::Replace(i, b)),
-    ]
-}
-
-fn apply(text: &str, edits: &[Edit]) -> String {
-    let mut chars: Vec<char> = text.chars().collect();
-    for e in edits {
-        match *e {
-            Edit::Insert(i, b) => chars.insert(i.index(chars.len() + 1), char::from(b)),
-            Edit::Remove(i) if !chars.is_empty() => {
-                chars.remove(i.index(chars.len()));
-            }
-            Edit::Replace(i, b) if !chars.is_empty() => {
-                let at = i.index(chars.len());
-                chars[at] = char::from(b);
-            }
-            _ => {}
-        }
-    }
-    chars.into_iter().collect()
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2048))]
 
@@ -420,19 +302,6 @@ fn the_fast_image_check_leaves_what_it_is_not_sure_of_to_serde() {
     }
     assert!(check(r#"{"a":{"\u0053":"escaped tag"}}"#).is_ok());
     assert!(check(r#"{"a":{"S":"\ud800"}}"#).is_err());
-}
-
-/// `{"a": …}` with `levels` lists (`L`), or maps and lists in turn, in all.
-fn nested_lists(levels: u32, mixed: bool) -> String {
-    let mut v = json!({"S": "x"});
-    for i in 0..levels {
-        v = if mixed && i % 2 == 1 {
-            json!({"M": {"a": v}})
-        } else {
-            json!({"L": [v]})
-        };
-    }
-    json!({ "a": v }).to_string()
 }
 
 #[test]
