@@ -95,23 +95,30 @@ impl<'a> Cursor<'a> {
     }
 
     /// Moves past bytes that need no attention inside a string: not `"`,
-    /// not `\`, not a control character. Eight bytes at a time while none
-    /// of them does (the classic "has a zero byte" test, per byte value).
+    /// not `\`, not a control character. Eight bytes at a time (the
+    /// classic "has a zero byte" test, per byte value); in the first eight
+    /// that hold one, straight to it.
     fn skip_plain(&mut self) {
         const ONES: u64 = 0x0101_0101_0101_0101;
         const HIGH: u64 = 0x8080_8080_8080_8080;
-        let has = |w: u64, v: u8| {
+        // Bit 7 of each byte equal to `v`. A borrow only runs upwards from
+        // a byte that is flagged rightly, so the lowest flag is exact
+        // (bytes above it may be flagged wrongly; they are not looked at).
+        let equal = |w: u64, v: u8| {
             let x = w ^ (ONES * u64::from(v));
-            x.wrapping_sub(ONES) & !x & HIGH != 0
+            x.wrapping_sub(ONES) & !x & HIGH
         };
         while let Some(chunk) = self.b.get(self.i..self.i + 8) {
             let mut w = [0u8; 8];
             w.copy_from_slice(chunk);
             let w = u64::from_le_bytes(w);
             // Bytes below 0x20: their value minus 0x20 borrows into bit 7.
-            let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0;
-            if control || has(w, b'"') || has(w, b'\\') {
-                break;
+            let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+            let flags = control | equal(w, b'"') | equal(w, b'\\');
+            if flags != 0 {
+                // Little-endian: the lowest flag is the first such byte.
+                self.i += (flags.trailing_zeros() / 8) as usize;
+                return;
             }
             self.i += 8;
         }

@@ -323,7 +323,7 @@ fn the_fast_image_checks_string_scan_stops_at_every_byte_that_matters() {
     // several lengths.
     let mut special: Vec<u8> = (0u8..0x20).collect();
     special.extend([b'"', b'\\', 0x7f]);
-    for len in [1usize, 7, 8, 9, 16, 17, 40] {
+    for len in [1usize, 7, 8, 9, 15, 16, 17, 23, 24, 25, 40] {
         for at in 0..len {
             for &b in &special {
                 let mut value = vec![b'x'; len];
@@ -341,7 +341,25 @@ fn the_fast_image_checks_string_scan_stops_at_every_byte_that_matters() {
                 if b < 0x20 || b == b'"' {
                     assert_eq!(fast, None, "{text:?}");
                 }
+                // Nor a plain string whose end the scan overshoots or
+                // stops short of: DEL, and an escape it must step over.
+                if b == 0x7f {
+                    assert_eq!(fast, Some(1), "{text:?}");
+                }
             }
+        }
+    }
+}
+
+#[test]
+fn the_fast_image_checks_string_scan_stops_at_the_first_of_several_in_a_word() {
+    // Escapes and the closing quote close together, at every offset of
+    // the eight-byte word: the scan stops at the first, every time.
+    for pad in 0..17 {
+        for tail in [r#"\"\\""#, r#"\\\"x""#, r#"\n\t\/""#, r#"a\"b\"c""#] {
+            let text = format!("{{\"a\":{{\"S\":\"{}{tail}}}}}", "x".repeat(pad));
+            assert_eq!(check_with_serde(&text).ok(), Some(1), "{text}");
+            assert_eq!(super::fast::count(&text), Some(1), "{text}");
         }
     }
 }
