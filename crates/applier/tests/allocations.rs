@@ -171,12 +171,23 @@ struct Budget {
 }
 
 // Measured (`cargo test -p relay-applier --test allocations -- --nocapture`
-// prints them), per event at B = 100 / 1,000 / 10,000: forwarder 19.9 /
-// 15.5 / 15.1 allocations, 10.4 / 9.2 / 8.5 KB allocated, 4.1 / 3.5 /
-// 3.1 KB peak (its read: 9.0 allocations, ~0.7–0.9 KB peak); applier
-// 107.7 / 98.0 / 96.6 allocations, 10.4 / 10.0 / 9.6 KB allocated, 2.3 /
+// prints them), per event at B = 100 / 1,000 / 10,000: forwarder 12.4 /
+// 8.5 / 8.1 allocations, 10.2 / 8.9 / 8.2 KB allocated, 4.1 / 3.4 /
+// 3.1 KB peak (its read: 7.0 allocations, ~0.7–0.9 KB peak); applier
+// 79.0 / 69.7 / 68.4 allocations, 10.1 / 9.7 / 9.3 KB allocated, 2.3 /
 // 1.7 / 0.6 KB peak (one invocation's peak over B). A reallocation counts
 // as an allocation of its new size.
+// Before the packer built dedup ids as messages grew (it kept a copy of
+// every event id), hashed keys in one buffer (a canonical key was two
+// allocations per event, one for its sorted names), and the forwarder
+// stopped copying every sequence number for its failure report:
+// forwarder 17.9 / 13.5 / 13.1, applier 81.0 / 71.7 / 70.3.
+// Before that, before items were read with `item::json::Item` (serde_dynamo's reader
+// takes each value's type tag as a `String`, and each binary as a `String`
+// before decoding it; the forwarder reads its keys so too, and the
+// applier's envelope had a second array of wire events): forwarder 19.9 /
+// 15.5 / 15.1, applier 107.7 / 98.0 / 96.6 allocations, 10.4 / 10.0 /
+// 9.6 KB.
 // Before the forwarder read its images, event names and source ARNs in
 // place (lambda_runtime's owned payload: each copied out of the body; the
 // names and ARNs were 2 of these allocations per event): 29.1 / 24.7 / 24.3
@@ -195,17 +206,17 @@ struct Budget {
 const BUDGETS: [Budget; 3] = [
     Budget {
         b: 100,
-        forwarder: [20.9, 10_905.0, 4_335.0],
-        applier: [113.1, 10_945.0, 2_365.0],
+        forwarder: [13.0, 10_695.0, 4_335.0],
+        applier: [83.0, 10_610.0, 2_365.0],
     },
     Budget {
         b: 1_000,
-        forwarder: [16.3, 9_640.0, 3_635.0],
-        applier: [102.9, 10_490.0, 1_745.0],
+        forwarder: [8.9, 9_305.0, 3_635.0],
+        applier: [73.2, 10_215.0, 1_745.0],
     },
     Budget {
         b: 10_000,
-        forwarder: [15.9, 8_975.0, 3_270.0],
-        applier: [101.4, 10_075.0, 630.0],
+        forwarder: [8.5, 8_640.0, 3_265.0],
+        applier: [71.8, 9_775.0, 630.0],
     },
 ];

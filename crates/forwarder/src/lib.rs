@@ -134,12 +134,11 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
         let mut events: Vec<(usize, ChangeEvent<RawImage<'_>>)> = Vec::with_capacity(records.len());
         let mut first_bad: Option<(usize, Option<String>)> = None;
         for (i, rec) in records.into_iter().enumerate() {
-            let seq = rec.change.sequence_number.clone();
             match from_raw_record(rec) {
                 Ok(e) => events.push((i, e)),
                 Err(e) => {
                     tracing::error!(position = i, error = %e, "stream record cannot be forwarded; reporting it failed so Lambda retries it and, past its retry limit, sends it to the on-failure destination");
-                    first_bad = Some((i, seq));
+                    first_bad = Some((i, e.seq().map(str::to_string)));
                     break;
                 }
             }

@@ -107,6 +107,18 @@ pub enum RecordError {
     MissingCreationTime { event_id: String, seq: String },
 }
 
+impl RecordError {
+    /// The record's sequence number, when it had one.
+    pub fn seq(&self) -> Option<&str> {
+        match self {
+            RecordError::MissingSequenceNumber { .. } => None,
+            RecordError::MissingKeys { seq, .. } | RecordError::MissingCreationTime { seq, .. } => {
+                Some(seq)
+            }
+        }
+    }
+}
+
 /// The principal DynamoDB's TTL process uses in stream records.
 pub const TTL_PRINCIPAL: &str = "dynamodb.amazonaws.com";
 

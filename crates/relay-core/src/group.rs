@@ -46,13 +46,33 @@ pub fn group_id(bucket: u32) -> String {
 /// older image. Duplicates across invocations are harmless: a replay resends
 /// every later change of the item too (docs/DESIGN.md, promise 1).
 pub fn dedup_id<'a>(invocation: u64, event_ids: impl IntoIterator<Item = &'a str>) -> String {
-    let mut h = Sha256::new();
-    h.update(invocation.to_be_bytes());
+    let mut d = Dedup::new(invocation);
     for id in event_ids {
-        h.update((id.len() as u64).to_be_bytes());
-        h.update(id.as_bytes());
+        d.push(id);
     }
-    hex::encode(h.finalize())
+    d.finish()
+}
+
+/// [`dedup_id`] computed as a message is built, one event id at a time
+/// (the packer keeps no list of ids).
+#[derive(Clone, Debug)]
+pub struct Dedup(Sha256);
+
+impl Dedup {
+    pub fn new(invocation: u64) -> Self {
+        let mut h = Sha256::new();
+        h.update(invocation.to_be_bytes());
+        Dedup(h)
+    }
+
+    pub fn push(&mut self, event_id: &str) {
+        self.0.update((event_id.len() as u64).to_be_bytes());
+        self.0.update(event_id.as_bytes());
+    }
+
+    pub fn finish(self) -> String {
+        hex::encode(self.0.finalize())
+    }
 }
 
 #[cfg(test)]

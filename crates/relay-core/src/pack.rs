@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::envelope::{self, EventView, ImageRef};
 use crate::event::ChangeEvent;
-use crate::group::{bucket, dedup_id, group_id};
+use crate::group::{bucket, group_id, Dedup};
 use crate::item::{Attrs, CanonicalKey};
 use crate::stream::RawImage;
 use crate::transform::project;
@@ -106,7 +106,9 @@ pub const MIN_MESSAGE_BYTES: usize = 16 * 1024;
 
 struct Building {
     body: Vec<u8>,
-    ids: Vec<String>,
+    /// The dedup id so far, and the number of events.
+    dedup: Dedup,
+    events: usize,
     first_record: usize,
 }
 
@@ -134,6 +136,8 @@ pub fn pack<I: Image>(
     // One encoding buffer for the whole batch: it grows to the largest
     // event once, instead of every event growing its own.
     let mut scratch: Vec<u8> = Vec::with_capacity(4096);
+    // One buffer for the keys' canonical bytes too.
+    let mut key = CanonicalKey::from_bytes(Vec::with_capacity(64));
     for (record, event) in events {
         let record = *record;
         let refetch = encode_within(event, room, cfg, &mut stats, &mut scratch);
@@ -150,7 +154,8 @@ pub fn pack<I: Image>(
         }
         stats.events += 1;
 
-        let b = bucket(src_table, &CanonicalKey::of(&event.keys), cfg.buckets);
+        key.set(&event.keys);
+        let b = bucket(src_table, &key, cfg.buckets);
         let (done, open) = groups.entry(b).or_insert_with(|| {
             order.push(b);
             (Vec::new(), None)
@@ -160,13 +165,7 @@ pub fn pack<I: Image>(
                 > cfg.max_message_bytes
             {
                 if let Some(full) = open.take() {
-                    done.push(finish(
-                        b,
-                        full,
-                        invocation,
-                        cfg.envelope_version,
-                        &mut stats,
-                    ));
+                    done.push(finish(b, full, cfg.envelope_version, &mut stats));
                 }
             }
         }
@@ -174,7 +173,8 @@ pub fn pack<I: Image>(
             Some(cur) => {
                 cur.body.extend_from_slice(envelope::SEPARATOR);
                 cur.body.extend_from_slice(encoded);
-                cur.ids.push(event.event_id.clone());
+                cur.dedup.push(&event.event_id);
+                cur.events += 1;
             }
             None => {
                 // Room for a group's share of the batch in events like
@@ -193,7 +193,12 @@ pub fn pack<I: Image>(
                 body.extend_from_slice(encoded);
                 *open = Some(Building {
                     body,
-                    ids: vec![event.event_id.clone()],
+                    dedup: {
+                        let mut d = Dedup::new(invocation);
+                        d.push(&event.event_id);
+                        d
+                    },
+                    events: 1,
                     first_record: record,
                 });
             }
@@ -204,13 +209,7 @@ pub fn pack<I: Image>(
     for b in order {
         if let Some((mut done, open)) = groups.remove(&b) {
             if let Some(last) = open {
-                done.push(finish(
-                    b,
-                    last,
-                    invocation,
-                    cfg.envelope_version,
-                    &mut stats,
-                ));
+                done.push(finish(b, last, cfg.envelope_version, &mut stats));
             }
             out.push(done);
         }
@@ -255,13 +254,7 @@ fn encode_within<I: Image>(
     true
 }
 
-fn finish(
-    bucket: u32,
-    mut m: Building,
-    invocation: u64,
-    version: u32,
-    stats: &mut PackStats,
-) -> OutMessage {
+fn finish(bucket: u32, mut m: Building, version: u32, stats: &mut PackStats) -> OutMessage {
     m.body.extend_from_slice(envelope::FOOTER);
     // With glibc's allocator (the Lambda runtime's), shrinking splits the
     // block in place; nothing is copied.
@@ -270,8 +263,8 @@ fn finish(
     stats.bytes += m.body.len() as u64;
     OutMessage {
         group_id: group_id(bucket),
-        dedup_id: dedup_id(invocation, m.ids.iter().map(String::as_str)),
-        events: m.ids.len(),
+        dedup_id: m.dedup.finish(),
+        events: m.events,
         first_record: m.first_record,
         body: envelope::into_string(version, m.body),
     }
@@ -325,6 +318,12 @@ mod tests {
             assert!(m.body.len() <= MIN_MESSAGE_BYTES);
             let env = decode(&m.body).unwrap();
             assert_eq!(m.first_record, env.ev[0].seq.parse::<usize>().unwrap());
+            // The id built as the message grew is the one of its events.
+            assert_eq!(
+                m.dedup_id,
+                crate::group::dedup_id(1, env.ev.iter().map(|e| e.event_id.as_str()))
+            );
+            assert_eq!(m.events, env.ev.len());
             ids.extend(env.ev.into_iter().map(|e| e.event_id));
         }
         let want: Vec<_> = (0..50).map(|i| format!("e{i}")).collect();
