@@ -104,6 +104,17 @@ mod tests {
     const GOLDEN_BUCKETS: [u32; 4] = [265, 237, 826, 158];
 
     #[test]
+    fn dedup_ids_are_sha256_of_the_nonce_and_length_prefixed_ids() {
+        // Python: sha256(pack('>Q', 42) + pack('>Q', 1) + b'a' + pack('>Q', 2) + b'bc').
+        let want = "55f825f5af0ea557ed44fe5e63abf40365c08237c100c7e8ea687067643e7a31";
+        assert_eq!(dedup_id(42, ["a", "bc"]), want);
+        let mut d = Dedup::new(42);
+        d.push("a");
+        d.push("bc");
+        assert_eq!(d.finish(), want);
+    }
+
+    #[test]
     fn buckets_spread_keys() {
         let mut seen = std::collections::HashSet::new();
         for i in 0..2000 {

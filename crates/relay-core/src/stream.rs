@@ -325,6 +325,9 @@ impl<'de> Visitor<'de> for Attr {
             ));
         };
         match tag {
+            Tag::Unknown => {
+                return Err(de::Error::custom("not a known DynamoDB type tag"));
+            }
             Tag::N | Tag::S => {
                 m.next_value::<Text>()?;
             }

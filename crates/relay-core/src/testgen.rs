@@ -50,6 +50,7 @@ pub(crate) fn item() -> impl Strategy<Value = Attrs> {
         any::<bool>().prop_map(V::Bool),
         Just(V::Null(true)),
         prop::collection::vec("[a-z\u{FFFE}\u{FFFF}]{1,4}", 1..3).prop_map(V::Ss),
+        prop::collection::vec(any::<i32>().prop_map(|n| n.to_string()), 1..3).prop_map(V::Ns),
         prop::collection::vec(prop::collection::vec(any::<u8>(), 1..4), 1..3).prop_map(V::Bs),
     ];
     let value = scalar.prop_recursive(3, 20, 3, |inner| {

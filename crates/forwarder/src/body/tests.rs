@@ -96,6 +96,20 @@ fn a_body_that_is_not_a_batch_says_where_and_names_no_value() {
             batch(json!({"Keys": {"pk": {"S": 424242}}})),
             "[Records[0].dynamodb.Keys",
         ),
+        // The keys' type tags are schema, but a wrong one is customer text:
+        // it is refused after it is read, so no path ends with it.
+        (
+            batch(json!({"Keys": {"pk": {"424242": "a"}}})),
+            "[Records[0].dynamodb.Keys",
+        ),
+        (
+            batch(json!({"Keys": {"pk": {"S": "a", "424242": "b"}}})),
+            "[Records[0].dynamodb.Keys",
+        ),
+        (
+            batch(json!({"Keys": {"pk": {"B": "424242!"}}})),
+            "[Records[0].dynamodb.Keys",
+        ),
         (
             batch(json!({"ApproximateCreationDateTime": "424242"})),
             "[Records[0].dynamodb.ApproximateCreationDateTime] ",

@@ -81,6 +81,10 @@ impl<'de> Visitor<'de> for ValueOf {
             ));
         };
         let value = match tag {
+            // Refused here, after the key was read, not while reading it:
+            // a reader that records paths (the forwarder's error report)
+            // would otherwise end its path with the tag's text.
+            Tag::Unknown => return Err(de::Error::custom("not a known DynamoDB type tag")),
             Tag::N => AttributeValue::N(m.next_value()?),
             Tag::S => AttributeValue::S(m.next_value()?),
             Tag::Bool => AttributeValue::Bool(m.next_value()?),
@@ -101,8 +105,10 @@ impl<'de> Visitor<'de> for ValueOf {
     }
 }
 
-/// A DynamoDB type tag, read without keeping it.
+/// A DynamoDB type tag, read without keeping it. An unknown tag is read
+/// (as `Unknown`) and refused by the caller.
 pub(crate) enum Tag {
+    Unknown,
     N,
     S,
     Bool,
@@ -135,9 +141,7 @@ impl<'de> Deserialize<'de> for Tag {
                     "SS" => Tag::Ss,
                     "NS" => Tag::Ns,
                     "BS" => Tag::Bs,
-                    // The tag is schema, not data, but it is not quoted
-                    // either: it came from the item's JSON.
-                    _ => return Err(E::custom("not a known DynamoDB type tag")),
+                    _ => Tag::Unknown,
                 })
             }
         }
