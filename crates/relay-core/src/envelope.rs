@@ -347,17 +347,46 @@ pub fn encode_event<I: Serialize>(event: &ChangeEvent<I>) -> Vec<u8> {
     out
 }
 
-/// [`encode_event`] into `out` (cleared first): a buffer reused across
-/// events keeps its capacity, so an event costs no allocation.
-pub fn encode_event_into<I: Serialize>(out: &mut Vec<u8>, event: &ChangeEvent<I>) {
-    out.clear();
+/// [`encode_event`] appended to `out`: the packer writes an event straight
+/// into its message's body (or a buffer reused across events), so an event
+/// costs no allocation and no copy.
+pub fn append_event<I: Serialize>(out: &mut Vec<u8>, event: &ChangeEvent<I>) {
     write_json(out, event);
 }
 
-/// [`encode_view`] into `out` (cleared first).
-pub fn encode_view_into<I: Serialize>(out: &mut Vec<u8>, view: &EventView<'_, I>) {
-    out.clear();
+/// [`encode_view`] appended to `out`.
+pub fn append_view<I: Serialize>(out: &mut Vec<u8>, view: &EventView<'_, I>) {
     write_json(out, view);
+}
+
+/// [`append_event`] if `out` stays within `limit` bytes: `false` when it
+/// would not (`out` then holds part of the event, never more than `limit`
+/// bytes: the caller truncates it).
+pub fn append_event_within<I: Serialize>(
+    out: &mut Vec<u8>,
+    event: &ChangeEvent<I>,
+    limit: usize,
+) -> bool {
+    /// A writer that refuses to take `out` past `limit` (so `out` never
+    /// grows for an event that will not stay).
+    struct Within<'a> {
+        out: &'a mut Vec<u8>,
+        limit: usize,
+    }
+    impl io::Write for Within<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.out.len() + buf.len() > self.limit {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.out.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut ser = serde_json::Serializer::with_formatter(Within { out, limit }, SqsSafe);
+    event.serialize(&mut ser).is_ok()
 }
 
 /// A borrowed view of a [`ChangeEvent`] that serialises exactly like it, so

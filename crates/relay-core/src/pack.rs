@@ -140,6 +140,31 @@ pub fn pack<I: Image>(
     let mut key = CanonicalKey::from_bytes(Vec::with_capacity(64));
     for (record, event) in events {
         let record = *record;
+        key.set(&event.keys);
+        let b = bucket(src_table, &key, cfg.buckets);
+        let (done, open) = groups.entry(b).or_insert_with(|| {
+            order.push(b);
+            (Vec::new(), None)
+        });
+        // Most events go whole into their group's open message: written
+        // there directly (no copy), when whole is what `encode_within`
+        // would choose and it fits (then it fits `room` too: the message
+        // holds a header). Otherwise the message is left as it was.
+        if let Some(cur) = open.as_mut() {
+            if cfg.forward_old_image || event.old_image.is_none() {
+                let mark = cur.body.len();
+                cur.body.extend_from_slice(envelope::SEPARATOR);
+                let limit = cfg.max_message_bytes.saturating_sub(envelope::FOOTER.len());
+                if envelope::append_event_within(&mut cur.body, event, limit) {
+                    stats.refetch_markers += u64::from(event.refetch);
+                    stats.events += 1;
+                    cur.dedup.push(&event.event_id);
+                    cur.events += 1;
+                    continue;
+                }
+                cur.body.truncate(mark);
+            }
+        }
         let refetch = encode_within(event, room, cfg, &mut stats, &mut scratch);
         let encoded = &scratch;
         if encoded.len() > room {
@@ -154,12 +179,6 @@ pub fn pack<I: Image>(
         }
         stats.events += 1;
 
-        key.set(&event.keys);
-        let b = bucket(src_table, &key, cfg.buckets);
-        let (done, open) = groups.entry(b).or_insert_with(|| {
-            order.push(b);
-            (Vec::new(), None)
-        });
         if let Some(cur) = open {
             if cur.body.len() + envelope::SEPARATOR.len() + encoded.len() + envelope::FOOTER.len()
                 > cfg.max_message_bytes
@@ -230,7 +249,8 @@ fn encode_within<I: Image>(
 ) -> bool {
     let whole = cfg.forward_old_image || event.old_image.is_none();
     if whole {
-        envelope::encode_event_into(out, event);
+        out.clear();
+        envelope::append_event(out, event);
         if out.len() <= room {
             return event.refetch;
         }
@@ -243,14 +263,16 @@ fn encode_within<I: Image>(
     view.old_image = projected.as_ref().map(ImageRef::Projected);
     if event.old_image.is_some() {
         stats.old_images_dropped += 1;
-        envelope::encode_view_into(out, &view);
+        out.clear();
+        envelope::append_view(out, &view);
         if out.len() <= room {
             return event.refetch;
         }
     }
     view.refetch = true;
     view.new_image = None;
-    envelope::encode_view_into(out, &view);
+    out.clear();
+    envelope::append_view(out, &view);
     true
 }
 
@@ -271,204 +293,4 @@ fn finish(bucket: u32, mut m: Building, version: u32, stats: &mut PackStats) -> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::envelope::decode;
-    use crate::event::Op;
-    use crate::item::{AttributeValue as V, Attrs};
-
-    fn ev(i: usize, pk: &str, payload: usize) -> ChangeEvent {
-        let keys: Attrs = [("pk".to_string(), V::S(pk.into()))].into();
-        let mut image = keys.clone();
-        image.insert("blob".into(), V::S("x".repeat(payload)));
-        ChangeEvent {
-            event_id: format!("e{i}"),
-            seq: format!("{:020}", i),
-            time_ms: 0,
-            op: Op::Modify,
-            ttl: false,
-            refetch: false,
-            keys,
-            new_image: Some(image.clone()),
-            old_image: Some(image),
-        }
-    }
-
-    fn cfg(buckets: u32, cap: usize) -> PackConfig {
-        PackConfig {
-            buckets,
-            max_message_bytes: cap,
-            forward_old_image: true,
-            old_key_sources: BTreeSet::new(),
-            envelope_version: envelope::VERSION,
-        }
-    }
-
-    #[test]
-    fn one_bucket_packs_in_order_under_the_cap() {
-        let events: Vec<_> = (0..50)
-            .map(|i| (i, ev(i, &format!("k{}", i % 7), 900)))
-            .collect();
-        let packed = pack("T", &events, &cfg(1, MIN_MESSAGE_BYTES), 1).unwrap();
-        assert_eq!(packed.groups.len(), 1);
-        let msgs = &packed.groups[0];
-        assert!(msgs.len() > 1 && msgs.len() < 10, "{} messages", msgs.len());
-        let mut ids = Vec::new();
-        for m in msgs {
-            assert!(m.body.len() <= MIN_MESSAGE_BYTES);
-            let env = decode(&m.body).unwrap();
-            assert_eq!(m.first_record, env.ev[0].seq.parse::<usize>().unwrap());
-            // The id built as the message grew is the one of its events.
-            assert_eq!(
-                m.dedup_id,
-                crate::group::dedup_id(1, env.ev.iter().map(|e| e.event_id.as_str()))
-            );
-            assert_eq!(m.events, env.ev.len());
-            ids.extend(env.ev.into_iter().map(|e| e.event_id));
-        }
-        let want: Vec<_> = (0..50).map(|i| format!("e{i}")).collect();
-        assert_eq!(ids, want);
-        assert_eq!(packed.stats.events, 50);
-        assert_eq!(packed.stats.messages, msgs.len() as u64);
-    }
-
-    #[test]
-    fn same_key_same_group() {
-        let events: Vec<_> = (0..40)
-            .map(|i| (i, ev(i, &format!("k{}", i % 5), 10)))
-            .collect();
-        let packed = pack("T", &events, &cfg(16, 256 * 1024), 1).unwrap();
-        let mut seen: HashMap<String, String> = HashMap::new();
-        for g in &packed.groups {
-            for m in g {
-                for e in decode(&m.body).unwrap().ev {
-                    let pk = format!("{:?}", e.keys["pk"]);
-                    let prev = seen.insert(pk, m.group_id.clone());
-                    assert!(prev.is_none_or(|p| p == m.group_id));
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn oversized_events_drop_old_image_then_become_refetch_markers() {
-        let cap = MIN_MESSAGE_BYTES;
-        let events = vec![
-            (0, ev(0, "a", cap / 2)), // fits only without its old image
-            (1, ev(1, "b", cap)),     // fits only as keys
-        ];
-        let packed = pack("T", &events, &cfg(1, cap), 1).unwrap();
-        let all: Vec<ChangeEvent> = packed.groups[0]
-            .iter()
-            .flat_map(|m| decode(&m.body).unwrap().ev)
-            .collect();
-        assert_eq!(all.len(), 2, "nothing dropped");
-        assert!(all[0].old_image.is_none() && all[0].new_image.is_some() && !all[0].refetch);
-        assert!(all[1].refetch && all[1].new_image.is_none() && all[1].old_image.is_none());
-        assert_eq!(all[1].keys, ev(1, "b", 0).keys);
-        assert_eq!(packed.stats.refetch_markers, 1);
-        assert_eq!(packed.stats.old_images_dropped, 2);
-    }
-
-    #[test]
-    fn what_a_key_transform_needs_from_the_old_image_always_travels() {
-        let cap = MIN_MESSAGE_BYTES;
-        let mut c = cfg(1, cap);
-        c.old_key_sources = ["email".to_string()].into();
-        let with_email = |mut e: ChangeEvent| {
-            if let Some(o) = e.old_image.as_mut() {
-                o.insert("email".into(), V::S("old@x".into()));
-            }
-            e
-        };
-        let events = vec![
-            (0, with_email(ev(0, "a", cap / 2))), // fits only without its old image
-            (1, with_email(ev(1, "b", cap))),     // fits only as a marker
-        ];
-        let packed = pack("T", &events, &c, 1).unwrap();
-        let all: Vec<ChangeEvent> = packed.groups[0]
-            .iter()
-            .flat_map(|m| decode(&m.body).unwrap().ev)
-            .collect();
-        let projection: Attrs = [("email".to_string(), V::S("old@x".into()))].into();
-        assert!(all[0].new_image.is_some() && !all[0].refetch);
-        assert_eq!(all[0].old_image.as_ref(), Some(&projection));
-        assert!(all[1].refetch && all[1].new_image.is_none());
-        assert_eq!(all[1].old_image.as_ref(), Some(&projection));
-        // Even when old images are not forwarded at all.
-        c.forward_old_image = false;
-        let packed = pack("T", &events[..1], &c, 1).unwrap();
-        let e = &decode(&packed.groups[0][0].body).unwrap().ev[0];
-        assert_eq!(e.old_image.as_ref(), Some(&projection));
-    }
-
-    #[test]
-    fn stream_images_are_copied_and_shrunk_like_parsed_ones() {
-        // The forwarder packs the stream's JSON (`RawImage`): the same
-        // bodies as parsed images give, when whole, shrunk or a marker.
-        fn raw(text: &str) -> RawImage<'_> {
-            serde_json::from_str(text).unwrap()
-        }
-        let cap = MIN_MESSAGE_BYTES;
-        let mut c = cfg(1, cap);
-        c.old_key_sources = ["email".to_string()].into();
-        let mut parsed = vec![
-            (0, ev(0, "a", 10)),
-            (1, ev(1, "b", cap / 2)), // fits only without its old image
-            (2, ev(2, "c", cap)),     // fits only as a marker
-        ];
-        for (_, e) in &mut parsed[1..] {
-            if let Some(o) = e.old_image.as_mut() {
-                o.insert("email".into(), V::S("old@x".into()));
-            }
-        }
-        // The images as text, which the copied events borrow.
-        let texts: Vec<ChangeEvent<String>> = parsed
-            .iter()
-            .map(|(_, e)| e.clone().map_images(|a| serde_json::to_string(&a).unwrap()))
-            .collect();
-        let copied: Vec<(usize, ChangeEvent<RawImage<'_>>)> = parsed
-            .iter()
-            .zip(&texts)
-            .map(|((i, _), t)| {
-                let text = |x: &String| -> &str {
-                    [&t.new_image, &t.old_image]
-                        .into_iter()
-                        .flatten()
-                        .find(|y| *y == x)
-                        .unwrap()
-                };
-                (*i, t.clone().map_images(|x| raw(text(&x))))
-            })
-            .collect();
-        let read = |p: Packed| -> Vec<ChangeEvent> {
-            p.groups[0]
-                .iter()
-                .flat_map(|m| decode(&m.body).unwrap().ev)
-                .collect()
-        };
-        let a = pack("T", &parsed, &c, 1).unwrap();
-        let b = pack("T", &copied, &c, 1).unwrap();
-        assert_eq!(a.stats, b.stats);
-        let (a, b) = (read(a), read(b));
-        assert_eq!(a, b);
-        assert!(b[0].old_image.is_some() && !b[0].refetch);
-        assert!(b[2].refetch && b[2].old_image.as_ref().unwrap().contains_key("email"));
-    }
-
-    #[test]
-    fn cap_too_small_for_keys_is_an_error_not_a_drop() {
-        let err = pack("T", &[(3, ev(3, &"k".repeat(500), 1))], &cfg(1, 200), 1).unwrap_err();
-        assert_eq!(err.record, 3);
-        assert!(err.to_string().contains("MAX_MESSAGE_BYTES"));
-    }
-
-    #[test]
-    fn old_images_are_not_forwarded_when_disabled() {
-        let mut c = cfg(1, 256 * 1024);
-        c.forward_old_image = false;
-        let packed = pack("T", &[(0, ev(0, "a", 10))], &c, 1).unwrap();
-        let e = &decode(&packed.groups[0][0].body).unwrap().ev[0];
-        assert!(e.old_image.is_none() && e.new_image.is_some());
-    }
-}
+mod tests;
