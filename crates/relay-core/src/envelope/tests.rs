@@ -287,14 +287,16 @@ proptest::proptest! {
 
 #[test]
 fn an_event_is_appended_within_a_limit_or_not_at_all_past_it() {
-    let e = ev("a", "it's \"quoted\" \u{FFFE}");
+    let e = ev("a", "it's \"quoted\" \u{FFFE}\u{FFFF} \\");
     let whole = encode_event(&e);
     for prefix in [0usize, 1, 7] {
-        for limit in (prefix..prefix + whole.len() + 3).chain([usize::MAX]) {
+        for limit in (0..prefix + whole.len() + 3).chain([usize::MAX]) {
             let mut out = vec![b'x'; prefix];
             let fits = append_event_within(&mut out, &e, limit);
-            assert!(out.len() <= limit, "{} > {limit}", out.len());
+            assert!(out.len() <= limit.max(prefix), "{} > {limit}", out.len());
             assert_eq!(fits, prefix + whole.len() <= limit, "limit {limit}");
+            // What was there is left as it was.
+            assert!(out[..prefix].iter().all(|&b| b == b'x'));
             if fits {
                 assert_eq!(out[prefix..], whole[..]);
             }

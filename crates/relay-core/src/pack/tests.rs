@@ -327,7 +327,13 @@ proptest::proptest! {
                 match kind {
                     1 => (e.op, e.new_image) = (Op::Remove, None),
                     2 => e.refetch = true,
-                    _ => {}
+                    // Text the encoder escapes or exchanges: lengths change.
+                    _ => {
+                        let text = "'\"\u{FFFE}\u{FFFF}\\x".repeat(payload / 8 + 1);
+                        if let Some(n) = e.new_image.as_mut() {
+                            n.insert("blob".into(), V::S(text));
+                        }
+                    }
                 }
                 (i * 2, e)
             })
@@ -339,5 +345,50 @@ proptest::proptest! {
             c.old_key_sources = ["blob".to_string()].into();
         }
         assert_same(pack("T", &events, &c, 7), packed_by_copying("T", &events, &c, 7));
+    }
+}
+
+#[test]
+fn an_event_that_ends_a_message_at_the_cap_stays_and_one_byte_more_moves() {
+    // Two events of one key, the second (no old image: a byte of payload
+    // is a byte of event) sized to end the message at every length from
+    // a few bytes under the cap to a few over, in both versions.
+    for version in [1, 2] {
+        let mut c = cfg(1, MIN_MESSAGE_BYTES);
+        c.envelope_version = version;
+        let first = ev(0, "k", 100);
+        let frame = envelope::header(version, "T").len() + envelope::FOOTER.len();
+        let used = frame + envelope::encode_event(&first).len() + envelope::SEPARATOR.len();
+        let sized = |payload: usize| {
+            let mut e = ev(1, "k", payload);
+            e.old_image = None;
+            e
+        };
+        let base = envelope::encode_event(&sized(0)).len();
+        let fit = MIN_MESSAGE_BYTES - used - base;
+        let mut seen = Vec::new();
+        for payload in fit - 3..=fit + 3 {
+            let second = sized(payload);
+            let total = used + envelope::encode_event(&second).len();
+            seen.push(total);
+            let events = [(0, first.clone()), (1, second)];
+            let packed = pack("T", &events, &c, 1).unwrap();
+            let messages = &packed.groups[0];
+            if total <= MIN_MESSAGE_BYTES {
+                assert_eq!(messages.len(), 1, "v{version}: {total} bytes");
+                assert_eq!(messages[0].body.len(), total);
+            } else {
+                assert_eq!(messages.len(), 2, "v{version}: {total} bytes");
+            }
+            assert!(messages.iter().all(|m| m.body.len() <= MIN_MESSAGE_BYTES));
+            assert_same(Ok(packed), packed_by_copying("T", &events, &c, 1));
+        }
+        for edge in [
+            MIN_MESSAGE_BYTES - 1,
+            MIN_MESSAGE_BYTES,
+            MIN_MESSAGE_BYTES + 1,
+        ] {
+            assert!(seen.contains(&edge), "v{version}: {seen:?}");
+        }
     }
 }
