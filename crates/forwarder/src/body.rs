@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use lambda_runtime::tower::Layer;
 use lambda_runtime::{Diagnostic, LambdaInvocation, Service};
-use relay_core::stream::StreamEvent;
+use relay_core::stream::{self, StreamEvent};
 use serde_json::error::Category;
 
 /// Takes each invocation's body before the runtime reads it; the handler
@@ -92,8 +92,13 @@ impl<S: Service<LambdaInvocation>> Service<LambdaInvocation> for TakeBody<S> {
     }
 }
 
-/// Reads a stream batch in place (its images borrow from `body`).
+/// Reads a stream batch in place (its images borrow from `body`): in one
+/// pass when [`stream::read`] is sure of it, else by serde_json, which
+/// reads the same batches and gives every error.
 pub fn read_body(body: &[u8]) -> Result<StreamEvent<'_>, BodyError> {
+    if let Some(event) = std::str::from_utf8(body).ok().and_then(stream::read) {
+        return Ok(event);
+    }
     serde_json::from_slice(body).map_err(|error| {
         // Read again, only now, for where it failed.
         let de = &mut serde_json::Deserializer::from_slice(body);

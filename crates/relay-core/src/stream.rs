@@ -19,6 +19,7 @@ use std::fmt;
 
 use base64::Engine as _;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::ser::SerializeStruct as _;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
@@ -118,14 +119,14 @@ pub fn from_raw_record(rec: StreamRecord<'_>) -> Result<ChangeEvent<RawImage<'_>
 /// from the batch's text, not copied.
 #[derive(Clone, Copy, Debug)]
 pub struct RawImage<'a> {
-    json: &'a RawValue,
+    json: &'a str,
     empty: bool,
 }
 
 impl<'a> RawImage<'a> {
-    /// Checks `json` and keeps it.
-    pub fn new(json: &'a RawValue) -> Result<Self, serde_json::Error> {
-        let n = check(json.get())?;
+    /// Checks `json` (the whole text is the image) and keeps it.
+    pub fn new(json: &'a str) -> Result<Self, serde_json::Error> {
+        let n = check(json)?;
         Ok(RawImage {
             json,
             empty: n == 0,
@@ -134,7 +135,7 @@ impl<'a> RawImage<'a> {
 
     /// The JSON as the stream sent it.
     pub fn get(&self) -> &'a str {
-        self.json.get()
+        self.json
     }
 
     /// The item, parsed (a slow path: the packer's old-image projection).
@@ -147,7 +148,7 @@ impl<'a> RawImage<'a> {
     pub fn to_attrs(&self) -> Attrs {
         // Category and position only (serde's own message quotes values).
         #[allow(clippy::panic)]
-        serde_json::from_str(self.json.get()).unwrap_or_else(|e| {
+        serde_json::from_str(self.json).unwrap_or_else(|e| {
             panic!(
                 "an image the check accepted is not one serde_dynamo reads ({:?} error at line {} column {})",
                 e.classify(),
@@ -164,11 +165,21 @@ impl PartialEq for RawImage<'_> {
     }
 }
 
+/// serde_json's name for a raw fragment: a struct of this name with one
+/// field of this name is how `serde_json::value::RawValue` serializes
+/// itself, and serde_json's serializer writes that field's text as it is.
+/// (A `RawValue` cannot be made from borrowed text without reading it
+/// again, and [`read`] has read it once already.) Pinned by
+/// `an_image_is_written_as_it_came`.
+const RAW_FRAGMENT: &str = "$serde_json::private::RawValue";
+
 impl Serialize for RawImage<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         // serde_json writes it as a raw fragment; the envelope's formatter
         // escapes the code points SQS refuses on the way.
-        self.json.serialize(s)
+        let mut raw = s.serialize_struct(RAW_FRAGMENT, 1)?;
+        raw.serialize_field(RAW_FRAGMENT, self.json)?;
+        raw.end()
     }
 }
 
@@ -176,7 +187,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for RawImage<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let json = <&'a RawValue>::deserialize(d)?;
         // Category and position only: an image is customer data.
-        RawImage::new(json).map_err(|e| {
+        RawImage::new(json.get()).map_err(|e| {
             de::Error::custom(format_args!(
                 "an image is not DynamoDB JSON ({:?} error at line {} column {} of the image)",
                 e.classify(),
@@ -446,6 +457,9 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Seq<T> {
 }
 
 mod fast;
+mod read;
+
+pub use read::read;
 
 #[cfg(test)]
 mod tests;

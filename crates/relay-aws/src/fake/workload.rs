@@ -205,6 +205,19 @@ mod tests {
         let text = stream_json(20, 1);
         let f: relay_core::stream::StreamEvent<'_> = serde_json::from_str(&text).unwrap();
         assert_eq!(f.records.len(), 20);
+        // The benchmarks' batches take the forwarder's one-pass reader
+        // (BENCHMARKS.md's figures are of that path), and it reads them
+        // as serde_json does.
+        let big = stream_json(500, 7);
+        let one_pass = relay_core::stream::read(&big).expect("read in one pass");
+        let serde: relay_core::stream::StreamEvent<'_> = serde_json::from_str(&big).unwrap();
+        assert_eq!(format!("{one_pass:?}").len(), format!("{serde:?}").len());
+        for (a, b) in one_pass.records.iter().zip(&serde.records) {
+            assert_eq!(a.event_id, b.event_id);
+            assert_eq!(a.change.keys, b.change.keys);
+            assert_eq!(a.change.new_image, b.change.new_image);
+            assert_eq!(a.change.old_image, b.change.old_image);
+        }
         let q: aws_lambda_events::event::sqs::SqsEvent =
             serde_json::from_str(&sqs_json(&[("b".into(), "g".into())])).unwrap();
         assert_eq!(q.records[0].body.as_deref(), Some("b"));

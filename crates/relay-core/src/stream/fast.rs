@@ -29,38 +29,39 @@ pub(super) fn count(json: &str) -> Option<usize> {
     (c.i == c.b.len()).then_some(n)
 }
 
-struct Cursor<'a> {
-    b: &'a [u8],
-    i: usize,
+/// A position in a text being read (also [`super::read`]'s).
+pub(super) struct Cursor<'a> {
+    pub(super) b: &'a [u8],
+    pub(super) i: usize,
 }
 
 /// A string's content as it is in the text, and whether it held escapes.
-struct Str<'a> {
-    raw: &'a [u8],
-    escaped: bool,
+pub(super) struct Str<'a> {
+    pub(super) raw: &'a [u8],
+    pub(super) escaped: bool,
 }
 
 impl<'a> Cursor<'a> {
     /// Skips JSON's whitespace (what serde_json skips).
-    fn ws(&mut self) {
+    pub(super) fn ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
             self.i += 1;
         }
     }
 
     /// The next byte after whitespace, not consumed.
-    fn peek(&mut self) -> Option<u8> {
+    pub(super) fn peek(&mut self) -> Option<u8> {
         self.ws();
         self.b.get(self.i).copied()
     }
 
     /// Consumes `c` after whitespace, or is not sure.
-    fn eat(&mut self, c: u8) -> Option<()> {
+    pub(super) fn eat(&mut self, c: u8) -> Option<()> {
         (self.peek()? == c).then(|| self.i += 1)
     }
 
     /// Consumes `word` exactly (after whitespace).
-    fn word(&mut self, word: &[u8]) -> Option<()> {
+    pub(super) fn word(&mut self, word: &[u8]) -> Option<()> {
         self.ws();
         let end = self.i + word.len();
         (self.b.get(self.i..end)? == word).then(|| self.i = end)
@@ -69,7 +70,7 @@ impl<'a> Cursor<'a> {
     /// A string, quotes included. Escapes other than `\u` are valid in any
     /// string serde_json reads; `\u` (surrogates) and raw control
     /// characters are left to the serde check.
-    fn string(&mut self) -> Option<Str<'a>> {
+    pub(super) fn string(&mut self) -> Option<Str<'a>> {
         self.eat(b'"')?;
         let start = self.i;
         let mut escaped = false;
@@ -98,7 +99,7 @@ impl<'a> Cursor<'a> {
     /// not `\`, not a control character. Eight bytes at a time (the
     /// classic "has a zero byte" test, per byte value); in the first eight
     /// that hold one, straight to it.
-    fn skip_plain(&mut self) {
+    pub(super) fn skip_plain(&mut self) {
         const ONES: u64 = 0x0101_0101_0101_0101;
         const HIGH: u64 = 0x8080_8080_8080_8080;
         // Bit 7 of each byte equal to `v`. A borrow only runs upwards from
@@ -131,7 +132,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A `{name: attribute, …}` map, `depth` levels down; its length.
-    fn item(&mut self, depth: u32) -> Option<usize> {
+    pub(super) fn item(&mut self, depth: u32) -> Option<usize> {
         self.eat(b'{')?;
         if self.peek()? == b'}' {
             self.i += 1;
@@ -186,7 +187,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// `[element, …]`.
-    fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+    pub(super) fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
         self.eat(b'[')?;
         if self.peek()? == b']' {
             self.i += 1;
