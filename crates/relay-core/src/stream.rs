@@ -17,7 +17,6 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use base64::Engine as _;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::SerializeStruct as _;
 use serde::{Deserialize, Serialize, Serializer};
@@ -346,7 +345,7 @@ impl<'de> Visitor<'de> for Attr {
                 m.next_value::<bool>()?;
             }
             Tag::B => {
-                m.next_value::<Base64>()?;
+                m.next_value::<json::Binary>()?;
             }
             Tag::M => {
                 m.next_value_seed(Shape {
@@ -362,7 +361,7 @@ impl<'de> Visitor<'de> for Attr {
                 m.next_value::<Seq<Text>>()?;
             }
             Tag::Bs => {
-                m.next_value::<Seq<Base64>>()?;
+                m.next_value::<Seq<json::Binary>>()?;
             }
         }
         if m.next_key::<IgnoredAny>()?.is_some() {
@@ -408,28 +407,6 @@ impl<'de> Deserialize<'de> for Text {
             }
             fn visit_str<E: de::Error>(self, _: &str) -> Result<Text, E> {
                 Ok(Text)
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-/// A string that decodes as serde_dynamo decodes binaries (standard base64).
-struct Base64;
-
-impl<'de> Deserialize<'de> for Base64 {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Base64;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a base64 string")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Base64, E> {
-                base64::engine::general_purpose::STANDARD
-                    .decode(v)
-                    .map(|_| Base64)
-                    .map_err(|_| E::custom("Failed to decode base64"))
             }
         }
         d.deserialize_str(V)

@@ -150,8 +150,8 @@ impl<'de> Deserialize<'de> for Tag {
 }
 
 /// Standard base64, as serde_dynamo decodes binaries, decoded from the
-/// text (no `String` first).
-struct Binary(Vec<u8>);
+/// text (no `String` first). The image check reads binaries with it too.
+pub(crate) struct Binary(Vec<u8>);
 
 impl<'de> Deserialize<'de> for Binary {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
