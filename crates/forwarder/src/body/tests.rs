@@ -85,6 +85,36 @@ fn a_batch_is_read_in_place() {
     assert!(at < body.len());
 }
 
+/// A body the one-pass reader leaves to serde_json is read by it, in
+/// place too: bytes that are not UTF-8 in a field neither reads (serde_json
+/// skips a string without checking it), an escaped field name.
+#[test]
+fn a_body_the_one_pass_reader_is_not_sure_of_is_read_by_serde_json() {
+    let body = batch(json!({
+        "ApproximateCreationDateTime": 1,
+        "Keys": {"pk": {"S": "a"}},
+        "NewImage": {"pk": {"S": "a"}},
+        "SequenceNumber": "1",
+    }));
+    let text = String::from_utf8(body.clone()).unwrap();
+    assert!(relay_core::stream::read(&text).is_some());
+    let mut latin1 = body.clone();
+    latin1.splice(1..1, *b"\"x\":\"caf\xe9\",");
+    assert!(std::str::from_utf8(&latin1).is_err());
+    let event = read_body(&latin1).unwrap();
+    assert_eq!(
+        event.records[0].change.new_image.unwrap().get(),
+        r#"{"pk":{"S":"a"}}"#
+    );
+    let escaped = text.replacen("\"eventName\"", "\"\\u0065ventName\"", 1);
+    assert!(relay_core::stream::read(&escaped).is_none());
+    let event = read_body(escaped.as_bytes()).unwrap();
+    assert_eq!(event.records[0].event_name, "MODIFY");
+    let image = event.records[0].change.new_image.unwrap().get();
+    let at = image.as_ptr() as usize - escaped.as_ptr() as usize;
+    assert!(at < escaped.len());
+}
+
 #[test]
 fn a_body_that_is_not_a_batch_says_where_and_names_no_value() {
     let cases = [

@@ -11,11 +11,13 @@
 //! **Invariant:** [`read`] returns `Some(event)` only for text that
 //! `serde_json::from_str::<StreamEvent>` reads as `Ok`, with an equal
 //! event. Anything it is not sure of (an escaped field name, a field twice,
-//! a missing one, a `\u` escape or a control character in a string, a
-//! value nested deeper than [`SKIP_NESTING`], any error at all) is `None`,
-//! and the caller reads the text with serde_json, which gives the answer
-//! and the error. So this path can make reading faster, never more
-//! permissive; its errors are serde_json's.
+//! a missing one, a control character in a string, a value nested deeper
+//! than [`SKIP_NESTING`], any error at all) is `None`, and the caller reads
+//! the text with serde_json, which gives the answer and the error. So this
+//! path can make reading faster, never more permissive; its errors are
+//! serde_json's. (A `\u` escape is skipped as serde_json skips it, any four
+//! hex digits; a value read by serde_json is then decoded by it, and an
+//! image with one goes to the whole check.)
 
 use serde::Deserialize;
 use serde_json::Deserializer;
@@ -26,11 +28,18 @@ use super::{UserIdentity, MAX_NESTING};
 use crate::item::Attrs;
 use std::borrow::Cow;
 
-/// How deep [`Cursor::skip`] goes below the value it starts at; deeper is
-/// not sure. serde_json's own limit is 128 levels from the top, and a
-/// skipped value starts at most 4 levels down (batch, `Records`, record,
-/// `dynamodb`), so anything this reader accepts serde_json reads too.
-pub(super) const SKIP_NESTING: u32 = 64;
+/// How many JSON containers deep [`Cursor::skip`] goes from the value it
+/// starts at; deeper is not sure. It is as deep as an image the check
+/// accepts can be (each of DynamoDB's [`MAX_NESTING`] levels is two
+/// containers, `{"M":{…}}` or `{"L":[…]}`, and the item and the innermost
+/// value are two more), so an image the fast pass is not sure of is still
+/// found. serde_json counts its limit of 128 from the batch's top, and a
+/// value read again from its own text starts at most 4 levels down (batch,
+/// `Records`, record, `dynamodb`), so what this reader accepts serde_json
+/// reads too.
+pub(super) const SKIP_NESTING: u32 = 2 * MAX_NESTING + 2;
+
+const _: () = assert!(4 + SKIP_NESTING < 128);
 
 /// The batch in `text`, if this reader is sure of it (the module's
 /// invariant); `None` means: read it with serde_json.
@@ -166,6 +175,8 @@ impl<'a> Reader<'a> {
                 empty: n == 0,
             }));
         }
+        #[cfg(test)]
+        tests::WHOLE_CHECKS.with(|n| n.set(n.get() + 1));
         self.c.i = from;
         self.skip()?;
         let json = self.text.get(from..self.c.i)?;
@@ -323,10 +334,6 @@ impl<'de> Deserialize<'de> for Keys {
         nullish(d).map(Keys)
     }
 }
-
-// The check's nesting limit is below the skip's, so an image the fast
-// check is not sure of for its depth is still found by `skip`.
-const _: () = assert!(MAX_NESTING < SKIP_NESTING);
 
 #[cfg(test)]
 mod tests;

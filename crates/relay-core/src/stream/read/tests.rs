@@ -2,6 +2,19 @@ use super::*;
 use crate::testgen::{apply, edit, item, near_dynamo_json};
 use proptest::prelude::*;
 use serde_json::{json, Value as Json};
+use std::cell::Cell;
+
+thread_local! {
+    /// Images `read` handed to the whole check (its fast pass was not sure).
+    pub(super) static WHOLE_CHECKS: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many images reading `text` handed to the whole check.
+fn whole_checks(text: &str) -> usize {
+    WHOLE_CHECKS.with(|n| n.set(0));
+    drop(read(text));
+    WHOLE_CHECKS.with(Cell::get)
+}
 
 /// A batch's records as values that compare (a `HashMap`'s `Debug` order
 /// is its hasher's), images by their text and emptiness.
@@ -66,7 +79,11 @@ fn object(fields: &[(String, Json)], escape: Option<usize>, pretty: bool) -> Str
             v.to_string()
         }
     };
-    let (sep, colon) = if pretty { (",\n  ", ": ") } else { (",", ":") };
+    let (sep, colon) = if pretty {
+        (",\r\n\t ", " :\t")
+    } else {
+        (",", ":")
+    };
     let body: Vec<String> = fields
         .iter()
         .enumerate()
@@ -292,6 +309,9 @@ fn a_plain_batch_is_read_in_one_pass() {
     let pretty =
         serde_json::to_string_pretty(&serde_json::from_str::<Json>(&text).unwrap()).unwrap();
     assert!(agrees(&pretty).unwrap(), "not read: {pretty}");
+    // Every image read once, by the fast pass.
+    assert_eq!(whole_checks(&text), 0);
+    assert_eq!(whole_checks(&pretty), 0);
     let e = read(&text).unwrap();
     assert_eq!(e.records.len(), 3);
     assert!(e.records[0].change.old_image.unwrap().empty);
@@ -307,6 +327,23 @@ fn an_image_the_fast_check_is_not_sure_of_goes_to_the_whole_check() {
     let text = plain_batch().replace("caf\u{e9}", "caf\\u00e9");
     assert!(text.contains("\\u00e9"));
     assert!(agrees(&text).unwrap());
+    assert_eq!(whole_checks(&text), 3);
+    // As deep as DynamoDB allows, and one level more (refused).
+    for levels in [MAX_NESTING - 1, MAX_NESTING, MAX_NESTING + 1] {
+        let image = crate::testgen::nested(levels).replace(r#""x""#, r#""\u00e9""#);
+        let text = plain_batch().replacen(r#""OldImage":{}"#, &format!(r#""OldImage":{image}"#), 1);
+        assert_ne!(text, plain_batch());
+        let ok = levels <= MAX_NESTING;
+        assert_eq!(
+            serde_json::from_str::<StreamEvent<'_>>(&text).is_ok(),
+            ok,
+            "{levels}"
+        );
+        assert_eq!(agrees(&text).unwrap(), ok, "{levels}");
+        if ok {
+            assert_eq!(whole_checks(&text), 1, "{levels}");
+        }
+    }
     let bad = plain_batch().replacen(r#"{"N":"1"}}"#, r#"{"N":1}}"#, 2);
     assert_ne!(bad, plain_batch());
     assert!(read(&bad).is_none());
@@ -330,9 +367,11 @@ fn values_nested_deeper_than_skip_goes_are_left_to_serde_json() {
     assert!(agrees(&with(limit)).unwrap());
     assert!(read(&with(limit + 1)).is_none());
     assert!(serde_json::from_str::<StreamEvent<'_>>(&with(200)).is_ok());
-    // Keys nested deep enough to pass serde_json's limit in the batch,
-    // not from their own text (each level is two objects).
-    for levels in [61, 62] {
+    // Keys (read again from their own text), each level two containers
+    // and two more for the item and the innermost value: as deep as `skip`
+    // goes, then one level past it; and deep enough that serde_json
+    // refuses them in the batch (4 levels down) but not alone.
+    let with_keys = |levels: u32| {
         let keys = crate::testgen::nested(levels);
         let text = plain_batch().replacen(
             r#""Keys":{"pk":{"S":"k1"},"sk":{"N":"1"}}"#,
@@ -340,20 +379,17 @@ fn values_nested_deeper_than_skip_goes_are_left_to_serde_json() {
             1,
         );
         assert_ne!(text, plain_batch());
-        let mine = read(&text);
-        let theirs = serde_json::from_str::<StreamEvent<'_>>(&text);
-        assert!(mine.is_none(), "{levels}: read past SKIP_NESTING");
-        assert!(
-            serde_json::from_str::<Attrs>(&keys).is_ok(),
-            "{levels}: not readable alone"
-        );
-        if levels == 62 {
-            assert!(
-                theirs.is_err(),
-                "{levels}: serde_json reads it in the batch"
-            );
-        }
-    }
+        (keys, text)
+    };
+    let deepest = (SKIP_NESTING - 2) / 2;
+    assert!(agrees(&with_keys(deepest).1).unwrap());
+    let (_, text) = with_keys(deepest + 1);
+    assert!(read(&text).is_none());
+    assert!(serde_json::from_str::<StreamEvent<'_>>(&text).is_ok());
+    let (keys, text) = with_keys(62);
+    assert!(serde_json::from_str::<Attrs>(&keys).is_ok());
+    assert!(serde_json::from_str::<StreamEvent<'_>>(&text).is_err());
+    assert!(read(&text).is_none());
 }
 
 /// `skip`'s numbers are JSON's: what serde_json refuses, it is not sure of.
