@@ -41,6 +41,48 @@ pub(super) struct Str<'a> {
     pub(super) escaped: bool,
 }
 
+/// What walks a text with a [`Cursor`]: the cursor itself, and
+/// [`super::read`]'s reader, which keeps the text beside it.
+pub(super) trait Walk<'a>: Sized {
+    fn cursor(&mut self) -> &mut Cursor<'a>;
+
+    /// `open element, … close` (an array or an object; `element` reads one
+    /// entry, a name and its value in an object), after whitespace; the
+    /// number of elements.
+    fn list(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut element: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<usize> {
+        self.cursor().eat(open)?;
+        if self.cursor().peek()? == close {
+            self.cursor().i += 1;
+            return Some(0);
+        }
+        let mut n = 0;
+        loop {
+            element(self)?;
+            n += 1;
+            let c = self.cursor();
+            match c.peek()? {
+                b',' => c.i += 1,
+                b if b == close => {
+                    c.i += 1;
+                    return Some(n);
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+impl<'a> Walk<'a> for Cursor<'a> {
+    fn cursor(&mut self) -> &mut Cursor<'a> {
+        self
+    }
+}
+
 impl<'a> Cursor<'a> {
     /// Skips JSON's whitespace (what serde_json skips).
     pub(super) fn ws(&mut self) {
@@ -133,26 +175,11 @@ impl<'a> Cursor<'a> {
 
     /// A `{name: attribute, …}` map, `depth` levels down; its length.
     pub(super) fn item(&mut self, depth: u32) -> Option<usize> {
-        self.eat(b'{')?;
-        if self.peek()? == b'}' {
-            self.i += 1;
-            return Some(0);
-        }
-        let mut n = 0;
-        loop {
-            self.string()?;
-            self.eat(b':')?;
-            self.attr(depth)?;
-            n += 1;
-            match self.peek()? {
-                b',' => self.i += 1,
-                b'}' => {
-                    self.i += 1;
-                    return Some(n);
-                }
-                _ => return None,
-            }
-        }
+        self.list(b'{', b'}', |c| {
+            c.string()?;
+            c.eat(b':')?;
+            c.attr(depth)
+        })
     }
 
     /// An attribute value: `{"TAG": value}`, exactly one known tag.
@@ -187,23 +214,8 @@ impl<'a> Cursor<'a> {
     }
 
     /// `[element, …]`.
-    pub(super) fn array(&mut self, mut element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        self.eat(b'[')?;
-        if self.peek()? == b']' {
-            self.i += 1;
-            return Some(());
-        }
-        loop {
-            element(self)?;
-            match self.peek()? {
-                b',' => self.i += 1,
-                b']' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
+    pub(super) fn array(&mut self, element: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.list(b'[', b']', element).map(drop)
     }
 
     /// A string that decodes as the serde check decodes binaries (standard

@@ -22,7 +22,7 @@
 use serde::Deserialize;
 use serde_json::Deserializer;
 
-use super::fast::Cursor;
+use super::fast::{Cursor, Walk};
 use super::{nullish, seconds_to_ms, text, Change, RawImage, StreamEvent, StreamRecord};
 use super::{UserIdentity, MAX_NESTING};
 use crate::item::Attrs;
@@ -71,52 +71,35 @@ struct Reader<'a> {
     c: Cursor<'a>,
 }
 
+impl<'a> Walk<'a> for Reader<'a> {
+    fn cursor(&mut self) -> &mut Cursor<'a> {
+        &mut self.c
+    }
+}
+
 impl<'a> Reader<'a> {
     /// `{"name": value, …}`, each value read by `field` (which is handed
     /// the name as it is in the text; a name with an escape is not sure).
     fn object(&mut self, mut field: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
-        self.c.eat(b'{')?;
-        if self.c.peek()? == b'}' {
-            self.c.i += 1;
-            return Some(());
-        }
-        loop {
-            let name = self.c.string()?;
+        self.list(b'{', b'}', |r| {
+            let name = r.c.string()?;
             if name.escaped {
                 return None;
             }
-            self.c.eat(b':')?;
-            field(self, name.raw)?;
-            match self.c.peek()? {
-                b',' => self.c.i += 1,
-                b'}' => {
-                    self.c.i += 1;
-                    return Some(());
-                }
-                _ => return None,
-            }
-        }
+            r.c.eat(b':')?;
+            field(r, name.raw)
+        })
+        .map(drop)
     }
 
     /// The `Records` array.
     fn records(&mut self) -> Option<Vec<StreamRecord<'a>>> {
         let mut records = Vec::new();
-        self.c.eat(b'[')?;
-        if self.c.peek()? == b']' {
-            self.c.i += 1;
-            return Some(records);
-        }
-        loop {
-            records.push(self.record()?);
-            match self.c.peek()? {
-                b',' => self.c.i += 1,
-                b']' => {
-                    self.c.i += 1;
-                    return Some(records);
-                }
-                _ => return None,
-            }
-        }
+        self.list(b'[', b']', |r| {
+            records.push(r.record()?);
+            Some(())
+        })?;
+        Some(records)
     }
 
     fn record(&mut self) -> Option<StreamRecord<'a>> {
@@ -212,24 +195,12 @@ impl Cursor<'_> {
             b'"' => self.any_string(),
             b'{' => {
                 let below = below()?;
-                self.i += 1;
-                if self.peek()? == b'}' {
-                    self.i += 1;
-                    return Some(());
-                }
-                loop {
-                    self.any_string()?;
-                    self.eat(b':')?;
-                    self.skip(below)?;
-                    match self.peek()? {
-                        b',' => self.i += 1,
-                        b'}' => {
-                            self.i += 1;
-                            return Some(());
-                        }
-                        _ => return None,
-                    }
-                }
+                self.list(b'{', b'}', |c| {
+                    c.any_string()?;
+                    c.eat(b':')?;
+                    c.skip(below)
+                })
+                .map(drop)
             }
             b'[' => {
                 let below = below()?;
