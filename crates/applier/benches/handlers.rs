@@ -49,6 +49,18 @@
 //!   events (old images skipped, as the applier without a key-changing
 //!   transform reads them), nothing else: what this applier pays before
 //!   its own work (this decoder's cost, not a proven floor);
+//! * `applier/items-clone/B`: the batch's events, decoded beforehand,
+//!   cloned and dropped: the item model's allocations and copies alone (a
+//!   `String` per name and value, a map per item: the shape the SDK's typed
+//!   `BatchWriteItem` takes), no JSON read;
+//! * `applier/to-sdk/B`: each of those events' new image (or keys)
+//!   converted into the SDK's attribute maps
+//!   (`relay_aws::convert::to_sdk_item`): the copy the SDK path makes of
+//!   every write, with every map hashed anew;
+//! * `applier/sdk-control/B`: the control item's consistent read and the
+//!   conditional commit through the SDK on the canned connector, once per
+//!   invocation of the batch: what each invocation pays the SDK before and
+//!   after its writes, per event;
 //! * `applier/sdk-write/B`: the last write of each key of the batch, built
 //!   beforehand, written 25 a call through the SDK client on the canned
 //!   connector: what the SDK alone costs the applier per event;
@@ -72,9 +84,11 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use relay_applier::Applier;
 use relay_aws::fake::recorders::{NullMetrics, NullTables, RecordingQueue};
-use relay_aws::fake::workload::{applier_config, forwarder_config, sqs_json, stream_json};
+use relay_aws::fake::workload::{
+    applier_config, forwarder_config, sqs_json, stream_json, MIGRATION,
+};
 use relay_aws::sdk::{CloudWatchMetrics, DynamoTable, SqsQueue};
-use relay_aws::{QueueSender, SendEntry, TargetWriter, Write};
+use relay_aws::{ControlStore, QueueSender, SendEntry, TargetWriter, Write};
 use relay_core::envelope::{decode, decode_without_old_images, encode};
 use relay_core::event::from_stream_record;
 use relay_core::group::dedup_id;
@@ -111,6 +125,7 @@ struct Sdk {
     applier: Applier<DynamoTable, DynamoTable, DynamoTable, CloudWatchMetrics>,
     queue: SqsQueue,
     target: DynamoTable,
+    control: DynamoTable,
 }
 
 fn sdk(rt: &tokio::runtime::Runtime) -> Sdk {
@@ -136,6 +151,7 @@ fn sdk(rt: &tokio::runtime::Runtime) -> Sdk {
         calls,
         queue,
         target,
+        control: DynamoTable::new(&sdk, &a.control_table),
     }
 }
 
@@ -406,6 +422,30 @@ fn handlers(c: &mut Criterion) {
                 }
             })
         });
+        // What the item model costs by itself: every event of the batch,
+        // decoded beforehand, cloned and dropped (each name and value a
+        // `String`, each item a map, as `decode` builds them and as the SDK's
+        // typed API takes them), no JSON read.
+        let decoded: Vec<_> = bodies
+            .iter()
+            .flat_map(|body| decode_without_old_images(body).expect("decode").ev)
+            .collect();
+        assert_eq!(decoded.len(), b, "every event of the batch");
+        g.bench_function(BenchmarkId::new("items-clone", b), |bn| {
+            bn.iter(|| black_box(decoded.clone()))
+        });
+        // The SDK adapter's copy of each write into the SDK's own maps
+        // (`relay_aws::convert::to_sdk_item`, as `sdk-write` pays it): every
+        // name and value copied, every map built and hashed anew.
+        g.bench_function(BenchmarkId::new("to-sdk", b), |bn| {
+            bn.iter(|| {
+                for e in &decoded {
+                    black_box(relay_aws::convert::to_sdk_item(
+                        e.new_image.as_ref().unwrap_or(&e.keys),
+                    ));
+                }
+            })
+        });
         let a = applier();
         for p in &packed {
             let ev: SqsEvent = as_runtime(p.as_bytes());
@@ -446,6 +486,19 @@ fn handlers(c: &mut Criterion) {
             s.calls.batch_write.swap(0, Ordering::Relaxed) > 0,
             "nothing written"
         );
+        // The two control-table calls every invocation makes through the
+        // SDK (the consistent read it plans under, the conditional commit),
+        // once per invocation of the batch, nothing else.
+        g.bench_function(BenchmarkId::new("sdk-control", b), |bn| {
+            bn.iter(|| {
+                for _ in &packed {
+                    let state = rt.block_on(s.control.load(MIGRATION)).expect("load");
+                    let version = state.expect("control item").version;
+                    black_box(rt.block_on(s.control.commit(MIGRATION, version, Some(1))))
+                        .expect("commit");
+                }
+            })
+        });
         g.bench_function(BenchmarkId::new("sdk", b), |bn| {
             bn.iter(|| {
                 for p in &packed {
