@@ -33,10 +33,10 @@ use std::borrow::Cow;
 /// accepts can be (each of DynamoDB's [`MAX_NESTING`] levels is two
 /// containers, `{"M":{…}}` or `{"L":[…]}`; the item, the innermost
 /// attribute and a set's array in it are three more), so an image the fast
-/// pass is not sure of is still found. serde_json counts its limit of 128 from the batch's top, and a
-/// value read again from its own text starts at most 4 levels down (batch,
-/// `Records`, record, `dynamodb`), so what this reader accepts serde_json
-/// reads too.
+/// pass is not sure of is still found. serde_json counts its limit of 128
+/// from the batch's top, and a value read again from its own text starts at
+/// most 4 levels down (batch, `Records`, record, `dynamodb`), so what this
+/// reader accepts serde_json reads too.
 pub(super) const SKIP_NESTING: u32 = 2 * MAX_NESTING + 3;
 
 const _: () = assert!(4 + SKIP_NESTING < 128);
