@@ -48,13 +48,67 @@ impl<'de> Visitor<'de> for MapOf {
         f.write_str("a map")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Attrs, A::Error> {
-        // serde's own map reader starts empty too (serde_json gives no size).
-        let mut out = HashMap::new();
+        // serde_json gives no size, and a map grown one insert at a time
+        // reallocates and hashes every name again at each growth. The
+        // entries are read into a reused buffer first, and the map is made
+        // at its size once: each name hashed once, one allocation.
+        let mut entries = scratch::take();
         while let Some(name) = m.next_key::<String>()? {
             let Value(v) = m.next_value()?;
-            out.insert(name, v);
+            entries.push((name, v));
         }
+        let mut out = HashMap::with_capacity(entries.len());
+        // In order, so a later duplicate name wins, as serde's map reader.
+        out.extend(entries.drain(..));
+        scratch::give(entries);
         Ok(out)
+    }
+}
+
+/// Reused entry buffers for [`MapOf`], one per map being read (maps nest),
+/// kept per thread. A buffer is returned empty; one grown past
+/// [`scratch::KEEP`] entries, or one more than [`scratch::DEPTH`] kept,
+/// is dropped, so what stays is bounded whatever the input. A read that
+/// fails drops its buffer.
+mod scratch {
+    use std::cell::RefCell;
+
+    use super::AttributeValue;
+
+    pub(super) type Entries = Vec<(String, AttributeValue)>;
+
+    /// Largest buffer kept (entries).
+    pub(super) const KEEP: usize = 1024;
+    /// Buffers kept per thread.
+    pub(super) const DEPTH: usize = 32;
+
+    thread_local! {
+        static FREE: RefCell<Vec<Entries>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn take() -> Entries {
+        FREE.with(|f| f.borrow_mut().pop()).unwrap_or_default()
+    }
+
+    pub(super) fn give(entries: Entries) {
+        debug_assert!(entries.is_empty());
+        if entries.capacity() > KEEP {
+            return;
+        }
+        FREE.with(|f| {
+            let mut f = f.borrow_mut();
+            if f.len() < DEPTH {
+                f.push(entries);
+            }
+        });
+    }
+
+    #[cfg(test)]
+    pub(super) fn kept() -> (usize, usize) {
+        FREE.with(|f| {
+            let f = f.borrow();
+            (f.len(), f.iter().map(Vec::capacity).max().unwrap_or(0))
+        })
     }
 }
 

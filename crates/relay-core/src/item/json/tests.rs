@@ -130,3 +130,30 @@ fn its_own_errors_quote_no_value() {
         assert!(!err.contains("secret-value-42"), "{err}");
     }
 }
+
+#[test]
+fn reused_buffers_stay_bounded_and_reads_stay_right() {
+    // A map wider than what is kept, then one nested deeper than the
+    // buffers kept: what stays per thread is bounded whatever was read.
+    let wide: String = {
+        let names: Vec<String> = (0..2 * scratch::KEEP)
+            .map(|i| format!(r#""a{i}":{{"N":"{i}"}}"#))
+            .collect();
+        format!("{{{}}}", names.join(","))
+    };
+    let read = ours(&wide).unwrap();
+    assert_eq!(read.len(), 2 * scratch::KEEP);
+    agrees(&wide).unwrap();
+    let deep = nested(scratch::DEPTH as u32 + 8);
+    agrees(&deep).unwrap();
+    ours(&deep).unwrap();
+    let (kept, widest) = scratch::kept();
+    assert!(kept <= scratch::DEPTH, "{kept} buffers kept");
+    assert!(widest <= scratch::KEEP, "a buffer of {widest} entries kept");
+    // A read that fails midway leaves nothing behind that a later read
+    // sees: a duplicate name still resolves to its last value.
+    assert!(ours(r#"{"a":{"N":"1"},"b":{"M":{"c":{"S":"x"}"#).is_err());
+    let again = ours(r#"{"a":{"N":"1"},"a":{"N":"2"}}"#).unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again["a"], AttributeValue::N("2".into()));
+}
