@@ -77,171 +77,39 @@
 //! Per-event figures: divide by B (criterion's throughput line does).
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::sqs::SqsEvent;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use relay_applier::Applier;
-use relay_aws::fake::recorders::{NullMetrics, NullTables, RecordingQueue};
-use relay_aws::fake::workload::{
-    applier_config, forwarder_config, sqs_json, stream_json, MIGRATION,
-};
-use relay_aws::sdk::{CloudWatchMetrics, DynamoTable, SqsQueue};
+use relay_aws::fake::recorders::{NullTables, RecordingQueue};
+use relay_aws::fake::workload::MIGRATION;
 use relay_aws::{ControlStore, QueueSender, SendEntry, TargetWriter, Write};
-use relay_core::envelope::{decode, decode_without_old_images, encode};
-use relay_core::event::from_stream_record;
-use relay_core::group::dedup_id;
+use relay_core::envelope::decode_without_old_images;
 use relay_core::stream::StreamEvent;
-use relay_forwarder::{read_body, Forwarder};
+use relay_forwarder::read_body;
 use serde::de::IgnoredAny;
 
 #[path = "handlers/canned.rs"]
 mod canned;
-
-fn forwarder(keep: bool) -> Forwarder<RecordingQueue, NullMetrics> {
-    Forwarder {
-        config: forwarder_config("emf"),
-        queue: RecordingQueue::new(keep),
-        metrics: NullMetrics,
-        clock: relay_aws::runtime::Clock::wall(),
-    }
-}
-
-fn applier() -> Applier<NullTables, NullTables, NullTables, NullMetrics> {
-    Applier::new(
-        applier_config("emf"),
-        NullTables::default(),
-        NullTables::default(),
-        NullTables::default(),
-        NullMetrics,
-    )
-}
-
-/// The handlers as `main.rs` builds them, on the canned connector.
-struct Sdk {
-    calls: Arc<canned::Calls>,
-    forwarder: Forwarder<SqsQueue, CloudWatchMetrics>,
-    applier: Applier<DynamoTable, DynamoTable, DynamoTable, CloudWatchMetrics>,
-    queue: SqsQueue,
-    target: DynamoTable,
-    control: DynamoTable,
-}
-
-fn sdk(rt: &tokio::runtime::Runtime) -> Sdk {
-    let calls = Arc::new(canned::Calls::default());
-    let sdk = rt.block_on(canned::config(calls.clone()));
-    let (f, a) = (forwarder_config("emf"), applier_config("emf"));
-    let queue = SqsQueue::new(&sdk, f.queue_url.clone());
-    let target = DynamoTable::new(&sdk, &a.target_table);
-    Sdk {
-        forwarder: Forwarder {
-            queue: queue.clone(),
-            metrics: CloudWatchMetrics::new(&sdk),
-            clock: relay_aws::runtime::Clock::wall(),
-            config: f,
-        },
-        applier: Applier::new(
-            a.clone(),
-            target.clone(),
-            DynamoTable::new(&sdk, &a.source_table),
-            DynamoTable::new(&sdk, &a.control_table),
-            CloudWatchMetrics::new(&sdk),
-        ),
-        calls,
-        queue,
-        target,
-        control: DynamoTable::new(&sdk, &a.control_table),
-    }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime")
-}
-
-/// An event read as lambda_runtime 1.5 reads it before the handler runs:
-/// `serde_path_to_error` over `serde_json::Deserializer::from_slice`, which
-/// keeps every map key it passes (a `String` each) to name the path of an
-/// error. The `parse` and `parse-ale` rows use `serde_json::from_str`.
-fn as_runtime<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> T {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).expect("parse")
-}
+#[path = "handlers/common.rs"]
+mod common;
+use common::*;
 
 /// 80 bytes of a version 2 body holding prose: two apostrophes (`"` once
 /// exchanged) and a newline (`\n` in JSON).
-const PROSE: &str =
+pub const PROSE: &str =
     "Don\"t ship it; the customer\"s order is late again and support is on it.\\nOK.....";
-
-fn deadline() -> tokio::time::Instant {
-    tokio::time::Instant::now() + std::time::Duration::from_secs(600)
-}
-
-/// The naive forwarder: every event its own message and send call.
-async fn naive_forward(q: &impl QueueSender, event: Event) -> usize {
-    let mut sent = 0;
-    for rec in event.records {
-        let Ok(e) = from_stream_record(rec) else {
-            continue;
-        };
-        let body = encode("Orders", std::slice::from_ref(&e));
-        let entry = SendEntry {
-            id: "0".into(),
-            group_id: "g".into(),
-            dedup_id: dedup_id(1, [e.event_id.as_str()]),
-            body,
-        };
-        sent += q.send_batch(vec![entry]).await.map_or(0, |s| s.len());
-    }
-    sent
-}
-
-/// The naive applier: every event one PutItem or DeleteItem.
-async fn naive_apply(t: &impl TargetWriter, event: SqsEvent) -> usize {
-    let mut n = 0;
-    for m in &event.records {
-        let Ok(env) = decode(m.body.as_deref().unwrap_or_default()) else {
-            continue;
-        };
-        for e in env.ev {
-            let w = match &e.new_image {
-                Some(img) => Write::Put(img),
-                None => Write::Delete(&e.keys),
-            };
-            n += usize::from(t.write_one(&w).await.unwrap_or(false));
-        }
-    }
-    n
-}
 
 fn handlers(c: &mut Criterion) {
     let rt = runtime();
     let s = sdk(&rt);
     for b in [100usize, 1000] {
-        let stream = stream_json(b, 7);
-        // The applier's input: what the forwarder sent for this batch.
-        let f = forwarder(true);
-        // Sanity, before anything is timed: the batch goes through whole.
-        let r = rt
-            .block_on(f.handle_body(stream.as_bytes(), deadline()))
-            .expect("a stream batch");
-        assert!(r.batch_item_failures.is_empty(), "forwarder failed records");
-        assert!(f.queue.calls.load(Ordering::Relaxed) > 0, "nothing sent");
-        // A FIFO queue hands the applier at most 10 messages an invocation.
-        let f_kept = f.queue.kept();
-        let packed: Vec<String> = f_kept.chunks(10).map(sqs_json).collect();
-        let naive_msgs: Vec<(String, String)> = {
-            let ev: Event = serde_json::from_str(&stream).expect("stream event");
-            ev.records
-                .into_iter()
-                .filter_map(|r| from_stream_record(r).ok())
-                .map(|e| (encode("Orders", std::slice::from_ref(&e)), "g".to_string()))
-                .collect()
-        };
-        let naive: Vec<String> = naive_msgs.chunks(10).map(sqs_json).collect();
+        let Batch {
+            stream,
+            kept: f_kept,
+            packed,
+            naive,
+        } = batch(&rt, b);
 
         let mut g = c.benchmark_group("forwarder");
         g.throughput(Throughput::Elements(b as u64));
