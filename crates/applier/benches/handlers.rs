@@ -81,6 +81,7 @@ use std::sync::atomic::Ordering;
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::sqs::SqsEvent;
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use relay_applier::Messages;
 use relay_aws::fake::recorders::{NullTables, RecordingQueue};
 use relay_aws::fake::workload::MIGRATION;
 use relay_aws::{ControlStore, QueueSender, SendEntry, TargetWriter, Write};
@@ -243,7 +244,7 @@ fn handlers(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("parse-runtime", b), |bn| {
             bn.iter(|| {
                 for p in &packed {
-                    black_box(as_runtime::<SqsEvent>(p.as_bytes()));
+                    black_box(as_runtime::<Messages>(p.as_bytes()));
                 }
             })
         });
@@ -285,10 +286,9 @@ fn handlers(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("decode", b), |bn| {
             bn.iter(|| {
                 for p in &packed {
-                    let ev: SqsEvent = as_runtime(p.as_bytes());
+                    let ev: Messages = as_runtime(p.as_bytes());
                     for m in &ev.records {
-                        let body = m.body.as_deref().unwrap_or_default();
-                        black_box(decode_without_old_images(body).expect("decode"));
+                        black_box(decode_without_old_images(m.body.as_str()).expect("decode"));
                     }
                 }
             })
@@ -314,7 +314,7 @@ fn handlers(c: &mut Criterion) {
         });
         let a = applier();
         for p in &packed {
-            let ev: SqsEvent = as_runtime(p.as_bytes());
+            let ev: Messages = as_runtime(p.as_bytes());
             let r = rt.block_on(a.handle(ev, deadline()));
             assert!(r.batch_item_failures.is_empty(), "applier failed messages");
         }
@@ -326,7 +326,7 @@ fn handlers(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("handle", b), |bn| {
             bn.iter(|| {
                 for p in &packed {
-                    let ev: SqsEvent = as_runtime(p.as_bytes());
+                    let ev: Messages = as_runtime(p.as_bytes());
                     black_box(rt.block_on(a.handle(ev, deadline())));
                 }
             })
@@ -341,7 +341,7 @@ fn handlers(c: &mut Criterion) {
             })
         });
         for p in &packed {
-            let ev: SqsEvent = as_runtime(p.as_bytes());
+            let ev: Messages = as_runtime(p.as_bytes());
             let r = rt.block_on(s.applier.handle(ev, deadline()));
             assert!(
                 r.batch_item_failures.is_empty(),
@@ -368,7 +368,7 @@ fn handlers(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("sdk", b), |bn| {
             bn.iter(|| {
                 for p in &packed {
-                    let ev: SqsEvent = as_runtime(p.as_bytes());
+                    let ev: Messages = as_runtime(p.as_bytes());
                     black_box(rt.block_on(s.applier.handle(ev, deadline())));
                 }
             })

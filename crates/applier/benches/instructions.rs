@@ -19,6 +19,7 @@ use std::process::{Command, Stdio};
 
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::sqs::SqsEvent;
+use relay_applier::Messages;
 use relay_core::envelope::decode_without_old_images;
 use std::hint::black_box;
 
@@ -128,16 +129,15 @@ fn child(spec: &str) {
         }
         "applier/decode" => {
             for p in &packed {
-                let ev: SqsEvent = as_runtime(p.as_bytes());
+                let ev: Messages = as_runtime(p.as_bytes());
                 for m in &ev.records {
-                    let body = m.body.as_deref().unwrap_or_default();
-                    black_box(decode_without_old_images(body).expect("decode"));
+                    black_box(decode_without_old_images(m.body.as_str()).expect("decode"));
                 }
             }
         }
         "applier/handle" | "applier/sdk" => {
             for p in &packed {
-                let ev: SqsEvent = as_runtime(p.as_bytes());
+                let ev: Messages = as_runtime(p.as_bytes());
                 let r = if row == "applier/handle" {
                     rt.block_on(app.handle(ev, deadline()))
                 } else {

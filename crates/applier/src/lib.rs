@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
-use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse};
 use futures::stream::{self, StreamExt};
 use relay_aws::runtime::{bounded, emit_metrics, Clock};
 use relay_aws::{
@@ -41,7 +41,9 @@ pub const BATCH_WRITE_MAX: usize = 25;
 /// Plans per invocation: the first, and re-plans after operator changes.
 pub const MAX_PLANS: usize = 3;
 
+mod messages;
 mod write;
+pub use messages::{Message, Messages};
 use write::{to_write, Writing};
 /// Source reads in flight for refetch markers.
 const READ_CONCURRENCY: usize = 8;
@@ -154,10 +156,11 @@ where
         self
     }
 
-    /// Handles one SQS batch and delivers its metrics.
+    /// Handles one SQS batch (as [`Messages`], or an `SqsEvent`) and
+    /// delivers its metrics.
     pub async fn handle(
         &self,
-        event: SqsEvent,
+        event: impl Into<Messages>,
         deadline: tokio::time::Instant,
     ) -> SqsBatchResponse {
         let out = Box::pin(self.apply(event, deadline)).await;
@@ -184,12 +187,17 @@ where
     }
 
     /// Handles one SQS batch; returns the response and the metrics.
-    pub async fn apply(&self, mut event: SqsEvent, deadline: tokio::time::Instant) -> Applied {
+    pub async fn apply(
+        &self,
+        event: impl Into<Messages>,
+        deadline: tokio::time::Instant,
+    ) -> Applied {
         let mut metrics = MetricRecord::new("applier");
+        let mut event: Messages = event.into();
         let ids: Vec<String> = event
             .records
-            .iter()
-            .map(|m| m.message_id.clone().unwrap_or_default())
+            .iter_mut()
+            .map(|m| std::mem::take(&mut m.id))
             .collect();
         let all: BTreeSet<usize> = (0..ids.len()).collect();
         if ids.iter().any(String::is_empty) {
@@ -203,13 +211,8 @@ where
         }
         let groups: Vec<String> = event
             .records
-            .iter()
-            .map(|m| {
-                m.attributes
-                    .get("MessageGroupId")
-                    .cloned()
-                    .unwrap_or_default()
-            })
+            .iter_mut()
+            .map(|m| std::mem::take(&mut m.group))
             .collect();
         let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
 
@@ -227,7 +230,7 @@ where
         // Each body is taken, not copied: a version 2 body is exchanged back
         // in place.
         for (i, m) in event.records.iter_mut().enumerate() {
-            match decode(m.body.take().unwrap_or_default()) {
+            match decode(std::mem::take(&mut m.body)) {
                 Ok(env) => decoded.push((i, env.ev)),
                 Err(e) => {
                     tracing::error!(message_id = %ids[i], error = %e, "message cannot be decoded; it and every later message of its group are reported failed (it reaches the DLQ after maxReceiveCount)");

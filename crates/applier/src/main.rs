@@ -1,8 +1,8 @@
 //! The applier Lambda: FIFO SQS batch in, writes to the target table out.
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::SqsBatchResponse;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use relay_applier::Applier;
+use relay_applier::{Applier, Messages};
 use relay_aws::runtime::deadline_from_epoch_ms;
 use relay_aws::sdk::{load_config, target_config, CloudWatchMetrics, DynamoTable};
 use relay_core::config::ApplierConfig;
@@ -29,7 +29,8 @@ async fn main() -> Result<(), Error> {
     );
     let applier = &applier;
 
-    run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+    // The SQS event is read for ids, groups and bodies only (`Messages`).
+    run(service_fn(move |event: LambdaEvent<Messages>| async move {
         let deadline = deadline_from_epoch_ms(event.context.deadline);
         Ok::<SqsBatchResponse, Error>(applier.handle(event.payload, deadline).await)
     }))
