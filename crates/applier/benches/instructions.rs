@@ -5,7 +5,8 @@
 //! it is not time (a cache miss and an add count the same), so the
 //! `handlers` bench stays the figure for time.
 //!
-//! `cargo bench -p relay-applier --bench instructions`
+//! `cargo bench -p relay-applier --bench instructions [-- FILTER]`: every
+//! row, or those whose name contains FILTER (`applier/`, say).
 //!
 //! For each row and B, this binary runs itself under
 //! `valgrind --tool=callgrind` twice: the batch set up, the row run once
@@ -53,10 +54,15 @@ fn main() {
         println!("valgrind not found: instruction counts need `valgrind --tool=callgrind`");
         return;
     }
+    // `cargo bench` passes `--bench`; the first other argument filters.
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .unwrap_or_default();
     let me = std::env::current_exe().expect("this binary's path");
     println!("instructions per event (callgrind; the runs' difference over 2 runs, / B)");
     println!("{:<22} {:>12} {:>12}", "row", "B=100", "B=1000");
-    for row in ROWS {
+    for row in ROWS.into_iter().filter(|r| r.contains(filter.as_str())) {
         let per: Vec<String> = SIZES
             .iter()
             .map(|&b| {
