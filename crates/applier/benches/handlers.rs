@@ -43,8 +43,10 @@
 //!   apostrophe every 40 bytes, a newline every 80), which the SDK escapes;
 //! * `applier/parse/B`: `serde_json` → `aws_lambda_events` SQS event only,
 //!   for the messages the forwarder made of one stream batch, 10 messages
-//!   an invocation (the FIFO maximum); `applier/parse-runtime/B` the same
-//!   read as lambda_runtime reads it;
+//!   an invocation (the FIFO maximum), as the naive rows read it;
+//!   `applier/parse-runtime/B` the same messages read as the applier's
+//!   Lambda reads them: lambda_runtime's reader into `Messages` (id, group
+//!   and body only; before round 11, into `aws_lambda_events`' SQS event);
 //! * `applier/decode/B`: parse + every message's envelope decoded into
 //!   events (old images skipped, as the applier without a key-changing
 //!   transform reads them), nothing else: what this applier pays before

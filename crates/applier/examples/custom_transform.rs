@@ -18,9 +18,9 @@
 
 use std::collections::BTreeSet;
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::SqsBatchResponse;
 use lambda_runtime::{run, service_fn, Error, LambdaEvent};
-use relay_applier::Applier;
+use relay_applier::{Applier, Messages};
 use relay_aws::runtime::deadline_from_epoch_ms;
 use relay_aws::sdk::{load_config, CloudWatchMetrics, DynamoTable};
 use relay_core::config::ApplierConfig;
@@ -79,7 +79,7 @@ async fn main() -> Result<(), Error> {
     )
     .with_transform(Box::new(SplitNames));
     let applier = &applier;
-    run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+    run(service_fn(move |event: LambdaEvent<Messages>| async move {
         let deadline = deadline_from_epoch_ms(event.context.deadline);
         Ok::<SqsBatchResponse, Error>(applier.handle(event.payload, deadline).await)
     }))

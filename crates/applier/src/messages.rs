@@ -11,9 +11,14 @@
 //! serves callers that already hold an `SqsEvent` (moved, not copied).
 //!
 //! **Invariant:** a field the applier reads means what it means in
-//! `SqsEvent`: a missing or `null` id, group or body is the empty string, as
-//! `SqsEvent`'s `unwrap_or_default` made it, and the handler's rules for an
-//! empty id (the whole batch fails) are unchanged.
+//! `SqsEvent`: a missing or `null` id or body, or a missing group, is the
+//! empty string, as `SqsEvent`'s `unwrap_or_default` made it, and the
+//! handler's rules for an empty id (the whole batch fails) are unchanged.
+//! Texts Lambda never sends are read differently at the edges: a `null`
+//! `MessageGroupId` is read as empty (`SqsEvent` refused the event), a
+//! second `MessageGroupId` in one message refuses it (`SqsEvent` kept the
+//! last), and fields not read are not checked (a refused event fails the
+//! invocation, and Lambda retries it).
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use serde::Deserialize;

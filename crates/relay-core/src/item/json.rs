@@ -68,8 +68,10 @@ impl<'de> Visitor<'de> for MapOf {
 /// Reused entry buffers for [`MapOf`], one per map being read (maps nest),
 /// kept per thread. A buffer is returned empty; one grown past
 /// [`scratch::KEEP`] entries, or one more than [`scratch::DEPTH`] kept,
-/// is dropped, so what stays is bounded whatever the input. A read that
-/// fails drops its buffer.
+/// is dropped, so what stays is bounded whatever the input: at most
+/// 32 × 1,024 entries of ~80 bytes, ~2.5 MiB a thread, and only after 32
+/// maps of 1,024 names were read nested. A read that fails drops its
+/// buffer.
 mod scratch {
     use std::cell::RefCell;
 

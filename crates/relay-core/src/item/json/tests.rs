@@ -156,4 +156,7 @@ fn reused_buffers_stay_bounded_and_reads_stay_right() {
     let again = ours(r#"{"a":{"N":"1"},"a":{"N":"2"}}"#).unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again["a"], AttributeValue::N("2".into()));
+    assert!(ours(r#"{"x":{"N":"1"},"y":{"S":"#).is_err());
+    let other = ours(r#"{"z":{"BOOL":true}}"#).unwrap();
+    assert_eq!(other.len(), 1, "an entry of a failed read came back");
 }
