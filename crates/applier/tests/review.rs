@@ -372,6 +372,59 @@ fn finish_is_not_ready_while_the_dlq_holds_changes() {
     });
 }
 
+/// DESIGN.md's promise on a poison's followers: a later message of the
+/// poison's group, queued before the poison's first receive, is received
+/// and reported failed with it on every delivery, so it reaches the DLQ
+/// with it whatever maxReceiveCount is; once the cause clears, `dlq repair`
+/// repairs both items (nothing lost), and the DLQ is empty.
+#[test]
+fn a_poisons_follower_reaches_the_dlq_with_it_and_dlq_repair_brings_both_back() {
+    for max_receive in [2, 5] {
+        sim::run(async move {
+            let mut cfg = Config::quiet(Shape::Identity, 38);
+            cfg.max_receive = max_receive;
+            // One group: every message follows the poison's.
+            cfg.buckets = 1;
+            let sim = Sim::new(cfg).await;
+            seed_by_scan(&sim).await;
+            *sim.poison.lock().unwrap() = Some(CanonicalKey::of(&source_key(1)));
+            // Two messages of the one group (two forwarder invocations),
+            // both queued before the first receive.
+            sim.db.put("source", source_item(1, 1, 20, 0));
+            sim.forward_pending().await;
+            sim.db.put("source", source_item(2, 1, 20, 0));
+            sim.forward_pending().await;
+            assert_eq!(sim.fifo.depth(), 2, "two messages");
+            let mut deliveries = 0;
+            for _ in 0..2 * max_receive {
+                let msgs = sim.fifo.receive(10);
+                if msgs.is_empty() {
+                    break;
+                }
+                deliveries += 1;
+                assert_eq!(msgs.len(), 2, "both received on every delivery");
+                let out = sim.apply(sqs_event(&msgs)).await;
+                let failed: std::collections::HashSet<String> = out
+                    .batch_item_failures
+                    .into_iter()
+                    .map(|f| f.item_identifier)
+                    .collect();
+                assert_eq!(failed.len(), 2, "the follower fails with the poison");
+                sim.fifo.complete(&msgs, &failed);
+            }
+            assert_eq!(deliveries, max_receive, "max_receive {max_receive}");
+            assert_eq!(sim.fifo.dlq().len(), 2, "both dead-lettered together");
+            assert_eq!(sim.fifo.depth(), 0);
+            *sim.poison.lock().unwrap() = None;
+            let r = dlq::repair(&sim.ctx, 100, false).await.unwrap();
+            assert_eq!(r.left, 0, "{:?}", r.results);
+            assert!(sim.fifo.dlq().is_empty());
+            sim.assert_converged().await;
+            assert_eq!(sim.db.items("target").len(), 2);
+        });
+    }
+}
+
 /// `finish --report F` writes the JSON report and, beside it, a picture of
 /// the migration (lag, changes applied, backlog) from the metrics.
 #[test]
