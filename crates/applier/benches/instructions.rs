@@ -1,9 +1,18 @@
 //! Instructions per event of the real handlers, counted by callgrind: the
 //! same rows, workload and inputs as the `handlers` bench (its doc says
-//! what each row runs), but counted, not timed. A count is repeatable for
-//! the same build on a noisy machine, so a change of a few percent shows;
-//! it is not time (a cache miss and an add count the same), so the
-//! `handlers` bench stays the figure for time.
+//! what each row runs; one row is this bench's own, below), but counted,
+//! not timed. A count is repeatable for the same build on a noisy machine,
+//! so a change of a few percent shows; it is not time (a cache miss and an
+//! add count the same), so the `handlers` bench stays the figure for time.
+//!
+//! One row is this bench's own: `applier/raw-floor`, the least an applier
+//! that wrote each new image as the JSON it came in (the raw-JSON write
+//! path, not built) would do before its own work: the SQS event read as
+//! `Messages`, each body copied and its quotes exchanged back as `decode`
+//! does, each event's keys built, its new image's extent found and
+//! borrowed (`serde_json::value::RawValue`), its old image skipped. No
+//! plan, no writes: that path's read, a lower bound on its cost, not a
+//! handler.
 //!
 //! `cargo bench -p relay-applier --bench instructions [-- FILTER]`: every
 //! row, or those whose name contains FILTER (`applier/`, say).
@@ -32,12 +41,13 @@ use common::*;
 
 /// Set in the child: `row B runs`.
 const CHILD: &str = "RELAY_INSTRUCTIONS_CHILD";
-const ROWS: [&str; 9] = [
+const ROWS: [&str; 10] = [
     "forwarder/handle",
     "forwarder/naive",
     "forwarder/sdk",
     "forwarder/naive-sdk",
     "applier/decode",
+    "applier/raw-floor",
     "applier/handle",
     "applier/naive",
     "applier/sdk",
@@ -141,6 +151,14 @@ fn child(spec: &str) {
                 }
             }
         }
+        "applier/raw-floor" => {
+            for p in &packed {
+                let ev: Messages = as_runtime(p.as_bytes());
+                for m in &ev.records {
+                    black_box(raw_floor(m.body.as_str()));
+                }
+            }
+        }
         "applier/handle" | "applier/sdk" => {
             for p in &packed {
                 let ev: Messages = as_runtime(p.as_bytes());
@@ -167,4 +185,46 @@ fn child(spec: &str) {
     for _ in 0..=runs {
         run();
     }
+}
+
+/// An event as a reader that wrote new images as the JSON they came in
+/// would read it: the keys built (coalescing needs them), the new image's
+/// extent found and borrowed, the old image skipped. Not the applier: the
+/// `applier/raw-floor` row's measure of that reader's least work.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct RawEvent<'a> {
+    id: String,
+    sq: String,
+    t: i64,
+    op: relay_core::event::Op,
+    #[serde(default)]
+    ttl: bool,
+    #[serde(default)]
+    rf: bool,
+    k: relay_core::item::json::Item,
+    #[serde(default, borrow)]
+    n: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    o: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct RawEnvelope<'a> {
+    v: u32,
+    src: String,
+    #[serde(borrow)]
+    ev: Vec<RawEvent<'a>>,
+}
+
+/// The `applier/raw-floor` row's decode of one body: as `decode` copies a
+/// borrowed body and exchanges its quotes back, then the events read as
+/// [`RawEvent`]s (their count returned).
+fn raw_floor(body: &str) -> usize {
+    let mut bytes = body.as_bytes().to_vec();
+    relay_core::envelope::exchange_quotes(&mut bytes);
+    let json = String::from_utf8(bytes).expect("ASCII exchanged for ASCII");
+    let env: RawEnvelope<'_> = serde_json::from_str(&json).expect("raw decode");
+    env.ev.len()
 }
