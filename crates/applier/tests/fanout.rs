@@ -133,7 +133,7 @@ fn a_fanned_out_export_load_under_live_writes_converges() {
 }
 
 /// A task that reaches the work dead-letter queue stops `seed` with an
-/// error naming the queue; the copy stays resumable and the same command
+/// error naming the queue and the worker's log group; the copy stays resumable and the same command
 /// finishes it.
 #[test]
 fn a_dead_lettered_task_stops_the_seed_which_then_resumes() {
@@ -155,6 +155,8 @@ fn a_dead_lettered_task_stops_the_seed_which_then_resumes() {
         let err = format!("{:#}", r.unwrap_err());
         assert!(err.contains("work dead-letter queue"), "{err}");
         assert!(err.contains("run the same command again"), "{err}");
+        // The logs are in the template's log group, not /aws/lambda/<fn>.
+        assert!(err.contains("log group /ddb-relay/sim/worker"), "{err}");
         let status = ddb_relay::commands::status::status(&sim.ctx, 60)
             .await
             .unwrap();

@@ -11,7 +11,8 @@ use crate::ctx::{parse_when, Output, When};
     name = "ddb-relay",
     version,
     about = "Migrate a live DynamoDB table into a new table: operate a ddb-relay stack.",
-    after_help = "Exit codes: 0 done/GO, 1 error, 2 usage, 3 NO-GO or preflight blocker.\n\
+    after_help = "Exit codes: 0 done/GO, 1 error, 2 usage, 3 NO-GO (cutover NO-GO, a preflight\n\
+                  blocker, a verify divergence, finish NOT READY, adopt drift).\n\
                   Runbook: README.md, \"Operator runbook\"."
 )]
 pub struct Cli {
@@ -114,6 +115,32 @@ impl Default for CopyArgs {
     }
 }
 
+/// How a verify reads: its scans' segments, or the workers. It writes only
+/// repairs, so it has no copy's write limits (`--rate`, `--max-wcu`).
+#[derive(Clone, Copy, Debug, Args, PartialEq, Eq)]
+pub struct VerifyScan {
+    /// Parallel scan segments of each table (with --fan-out: one worker
+    /// task per segment of each table, at most 1,000).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=1_000_000))]
+    pub segments: i32,
+    /// Compare on the stack's worker Lambda instead of this process, by
+    /// lookups rather than on local disk, at most `WorkerConcurrency` tasks
+    /// at once.
+    #[arg(long)]
+    pub fan_out: bool,
+}
+
+impl VerifyScan {
+    /// The scan limits of the in-process comparison: its segments, no
+    /// rate.
+    pub fn limits(self) -> CopyArgs {
+        CopyArgs {
+            segments: self.segments,
+            ..CopyArgs::default()
+        }
+    }
+}
+
 /// Where a whole-table comparison keeps what does not fit in memory.
 #[derive(Clone, Debug, Args, PartialEq, Eq)]
 pub struct SpillArgs {
@@ -208,12 +235,14 @@ pub enum Command {
         #[arg(long, default_value_t = 2)]
         recheck_wait: u64,
         #[command(flatten)]
-        copy: CopyArgs,
+        scan: VerifyScan,
         #[command(flatten)]
         spill: SpillArgs,
     },
     /// Stop applying (a fence in the control item), disable the applier
-    /// trigger and wait for in-flight invocations; changes keep queueing.
+    /// trigger and record when in-flight invocations are done
+    /// (`stopped_by_ms`; replay and restart wait for it); changes keep
+    /// queueing.
     Pause {
         #[arg(long)]
         dry_run: bool,
@@ -236,6 +265,7 @@ pub enum Command {
         dry_run: bool,
     },
     /// Re-seed the target now (backup and restore, or a fresh scan copy), set the cutoff, resume.
+    /// The copy's flags (--segments, --rate, --max-wcu, --fan-out) are for --method scan.
     Restart {
         #[arg(long, value_enum, default_value_t = RestartMethod::Backup)]
         method: RestartMethod,
@@ -465,13 +495,6 @@ impl Cli {
                 ));
             }
         }
-        if let Command::Verify { copy, .. } = &self.command {
-            if copy.rate > 0 || copy.max_wcu > 0 {
-                return Err(conflict(
-                    "--rate and --max-wcu limit a copy's writes: a verify's reads are limited by --segments (and the stack's WorkerConcurrency with --fan-out)".into(),
-                ));
-            }
-        }
         Ok(())
     }
 }
@@ -513,6 +536,9 @@ mod tests {
         );
         usage_error(&["restart", "--rate", "5"], "--rate");
         usage_error(&["verify", "--segments", "0"], "--segments");
+        // A verify has no copy's write limits, in its help or its parse.
+        usage_error(&["verify", "--rate", "5"], "--rate");
+        usage_error(&["verify", "--max-wcu", "5"], "--max-wcu");
     }
 
     #[test]
@@ -540,6 +566,7 @@ mod tests {
             &["restart", "--method", "scan", "--segments", "2"],
             &["replay", "--from", "1700000000000", "--no-resume"],
             &["verify", "--sample", "12.5", "--repair"],
+            &["verify", "--fan-out", "--segments", "1000"],
             &["cutover", "--no-verify"],
         ] {
             parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));

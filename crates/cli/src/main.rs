@@ -8,7 +8,9 @@ use ddb_relay::ctx::Ctx;
 use relay_aws::operator::Sdk;
 use relay_aws::runtime::Clock;
 
-/// Exit codes: 0 done (GO, no blocker), 1 error, 2 usage, 3 NO-GO or blocker.
+/// Exit codes: 0 done (GO, no blocker), 1 error, 2 usage, 3 NO-GO (cutover
+/// NO-GO, a preflight blocker, a verify divergence, finish NOT READY, adopt
+/// drift).
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match ddb_relay::plan::plan_args(&args, std::env::var("DDB_RELAY_PLAN").ok()) {

@@ -86,7 +86,7 @@ pub async fn deploy<A: Aws>(
 ) -> Result<i32> {
     if !o.dry_run && !o.template_file.exists() {
         bail!(
-            "{} not found: build the template first (`sam build`, or `make build`)",
+            "{} not found: build the template first (`sam build`; `make build-local` for the local emulator)",
             o.template_file.display()
         );
     }

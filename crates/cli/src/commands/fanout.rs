@@ -302,9 +302,10 @@ where
         let dead = depth(ctx, &w.dlq_url).await?;
         if dead > dead_before {
             bail!(
-                "{} task(s) of the {what} failed repeatedly and are in the work dead-letter queue ({}); the worker's logs ({}) say why. Fix the cause and run the same command again",
+                "{} task(s) of the {what} failed repeatedly and are in the work dead-letter queue ({}); the worker's log group /ddb-relay/{}/worker (function {}) says why. Fix the cause and run the same command again",
                 dead - dead_before,
                 w.dlq_url,
+                ctx.stack.name,
                 w.worker
             );
         }

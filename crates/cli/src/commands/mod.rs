@@ -187,21 +187,21 @@ pub async fn run<A: Aws>(ctx: &Ctx<A>, command: Command) -> Result<i32> {
             sample,
             repair,
             recheck_wait,
-            copy,
+            scan,
             ..
-        } if copy.fan_out => emit(
+        } if scan.fan_out => emit(
             out,
-            &verify_fanout::verify(ctx, sample, repair, recheck_wait, copy.segments).await?,
+            &verify_fanout::verify(ctx, sample, repair, recheck_wait, scan.segments).await?,
         ),
         Command::Verify {
             sample,
             repair,
             recheck_wait,
-            copy,
+            scan,
             spill,
         } => emit(
             out,
-            &verify::verify(ctx, sample, repair, recheck_wait, copy, &spill).await?,
+            &verify::verify(ctx, sample, repair, recheck_wait, scan.limits(), &spill).await?,
         ),
         Command::Status { window } => emit(
             out,

@@ -79,7 +79,7 @@ pub async fn pause<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<PauseReport> {
             version: read.version,
             dry_run: true,
             plan: Some(format!(
-                "set the pause in the control item (nothing is consumed after it), disable the applier trigger (now {}) and wait for in-flight invocations",
+                "set the pause in the control item (nothing is consumed after it), disable the applier trigger (now {}) and record when in-flight invocations are done (stopped_by_ms)",
                 trigger.state
             )),
         });
