@@ -135,3 +135,40 @@ fn the_forwarder_waits_for_the_applier_and_writes_the_parameters_envelope_versio
         "{parameter:#?}"
     );
 }
+
+/// The trigger settings nothing may be lost without: the applier's queue
+/// trigger is created disabled (nothing applied before a cutoff) and
+/// reports failed messages one by one; the forwarder's stream trigger
+/// reports failed records, retries until a record is 23 h old (under the
+/// stream's 24 h) and then hands it to the stream failure queue. The local
+/// deploy disables the applier trigger whatever the template says, and
+/// the emulator may not honour the rest, so only this test pins them.
+#[test]
+fn the_triggers_lose_nothing() {
+    let template = std::fs::read_to_string(repo_root().join("template.yaml")).expect("template");
+    let applier = entry(&template, "Applier");
+    for line in [
+        "            Enabled: false",
+        "            FunctionResponseTypes: [ReportBatchItemFailures]",
+    ] {
+        assert!(applier.contains(&line), "{line:?} in {applier:#?}");
+    }
+    let forwarder = entry(&template, "Forwarder");
+    for line in [
+        "            FunctionResponseTypes: [ReportBatchItemFailures]",
+        "            MaximumRetryAttempts: -1",
+        "            BisectBatchOnFunctionError: true",
+        "                Destination: !GetAtt StreamFailureQueue.Arn",
+    ] {
+        assert!(forwarder.contains(&line), "{line:?} in {forwarder:#?}");
+    }
+    let age: u64 = forwarder
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("MaximumRecordAgeInSeconds: "))
+        .and_then(|v| v.parse().ok())
+        .expect("MaximumRecordAgeInSeconds");
+    assert!(
+        age < 24 * 3600,
+        "a record must reach the failure queue before the stream trims it: {age}"
+    );
+}

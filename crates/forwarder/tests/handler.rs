@@ -641,3 +641,34 @@ async fn an_invocation_through_the_body_layer_forwards_its_batch() {
     let e = svc.call(invocation("r-2", "{}")).await.unwrap_err();
     assert!(e.to_string().contains("missing field `Records`"), "{e}");
 }
+
+/// DESIGN's oversized records: a record whose keys cannot fit a message
+/// even as a refetch marker is reported failed (Lambda retries it, then
+/// hands it to the stream failure queue), never skipped; the records
+/// before it are sent, and none after it (they follow it on the retry).
+#[tokio::test(start_paused = true)]
+async fn a_record_too_large_even_as_a_marker_is_reported_not_skipped() {
+    let queue = FakeFifo::new(5);
+    let f = forwarder(&queue, 4, 1024);
+    let mut records: Vec<Record> = (0..6)
+        .map(|i| change(i, &format!("item-{i}"), 10, true))
+        .collect();
+    let huge = "k".repeat(2048);
+    records[3] = change(3, &huge, 10, true);
+    let body = stream_event("Orders", &records).0;
+    let event: Event<'_> = serde_json::from_str(&body).unwrap();
+    let out = f.forward(event, deadline()).await;
+    let failed: Vec<&str> = out
+        .response
+        .batch_item_failures
+        .iter()
+        .filter_map(|x| x.item_identifier.as_deref())
+        .collect();
+    assert_eq!(failed, vec![records[3].seq.as_str()]);
+    let mut sent: Vec<String> = delivered(&queue)
+        .into_iter()
+        .map(|(_, e)| e.event_id)
+        .collect();
+    sent.sort();
+    assert_eq!(sent, vec!["ev-0", "ev-1", "ev-2"]);
+}

@@ -293,6 +293,9 @@ mod tests {
         assert_eq!(s.applying(), Applying::NoCutoff);
         s.cutoff_ms = Some(1);
         assert!(matches!(s.applying(), Applying::Yes { cutoff_ms: 1, .. }));
+        // A pause wins over a cutoff: a paused applier consumes nothing.
+        s.paused_at_ms = Some(130);
+        assert_eq!(s.applying(), Applying::Paused);
     }
 
     #[test]
