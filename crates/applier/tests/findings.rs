@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use ddb_relay::commands::{cutover, dlq, finish, pause, replay, scan, status, verify};
 use ddb_relay::ctx::When;
+use ddb_relay::report::Report;
 use relay_aws::fake::events::sqs_event;
 use relay_aws::fake::{DbFault, FakeFifo};
 use relay_aws::{AwsError, Write};
@@ -643,5 +644,46 @@ fn a_hung_call_fails_its_messages_before_the_deadline() {
         );
         assert_eq!(out.batch_item_failures.len(), msgs.len());
         let _ = DbFault::Unprocessed(vec![]);
+    });
+}
+
+/// `finish` proves the drain: a change still in the queue (its applier not
+/// running) keeps it waiting, however quiet the forwarder is, and when
+/// its time runs out it says why and changes nothing: not finished, both
+/// triggers still on. Once the queue drains it finishes.
+#[test]
+fn finish_waits_for_a_queued_change() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 19)).await;
+        sim.start_pollers();
+        seed_by_backup(&sim).await;
+        sim.assert_converged().await;
+        sim.stop_pollers();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        sim.db.put("source", source_item(4, 1, 20, 0));
+        sim.forward_pending().await;
+        assert_eq!(sim.fifo.depth(), 1, "one change queued");
+        // Quiet forwarder, for longer than the quiet period.
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        let err = finish::finish(&sim.ctx, 3, 120, None, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("messages queued"), "{err}");
+        assert_eq!(sim.ctx.control().await.unwrap().finished_ms, None);
+        assert!(sim.aws.trigger_enabled(sim::APPLIER));
+        assert!(sim.aws.trigger_enabled(sim::FORWARDER));
+        assert_eq!(sim.fifo.depth(), 1, "still queued");
+        // Drained (one applier invocation), it finishes, with the change
+        // in the target.
+        let msgs = sim.fifo.receive(10);
+        let out = sim.apply(sqs_event(&msgs)).await;
+        assert!(out.batch_item_failures.is_empty());
+        sim.fifo.complete(&msgs, &Default::default());
+        assert_eq!(sim.fifo.depth(), 0);
+        let done = finish::finish(&sim.ctx, 3, 300, None, false).await.unwrap();
+        assert_eq!(done.exit_code(), 0, "{}", done.text());
+        sim.assert_converged().await;
+        sim.stop_pollers();
     });
 }
