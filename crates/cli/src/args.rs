@@ -83,7 +83,7 @@ pub enum RestartMethod {
     Scan,
 }
 
-/// How hard a scan (copy, verify, clear) may push.
+/// How hard a copy's scan (and its writes) may push.
 #[derive(Clone, Copy, Debug, Args, PartialEq, Eq)]
 pub struct CopyArgs {
     /// Parallel scan segments.

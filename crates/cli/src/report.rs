@@ -6,14 +6,15 @@ use serde::Serialize;
 
 use crate::ctx::Output;
 
-/// Exit code for NO-GO, a preflight blocker or a divergence.
+/// Exit code for NO-GO: a cutover NO-GO, a preflight blocker, a verify
+/// divergence, `finish` NOT READY, `adopt` drift.
 pub const EXIT_NO_GO: i32 = 3;
 
 /// What a command says when it is done.
 pub trait Report: Serialize {
     /// The text form (`--output text`).
     fn text(&self) -> String;
-    /// 0 done / GO, [`EXIT_NO_GO`] for NO-GO, a blocker or a divergence.
+    /// 0 done / GO, [`EXIT_NO_GO`] for any NO-GO.
     fn exit_code(&self) -> i32 {
         0
     }
