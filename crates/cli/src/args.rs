@@ -475,6 +475,25 @@ impl Cli {
                 _ => {}
             }
         }
+        if let Command::Verify {
+            scan:
+                VerifyScan {
+                    segments,
+                    fan_out: true,
+                },
+            ..
+        } = &self.command
+        {
+            let most = crate::commands::verify_fanout::MAX_SEGMENTS;
+            if *segments > most {
+                return Err(Cli::command().error(
+                    clap::error::ErrorKind::ValueValidation,
+                    format!(
+                        "--segments {segments}: a fanned-out verify runs at most {most} per table"
+                    ),
+                ));
+            }
+        }
         if let Command::Preflight { method, load: true } = &self.command {
             if *method != Method::Export {
                 return Err(conflict(format!(
@@ -539,6 +558,8 @@ mod tests {
         // A verify has no copy's write limits, in its help or its parse.
         usage_error(&["verify", "--rate", "5"], "--rate");
         usage_error(&["verify", "--max-wcu", "5"], "--max-wcu");
+        // The workers' limit is checked before anything runs.
+        usage_error(&["verify", "--fan-out", "--segments", "1001"], "--segments");
     }
 
     #[test]
@@ -567,6 +588,7 @@ mod tests {
             &["replay", "--from", "1700000000000", "--no-resume"],
             &["verify", "--sample", "12.5", "--repair"],
             &["verify", "--fan-out", "--segments", "1000"],
+            &["verify", "--segments", "5000"],
             &["cutover", "--no-verify"],
         ] {
             parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"));

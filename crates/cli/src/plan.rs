@@ -200,7 +200,9 @@ pub fn pair_args(plan: &Plan, file: &Path, pair: &Pair, rest: &[String]) -> Vec<
     match command_of(rest) {
         Some("seed") if !has("--method") => {
             args.extend(["--method".to_string(), pair.seed.clone()]);
-            if let (Some(b), false) = (&pair.s3_bucket, has("--s3-bucket")) {
+            // An export the pair already has takes no bucket.
+            let taking = !pair.loads_an_export() && !has("--from-export");
+            if let (Some(b), false, true) = (&pair.s3_bucket, has("--s3-bucket"), taking) {
                 args.extend(["--s3-bucket".to_string(), b.clone()]);
             }
             args.extend(pair.seed_args.iter().cloned());
@@ -210,7 +212,7 @@ pub fn pair_args(plan: &Plan, file: &Path, pair: &Pair, rest: &[String]) -> Vec<
             // IaC created, a backup restore for a restored one.
             if matches!(pair.seed.as_str(), "scan" | "export") {
                 args.extend(["--method".to_string(), "scan".to_string()]);
-                args.extend(pair.seed_args.iter().filter(|a| *a != "--load").cloned());
+                args.extend(copy_flags(&pair.seed_args));
             } else {
                 args.extend(["--method".to_string(), "backup".to_string()]);
             }
@@ -224,6 +226,41 @@ pub fn pair_args(plan: &Plan, file: &Path, pair: &Pair, rest: &[String]) -> Vec<
         _ => {}
     }
     args
+}
+
+/// The copy's flags among a pair's `seed_args` (with their values): what a
+/// re-seed by scan keeps. An export's own flags (`--at`, `--s3-prefix`,
+/// `--from-export`, `--load`, ...) are not `restart`'s.
+fn copy_flags(seed_args: &[String]) -> Vec<String> {
+    use clap::{Args, CommandFactory};
+    let seed = crate::args::Cli::command();
+    let seed = seed.find_subcommand("seed").expect("seed is a command");
+    let copy = crate::args::CopyArgs::augment_args(clap::Command::new("copy"));
+    let long = |c: &clap::Command, name: &str| {
+        c.get_arguments()
+            .find(|a| a.get_long() == Some(name))
+            .map(|a| a.get_action().takes_values())
+    };
+    let mut kept = Vec::new();
+    let mut args = seed_args.iter();
+    while let Some(a) = args.next() {
+        let Some(flag) = a.strip_prefix("--") else {
+            continue;
+        };
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, _)) => (n, true),
+            None => (flag, false),
+        };
+        let value = match (inline, long(seed, name)) {
+            (false, Some(true)) => args.next(),
+            _ => None,
+        };
+        if long(&copy, name).is_some() {
+            kept.push(a.clone());
+            kept.extend(value.cloned());
+        }
+    }
+    kept
 }
 
 /// One pair's outcome.

@@ -131,6 +131,16 @@ impl Pair {
     }
 }
 
+impl Pair {
+    /// The pair is seeded from an export it already has
+    /// (`seed_args: [--from-export, URI]`), so it takes none.
+    pub fn loads_an_export(&self) -> bool {
+        self.seed_args
+            .iter()
+            .any(|a| a == "--from-export" || a.starts_with("--from-export="))
+    }
+}
+
 impl Plan {
     /// Parses (YAML or JSON) and checks a plan. `default_region` is the
     /// CLI's region, used when the plan names none.
@@ -216,9 +226,9 @@ impl Plan {
                     }
                 ));
             }
-            if p.seed == "export" && p.s3_bucket.is_none() {
+            if p.seed == "export" && p.s3_bucket.is_none() && !p.loads_an_export() {
                 return Err(format!(
-                    "{}: an export seed needs s3_bucket",
+                    "{}: an export seed needs s3_bucket (or --from-export in seed_args)",
                     at("s3_bucket")
                 ));
             }
@@ -521,6 +531,11 @@ pairs:
         assert!(e.contains("parallel"), "{e}");
         let e = err(&GOOD.replace("seed: pitr", "seed: export"));
         assert!(e.contains("pairs[1].s3_bucket"), "{e}");
+        let from = GOOD.replace(
+            "seed: pitr",
+            "seed: export\n    seed_args: [--from-export, 's3://b/p/AWSDynamoDB/1']",
+        );
+        Plan::parse("p.yaml", &from, None).unwrap();
         let e = err("version: 1\nname: x\nregion: us-east-1\npairs: []\n");
         assert!(e.contains("pairs: the plan lists no table pairs"), "{e}");
         let e = err("version: [1\n");

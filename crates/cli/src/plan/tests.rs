@@ -72,6 +72,8 @@ fn a_plan_run_forwards_the_command_with_each_pairs_stack_and_seed() {
             s(&["seed"]),
             s(&["--output", "json", "cutover", "--max-lag", "9"]),
             s(&["status"]),
+            s(&["restart"]),
+            s(&["restart", "--dry-run"]),
         ] {
             let argv =
                 std::iter::once("ddb-relay".to_string()).chain(pair_args(&plan, &a.file, p, &rest));
@@ -160,6 +162,50 @@ fn a_plan_run_forwards_the_command_with_each_pairs_stack_and_seed() {
         command_of(&s(&["--profile", "seed", "-v", "verify"])),
         Some("verify")
     );
+}
+
+#[test]
+fn a_restart_of_an_exported_pair_keeps_only_the_copys_flags() {
+    // An export's own flags (`--at`, `--s3-prefix`, `--from-export`,
+    // `--load`) are not `restart --method scan`'s: passing them made the
+    // whole set a usage error.
+    let plan = Plan::parse(
+        "plan.yaml",
+        concat!(
+            "version: 1\nname: shop\nregion: us-east-1\npairs:\n",
+            "  - {name: a, source: aaa, target: aaa2, seed: export, s3_bucket: b, seed_args: ",
+            "[--load, --at, now, --s3-prefix, p, --segments, '16', --max-wcu=500, --fan-out]}\n",
+            "  - {name: b, source: bbb, target: bbb2, seed: export, ",
+            "seed_args: ['--from-export=s3://b/x/AWSDynamoDB/01', --rate, '9']}\n",
+            "  - {name: c, source: ccc, target: ccc2, seed: export, s3_bucket: b, ",
+            "seed_args: [--from-export, 's3://b/x/AWSDynamoDB/01']}\n",
+        ),
+        None,
+    )
+    .unwrap();
+    let file = Path::new("plan.yaml");
+    let tails = [
+        s(&["--segments", "16", "--max-wcu=500", "--fan-out"]),
+        s(&["--rate", "9"]),
+        s(&[]),
+    ];
+    for (p, tail) in plan.pairs.iter().zip(tails) {
+        let args = pair_args(&plan, file, p, &s(&["restart"]));
+        let want = [s(&["restart", "--method", "scan"]), tail].concat();
+        assert!(args.ends_with(&want), "{args:?}");
+        let argv = std::iter::once("ddb-relay".to_string()).chain(args);
+        let cli = <crate::args::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+        cli.validate().unwrap();
+        // Its seed parses too: a pair with an export takes no bucket.
+        let argv = std::iter::once("ddb-relay".to_string()).chain(pair_args(
+            &plan,
+            file,
+            p,
+            &s(&["seed", "--dry-run"]),
+        ));
+        let cli = <crate::args::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+        cli.validate().unwrap();
+    }
 }
 
 #[test]
