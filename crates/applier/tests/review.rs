@@ -774,3 +774,73 @@ fn the_source_is_protected_before_seeding_and_restart_cannot_delete_a_protected_
         assert!(sim.aws.delete_table("target").await.is_err());
     });
 }
+
+/// Review (helper-37): a re-seed drops or clears the target only once no
+/// applier invocation that started before the pause can still write
+/// (`stopped_by_ms`, the trigger's timeout after the pause), not as soon as
+/// the margin allows: restart by backup, restart by scan, and replay.
+#[test]
+fn a_reseed_waits_for_the_invocations_in_flight_at_the_pause() {
+    use ddb_relay::commands::replay;
+    use std::sync::{Arc, Mutex};
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 41)).await;
+        for i in 0..20 {
+            sim.db.put("source", source_item(i, 1, 20, 0));
+        }
+        sim.start_pollers();
+        seed_by_scan(&sim).await;
+        sim.assert_converged().await;
+        let target = sim.ctx.stack.target_table.clone();
+        // When the target is first dropped or has items deleted.
+        let first = Arc::new(Mutex::new(None::<i64>));
+        let (seen, clock, t) = (first.clone(), sim.clock.clone(), target.clone());
+        sim.db.set_faults(move |call| {
+            let destroys = matches!(call.op, "DeleteTable" | "DeleteItem")
+                || call.writes.iter().any(|w| w.kind() == "delete");
+            if call.table == t && destroys {
+                seen.lock().unwrap().get_or_insert(clock.now_ms());
+            }
+            None
+        });
+        let margin = sim.cfg.margin_s * 1000;
+        for restart in ["backup", "scan", "replay"] {
+            let paused = pause::pause(&sim.ctx, false).await.unwrap();
+            let stopped_by = paused.stopped_by_ms.unwrap();
+            let p = paused.paused_at_ms.unwrap();
+            assert!(
+                stopped_by > p + margin + 2_000,
+                "the test needs the timeout to outlast the margin"
+            );
+            *first.lock().unwrap() = None;
+            match restart {
+                "backup" => {
+                    replay::replay(&sim.ctx, None, false, false).await.unwrap();
+                }
+                "scan" => {
+                    scan::restart_scan(&sim.ctx, copy(), false, false)
+                        .await
+                        .unwrap();
+                }
+                _ => {
+                    // A point the margin allows, long before the stop time.
+                    let t = p + margin + 1_000;
+                    sim.ctx.wait_until(t + 1_000, "past T").await.unwrap();
+                    replay::replay(&sim.ctx, Some(When::At(t)), false, false)
+                        .await
+                        .unwrap();
+                }
+            };
+            let at = first
+                .lock()
+                .unwrap()
+                .unwrap_or_else(|| panic!("{restart}: the target was not re-seeded"));
+            assert!(
+                at >= stopped_by,
+                "{restart}: the target was destroyed at {at}, before {stopped_by}"
+            );
+            sim.assert_converged().await;
+        }
+        sim.stop_pollers();
+    });
+}
