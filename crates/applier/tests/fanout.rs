@@ -356,8 +356,8 @@ fn a_fanned_out_dry_run_names_the_workers_and_changes_nothing() {
 /// An interrupted fanned-out copy (the command stopped, its workers going
 /// on) replaced by `pause` + `restart --method scan` (in process) under
 /// live writes: the restart forgets the old copy, waits until none of its
-/// runs can still write, then clears and copies again; the target
-/// converges. (A scenario test: the restart's wait is not what it pins.)
+/// runs can still write (the worker's timeout after it forgot the copy),
+/// then clears and copies again; the target converges.
 #[test]
 fn a_restart_replaces_an_interrupted_fanned_out_copy_under_live_writes() {
     sim::run(async {
@@ -379,9 +379,31 @@ fn a_restart_replaces_an_interrupted_fanned_out_copy_under_live_writes() {
         ddb_relay::commands::pause::pause(&sim.ctx, false)
             .await
             .unwrap();
+        // When the restart first deletes from the target (the applier is
+        // paused and the copy's runs only put).
+        let first = std::sync::Arc::new(std::sync::Mutex::new(None::<i64>));
+        let (seen, clock) = (first.clone(), sim.clock.clone());
+        sim.db.set_faults(move |call| {
+            if call.table == "target" && call.op == "DeleteItem" {
+                seen.lock().unwrap().get_or_insert(clock.now_ms());
+            }
+            None
+        });
+        let started = sim.now_ms();
         scan::restart_scan(&sim.ctx, copy(), false, false)
             .await
             .unwrap();
+        sim.db.clear_faults();
+        let cleared = first
+            .lock()
+            .unwrap()
+            .expect("the restart cleared the target");
+        let fence = (sim::WORKER_TIMEOUT_S as i64 + 5) * 1000;
+        assert!(
+            cleared >= started + fence,
+            "cleared {} ms after the restart began, before a worker run could end",
+            cleared - started
+        );
         live_writes(&sim, 50).await;
         sim.assert_converged().await;
         sim.stop_pollers();
