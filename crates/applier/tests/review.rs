@@ -844,3 +844,48 @@ fn a_reseed_waits_for_the_invocations_in_flight_at_the_pause() {
         sim.stop_pollers();
     });
 }
+
+/// Review (helper-37): the sweep deletes a tombstone only while it is
+/// still one. The applier re-puts the item between the sweep's read of the
+/// page and its delete: the live item stays.
+#[test]
+fn the_sweep_never_deletes_an_item_re_put_after_it_read_the_tombstone() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 42)).await;
+        sim.create_target();
+        sim.db.put("target", tombstone(&source_key(2)));
+        sim.db.put("target", source_item(3, 1, 20, 0));
+        // The delete waits a second once it is sent; the re-put lands then.
+        let sent = Arc::new(AtomicBool::new(false));
+        let flag = sent.clone();
+        sim.db.set_latency(move |call| {
+            if call.table == "target" && call.op == "DeleteItem" {
+                flag.store(true, Ordering::SeqCst);
+                Duration::from_secs(1)
+            } else {
+                Duration::ZERO
+            }
+        });
+        let db = sim.db.clone();
+        let reput = tokio::task::spawn_local(async move {
+            for _ in 0..1_000 {
+                if sent.load(Ordering::SeqCst) {
+                    db.put("target", source_item(2, 2, 20, 0));
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        });
+        let deleted = ddb_relay::commands::copy::sweep_tombstones(&sim.ctx, &["pk".into()], 2)
+            .await
+            .unwrap();
+        assert!(reput.await.unwrap(), "the sweep sent a delete");
+        assert_eq!(deleted, 0, "the delete's condition failed");
+        let target = sim.db.items("target");
+        assert_eq!(target.len(), 2, "{target:?}");
+        assert!(!target.values().any(is_tombstone));
+    });
+}
