@@ -889,3 +889,70 @@ fn the_sweep_never_deletes_an_item_re_put_after_it_read_the_tombstone() {
         assert!(!target.values().any(is_tombstone));
     });
 }
+
+/// Review (helper-37): a verify's verdict is about the seed it compared. A
+/// re-seed that lands while the verify runs makes its verdict unrecorded:
+/// `cutover` asks for a verify of the new seed.
+#[test]
+fn a_verdict_taken_across_a_reseed_is_not_recorded() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 43)).await;
+        for i in 0..10 {
+            sim.db.put("source", source_item(i, 1, 20, 0));
+        }
+        sim.start_pollers();
+        seed_by_backup(&sim).await;
+        sim.assert_converged().await;
+        // The control item as a re-seed leaves it, written while the
+        // verify reads the source.
+        let reading = Arc::new(AtomicBool::new(false));
+        let flag = reading.clone();
+        sim.db.set_latency(move |call| {
+            if call.table == "source" && call.op == "Scan" {
+                flag.store(true, Ordering::SeqCst);
+                Duration::from_secs(1)
+            } else {
+                Duration::ZERO
+            }
+        });
+        let ctx = &sim.ctx;
+        let reseed = async {
+            for _ in 0..1_000 {
+                if reading.load(Ordering::SeqCst) {
+                    let read = ctx.control().await.unwrap();
+                    let next = ControlState {
+                        seed_method: Some("scan".into()),
+                        seed_ms: Some(read.seed_ms.unwrap() + 1),
+                        last_verify: None,
+                        ..read.clone()
+                    };
+                    ctx.write_control(&read, next).await.unwrap();
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        };
+        let spill = Default::default();
+        let (v, reseeded) =
+            tokio::join!(verify::verify(ctx, 100.0, false, 0, copy(), &spill), reseed);
+        let v = v.unwrap();
+        assert!(reseeded, "the re-seed landed during the verify");
+        assert_eq!(v.exit_code(), 0, "the tables agree: {}", v.text());
+        assert!(!v.recorded, "a verdict about the old seed was recorded");
+        assert_eq!(sim.ctx.control().await.unwrap().last_verify, None);
+        // Verified again, the new seed's verdict is recorded.
+        sim.db.set_latency(|_| Duration::ZERO);
+        let v = verify::verify(&sim.ctx, 100.0, false, 0, copy(), &Default::default())
+            .await
+            .unwrap();
+        assert!(v.recorded);
+        assert_eq!(
+            sim.ctx.control().await.unwrap().last_verify.as_deref(),
+            Some("clean")
+        );
+        sim.stop_pollers();
+    });
+}
