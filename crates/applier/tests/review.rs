@@ -956,3 +956,60 @@ fn a_verdict_taken_across_a_reseed_is_not_recorded() {
         sim.stop_pollers();
     });
 }
+
+/// Review (helper-37): a seed point before the source's stream existed is
+/// refused, an export's and a chosen `--at` alike: the changes between the
+/// point and the stream's creation were never streamed. (Within the
+/// stream's 24 hours, so only the creation time refuses it.)
+#[test]
+fn a_seed_point_from_before_the_stream_existed_is_refused() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 44)).await;
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        let now = sim.now_ms();
+        let created = now - 10 * 60_000;
+        let label = chrono::DateTime::from_timestamp_millis(created)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%S%.3f")
+            .to_string();
+        sim.aws.set_stream_label("source", &label);
+        let before = sim.ctx.control().await.unwrap();
+        let items: Vec<_> = sim.db.items("source").into_values().collect();
+        let load = |uri: String| async {
+            ddb_relay::commands::load::seed_export_load(
+                &sim.ctx,
+                &ddb_relay::commands::load::LoadArgs {
+                    from_export: Some(uri),
+                    bucket: None,
+                    prefix: String::new(),
+                    at: None,
+                },
+                copy(),
+                false,
+            )
+            .await
+        };
+        let at = When::At(created - 60_000);
+        let err = seed::seed(&sim.ctx, &seed_args(Method::Pitr, Some(at)))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("before the source's stream was created"),
+            "{err}"
+        );
+        assert!(!sim.db.exists("target"), "no restore started");
+        sim.create_target();
+        let early = sim::fabricate_export(&sim, "early", &items, created - 60_000, 1);
+        let err = load(early).await.unwrap_err().to_string();
+        assert!(
+            err.contains("before the source's stream was created"),
+            "{err}"
+        );
+        assert_eq!(sim.ctx.control().await.unwrap(), before, "nothing written");
+        assert!(sim.db.items("target").is_empty());
+        // An export taken after the stream's creation loads.
+        let late = sim::fabricate_export(&sim, "late", &items, created + 60_000, 1);
+        load(late).await.unwrap();
+    });
+}

@@ -34,6 +34,8 @@ pub(super) struct State {
     metrics_fault: Option<AwsError>,
     /// Point-in-time restores are possible up to now minus this.
     pitr_lag_ms: i64,
+    /// Stream labels (creation times) other than [`super::events::stream_arn`]'s.
+    stream_labels: HashMap<String, String>,
     /// When set, enabling or disabling a trigger fails with it.
     mapping_fault: Option<AwsError>,
     page_size: usize,
@@ -127,6 +129,14 @@ impl FakeAws {
     /// Point-in-time restores reach up to now minus `ms`.
     pub fn set_pitr_lag(&self, ms: i64) {
         lock(&self.state).pitr_lag_ms = ms;
+    }
+
+    /// `describe` says the table's stream was created at `label`
+    /// (`2026-11-04T00:05:00.000`, as in a stream ARN).
+    pub fn set_stream_label(&self, table: &str, label: &str) {
+        lock(&self.state)
+            .stream_labels
+            .insert(table.into(), label.into());
     }
 
     /// Trigger updates fail with `err` (e.g. AccessDenied) while set.
@@ -277,13 +287,21 @@ impl FakeAws {
 impl Tables for FakeAws {
     async fn describe(&self, table: &str) -> Result<Option<TableInfo>, AwsError> {
         self.enter("DescribeTable", table).await?;
+        let label = lock(&self.state).stream_labels.get(table).cloned();
+        let stream_arn = |table: &str| {
+            let arn = super::events::stream_arn(table);
+            match (&label, arn.rsplit_once("/stream/")) {
+                (Some(l), Some((table_arn, _))) => format!("{table_arn}/stream/{l}"),
+                _ => arn,
+            }
+        };
         Ok(self.db.with_state(|s| {
             s.describe(table)
                 .map(|(status, key_names, count, stream)| TableInfo {
                     name: table.into(),
                     status,
                     key_names,
-                    stream_arn: stream.then(|| super::events::stream_arn(table)),
+                    stream_arn: stream.then(|| stream_arn(table)),
                     stream_view: stream.then(|| "NEW_AND_OLD_IMAGES".to_string()),
                     item_count: Some(count),
                     size_bytes: None,
