@@ -219,7 +219,9 @@ pub fn pair_args(plan: &Plan, file: &Path, pair: &Pair, rest: &[String]) -> Vec<
         }
         Some("preflight") if !has("--method") => {
             args.extend(["--method".to_string(), pair.seed.clone()]);
-            if pair.seed == "export" && pair.seed_args.iter().any(|a| a == "--load") {
+            // `--from-export` implies `--load` (the seed loads the export).
+            let loads = pair.loads_an_export() || pair.seed_args.iter().any(|a| a == "--load");
+            if pair.seed == "export" && loads {
                 args.push("--load".to_string());
             }
         }

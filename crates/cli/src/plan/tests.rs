@@ -196,6 +196,12 @@ fn a_restart_of_an_exported_pair_keeps_only_the_copys_flags() {
         let argv = std::iter::once("ddb-relay".to_string()).chain(args);
         let cli = <crate::args::Cli as clap::Parser>::try_parse_from(argv).unwrap();
         cli.validate().unwrap();
+        // Its preflight checks a load (`--from-export` implies `--load`).
+        let args = pair_args(&plan, file, p, &s(&["preflight"]));
+        assert!(
+            args.ends_with(&s(&["preflight", "--method", "export", "--load"])),
+            "{args:?}"
+        );
         // Its seed parses too: a pair with an export takes no bucket.
         let argv = std::iter::once("ddb-relay".to_string()).chain(pair_args(
             &plan,
