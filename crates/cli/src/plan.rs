@@ -128,7 +128,28 @@ pub fn command_of(rest: &[String]) -> Option<&str> {
 pub fn load(file: &Path, region: Option<&str>) -> Result<Plan> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read plan {}", file.display()))?;
-    Ok(Plan::parse(&file.display().to_string(), &text, region)?)
+    let plan = Plan::parse(&file.display().to_string(), &text, region)?;
+    // Every pair's seed_args must be `seed`'s: a misspelt flag is refused
+    // here, not dropped by a re-seed that keeps only the copy's flags.
+    for (i, p) in plan.pairs.iter().enumerate() {
+        use clap::Parser;
+        let argv = ["ddb-relay".to_string()].into_iter().chain(pair_args(
+            &plan,
+            file,
+            p,
+            &["seed".to_string()],
+        ));
+        if let Err(e) = crate::args::Cli::try_parse_from(argv).and_then(|c| c.validate()) {
+            let why = e.to_string();
+            let why = why.lines().next().unwrap_or_default();
+            let why = why.strip_prefix("error: ").unwrap_or(why);
+            bail!(
+                "plan {}: pairs[{i}].seed_args: {why} (a pair's seed_args are `seed`'s flags)",
+                file.display()
+            );
+        }
+    }
+    Ok(plan)
 }
 
 /// A pair's transform file, relative to the plan's directory.
@@ -205,23 +226,39 @@ pub fn pair_args(plan: &Plan, file: &Path, pair: &Pair, rest: &[String]) -> Vec<
             if let (Some(b), false, true) = (&pair.s3_bucket, has("--s3-bucket"), taking) {
                 args.extend(["--s3-bucket".to_string(), b.clone()]);
             }
-            args.extend(pair.seed_args.iter().cloned());
+            // A flag on the command line wins over the pair's.
+            for (name, flag) in flags(&pair.seed_args) {
+                if !has(&format!("--{name}")) {
+                    args.extend(flag);
+                }
+            }
         }
-        Some("restart") if !has("--method") => {
+        Some("restart") => {
             // Re-seed the way the pair was seeded: a copy for a target your
             // IaC created, a backup restore for a restored one.
-            if matches!(pair.seed.as_str(), "scan" | "export") {
-                args.extend(["--method".to_string(), "scan".to_string()]);
-                args.extend(copy_flags(&pair.seed_args));
-            } else {
-                args.extend(["--method".to_string(), "backup".to_string()]);
+            let copies = matches!(pair.seed.as_str(), "scan" | "export");
+            if !has("--method") {
+                let method = if copies { "scan" } else { "backup" };
+                args.extend(["--method".to_string(), method.to_string()]);
+            }
+            // A copy keeps the pair's limits, unless the command line sets them.
+            if copies && (!has("--method") || method_is(rest, "scan")) {
+                for (name, flag) in copy_flags(&pair.seed_args) {
+                    if !has(&format!("--{name}")) {
+                        args.extend(flag);
+                    }
+                }
             }
         }
         Some("preflight") if !has("--method") => {
             args.extend(["--method".to_string(), pair.seed.clone()]);
-            // `--from-export` implies `--load` (the seed loads the export).
-            let loads = pair.loads_an_export() || pair.seed_args.iter().any(|a| a == "--load");
-            if pair.seed == "export" && loads {
+            // A pair loading an export it has checks that export (not the
+            // source's PITR); one taking an export to load checks a load.
+            let given = flags(&pair.seed_args);
+            let from = given.iter().find(|(name, _)| name == "from-export");
+            if let (Some((_, flag)), false) = (from, has("--from-export")) {
+                args.extend(flag.iter().cloned());
+            } else if pair.seed == "export" && given.iter().any(|(name, _)| name == "load") {
                 args.push("--load".to_string());
             }
         }
@@ -230,39 +267,62 @@ pub fn pair_args(plan: &Plan, file: &Path, pair: &Pair, rest: &[String]) -> Vec<
     args
 }
 
-/// The copy's flags among a pair's `seed_args` (with their values): what a
-/// re-seed by scan keeps. An export's own flags (`--at`, `--s3-prefix`,
-/// `--from-export`, `--load`, ...) are not `restart`'s.
-fn copy_flags(seed_args: &[String]) -> Vec<String> {
-    use clap::{Args, CommandFactory};
-    let seed = crate::args::Cli::command();
-    let seed = seed.find_subcommand("seed").expect("seed is a command");
-    let copy = crate::args::CopyArgs::augment_args(clap::Command::new("copy"));
-    let long = |c: &clap::Command, name: &str| {
-        c.get_arguments()
+/// Whether the command line's `--method` is `m`.
+fn method_is(rest: &[String], m: &str) -> bool {
+    rest.iter().enumerate().any(|(i, a)| {
+        a.strip_prefix("--method=") == Some(m)
+            || (a == "--method" && rest.get(i + 1).map(String::as_str) == Some(m))
+    })
+}
+
+/// A pair's `seed_args` as flags, each with its value (`--flag value` or
+/// `--flag=value`), named without the `--`. Values of flags that take one
+/// are found by clap introspection of `seed`, not a hand-kept list.
+fn flags(seed_args: &[String]) -> Vec<(String, Vec<String>)> {
+    use clap::CommandFactory;
+    let cli = crate::args::Cli::command();
+    let seed = cli.find_subcommand("seed").expect("seed is a command");
+    let takes_value = |name: &str| {
+        seed.get_arguments()
             .find(|a| a.get_long() == Some(name))
-            .map(|a| a.get_action().takes_values())
+            .is_some_and(|a| a.get_action().takes_values())
     };
-    let mut kept = Vec::new();
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
     let mut args = seed_args.iter();
     while let Some(a) = args.next() {
         let Some(flag) = a.strip_prefix("--") else {
+            // Not a flag: a stray value stays with the flag before it (and
+            // the plan's check refuses it).
+            match out.last_mut() {
+                Some((_, f)) => f.push(a.clone()),
+                None => out.push((String::new(), vec![a.clone()])),
+            }
             continue;
         };
         let (name, inline) = match flag.split_once('=') {
             Some((n, _)) => (n, true),
             None => (flag, false),
         };
-        let value = match (inline, long(seed, name)) {
-            (false, Some(true)) => args.next(),
-            _ => None,
-        };
-        if long(&copy, name).is_some() {
-            kept.push(a.clone());
-            kept.extend(value.cloned());
+        let mut f = vec![a.clone()];
+        if !inline && takes_value(name) {
+            f.extend(args.next().cloned());
         }
+        out.push((name.to_string(), f));
     }
-    kept
+    out
+}
+
+/// The copy's flags among a pair's `seed_args` (with their values): what a
+/// re-seed by scan keeps. An export's own flags (`--at`, `--s3-prefix`,
+/// `--from-export`, `--load`, ...) are not `restart`'s; a flag `seed` does
+/// not know was refused when the plan was loaded ([`load`]).
+fn copy_flags(seed_args: &[String]) -> Vec<(String, Vec<String>)> {
+    use clap::Args;
+    let copy = crate::args::CopyArgs::augment_args(clap::Command::new("copy"));
+    flags(seed_args)
+        .into_iter()
+        .filter(|(name, _)| copy.get_arguments().any(|a| a.get_long() == Some(name)))
+        .collect()
 }
 
 /// One pair's outcome.

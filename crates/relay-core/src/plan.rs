@@ -139,6 +139,35 @@ impl Pair {
             .iter()
             .any(|a| a == "--from-export" || a.starts_with("--from-export="))
     }
+
+    /// The bucket the stack's copy workers must read: an export seed loaded
+    /// by them (`--load` or `--from-export`, with `--fan-out`), from
+    /// `s3_bucket` or the `--from-export` URI. `None` otherwise.
+    pub fn workers_bucket(&self) -> Option<String> {
+        let has = |f: &str| {
+            self.seed_args
+                .iter()
+                .any(|a| a == f || a.starts_with(&format!("{f}=")))
+        };
+        if self.seed != "export" || !has("--fan-out") {
+            return None;
+        }
+        if let Some(b) = self.s3_bucket.as_ref().filter(|_| has("--load")) {
+            return Some(b.clone());
+        }
+        let mut args = self.seed_args.iter();
+        while let Some(a) = args.next() {
+            let uri = match a.strip_prefix("--from-export=") {
+                Some(u) => Some(u),
+                None if a == "--from-export" => args.next().map(String::as_str),
+                None => None,
+            };
+            if let Some(Ok((bucket, _))) = uri.map(crate::export::parse_s3_dir) {
+                return Some(bucket);
+            }
+        }
+        None
+    }
 }
 
 impl Plan {
@@ -229,6 +258,12 @@ impl Plan {
             if p.seed == "export" && p.s3_bucket.is_none() && !p.loads_an_export() {
                 return Err(format!(
                     "{}: an export seed needs s3_bucket (or --from-export in seed_args)",
+                    at("s3_bucket")
+                ));
+            }
+            if p.loads_an_export() && p.s3_bucket.is_some() {
+                return Err(format!(
+                    "{}: a pair seeded --from-export takes no s3_bucket (the export's URI names its bucket)",
                     at("s3_bucket")
                 ));
             }
@@ -535,7 +570,26 @@ pairs:
             "seed: pitr",
             "seed: export\n    seed_args: [--from-export, 's3://b/p/AWSDynamoDB/1']",
         );
-        Plan::parse("p.yaml", &from, None).unwrap();
+        let p = Plan::parse("p.yaml", &from, None).unwrap();
+        assert_eq!(p.pairs[1].workers_bucket(), None, "no --fan-out");
+        let e = err(&from.replace("seed: export", "seed: export\n    s3_bucket: other"));
+        assert!(
+            e.contains("pairs[1].s3_bucket: a pair seeded --from-export takes no s3_bucket"),
+            "{e}"
+        );
+        let fanned = from.replace("1']", "1', --fan-out]");
+        let p = Plan::parse("p.yaml", &fanned, None).unwrap();
+        assert_eq!(p.pairs[1].workers_bucket().as_deref(), Some("b"));
+        let loads = GOOD.replace(
+            "seed: pitr",
+            "seed: export\n    s3_bucket: exports\n    seed_args: [--load, --fan-out]",
+        );
+        let p = Plan::parse("p.yaml", &loads, None).unwrap();
+        assert_eq!(p.pairs[1].workers_bucket().as_deref(), Some("exports"));
+        // An import by IaC (no --load) needs no workers' bucket.
+        let imports = loads.replace("[--load, --fan-out]", "[--fan-out]");
+        let p = Plan::parse("p.yaml", &imports, None).unwrap();
+        assert_eq!(p.pairs[1].workers_bucket(), None);
         let e = err("version: 1\nname: x\nregion: us-east-1\npairs: []\n");
         assert!(e.contains("pairs: the plan lists no table pairs"), "{e}");
         let e = err("version: [1\n");

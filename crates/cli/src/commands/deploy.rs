@@ -49,6 +49,11 @@ pub fn parameters(plan: &Plan, file: &Path, i: usize, stream_arn: &str) -> Resul
     // The pair's own parameters win over the plan's.
     let mut merged = plan.parameters.clone();
     merged.extend(p.parameters.clone());
+    // Workers that load an export read its bucket (unless a parameter
+    // names one: then `seed` checks it against the stack's).
+    if let Some(b) = p.workers_bucket() {
+        merged.entry("ExportBucketName".to_string()).or_insert(b);
+    }
     let mut params: Vec<String> = merged.iter().map(|(k, v)| format!("{k}={v}")).collect();
     params.push(format!("SourceTableName={}", p.source));
     params.push(format!("SourceStreamArn={stream_arn}"));
@@ -198,6 +203,28 @@ mod tests {
                 "TargetExternalId=ab",
                 "TransformSpec='{\"rename\":{\"a\":\"b\"}}'",
             ]
+        );
+        // An export loaded by the stack's workers: they may read its bucket,
+        // unless the pair's parameters name one.
+        let exports = Plan::parse(
+            "plan.yaml",
+            "version: 1\nname: shop\nregion: us-east-1\npairs:\n  - {name: a, source: aaa, target: aaa2, seed: export, s3_bucket: ex, seed_args: [--load, --fan-out]}\n  - {name: b, source: bbb, target: bbb2, seed: export, seed_args: ['--from-export=s3://old/p/AWSDynamoDB/01', --fan-out]}\n  - {name: c, source: ccc, target: ccc2, seed: export, s3_bucket: ex, seed_args: [--load, --fan-out], parameters: {ExportBucketName: mine}}\n  - {name: d, source: ddd, target: ddd2, seed: export, s3_bucket: ex, seed_args: [--load]}\n",
+            None,
+        )
+        .unwrap();
+        let bucket = |i| {
+            parameters(&exports, &file, i, "arn:stream")
+                .unwrap()
+                .into_iter()
+                .find(|p| p.starts_with("ExportBucketName="))
+        };
+        assert_eq!(bucket(0).as_deref(), Some("ExportBucketName=ex"));
+        assert_eq!(bucket(1).as_deref(), Some("ExportBucketName=old"));
+        assert_eq!(bucket(2).as_deref(), Some("ExportBucketName=mine"));
+        assert_eq!(
+            bucket(3),
+            None,
+            "a load in this process reads the bucket itself"
         );
         std::fs::write(dir.path().join("t.yaml"), "rename: {a: 1").unwrap();
         let e = parameters(&plan, &file, 0, "arn:stream").unwrap_err();

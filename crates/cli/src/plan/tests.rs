@@ -177,7 +177,7 @@ fn a_restart_of_an_exported_pair_keeps_only_the_copys_flags() {
             "[--load, --at, now, --s3-prefix, p, --segments, '16', --max-wcu=500, --fan-out]}\n",
             "  - {name: b, source: bbb, target: bbb2, seed: export, ",
             "seed_args: ['--from-export=s3://b/x/AWSDynamoDB/01', --rate, '9']}\n",
-            "  - {name: c, source: ccc, target: ccc2, seed: export, s3_bucket: b, ",
+            "  - {name: c, source: ccc, target: ccc2, seed: export, ",
             "seed_args: [--from-export, 's3://b/x/AWSDynamoDB/01']}\n",
         ),
         None,
@@ -189,19 +189,36 @@ fn a_restart_of_an_exported_pair_keeps_only_the_copys_flags() {
         s(&["--rate", "9"]),
         s(&[]),
     ];
-    for (p, tail) in plan.pairs.iter().zip(tails) {
+    let pres = [
+        s(&["preflight", "--method", "export", "--load"]),
+        s(&[
+            "preflight",
+            "--method",
+            "export",
+            "--from-export=s3://b/x/AWSDynamoDB/01",
+        ]),
+        s(&[
+            "preflight",
+            "--method",
+            "export",
+            "--from-export",
+            "s3://b/x/AWSDynamoDB/01",
+        ]),
+    ];
+    for ((p, tail), pre) in plan.pairs.iter().zip(tails).zip(pres) {
         let args = pair_args(&plan, file, p, &s(&["restart"]));
         let want = [s(&["restart", "--method", "scan"]), tail].concat();
         assert!(args.ends_with(&want), "{args:?}");
         let argv = std::iter::once("ddb-relay".to_string()).chain(args);
         let cli = <crate::args::Cli as clap::Parser>::try_parse_from(argv).unwrap();
         cli.validate().unwrap();
-        // Its preflight checks a load (`--from-export` implies `--load`).
+        // Its preflight checks a load, or the export it will load (not the
+        // source's PITR).
         let args = pair_args(&plan, file, p, &s(&["preflight"]));
-        assert!(
-            args.ends_with(&s(&["preflight", "--method", "export", "--load"])),
-            "{args:?}"
-        );
+        assert!(args.ends_with(&pre), "{args:?}");
+        let argv = std::iter::once("ddb-relay".to_string()).chain(args);
+        let cli = <crate::args::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+        cli.validate().unwrap();
         // Its seed parses too: a pair with an export takes no bucket.
         let argv = std::iter::once("ddb-relay".to_string()).chain(pair_args(
             &plan,
@@ -211,6 +228,71 @@ fn a_restart_of_an_exported_pair_keeps_only_the_copys_flags() {
         ));
         let cli = <crate::args::Cli as clap::Parser>::try_parse_from(argv).unwrap();
         cli.validate().unwrap();
+    }
+}
+
+#[test]
+fn the_command_lines_flags_win_and_a_misspelt_seed_flag_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plan.yaml");
+    let text = concat!(
+        "version: 1\nname: shop\nregion: us-east-1\npairs:\n",
+        "  - {name: a, source: aaa, target: aaa2, seed: scan, ",
+        "seed_args: [--segments, '16', '--rate=9', --fan-out]}\n",
+    );
+    std::fs::write(&file, text).unwrap();
+    let plan = load(&file, None).unwrap();
+    let parses = |rest: &[&str]| {
+        let args = pair_args(&plan, &file, &plan.pairs[0], &s(rest));
+        let argv = std::iter::once("ddb-relay".to_string()).chain(args.clone());
+        let cli = <crate::args::Cli as clap::Parser>::try_parse_from(argv)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        cli.validate().unwrap();
+        args
+    };
+    // A flag given on the command line replaces the pair's (not a
+    // duplicate, which clap refuses).
+    let args = parses(&["restart", "--rate", "5"]);
+    assert!(
+        args.ends_with(&s(&[
+            "--rate",
+            "5",
+            "--method",
+            "scan",
+            "--segments",
+            "16",
+            "--fan-out"
+        ])),
+        "{args:?}"
+    );
+    let args = parses(&["seed", "--segments=4"]);
+    assert!(
+        args.ends_with(&s(&[
+            "--segments=4",
+            "--method",
+            "scan",
+            "--rate=9",
+            "--fan-out"
+        ])),
+        "{args:?}"
+    );
+    // An explicit `--method scan` keeps the pair's limits; backup takes none.
+    let args = parses(&["restart", "--method", "scan"]);
+    assert!(
+        args.ends_with(&s(&["--segments", "16", "--rate=9", "--fan-out"])),
+        "{args:?}"
+    );
+    let args = parses(&["restart", "--method=backup"]);
+    assert!(
+        args.ends_with(&s(&["restart", "--method=backup"])),
+        "{args:?}"
+    );
+    // A flag `seed` does not know is refused when the plan is loaded (a
+    // re-seed would otherwise drop it without a word).
+    for bad in ["--max_wcu, '5'", "--segments", "--at, now"] {
+        std::fs::write(&file, text.replace("--fan-out", bad)).unwrap();
+        let e = format!("{:#}", load(&file, None).unwrap_err());
+        assert!(e.contains("pairs[0].seed_args: "), "{bad}: {e}");
     }
 }
 
