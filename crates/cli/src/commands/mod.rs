@@ -92,9 +92,14 @@ pub async fn run<A: Aws>(ctx: &Ctx<A>, command: Command) -> Result<i32> {
         Command::Deploy { .. } => anyhow::bail!(
             "deploy works on a plan: ddb-relay --plan FILE deploy (one stack: sam deploy, README \"Deploy\")"
         ),
-        Command::Preflight { method, load } => {
-            emit(out, &preflight::preflight(ctx, method, load).await?)
-        }
+        Command::Preflight {
+            method,
+            load,
+            from_export,
+        } => emit(
+            out,
+            &preflight::preflight(ctx, method, load, from_export.as_deref()).await?,
+        ),
         Command::Seed {
             method: Method::Export,
             print_import_spec: true,

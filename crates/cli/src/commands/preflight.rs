@@ -73,11 +73,41 @@ async fn source_protection<A: Aws>(ctx: &Ctx<A>, protected: bool) -> Check {
     }
 }
 
+/// Whether `seed --method export --from-export URI` would accept the export:
+/// its manifests read and add up, and the queue can complete it (its table,
+/// its time against the stream; [`super::copy::refuse_stale_export`]).
+async fn export_check<A: Aws>(ctx: &Ctx<A>, uri: &str) -> Check {
+    const WHAT: &str = "export";
+    let (bucket, dir) = match relay_core::export::parse_s3_dir(uri) {
+        Ok(p) => p,
+        Err(e) => return Check::fail(WHAT, e),
+    };
+    let x = match super::load::read_export(ctx, &bucket, &dir).await {
+        Ok(x) => x,
+        Err(e) => return Check::fail(WHAT, format!("{e:#}")),
+    };
+    match super::copy::refuse_stale_export(ctx, &x).await {
+        Ok(()) => Check::pass(
+            WHAT,
+            format!(
+                "s3://{bucket}/{dir}: consistent to {}, {} items in {} files",
+                rfc3339(x.summary.export_time_ms),
+                x.summary.item_count,
+                x.files.len()
+            ),
+        ),
+        Err(e) => Check::fail(WHAT, format!("{e:#}")),
+    }
+}
+
 pub async fn preflight<A: Aws>(
     ctx: &Ctx<A>,
     method: Method,
     load: bool,
+    from_export: Option<&str>,
 ) -> Result<PreflightReport> {
+    // `--from-export` implies `--load`.
+    let load = load || from_export.is_some();
     // The copy seeds write into a target your IaC created.
     let copy = method == Method::Scan || (method == Method::Export && load);
     let s = &ctx.stack;
@@ -169,8 +199,11 @@ pub async fn preflight<A: Aws>(
         Err(e) => checks.push(probe("source table", e)),
     }
 
-    // PITR, for the methods that need it.
-    if matches!(method, Method::Pitr | Method::Export) {
+    // The export a load will read: it is what a PITR would have made.
+    if let Some(uri) = from_export {
+        checks.push(export_check(ctx, uri).await);
+    } else if matches!(method, Method::Pitr | Method::Export) {
+        // PITR, for the methods that need it.
         match ctx.aws.pitr(&s.source_table).await {
             Ok((true, _)) => checks.push(Check::pass("source PITR", "enabled")),
             Ok((false, _)) => checks.push(Check::fail(
