@@ -379,30 +379,37 @@ fn a_restart_replaces_an_interrupted_fanned_out_copy_under_live_writes() {
         ddb_relay::commands::pause::pause(&sim.ctx, false)
             .await
             .unwrap();
-        // When the restart first deletes from the target (the applier is
-        // paused and the copy's runs only put).
-        let first = std::sync::Arc::new(std::sync::Mutex::new(None::<i64>));
-        let (seen, clock) = (first.clone(), sim.clock.clone());
+        // When the restart first forgets the copy's checkpoint (a delete
+        // from the control table) and first deletes from the target (the
+        // applier is paused and the copy's runs only put).
+        type First = std::sync::Arc<std::sync::Mutex<Option<i64>>>;
+        let (forgot, first): (First, First) = Default::default();
+        let (f, seen, clock) = (forgot.clone(), first.clone(), sim.clock.clone());
         sim.db.set_faults(move |call| {
-            if call.table == "target" && call.op == "DeleteItem" {
-                seen.lock().unwrap().get_or_insert(clock.now_ms());
-            }
+            let at = match (call.table, call.op) {
+                ("control", "DeleteItem") => &f,
+                ("target", "DeleteItem") => &seen,
+                _ => return None,
+            };
+            at.lock().unwrap().get_or_insert(clock.now_ms());
             None
         });
-        let started = sim.now_ms();
         scan::restart_scan(&sim.ctx, copy(), false, false)
             .await
             .unwrap();
         sim.db.clear_faults();
+        let forgot = forgot.lock().unwrap().expect("the restart forgot the copy");
         let cleared = first
             .lock()
             .unwrap()
             .expect("the restart cleared the target");
+        // Forgotten first (a run still going can no longer save), then a
+        // whole worker run's time before the first delete.
         let fence = (sim::WORKER_TIMEOUT_S as i64 + 5) * 1000;
         assert!(
-            cleared >= started + fence,
-            "cleared {} ms after the restart began, before a worker run could end",
-            cleared - started
+            cleared >= forgot + fence,
+            "cleared {} ms after the copy was forgotten, before a worker run could end",
+            cleared - forgot
         );
         live_writes(&sim, 50).await;
         sim.assert_converged().await;

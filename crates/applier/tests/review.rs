@@ -18,6 +18,7 @@ use relay_aws::operator::Tables;
 use relay_aws::AwsError;
 use relay_core::apply::{is_tombstone, tombstone};
 use relay_core::control::{ControlState, Mode};
+use relay_core::decide::CheckStatus;
 use relay_core::item::{AttributeValue as V, CanonicalKey};
 use relay_core::transform::Transform;
 use sim::{copy, seed_by_backup, seed_by_scan, source_item, source_key, Config, Shape, Sim};
@@ -662,14 +663,14 @@ fn seeds_that_cannot_reach_a_target_elsewhere_and_a_target_that_is_the_source_ar
             before,
             "a refused command changes nothing"
         );
-        let pre = ddb_relay::commands::preflight::preflight(&sim.ctx, Method::Backup, false)
+        let pre = ddb_relay::commands::preflight::preflight(&sim.ctx, Method::Backup, false, None)
             .await
             .unwrap();
         assert_ne!(pre.exit_code(), 0);
         assert!(serde_json::to_string(&pre)
             .unwrap()
             .contains("target place"));
-        let pre = ddb_relay::commands::preflight::preflight(&sim.ctx, Method::Scan, false)
+        let pre = ddb_relay::commands::preflight::preflight(&sim.ctx, Method::Scan, false, None)
             .await
             .unwrap();
         assert!(serde_json::to_string(&pre)
@@ -716,7 +717,7 @@ fn the_source_is_protected_before_seeding_and_restart_cannot_delete_a_protected_
                 .cloned()
                 .expect("a source protection check")
         };
-        let pre = ddb_relay::commands::preflight::preflight(&sim.ctx, Method::Backup, false)
+        let pre = ddb_relay::commands::preflight::preflight(&sim.ctx, Method::Backup, false, None)
             .await
             .unwrap();
         let c = check(&pre);
@@ -733,7 +734,7 @@ fn the_source_is_protected_before_seeding_and_restart_cannot_delete_a_protected_
             .unwrap();
         assert!(!done.was && done.now && sim.aws.is_protected("source"));
         assert_eq!(done.owner.as_ref().map(|o| o.stack.as_str()), Some("app"));
-        let pre = ddb_relay::commands::preflight::preflight(&sim.ctx, Method::Backup, false)
+        let pre = ddb_relay::commands::preflight::preflight(&sim.ctx, Method::Backup, false, None)
             .await
             .unwrap();
         assert_eq!(check(&pre).status, relay_core::decide::CheckStatus::Pass);
@@ -1008,8 +1009,107 @@ fn a_seed_point_from_before_the_stream_existed_is_refused() {
         );
         assert_eq!(sim.ctx.control().await.unwrap(), before, "nothing written");
         assert!(sim.db.items("target").is_empty());
-        // An export taken after the stream's creation loads.
-        let late = sim::fabricate_export(&sim, "late", &items, created + 60_000, 1);
+        // An export holds every change before its time: one a ms before the
+        // stream is refused, one at its creation loads.
+        // Its preflight (`--from-export`) says so, and asks nothing of the
+        // source's PITR, which loading an existing export does not need.
+        let ctx = &sim.ctx;
+        let preflight = |uri: String| async move {
+            let pre =
+                ddb_relay::commands::preflight::preflight(ctx, Method::Export, false, Some(&uri))
+                    .await
+                    .unwrap();
+            assert!(pre.checks.iter().all(|c| c.name != "source PITR"));
+            let c = pre.checks.into_iter().find(|c| c.name == "export").unwrap();
+            (c.status, c.detail)
+        };
+        let (status, detail) =
+            preflight(sim::fabricate_export(&sim, "e2", &items, created - 1, 1)).await;
+        assert_eq!(status, CheckStatus::Fail, "{detail}");
+        assert!(
+            detail.contains("before the source's stream was created"),
+            "{detail}"
+        );
+        let margin = sim.ctx.stack.margin_ms;
+        let (status, detail) = preflight(sim::fabricate_export(
+            &sim,
+            "e3",
+            &items,
+            created + margin,
+            1,
+        ))
+        .await;
+        assert_eq!(status, CheckStatus::Pass, "{detail}");
+        let close = sim::fabricate_export(&sim, "close", &items, created - 1, 1);
+        let err = load(close).await.unwrap_err().to_string();
+        assert!(
+            err.contains("before the source's stream was created"),
+            "{err}"
+        );
+        assert_eq!(sim.ctx.control().await.unwrap(), before, "nothing written");
+        let late = sim::fabricate_export(&sim, "late", &items, created, 1);
         load(late).await.unwrap();
+    });
+}
+
+/// A backup seed right after the stream was created waits until the
+/// stream is a backup's fuzziness old (a backup may lack the writes of the
+/// minute before its time, which only the stream can then bring); the
+/// seeds that hold every change before their point (scan, PITR, export) do
+/// not wait.
+#[test]
+fn a_backup_seed_right_after_the_stream_was_created_waits_out_a_backups_minute() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 45)).await;
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        let created = sim.now_ms() - 2_000;
+        let label = chrono::DateTime::from_timestamp_millis(created)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%S%.3f")
+            .to_string();
+        sim.aws.set_stream_label("source", &label);
+        let r = seed::seed(&sim.ctx, &seed_args(Method::Backup, None))
+            .await
+            .unwrap();
+        let seed_ms = r.seed_ms.unwrap();
+        assert!(
+            seed_ms >= created + ddb_relay::commands::copy::BACKUP_FUZZ_MS,
+            "a backup {} ms after the stream was created",
+            seed_ms - created
+        );
+        assert_eq!(sim.db.items("target").len(), 1);
+        // A scan copy at the same moment starts at once.
+        let sim = Sim::new(Config::quiet(Shape::Identity, 46)).await;
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        let created = sim.now_ms() - 2_000;
+        let label = chrono::DateTime::from_timestamp_millis(created)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%S%.3f")
+            .to_string();
+        sim.aws.set_stream_label("source", &label);
+        sim.create_target();
+        let r = ddb_relay::commands::scan::seed_scan(&sim.ctx, copy(), false, false)
+            .await
+            .unwrap();
+        assert!(r.seed_ms - created < 10_000, "the copy did not wait");
+        // A scan that would start before the stream (a clock behind AWS's)
+        // is refused, and writes nothing.
+        let sim = Sim::new(Config::quiet(Shape::Identity, 47)).await;
+        let label = chrono::DateTime::from_timestamp_millis(sim.now_ms() + 5_000)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%S%.3f")
+            .to_string();
+        sim.aws.set_stream_label("source", &label);
+        sim.create_target();
+        let before = sim.ctx.control().await.unwrap();
+        let err = ddb_relay::commands::scan::seed_scan(&sim.ctx, copy(), false, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("before the source's stream was created"),
+            "{err}"
+        );
+        assert_eq!(sim.ctx.control().await.unwrap(), before, "nothing written");
     });
 }

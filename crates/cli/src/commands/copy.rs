@@ -373,7 +373,7 @@ pub async fn refuse_stale_export<A: Aws>(ctx: &Ctx<A>, x: &Export) -> Result<()>
     }
     refuse_unstreamed_point(
         ctx,
-        at,
+        (at, 0),
         source.stream_arn.as_deref(),
         "the export",
         "take a new export (`ddb-relay seed --method export --load --s3-bucket B`)",
@@ -392,12 +392,18 @@ pub async fn refuse_stale_export<A: Aws>(ctx: &Ctx<A>, x: &Export) -> Result<()>
     Ok(())
 }
 
-/// Refuses a seed point (`what`, consistent to `at`) whose changes after it
-/// the queue may not hold: its cutoff older than the 24 hours a stream
-/// keeps, or the point before the source's stream (`stream_arn`) existed.
+/// How long before its time an on-demand backup may lack writes: it holds
+/// everything committed by about this long before, and may hold later ones.
+/// The other seeds (PITR, export, scan) hold every change before their point.
+pub const BACKUP_FUZZ_MS: i64 = 60_000;
+
+/// Refuses a seed point (`what`, consistent to `at`, or to `fuzz_ms`
+/// before it: [`BACKUP_FUZZ_MS`]) whose changes after it the queue may not
+/// hold: its cutoff (`at` − margin) older than the 24 hours a stream keeps,
+/// or `at − fuzz_ms` before the source's stream (`stream_arn`) was created.
 pub fn refuse_unstreamed_point<A: Aws>(
     ctx: &Ctx<A>,
-    at: i64,
+    (at, fuzz_ms): (i64, i64),
     stream_arn: Option<&str>,
     what: &str,
     fix: &str,
@@ -409,14 +415,50 @@ pub fn refuse_unstreamed_point<A: Aws>(
         );
     }
     if let Some(created) = stream_arn.and_then(stream_created_ms) {
-        if at < created {
+        if at - fuzz_ms < created {
+            let fuzz = match fuzz_ms {
+                0 => String::new(),
+                f => format!(" (or up to {} s before it)", f / 1000),
+            };
             bail!(
-                "{what} is consistent to {when}, before the source's stream was created ({}): the changes in between were never streamed; {fix}",
-                rfc3339(created)
+                "{what} is consistent to {when}{fuzz}, before the source's stream was created ({}): the changes in between were never streamed; {fix} (a point from {} on)",
+                rfc3339(created),
+                rfc3339(created + fuzz_ms)
             );
         }
     }
     Ok(())
+}
+
+/// When the source's stream was created (from its ARN), if it has one.
+pub async fn stream_created<A: Aws>(ctx: &Ctx<A>) -> Result<Option<i64>> {
+    let s = &ctx.stack;
+    Ok(ctx
+        .aws
+        .describe(&s.source_table)
+        .await
+        .map_err(|e| explain(e, &s.source_table))?
+        .and_then(|t| t.stream_arn)
+        .as_deref()
+        .and_then(stream_created_ms))
+}
+
+/// [`refuse_unstreamed_point`] for a first seed at `at` (`fuzz_ms`: see
+/// there), reading the source's stream.
+pub async fn refuse_first_seed_before_stream<A: Aws>(
+    ctx: &Ctx<A>,
+    (at, fuzz_ms): (i64, i64),
+    what: &str,
+    fix: &str,
+) -> Result<()> {
+    let s = &ctx.stack;
+    let stream = ctx
+        .aws
+        .describe(&s.source_table)
+        .await
+        .map_err(|e| explain(e, &s.source_table))?
+        .and_then(|t| t.stream_arn);
+    refuse_unstreamed_point(ctx, (at, fuzz_ms), stream.as_deref(), what, fix)
 }
 
 /// A chosen point (`--at`) is refused when the forwarder starts at `LATEST`:

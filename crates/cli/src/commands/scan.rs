@@ -223,6 +223,17 @@ pub async fn seed_copy<A: Aws>(
         target_key: None,
     };
     super::seed::refuse_interrupted_replay(&read)?;
+    // A first scan copy: every change after its start must be streamed
+    // (an export's point was checked when it was read).
+    if matches!(source, Source::Scan) && !resuming && !replacing && read.cutoff_ms.is_none() {
+        super::copy::refuse_first_seed_before_stream(
+            ctx,
+            (start_ms, 0),
+            "the copy",
+            "copy again later",
+        )
+        .await?;
+    }
     // The copy finished, but the sweep did not (a crash after the switch to
     // normal mode): finish the sweep.
     let unswept = checkpoint.is_some()

@@ -239,26 +239,47 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
     // after it (a later seed is held to the replay rules below). Only when
     // the seed will run (not on a re-run that finishes a recorded one).
     let will_run = !(target.is_some() && read.seed_ms.is_some());
-    if let (Some(t), None, true, true) = (
-        at_ms,
-        read.consumed_ms,
-        will_run,
-        a.method != Method::Backup,
-    ) {
-        super::copy::refuse_chosen_point_when_latest(ctx)?;
-        let stream = ctx
-            .aws
-            .describe(&s.source_table)
-            .await
-            .map_err(|e| explain(e, &s.source_table))?
-            .and_then(|t| t.stream_arn);
-        super::copy::refuse_unstreamed_point(
-            ctx,
-            t,
-            stream.as_deref(),
-            "--at",
-            "choose a later point",
-        )?;
+    if let (None, true) = (read.consumed_ms, will_run) {
+        let (point, fuzz, what, fix) = match (a.method, at_ms) {
+            (Method::Backup, _) => {
+                // A backup taken now may lack the writes of the minute
+                // before, which the stream must then hold: right after the
+                // stream was created, wait that minute out.
+                if let Some(created) = super::copy::stream_created(ctx).await? {
+                    let ready = created + super::copy::BACKUP_FUZZ_MS;
+                    if ready > ctx.now_ms() && !a.dry_run {
+                        ctx.wait_until(ready, &format!("the source's stream was created at {}: a backup may lack the writes of the minute before it, so it is taken from {} on", rfc3339(created), rfc3339(ready))).await?;
+                    }
+                }
+                let now = ctx.now_ms();
+                (
+                    now,
+                    super::copy::BACKUP_FUZZ_MS,
+                    "the backup",
+                    "seed again later",
+                )
+            }
+            (_, None) => {
+                // Now (an export), or PITR's latest restorable time, which
+                // is a few minutes before now.
+                let latest = match a.method {
+                    Method::Pitr => ctx
+                        .aws
+                        .pitr(&s.source_table)
+                        .await
+                        .map_err(|e| explain(e, &s.source_table))?
+                        .1
+                        .unwrap_or(now),
+                    _ => now,
+                };
+                (latest, 0, "the seed", "seed again later")
+            }
+            (_, Some(t)) => {
+                super::copy::refuse_chosen_point_when_latest(ctx)?;
+                (t, 0, "--at", "choose a later point")
+            }
+        };
+        super::copy::refuse_first_seed_before_stream(ctx, (point, fuzz), what, fix).await?;
     }
     // Something was consumed before: this seed replaces a seeded target, so
     // the replay rules hold (paused, every change after T still queued),

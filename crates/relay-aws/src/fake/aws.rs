@@ -125,14 +125,18 @@ impl FakeAws {
             .any(|t| t.function == function && t.enabled)
     }
 
-    /// Makes metric reads fail (`None`: they work again).
     /// Point-in-time restores reach up to now minus `ms`.
     pub fn set_pitr_lag(&self, ms: i64) {
         lock(&self.state).pitr_lag_ms = ms;
     }
 
     /// `describe` says the table's stream was created at `label`
-    /// (`2026-11-04T00:05:00.000`, as in a stream ARN).
+    /// (`2026-11-04T00:05:00.000`, as in a stream ARN). Only `describe`
+    /// changes: the forwarder's trigger and the stream's events keep the
+    /// ARN they had. So with a label other than the events' own, this is
+    /// the source's stream replaced (disabled and enabled again) under a
+    /// stack that still reads the old one; with the events' label, a
+    /// stream created at that time.
     pub fn set_stream_label(&self, table: &str, label: &str) {
         lock(&self.state)
             .stream_labels
