@@ -469,3 +469,48 @@ async fn a_change_the_transform_cannot_map_fails_its_message() {
         .values()
         .any(|i| i.get("source_pk") == Some(&V::S("ok".into()))));
 }
+
+/// A pause written while a batch is being written: the batch's commit fails
+/// on the version, the re-read finds the pause, and every message is
+/// reported failed (they wait for `resume`), nothing is consumed, and the
+/// batch counts as paused.
+#[tokio::test(start_paused = true)]
+async fn a_batch_whose_commit_finds_a_pause_fails_every_message_and_consumes_nothing() {
+    let (db, a) = setup(Some(T0), TtlPolicy::Replicate);
+    db.set_latency(|call: &Call<'_>| {
+        if call.op == "BatchWriteItem" {
+            Duration::from_secs(2)
+        } else {
+            Duration::ZERO
+        }
+    });
+    let mut c = change(1, Op::Insert, "a", 1);
+    c.time_ms = T0 + 5_000;
+    let event = sqs_event(vec![
+        encode("Orders", &[c]),
+        encode("Orders", &[change(2, Op::Insert, "b", 1)]),
+    ]);
+    let pause = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let control = db.table("control");
+        let read = relay_aws::ControlStore::load(&control, "m1")
+            .await
+            .unwrap()
+            .unwrap();
+        let paused = ControlState {
+            paused_at_ms: Some(T0 + 6_000),
+            version: read.version + 1,
+            ..read
+        };
+        db.put("control", paused.to_item());
+    };
+    let (out, ()) = tokio::join!(a.apply(event.clone(), deadline()), pause);
+    assert_eq!(failed_ids(&out.response), ids(&event));
+    assert_eq!(out.metrics.get(names::PAUSED_BATCHES), Some(1.0));
+    let state = relay_aws::ControlStore::load(&db.table("control"), "m1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.consumed_ms, None, "nothing consumed under the pause");
+    assert_eq!(state.paused_at_ms, Some(T0 + 6_000));
+}

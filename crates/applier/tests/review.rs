@@ -1113,3 +1113,199 @@ fn a_backup_seed_right_after_the_stream_was_created_waits_out_a_backups_minute()
         assert_eq!(sim.ctx.control().await.unwrap(), before, "nothing written");
     });
 }
+
+/// A pause that did not finish (interrupted after its fence, before it
+/// recorded when the applier's invocations stop) cannot be waited out: a
+/// restart (backup or scan) and a replay are refused, and destroy nothing.
+/// Pausing again finishes it, and the restart then runs.
+#[test]
+fn a_reseed_after_an_unfinished_pause_is_refused_and_destroys_nothing() {
+    use ddb_relay::commands::replay;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 48)).await;
+        for i in 0..10 {
+            sim.db.put("source", source_item(i, 1, 20, 0));
+        }
+        sim.start_pollers();
+        seed_by_scan(&sim).await;
+        sim.assert_converged().await;
+        let destroyed = Arc::new(AtomicBool::new(false));
+        let (seen, t) = (destroyed.clone(), sim.ctx.stack.target_table.clone());
+        sim.db.set_faults(move |call| {
+            let destroys = matches!(call.op, "DeleteTable" | "DeleteItem")
+                || call.writes.iter().any(|w| w.kind() == "delete");
+            if call.table == t && destroys {
+                seen.store(true, Ordering::SeqCst);
+            }
+            None
+        });
+        pause::pause(&sim.ctx, false).await.unwrap();
+        set_control(&sim, |c| ControlState {
+            stopped_by_ms: None,
+            ..c
+        })
+        .await;
+        let margin = sim.cfg.margin_s * 1000;
+        let p = sim.ctx.control().await.unwrap().paused_at_ms.unwrap();
+        sim.ctx
+            .wait_until(p + margin + 2_000, "past a valid point")
+            .await
+            .unwrap();
+        let items = sim.db.items("target");
+        for restart in ["backup", "scan", "replay"] {
+            let err = match restart {
+                "backup" => replay::replay(&sim.ctx, None, false, false)
+                    .await
+                    .map(|_| ()),
+                "scan" => scan::restart_scan(&sim.ctx, copy(), false, false)
+                    .await
+                    .map(|_| ()),
+                _ => replay::replay(&sim.ctx, Some(When::At(p + margin + 1_000)), false, false)
+                    .await
+                    .map(|_| ()),
+            }
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("the pause did not finish"), "{restart}: {err}");
+            assert!(
+                !destroyed.load(Ordering::SeqCst),
+                "{restart} destroyed the target"
+            );
+            assert_eq!(sim.db.items("target"), items, "{restart}");
+        }
+        pause::pause(&sim.ctx, false).await.unwrap();
+        assert!(sim.ctx.control().await.unwrap().stopped_by_ms.is_some());
+        scan::restart_scan(&sim.ctx, copy(), false, false)
+            .await
+            .unwrap();
+        sim.assert_converged().await;
+        sim.stop_pollers();
+    });
+}
+
+/// Every re-seed clears the last verify's verdict: it was about the old
+/// target (a restart by scan, one by backup and a replay). And `finish`
+/// refuses while the forwarder reads a stream the source no longer has
+/// (the stream was replaced), changing nothing.
+#[test]
+fn a_reseed_clears_the_verdict_and_finish_refuses_a_replaced_stream() {
+    use ddb_relay::commands::replay;
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 49)).await;
+        for i in 0..10 {
+            sim.db.put("source", source_item(i, 1, 20, 0));
+        }
+        sim.start_pollers();
+        seed_by_scan(&sim).await;
+        sim.assert_converged().await;
+        let margin = sim.cfg.margin_s * 1000;
+        for restart in ["scan", "backup", "replay"] {
+            let v = verify::verify(&sim.ctx, 100.0, false, 0, copy(), &Default::default())
+                .await
+                .unwrap();
+            assert!(v.recorded, "{restart}: {}", v.text());
+            assert_eq!(
+                sim.ctx.control().await.unwrap().last_verify.as_deref(),
+                Some("clean")
+            );
+            let p = pause::pause(&sim.ctx, false).await.unwrap();
+            match restart {
+                "scan" => {
+                    scan::restart_scan(&sim.ctx, copy(), false, false)
+                        .await
+                        .unwrap();
+                }
+                "backup" => {
+                    replay::replay(&sim.ctx, None, false, false).await.unwrap();
+                }
+                _ => {
+                    let t = p.paused_at_ms.unwrap() + margin + 1_000;
+                    sim.ctx.wait_until(t + 1_000, "past T").await.unwrap();
+                    replay::replay(&sim.ctx, Some(When::At(t)), false, false)
+                        .await
+                        .unwrap();
+                }
+            }
+            assert_eq!(
+                sim.ctx.control().await.unwrap().last_verify,
+                None,
+                "{restart} kept a verdict about the old target"
+            );
+            sim.assert_converged().await;
+        }
+        // The source's stream replaced under the stack.
+        sim.aws
+            .set_stream_label("source", "2026-11-04T01:00:00.000");
+        let err = finish::finish(&sim.ctx, 3, 30, None, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("does not read the source's current stream"),
+            "{err}"
+        );
+        assert!(sim.aws.trigger_enabled(sim::APPLIER) && sim.aws.trigger_enabled(sim::FORWARDER));
+        sim.stop_pollers();
+    });
+}
+
+/// `dlq repair` whose reads of the source fail (no permission): every
+/// message stays in the DLQ, visible again at once (released, not held by
+/// the run), each reported failed with the reason, and the run's exit is
+/// not 0. Re-run once the cause clears, it repairs them all.
+#[test]
+fn a_dlq_repair_that_cannot_read_the_source_leaves_every_message_in_the_dlq() {
+    sim::run(async {
+        let mut cfg = Config::quiet(Shape::Identity, 50);
+        cfg.max_receive = 2;
+        cfg.buckets = 1;
+        let sim = Sim::new(cfg).await;
+        seed_by_scan(&sim).await;
+        *sim.poison.lock().unwrap() = Some(CanonicalKey::of(&source_key(1)));
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        sim.forward_pending().await;
+        sim.db.put("source", source_item(2, 1, 20, 0));
+        sim.forward_pending().await;
+        for _ in 0..4 {
+            let msgs = sim.fifo.receive(10);
+            if msgs.is_empty() {
+                break;
+            }
+            let out = sim.apply(sqs_event(&msgs)).await;
+            let failed = out
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect();
+            sim.fifo.complete(&msgs, &failed);
+        }
+        assert_eq!(sim.fifo.dlq().len(), 2, "both dead-lettered");
+        *sim.poison.lock().unwrap() = None;
+        sim.db.set_faults(|call| {
+            (call.table == "source" && call.op == "GetItem").then(|| {
+                DbFault::Error(AwsError::permanent(
+                    "GetItem",
+                    "AccessDeniedException",
+                    "not authorized to perform dynamodb:GetItem",
+                ))
+            })
+        });
+        let r = dlq::repair(&sim.ctx, 100, false).await.unwrap();
+        assert_eq!((r.repaired, r.left), (0, 2), "{:?}", r.results);
+        assert_ne!(r.exit_code(), 0);
+        assert!(
+            r.results
+                .iter()
+                .all(|x| x.status == "failed"
+                    && x.reason.as_deref().unwrap_or("").contains("GetItem"))
+        );
+        assert_eq!(sim.fifo.dlq_counts(), (2, 0), "visible again, not held");
+        sim.db.clear_faults();
+        let r = dlq::repair(&sim.ctx, 100, false).await.unwrap();
+        assert_eq!((r.repaired, r.left), (2, 0), "{:?}", r.results);
+        assert!(sim.fifo.dlq().is_empty());
+        sim.assert_converged().await;
+    });
+}

@@ -295,14 +295,15 @@ pub async fn repair<A: Aws>(ctx: &Ctx<A>, max: usize, dry_run: bool) -> Result<D
                     .iter()
                     .all(|c| c.op == relay_core::event::Op::Insert)
             {
-                let gone = ctx
-                    .aws
-                    .get_item(&s.source_table, key)
-                    .await
-                    .map_err(|e| explain(e, &s.source_table))?
-                    .is_none();
-                if gone {
-                    continue;
+                // A read that fails leaves the message in the DLQ (released
+                // with the others), not held by an aborted run.
+                match ctx.aws.get_item(&s.source_table, key).await {
+                    Ok(None) => continue,
+                    Ok(Some(_)) => {}
+                    Err(e) => {
+                        failed = Some(explain(e, &s.source_table).to_string());
+                        break;
+                    }
                 }
             }
             match repair_key(ctx, t, mode, key, &stale).await {

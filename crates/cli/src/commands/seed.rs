@@ -244,16 +244,20 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
             (Method::Backup, _) => {
                 // A backup taken now may lack the writes of the minute
                 // before, which the stream must then hold: right after the
-                // stream was created, wait that minute out.
+                // stream was created, wait that minute out (a dry run says
+                // so in its plan).
+                let mut point = ctx.now_ms();
                 if let Some(created) = super::copy::stream_created(ctx).await? {
                     let ready = created + super::copy::BACKUP_FUZZ_MS;
-                    if ready > ctx.now_ms() && !a.dry_run {
-                        ctx.wait_until(ready, &format!("the source's stream was created at {}: a backup may lack the writes of the minute before it, so it is taken from {} on", rfc3339(created), rfc3339(ready))).await?;
+                    if ready > point && !a.dry_run {
+                        let why = format!("the source's stream was created at {}: a backup may lack the writes of the minute before it, so it is taken from {} on", rfc3339(created), rfc3339(ready));
+                        ctx.step(&why);
+                        ctx.wait_until(ready, &why).await?;
                     }
+                    point = point.max(ready).max(ctx.now_ms());
                 }
-                let now = ctx.now_ms();
                 (
-                    now,
+                    point,
                     super::copy::BACKUP_FUZZ_MS,
                     "the backup",
                     "seed again later",

@@ -135,7 +135,9 @@ async fn main() -> Result<()> {
         "Seed the target (ddb-relay seed --method backup)",
         "Writes continue during the seed. The backup is not a point in time, so the cutoff\n\
          is the backup time minus a margin: events after it are applied again (harmless,\n\
-         full images in per-item order), events before it are skipped and counted.",
+         full images in per-item order), events before it are skipped and counted. A backup\n\
+         may lack the writes of its last minute, which only the stream can bring: within a\n\
+         minute of the stream's creation, the seed first waits that minute out.",
     );
     if relay(&local, &name, &["seed", "--method", "backup"])? != 0 {
         bail!("seed failed");
@@ -157,13 +159,19 @@ async fn main() -> Result<()> {
 
     s.begin(
         "Live replication",
-        "The load continues; the backlog stays small while the applier keeps up.",
+        "The load continues; the applier drains what queued during the seed, then keeps up.",
     );
     let live = Instant::now();
     let enabled_ms = now_ms();
-    while live.elapsed() < Duration::from_secs(live_secs) {
+    // At least `live_secs`, and until the backlog of the seed is drained
+    // (at most 4 minutes).
+    let mut backlog = usize::MAX;
+    while live.elapsed() < Duration::from_secs(live_secs)
+        || (backlog > 100 && live.elapsed() < Duration::from_secs(240))
+    {
         tokio::time::sleep(Duration::from_secs(4)).await;
         let (v, f) = local.queue_depth(&stack.queue_url).await?;
+        backlog = (v + f) as usize;
         let target_items = local.scan(&target).await?.len();
         let lag = local
             .metric(&stack, "applier", "ReplicationLag", now_ms() - 10_000, true)
