@@ -1068,6 +1068,13 @@ fn a_backup_seed_right_after_the_stream_was_created_waits_out_a_backups_minute()
             .format("%Y-%m-%dT%H:%M:%S%.3f")
             .to_string();
         sim.aws.set_stream_label("source", &label);
+        // A dry run says it would wait, and does not.
+        let before = sim.now_ms();
+        let mut dry = seed_args(Method::Backup, None);
+        dry.dry_run = true;
+        let plan = seed::seed(&sim.ctx, &dry).await.unwrap().plan.unwrap();
+        assert!(plan.starts_with("wait until"), "{plan}");
+        assert!(sim.now_ms() - before < 1_000, "a dry run waited");
         let r = seed::seed(&sim.ctx, &seed_args(Method::Backup, None))
             .await
             .unwrap();

@@ -132,7 +132,22 @@ pub fn load(file: &Path, region: Option<&str>) -> Result<Plan> {
     // Every pair's seed_args must be `seed`'s: a misspelt flag is refused
     // here, not dropped by a re-seed that keeps only the copy's flags.
     for (i, p) in plan.pairs.iter().enumerate() {
-        use clap::Parser;
+        use clap::{CommandFactory, Parser};
+        // Only `seed`'s own flags: a global one (`--stack`, `--region`,
+        // `--plan`, ...) would override the pair's own after the command.
+        let cli = crate::args::Cli::command();
+        let seed = cli.find_subcommand("seed").expect("seed is a command");
+        for (name, _) in flags(&p.seed_args) {
+            let own = seed
+                .get_arguments()
+                .any(|a| a.get_long() == Some(name.as_str()));
+            if !name.is_empty() && !own {
+                bail!(
+                    "plan {}: pairs[{i}].seed_args: --{name} is not a flag of `seed` (the plan sets the stack, region and transform of each pair)",
+                    file.display()
+                );
+            }
+        }
         let argv = ["ddb-relay".to_string()].into_iter().chain(pair_args(
             &plan,
             file,
@@ -219,15 +234,27 @@ pub fn pair_args(plan: &Plan, file: &Path, pair: &Pair, rest: &[String]) -> Vec<
             .any(|a| a == f || a.starts_with(&format!("{f}=")))
     };
     match command_of(rest) {
-        Some("seed") if !has("--method") => {
-            args.extend(["--method".to_string(), pair.seed.clone()]);
+        Some("seed") => {
+            // The pair's method (unless given): with it, all the pair's
+            // flags and bucket; a scan copy of an export pair keeps the
+            // copy's limits. A flag on the command line wins over the pair's.
+            let own = !has("--method") || method_is(rest, &pair.seed);
+            if !has("--method") {
+                args.extend(["--method".to_string(), pair.seed.clone()]);
+            }
             // An export the pair already has takes no bucket.
-            let taking = !pair.loads_an_export() && !has("--from-export");
+            let taking = own && !pair.loads_an_export() && !has("--from-export");
             if let (Some(b), false, true) = (&pair.s3_bucket, has("--s3-bucket"), taking) {
                 args.extend(["--s3-bucket".to_string(), b.clone()]);
             }
-            // A flag on the command line wins over the pair's.
-            for (name, flag) in flags(&pair.seed_args) {
+            let kept = if own {
+                flags(&pair.seed_args)
+            } else if pair.seed == "export" && method_is(rest, "scan") {
+                copy_flags(&pair.seed_args)
+            } else {
+                Vec::new()
+            };
+            for (name, flag) in kept {
                 if !has(&format!("--{name}")) {
                     args.extend(flag);
                 }
@@ -250,16 +277,22 @@ pub fn pair_args(plan: &Plan, file: &Path, pair: &Pair, rest: &[String]) -> Vec<
                 }
             }
         }
-        Some("preflight") if !has("--method") => {
-            args.extend(["--method".to_string(), pair.seed.clone()]);
+        Some("preflight") => {
+            if !has("--method") {
+                args.extend(["--method".to_string(), pair.seed.clone()]);
+            }
             // A pair loading an export it has checks that export (not the
             // source's PITR); one taking an export to load checks a load.
+            // Under the pair's own method only, and not twice.
             let given = flags(&pair.seed_args);
             let from = given.iter().find(|(name, _)| name == "from-export");
-            if let (Some((_, flag)), false) = (from, has("--from-export")) {
-                args.extend(flag.iter().cloned());
-            } else if pair.seed == "export" && given.iter().any(|(name, _)| name == "load") {
-                args.push("--load".to_string());
+            let export = pair.seed == "export" && (!has("--method") || method_is(rest, "export"));
+            if export && !has("--from-export") && !has("--load") {
+                if let Some((_, flag)) = from {
+                    args.extend(flag.iter().cloned());
+                } else if given.iter().any(|(name, _)| name == "load") {
+                    args.push("--load".to_string());
+                }
             }
         }
         _ => {}

@@ -271,6 +271,20 @@ async fn cutover_and_finish_say_go_only_when_true() -> Result<()> {
     let writer = Writer::start(&local, &stack.source_table, 30, 10, 100_000);
     run(&local, st, &["seed", "--method", "backup"], 0);
     run(&local, st, &["resume"], 0);
+    // The backup waited until the new stream was a minute old: let the
+    // applier drain what queued meanwhile (the writes go on).
+    let start = Instant::now();
+    loop {
+        let (visible, in_flight) = local.queue_depth(&stack.queue_url).await?;
+        if visible + in_flight <= 10 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "never drained: {visible} queued"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     tokio::time::sleep(Duration::from_secs(5)).await;
     let lenient = [
         "cutover",

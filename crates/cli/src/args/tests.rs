@@ -16,6 +16,10 @@ fn usage_error(args: &[&str], flag: &str) {
 #[test]
 fn bad_arguments_are_usage_errors_naming_the_flag() {
     usage_error(&["restart", "--method", "pitr"], "--method");
+    usage_error(
+        &["preflight", "--from-export", "s3://b/p/AWSDynamoDB/1"],
+        "--from-export",
+    );
     usage_error(&["verify", "--sample", "250"], "--sample");
     usage_error(&["verify", "--sample=-1"], "--sample");
     usage_error(&["seed", "--method", "scan", "--at", "now"], "--at");

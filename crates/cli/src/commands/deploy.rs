@@ -48,12 +48,13 @@ pub fn parameters(plan: &Plan, file: &Path, i: usize, stream_arn: &str) -> Resul
     let p = &plan.pairs[i];
     // The pair's own parameters win over the plan's.
     let mut merged = plan.parameters.clone();
-    merged.extend(p.parameters.clone());
-    // Workers that load an export read its bucket (unless a parameter
-    // names one: then `seed` checks it against the stack's).
+    // Workers that load an export read its bucket: over the plan's
+    // parameters, under the pair's own (`seed` checks it against the
+    // stack's).
     if let Some(b) = p.workers_bucket() {
-        merged.entry("ExportBucketName".to_string()).or_insert(b);
+        merged.insert("ExportBucketName".to_string(), b);
     }
+    merged.extend(p.parameters.clone());
     let mut params: Vec<String> = merged.iter().map(|(k, v)| format!("{k}={v}")).collect();
     params.push(format!("SourceTableName={}", p.source));
     params.push(format!("SourceStreamArn={stream_arn}"));
@@ -208,7 +209,7 @@ mod tests {
         // unless the pair's parameters name one.
         let exports = Plan::parse(
             "plan.yaml",
-            "version: 1\nname: shop\nregion: us-east-1\npairs:\n  - {name: a, source: aaa, target: aaa2, seed: export, s3_bucket: ex, seed_args: [--load, --fan-out]}\n  - {name: b, source: bbb, target: bbb2, seed: export, seed_args: ['--from-export=s3://old/p/AWSDynamoDB/01', --fan-out]}\n  - {name: c, source: ccc, target: ccc2, seed: export, s3_bucket: ex, seed_args: [--load, --fan-out], parameters: {ExportBucketName: mine}}\n  - {name: d, source: ddd, target: ddd2, seed: export, s3_bucket: ex, seed_args: [--load]}\n",
+            "version: 1\nname: shop\nregion: us-east-1\nparameters: {ExportBucketName: shared}\npairs:\n  - {name: a, source: aaa, target: aaa2, seed: export, s3_bucket: ex, seed_args: [--load, --fan-out]}\n  - {name: b, source: bbb, target: bbb2, seed: export, seed_args: ['--from-export=s3://old/p/AWSDynamoDB/01', --fan-out]}\n  - {name: c, source: ccc, target: ccc2, seed: export, s3_bucket: ex, seed_args: [--load, --fan-out], parameters: {ExportBucketName: mine}}\n  - {name: d, source: ddd, target: ddd2, seed: export, s3_bucket: ex, seed_args: [--load]}\n",
             None,
         )
         .unwrap();
@@ -222,9 +223,9 @@ mod tests {
         assert_eq!(bucket(1).as_deref(), Some("ExportBucketName=old"));
         assert_eq!(bucket(2).as_deref(), Some("ExportBucketName=mine"));
         assert_eq!(
-            bucket(3),
-            None,
-            "a load in this process reads the bucket itself"
+            bucket(3).as_deref(),
+            Some("ExportBucketName=shared"),
+            "the plan's, for a load in this process"
         );
         std::fs::write(dir.path().join("t.yaml"), "rename: {a: 1").unwrap();
         let e = parameters(&plan, &file, 0, "arn:stream").unwrap_err();

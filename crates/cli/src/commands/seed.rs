@@ -239,6 +239,8 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
     // after it (a later seed is held to the replay rules below). Only when
     // the seed will run (not on a re-run that finishes a recorded one).
     let will_run = !(target.is_some() && read.seed_ms.is_some());
+    // When a first backup seed waits for the stream to be a minute old.
+    let mut backup_wait = None;
     if let (None, true) = (read.consumed_ms, will_run) {
         let (point, fuzz, what, fix) = match (a.method, at_ms) {
             (Method::Backup, _) => {
@@ -249,10 +251,20 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
                 let mut point = ctx.now_ms();
                 if let Some(created) = super::copy::stream_created(ctx).await? {
                     let ready = created + super::copy::BACKUP_FUZZ_MS;
+                    if ready - point > 2 * super::copy::BACKUP_FUZZ_MS {
+                        bail!(
+                            "the source's stream says it was created at {}, after this machine's clock ({}): check the clock, then seed again",
+                            rfc3339(created),
+                            rfc3339(point)
+                        );
+                    }
                     if ready > point && !a.dry_run {
                         let why = format!("the source's stream was created at {}: a backup may lack the writes of the minute before it, so it is taken from {} on", rfc3339(created), rfc3339(ready));
                         ctx.step(&why);
                         ctx.wait_until(ready, &why).await?;
+                    }
+                    if ready > point {
+                        backup_wait = Some(ready);
                     }
                     point = point.max(ready).max(ctx.now_ms());
                 }
@@ -308,7 +320,7 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
     }
     if a.dry_run {
         let plan = match a.method {
-            Method::Backup => format!("create an on-demand backup of {}, restore it as {}, set cutoff = backup time - {} s", s.source_table, s.target_table, s.margin_ms / 1000),
+            Method::Backup => format!("{}create an on-demand backup of {}, restore it as {}, set cutoff = backup time - {} s", backup_wait.map_or(String::new(), |t| format!("wait until {} (the source's stream is under a minute old), then ", rfc3339(t))), s.source_table, s.target_table, s.margin_ms / 1000),
             Method::Pitr => format!("restore {} at {} as {}, set cutoff = that time - {} s", s.source_table, at_ms.map_or("the latest restorable time".into(), rfc3339), s.target_table, s.margin_ms / 1000),
             Method::Export => format!("export {} to s3://{}/{}, import it as {}, set cutoff = export time - {} s", s.source_table, a.bucket.as_deref().unwrap_or("<--s3-bucket>"), a.prefix, s.target_table, s.margin_ms / 1000),
             Method::Scan => "scan copy (see `seed --method scan --dry-run`)".to_string(),
@@ -416,6 +428,17 @@ pub async fn run_seed<A: Aws>(
                 .create_backup(&s.source_table, &name)
                 .await
                 .map_err(|e| explain(e, &s.source_table))?;
+            // The backup's own time (AWS's clock, as the stream's label):
+            // a first seed's backup may not lack writes the stream missed.
+            if read.consumed_ms.is_none() {
+                super::copy::refuse_first_seed_before_stream(
+                    ctx,
+                    (seed_ms, super::copy::BACKUP_FUZZ_MS),
+                    "the backup",
+                    &format!("seed again (backup {name} is not used)"),
+                )
+                .await?;
+            }
             ctx.wait(
                 &format!("backup {name}: waiting for AVAILABLE"),
                 Duration::from_secs(6 * 3600),

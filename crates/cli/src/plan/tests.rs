@@ -213,9 +213,20 @@ fn a_restart_of_an_exported_pair_keeps_only_the_copys_flags() {
         let cli = <crate::args::Cli as clap::Parser>::try_parse_from(argv).unwrap();
         cli.validate().unwrap();
         // Its preflight checks a load, or the export it will load (not the
-        // source's PITR).
+        // source's PITR), also under an explicit `--method export`, and
+        // never twice.
         let args = pair_args(&plan, file, p, &s(&["preflight"]));
         assert!(args.ends_with(&pre), "{args:?}");
+        let explicit = pair_args(&plan, file, p, &s(&["preflight", "--method", "export"]));
+        assert!(explicit.ends_with(&pre[3..]), "{explicit:?}");
+        for given in [
+            ["--load"].as_slice(),
+            &["--from-export", "s3://c/y/AWSDynamoDB/02"],
+        ] {
+            let rest = [s(&["preflight", "--method", "export"]), s(given)].concat();
+            let args = pair_args(&plan, file, p, &rest);
+            assert!(args.ends_with(&rest), "{args:?}");
+        }
         let argv = std::iter::once("ddb-relay".to_string()).chain(args);
         let cli = <crate::args::Cli as clap::Parser>::try_parse_from(argv).unwrap();
         cli.validate().unwrap();
@@ -287,9 +298,23 @@ fn the_command_lines_flags_win_and_a_misspelt_seed_flag_is_refused() {
         args.ends_with(&s(&["restart", "--method=backup"])),
         "{args:?}"
     );
+    // An explicit `--method` that is the pair's keeps its flags.
+    let args = parses(&["seed", "--method", "scan"]);
+    assert!(
+        args.ends_with(&s(&["--segments", "16", "--rate=9", "--fan-out"])),
+        "{args:?}"
+    );
     // A flag `seed` does not know is refused when the plan is loaded (a
-    // re-seed would otherwise drop it without a word).
-    for bad in ["--max_wcu, '5'", "--segments", "--at, now"] {
+    // re-seed would otherwise drop it without a word), and so is a global
+    // one (it would override the pair's stack or region after the command).
+    for bad in [
+        "--max_wcu, '5'",
+        "--segments",
+        "--at, now",
+        "--stack, other",
+        "'--region=eu-west-1'",
+        "--plan, x.yaml",
+    ] {
         std::fs::write(&file, text.replace("--fan-out", bad)).unwrap();
         let e = format!("{:#}", load(&file, None).unwrap_err());
         assert!(e.contains("pairs[0].seed_args: "), "{bad}: {e}");
