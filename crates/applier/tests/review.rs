@@ -33,6 +33,14 @@ fn seed_args(method: Method, at: Option<When>) -> seed::SeedArgs {
     }
 }
 
+/// A stream ARN's label for a stream created at `ms`.
+fn stream_label(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%S%.3f")
+        .to_string()
+}
+
 async fn set_control(sim: &Sim, change: impl FnOnce(ControlState) -> ControlState) {
     let read = sim.ctx.control().await.unwrap();
     sim.ctx
@@ -969,11 +977,7 @@ fn a_seed_point_from_before_the_stream_existed_is_refused() {
         sim.db.put("source", source_item(1, 1, 20, 0));
         let now = sim.now_ms();
         let created = now - 10 * 60_000;
-        let label = chrono::DateTime::from_timestamp_millis(created)
-            .unwrap()
-            .format("%Y-%m-%dT%H:%M:%S%.3f")
-            .to_string();
-        sim.aws.set_stream_label("source", &label);
+        sim.aws.set_stream_label("source", &stream_label(created));
         let before = sim.ctx.control().await.unwrap();
         let items: Vec<_> = sim.db.items("source").into_values().collect();
         let load = |uri: String| async {
@@ -1063,11 +1067,7 @@ fn a_backup_seed_right_after_the_stream_was_created_waits_out_a_backups_minute()
         let sim = Sim::new(Config::quiet(Shape::Identity, 45)).await;
         sim.db.put("source", source_item(1, 1, 20, 0));
         let created = sim.now_ms() - 2_000;
-        let label = chrono::DateTime::from_timestamp_millis(created)
-            .unwrap()
-            .format("%Y-%m-%dT%H:%M:%S%.3f")
-            .to_string();
-        sim.aws.set_stream_label("source", &label);
+        sim.aws.set_stream_label("source", &stream_label(created));
         // A dry run says it would wait, and does not.
         let before = sim.now_ms();
         let mut dry = seed_args(Method::Backup, None);
@@ -1089,11 +1089,7 @@ fn a_backup_seed_right_after_the_stream_was_created_waits_out_a_backups_minute()
         let sim = Sim::new(Config::quiet(Shape::Identity, 46)).await;
         sim.db.put("source", source_item(1, 1, 20, 0));
         let created = sim.now_ms() - 2_000;
-        let label = chrono::DateTime::from_timestamp_millis(created)
-            .unwrap()
-            .format("%Y-%m-%dT%H:%M:%S%.3f")
-            .to_string();
-        sim.aws.set_stream_label("source", &label);
+        sim.aws.set_stream_label("source", &stream_label(created));
         sim.create_target();
         let r = ddb_relay::commands::scan::seed_scan(&sim.ctx, copy(), false, false)
             .await
@@ -1102,11 +1098,8 @@ fn a_backup_seed_right_after_the_stream_was_created_waits_out_a_backups_minute()
         // A scan that would start before the stream (a clock behind AWS's)
         // is refused, and writes nothing.
         let sim = Sim::new(Config::quiet(Shape::Identity, 47)).await;
-        let label = chrono::DateTime::from_timestamp_millis(sim.now_ms() + 5_000)
-            .unwrap()
-            .format("%Y-%m-%dT%H:%M:%S%.3f")
-            .to_string();
-        sim.aws.set_stream_label("source", &label);
+        sim.aws
+            .set_stream_label("source", &stream_label(sim.now_ms() + 5_000));
         sim.create_target();
         let before = sim.ctx.control().await.unwrap();
         let err = ddb_relay::commands::scan::seed_scan(&sim.ctx, copy(), false, false)

@@ -430,17 +430,15 @@ pub fn refuse_unstreamed_point<A: Aws>(
     Ok(())
 }
 
-/// When the source's stream was created (from its ARN), if it has one.
-pub async fn stream_created<A: Aws>(ctx: &Ctx<A>) -> Result<Option<i64>> {
+/// The source's current stream ARN, if it has one.
+pub async fn source_stream<A: Aws>(ctx: &Ctx<A>) -> Result<Option<String>> {
     let s = &ctx.stack;
     Ok(ctx
         .aws
         .describe(&s.source_table)
         .await
         .map_err(|e| explain(e, &s.source_table))?
-        .and_then(|t| t.stream_arn)
-        .as_deref()
-        .and_then(stream_created_ms))
+        .and_then(|t| t.stream_arn))
 }
 
 /// [`refuse_unstreamed_point`] for a first seed at `at` (`fuzz_ms`: see
@@ -451,13 +449,7 @@ pub async fn refuse_first_seed_before_stream<A: Aws>(
     what: &str,
     fix: &str,
 ) -> Result<()> {
-    let s = &ctx.stack;
-    let stream = ctx
-        .aws
-        .describe(&s.source_table)
-        .await
-        .map_err(|e| explain(e, &s.source_table))?
-        .and_then(|t| t.stream_arn);
+    let stream = source_stream(ctx).await?;
     refuse_unstreamed_point(ctx, (at, fuzz_ms), stream.as_deref(), what, fix)
 }
 
@@ -480,7 +472,7 @@ pub fn refuse_chosen_point_when_latest<A>(ctx: &Ctx<A>) -> Result<()> {
 
 /// When a stream was created, from its ARN's label
 /// (`…/stream/2026-11-26T10:00:00.000`).
-fn stream_created_ms(arn: &str) -> Option<i64> {
+pub fn stream_created_ms(arn: &str) -> Option<i64> {
     let label = arn.rsplit_once("/stream/")?.1;
     chrono::NaiveDateTime::parse_from_str(label, "%Y-%m-%dT%H:%M:%S%.3f")
         .ok()

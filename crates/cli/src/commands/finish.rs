@@ -82,12 +82,7 @@ async fn not_quiet<A: Aws>(
     if forwarder.state != "Enabled" {
         bail!("the forwarder trigger is {}: source changes are not forwarded, so the drain cannot be proven; enable it (redeploy the stack) and run finish again", forwarder.state);
     }
-    let stream = ctx
-        .aws
-        .describe(&s.source_table)
-        .await
-        .map_err(|e| explain(e, &s.source_table))?
-        .and_then(|t| t.stream_arn);
+    let stream = super::copy::source_stream(ctx).await?;
     if stream.as_deref() != Some(forwarder.source_arn.as_str()) {
         bail!("the forwarder's trigger does not read the source's current stream (the stream is off or was replaced): the drain cannot be proven");
     }

@@ -242,6 +242,7 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
     // When a first backup seed waits for the stream to be a minute old.
     let mut backup_wait = None;
     if let (None, true) = (read.consumed_ms, will_run) {
+        let stream = super::copy::source_stream(ctx).await?;
         let (point, fuzz, what, fix) = match (a.method, at_ms) {
             (Method::Backup, _) => {
                 // A backup taken now may lack the writes of the minute
@@ -249,7 +250,7 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
                 // stream was created, wait that minute out (a dry run says
                 // so in its plan).
                 let mut point = ctx.now_ms();
-                if let Some(created) = super::copy::stream_created(ctx).await? {
+                if let Some(created) = stream.as_deref().and_then(super::copy::stream_created_ms) {
                     let ready = created + super::copy::BACKUP_FUZZ_MS;
                     if ready - point > 2 * super::copy::BACKUP_FUZZ_MS {
                         bail!(
@@ -295,7 +296,7 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
                 (t, 0, "--at", "choose a later point")
             }
         };
-        super::copy::refuse_first_seed_before_stream(ctx, (point, fuzz), what, fix).await?;
+        super::copy::refuse_unstreamed_point(ctx, (point, fuzz), stream.as_deref(), what, fix)?;
     }
     // Something was consumed before: this seed replaces a seeded target, so
     // the replay rules hold (paused, every change after T still queued),
