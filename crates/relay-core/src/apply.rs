@@ -225,10 +225,16 @@ pub struct PlanStats {
 }
 
 /// Whether an event at `event_time_ms` is applied under `cutoff_ms`.
-/// Event times are rounded down to the second by DynamoDB, and the cutoff
-/// already includes the safety margin, so the comparison is inclusive.
+///
+/// DynamoDB rounds an event's time down to the second, so an event is
+/// compared with the cutoff's own second: a write at 40.7 s is timed 40 s,
+/// and a cutoff of 40.5 s must apply it (it may be missing from a backup
+/// taken at 100.5 s, whose uncertain minute starts at 40.5 s). Compared with
+/// the cutoff in milliseconds, a margin of exactly 60 s would skip it.
+/// Applying a little more than the margin asks for is harmless (the overlap
+/// is applied in order, promise 1); skipping one write is a lost write.
 pub fn applies(event_time_ms: i64, cutoff_ms: i64) -> bool {
-    event_time_ms >= cutoff_ms
+    event_time_ms >= cutoff_ms.div_euclid(1000) * 1000
 }
 
 /// Why a message cannot be applied now (it fails, with the later messages

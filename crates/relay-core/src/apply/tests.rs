@@ -56,6 +56,43 @@ fn events_before_the_cutoff_are_skipped_and_counted() {
     assert!(applies(1000, 1000) && !applies(999, 1000));
 }
 
+/// A backup taken at T may lack any write from T − 60 s on; the event of a
+/// write at w is timed w rounded down to the second. Whatever the seed's
+/// milliseconds, a margin of at least 60 s applies every such event (a
+/// cutoff compared in milliseconds skipped a write at 40.7 s under a cutoff
+/// of 40.5 s).
+#[test]
+fn every_write_a_backup_may_lack_is_applied_at_any_margin_of_a_minute_or_more() {
+    use proptest::prelude::*;
+    let mut runner = proptest::test_runner::TestRunner::default();
+    runner
+        .run(
+            &(
+                1_600_000_000_000i64..1_900_000_000_000,
+                60_000i64..200_000,
+                0i64..60_000,
+                0i64..3_000,
+            ),
+            |(seed_ms, margin_ms, before_ms, after_ms)| {
+                let cutoff = crate::control::cutoff_for_seed(seed_ms, margin_ms);
+                for w in [
+                    seed_ms - 60_000 + (before_ms % 1000),
+                    seed_ms - before_ms,
+                    seed_ms + after_ms,
+                ] {
+                    let timed = w.div_euclid(1000) * 1000;
+                    prop_assert!(
+                        applies(timed, cutoff),
+                        "write at {w} timed {timed}, cutoff {cutoff}"
+                    );
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert!(applies(40_000, 40_500), "the example in the doc");
+}
+
 #[test]
 fn ttl_deletes_follow_the_policy() {
     let mut del = ev("a", Op::Remove, 5, 1);
@@ -82,7 +119,7 @@ fn refetch_markers_write_the_source_current_state_or_delete() {
     let keys = refetch_keys(&msgs, 0);
     assert_eq!(keys.len(), 3);
     assert!(
-        refetch_keys(&msgs, 6).is_empty(),
+        refetch_keys(&msgs, 1000).is_empty(),
         "before the cutoff: nothing to read"
     );
     let current = item_v("a", 7);
