@@ -414,7 +414,11 @@ pub fn refuse_unstreamed_point<A: Aws>(
             "{what} is consistent to {when}: its cutoff is older than the 24 hours a DynamoDB stream keeps, so changes after it may never have been queued; {fix}"
         );
     }
-    if let Some(created) = stream_arn.and_then(stream_created_ms) {
+    let created = stream_arn.map(|arn| (arn, stream_created_ms(arn)));
+    if let (Some((arn, None)), 0) = (created, fuzz_ms) {
+        ctx.step(&format!("the source's stream label ({arn}) is not a time: {what} is not checked against the stream's creation"));
+    }
+    if let Some((_, Some(created))) = created {
         if at - fuzz_ms < created {
             let fuzz = match fuzz_ms {
                 0 => String::new(),
@@ -471,10 +475,11 @@ pub fn refuse_chosen_point_when_latest<A>(ctx: &Ctx<A>) -> Result<()> {
 }
 
 /// When a stream was created, from its ARN's label
-/// (`…/stream/2026-11-26T10:00:00.000`).
+/// (`…/stream/2026-11-26T10:00:00.000`; any number of fractional digits, or
+/// none, as moto writes it). `None`: no label, or one that is not a time.
 pub fn stream_created_ms(arn: &str) -> Option<i64> {
     let label = arn.rsplit_once("/stream/")?.1;
-    chrono::NaiveDateTime::parse_from_str(label, "%Y-%m-%dT%H:%M:%S%.3f")
+    chrono::NaiveDateTime::parse_from_str(label, "%Y-%m-%dT%H:%M:%S%.f")
         .ok()
         .map(|t| t.and_utc().timestamp_millis())
 }
@@ -493,6 +498,18 @@ mod tests {
         );
         assert_eq!(
             stream_created_ms("arn:aws:dynamodb:us-east-1:1:table/t"),
+            None
+        );
+        // moto's labels: Python's isoformat(), microseconds or none.
+        for (label, ms) in [
+            ("2026-11-01T00:00:00.500250", 1_793_491_200_500),
+            ("2026-11-01T00:00:01", 1_793_491_201_000),
+        ] {
+            let arn = format!("arn:aws:dynamodb:us-east-1:1:table/t/stream/{label}");
+            assert_eq!(stream_created_ms(&arn), Some(ms), "{label}");
+        }
+        assert_eq!(
+            stream_created_ms("arn:aws:dynamodb:us-east-1:1:table/t/stream/latest"),
             None
         );
     }

@@ -250,7 +250,15 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
                 // stream was created, wait that minute out (a dry run says
                 // so in its plan).
                 let mut point = ctx.now_ms();
-                if let Some(created) = stream.as_deref().and_then(super::copy::stream_created_ms) {
+                // A stream whose label is not a time (another emulator)
+                // exists now: its creation is counted as now.
+                let created = stream.as_deref().map(|arn| {
+                    super::copy::stream_created_ms(arn).unwrap_or_else(|| {
+                        ctx.step(&format!("the source's stream label ({arn}) is not a time: counting the stream as created now"));
+                        point
+                    })
+                });
+                if let Some(created) = created {
                     let ready = created + super::copy::BACKUP_FUZZ_MS;
                     if ready - point > 2 * super::copy::BACKUP_FUZZ_MS {
                         bail!(
