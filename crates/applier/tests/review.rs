@@ -513,11 +513,40 @@ fn after_finish_restart_and_replay_are_refused_until_resume_reopens() {
             let err = run(cmd).await.expect_err(cmd).to_string();
             assert!(err.contains("was finished at"), "{cmd}: {err}");
         }
+        // A repair copies the source's state over the target: the
+        // application's item 9 would be deleted as "extra". Refused unless
+        // the operator says the application was not switched.
+        for cmd in ["verify --repair", "dlq repair"] {
+            let err = run(cmd).await.expect_err(cmd).to_string();
+            assert!(
+                err.contains(&format!("`{cmd} --after-finish`")),
+                "{cmd}: {err}"
+            );
+        }
         assert_eq!(sim.ctx.control().await.unwrap(), before, "nothing changed");
         assert_eq!(
             sim.db.items("target"),
             items,
             "the application's write stays"
+        );
+        // Without a repair, or with the operator's word, they run.
+        for cmd in [
+            "verify",
+            "dlq repair --dry-run",
+            "dlq repair --after-finish",
+        ] {
+            run(cmd).await.expect(cmd);
+        }
+        assert_eq!(
+            sim.db.items("target"),
+            items,
+            "nothing to repair in the DLQ"
+        );
+        run("verify --repair --after-finish").await.unwrap();
+        assert_eq!(
+            sim.db.items("target").len(),
+            items.len() - 1,
+            "item 9 repaired away"
         );
         // `resume` reopens: the mark is gone, and a pause then allows a
         // re-seed again.
@@ -1083,6 +1112,22 @@ fn a_backup_seed_right_after_the_stream_was_created_waits_out_a_backups_minute()
             seed_ms >= created + ddb_relay::commands::copy::BACKUP_FUZZ_MS,
             "a backup {} ms after the stream was created",
             seed_ms - created
+        );
+        assert_eq!(sim.db.items("target").len(), 1);
+        // A label that is not a time (another emulator's): the stream is
+        // counted as created when the seed read it, so the backup waits a
+        // minute from then.
+        let sim = Sim::new(Config::quiet(Shape::Identity, 48)).await;
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        sim.aws.set_stream_label("source", "latest");
+        let before = sim.now_ms();
+        let r = seed::seed(&sim.ctx, &seed_args(Method::Backup, None))
+            .await
+            .unwrap();
+        assert!(
+            r.seed_ms.unwrap() >= before + ddb_relay::commands::copy::BACKUP_FUZZ_MS,
+            "a backup {} ms after an unreadable stream label was read",
+            r.seed_ms.unwrap() - before
         );
         assert_eq!(sim.db.items("target").len(), 1);
         // A scan copy at the same moment starts at once.

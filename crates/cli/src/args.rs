@@ -236,6 +236,10 @@ pub enum Command {
         /// writes that never overwrite a newer change), then re-check.
         #[arg(long)]
         repair: bool,
+        /// Repair although the migration is finished: only while the
+        /// application does not write to the target yet.
+        #[arg(long, requires = "repair")]
+        after_finish: bool,
         /// Seconds to wait before re-checking mismatches with consistent reads.
         #[arg(long, default_value_t = 2)]
         recheck_wait: u64,
@@ -400,6 +404,10 @@ pub enum DlqCommand {
     Repair {
         #[arg(long, default_value_t = 1000)]
         max: usize,
+        /// Repair although the migration is finished: only while the
+        /// application does not write to the target yet.
+        #[arg(long)]
+        after_finish: bool,
         #[arg(long)]
         dry_run: bool,
     },

@@ -61,10 +61,43 @@ fn check_reach<A: Aws>(ctx: &Ctx<A>, command: &Command) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a repair (`verify --repair`, `dlq repair`) of a finished
+/// migration without `--after-finish`: a repair writes the source's state
+/// into the target, and once the application writes to the target that
+/// overwrites its writes with older data. The tool cannot see the switch;
+/// the operator says it has not happened.
+async fn refuse_repair_after_finish<A: Aws>(ctx: &Ctx<A>, command: &Command) -> Result<()> {
+    let what = match command {
+        Command::Verify {
+            repair: true,
+            after_finish: false,
+            ..
+        } => "verify --repair",
+        Command::Dlq {
+            command:
+                DlqCommand::Repair {
+                    after_finish: false,
+                    dry_run: false,
+                    ..
+                },
+        } => "dlq repair",
+        _ => return Ok(()),
+    };
+    if let Some(t) = ctx.control().await?.finished_ms {
+        anyhow::bail!(
+            "this migration was finished at {}: once the application writes to {}, a repair from the source overwrites its writes with older data. If the application has not been switched to it, run `{what} --after-finish`",
+            crate::ctx::rfc3339(t),
+            ctx.stack.target_table
+        );
+    }
+    Ok(())
+}
+
 /// Runs a command and prints its report; returns the exit code.
 pub async fn run<A: Aws>(ctx: &Ctx<A>, command: Command) -> Result<i32> {
     let out = ctx.output;
     check_reach(ctx, &command)?;
+    refuse_repair_after_finish(ctx, &command).await?;
     Ok(match command {
         Command::IamPolicy { operator_arn } => emit(
             out,
@@ -204,6 +237,7 @@ pub async fn run<A: Aws>(ctx: &Ctx<A>, command: Command) -> Result<i32> {
             recheck_wait,
             scan,
             spill,
+            ..
         } => emit(
             out,
             &verify::verify(ctx, sample, repair, recheck_wait, scan.limits(), &spill).await?,
@@ -246,7 +280,7 @@ pub async fn run<A: Aws>(ctx: &Ctx<A>, command: Command) -> Result<i32> {
         ),
         Command::Dlq { command } => match command {
             DlqCommand::List { max } => emit(out, &dlq::list(ctx, max).await?),
-            DlqCommand::Repair { max, dry_run } => {
+            DlqCommand::Repair { max, dry_run, .. } => {
                 emit(out, &dlq::repair(ctx, max, dry_run).await?)
             }
         },
