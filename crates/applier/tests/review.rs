@@ -1033,6 +1033,31 @@ fn a_seed_point_from_before_the_stream_existed_is_refused() {
             "{err}"
         );
         assert!(!sim.db.exists("target"), "no restore started");
+        // The default points: PITR's latest restorable time (here 11
+        // minutes back, before the stream), and an export's now (here
+        // before a stream label 5 s ahead: this clock is behind AWS's).
+        sim.aws.set_pitr_lag(11 * 60_000);
+        let err = seed::seed(&sim.ctx, &seed_args(Method::Pitr, None))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("before the source's stream was created"),
+            "{err}"
+        );
+        sim.aws.set_pitr_lag(0);
+        sim.aws
+            .set_stream_label("source", &stream_label(now + 5_000));
+        let mut export = seed_args(Method::Export, None);
+        export.bucket = Some("exports".into());
+        let err = seed::seed(&sim.ctx, &export).await.unwrap_err().to_string();
+        assert!(
+            err.contains("before the source's stream was created"),
+            "{err}"
+        );
+        assert!(!sim.db.exists("target"), "no restore or import started");
+        assert_eq!(sim.ctx.control().await.unwrap(), before, "nothing written");
+        sim.aws.set_stream_label("source", &stream_label(created));
         sim.create_target();
         let early = sim::fabricate_export(&sim, "early", &items, created - 60_000, 1);
         let err = load(early).await.unwrap_err().to_string();
