@@ -687,3 +687,69 @@ fn finish_waits_for_a_queued_change() {
         sim.stop_pollers();
     });
 }
+
+/// `dlq repair` on a message whose only changes are inserts without images
+/// (refetch markers of an item too big to travel) under a transform whose
+/// key comes from a non-key attribute: the repair first asks the source
+/// whether the item is gone. When that read fails, the message is reported
+/// failed and released with the others (visible again at once), never held
+/// by an aborted run; re-run once the cause clears, it is repaired.
+#[test]
+fn a_dlq_repair_whose_is_it_gone_read_fails_releases_the_message() {
+    sim::run(async {
+        let mut cfg = Config::quiet(Shape::KeyByEmail, 52);
+        cfg.max_receive = 2;
+        cfg.buckets = 1;
+        let sim = Sim::new(cfg).await;
+        seed_by_scan(&sim).await;
+        let item = source_item(1, 1, 300_000, 0);
+        let t = sim.transform.as_ref().unwrap();
+        *sim.poison.lock().unwrap() = Some(CanonicalKey::of(&t.key(&item).unwrap()));
+        // Too big for a message: it travels as a refetch marker.
+        sim.db.put("source", item);
+        sim.forward_pending().await;
+        for _ in 0..4 {
+            let msgs = sim.fifo.receive(10);
+            if msgs.is_empty() {
+                break;
+            }
+            let out = sim.apply(sqs_event(&msgs)).await;
+            let failed = out
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect();
+            sim.fifo.complete(&msgs, &failed);
+        }
+        let dead = sim.fifo.dlq();
+        assert_eq!(dead.len(), 1, "dead-lettered");
+        assert!(
+            !dead[0].body.contains("300"),
+            "a marker, not the image, travelled"
+        );
+        *sim.poison.lock().unwrap() = None;
+        sim.db.set_faults(|call| {
+            (call.table == "source" && call.op == "GetItem").then(|| {
+                DbFault::Error(AwsError::permanent(
+                    "GetItem",
+                    "AccessDeniedException",
+                    "not authorized to perform dynamodb:GetItem",
+                ))
+            })
+        });
+        let r = dlq::repair(&sim.ctx, 100, false).await.unwrap();
+        assert_eq!((r.repaired, r.left), (0, 1), "{:?}", r.results);
+        assert_ne!(r.exit_code(), 0);
+        assert!(r.results[0]
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("GetItem"));
+        assert_eq!(sim.fifo.dlq_counts(), (1, 0), "visible again, not held");
+        sim.db.clear_faults();
+        let r = dlq::repair(&sim.ctx, 100, false).await.unwrap();
+        assert_eq!((r.repaired, r.left), (1, 0), "{:?}", r.results);
+        assert!(sim.fifo.dlq().is_empty());
+        sim.assert_converged().await;
+    });
+}
