@@ -132,6 +132,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         0u8..3,
         prop::collection::vec((0u16..700, act()), 1..120),
         prop::collection::vec((0u16..8_000, steps()), 0..5),
+        prop_oneof![Just(0i64), -30_000i64..30_000],
     )
         .prop_map(
             |(
@@ -140,6 +141,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                 scan,
                 acts,
                 cmds,
+                operator_clock_ms,
             )| {
                 Scenario {
                     cfg: Config {
@@ -159,6 +161,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                         latency: f.4,
                         crash: f.5,
                         replay: f.6,
+                        operator_clock_ms,
                     },
                     // Restores copy the table as it is: a transform needs a
                     // copy seed (scan or export load).

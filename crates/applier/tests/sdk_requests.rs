@@ -26,6 +26,10 @@ use relay_core::control::{ControlState, ATTR_CONSUMED_MS, ATTR_VERSION};
 use relay_core::item::{AttributeValue as V, Attrs};
 use serde_json::{json, Value};
 
+/// The `Date` every scripted answer carries: AWS's clock.
+const AWS_DATE: &str = "Sun, 01 Nov 2026 00:00:01 GMT";
+const AWS_DATE_MS: i64 = 1_793_491_201_000;
+
 /// Records every request as (operation, JSON body) and answers each with
 /// the next scripted (status, body).
 #[derive(Debug, Clone, Default)]
@@ -57,6 +61,7 @@ impl HttpConnector for Script {
         response
             .headers_mut()
             .insert("content-type", "application/x-amz-json-1.0");
+        response.headers_mut().insert("date", AWS_DATE);
         HttpConnectorFuture::ready(Ok(response))
     }
 }
@@ -261,4 +266,24 @@ async fn the_operator_reads_consistently_and_writes_the_control_item_at_its_vers
         sent[0].1["ConditionExpression"],
         json!("attribute_not_exists(#ver) OR #ver = :zero")
     );
+}
+
+/// The operator's clients read AWS's clock from every response's `Date`,
+/// whatever this machine's clock says; the commands follow it
+/// (`Clock::following`).
+#[tokio::test]
+async fn the_operators_clients_read_aws_clock_from_its_responses() {
+    let script = Script::default();
+    let sdk = Sdk::new(&script.config().await);
+    assert_eq!(sdk.server_time().now_ms(), None, "no response yet");
+    script.answer(200, json!({ "Items": [] }));
+    sdk.scan_page("C", 0, 1, None, true).await.unwrap();
+    let aws = sdk.server_time().now_ms().unwrap();
+    assert!(
+        (AWS_DATE_MS..AWS_DATE_MS + 5_000).contains(&aws),
+        "AWS's time {aws}, its Date said {AWS_DATE_MS}"
+    );
+    let clock =
+        relay_aws::runtime::Clock::following(relay_aws::runtime::Clock::wall(), sdk.server_time());
+    assert!((AWS_DATE_MS..AWS_DATE_MS + 5_000).contains(&clock.now_ms()));
 }

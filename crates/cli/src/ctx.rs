@@ -408,6 +408,20 @@ pub fn parse_when(s: &str) -> Result<When, String> {
 }
 
 /// Epoch ms as RFC 3339 (UTC, milliseconds).
+/// What to tell the operator when this machine's clock (`local_ms`) is
+/// two seconds or more from AWS's (`aws_ms`, from its responses): the
+/// commands use AWS's.
+pub fn clock_note(local_ms: i64, aws_ms: Option<i64>) -> Option<String> {
+    let ahead_s = (local_ms - aws_ms?) / 1000;
+    (ahead_s.abs() >= 2).then(|| {
+        format!(
+            "this machine's clock is {} s {} AWS's: ddb-relay uses AWS's time (from its responses)",
+            ahead_s.abs(),
+            if ahead_s > 0 { "ahead of" } else { "behind" }
+        )
+    })
+}
+
 pub fn rfc3339(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))

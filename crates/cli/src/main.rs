@@ -168,11 +168,19 @@ async fn run(cli: Cli) -> Result<i32> {
     let name = g.stack.clone().ok_or_else(|| {
         anyhow!("no stack: pass --stack NAME (the ddb-relay stack of this migration) or set DDB_RELAY_STACK")
     })?;
-    let mut ctx = Ctx::for_stack(Sdk::new(&conf), &name, &region, Clock::wall()).await?;
+    // Every time a command compares or records is AWS's (its responses'
+    // `Date`), the clock of the event times, backups and stream labels.
+    let sdk = Sdk::new(&conf);
+    let aws_time = sdk.server_time();
+    let clock = Clock::following(Clock::wall(), aws_time.clone());
+    let mut ctx = Ctx::for_stack(sdk, &name, &region, clock).await?;
     // A target in another region or account: its own client (and role).
     ctx.aws.route_target(&conf, &mut ctx.stack, &region).await;
     ddb_relay::ctx::check_target_is_not_source(&ctx.aws, &ctx.stack).await?;
     ctx.output = g.output;
     ctx.transform_file = g.transform.clone();
+    if let Some(note) = ddb_relay::ctx::clock_note(Clock::wall().now_ms(), aws_time.now_ms()) {
+        ctx.step(&note);
+    }
     ddb_relay::commands::run(&ctx, cli.command).await
 }

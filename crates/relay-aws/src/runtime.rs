@@ -47,8 +47,47 @@ impl Clock {
         }))
     }
 
+    /// AWS's time once one of its responses said it ([`ServerTime`]),
+    /// `local`'s before: every time the operator's commands compare or
+    /// record (a scan copy's start, the pause, when in-flight invocations
+    /// stop, a seed's point against the stream) is then on AWS's clock,
+    /// the clock of the event times, backups and stream labels, whatever
+    /// this machine's clock says or another operator's machine said.
+    pub fn following(local: Clock, server: ServerTime) -> Self {
+        Clock(std::sync::Arc::new(move || {
+            server.now_ms().unwrap_or_else(|| local.now_ms())
+        }))
+    }
+
     pub fn now_ms(&self) -> i64 {
         (self.0)()
+    }
+}
+
+/// AWS's clock as its responses tell it (the HTTP `Date` header, whole
+/// seconds): a lower bound of AWS's time now, the newest and highest one
+/// seen carried forward by the monotonic clock. Never ahead of AWS; behind
+/// it by at most a second plus a response's latency.
+#[derive(Clone, Debug, Default)]
+pub struct ServerTime(std::sync::Arc<std::sync::Mutex<Option<(i64, tokio::time::Instant)>>>);
+
+impl ServerTime {
+    /// A response said AWS's time was `server_ms` (at least) when it was
+    /// sent.
+    pub fn observe(&self, server_ms: i64) {
+        let now = tokio::time::Instant::now();
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let best = match *seen {
+            Some((ms, at)) => server_ms.max(ms + now.duration_since(at).as_millis() as i64),
+            None => server_ms,
+        };
+        *seen = Some((best, now));
+    }
+
+    /// AWS's time now (a lower bound), once a response said it.
+    pub fn now_ms(&self) -> Option<i64> {
+        let seen = *self.0.lock().unwrap_or_else(|e| e.into_inner());
+        seen.map(|(ms, at)| ms + at.elapsed().as_millis() as i64)
     }
 }
 
@@ -116,5 +155,33 @@ pub async fn emit_metrics(
         {
             tracing::warn!(error = %e, "PutMetricData failed; metrics for this invocation are missing");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Clock, ServerTime};
+    use std::time::Duration;
+
+    /// AWS's time is carried forward from the best `Date` seen, never
+    /// moves back (a later response's `Date` is truncated to its second),
+    /// and stands in for the local clock once known.
+    #[tokio::test(start_paused = true)]
+    async fn aws_time_is_carried_forward_never_back_and_replaces_the_local_clock() {
+        let aws = ServerTime::default();
+        let clock = Clock::following(Clock::virtual_from(5_000_000), aws.clone());
+        assert_eq!(
+            clock.now_ms(),
+            5_000_000,
+            "the local clock until AWS speaks"
+        );
+        aws.observe(1_000_000);
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert_eq!(clock.now_ms(), 1_000_900);
+        // The same second again, 0.9 s later: not a step back.
+        aws.observe(1_000_000);
+        assert_eq!(aws.now_ms(), Some(1_000_900));
+        aws.observe(1_002_000);
+        assert_eq!(clock.now_ms(), 1_002_000);
     }
 }

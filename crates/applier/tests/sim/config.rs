@@ -51,6 +51,10 @@ pub struct Config {
     pub latency: u32,
     pub crash: u32,
     pub replay: u32,
+    /// How far the operator's machine's clock is from AWS's (ms, ahead
+    /// when positive). The commands follow AWS's clock (the `Date` of its
+    /// responses); this is what they would get wrong if they did not.
+    pub operator_clock_ms: i64,
 }
 
 impl Config {
@@ -72,6 +76,7 @@ impl Config {
             latency: 0,
             crash: 0,
             replay: 0,
+            operator_clock_ms: 0,
         }
     }
 }

@@ -128,7 +128,12 @@ impl Sim {
             .into(),
         });
         aws.set_page_size(3);
-        let mut ctx = Ctx::for_stack(aws.clone(), STACK, "us-east-1", clock.clone())
+        // The operator's machine: its own clock, corrected by AWS's.
+        let operator_clock = Clock::following(
+            Clock::virtual_from(T0_MS + cfg.operator_clock_ms),
+            aws.server_time.clone(),
+        );
+        let mut ctx = Ctx::for_stack(aws.clone(), STACK, "us-east-1", operator_clock)
             .await
             .unwrap();
         ctx.output = Output::Json;

@@ -62,6 +62,9 @@ pub struct FakeAws {
     pub(super) state: Arc<Mutex<State>>,
     /// Standard queues: any URL but the FIFO queue and its DLQ.
     pub(crate) standard: Arc<Mutex<super::queues::StandardQueues>>,
+    /// AWS's clock as this account's responses tell it: the simulation's
+    /// (the database's) time, observed at each stack and table call, as the SDK's clients read every response's `Date`.
+    pub server_time: crate::runtime::ServerTime,
 }
 
 impl std::fmt::Debug for FakeAws {
@@ -90,6 +93,7 @@ impl FakeAws {
                 ..State::default()
             })),
             standard: Arc::default(),
+            server_time: Default::default(),
         }
     }
 
@@ -191,6 +195,7 @@ impl FakeAws {
 impl Stacks for FakeAws {
     async fn stack(&self, name: &str) -> Result<StackInfo, AwsError> {
         tokio::task::yield_now().await;
+        self.server_time.observe(self.db.now_ms());
         lock(&self.state).stacks.get(name).cloned().ok_or_else(|| {
             AwsError::permanent("DescribeStacks", "ValidationError", "stack not found")
         })
@@ -276,6 +281,7 @@ fn check(cond: &Cond) -> Check {
 
 impl FakeAws {
     pub(super) async fn enter(&self, op: &'static str, table: &str) -> Result<(), AwsError> {
+        self.server_time.observe(self.db.now_ms());
         let call = super::Call {
             op,
             table,

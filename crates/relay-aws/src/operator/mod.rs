@@ -21,6 +21,9 @@ mod iac;
 pub use iac::Iac;
 mod lambda;
 mod s3;
+mod sdk;
+mod server_time;
+pub use sdk::Sdk;
 mod sqs;
 
 /// The outputs of a stack.
@@ -480,108 +483,6 @@ pub trait Objects: Send + Sync {
 pub trait Aws: Stacks + Triggers + Queues + Tables + Metrics + Objects + Iac {}
 
 impl<T: Stacks + Triggers + Queues + Tables + Metrics + Objects + Iac> Aws for T {}
-
-/// Clients for every service the operator touches.
-#[derive(Clone, Debug)]
-pub struct Sdk {
-    pub ddb: aws_sdk_dynamodb::Client,
-    pub sqs: aws_sdk_sqs::Client,
-    pub cfn: aws_sdk_cloudformation::Client,
-    pub lambda: aws_sdk_lambda::Client,
-    pub cw: aws_sdk_cloudwatch::Client,
-    pub s3: aws_sdk_s3::Client,
-    /// The target's client, when the target is elsewhere (another region
-    /// or account): calls that name its handle go there.
-    target: Option<RemoteTable>,
-}
-
-#[derive(Clone, Debug)]
-struct RemoteTable {
-    handle: String,
-    name: String,
-    ddb: aws_sdk_dynamodb::Client,
-}
-
-impl Sdk {
-    pub fn new(conf: &aws_config::SdkConfig) -> Self {
-        Sdk {
-            ddb: aws_sdk_dynamodb::Client::new(conf),
-            sqs: aws_sdk_sqs::Client::new(conf),
-            cfn: aws_sdk_cloudformation::Client::new(conf),
-            lambda: aws_sdk_lambda::Client::new(conf),
-            cw: aws_sdk_cloudwatch::Client::new(conf),
-            // Emulators on an endpoint URL serve path-style requests only
-            // (no `bucket.localhost` names); AWS itself takes either.
-            s3: aws_sdk_s3::Client::from_conf(
-                aws_sdk_s3::config::Builder::from(conf)
-                    .force_path_style(conf.endpoint_url().is_some())
-                    .build(),
-            ),
-            target: None,
-        }
-    }
-
-    /// Routes the stack's target through its own client when the target is
-    /// in another region or account (`stack_region` is this configuration's
-    /// region): from here on `stack.target_table` is the target's handle
-    /// (`name@region[/account]`), and every table call that names it goes
-    /// to that client with the real name; `stack.target.region` is set only
-    /// when it differs from `stack_region`.
-    pub async fn route_target(
-        &mut self,
-        base: &aws_config::SdkConfig,
-        stack: &mut Deployment,
-        stack_region: &str,
-    ) {
-        // Normalised: afterwards `stack.target` names only what differs.
-        if !stack.target.other_region(stack_region) {
-            stack.target.region = None;
-        }
-        if !stack.target.is_elsewhere(stack_region) {
-            return;
-        }
-        let conf = crate::sdk::target_config(base, &stack.target, &stack.migration).await;
-        let handle = stack.target.handle(&stack.target_table, stack_region);
-        self.target = Some(RemoteTable {
-            handle: handle.clone(),
-            name: std::mem::replace(&mut stack.target_table, handle),
-            ddb: aws_sdk_dynamodb::Client::new(&conf),
-        });
-    }
-
-    /// The client and the real name for `table` (a name or the target's
-    /// handle).
-    pub(crate) fn at<'a>(&'a self, table: &'a str) -> (&'a aws_sdk_dynamodb::Client, &'a str) {
-        match &self.target {
-            Some(t) if t.handle == table => (&t.ddb, &t.name),
-            _ => (&self.ddb, table),
-        }
-    }
-
-    pub(crate) fn is_remote(&self, table: &str) -> bool {
-        self.target.as_ref().is_some_and(|t| t.handle == table)
-    }
-
-    /// DescribeTable for `table` (a name or the target's handle); `None`:
-    /// no such table.
-    pub(crate) async fn describe_table(
-        &self,
-        table: &str,
-    ) -> Result<Option<aws_sdk_dynamodb::types::TableDescription>, AwsError> {
-        let (ddb, name) = self.at(table);
-        match ddb.describe_table().table_name(name).send().await {
-            Ok(d) => Ok(d.table),
-            Err(err) => {
-                let err = crate::sdk::classify("DescribeTable", &err);
-                if err.code == "ResourceNotFoundException" {
-                    Ok(None)
-                } else {
-                    Err(err)
-                }
-            }
-        }
-    }
-}
 
 fn e<E, R>(op: &'static str) -> impl FnOnce(aws_sdk_dynamodb::error::SdkError<E, R>) -> AwsError
 where
