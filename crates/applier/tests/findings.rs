@@ -753,3 +753,129 @@ fn a_dlq_repair_whose_is_it_gone_read_fails_releases_the_message() {
         sim.assert_converged().await;
     });
 }
+
+/// helper-43 F1: `restart --method scan` that dies while clearing the
+/// target (here a DeleteItem refused after three deletes) must not leave a
+/// control item that looks like an ordinary pause: `resume` would apply
+/// onto a half-cleared target and `cutover` would trust the last clean
+/// verify. It records the restart first (no cutoff, no verdict), so
+/// `resume` refuses; re-run, the restart finishes and nothing is lost.
+#[test]
+fn a_scan_restart_that_dies_while_clearing_cannot_be_resumed() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 80)).await;
+        for i in 0..8 {
+            sim.db.put("source", source_item(i, 1, 20, 0));
+        }
+        seed_by_scan(&sim).await;
+        sim.start_pollers();
+        assert!(sim.drain(Duration::from_secs(60)).await);
+        let v = verify::verify(&sim.ctx, 100.0, false, 1, copy(), &Default::default())
+            .await
+            .unwrap();
+        assert!(v.recorded);
+        pause::pause(&sim.ctx, false).await.unwrap();
+        let deletes = Arc::new(AtomicUsize::new(0));
+        let d = deletes.clone();
+        sim.db.set_faults(move |c| {
+            (c.table == "target" && c.op == "DeleteItem" && d.fetch_add(1, Ordering::SeqCst) >= 3)
+                .then(|| {
+                    DbFault::Error(AwsError::permanent(
+                        "DeleteItem",
+                        "AccessDeniedException",
+                        "dies mid-clear",
+                    ))
+                })
+        });
+        assert!(scan::restart_scan(&sim.ctx, copy(), false, false)
+            .await
+            .is_err());
+        sim.db.clear_faults();
+        assert!(sim.db.items("target").len() < 8, "half cleared");
+        let c = sim.ctx.control().await.unwrap();
+        assert_eq!(
+            c.cutoff_ms, None,
+            "nothing applies onto a half-cleared target"
+        );
+        assert_ne!(c.last_verify.as_deref(), Some("clean"));
+        assert!(pause::resume(&sim.ctx, false).await.is_err());
+        assert!(!decide(&sim, false).await.decision.go);
+        scan::restart_scan(&sim.ctx, copy(), false, false)
+            .await
+            .unwrap();
+        sim.assert_converged().await;
+        sim.stop_pollers();
+    });
+}
+
+/// helper-43 F3: a scan copy interrupted midway leaves tombstone mode; a
+/// restart by backup then restores the whole table, so it is applied in
+/// normal mode (a delete is a delete, not a tombstone no sweep will
+/// remove) and the interrupted copy is forgotten.
+#[test]
+fn a_backup_restart_after_an_interrupted_copy_applies_in_normal_mode() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 81)).await;
+        for i in 0..6 {
+            sim.db.put("source", source_item(i, 1, 20, 0));
+        }
+        sim.create_target();
+        let puts = Arc::new(AtomicUsize::new(0));
+        let p = puts.clone();
+        sim.db.set_faults(move |c| {
+            (c.table == "target" && c.op == "PutItem" && p.fetch_add(1, Ordering::SeqCst) >= 2)
+                .then(|| {
+                    DbFault::Error(AwsError::permanent(
+                        "PutItem",
+                        "AccessDeniedException",
+                        "copy dies",
+                    ))
+                })
+        });
+        assert!(scan::seed_scan(&sim.ctx, copy(), false, false)
+            .await
+            .is_err());
+        sim.db.clear_faults();
+        assert_eq!(sim.ctx.control().await.unwrap().mode, Mode::Tombstone);
+        sim.start_pollers();
+        pause::pause(&sim.ctx, false).await.unwrap();
+        replay::replay(&sim.ctx, None, false, false).await.unwrap();
+        assert_eq!(sim.ctx.control().await.unwrap().mode, Mode::Normal);
+        sim.db.delete("source", &source_key(3), false);
+        assert!(sim.drain(Duration::from_secs(120)).await);
+        sim.assert_converged().await;
+        sim.stop_pollers();
+    });
+}
+
+/// The operator's machine's clock is 10 s ahead of AWS's (the margin is
+/// 4 s). The commands take AWS's time from its responses, so the copy's
+/// start, and its cutoff, are AWS's: the writes made right after it copied
+/// are applied. On this machine's clock the cutoff would be 6 s
+/// after the copy started, and those writes skipped.
+#[test]
+fn a_scan_copy_from_a_machine_whose_clock_is_ahead_loses_no_write() {
+    sim::run(async {
+        let mut cfg = Config::quiet(Shape::Identity, 82);
+        cfg.operator_clock_ms = 10_000;
+        let sim = Sim::new(cfg).await;
+        for i in 0..6 {
+            sim.db.put("source", source_item(i, 1, 20, 0));
+        }
+        sim.start_pollers();
+        seed_by_scan(&sim).await;
+        let c = sim.ctx.control().await.unwrap();
+        assert!(
+            c.seed_ms.unwrap() <= sim.now_ms(),
+            "the copy's start is AWS's time, not 10 s ahead"
+        );
+        // Each item changes once, in the 6 s after the copy started.
+        for i in 0..6 {
+            sim.db.put("source", source_item(i, 2, 20, 0));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(sim.drain(Duration::from_secs(120)).await);
+        sim.assert_converged().await;
+        sim.stop_pollers();
+    });
+}

@@ -10,7 +10,7 @@
 
 use anyhow::{anyhow, bail, Result};
 use relay_aws::operator::Aws;
-use relay_core::control::{cutoff_for_seed, ControlState};
+use relay_core::control::{cutoff_for_seed, ControlState, Mode};
 use relay_core::decide::{validate_replay_point, ReplayError};
 use serde::Serialize;
 
@@ -215,12 +215,19 @@ pub async fn replay<A: Aws>(
         t
     } else {
         wait_stopped(ctx, &read).await?;
+        // A scan copy that was filling the target (interrupted, or its
+        // sweep unfinished) ends here: its workers stop writing, and the
+        // restored table is applied in normal mode (tombstones left by the
+        // old mode would never be swept).
+        super::scan::retire_copy(ctx).await?;
+        let read = ctx.control().await?;
         ctx.step("step 1/4: record the replay (cutoff cleared until the new seed is ready)");
         let cleared = ctx
             .write_control(
                 &read,
                 ControlState {
                     cutoff_ms: None,
+                    mode: Mode::Normal,
                     seed_method: Some(format!("{}-pending", method.as_str())),
                     seed_ms: Some(t),
                     last_verify: None,

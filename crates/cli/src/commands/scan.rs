@@ -222,7 +222,9 @@ pub async fn seed_copy<A: Aws>(
         plan,
         target_key: None,
     };
-    super::seed::refuse_interrupted_replay(&read)?;
+    if !replacing {
+        super::seed::refuse_interrupted_replay(&read)?;
+    }
     // A first scan copy: every change after its start must be streamed
     // (an export's point was checked when it was read).
     if matches!(source, Source::Scan) && !resuming && !replacing && read.cutoff_ms.is_none() {
@@ -496,6 +498,22 @@ async fn copy_segments<A: Aws>(
     Ok(())
 }
 
+/// Before a re-seed replaces the target: the copy that filled it (or was
+/// filling it) is forgotten first (its runs' saves need its checkpoint),
+/// and, if workers ran it, the re-seed waits until none can still write.
+pub async fn retire_copy<A: Aws>(ctx: &Ctx<A>) -> Result<()> {
+    let workers_ran = fanned_out(ctx, &checkpoint_key(ctx)).await?;
+    forget_checkpoints(ctx).await?;
+    if workers_ran {
+        super::fanout::fence(
+            ctx,
+            "the replaced copy ran on workers: waiting until none can still write (the worker's timeout)",
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Whether copy workers ran (part of) the copy whose checkpoint is `ckey`.
 async fn fanned_out<A: Aws>(ctx: &Ctx<A>, ckey: &Attrs) -> Result<bool> {
     Ok(read_checkpoint(ctx, ckey)
@@ -514,6 +532,10 @@ async fn part_totals<A: Aws>(ctx: &Ctx<A>, ckey: &Attrs, source: &Source) -> Res
         },
     ))
 }
+
+/// What the control item says while `restart --method scan` clears the
+/// target (no cutoff: nothing applies, `resume` and `cutover` refuse).
+const SCAN_PENDING: &str = "scan-pending";
 
 /// `restart --method scan`: paused first; waits for the earliest valid
 /// point and for in-flight invocations, clears the target, copies again
@@ -549,14 +571,21 @@ pub async fn restart_scan<A: Aws>(
     )
     .await?;
     wait_stopped(ctx, &read).await?;
-    // The copy being replaced: forgotten first (its runs' saves need it),
-    // and, if workers ran it, cleared only once none can still write.
-    let workers_ran = fanned_out(ctx, &checkpoint_key(ctx)).await?;
-    forget_checkpoints(ctx).await?;
-    if workers_ran {
-        super::fanout::fence(
-            ctx,
-            "the replaced copy ran on workers: waiting until none can still write (the worker's timeout)",
+    retire_copy(ctx).await?;
+    // Before the first delete: an interrupted clear must not look like a
+    // pause (`resume` would apply onto a half-cleared target, and the last
+    // verify's verdict would still say clean).
+    let read = ctx.control().await?;
+    if read.seed_method.as_deref() != Some(SCAN_PENDING) {
+        ctx.step("recording the restart (cutoff and verdict cleared until the new copy starts)");
+        ctx.write_control(
+            &read,
+            ControlState {
+                cutoff_ms: None,
+                seed_method: Some(SCAN_PENDING.into()),
+                last_verify: None,
+                ..read.clone()
+            },
         )
         .await?;
     }

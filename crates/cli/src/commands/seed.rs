@@ -146,7 +146,7 @@ pub fn refuse_interrupted_replay(read: &ControlState) -> Result<()> {
         .filter(|m| m.ends_with("-pending"))
     {
         bail!(
-            "a replay or restart ({m}) was interrupted before its new seed: re-run it (`ddb-relay replay --from T` with the same T, or `ddb-relay restart`) to finish it"
+            "a replay or restart ({m}) was interrupted before its new seed: re-run it (`ddb-relay replay --from T` with the same T, or `ddb-relay restart` with the same method) to finish it"
         );
     }
     Ok(())
