@@ -102,7 +102,7 @@ pub enum ReplayError {
         frontier_ms: i64,
         margin_ms: i64,
     },
-    #[error("T={t_ms} is too early: the earliest valid T is {earliest_ms}; the queue keeps messages for {retention_s} s, so older changes may be gone")]
+    #[error("T={t_ms} is too early: the earliest valid T is {earliest_ms}; the queue keeps messages for {retention_s} s and the re-seed needs time before the applier reads them again (a day, or a quarter of the retention if less), so older changes may be gone by then")]
     BeyondRetention {
         t_ms: i64,
         earliest_ms: i64,
@@ -132,10 +132,20 @@ pub struct ReplayBounds {
     pub retention_s: i64,
 }
 
+/// How long a re-seed may take (a restore or a copy) before the applier
+/// reads the queue again: the changes after T must still be queued then.
+pub const RESEED_ALLOWANCE_MS: i64 = 24 * 3_600_000;
+
 impl ReplayBounds {
-    /// The earliest valid T.
+    /// The earliest valid T: the frontier plus the margin, and far enough
+    /// inside the queue's retention that the changes after it outlive the
+    /// re-seed ([`RESEED_ALLOWANCE_MS`], or a quarter of the retention if
+    /// less).
     pub fn earliest_ms(&self) -> i64 {
-        let retention_floor = self.now_ms - self.retention_s * 1000 + 2 * self.margin_ms;
+        let retention_ms = self.retention_s * 1000;
+        let retention_floor = self.now_ms - retention_ms
+            + 2 * self.margin_ms
+            + RESEED_ALLOWANCE_MS.min(retention_ms / 4);
         match self.frontier_ms {
             Some(f) => {
                 crate::control::earliest_replay_point(f, self.margin_ms).max(retention_floor)
@@ -574,6 +584,19 @@ mod tests {
         let err = validate_replay_point(b.now_ms - 3_600_000, &b).unwrap_err();
         assert!(matches!(err, ReplayError::BeyondRetention { .. }), "{err}");
         assert!(validate_replay_point(b.earliest_ms(), &b).is_ok());
+        // Changes after T must outlive the re-seed in the queue: a point
+        // that leaves them less than a quarter of the retention (here 15
+        // minutes) is refused.
+        let inside = b.now_ms - 3_600_000 + 2 * b.margin_ms + 15 * 60_000;
+        assert_eq!(b.earliest_ms(), inside);
+        let err = validate_replay_point(inside - 1, &b).unwrap_err();
+        assert!(matches!(err, ReplayError::BeyondRetention { .. }), "{err}");
+        // At the template's 14 days, a day.
+        b.retention_s = 1_209_600;
+        assert_eq!(
+            b.earliest_ms(),
+            b.now_ms - 13 * 86_400_000 + 2 * b.margin_ms
+        );
     }
 
     #[test]
