@@ -879,3 +879,30 @@ fn a_scan_copy_from_a_machine_whose_clock_is_ahead_loses_no_write() {
         sim.stop_pollers();
     });
 }
+
+/// helper-42 finding 2: a restart by backup is taken at least a minute
+/// after the newest change the applier consumed (a whole second: writes up
+/// to 999 ms later), on AWS's clock, whatever the margin: a backup may lack
+/// the minute before its time, and the queue no longer holds those changes.
+#[test]
+fn a_restart_by_backup_is_taken_a_minute_after_what_was_consumed() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 83)).await;
+        sim.start_pollers();
+        seed_by_backup(&sim).await;
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        assert!(sim.drain(Duration::from_secs(60)).await);
+        let consumed = sim.ctx.control().await.unwrap().consumed_ms.unwrap();
+        pause::pause(&sim.ctx, false).await.unwrap();
+        replay::replay(&sim.ctx, None, false, false).await.unwrap();
+        let seed = sim.ctx.control().await.unwrap().seed_ms.unwrap();
+        assert!(
+            seed >= consumed + 1000 + ddb_relay::commands::copy::BACKUP_FUZZ_MS,
+            "the backup {} ms after the newest consumed change's second",
+            seed - consumed
+        );
+        assert!(sim.drain(Duration::from_secs(60)).await);
+        sim.assert_converged().await;
+        sim.stop_pollers();
+    });
+}

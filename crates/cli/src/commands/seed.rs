@@ -430,6 +430,19 @@ pub async fn run_seed<A: Aws>(
     match method {
         Method::Scan => bail!("the scan copy runs through `seed --method scan`"),
         Method::Backup => {
+            // A re-seed: the applier consumed changes up to `consumed_ms`
+            // (a whole second: writes up to 999 ms later), and the queue
+            // no longer holds them. A backup may lack the minute before
+            // its time, so it is taken no sooner than a minute after them
+            // (the clock is AWS's; the replay rule's margin nearly always
+            // has passed this already).
+            let consumed_by = read
+                .consumed_ms
+                .map(|c| c + 1000 + super::copy::BACKUP_FUZZ_MS);
+            if let Some(t) = consumed_by.filter(|t| *t > ctx.now_ms()) {
+                ctx.wait_until(t, "a backup may lack the minute before it, and the applier consumed changes until a minute ago")
+                    .await?;
+            }
             let name = format!("{}-seed-{}", s.migration, ctx.now_ms() / 1000);
             ctx.step(&format!("creating backup {name} of {}", s.source_table));
             let (arn, seed_ms) = ctx
@@ -447,6 +460,13 @@ pub async fn run_seed<A: Aws>(
                     &format!("seed again (backup {name} is not used)"),
                 )
                 .await?;
+            }
+            if let Some(t) = consumed_by.filter(|t| seed_ms < *t) {
+                bail!(
+                    "backup {name} was taken at {} (AWS's time), within a minute of changes the applier already consumed (until {}): it may lack them, and the queue no longer holds them; it is not used: re-run the command",
+                    rfc3339(seed_ms),
+                    rfc3339(t - super::copy::BACKUP_FUZZ_MS)
+                );
             }
             ctx.wait(
                 &format!("backup {name}: waiting for AVAILABLE"),
