@@ -837,10 +837,18 @@ fn a_backup_restart_after_an_interrupted_copy_applies_in_normal_mode() {
             .is_err());
         sim.db.clear_faults();
         assert_eq!(sim.ctx.control().await.unwrap().mode, Mode::Tombstone);
+        let checkpoint = || async {
+            use ddb_relay::commands::copy::{checkpoint_key, read_checkpoint};
+            read_checkpoint(&sim.ctx, &checkpoint_key(&sim.ctx))
+                .await
+                .unwrap()
+        };
+        assert!(checkpoint().await.is_some(), "the interrupted copy's");
         sim.start_pollers();
         pause::pause(&sim.ctx, false).await.unwrap();
         replay::replay(&sim.ctx, None, false, false).await.unwrap();
         assert_eq!(sim.ctx.control().await.unwrap().mode, Mode::Normal);
+        assert!(checkpoint().await.is_none(), "the copy was retired");
         sim.db.delete("source", &source_key(3), false);
         assert!(sim.drain(Duration::from_secs(120)).await);
         sim.assert_converged().await;
@@ -904,5 +912,42 @@ fn a_restart_by_backup_is_taken_a_minute_after_what_was_consumed() {
         assert!(sim.drain(Duration::from_secs(60)).await);
         sim.assert_converged().await;
         sim.stop_pollers();
+    });
+}
+
+/// helper-44 #3: `restart --method scan` after a re-seed by backup that
+/// dropped the target and stopped: it refuses (it clears a target, it
+/// cannot create one) before recording anything, and says how to finish.
+#[test]
+fn a_scan_restart_over_a_dropped_target_changes_nothing() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 84)).await;
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        sim.start_pollers();
+        seed_by_backup(&sim).await;
+        pause::pause(&sim.ctx, false).await.unwrap();
+        sim.stop_pollers();
+        let read = sim.ctx.control().await.unwrap();
+        sim.ctx
+            .write_control(
+                &read,
+                relay_core::control::ControlState {
+                    cutoff_ms: None,
+                    seed_method: Some("backup-pending".into()),
+                    ..read.clone()
+                },
+            )
+            .await
+            .unwrap();
+        relay_aws::operator::Tables::delete_table(&sim.aws, "target")
+            .await
+            .unwrap();
+        let before = sim.ctx.control().await.unwrap();
+        let err = scan::restart_scan(&sim.ctx, copy(), false, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("restart --method backup"), "{err}");
+        assert_eq!(sim.ctx.control().await.unwrap(), before, "nothing recorded");
     });
 }

@@ -75,8 +75,10 @@ impl ServerTime {
     /// A response said AWS's time was `server_ms` (at least) when it was
     /// sent.
     pub fn observe(&self, server_ms: i64) {
-        let now = tokio::time::Instant::now();
+        // The instant is read under the lock: read before it, a delayed
+        // caller could store a later base at an earlier instant.
         let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = tokio::time::Instant::now();
         let best = match *seen {
             Some((ms, at)) => server_ms.max(ms + now.duration_since(at).as_millis() as i64),
             None => server_ms,

@@ -56,7 +56,7 @@ impl Report for FinishReport {
             return format!("dry run: would {plan}");
         }
         if self.dlq_depth + self.stream_failures > 0 {
-            return format!("finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. NOT READY: the DLQ holds {} message(s) and the stream failure queue {}: their changes are not in {}. Run `ddb-relay dlq repair --after-finish` (and verify) before switching.", self.drained_s, self.dlq_depth, self.stream_failures, self.target_table);
+            return format!("finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. NOT READY: the DLQ holds {} message(s) and the stream failure queue {}: their changes are not in {}. Run `ddb-relay dlq repair --after-finish` (the DLQ) and `ddb-relay verify --repair --after-finish` (the stream failures, and to check) before switching.", self.drained_s, self.dlq_depth, self.stream_failures, self.target_table);
         }
         format!("finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. DLQ 0, stream failures 0. The target {} is ready: switch your application to it.", self.drained_s, self.target_table)
     }

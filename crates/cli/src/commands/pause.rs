@@ -183,7 +183,7 @@ pub async fn resume<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<ResumeReport>
     let s = &ctx.stack;
     let read = ctx.control().await?;
     let Some(cutoff) = read.cutoff_ms else {
-        bail!("no cutoff for migration {}: the target is not seeded; run `ddb-relay seed` first (resuming now would apply nothing and fail every batch)", s.migration);
+        bail!("no cutoff for migration {}: the target is not seeded; run `ddb-relay seed` first, or re-run the interrupted re-seed the status names (resuming now would apply nothing and fail every batch)", s.migration);
     };
     match ctx
         .aws

@@ -576,6 +576,22 @@ pub async fn restart_scan<A: Aws>(
     // pause (`resume` would apply onto a half-cleared target, and the last
     // verify's verdict would still say clean).
     let read = ctx.control().await?;
+    let t = &ctx.stack.target_table;
+    if ctx
+        .aws
+        .describe(t)
+        .await
+        .map_err(|e| explain(e, t))?
+        .is_none()
+    {
+        bail!(
+            "the target {t} does not exist{}: a scan restart clears a target, it does not create one; finish that re-seed (`ddb-relay restart --method backup`, or `replay --from T` with its T)",
+            read.seed_method
+                .as_deref()
+                .filter(|m| m.ends_with("-pending"))
+                .map_or(String::new(), |m| format!(" (an interrupted {m} dropped it)"))
+        );
+    }
     if read.seed_method.as_deref() != Some(SCAN_PENDING) {
         ctx.step("recording the restart (cutoff and verdict cleared until the new copy starts)");
         ctx.write_control(

@@ -262,7 +262,7 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
                     let ready = created + super::copy::BACKUP_FUZZ_MS;
                     if ready - point > 2 * super::copy::BACKUP_FUZZ_MS {
                         bail!(
-                            "the source's stream says it was created at {}, after this machine's clock ({}): check the clock, then seed again",
+                            "the source's stream says it was created at {}, more than a minute after now ({}; AWS's time when its responses carry it, else this machine's): check the clock, then seed again",
                             rfc3339(created),
                             rfc3339(point)
                         );

@@ -63,7 +63,8 @@ pub struct FakeAws {
     /// Standard queues: any URL but the FIFO queue and its DLQ.
     pub(crate) standard: Arc<Mutex<super::queues::StandardQueues>>,
     /// AWS's clock as this account's responses tell it: the simulation's
-    /// (the database's) time, observed at each stack and table call, as the SDK's clients read every response's `Date`.
+    /// (the database's) time, observed at each stack and table call to the
+    /// second, as the SDK's clients read every response's `Date`.
     pub server_time: crate::runtime::ServerTime,
 }
 
@@ -195,7 +196,7 @@ impl FakeAws {
 impl Stacks for FakeAws {
     async fn stack(&self, name: &str) -> Result<StackInfo, AwsError> {
         tokio::task::yield_now().await;
-        self.server_time.observe(self.db.now_ms());
+        self.server_time.observe(self.db.now_ms() / 1000 * 1000);
         lock(&self.state).stacks.get(name).cloned().ok_or_else(|| {
             AwsError::permanent("DescribeStacks", "ValidationError", "stack not found")
         })
@@ -281,7 +282,7 @@ fn check(cond: &Cond) -> Check {
 
 impl FakeAws {
     pub(super) async fn enter(&self, op: &'static str, table: &str) -> Result<(), AwsError> {
-        self.server_time.observe(self.db.now_ms());
+        self.server_time.observe(self.db.now_ms() / 1000 * 1000);
         let call = super::Call {
             op,
             table,
