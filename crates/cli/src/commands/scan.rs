@@ -27,10 +27,13 @@ use super::copy::{checkpoint_key, forget_checkpoints, read_checkpoint, Copier};
 pub use super::copy::{clear_target, for_each_page, sweep_tombstones};
 use super::parts::{copy_segment, Ran};
 use super::pause::{bounds, enable_applier};
-use super::replay::{require_paused, wait_stopped};
 use crate::args::CopyArgs;
 use crate::ctx::{explain, rfc3339, Ctx};
 use crate::report::Report;
+
+mod restart;
+use restart::fanned_out;
+pub use restart::{restart_scan, retire_copy};
 
 #[derive(Debug, Serialize)]
 pub struct ScanReport {
@@ -498,29 +501,6 @@ async fn copy_segments<A: Aws>(
     Ok(())
 }
 
-/// Before a re-seed replaces the target: the copy that filled it (or was
-/// filling it) is forgotten first (its runs' saves need its checkpoint),
-/// and, if workers ran it, the re-seed waits until none can still write.
-pub async fn retire_copy<A: Aws>(ctx: &Ctx<A>) -> Result<()> {
-    let workers_ran = fanned_out(ctx, &checkpoint_key(ctx)).await?;
-    forget_checkpoints(ctx).await?;
-    if workers_ran {
-        super::fanout::fence(
-            ctx,
-            "the replaced copy ran on workers: waiting until none can still write (the worker's timeout)",
-        )
-        .await?;
-    }
-    Ok(())
-}
-
-/// Whether copy workers ran (part of) the copy whose checkpoint is `ckey`.
-async fn fanned_out<A: Aws>(ctx: &Ctx<A>, ckey: &Attrs) -> Result<bool> {
-    Ok(read_checkpoint(ctx, ckey)
-        .await?
-        .is_some_and(|c| c.contains_key("fanned_out")))
-}
-
 /// The copy's counts, summed over its parts' checkpoints.
 async fn part_totals<A: Aws>(ctx: &Ctx<A>, ckey: &Attrs, source: &Source) -> Result<Totals> {
     let c = read_checkpoint(ctx, ckey).await?.unwrap_or_default();
@@ -531,87 +511,4 @@ async fn part_totals<A: Aws>(ctx: &Ctx<A>, ckey: &Attrs, source: &Source) -> Res
             Source::Export(_) => "file_",
         },
     ))
-}
-
-/// What the control item says while `restart --method scan` clears the
-/// target (no cutoff: nothing applies, `resume` and `cutover` refuse).
-const SCAN_PENDING: &str = "scan-pending";
-
-/// `restart --method scan`: paused first; waits for the earliest valid
-/// point and for in-flight invocations, clears the target, copies again
-/// (tombstone mode), and resumes (or pauses again with `--no-resume`).
-pub async fn restart_scan<A: Aws>(
-    ctx: &Ctx<A>,
-    limits: CopyArgs,
-    no_resume: bool,
-    dry_run: bool,
-) -> Result<ScanReport> {
-    super::replay::refuse_protected_target(ctx).await?;
-    let read = ctx.control().await?;
-    let trigger = ctx.applier_trigger().await?;
-    require_paused(&read, &trigger.state)?;
-    let loaded = crate::transform::load(ctx).await?;
-    if dry_run {
-        return seed_scan(ctx, limits, true, true).await.map(|mut r| {
-            r.plan = Some(format!(
-                "delete every item of {}, then {}",
-                ctx.stack.target_table,
-                r.plan.unwrap_or_default()
-            ));
-            r
-        });
-    }
-    let b = bounds(ctx, &read).await?;
-    ctx.wait_until(
-        b.earliest_ms(),
-        &format!(
-            "the earliest valid restart point is {}",
-            rfc3339(b.earliest_ms())
-        ),
-    )
-    .await?;
-    wait_stopped(ctx, &read).await?;
-    retire_copy(ctx).await?;
-    // Before the first delete: an interrupted clear must not look like a
-    // pause (`resume` would apply onto a half-cleared target, and the last
-    // verify's verdict would still say clean).
-    let read = ctx.control().await?;
-    let t = &ctx.stack.target_table;
-    if ctx
-        .aws
-        .describe(t)
-        .await
-        .map_err(|e| explain(e, t))?
-        .is_none()
-    {
-        bail!(
-            "the target {t} does not exist{}: a scan restart clears a target, it does not create one; finish that re-seed (`ddb-relay restart --method backup`, or `replay --from T` with its T)",
-            read.seed_method
-                .as_deref()
-                .filter(|m| m.ends_with("-pending"))
-                .map_or(String::new(), |m| format!(" (an interrupted {m} dropped it)"))
-        );
-    }
-    if read.seed_method.as_deref() != Some(SCAN_PENDING) {
-        ctx.step("recording the restart (cutoff and verdict cleared until the new copy starts)");
-        ctx.write_control(
-            &read,
-            ControlState {
-                cutoff_ms: None,
-                seed_method: Some(SCAN_PENDING.into()),
-                last_verify: None,
-                ..read.clone()
-            },
-        )
-        .await?;
-    }
-    ctx.step(&format!("clearing {}", ctx.stack.target_table));
-    let cleared = clear_target(ctx, &loaded.transform.target_key_names(), limits.segments).await?;
-    ctx.step(&format!("{cleared} items deleted; copying again"));
-    forget_checkpoints(ctx).await?;
-    let report = seed_scan(ctx, limits, false, true).await?;
-    if no_resume {
-        super::pause::pause(ctx, false).await?;
-    }
-    Ok(report)
 }

@@ -1,0 +1,193 @@
+use super::*;
+
+fn healthy() -> Status {
+    Status {
+        applier_trigger: "Enabled".into(),
+        forwarder_trigger: "Enabled".into(),
+        forwarder_on_current_stream: Some(true),
+        mode: "normal".into(),
+        cutoff_ms: Some(1),
+        replication_lag_ms: Some(800.0),
+        forwarder_iterator_age_ms: Some(300.0),
+        errors: Some(0.0),
+        window_s: 300,
+        last_verify: Some("clean".into()),
+        ..Status::default()
+    }
+}
+
+const T: CutoverThresholds = CutoverThresholds {
+    max_lag_ms: 5_000.0,
+    max_backlog: 0,
+    waive_verify: false,
+};
+
+#[test]
+fn a_healthy_migration_is_go() {
+    let d = cutover(&healthy(), &T);
+    assert!(d.go, "{:?}", d.reasons);
+}
+
+#[test]
+fn every_unhealthy_fact_is_a_reason() {
+    let mut s = healthy();
+    s.cutoff_ms = None;
+    s.applier_trigger = "Disabled".into();
+    s.queue_visible = 3;
+    s.replication_lag_ms = Some(60_000.0);
+    s.dlq_depth = 1;
+    s.stream_failures = 2;
+    s.errors = Some(4.0);
+    s.last_verify = Some("3 differences".into());
+    s.forwarder_trigger = "Disabled".into();
+    s.forwarder_iterator_age_ms = Some(3_600_000.0);
+    s.mode = "tombstone".into();
+    s.unknown = vec!["AWS/Lambda Throttles: AccessDenied".into()];
+    s.forwarder_last_result = Some("PROBLEM: Function call failed".into());
+    let d = cutover(&s, &T);
+    assert!(!d.go);
+    assert_eq!(d.reasons.len(), 12, "{:#?}", d.reasons);
+}
+
+#[test]
+fn a_disabled_or_lagging_forwarder_is_no_go() {
+    let mut s = healthy();
+    s.forwarder_trigger = "Disabled".into();
+    assert!(!cutover(&s, &T).go);
+    let mut s = healthy();
+    s.forwarder_iterator_age_ms = Some(3_600_000.0);
+    assert!(!cutover(&s, &T).go);
+    let mut s = healthy();
+    s.forwarder_on_current_stream = Some(false);
+    assert!(!cutover(&s, &T).go);
+    let mut s = healthy();
+    s.forwarder_on_current_stream = None;
+    assert!(!cutover(&s, &T).go, "unknown stream: NO-GO");
+    let mut s = healthy();
+    s.forwarder_last_result = Some("PROBLEM: Function call failed".into());
+    assert!(!cutover(&s, &T).go, "a trigger reporting a problem: NO-GO");
+    let mut s = healthy();
+    s.forwarder_iterator_age_ms = None;
+    assert!(cutover(&s, &T).go, "an idle stream is caught up");
+}
+
+#[test]
+fn unknown_is_not_zero() {
+    let mut s = healthy();
+    s.unknown = vec!["DdbRelay FailedMessages: ThrottlingException".into()];
+    let d = cutover(&s, &T);
+    assert!(!d.go);
+    assert!(
+        d.reasons[0].contains("unknown is not zero"),
+        "{:?}",
+        d.reasons
+    );
+}
+
+#[test]
+fn no_clean_verify_since_the_seed_is_no_go_unless_waived() {
+    let mut s = healthy();
+    s.last_verify = None;
+    assert!(!cutover(&s, &T).go);
+    let d = cutover(
+        &s,
+        &CutoverThresholds {
+            waive_verify: true,
+            ..T
+        },
+    );
+    assert!(d.go);
+    assert!(d
+        .checks
+        .iter()
+        .any(|c| c.status == CheckStatus::Warn && c.detail.contains("waived")));
+}
+
+#[test]
+fn a_paused_applier_is_no_go_whatever_its_trigger_says() {
+    let mut s = healthy();
+    s.paused_at_ms = Some(5);
+    assert!(!cutover(&s, &T).go);
+}
+
+#[test]
+fn unknown_lag_is_go_only_with_an_empty_queue() {
+    let mut s = healthy();
+    s.replication_lag_ms = None;
+    assert!(cutover(&s, &T).go);
+    s.queue_in_flight = 1;
+    assert!(!cutover(&s, &T).go);
+}
+
+fn bounds(frontier: Option<i64>) -> ReplayBounds {
+    ReplayBounds {
+        frontier_ms: frontier,
+        paused: true,
+        margin_ms: 120_000,
+        now_ms: 2_000_000,
+        latest_ms: 2_000_000,
+        retention_s: 1_209_600,
+    }
+}
+
+#[test]
+fn replay_points_keep_the_margin_and_name_the_earliest() {
+    let mut b = bounds(Some(1_000_000));
+    b.paused = false;
+    assert_eq!(
+        validate_replay_point(1_500_000, &b),
+        Err(ReplayError::NotPaused)
+    );
+    let b = bounds(Some(1_000_000));
+    let err = validate_replay_point(1_100_000, &b).expect_err("too early");
+    assert!(
+        err.to_string().contains("earliest valid T is 1120000"),
+        "{err}"
+    );
+    assert!(validate_replay_point(1_120_000, &b).is_ok());
+    assert!(matches!(
+        validate_replay_point(2_100_000, &b),
+        Err(ReplayError::InFuture { .. })
+    ));
+    // Nothing consumed and never paused before: only retention bounds it.
+    assert!(validate_replay_point(1_000, &bounds(None)).is_ok());
+}
+
+#[test]
+fn the_queue_retention_bounds_replay_points() {
+    let mut b = bounds(None);
+    b.now_ms = 2_000_000_000;
+    b.latest_ms = b.now_ms;
+    b.retention_s = 3600;
+    let err = validate_replay_point(b.now_ms - 3_600_000, &b).unwrap_err();
+    assert!(matches!(err, ReplayError::BeyondRetention { .. }), "{err}");
+    assert!(validate_replay_point(b.earliest_ms(), &b).is_ok());
+    // Changes after T must outlive the re-seed in the queue: a point
+    // that leaves them less than a quarter of the retention (here 15
+    // minutes) is refused.
+    let inside = b.now_ms - 3_600_000 + 2 * b.margin_ms + 15 * 60_000;
+    assert_eq!(b.earliest_ms(), inside);
+    let err = validate_replay_point(inside - 1, &b).unwrap_err();
+    assert!(matches!(err, ReplayError::BeyondRetention { .. }), "{err}");
+    // At the template's 14 days, a day.
+    b.retention_s = 1_209_600;
+    assert_eq!(
+        b.earliest_ms(),
+        b.now_ms - 13 * 86_400_000 + 2 * b.margin_ms
+    );
+}
+
+#[test]
+fn stream_views_without_new_images_are_blockers() {
+    assert_eq!(
+        stream_view_check(Some("NEW_AND_OLD_IMAGES")).status,
+        CheckStatus::Pass
+    );
+    assert_eq!(
+        stream_view_check(Some("KEYS_ONLY")).status,
+        CheckStatus::Fail
+    );
+    assert_eq!(stream_view_check(None).status, CheckStatus::Fail);
+    assert_eq!(visibility_check(359, 60).status, CheckStatus::Fail);
+    assert_eq!(visibility_check(360, 60).status, CheckStatus::Pass);
+}
