@@ -708,19 +708,7 @@ fn a_dlq_repair_whose_is_it_gone_read_fails_releases_the_message() {
         // Too big for a message: it travels as a refetch marker.
         sim.db.put("source", item);
         sim.forward_pending().await;
-        for _ in 0..4 {
-            let msgs = sim.fifo.receive(10);
-            if msgs.is_empty() {
-                break;
-            }
-            let out = sim.apply(sqs_event(&msgs)).await;
-            let failed = out
-                .batch_item_failures
-                .into_iter()
-                .map(|f| f.item_identifier)
-                .collect();
-            sim.fifo.complete(&msgs, &failed);
-        }
+        sim.apply_by_hand(4).await;
         let dead = sim.fifo.dlq();
         assert_eq!(dead.len(), 1, "dead-lettered");
         assert!(
@@ -728,15 +716,7 @@ fn a_dlq_repair_whose_is_it_gone_read_fails_releases_the_message() {
             "a marker, not the image, travelled"
         );
         *sim.poison.lock().unwrap() = None;
-        sim.db.set_faults(|call| {
-            (call.table == "source" && call.op == "GetItem").then(|| {
-                DbFault::Error(AwsError::permanent(
-                    "GetItem",
-                    "AccessDeniedException",
-                    "not authorized to perform dynamodb:GetItem",
-                ))
-            })
-        });
+        sim.deny_after("source", "GetItem", 0);
         let r = dlq::repair(&sim.ctx, 100, false).await.unwrap();
         assert_eq!((r.repaired, r.left), (0, 1), "{:?}", r.results);
         assert_ne!(r.exit_code(), 0);
@@ -775,18 +755,7 @@ fn a_scan_restart_that_dies_while_clearing_cannot_be_resumed() {
             .unwrap();
         assert!(v.recorded);
         pause::pause(&sim.ctx, false).await.unwrap();
-        let deletes = Arc::new(AtomicUsize::new(0));
-        let d = deletes.clone();
-        sim.db.set_faults(move |c| {
-            (c.table == "target" && c.op == "DeleteItem" && d.fetch_add(1, Ordering::SeqCst) >= 3)
-                .then(|| {
-                    DbFault::Error(AwsError::permanent(
-                        "DeleteItem",
-                        "AccessDeniedException",
-                        "dies mid-clear",
-                    ))
-                })
-        });
+        sim.deny_after("target", "DeleteItem", 3);
         assert!(scan::restart_scan(&sim.ctx, copy(), false, false)
             .await
             .is_err());
@@ -820,18 +789,7 @@ fn a_backup_restart_after_an_interrupted_copy_applies_in_normal_mode() {
             sim.db.put("source", source_item(i, 1, 20, 0));
         }
         sim.create_target();
-        let puts = Arc::new(AtomicUsize::new(0));
-        let p = puts.clone();
-        sim.db.set_faults(move |c| {
-            (c.table == "target" && c.op == "PutItem" && p.fetch_add(1, Ordering::SeqCst) >= 2)
-                .then(|| {
-                    DbFault::Error(AwsError::permanent(
-                        "PutItem",
-                        "AccessDeniedException",
-                        "copy dies",
-                    ))
-                })
-        });
+        sim.deny_after("target", "PutItem", 2);
         assert!(scan::seed_scan(&sim.ctx, copy(), false, false)
             .await
             .is_err());

@@ -1338,30 +1338,10 @@ fn a_dlq_repair_that_cannot_read_the_source_leaves_every_message_in_the_dlq() {
         sim.forward_pending().await;
         sim.db.put("source", source_item(2, 1, 20, 0));
         sim.forward_pending().await;
-        for _ in 0..4 {
-            let msgs = sim.fifo.receive(10);
-            if msgs.is_empty() {
-                break;
-            }
-            let out = sim.apply(sqs_event(&msgs)).await;
-            let failed = out
-                .batch_item_failures
-                .into_iter()
-                .map(|f| f.item_identifier)
-                .collect();
-            sim.fifo.complete(&msgs, &failed);
-        }
+        sim.apply_by_hand(4).await;
         assert_eq!(sim.fifo.dlq().len(), 2, "both dead-lettered");
         *sim.poison.lock().unwrap() = None;
-        sim.db.set_faults(|call| {
-            (call.table == "source" && call.op == "GetItem").then(|| {
-                DbFault::Error(AwsError::permanent(
-                    "GetItem",
-                    "AccessDeniedException",
-                    "not authorized to perform dynamodb:GetItem",
-                ))
-            })
-        });
+        sim.deny_after("source", "GetItem", 0);
         let r = dlq::repair(&sim.ctx, 100, false).await.unwrap();
         assert_eq!((r.repaired, r.left), (0, 2), "{:?}", r.results);
         assert_ne!(r.exit_code(), 0);

@@ -414,6 +414,45 @@ impl Sim {
         self.applier.handle(event, deadline).await
     }
 
+    /// Receives and applies by hand (no pollers), up to `rounds` batches,
+    /// reporting back what the applier failed: a failing message returns,
+    /// and after `max_receive` receives goes to the DLQ.
+    #[allow(dead_code)]
+    pub async fn apply_by_hand(&self, rounds: usize) {
+        for _ in 0..rounds {
+            let msgs = self.fifo.receive(10);
+            if msgs.is_empty() {
+                break;
+            }
+            let out = self.apply(sqs_event(&msgs)).await;
+            let failed = out
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect();
+            self.fifo.complete(&msgs, &failed);
+        }
+    }
+
+    /// Refuses (access denied) every `op` on `table` after its first
+    /// `allowed` calls.
+    #[allow(dead_code)]
+    pub fn deny_after(&self, table: &'static str, op: &'static str, allowed: usize) {
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        self.db.set_faults(move |c| {
+            (c.table == table
+                && c.op == op
+                && calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= allowed)
+                .then(|| {
+                    DbFault::Error(AwsError::permanent(
+                        op,
+                        "AccessDeniedException",
+                        &format!("not authorized to perform dynamodb:{op}"),
+                    ))
+                })
+        });
+    }
+
     /// Stops the pollers (at their next turn).
     /// `n` copy workers draining the work queue with the real worker
     /// handler, one task per invocation. With `faults`: short invocations
