@@ -27,9 +27,13 @@ build: toolchain ## Build everything (debug).
 	$(CARGO) build --workspace --all-targets --locked
 
 test: toolchain ## Every test: unit, handler and property tests, template validation, end-to-end on MiniStack.
+	@echo "test: unit from $$(date +%T)"
 	$(MAKE) unit
+	@echo "test: validate from $$(date +%T)"
 	$(MAKE) validate
+	@echo "test: e2e from $$(date +%T)"
 	$(MAKE) e2e
+	@echo "test: done at $$(date +%T)"
 
 unit: toolchain ## Unit, handler and property tests (no emulator).
 	$(CARGO) test --workspace --locked

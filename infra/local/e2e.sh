@@ -12,7 +12,9 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 use_ministack
+t_build=$(date +%s)
 "$ROOT/infra/local/build.sh"
+echo "e2e: sam build (release, three functions) took $(( $(date +%s) - t_build ))s" >&2
 cd "$ROOT"
 export AWS_ENDPOINT_URL="http://localhost:$MINISTACK_PORT"
 
