@@ -164,25 +164,25 @@ where
         deadline: tokio::time::Instant,
     ) -> SqsBatchResponse {
         let out = Box::pin(self.apply(event, deadline)).await;
-        emit_metrics(&self.config.metrics, &out.metrics, &self.metrics).await;
+        emit_metrics(&self.config.metrics, &out.metrics, &self.metrics, deadline).await;
         out.response
     }
 
     /// The control item, read consistently. Never from a cache: a warm
     /// instance that kept a state from before a pause would plan a batch
     /// with the old cutoff after a re-seed and write images older than the
-    /// new seed before its commit could notice.
+    /// new seed before its commit could notice. Throttling and transient
+    /// errors are retried, as every other call of the batch: every
+    /// invocation reads this one item, and a failed read fails the batch.
     async fn control_state(
         &self,
         deadline: tokio::time::Instant,
+        retries: &mut u64,
     ) -> Result<Option<ControlState>, AwsError> {
         let migration = &self.config.metrics.migration;
-        bounded(
-            deadline,
-            RESERVE,
-            "GetItem(control)",
-            self.control.load(migration),
-        )
+        self.call(deadline, retries, "GetItem(control)", || {
+            self.control.load(migration)
+        })
         .await
     }
 
@@ -244,7 +244,7 @@ where
         //    an operator changed it meanwhile.
         let mut replanned = 0u64;
         let mut retries = 0u64;
-        let mut state = self.control_state(deadline).await;
+        let mut state = self.control_state(deadline, &mut retries).await;
         for _ in 0..MAX_PLANS {
             let (cutoff, mode, version) = match &state {
                 Ok(Some(s)) => match s.applying() {
@@ -516,6 +516,15 @@ where
             doomed = failed_messages(groups, failed_at.iter().copied());
             retried = live(&doomed);
             planned = self.plan(&retried, cutoff, mode, &fetched);
+            // A transform that answers differently the second time (a
+            // custom one that fails now and then) can refuse another change
+            // now: its message fails too, never reported complete unwritten.
+            // What the plan writes for it and its group's later messages is
+            // written again, in order, when they come back.
+            for (index, e) in &planned.refused {
+                tracing::error!(error = %e, "a change cannot be applied on the second plan; its message and the later ones of its group fail");
+                failed_at.push(*index);
+            }
         }
 
         // Unconditional writes in chunks of 25; the owned (conditional)

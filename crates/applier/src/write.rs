@@ -261,7 +261,7 @@ where
 
     /// One call, bounded by the deadline, retried with backoff while it
     /// fails retryably and the deadline allows.
-    async fn call<R, F, Fut>(
+    pub(crate) async fn call<R, F, Fut>(
         &self,
         deadline: tokio::time::Instant,
         retries: &mut u64,

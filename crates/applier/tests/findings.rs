@@ -688,6 +688,48 @@ fn finish_waits_for_a_queued_change() {
     });
 }
 
+/// `finish` reads the queue again once both triggers are off: a change
+/// forwarded between its last quiet check and the forwarder's stop (a
+/// write after writes stopped) waits in the queue under the pause, and the
+/// report says NOT READY, never "ready".
+#[test]
+fn finish_reports_a_change_queued_while_it_stops_the_triggers() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 53)).await;
+        sim.start_pollers();
+        seed_by_backup(&sim).await;
+        sim.assert_converged().await;
+        sim.stop_pollers();
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        // finish's control write (the pause) is slow; meanwhile a change
+        // is written and forwarded.
+        let stopping = Arc::new(AtomicBool::new(false));
+        let flag = stopping.clone();
+        sim.db.set_latency(move |call| {
+            if call.table == "control"
+                && call.op == "UpdateItem(control)"
+                && !flag.swap(true, Ordering::SeqCst)
+            {
+                return Duration::from_secs(5);
+            }
+            Duration::ZERO
+        });
+        let late = async {
+            while !stopping.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            sim.db.put("source", source_item(4, 1, 20, 0));
+            sim.forward_pending().await;
+        };
+        let (done, ()) = tokio::join!(finish::finish(&sim.ctx, 3, 300, None, false), late);
+        let done = done.unwrap();
+        assert_eq!(sim.fifo.depth(), 1, "the change waits in the queue");
+        assert_eq!(done.queued, 1, "{}", done.text());
+        assert_ne!(done.exit_code(), 0, "{}", done.text());
+        assert!(done.text().contains("NOT READY"), "{}", done.text());
+    });
+}
+
 /// `dlq repair` on a message whose only changes are inserts without images
 /// (refetch markers of an item too big to travel) under a transform whose
 /// key comes from a non-key attribute: the repair first asks the source
@@ -907,5 +949,247 @@ fn a_scan_restart_over_a_dropped_target_changes_nothing() {
             .to_string();
         assert!(err.contains("restart --method backup"), "{err}");
         assert_eq!(sim.ctx.control().await.unwrap(), before, "nothing recorded");
+    });
+}
+
+/// helper-43 F2: a repair that read normal mode marks its item after a
+/// scan copy switched to tombstone mode (a second operator's `restart
+/// --method scan`, or fanned-out repairs still running) and the applier
+/// wrote a tombstone there. A normal-mode delete would remove the tombstone
+/// for real, and the copy's older put (only where the key is absent) would
+/// then bring the deleted item back. The repair reads the control item
+/// again after marking and writes nothing.
+#[test]
+fn a_repair_that_outlives_a_switch_to_tombstone_mode_writes_nothing() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 17)).await;
+        sim.start_pollers();
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        seed_by_backup(&sim).await;
+        sim.assert_converged().await;
+        // An extra target item: verify --repair deletes it.
+        sim.db.put("target", source_item(2, 1, 20, 0));
+        // The repair's mark is slow; meanwhile the mode switches and the
+        // applier writes a tombstone at the key (item 2 came back to the
+        // source and went again during the copy).
+        let marking = Arc::new(AtomicBool::new(false));
+        let flag = marking.clone();
+        sim.db.set_latency(move |call| {
+            if call.table == "target"
+                && call.op == "UpdateItem"
+                && !flag.swap(true, Ordering::SeqCst)
+            {
+                return Duration::from_secs(3);
+            }
+            Duration::ZERO
+        });
+        let switch = async {
+            while !marking.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let read = sim.ctx.control().await.unwrap();
+            sim.ctx
+                .write_control(
+                    &read,
+                    relay_core::control::ControlState {
+                        mode: Mode::Tombstone,
+                        ..read.clone()
+                    },
+                )
+                .await
+                .unwrap();
+            sim.db
+                .put("target", relay_core::apply::tombstone(&source_key(2)));
+        };
+        let opts = Default::default();
+        let (r, ()) = tokio::join!(
+            verify::verify(&sim.ctx, 100.0, true, 1, copy(), &opts),
+            switch
+        );
+        let r = r.unwrap();
+        assert!(marking.load(Ordering::SeqCst), "the repair marked the item");
+        assert_eq!((r.repaired, r.remaining), (0, 1), "{r:?}");
+        let target = sim.db.items("target");
+        let at2 = target.get(&CanonicalKey::of(&source_key(2)));
+        assert!(
+            at2.is_some_and(is_tombstone),
+            "the tombstone stays, so the copy cannot bring the item back: {at2:?}"
+        );
+        assert!(
+            !at2.unwrap()
+                .contains_key(ddb_relay::repair::REPAIR_TOKEN_ATTR),
+            "the mark was taken back"
+        );
+        sim.stop_pollers();
+    });
+}
+
+/// Stop 35 left this alone: a pause (or a re-seed left paused) about as
+/// long as the queue's retention. The changes queued at its start may
+/// expire before the applier drains them, and an expired change is lost
+/// without a trace. `resume` refuses (dry run too), says to re-seed, and
+/// changes nothing.
+#[test]
+fn a_resume_after_a_pause_as_long_as_the_queue_retention_is_refused() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 54)).await;
+        sim.start_pollers();
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        seed_by_backup(&sim).await;
+        sim.assert_converged().await;
+        sim.stop_pollers();
+        pause::pause(&sim.ctx, false).await.unwrap();
+        let day = Duration::from_secs(86_400);
+        // Twelve days in: the queue (14 days) still holds every change
+        // with a day to drain them.
+        tokio::time::sleep(12 * day).await;
+        pause::resume(&sim.ctx, true).await.unwrap();
+        tokio::time::sleep(day + Duration::from_secs(60)).await;
+        for dry_run in [true, false] {
+            let err = pause::resume(&sim.ctx, dry_run)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("Re-seed instead"), "{err}");
+        }
+        let c = sim.ctx.control().await.unwrap();
+        assert!(c.paused_at_ms.is_some(), "still paused");
+        assert!(!sim.aws.trigger_enabled(sim::APPLIER));
+    });
+}
+
+/// `finish` stops the forwarder as well. `resume` reopening the migration
+/// enables it again (nothing else would) and clears the verdict; more than
+/// 23 hours after `finish` the stream (24 hours) may have dropped the
+/// source's changes since, so it reopens without resuming: a re-seed.
+#[test]
+fn a_reopened_migration_gets_its_forwarder_back_and_a_day_later_a_reseed() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 55)).await;
+        sim.start_pollers();
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        seed_by_backup(&sim).await;
+        sim.assert_converged().await;
+        assert!(
+            verify::verify(&sim.ctx, 100.0, false, 1, copy(), &Default::default())
+                .await
+                .unwrap()
+                .clean
+        );
+        sim.stop_pollers();
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        let done = finish::finish(&sim.ctx, 3, 300, None, false).await.unwrap();
+        assert_eq!(done.exit_code(), 0, "{}", done.text());
+        assert!(!sim.aws.trigger_enabled(sim::FORWARDER));
+        // Within the day: reopened and resumed, forwarder back, verdict gone.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        let r = pause::resume(&sim.ctx, false).await.unwrap();
+        assert!(r.reopened && !r.reseed_needed, "{}", r.text());
+        assert!(sim.aws.trigger_enabled(sim::FORWARDER) && sim.aws.trigger_enabled(sim::APPLIER));
+        let c = sim.ctx.control().await.unwrap();
+        assert_eq!(
+            (c.finished_ms, c.last_verify, c.paused_at_ms),
+            (None, None, None)
+        );
+        // Finished again, and reopened a day later: forwarder back, still
+        // paused, a re-seed asked for.
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        let done = finish::finish(&sim.ctx, 3, 300, None, false).await.unwrap();
+        assert_eq!(done.exit_code(), 0, "{}", done.text());
+        tokio::time::sleep(Duration::from_secs(23 * 3600 + 60)).await;
+        let dry = pause::resume(&sim.ctx, true).await.unwrap();
+        assert!(dry.reseed_needed && !sim.aws.trigger_enabled(sim::FORWARDER));
+        let r = pause::resume(&sim.ctx, false).await.unwrap();
+        assert!(r.reopened && r.reseed_needed, "{}", r.text());
+        assert_ne!(r.exit_code(), 0);
+        assert!(sim.aws.trigger_enabled(sim::FORWARDER));
+        assert!(!sim.aws.trigger_enabled(sim::APPLIER), "still paused");
+        let c = sim.ctx.control().await.unwrap();
+        assert!(c.finished_ms.is_none() && c.paused_at_ms.is_some());
+    });
+}
+
+/// helper-46 #1: a quiet queue proves nothing about a target the applier
+/// is not writing. `finish` refuses an interrupted re-seed, a scan copy in
+/// tombstone mode, and a re-seed another operator starts while it waits;
+/// each refusal changes nothing.
+#[test]
+fn finish_refuses_a_target_that_is_not_whole() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 56)).await;
+        sim.start_pollers();
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        seed_by_backup(&sim).await;
+        sim.assert_converged().await;
+        sim.stop_pollers();
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        let seeded = sim.ctx.control().await.unwrap();
+        let set = |state: relay_core::control::ControlState| {
+            let ctx = &sim.ctx;
+            async move {
+                let read = ctx.control().await.unwrap();
+                ctx.write_control(
+                    &read,
+                    relay_core::control::ControlState {
+                        version: read.version,
+                        ..state
+                    },
+                )
+                .await
+                .unwrap();
+            }
+        };
+        let unchanged = |why: &str| {
+            assert!(
+                sim.aws.trigger_enabled(sim::APPLIER) && sim.aws.trigger_enabled(sim::FORWARDER),
+                "{why}"
+            );
+        };
+        // An interrupted re-seed: no cutoff, `backup-pending`.
+        set(relay_core::control::ControlState {
+            cutoff_ms: None,
+            seed_method: Some("backup-pending".into()),
+            ..seeded.clone()
+        })
+        .await;
+        let err = finish::finish(&sim.ctx, 3, 300, None, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("interrupted"), "{err}");
+        unchanged("pending");
+        // A scan copy still in tombstone mode.
+        set(relay_core::control::ControlState {
+            mode: Mode::Tombstone,
+            ..seeded.clone()
+        })
+        .await;
+        let err = finish::finish(&sim.ctx, 3, 300, None, true)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tombstone mode"), "{err}");
+        unchanged("tombstone");
+        // Whole again; another operator's re-seed starts while finish waits.
+        set(seeded.clone()).await;
+        let other = async {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            set(relay_core::control::ControlState {
+                cutoff_ms: None,
+                seed_method: Some("scan-pending".into()),
+                last_verify: None,
+                ..seeded.clone()
+            })
+            .await;
+        };
+        let (r, ()) = tokio::join!(finish::finish(&sim.ctx, 3, 300, None, false), other);
+        let err = r.unwrap_err().to_string();
+        assert!(err.contains("moved while finish waited"), "{err}");
+        unchanged("moved");
+        let c = sim.ctx.control().await.unwrap();
+        assert_eq!(
+            (c.finished_ms, c.seed_method.as_deref()),
+            (None, Some("scan-pending"))
+        );
     });
 }

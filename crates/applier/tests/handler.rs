@@ -514,3 +514,90 @@ async fn a_batch_whose_commit_finds_a_pause_fails_every_message_and_consumes_not
     assert_eq!(state.consumed_ms, None, "nothing consumed under the pause");
     assert_eq!(state.paused_at_ms, Some(T0 + 6_000));
 }
+
+/// Every invocation reads the one control item: a throttled read is
+/// retried like every other call of the batch, not a failed batch (which
+/// would add a receive to every message and, repeated, dead-letter them).
+#[tokio::test(start_paused = true)]
+async fn a_throttled_control_read_is_retried_not_a_failed_batch() {
+    let (db, a) = setup(Some(T0), TtlPolicy::Replicate);
+    let reads = Arc::new(AtomicUsize::new(0));
+    let r = reads.clone();
+    db.set_faults(move |call: &Call<'_>| {
+        (call.table == "control" && call.op == "GetItem" && r.fetch_add(1, Ordering::SeqCst) == 0)
+            .then(|| {
+                DbFault::Error(AwsError::retryable(
+                    "GetItem",
+                    "ProvisionedThroughputExceededException",
+                    "slow down",
+                ))
+            })
+    });
+    let event = sqs_event(vec![encode("Orders", &[change(1, Op::Insert, "a", 1)])]);
+    let out = a.apply(event, deadline()).await;
+    assert!(
+        out.response.batch_item_failures.is_empty(),
+        "{:?}",
+        out.response
+    );
+    assert!(db.items("target").contains_key(&key("a")));
+    assert!(reads.load(Ordering::SeqCst) >= 2, "read again");
+    assert!(out.metrics.get(names::WRITE_RETRIES).unwrap() >= 1.0);
+}
+
+/// A custom transform that refuses item "bad" always and item "flaky" from
+/// its second call on (a transform that fails now and then).
+#[derive(Debug, Default)]
+struct Flaky {
+    flaky_calls: AtomicUsize,
+}
+
+impl relay_core::transform::Transform for Flaky {
+    fn item(&self, source: &Attrs) -> Result<Attrs, relay_core::transform::TransformError> {
+        let refuse = match &source["pk"] {
+            V::S(pk) if pk == "bad" => true,
+            V::S(pk) if pk == "flaky" => self.flaky_calls.fetch_add(1, Ordering::SeqCst) > 0,
+            _ => false,
+        };
+        if refuse {
+            return Err(relay_core::transform::TransformError::Missing("pk".into()));
+        }
+        Ok(source.clone())
+    }
+
+    fn key_sources(&self) -> std::collections::BTreeSet<String> {
+        ["pk".to_string()].into()
+    }
+
+    fn target_key_names(&self) -> Vec<String> {
+        vec!["pk".to_string()]
+    }
+
+    fn key_only(&self, image: &Attrs) -> Result<Attrs, relay_core::transform::TransformError> {
+        Ok([("pk".to_string(), image["pk"].clone())].into())
+    }
+}
+
+/// A refusal on the batch's second plan (after the first plan's refusals
+/// were taken out) fails its message too: never reported complete, and so
+/// consumed, without its change written.
+#[tokio::test(start_paused = true)]
+async fn a_change_refused_on_the_second_plan_fails_its_message() {
+    let (db, a) = setup(Some(T0), TtlPolicy::Replicate);
+    let a = a.with_transform(Box::new(Flaky::default()));
+    let mut event = sqs_event(vec![
+        encode("Orders", &[change(1, Op::Insert, "bad", 1)]),
+        encode("Orders", &[change(2, Op::Insert, "flaky", 1)]),
+        encode("Orders", &[change(3, Op::Insert, "a", 1)]),
+    ]);
+    // Three groups: the refusals fail only their own.
+    for (i, m) in event.records.iter_mut().enumerate() {
+        m.attributes
+            .insert("MessageGroupId".into(), format!("g{i}"));
+    }
+    let out = a.apply(event.clone(), deadline()).await;
+    assert_eq!(failed_ids(&out.response), ids(&event)[..2].to_vec());
+    let items = db.items("target");
+    assert!(items.contains_key(&key("a")));
+    assert!(!items.contains_key(&key("bad")));
+}

@@ -19,11 +19,25 @@
 //!
 //! **Invariant:** a repair writes only data read from the source after the
 //! last applier write to the same target item.
+//!
+//! What a repair cannot see in the item is the migration moving under it:
+//! a second operator's `restart` (or a first scan copy) clearing the target
+//! and switching to tombstone mode while repairs that read normal mode run.
+//! Its delete would then remove a copy's tombstone for real, and the copy's
+//! older put would bring the deleted item back. So after marking, a repair
+//! reads the control item again and writes nothing if its [`Fence`] moved.
+//! Every re-seed and mode switch writes the control item before it touches
+//! the target, so a repair that still sees its fence marked its keys before
+//! that: the clear deletes them, a drop removes them, and a tombstone or a
+//! copy's put replaces or keeps out the marked item, so its token is gone.
+//!
+//! **Invariant:** a repair writes only under the seed, mode and finish state
+//! it started with, as read after its keys were marked.
 
 use anyhow::{anyhow, Result};
 use relay_aws::operator::{Aws, Cond};
 use relay_core::apply::{converge, is_tombstone, WriteOp};
-use relay_core::control::Mode;
+use relay_core::control::{ControlState, Mode};
 use relay_core::item::{same_item, AttributeValue, Attrs, CanonicalKey};
 use relay_core::transform::Transform;
 
@@ -40,6 +54,42 @@ const ATTEMPTS: usize = 8;
 pub struct Repaired {
     pub puts: u32,
     pub deletes: u32,
+}
+
+/// What repairs hold to while they write: the control item's mode, seed
+/// (method, time, cutoff) and finish, as read when they began.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub mode: Mode,
+    seed: (Option<String>, Option<i64>, Option<i64>),
+    finished_ms: Option<i64>,
+}
+
+impl Fence {
+    pub fn of(c: &ControlState) -> Self {
+        Fence {
+            mode: c.mode,
+            seed: (c.seed_method.clone(), c.seed_ms, c.cutoff_ms),
+            finished_ms: c.finished_ms,
+        }
+    }
+
+    /// What moved since the fence was taken, if anything.
+    pub fn moved(&self, now: &ControlState) -> Option<String> {
+        let now = Fence::of(now);
+        if now.mode != self.mode {
+            Some(format!("the mode switched to {:?}", now.mode))
+        } else if now.seed != self.seed {
+            Some(format!(
+                "the target was re-seeded ({})",
+                now.seed.0.as_deref().unwrap_or("no seed")
+            ))
+        } else if now.finished_ms != self.finished_ms {
+            Some("the migration was finished or resumed".into())
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,11 +112,12 @@ fn ops_shape(plan: &[(Attrs, WriteOp<'_>)]) -> Vec<(CanonicalKey, &'static str)>
 /// Brings the target to the current state of the source item `source_key`:
 /// its transformed item at its target key (or a delete, or a tombstone in
 /// tombstone mode), and deletes of the `stale` target keys it may still
-/// occupy. Never overwrites a newer change (see the module docs).
+/// occupy. Never overwrites a newer change, and writes nothing once the
+/// `fence` moved (see the module docs).
 pub async fn repair<A: Aws>(
     ctx: &Ctx<A>,
     t: &dyn Transform,
-    mode: Mode,
+    fence: &Fence,
     source_key: &Attrs,
     stale: &[Attrs],
 ) -> Result<Repaired> {
@@ -98,6 +149,9 @@ pub async fn repair<A: Aws>(
                     None => return Ok(None),
                 }
             }
+            if let Some(what) = fence.moved(&ctx.control().await?) {
+                return Err(anyhow!("the migration moved while this item was being repaired ({what}): nothing was written; repair again once it is done"));
+            }
             let after = ctx
                 .aws
                 .get_item(&s.source_table, source_key)
@@ -114,7 +168,7 @@ pub async fn repair<A: Aws>(
                     // Nothing there to delete, or another source item's.
                     continue;
                 }
-                let op = op.in_mode(mode);
+                let op = op.in_mode(fence.mode);
                 let written = match op.put_item() {
                     Some(item) => ctx
                         .aws

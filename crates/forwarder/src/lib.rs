@@ -77,7 +77,7 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
         let prepared = self.prepare(read_body(body.as_ref())?);
         drop(body);
         let out = self.send(prepared, deadline).await;
-        emit_metrics(&self.config.metrics, &out.metrics, &self.metrics).await;
+        emit_metrics(&self.config.metrics, &out.metrics, &self.metrics, deadline).await;
         Ok(out.response)
     }
 
@@ -100,7 +100,7 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
         deadline: tokio::time::Instant,
     ) -> DynamoDbEventResponse {
         let out = self.forward(event, deadline).await;
-        emit_metrics(&self.config.metrics, &out.metrics, &self.metrics).await;
+        emit_metrics(&self.config.metrics, &out.metrics, &self.metrics, deadline).await;
         out.response
     }
 

@@ -134,12 +134,18 @@ pub async fn bounded<T>(
     }
 }
 
+/// What `PutMetricData` leaves of the invocation: time to post the answer.
+const METRICS_RESERVE: Duration = Duration::from_millis(250);
+
 /// Delivers one invocation's metrics as configured. A metrics failure is
-/// logged, never returned: it must not fail the batch.
+/// logged, never returned: it must not fail the batch. `PutMetricData`
+/// is abandoned at `deadline` less a quarter second: the batch's work is
+/// done, and an invocation Lambda times out would be retried whole.
 pub async fn emit_metrics(
     cfg: &MetricsConfig,
     record: &MetricRecord,
     publisher: &impl MetricsPublisher,
+    deadline: tokio::time::Instant,
 ) {
     if matches!(cfg.mode, MetricsMode::Emf | MetricsMode::Both) {
         #[allow(clippy::print_stdout)] // EMF is a line on stdout by definition.
@@ -151,10 +157,8 @@ pub async fn emit_metrics(
         }
     }
     if matches!(cfg.mode, MetricsMode::PutMetricData | MetricsMode::Both) {
-        if let Err(e) = publisher
-            .publish(&cfg.namespace, &cfg.migration, record)
-            .await
-        {
+        let publish = publisher.publish(&cfg.namespace, &cfg.migration, record);
+        if let Err(e) = bounded(deadline, METRICS_RESERVE, "PutMetricData", publish).await {
             tracing::warn!(error = %e, "PutMetricData failed; metrics for this invocation are missing");
         }
     }
@@ -164,6 +168,38 @@ pub async fn emit_metrics(
 mod tests {
     use super::{Clock, ServerTime};
     use std::time::Duration;
+
+    /// A `PutMetricData` that never answers.
+    struct Hung;
+
+    impl crate::MetricsPublisher for Hung {
+        async fn publish(
+            &self,
+            _: &str,
+            _: &str,
+            _: &relay_core::metrics::MetricRecord,
+        ) -> Result<(), crate::AwsError> {
+            std::future::pending().await
+        }
+    }
+
+    /// The metrics call after a batch's work is bounded by the invocation's
+    /// deadline: Lambda never times out an invocation whose work is done
+    /// (it would retry the whole batch).
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_put_metric_data_is_abandoned_before_the_deadline() {
+        let cfg = relay_core::config::MetricsConfig {
+            mode: relay_core::config::MetricsMode::PutMetricData,
+            namespace: "DdbRelay".into(),
+            migration: "m1".into(),
+        };
+        let start = tokio::time::Instant::now();
+        let deadline = start + Duration::from_secs(3);
+        let record = relay_core::metrics::MetricRecord::new("applier");
+        super::emit_metrics(&cfg, &record, &Hung, deadline).await;
+        assert!(tokio::time::Instant::now() < deadline);
+        assert!(start.elapsed() >= Duration::from_millis(2_700));
+    }
 
     /// AWS's time is carried forward from the best `Date` seen, never
     /// moves back (a later response's `Date` is truncated to its second),

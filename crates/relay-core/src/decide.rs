@@ -136,16 +136,51 @@ pub struct ReplayBounds {
 /// reads the queue again: the changes after T must still be queued then.
 pub const RESEED_ALLOWANCE_MS: i64 = 24 * 3_600_000;
 
+/// Why `resume` refuses: the changes the target still needs from the queue
+/// start so long ago that the oldest may expire before the applier reads
+/// them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the target needs every change after {needed_ms} from the queue (the later of the cutoff and what the applier consumed or the pause), but the queue keeps messages for {retention_s} s and the applier needs time to drain them (a day, or a quarter of the retention if less): the oldest may expire first, and an expired change is lost. Re-seed instead (`ddb-relay restart --method backup`, or `replay --from now`)")]
+pub struct ResumeTooLate {
+    pub needed_ms: i64,
+    pub floor_ms: i64,
+    pub retention_s: i64,
+}
+
 impl ReplayBounds {
+    /// Changes queued before this may expire before the applier reads them
+    /// after a re-seed or a resume: the retention, less the time a re-seed
+    /// or a backlog's drain may take ([`RESEED_ALLOWANCE_MS`], or a quarter
+    /// of the retention if less).
+    fn retention_floor(&self) -> i64 {
+        let retention_ms = self.retention_s * 1000;
+        self.now_ms - retention_ms + RESEED_ALLOWANCE_MS.min(retention_ms / 4)
+    }
+
+    /// Whether `resume` under a cutoff finds every change it still needs in
+    /// the queue: those after the later of the cutoff and the frontier
+    /// (what was consumed, or the pause) must be inside
+    /// [`Self::retention_floor`]. A pause of about the retention, or a
+    /// re-seed left paused that long, is refused.
+    pub fn check_resume(&self, cutoff_ms: i64) -> Result<(), ResumeTooLate> {
+        let needed_ms = self.frontier_ms.map_or(cutoff_ms, |f| f.max(cutoff_ms));
+        let floor_ms = self.retention_floor();
+        if needed_ms < floor_ms {
+            return Err(ResumeTooLate {
+                needed_ms,
+                floor_ms,
+                retention_s: self.retention_s,
+            });
+        }
+        Ok(())
+    }
+
     /// The earliest valid T: the frontier plus the margin, and far enough
     /// inside the queue's retention that the changes after it outlive the
     /// re-seed ([`RESEED_ALLOWANCE_MS`], or a quarter of the retention if
     /// less).
     pub fn earliest_ms(&self) -> i64 {
-        let retention_ms = self.retention_s * 1000;
-        let retention_floor = self.now_ms - retention_ms
-            + 2 * self.margin_ms
-            + RESEED_ALLOWANCE_MS.min(retention_ms / 4);
+        let retention_floor = self.retention_floor() + 2 * self.margin_ms;
         match self.frontier_ms {
             Some(f) => {
                 crate::control::earliest_replay_point(f, self.margin_ms).max(retention_floor)
@@ -304,6 +339,12 @@ pub fn cutover(status: &Status, t: &CutoverThresholds) -> Decision {
         checks.push(Check::fail(
             "mode",
             format!("{}: a scan copy is still running", status.mode),
+        ));
+    }
+    if status.copy_progress.is_some() {
+        checks.push(Check::fail(
+            "copy",
+            "a copy seed or its tombstone sweep has not finished (re-run `ddb-relay seed` to finish it)",
         ));
     }
     checks.push(

@@ -44,7 +44,7 @@ async fn main() -> Result<(), Error> {
         let deadline = deadline_from_epoch_ms(event.context.deadline);
         let (response, record) =
             ddb_relay::worker::handle_counted(ctx, event.payload, deadline).await;
-        emit_metrics(metrics, &record, publisher).await;
+        emit_metrics(metrics, &record, publisher, deadline).await;
         Ok::<SqsBatchResponse, Error>(response)
     }))
     .await

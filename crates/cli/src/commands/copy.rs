@@ -333,7 +333,7 @@ pub(crate) async fn delete_page<A: Aws>(
 
 /// The stream keeps changes for 24 hours: an export whose cutoff is older
 /// may predate what the forwarder could read.
-const STREAM_RETENTION_MS: i64 = 24 * 3600 * 1000;
+pub(crate) const STREAM_RETENTION_MS: i64 = 24 * 3600 * 1000;
 
 /// An export, as the loader reads it.
 #[derive(Clone, Debug)]

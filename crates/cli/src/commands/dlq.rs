@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::ctx::{explain, rfc3339, Ctx};
-use crate::repair::{repair as repair_key, Repaired};
+use crate::repair::{repair as repair_key, Fence, Repaired};
 use crate::report::Report;
 
 /// What a DLQ message holds, without item values.
@@ -250,9 +250,9 @@ pub async fn repair<A: Aws>(ctx: &Ctx<A>, max: usize, dry_run: bool) -> Result<D
     let s = &ctx.stack;
     let loaded = crate::transform::load(ctx).await?;
     let t = loaded.transform.as_ref();
-    let mode = ctx.control().await?.mode;
+    let fence = Fence::of(&ctx.control().await?);
     if !dry_run {
-        super::verify::refuse_repairs_during_a_copy(mode)?;
+        super::verify::refuse_repairs_during_a_copy(fence.mode)?;
     }
     let msgs = drain(ctx, max, 300).await?;
     let mut repaired = 0usize;
@@ -306,7 +306,7 @@ pub async fn repair<A: Aws>(ctx: &Ctx<A>, max: usize, dry_run: bool) -> Result<D
                     }
                 }
             }
-            match repair_key(ctx, t, mode, key, &stale).await {
+            match repair_key(ctx, t, &fence, key, &stale).await {
                 Ok(Repaired { puts, deletes }) => {
                     actions.put += puts;
                     actions.delete += deletes;

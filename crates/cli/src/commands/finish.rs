@@ -7,6 +7,14 @@
 //! that is Enabled, not behind, not throttled and not failing, and no
 //! stream failures, all for `quiet` seconds. A metric that cannot be read
 //! is not quiet.
+//!
+//! **Invariant:** the report says ready only if the main queue, the DLQ and
+//! the stream failure queue are empty as read after both triggers are off.
+//!
+//! **Invariant:** `finish` runs only on a whole target: seeded (a cutoff,
+//! no re-seed pending), no scan copy or sweep unfinished, the table ACTIVE;
+//! and it marks the migration finished only if none of that moved while it
+//! waited for quiet (`repair::Fence`, then the control item's version).
 
 use std::time::Duration;
 
@@ -18,6 +26,7 @@ use serde::Serialize;
 
 use super::status::status;
 use crate::ctx::{explain, rfc3339, Ctx};
+use crate::repair::Fence;
 use crate::report::Report;
 
 #[derive(Debug, Serialize)]
@@ -34,6 +43,9 @@ pub struct FinishReport {
     pub cutoff_ms: Option<i64>,
     pub dlq_depth: u64,
     pub stream_failures: u64,
+    /// Messages on the main queue once both triggers are off (visible and
+    /// in flight): changes that arrived after the quiet was proven.
+    pub queued: u64,
     pub last_verify: Option<String>,
     pub triggers: String,
     /// Seconds from the start of `finish` to quiet (how long writes paused
@@ -55,14 +67,22 @@ impl Report for FinishReport {
         if let Some(plan) = &self.plan {
             return format!("dry run: would {plan}");
         }
+        if self.queued > 0 {
+            return format!("finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. NOT READY: {} message(s) reached the queue after the quiet was proven (a write to the source after writes stopped): their changes are not in {}. Do not switch: `ddb-relay resume` reopens the migration (the forwarder trigger too) and applies them; stop the writes and run finish again.", self.drained_s, self.queued, self.target_table);
+        }
         if self.dlq_depth + self.stream_failures > 0 {
             return format!("finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. NOT READY: the DLQ holds {} message(s) and the stream failure queue {}: their changes are not in {}. Run `ddb-relay dlq repair --after-finish` (the DLQ) and `ddb-relay verify --repair --after-finish` (the stream failures, and to check) before switching.", self.drained_s, self.dlq_depth, self.stream_failures, self.target_table);
         }
-        format!("finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. DLQ 0, stream failures 0. The target {} is ready: switch your application to it.", self.drained_s, self.target_table)
+        format!(
+            "finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. DLQ 0, stream failures 0, last full verify since the seed: {}. The target {} is ready: switch your application to it.",
+            self.drained_s,
+            self.last_verify.as_deref().unwrap_or("none (run `ddb-relay verify` before switching)"),
+            self.target_table
+        )
     }
 
     fn exit_code(&self) -> i32 {
-        if self.dlq_depth + self.stream_failures > 0 {
+        if self.queued + self.dlq_depth + self.stream_failures > 0 {
             crate::report::EXIT_NO_GO
         } else {
             0
@@ -80,7 +100,7 @@ async fn not_quiet<A: Aws>(
     let s = &ctx.stack;
     let forwarder = ctx.forwarder_trigger().await?;
     if forwarder.state != "Enabled" {
-        bail!("the forwarder trigger is {}: source changes are not forwarded, so the drain cannot be proven; enable it (redeploy the stack) and run finish again", forwarder.state);
+        bail!("the forwarder trigger is {}: source changes are not forwarded, so the drain cannot be proven; enable it (`aws lambda update-event-source-mapping --uuid {} --enabled`; after a `finish`, `ddb-relay resume` does) and run finish again", forwarder.state, forwarder.uuid);
     }
     let stream = super::copy::source_stream(ctx).await?;
     if stream.as_deref() != Some(forwarder.source_arn.as_str()) {
@@ -178,6 +198,48 @@ async fn not_quiet<A: Aws>(
     })
 }
 
+/// Refuses to finish a target that is not whole: never seeded, a re-seed
+/// interrupted (`*-pending`), a scan copy still in tombstone mode, a copy
+/// or its tombstone sweep unfinished (its checkpoint is still there), or
+/// the table missing or not ACTIVE. A quiet queue proves none of that: a
+/// paused applier leaves the queue empty whatever the target holds.
+async fn refuse_partial_target<A: Aws>(ctx: &Ctx<A>, c: &ControlState) -> Result<()> {
+    let s = &ctx.stack;
+    let pending = c.seed_method.as_deref().filter(|m| m.ends_with("-pending"));
+    if let Some(m) = pending {
+        bail!("a re-seed of {} was interrupted ({m}): the target is not whole. Re-run it (`ddb-relay status` names it), then finish", s.target_table);
+    }
+    if c.cutoff_ms.is_none() {
+        bail!(
+            "{} was never seeded (no cutoff): run `ddb-relay seed`, then finish",
+            s.target_table
+        );
+    }
+    if c.mode == relay_core::control::Mode::Tombstone {
+        bail!("a scan copy is still running (tombstone mode): the target is not whole. Let it finish (or re-run `ddb-relay seed` to continue it), then finish");
+    }
+    if super::copy::read_checkpoint(ctx, &super::copy::checkpoint_key(ctx))
+        .await?
+        .is_some()
+    {
+        bail!("the copy seed's checkpoint is still there: its copy or tombstone sweep did not finish. Re-run `ddb-relay seed` to finish it, then finish");
+    }
+    match ctx
+        .aws
+        .describe(&s.target_table)
+        .await
+        .map_err(|e| explain(e, &s.target_table))?
+    {
+        Some(t) if t.status == "ACTIVE" => Ok(()),
+        Some(t) => bail!(
+            "target table {} is {}, not ACTIVE",
+            s.target_table,
+            t.status
+        ),
+        None => bail!("target table {} does not exist", s.target_table),
+    }
+}
+
 pub async fn finish<A: Aws>(
     ctx: &Ctx<A>,
     quiet: u64,
@@ -186,6 +248,8 @@ pub async fn finish<A: Aws>(
     dry_run: bool,
 ) -> Result<FinishReport> {
     let s = &ctx.stack;
+    let start = ctx.control().await?;
+    refuse_partial_target(ctx, &start).await?;
     let applier = ctx.applier_trigger().await?;
     let forwarder = ctx.forwarder_trigger().await?;
     // A forwarder invocation retrying its sends reports nothing until it
@@ -228,6 +292,12 @@ pub async fn finish<A: Aws>(
         }
         ctx.step("setting the pause and disabling the forwarder and applier triggers");
         let read = ctx.control().await?;
+        // Another operator may have started a re-seed while this waited: its
+        // pending state must not be marked finished (the write below is
+        // conditional on this read's version).
+        if let Some(what) = Fence::of(&start).moved(&read) {
+            bail!("the migration moved while finish waited ({what}): nothing was changed; finish again once it is done");
+        }
         let now = ctx.now_ms();
         ctx.write_control(
             &read,
@@ -259,6 +329,14 @@ pub async fn finish<A: Aws>(
         cutoff_ms: st.cutoff_ms,
         dlq_depth: st.dlq_depth,
         stream_failures: st.stream_failures,
+        // Read after both triggers were disabled: a change forwarded in
+        // the instant between the last quiet check and the forwarder's
+        // stop waits here, under the pause, not in the target.
+        queued: if dry_run {
+            0
+        } else {
+            st.queue_visible + st.queue_in_flight
+        },
         last_verify: st.last_verify,
         triggers: if dry_run {
             st.applier_trigger

@@ -45,6 +45,11 @@ impl Report for PauseReport {
     }
 }
 
+/// How long after `finish` `resume` may reopen the migration: the stream's
+/// 24 hours, less an hour for the forwarder to be enabled again and read
+/// the backlog.
+const REOPEN_WITHIN_MS: i64 = super::copy::STREAM_RETENTION_MS - 3_600_000;
+
 /// The replay bounds under a control item, now.
 pub async fn bounds<A: Aws>(ctx: &Ctx<A>, control: &ControlState) -> Result<ReplayBounds> {
     let retention_s = ctx
@@ -162,6 +167,12 @@ pub struct ResumeReport {
     pub trigger: String,
     pub cutoff_ms: i64,
     pub version: u64,
+    /// A finished migration was reopened: the forwarder trigger enabled
+    /// again, the verdict cleared.
+    pub reopened: bool,
+    /// Reopened more than [`REOPEN_WITHIN_MS`] after `finish`: still paused,
+    /// the target must be re-seeded (the stream may have dropped changes).
+    pub reseed_needed: bool,
     pub dry_run: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
@@ -171,10 +182,24 @@ impl Report for ResumeReport {
     fn text(&self) -> String {
         match &self.plan {
             Some(plan) => format!("dry run: would {plan}"),
+            None if self.reseed_needed => "reopened, NOT resumed: `finish` stopped the forwarder more than 23 hours ago, and the stream keeps changes for 24, so changes to the source since may never reach the target. The forwarder trigger is enabled again and the applier stays paused: re-seed (`ddb-relay pause`, then `ddb-relay restart --method backup` or `--method scan`)".into(),
             None => format!(
-                "resumed: the applier drains the queue into the target (cutoff {})",
+                "resumed{}: the applier drains the queue into the target (cutoff {})",
+                if self.reopened {
+                    " and reopened (forwarder trigger enabled again; verify again before cutover)"
+                } else {
+                    ""
+                },
                 rfc3339(self.cutoff_ms)
             ),
+        }
+    }
+
+    fn exit_code(&self) -> i32 {
+        if self.reseed_needed {
+            crate::report::EXIT_NO_GO
+        } else {
+            0
         }
     }
 }
@@ -202,24 +227,60 @@ pub async fn resume<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<ResumeReport>
             s.target_table
         ),
     }
+    // Changes the target still needs may have waited in the queue since
+    // the pause (or the re-seed's point): refused if the oldest could
+    // expire before the applier reads them.
+    bounds(ctx, &read).await?.check_resume(cutoff)?;
+    // `finish` also stopped the forwarder: the source's changes since then
+    // wait in its stream, which keeps them 24 hours. Reopened later, the
+    // target needs a re-seed, and stays paused for it.
+    let reopened = read.finished_ms.is_some();
+    let reseed_needed = read
+        .finished_ms
+        .is_some_and(|f| ctx.now_ms() - f > REOPEN_WITHIN_MS);
     let trigger = ctx.applier_trigger().await?;
     if dry_run {
+        let plan = match (reopened, reseed_needed) {
+            (_, true) => "reopen the finished migration without resuming (the forwarder was off for more than 23 hours): enable the forwarder trigger, clear the finish and the verdict, keep the applier paused for a re-seed".to_string(),
+            (true, false) => format!("reopen the finished migration (enable the forwarder trigger, clear the verdict), lift the pause and enable the applier trigger (now {}); cutoff {}", trigger.state, rfc3339(cutoff)),
+            (false, false) => format!("lift the pause and enable the applier trigger (now {}); cutoff {}", trigger.state, rfc3339(cutoff)),
+        };
         return Ok(ResumeReport {
             stack: s.name.clone(),
             trigger: trigger.state.clone(),
             cutoff_ms: cutoff,
             version: read.version,
+            reopened,
+            reseed_needed,
             dry_run: true,
-            plan: Some(format!(
-                "lift the pause and enable the applier trigger (now {}); cutoff {}{}",
-                trigger.state,
-                rfc3339(cutoff),
-                if read.finished_ms.is_some() {
-                    "; reopens the finished migration"
-                } else {
-                    ""
-                }
-            )),
+            plan: Some(plan),
+        });
+    }
+    if reopened {
+        let forwarder = ctx.forwarder_trigger().await?;
+        ctx.set_trigger(&forwarder.uuid, true, "forwarder trigger")
+            .await?;
+    }
+    if reseed_needed {
+        let written = ctx
+            .write_control(
+                &read,
+                ControlState {
+                    finished_ms: None,
+                    last_verify: None,
+                    ..read.clone()
+                },
+            )
+            .await?;
+        return Ok(ResumeReport {
+            stack: s.name.clone(),
+            trigger: trigger.state.clone(),
+            cutoff_ms: cutoff,
+            version: written.version,
+            reopened,
+            reseed_needed,
+            dry_run: false,
+            plan: None,
         });
     }
     let written = enable_applier(ctx, &trigger.uuid, read).await?;
@@ -228,6 +289,8 @@ pub async fn resume<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<ResumeReport>
         trigger: "Enabled".into(),
         cutoff_ms: cutoff,
         version: written.version,
+        reopened,
+        reseed_needed,
         dry_run: false,
         plan: None,
     })
@@ -250,6 +313,12 @@ pub async fn enable_applier<A: Aws>(
                 paused_at_ms: None,
                 stopped_by_ms: None,
                 finished_ms: None,
+                // A reopened migration verifies again before its cutover.
+                last_verify: if read.finished_ms.is_some() {
+                    None
+                } else {
+                    read.last_verify.clone()
+                },
                 ..read.clone()
             },
         )

@@ -177,7 +177,7 @@ pub async fn preflight<A: Aws>(
                     checks.push(if m.state == "Enabled" {
                         Check::pass("forwarder trigger", "Enabled on the current stream")
                     } else {
-                        Check::fail("forwarder trigger", format!("{}: changes are not forwarded; enable it (redeploy the stack)", m.state))
+                        Check::fail("forwarder trigger", format!("{}: changes are not forwarded; enable it (`aws lambda update-event-source-mapping --uuid {} --enabled`)", m.state, m.uuid))
                     })
                 }
                 (Ok(m), Some(current)) => checks.push(Check::fail(

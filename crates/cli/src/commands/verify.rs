@@ -28,7 +28,7 @@ use serde::Serialize;
 use super::copy::for_each_page;
 use crate::args::{CopyArgs, SpillArgs};
 use crate::ctx::{explain, rfc3339, Ctx};
-use crate::repair::{agrees, repair};
+use crate::repair::{agrees, repair, Fence};
 use crate::report::{Report, EXIT_NO_GO};
 use crate::spill::{Queue, Spill, SpillStats};
 
@@ -200,7 +200,7 @@ pub(crate) async fn settle<A: Aws>(
     ctx: &Ctx<A>,
     t: Through<'_>,
     still: Vec<Suspect>,
-    (repair_in, recheck_wait): (Option<relay_core::control::Mode>, u64),
+    (repair_in, recheck_wait): (Option<&Fence>, u64),
     n: &mut VerifyCounts,
     keep: &mut dyn FnMut(Kind, &relay_core::item::Attrs),
 ) -> Result<()> {
@@ -234,7 +234,7 @@ async fn settle_one<A: Aws>(
     ctx: &Ctx<A>,
     (t, source_keys): Through<'_>,
     x: &Suspect,
-    (repair_in, recheck_wait): (Option<relay_core::control::Mode>, u64),
+    (repair_in, recheck_wait): (Option<&Fence>, u64),
 ) -> Result<(Kind, Option<bool>)> {
     let s = &ctx.stack;
     let here = ctx
@@ -248,7 +248,7 @@ async fn settle_one<A: Aws>(
         (true, true) => Kind::Changed,
         (false, _) => Kind::Extra,
     };
-    let Some(mode) = repair_in else {
+    let Some(fence) = repair_in else {
         return Ok((kind, None));
     };
     if x.sources.is_empty() {
@@ -258,7 +258,7 @@ async fn settle_one<A: Aws>(
     // ends with whichever maps there now.
     let mut failed = false;
     for sk in &x.sources {
-        if let Err(e) = repair(ctx, t, mode, sk, std::slice::from_ref(&x.target_key)).await {
+        if let Err(e) = repair(ctx, t, fence, sk, std::slice::from_ref(&x.target_key)).await {
             ctx.step(&format!("a repair did not complete: {e}"));
             failed = true;
         }
@@ -449,9 +449,9 @@ pub async fn verify<A: Aws>(
             "{} item(s) still differ after the re-checks: repairing them from the source",
             pending.len
         ));
-        let mode = ctx.control().await?.mode;
-        refuse_repairs_during_a_copy(mode)?;
-        Some(mode)
+        let now = ctx.control().await?;
+        refuse_repairs_during_a_copy(now.mode)?;
+        Some(Fence::of(&now))
     } else {
         None
     };
@@ -460,7 +460,7 @@ pub async fn verify<A: Aws>(
             ctx,
             (t, source_keys),
             chunk?,
-            (repair_in, recheck_wait),
+            (repair_in.as_ref(), recheck_wait),
             &mut n,
             &mut |k, key| add_example(&mut examples, k, key),
         )

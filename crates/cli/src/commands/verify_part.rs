@@ -9,7 +9,6 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 use futures::{StreamExt, TryStreamExt};
 use relay_aws::operator::{Aws, Cond};
-use relay_core::control::Mode;
 use relay_core::diff::{self, key_of, Compared, Keyed, Mapped};
 use relay_core::item::{AttributeValue, Attrs, CanonicalKey};
 use relay_core::transform::Transform;
@@ -21,6 +20,7 @@ use super::verify::{
 };
 use super::verify_fanout::{part_key, verify_key};
 use crate::ctx::{explain, Ctx};
+use crate::repair::Fence;
 use crate::worker::Outcome;
 
 /// Suspects a part holds before it re-checks and settles them (and saves).
@@ -201,10 +201,10 @@ pub async fn run_part<A: Aws>(
     let loaded = crate::transform::load(ctx).await?;
     let t = loaded.transform.as_ref();
     let with = (t, loaded.source_keys.as_slice());
-    let repair_in: Option<Mode> = if repair {
-        let mode = ctx.control().await?.mode;
-        refuse_repairs_during_a_copy(mode)?;
-        Some(mode)
+    let repair_in: Option<Fence> = if repair {
+        let now = ctx.control().await?;
+        refuse_repairs_during_a_copy(now.mode)?;
+        Some(Fence::of(&now))
     } else {
         None
     };
@@ -310,7 +310,7 @@ pub async fn run_part<A: Aws>(
             ctx,
             with,
             suspects,
-            (repair_in, recheck_wait_s),
+            (repair_in.as_ref(), recheck_wait_s),
             &mut next.n,
             &mut |kind, k| {
                 if kept.len() < room {

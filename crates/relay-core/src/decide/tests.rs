@@ -72,6 +72,24 @@ fn a_disabled_or_lagging_forwarder_is_no_go() {
 }
 
 #[test]
+fn an_unfinished_copy_or_sweep_is_no_go() {
+    let mut s = healthy();
+    s.copy_progress = Some(CopyProgress::default());
+    let d = cutover(&s, &T);
+    assert!(!d.go);
+    assert!(d
+        .checks
+        .iter()
+        .any(|c| c.name == "copy" && c.status == CheckStatus::Fail));
+    // With the verify waived too.
+    let waived = CutoverThresholds {
+        waive_verify: true,
+        ..T
+    };
+    assert!(!cutover(&s, &waived).go);
+}
+
+#[test]
 fn unknown_is_not_zero() {
     let mut s = healthy();
     s.unknown = vec!["DdbRelay FailedMessages: ThrottlingException".into()];
@@ -175,6 +193,34 @@ fn the_queue_retention_bounds_replay_points() {
         b.earliest_ms(),
         b.now_ms - 13 * 86_400_000 + 2 * b.margin_ms
     );
+}
+
+#[test]
+fn resume_refuses_when_the_changes_it_needs_may_expire() {
+    let mut b = bounds(None);
+    b.now_ms = 2_000_000_000_000;
+    b.latest_ms = b.now_ms;
+    b.retention_s = 1_209_600;
+    // 14 days, less a day to drain: 13 days.
+    let floor = b.now_ms - 13 * 86_400_000;
+    // A first seed's cutoff, nothing consumed.
+    assert!(b.check_resume(floor).is_ok());
+    let err = b.check_resume(floor - 1).unwrap_err();
+    assert_eq!(err.needed_ms, floor - 1);
+    assert_eq!(err.floor_ms, floor);
+    // A pause: what was consumed (or the pause) counts, not the old cutoff.
+    b.frontier_ms = Some(floor);
+    assert!(b.check_resume(floor - 86_400_000).is_ok());
+    b.frontier_ms = Some(floor - 1);
+    assert!(b.check_resume(floor - 86_400_000).is_err());
+    // A re-seed left paused: its cutoff is after the frontier, and counts.
+    assert!(b.check_resume(floor).is_ok());
+    // A short retention keeps a quarter of it.
+    b.retention_s = 3600;
+    b.frontier_ms = None;
+    let floor = b.now_ms - 45 * 60_000;
+    assert!(b.check_resume(floor).is_ok());
+    assert!(b.check_resume(floor - 1).is_err());
 }
 
 #[test]
