@@ -196,7 +196,13 @@ mod tests {
         let start = tokio::time::Instant::now();
         let deadline = start + Duration::from_secs(3);
         let record = relay_core::metrics::MetricRecord::new("applier");
-        super::emit_metrics(&cfg, &record, &Hung, deadline).await;
+        // Bounded here too, so that a regression fails instead of hanging.
+        let emitted = tokio::time::timeout(
+            Duration::from_secs(10),
+            super::emit_metrics(&cfg, &record, &Hung, deadline),
+        )
+        .await;
+        assert!(emitted.is_ok(), "PutMetricData outlived the invocation");
         assert!(tokio::time::Instant::now() < deadline);
         assert!(start.elapsed() >= Duration::from_millis(2_700));
     }
