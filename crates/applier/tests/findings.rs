@@ -1193,3 +1193,32 @@ fn finish_refuses_a_target_that_is_not_whole() {
         );
     });
 }
+
+/// helper-46 #9: `adopt` is a gate (`ddb-relay adopt && cdk deploy`): when
+/// it cannot look up whether a stack already holds the target, importing it
+/// could put the table in a second stack, so it exits 3, not 0.
+#[test]
+fn adopt_exits_3_when_it_cannot_tell_whether_a_stack_holds_the_target() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 57)).await;
+        sim.start_pollers();
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        seed_by_backup(&sim).await;
+        sim.stop_pollers();
+        let args = ddb_relay::commands::adopt::AdoptArgs {
+            logical_id: None,
+            into_stack: None,
+            write: None,
+        };
+        let known = ddb_relay::commands::adopt::adopt(&sim.ctx, &args)
+            .await
+            .unwrap();
+        assert_eq!((known.exit_code(), &known.target_owner_error), (0, &None));
+        sim.deny_after("target", "DescribeStackResources", 0);
+        let unknown = ddb_relay::commands::adopt::adopt(&sim.ctx, &args)
+            .await
+            .unwrap();
+        assert!(unknown.target_owner_error.is_some(), "{:?}", unknown.notes);
+        assert_eq!(unknown.exit_code(), 3);
+    });
+}

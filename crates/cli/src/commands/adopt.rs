@@ -70,6 +70,9 @@ pub struct AdoptReport {
     pub source_owner: Option<Owner>,
     /// Why the source's owner could not be looked up (`null`: it was).
     pub owner_error: Option<String>,
+    /// Why it is unknown whether a stack already holds the target (`null`:
+    /// it is known).
+    pub target_owner_error: Option<String>,
     pub spec: TableSpec,
     pub gaps: Vec<Gap>,
     pub cloudformation: CloudFormation,
@@ -101,10 +104,13 @@ fn pretty(v: &serde_json::Value) -> String {
 
 impl Report for AdoptReport {
     /// 3 when the stack that holds the target defines it otherwise than the
-    /// live table is, or when that could not be compared: a gate such as
+    /// live table is, when that could not be compared, or when whether a
+    /// stack holds it could not be looked up: a gate such as
     /// `ddb-relay adopt && cdk deploy` stops.
     fn exit_code(&self) -> i32 {
-        if self.already_in.is_some() && self.drift.as_ref().is_none_or(|d| !d.is_empty()) {
+        let drifted =
+            self.already_in.is_some() && self.drift.as_ref().is_none_or(|d| !d.is_empty());
+        if drifted || self.target_owner_error.is_some() {
             crate::report::EXIT_NO_GO
         } else {
             0
@@ -242,14 +248,14 @@ pub async fn adopt<A: Aws>(ctx: &Ctx<A>, args: &AdoptArgs) -> Result<AdoptReport
     if let Some(e) = &owner_error {
         notes.push(format!("the source's stack could not be looked up ({e}): the retirement steps cover a stack generically; pass --into-stack"));
     }
-    let already_in = match ctx.aws.owner(&s.target_table).await {
-        Ok(o) => o,
+    let (already_in, target_owner_error) = match ctx.aws.owner(&s.target_table).await {
+        Ok(o) => (o, None),
         Err(e) => {
+            let e = explain(e, "CloudFormation").to_string();
             notes.push(format!(
-                "whether a stack already holds the target is unknown ({})",
-                explain(e, "CloudFormation")
+                "whether a stack already holds the target is unknown ({e}): importing it into a second stack would fail, so this exits 3"
             ));
-            None
+            (None, Some(e))
         }
     };
     // A nested stack's template is written by its root's deploys: no
@@ -476,6 +482,7 @@ pub async fn adopt<A: Aws>(ctx: &Ctx<A>, args: &AdoptArgs) -> Result<AdoptReport
         source: s.source_table.clone(),
         source_owner,
         owner_error,
+        target_owner_error,
         gaps: gaps(&source, &spec, &region, &s.name),
         cloudformation: CloudFormation {
             resource,

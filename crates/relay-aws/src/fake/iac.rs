@@ -69,7 +69,7 @@ impl Iac for FakeAws {
     }
 
     async fn owner(&self, table: &str) -> Result<Option<relay_core::iac::Owner>, AwsError> {
-        tokio::task::yield_now().await;
+        self.enter("DescribeStackResources", table).await?;
         Ok(lock(&self.state).owners.get(table).cloned())
     }
 
