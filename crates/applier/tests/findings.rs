@@ -1222,3 +1222,30 @@ fn adopt_exits_3_when_it_cannot_tell_whether_a_stack_holds_the_target() {
         assert_eq!(unknown.exit_code(), 3);
     });
 }
+
+/// helper-46 #8: a `finish` that cannot disable a trigger takes its pause
+/// and its finish back: a pause left with the applier's trigger Enabled
+/// would fail every later batch into the DLQ, and a refused command
+/// changes nothing.
+#[test]
+fn a_finish_that_cannot_stop_the_triggers_takes_its_pause_back() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 58)).await;
+        sim.start_pollers();
+        seed_by_backup(&sim).await;
+        sim.stop_pollers();
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        sim.aws.fail_mapping_updates(Some(AwsError::permanent(
+            "UpdateEventSourceMapping",
+            "AccessDeniedException",
+            "not authorized to perform lambda:UpdateEventSourceMapping",
+        )));
+        let err = finish::finish(&sim.ctx, 3, 300, None, false)
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("taken back"), "{err:#}");
+        let c = sim.ctx.control().await.unwrap();
+        assert_eq!((c.paused_at_ms, c.finished_ms), (None, None));
+        assert!(sim.aws.trigger_enabled(sim::APPLIER) && sim.aws.trigger_enabled(sim::FORWARDER));
+    });
+}

@@ -299,19 +299,55 @@ pub async fn finish<A: Aws>(
             bail!("the migration moved while finish waited ({what}): nothing was changed; finish again once it is done");
         }
         let now = ctx.now_ms();
-        ctx.write_control(
-            &read,
-            ControlState {
-                paused_at_ms: read.paused_at_ms.or(Some(now)),
-                finished_ms: Some(now),
-                ..read.clone()
-            },
-        )
-        .await?;
-        ctx.set_trigger(&forwarder.uuid, false, "forwarder trigger")
+        let written = ctx
+            .write_control(
+                &read,
+                ControlState {
+                    paused_at_ms: read.paused_at_ms.or(Some(now)),
+                    finished_ms: Some(now),
+                    ..read.clone()
+                },
+            )
             .await?;
-        ctx.set_trigger(&applier.uuid, false, "applier trigger")
-            .await?;
+        // A trigger that cannot be disabled: the forwarder enabled again
+        // (if it was stopped) and the pause and the finish taken back, so
+        // the refused finish changes nothing (a pause with the applier's
+        // trigger still Enabled would fail every batch into the DLQ).
+        let stopped = ctx
+            .set_trigger(&forwarder.uuid, false, "forwarder trigger")
+            .await;
+        let stopped = match stopped {
+            Ok(()) => ctx
+                .set_trigger(&applier.uuid, false, "applier trigger")
+                .await
+                .inspect_err(|_| {
+                    ctx.step(
+                        "the applier trigger could not be disabled: enabling the forwarder's again",
+                    );
+                })
+                .map_err(|e| (e, true)),
+            Err(e) => Err((e, false)),
+        };
+        if let Err((e, forwarder_stopped)) = stopped {
+            if forwarder_stopped {
+                let _ = ctx
+                    .set_trigger(&forwarder.uuid, true, "forwarder trigger")
+                    .await;
+            }
+            let _ = ctx
+                .write_control(
+                    &written,
+                    ControlState {
+                        paused_at_ms: read.paused_at_ms,
+                        finished_ms: read.finished_ms,
+                        ..written.clone()
+                    },
+                )
+                .await;
+            return Err(e.context(
+                "a trigger could not be disabled; the pause and the finish were taken back",
+            ));
+        }
     }
     let st = status(ctx, 300).await?;
     let src = ctx.aws.describe(&s.source_table).await.ok().flatten();
