@@ -513,16 +513,35 @@ where
                 tracing::error!(error = %e, "a change cannot be applied; its message and the later ones of its group fail (they reach the DLQ after maxReceiveCount unless it clears)");
                 failed_at.push(*index);
             }
-            doomed = failed_messages(groups, failed_at.iter().copied());
+            // Planned again without the failed groups' messages, until a
+            // plan refuses nothing: a transform that answers differently
+            // the next time (a custom one that fails now and then) can
+            // refuse another change, whose message and its group's later
+            // ones must fail too, with nothing of them written. Each round
+            // fails at least one more message, so it ends.
+            loop {
+                doomed = failed_messages(groups, failed_at.iter().copied());
+                let more: Vec<usize> = self
+                    .plan(&live(&doomed), cutoff, mode, &fetched)
+                    .refused
+                    .into_iter()
+                    .map(|(index, e)| {
+                        tracing::error!(error = %e, "a change cannot be applied on a later plan; its message and the later ones of its group fail");
+                        index
+                    })
+                    .collect();
+                if more.is_empty() {
+                    break;
+                }
+                failed_at.extend(more);
+            }
             retried = live(&doomed);
             planned = self.plan(&retried, cutoff, mode, &fetched);
-            // A transform that answers differently the second time (a
-            // custom one that fails now and then) can refuse another change
-            // now: its message fails too, never reported complete unwritten.
-            // What the plan writes for it and its group's later messages is
-            // written again, in order, when they come back.
+            // Should the last plan refuse yet another change, its message
+            // fails too (never reported complete unwritten); what this plan
+            // writes of its group comes again, in order, when it returns.
             for (index, e) in &planned.refused {
-                tracing::error!(error = %e, "a change cannot be applied on the second plan; its message and the later ones of its group fail");
+                tracing::error!(error = %e, "a change cannot be applied on the last plan; its message and the later ones of its group fail");
                 failed_at.push(*index);
             }
         }

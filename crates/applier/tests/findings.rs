@@ -1060,8 +1060,9 @@ fn a_resume_after_a_pause_as_long_as_the_queue_retention_is_refused() {
 
 /// `finish` stops the forwarder as well. `resume` reopening the migration
 /// enables it again (nothing else would) and clears the verdict; more than
-/// 23 hours after `finish` the stream (24 hours) may have dropped the
-/// source's changes since, so it reopens without resuming: a re-seed.
+/// 22 hours after `finish` the trigger (records up to 23 hours old) may
+/// not forward the source's changes since, so it reopens without resuming:
+/// a re-seed.
 #[test]
 fn a_reopened_migration_gets_its_forwarder_back_and_a_day_later_a_reseed() {
     sim::run(async {
@@ -1096,7 +1097,7 @@ fn a_reopened_migration_gets_its_forwarder_back_and_a_day_later_a_reseed() {
         tokio::time::sleep(Duration::from_secs(200)).await;
         let done = finish::finish(&sim.ctx, 3, 300, None, false).await.unwrap();
         assert_eq!(done.exit_code(), 0, "{}", done.text());
-        tokio::time::sleep(Duration::from_secs(23 * 3600 + 60)).await;
+        tokio::time::sleep(Duration::from_secs(22 * 3600 + 60)).await;
         let dry = pause::resume(&sim.ctx, true).await.unwrap();
         assert!(dry.reseed_needed && !sim.aws.trigger_enabled(sim::FORWARDER));
         let r = pause::resume(&sim.ctx, false).await.unwrap();
@@ -1158,6 +1159,19 @@ fn finish_refuses_a_target_that_is_not_whole() {
             .to_string();
         assert!(err.contains("interrupted"), "{err}");
         unchanged("pending");
+        // Never seeded: no cutoff.
+        set(relay_core::control::ControlState {
+            cutoff_ms: None,
+            ..seeded.clone()
+        })
+        .await;
+        let err = finish::finish(&sim.ctx, 3, 300, None, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("never seeded"), "{err}");
+        unchanged("no cutoff");
+        assert_eq!(sim.ctx.control().await.unwrap().finished_ms, None);
         // A scan copy still in tombstone mode.
         set(relay_core::control::ControlState {
             mode: Mode::Tombstone,
@@ -1235,11 +1249,16 @@ fn a_finish_that_cannot_stop_the_triggers_takes_its_pause_back() {
         seed_by_backup(&sim).await;
         sim.stop_pollers();
         tokio::time::sleep(Duration::from_secs(200)).await;
-        sim.aws.fail_mapping_updates(Some(AwsError::permanent(
-            "UpdateEventSourceMapping",
-            "AccessDeniedException",
-            "not authorized to perform lambda:UpdateEventSourceMapping",
-        )));
+        // Only the applier's trigger refuses: the forwarder's was already
+        // disabled when that fails, and must be enabled again.
+        sim.aws.fail_mapping_updates_of(
+            sim::APPLIER,
+            Some(AwsError::permanent(
+                "UpdateEventSourceMapping",
+                "AccessDeniedException",
+                "not authorized to perform lambda:UpdateEventSourceMapping",
+            )),
+        );
         let err = finish::finish(&sim.ctx, 3, 300, None, false)
             .await
             .unwrap_err();
@@ -1247,5 +1266,127 @@ fn a_finish_that_cannot_stop_the_triggers_takes_its_pause_back() {
         let c = sim.ctx.control().await.unwrap();
         assert_eq!((c.paused_at_ms, c.finished_ms), (None, None));
         assert!(sim.aws.trigger_enabled(sim::APPLIER) && sim.aws.trigger_enabled(sim::FORWARDER));
+    });
+}
+
+/// helper-46 #4: with the stack's `MetricsMode` off the functions publish
+/// no metrics, and every count `cutover` and `finish` read is missing, not
+/// zero: cutover is NO-GO (unknown) and finish refuses before it changes
+/// anything.
+#[test]
+fn metrics_turned_off_are_unknown_not_zero() {
+    sim::run(async {
+        let mut sim = Sim::new(Config::quiet(Shape::Identity, 59)).await;
+        sim.start_pollers();
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        seed_by_backup(&sim).await;
+        sim.assert_converged().await;
+        assert!(
+            verify::verify(&sim.ctx, 100.0, false, 1, copy(), &Default::default())
+                .await
+                .unwrap()
+                .clean
+        );
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert!(go(&decide(&sim, false).await), "GO with metrics on");
+        sim.ctx.stack.metrics_mode = Some("off".into());
+        let d = decide(&sim, false).await;
+        assert!(!go(&d), "{:?}", d.decision.reasons);
+        assert!(
+            d.decision.reasons.iter().any(|r| r.contains("MetricsMode")),
+            "{:?}",
+            d.decision.reasons
+        );
+        let err = finish::finish(&sim.ctx, 3, 300, None, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MetricsMode is off"), "{err}");
+        assert!(sim.aws.trigger_enabled(sim::APPLIER) && sim.aws.trigger_enabled(sim::FORWARDER));
+        sim.stop_pollers();
+    });
+}
+
+/// helper-47 #2: a migration finished after a long pause (finish keeps the
+/// pause's time) has queued changes that may expire; `resume` must still
+/// reopen it, paused for a re-seed, since `restart` refuses while it is
+/// finished: never a refusal that no command can get past.
+#[test]
+fn a_finished_migration_is_always_reopened_even_when_a_resume_would_be_refused() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 60)).await;
+        sim.start_pollers();
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        seed_by_backup(&sim).await;
+        sim.assert_converged().await;
+        sim.stop_pollers();
+        pause::pause(&sim.ctx, false).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(13 * 86_400 + 60)).await;
+        let done = finish::finish(&sim.ctx, 3, 300, None, false).await.unwrap();
+        assert_eq!(done.exit_code(), 0, "{}", done.text());
+        let r = pause::resume(&sim.ctx, false).await.unwrap();
+        assert!(r.reopened && r.reseed_needed, "{}", r.text());
+        let c = sim.ctx.control().await.unwrap();
+        assert!(c.finished_ms.is_none() && c.paused_at_ms.is_some());
+        assert!(sim.aws.trigger_enabled(sim::FORWARDER) && !sim.aws.trigger_enabled(sim::APPLIER));
+    });
+}
+
+/// helper-47 #1: while a re-seed is pending (a restart clearing the target,
+/// `scan-pending`), a repair's placeholder behind the clear's scan would
+/// survive it, and the copy (puts only where the key is absent) would keep
+/// the repair's older item. Repairs refuse before the first seed and while
+/// a re-seed is pending, and change nothing.
+#[test]
+fn repairs_wait_for_a_pending_reseed() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 61)).await;
+        sim.start_pollers();
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        seed_by_backup(&sim).await;
+        sim.assert_converged().await;
+        sim.stop_pollers();
+        // A difference a repair would fix: the item missing from the target.
+        sim.db.delete("target", &source_key(1), false);
+        let read = sim.ctx.control().await.unwrap();
+        sim.ctx
+            .write_control(
+                &read,
+                relay_core::control::ControlState {
+                    cutoff_ms: None,
+                    seed_method: Some("scan-pending".into()),
+                    ..read.clone()
+                },
+            )
+            .await
+            .unwrap();
+        let err = verify::verify(&sim.ctx, 100.0, true, 1, copy(), &Default::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("re-seed is pending"), "{err}");
+        let err = dlq::repair(&sim.ctx, 10, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("re-seed is pending"), "{err}");
+        // Before the first seed: no cutoff.
+        let read = sim.ctx.control().await.unwrap();
+        sim.ctx
+            .write_control(
+                &read,
+                relay_core::control::ControlState {
+                    seed_method: None,
+                    ..read.clone()
+                },
+            )
+            .await
+            .unwrap();
+        let err = verify::verify(&sim.ctx, 100.0, true, 1, copy(), &Default::default())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not seeded yet"), "{err}");
+        assert!(sim.db.items("target").is_empty(), "nothing written");
     });
 }

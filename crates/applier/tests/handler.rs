@@ -579,8 +579,9 @@ impl relay_core::transform::Transform for Flaky {
 }
 
 /// A refusal on the batch's second plan (after the first plan's refusals
-/// were taken out) fails its message too: never reported complete, and so
-/// consumed, without its change written.
+/// were taken out) fails its message and its group's later ones too, with
+/// nothing of them written: never reported complete, and so consumed,
+/// without its change written.
 #[tokio::test(start_paused = true)]
 async fn a_change_refused_on_the_second_plan_fails_its_message() {
     let (db, a) = setup(Some(T0), TtlPolicy::Replicate);
@@ -589,15 +590,21 @@ async fn a_change_refused_on_the_second_plan_fails_its_message() {
         encode("Orders", &[change(1, Op::Insert, "bad", 1)]),
         encode("Orders", &[change(2, Op::Insert, "flaky", 1)]),
         encode("Orders", &[change(3, Op::Insert, "a", 1)]),
+        encode("Orders", &[change(4, Op::Insert, "later", 1)]),
     ]);
-    // Three groups: the refusals fail only their own.
-    for (i, m) in event.records.iter_mut().enumerate() {
-        m.attributes
-            .insert("MessageGroupId".into(), format!("g{i}"));
+    // The refusals fail only their own groups; "later" is flaky's group's.
+    for (m, g) in event.records.iter_mut().zip(["g0", "g1", "g2", "g1"]) {
+        m.attributes.insert("MessageGroupId".into(), g.into());
     }
     let out = a.apply(event.clone(), deadline()).await;
-    assert_eq!(failed_ids(&out.response), ids(&event)[..2].to_vec());
+    let all = ids(&event);
+    assert_eq!(
+        failed_ids(&out.response),
+        vec![all[0].clone(), all[1].clone(), all[3].clone()]
+    );
     let items = db.items("target");
     assert!(items.contains_key(&key("a")));
-    assert!(!items.contains_key(&key("bad")));
+    for k in ["bad", "flaky", "later"] {
+        assert!(!items.contains_key(&key(k)), "{k} written");
+    }
 }

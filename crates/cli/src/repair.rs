@@ -21,15 +21,18 @@
 //! last applier write to the same target item.
 //!
 //! What a repair cannot see in the item is the migration moving under it:
-//! a second operator's `restart` (or a first scan copy) clearing the target
-//! and switching to tombstone mode while repairs that read normal mode run.
-//! Its delete would then remove a copy's tombstone for real, and the copy's
-//! older put would bring the deleted item back. So after marking, a repair
-//! reads the control item again and writes nothing if its [`Fence`] moved.
-//! Every re-seed and mode switch writes the control item before it touches
-//! the target, so a repair that still sees its fence marked its keys before
-//! that: the clear deletes them, a drop removes them, and a tombstone or a
-//! copy's put replaces or keeps out the marked item, so its token is gone.
+//! a second operator's `restart` clearing the target and switching to
+//! tombstone mode while repairs that read normal mode run. Its delete would
+//! then remove a copy's tombstone for real, and the copy's older put would
+//! bring the deleted item back. So repairs start only on a seeded target
+//! (`verify::refuse_repairs_unless_seeded`: a cutoff, no re-seed pending,
+//! normal mode), and after marking, a repair reads the control item again
+//! and writes nothing if its [`Fence`] moved. Every re-seed writes its
+//! pending state (or the first seed its cutoff) before it touches the
+//! target, so a repair that still sees its fence marked its keys before
+//! that write: a restart's clear, which starts after it, deletes them (the
+//! repair's write is then refused, or cleared too), and a drop removes
+//! them with the table.
 //!
 //! **Invariant:** a repair writes only under the seed, mode and finish state
 //! it started with, as read after its keys were marked.

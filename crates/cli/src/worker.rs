@@ -49,6 +49,7 @@ pub fn deployment_from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Deplo
         margin_ms: 0,
         transform_spec: get("TRANSFORM").filter(|s| !s.trim().is_empty()),
         starting_position: None,
+        metrics_mode: None,
         work: Some(relay_aws::operator::Work {
             queue_url: need("WORK_QUEUE_URL")?,
             dlq_url: String::new(),

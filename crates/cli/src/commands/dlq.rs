@@ -250,10 +250,11 @@ pub async fn repair<A: Aws>(ctx: &Ctx<A>, max: usize, dry_run: bool) -> Result<D
     let s = &ctx.stack;
     let loaded = crate::transform::load(ctx).await?;
     let t = loaded.transform.as_ref();
-    let fence = Fence::of(&ctx.control().await?);
+    let now = ctx.control().await?;
     if !dry_run {
-        super::verify::refuse_repairs_during_a_copy(fence.mode)?;
+        super::verify::refuse_repairs_unless_seeded(&now)?;
     }
+    let fence = Fence::of(&now);
     let msgs = drain(ctx, max, 300).await?;
     let mut repaired = 0usize;
     let mut results = Vec::new();

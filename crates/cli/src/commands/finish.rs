@@ -74,7 +74,7 @@ impl Report for FinishReport {
             return format!("finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. NOT READY: the DLQ holds {} message(s) and the stream failure queue {}: their changes are not in {}. Run `ddb-relay dlq repair --after-finish` (the DLQ) and `ddb-relay verify --repair --after-finish` (the stream failures, and to check) before switching.", self.drained_s, self.dlq_depth, self.stream_failures, self.target_table);
         }
         format!(
-            "finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. DLQ 0, stream failures 0, last full verify since the seed: {}. The target {} is ready: switch your application to it.",
+            "finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. DLQ 0, stream failures 0, last full verify since the seed: {}. The target {} is ready: switch your application to it. (If writes may have reached the source after they were stopped, `ddb-relay verify` run now finds them.)",
             self.drained_s,
             self.last_verify.as_deref().unwrap_or("none (run `ddb-relay verify` before switching)"),
             self.target_table
@@ -248,6 +248,9 @@ pub async fn finish<A: Aws>(
     dry_run: bool,
 ) -> Result<FinishReport> {
     let s = &ctx.stack;
+    if s.metrics_mode.as_deref() == Some("off") {
+        bail!("finish proves the drain with the functions' own metrics, and the stack's MetricsMode is off: deploy it with MetricsMode=emf (putmetricdata on an emulator), then finish");
+    }
     let start = ctx.control().await?;
     refuse_partial_target(ctx, &start).await?;
     let applier = ctx.applier_trigger().await?;
@@ -310,31 +313,31 @@ pub async fn finish<A: Aws>(
             )
             .await?;
         // A trigger that cannot be disabled: the forwarder enabled again
-        // (if it was stopped) and the pause and the finish taken back, so
-        // the refused finish changes nothing (a pause with the applier's
-        // trigger still Enabled would fail every batch into the DLQ).
-        let stopped = ctx
+        // (a disable that failed may still have taken effect) and the pause
+        // and the finish taken back, so the refused finish changes nothing
+        // (a pause with the applier's trigger still Enabled would fail
+        // every batch into the DLQ). What could not be taken back is said.
+        let stopped = match ctx
             .set_trigger(&forwarder.uuid, false, "forwarder trigger")
-            .await;
-        let stopped = match stopped {
-            Ok(()) => ctx
-                .set_trigger(&applier.uuid, false, "applier trigger")
-                .await
-                .inspect_err(|_| {
-                    ctx.step(
-                        "the applier trigger could not be disabled: enabling the forwarder's again",
-                    );
-                })
-                .map_err(|e| (e, true)),
-            Err(e) => Err((e, false)),
-        };
-        if let Err((e, forwarder_stopped)) = stopped {
-            if forwarder_stopped {
-                let _ = ctx
-                    .set_trigger(&forwarder.uuid, true, "forwarder trigger")
-                    .await;
+            .await
+        {
+            Ok(()) => {
+                ctx.set_trigger(&applier.uuid, false, "applier trigger")
+                    .await
             }
-            let _ = ctx
+            Err(e) => Err(e),
+        };
+        if let Err(e) = stopped {
+            let mut left = Vec::new();
+            if let Err(r) = ctx
+                .set_trigger(&forwarder.uuid, true, "forwarder trigger")
+                .await
+            {
+                left.push(format!(
+                    "the forwarder trigger could not be enabled again ({r:#})"
+                ));
+            }
+            let restored = ctx
                 .write_control(
                     &written,
                     ControlState {
@@ -344,9 +347,18 @@ pub async fn finish<A: Aws>(
                     },
                 )
                 .await;
-            return Err(e.context(
-                "a trigger could not be disabled; the pause and the finish were taken back",
-            ));
+            if let Err(r) = restored {
+                left.push(format!(
+                    "the pause and the finish could not be taken back ({r:#}): `ddb-relay resume`"
+                ));
+            }
+            let outcome = if left.is_empty() {
+                "the pause and the finish were taken back and the forwarder trigger is enabled"
+                    .to_string()
+            } else {
+                left.join("; ")
+            };
+            return Err(e.context(format!("a trigger could not be disabled; {outcome}")));
         }
     }
     let st = status(ctx, 300).await?;

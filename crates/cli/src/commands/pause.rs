@@ -45,10 +45,11 @@ impl Report for PauseReport {
     }
 }
 
-/// How long after `finish` `resume` may reopen the migration: the stream's
-/// 24 hours, less an hour for the forwarder to be enabled again and read
-/// the backlog.
-const REOPEN_WITHIN_MS: i64 = super::copy::STREAM_RETENTION_MS - 3_600_000;
+/// How long after `finish` `resume` may reopen the migration: the
+/// forwarder trigger's `MaximumRecordAgeInSeconds` (23 hours in the
+/// template; older records go to the stream failure queue), less an hour
+/// for the forwarder to be enabled again and read the backlog.
+const REOPEN_WITHIN_MS: i64 = super::copy::STREAM_RETENTION_MS - 2 * 3_600_000;
 
 /// The replay bounds under a control item, now.
 pub async fn bounds<A: Aws>(ctx: &Ctx<A>, control: &ControlState) -> Result<ReplayBounds> {
@@ -182,7 +183,7 @@ impl Report for ResumeReport {
     fn text(&self) -> String {
         match &self.plan {
             Some(plan) => format!("dry run: would {plan}"),
-            None if self.reseed_needed => "reopened, NOT resumed: `finish` stopped the forwarder more than 23 hours ago, and the stream keeps changes for 24, so changes to the source since may never reach the target. The forwarder trigger is enabled again and the applier stays paused: re-seed (`ddb-relay pause`, then `ddb-relay restart --method backup` or `--method scan`)".into(),
+            None if self.reseed_needed => "reopened, NOT resumed: `finish` stopped the forwarder more than 22 hours ago (the trigger reads stream records up to 23 hours old), or queued changes may expire before the applier drains them, so changes to the source may never reach the target. The forwarder trigger is enabled again and the applier stays paused: re-seed (`ddb-relay pause`, then `ddb-relay restart --method backup` or `--method scan`)".into(),
             None => format!(
                 "resumed{}: the applier drains the queue into the target (cutoff {})",
                 if self.reopened {
@@ -230,18 +231,25 @@ pub async fn resume<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<ResumeReport>
     // Changes the target still needs may have waited in the queue since
     // the pause (or the re-seed's point): refused if the oldest could
     // expire before the applier reads them.
-    bounds(ctx, &read).await?.check_resume(cutoff)?;
+    let expiring = bounds(ctx, &read).await?.check_resume(cutoff);
     // `finish` also stopped the forwarder: the source's changes since then
-    // wait in its stream, which keeps them 24 hours. Reopened later, the
-    // target needs a re-seed, and stays paused for it.
+    // wait in its stream, which keeps them for the trigger's record age.
+    // Reopened later (or with queued changes that may expire), the target
+    // needs a re-seed and stays paused for it: `restart` refuses until the
+    // finish is cleared, so reopening is never refused.
     let reopened = read.finished_ms.is_some();
-    let reseed_needed = read
-        .finished_ms
-        .is_some_and(|f| ctx.now_ms() - f > REOPEN_WITHIN_MS);
+    let reseed_needed = reopened
+        && (expiring.is_err()
+            || read
+                .finished_ms
+                .is_some_and(|f| ctx.now_ms() - f > REOPEN_WITHIN_MS));
+    if !reopened {
+        expiring?;
+    }
     let trigger = ctx.applier_trigger().await?;
     if dry_run {
         let plan = match (reopened, reseed_needed) {
-            (_, true) => "reopen the finished migration without resuming (the forwarder was off for more than 23 hours): enable the forwarder trigger, clear the finish and the verdict, keep the applier paused for a re-seed".to_string(),
+            (_, true) => "reopen the finished migration without resuming (the forwarder was off for more than 22 hours, or queued changes may expire): enable the forwarder trigger, clear the finish and the verdict, keep the applier paused for a re-seed".to_string(),
             (true, false) => format!("reopen the finished migration (enable the forwarder trigger, clear the verdict), lift the pause and enable the applier trigger (now {}); cutoff {}", trigger.state, rfc3339(cutoff)),
             (false, false) => format!("lift the pause and enable the applier trigger (now {}); cutoff {}", trigger.state, rfc3339(cutoff)),
         };

@@ -153,6 +153,9 @@ pub async fn status<A: Aws>(ctx: &Ctx<A>, window_s: u64) -> Result<Status> {
             vec![Vec::new(); q.list.len()]
         }
     };
+    if s.metrics_mode.as_deref() == Some("off") {
+        unknown.push("the functions' own metrics: the stack's MetricsMode is off (deploy it with emf, or putmetricdata on an emulator)".into());
+    }
     let metrics_known = unknown.is_empty();
     let per_min = |v: Option<f64>| v.map(|v| v * 60.0 / window_s.max(1) as f64);
     let applied = match (sum(&series[PUTS]), sum(&series[DELETES])) {

@@ -130,11 +130,22 @@ impl Report for VerifyReport {
     }
 }
 
-/// Repairs wait for a running scan copy: they would otherwise write in one
-/// mode while the copy and the sweep work in another.
-pub fn refuse_repairs_during_a_copy(mode: relay_core::control::Mode) -> Result<()> {
-    if mode == relay_core::control::Mode::Tombstone {
+/// Repairs run only on a seeded target: not during a scan copy (they would
+/// write in one mode while the copy and the sweep work in another), not
+/// before the first seed, and not while a re-seed is pending (a restart's
+/// clear would not see a placeholder it had passed, and the copy's put,
+/// only where the key is absent, would then keep an older repair).
+pub fn refuse_repairs_unless_seeded(c: &relay_core::control::ControlState) -> Result<()> {
+    if c.mode == relay_core::control::Mode::Tombstone {
         anyhow::bail!("a scan copy is running (tombstone mode): repair after it finishes (`ddb-relay status` shows the mode)");
+    }
+    if let Some(m) = c.seed_method.as_deref().filter(|m| m.ends_with("-pending")) {
+        anyhow::bail!(
+            "a re-seed is pending ({m}): repair after it completes (`ddb-relay status` names it)"
+        );
+    }
+    if c.cutoff_ms.is_none() {
+        anyhow::bail!("the target is not seeded yet (no cutoff): repair after the seed completes");
     }
     Ok(())
 }
@@ -450,7 +461,7 @@ pub async fn verify<A: Aws>(
             pending.len
         ));
         let now = ctx.control().await?;
-        refuse_repairs_during_a_copy(now.mode)?;
+        refuse_repairs_unless_seeded(&now)?;
         Some(Fence::of(&now))
     } else {
         None

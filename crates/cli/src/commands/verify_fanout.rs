@@ -54,7 +54,7 @@ use relay_core::work::{verify_parts, Job, Side, Task, VerifyCounts, VerifyState}
 use super::copy::read_checkpoint;
 use super::fanout::{self, Parts};
 use super::verify::{
-    add_example, record_verdict, refuse_repairs_during_a_copy, Examples, Kind, VerifyReport,
+    add_example, record_verdict, refuse_repairs_unless_seeded, Examples, Kind, VerifyReport,
     RECHECK_CONCURRENCY,
 };
 use super::verify_part::{batch_read, settle_time, CHUNK, CHUNK_REPAIRING};
@@ -218,7 +218,7 @@ pub async fn verify<A: Aws>(
     }
     let start = ctx.control().await?;
     if repair {
-        refuse_repairs_during_a_copy(start.mode)?;
+        refuse_repairs_unless_seeded(&start)?;
     }
     let began = std::time::Instant::now();
     // A new run replaces the last one: its tasks still queued stop at the

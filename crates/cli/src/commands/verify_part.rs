@@ -16,7 +16,7 @@ use relay_core::work::{Job, Pos, Side, Task, VerifyCounts, VerifyState, PART_EXA
 
 use super::copy::read_checkpoint;
 use super::verify::{
-    refuse_repairs_during_a_copy, settle, still_different, Kind, RECHECK_CONCURRENCY,
+    refuse_repairs_unless_seeded, settle, still_different, Kind, RECHECK_CONCURRENCY,
 };
 use super::verify_fanout::{part_key, verify_key};
 use crate::ctx::{explain, Ctx};
@@ -203,7 +203,7 @@ pub async fn run_part<A: Aws>(
     let with = (t, loaded.source_keys.as_slice());
     let repair_in: Option<Fence> = if repair {
         let now = ctx.control().await?;
-        refuse_repairs_during_a_copy(now.mode)?;
+        refuse_repairs_unless_seeded(&now)?;
         Some(Fence::of(&now))
     } else {
         None

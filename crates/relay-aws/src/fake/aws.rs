@@ -38,6 +38,8 @@ pub(super) struct State {
     stream_labels: HashMap<String, String>,
     /// When set, enabling or disabling a trigger fails with it.
     mapping_fault: Option<AwsError>,
+    /// With `mapping_fault`: only updates of the trigger of this function fail.
+    mapping_fault_of: Option<String>,
     page_size: usize,
     /// S3 objects by (bucket, key).
     objects: HashMap<(String, String), Vec<u8>>,
@@ -150,7 +152,16 @@ impl FakeAws {
 
     /// Trigger updates fail with `err` (e.g. AccessDenied) while set.
     pub fn fail_mapping_updates(&self, err: Option<AwsError>) {
-        lock(&self.state).mapping_fault = err;
+        let mut s = lock(&self.state);
+        s.mapping_fault = err;
+        s.mapping_fault_of = None;
+    }
+
+    /// Updates of `function`'s trigger only fail with `err` while set.
+    pub fn fail_mapping_updates_of(&self, function: &str, err: Option<AwsError>) {
+        let mut s = lock(&self.state);
+        s.mapping_fault = err;
+        s.mapping_fault_of = Some(function.to_string());
     }
 
     pub fn fail_metrics(&self, err: Option<AwsError>) {
@@ -243,8 +254,18 @@ impl Triggers for FakeAws {
 
     async fn set_mapping(&self, uuid: &str, enabled: bool) -> Result<(), AwsError> {
         tokio::task::yield_now().await;
-        if let Some(e) = lock(&self.state).mapping_fault.clone() {
-            return Err(e);
+        {
+            let s = lock(&self.state);
+            let hit = match &s.mapping_fault_of {
+                None => true,
+                Some(f) => s
+                    .triggers
+                    .iter()
+                    .any(|t| t.uuid == uuid && &t.function == f),
+            };
+            if let (Some(e), true) = (s.mapping_fault.clone(), hit) {
+                return Err(e);
+            }
         }
         for t in lock(&self.state).triggers.iter_mut() {
             if t.uuid == uuid {

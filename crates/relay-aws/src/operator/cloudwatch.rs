@@ -54,7 +54,11 @@ impl Metrics for Sdk {
                     .send()
                     .await
                     .map_err(e("GetMetricData"))?;
+                let more_pages = r.next_token().is_some_and(|t| !t.is_empty());
                 for result in r.metric_data_results() {
+                    series_status(result.status_code(), more_pages).map_err(|why| {
+                        AwsError::retryable("GetMetricData", "MetricDataNotComplete", &why)
+                    })?;
                     let Some(index) = result
                         .id()
                         .and_then(|id| id.strip_prefix('q'))
@@ -82,5 +86,46 @@ impl Metrics for Sdk {
             series.sort_by_key(|(t, _)| *t);
         }
         Ok(out)
+    }
+}
+
+/// Whether one series of a GetMetricData answer is data: CloudWatch marks a
+/// query it failed (`InternalError`, `Forbidden`) in the answer, not as an
+/// error, and `PartialData` is complete only once the pages that follow are
+/// read. A series that is not data is unknown, never zero.
+fn series_status(
+    code: Option<&aws_sdk_cloudwatch::types::StatusCode>,
+    more_pages: bool,
+) -> Result<(), String> {
+    use aws_sdk_cloudwatch::types::StatusCode;
+    match code {
+        None | Some(StatusCode::Complete) => Ok(()),
+        Some(StatusCode::PartialData) if more_pages => Ok(()),
+        Some(other) => Err(format!(
+            "CloudWatch answered a metric query with status {}",
+            other.as_str()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::series_status;
+    use aws_sdk_cloudwatch::types::StatusCode;
+
+    #[test]
+    fn a_failed_or_unfinished_series_is_not_data() {
+        assert!(series_status(None, false).is_ok());
+        assert!(series_status(Some(&StatusCode::Complete), false).is_ok());
+        assert!(series_status(Some(&StatusCode::PartialData), true).is_ok());
+        for code in [
+            StatusCode::PartialData,
+            StatusCode::InternalError,
+            StatusCode::Forbidden,
+            StatusCode::from("SomethingNew"),
+        ] {
+            assert!(series_status(Some(&code), false).is_err(), "{code:?}");
+        }
+        assert!(series_status(Some(&StatusCode::InternalError), true).is_err());
     }
 }

@@ -61,6 +61,9 @@ pub struct Deployment {
     pub transform_spec: Option<String>,
     /// The forwarder's `StreamStartingPosition` (`None`: not reported).
     pub starting_position: Option<String>,
+    /// The stack's `MetricsMode` parameter (`None`: an emulator that does
+    /// not report its parameters). `off`: the functions publish no metrics.
+    pub metrics_mode: Option<String>,
     /// The copy workers (`None`: a stack deployed without them).
     pub work: Option<Work>,
     /// Where the target is, when not next to the stack.
@@ -118,6 +121,7 @@ impl Deployment {
                 .filter(|s| !s.trim().is_empty())
                 .cloned(),
             starting_position: info.parameters.get("StreamStartingPosition").cloned(),
+            metrics_mode: info.parameters.get("MetricsMode").cloned(),
             work: match (
                 info.output("WorkQueueUrl"),
                 info.output("WorkDeadLetterQueueUrl"),
