@@ -8,7 +8,8 @@
 # buckets, so the test binaries run in three shards at once against the one
 # emulator, each shard one binary and one test at a time. Arguments go to
 # every test binary (a name filter, --nocapture).
-# E2E_SHARDS=1 runs everything in one shard, one after the other.
+# E2E_SHARDS=1 runs everything in one shard, one after the other (any
+# other value: three shards).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 use_ministack
