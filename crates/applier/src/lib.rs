@@ -537,12 +537,16 @@ where
             }
             retried = live(&doomed);
             planned = self.plan(&retried, cutoff, mode, &fetched);
-            // Should the last plan refuse yet another change, its message
-            // fails too (never reported complete unwritten); what this plan
-            // writes of its group comes again, in order, when it returns.
-            for (index, e) in &planned.refused {
-                tracing::error!(error = %e, "a change cannot be applied on the last plan; its message and the later ones of its group fail");
-                failed_at.push(*index);
+            // Should the last plan refuse yet another change (the transform
+            // answered differently again), nothing is written: every
+            // message fails and comes back, so no message is reported
+            // complete unwritten and nothing of a failed group is written.
+            if !planned.refused.is_empty() {
+                for (_, e) in &planned.refused {
+                    tracing::error!(error = %e, "a change cannot be applied on the last plan; the whole batch fails and comes back");
+                }
+                failed_at.extend(retried.iter().map(|(index, _)| *index));
+                planned.writes.clear();
             }
         }
 

@@ -1266,6 +1266,24 @@ fn a_finish_that_cannot_stop_the_triggers_takes_its_pause_back() {
         let c = sim.ctx.control().await.unwrap();
         assert_eq!((c.paused_at_ms, c.finished_ms), (None, None));
         assert!(sim.aws.trigger_enabled(sim::APPLIER) && sim.aws.trigger_enabled(sim::FORWARDER));
+        // Every trigger update refused (no lambda:UpdateEventSourceMapping):
+        // nothing was disabled, and the pause and the finish are taken back.
+        sim.aws.fail_mapping_updates(Some(AwsError::permanent(
+            "UpdateEventSourceMapping",
+            "AccessDeniedException",
+            "not authorized to perform lambda:UpdateEventSourceMapping",
+        )));
+        let err = finish::finish(&sim.ctx, 3, 300, None, false)
+            .await
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("the pause and the finish were taken back"),
+            "{text}"
+        );
+        assert!(text.contains("forwarder trigger is Enabled"), "{text}");
+        let c = sim.ctx.control().await.unwrap();
+        assert_eq!((c.paused_at_ms, c.finished_ms), (None, None));
     });
 }
 

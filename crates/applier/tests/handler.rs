@@ -550,13 +550,17 @@ async fn a_throttled_control_read_is_retried_not_a_failed_batch() {
 #[derive(Debug, Default)]
 struct Flaky {
     flaky_calls: AtomicUsize,
+    /// "flaky" is refused from this call on (0: from the second).
+    refuse_from: usize,
 }
 
 impl relay_core::transform::Transform for Flaky {
     fn item(&self, source: &Attrs) -> Result<Attrs, relay_core::transform::TransformError> {
         let refuse = match &source["pk"] {
             V::S(pk) if pk == "bad" => true,
-            V::S(pk) if pk == "flaky" => self.flaky_calls.fetch_add(1, Ordering::SeqCst) > 0,
+            V::S(pk) if pk == "flaky" => {
+                self.flaky_calls.fetch_add(1, Ordering::SeqCst) >= self.refuse_from.max(1)
+            }
             _ => false,
         };
         if refuse {
@@ -607,4 +611,30 @@ async fn a_change_refused_on_the_second_plan_fails_its_message() {
     for k in ["bad", "flaky", "later"] {
         assert!(!items.contains_key(&key(k)), "{k} written");
     }
+}
+
+/// A transform that answers differently once more on the batch's last
+/// plan (after a plan that refused nothing): nothing is written and every
+/// message fails and comes back, so nothing of a failed group is written
+/// and no message is reported complete unwritten.
+#[tokio::test(start_paused = true)]
+async fn a_change_refused_on_the_last_plan_fails_the_batch_and_writes_nothing() {
+    let (db, a) = setup(Some(T0), TtlPolicy::Replicate);
+    // "flaky" passes the first plan and the check plan, and is refused on
+    // the last one (its third call).
+    let a = a.with_transform(Box::new(Flaky {
+        refuse_from: 2,
+        ..Flaky::default()
+    }));
+    let mut event = sqs_event(vec![
+        encode("Orders", &[change(1, Op::Insert, "bad", 1)]),
+        encode("Orders", &[change(2, Op::Insert, "flaky", 1)]),
+        encode("Orders", &[change(3, Op::Insert, "a", 1)]),
+    ]);
+    for (m, g) in event.records.iter_mut().zip(["g0", "g1", "g2"]) {
+        m.attributes.insert("MessageGroupId".into(), g.into());
+    }
+    let out = a.apply(event.clone(), deadline()).await;
+    assert_eq!(failed_ids(&out.response), ids(&event));
+    assert!(db.items("target").is_empty(), "nothing written");
 }

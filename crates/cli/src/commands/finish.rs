@@ -328,14 +328,26 @@ pub async fn finish<A: Aws>(
             Err(e) => Err(e),
         };
         if let Err(e) = stopped {
-            let mut left = Vec::new();
-            if let Err(r) = ctx
-                .set_trigger(&forwarder.uuid, true, "forwarder trigger")
-                .await
-            {
-                left.push(format!(
-                    "the forwarder trigger could not be enabled again ({r:#})"
-                ));
+            let mut said = Vec::new();
+            // Both triggers back as they were (an update that failed may
+            // still have taken effect), then the pause and the finish.
+            for (t, was, what) in [
+                (&forwarder, &forwarder.state, "forwarder trigger"),
+                (&applier, &applier.state, "applier trigger"),
+            ] {
+                if was != "Enabled" {
+                    continue;
+                }
+                if let Err(r) = ctx.set_trigger(&t.uuid, true, what).await {
+                    let now = ctx
+                        .aws
+                        .mapping_state(&t.uuid)
+                        .await
+                        .unwrap_or_else(|_| "unknown".to_string());
+                    said.push(format!(
+                        "the {what} is {now} (enabling it again failed: {r:#})"
+                    ));
+                }
             }
             let restored = ctx
                 .write_control(
@@ -347,18 +359,14 @@ pub async fn finish<A: Aws>(
                     },
                 )
                 .await;
-            if let Err(r) = restored {
-                left.push(format!(
-                    "the pause and the finish could not be taken back ({r:#}): `ddb-relay resume`"
-                ));
+            match restored {
+                Ok(_) => said.insert(0, "the pause and the finish were taken back".into()),
+                Err(r) => said.insert(0, format!("the pause and the finish could not be taken back ({r:#}): `ddb-relay resume`")),
             }
-            let outcome = if left.is_empty() {
-                "the pause and the finish were taken back and the forwarder trigger is enabled"
-                    .to_string()
-            } else {
-                left.join("; ")
-            };
-            return Err(e.context(format!("a trigger could not be disabled; {outcome}")));
+            return Err(e.context(format!(
+                "a trigger could not be disabled; {}",
+                said.join("; ")
+            )));
         }
     }
     let st = status(ctx, 300).await?;

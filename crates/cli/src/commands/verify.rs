@@ -348,6 +348,10 @@ pub async fn verify<A: Aws>(
     let tkeys = t.target_key_names();
     let began = Instant::now();
     let start_control = ctx.control().await?;
+    if repair_them {
+        // Known now: refused before hours of comparing, not after.
+        refuse_repairs_unless_seeded(&start_control)?;
+    }
     let dir = spill.work_dir.as_deref();
     let budget = spill.memory_mb.saturating_mul(1 << 20);
     let bp = diff::basis_points(sample);
