@@ -247,22 +247,25 @@ pub async fn resume<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<ResumeReport>
         expiring?;
     }
     let trigger = ctx.applier_trigger().await?;
+    // The report, with the trigger's state, the control item's version and
+    // (a dry run) the plan.
+    let report = |trigger: String, version: u64, plan: Option<String>| ResumeReport {
+        stack: s.name.clone(),
+        trigger,
+        cutoff_ms: cutoff,
+        version,
+        reopened,
+        reseed_needed,
+        dry_run: plan.is_some(),
+        plan,
+    };
     if dry_run {
         let plan = match (reopened, reseed_needed) {
             (_, true) => "reopen the finished migration without resuming (the forwarder was off for more than 22 hours, or queued changes may expire): enable the forwarder trigger, clear the finish and the verdict, keep the applier paused for a re-seed".to_string(),
             (true, false) => format!("reopen the finished migration (enable the forwarder trigger, clear the verdict), lift the pause and enable the applier trigger (now {}); cutoff {}", trigger.state, rfc3339(cutoff)),
             (false, false) => format!("lift the pause and enable the applier trigger (now {}); cutoff {}", trigger.state, rfc3339(cutoff)),
         };
-        return Ok(ResumeReport {
-            stack: s.name.clone(),
-            trigger: trigger.state.clone(),
-            cutoff_ms: cutoff,
-            version: read.version,
-            reopened,
-            reseed_needed,
-            dry_run: true,
-            plan: Some(plan),
-        });
+        return Ok(report(trigger.state.clone(), read.version, Some(plan)));
     }
     if reopened {
         let forwarder = ctx.forwarder_trigger().await?;
@@ -280,28 +283,10 @@ pub async fn resume<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<ResumeReport>
                 },
             )
             .await?;
-        return Ok(ResumeReport {
-            stack: s.name.clone(),
-            trigger: trigger.state.clone(),
-            cutoff_ms: cutoff,
-            version: written.version,
-            reopened,
-            reseed_needed,
-            dry_run: false,
-            plan: None,
-        });
+        return Ok(report(trigger.state.clone(), written.version, None));
     }
     let written = enable_applier(ctx, &trigger.uuid, read).await?;
-    Ok(ResumeReport {
-        stack: s.name.clone(),
-        trigger: "Enabled".into(),
-        cutoff_ms: cutoff,
-        version: written.version,
-        reopened,
-        reseed_needed,
-        dry_run: false,
-        plan: None,
-    })
+    Ok(report("Enabled".into(), written.version, None))
 }
 
 /// Lifts the pause (the fence first, so the first batches are not failed),

@@ -11,24 +11,24 @@ use relay_core::item::{AttributeValue, Attrs};
 use super::dynamo::Check;
 use super::{lock, FakeDynamo, FakeFifo, FakeMetrics};
 use crate::operator::{
-    Cond, ControlWrite, Mapping, MetricQuery, Metrics, Objects, Series, StackInfo, Stacks,
-    TableInfo, Tables, Triggers, Written,
+    Cond, ControlWrite, MetricQuery, Metrics, Objects, Series, StackInfo, Stacks, TableInfo,
+    Tables, Written,
 };
 use crate::AwsError;
 
 #[derive(Clone, Debug)]
-struct Trigger {
-    uuid: String,
-    function: String,
-    source_arn: String,
-    enabled: bool,
+pub(super) struct Trigger {
+    pub(super) uuid: String,
+    pub(super) function: String,
+    pub(super) source_arn: String,
+    pub(super) enabled: bool,
 }
 
 #[derive(Default)]
 pub(super) struct State {
-    triggers: Vec<Trigger>,
-    timeouts: HashMap<String, u64>,
-    env: HashMap<(String, String), String>,
+    pub(super) triggers: Vec<Trigger>,
+    pub(super) timeouts: HashMap<String, u64>,
+    pub(super) env: HashMap<(String, String), String>,
     stacks: HashMap<String, StackInfo>,
     /// When set, every metrics read fails with it.
     metrics_fault: Option<AwsError>,
@@ -37,9 +37,9 @@ pub(super) struct State {
     /// Stream labels (creation times) other than [`super::events::stream_arn`]'s.
     stream_labels: HashMap<String, String>,
     /// When set, enabling or disabling a trigger fails with it.
-    mapping_fault: Option<AwsError>,
+    pub(super) mapping_fault: Option<AwsError>,
     /// With `mapping_fault`: only updates of the trigger of this function fail.
-    mapping_fault_of: Option<String>,
+    pub(super) mapping_fault_of: Option<String>,
     page_size: usize,
     /// S3 objects by (bucket, key).
     objects: HashMap<(String, String), Vec<u8>>,
@@ -211,83 +211,6 @@ impl Stacks for FakeAws {
         lock(&self.state).stacks.get(name).cloned().ok_or_else(|| {
             AwsError::permanent("DescribeStacks", "ValidationError", "stack not found")
         })
-    }
-}
-
-impl Triggers for FakeAws {
-    async fn mapping(&self, function: &str, prefix: &str) -> Result<Mapping, AwsError> {
-        tokio::task::yield_now().await;
-        lock(&self.state)
-            .triggers
-            .iter()
-            .find(|t| t.function == function && t.source_arn.starts_with(prefix))
-            .map(|t| Mapping {
-                uuid: t.uuid.clone(),
-                state: if t.enabled { "Enabled" } else { "Disabled" }.into(),
-                source_arn: t.source_arn.clone(),
-                last_result: None,
-            })
-            .ok_or_else(|| {
-                AwsError::permanent(
-                    "ListEventSourceMappings",
-                    "ResourceNotFoundException",
-                    &format!("no {prefix}* trigger on function {function}"),
-                )
-            })
-    }
-
-    async fn mapping_state(&self, uuid: &str) -> Result<String, AwsError> {
-        tokio::task::yield_now().await;
-        lock(&self.state)
-            .triggers
-            .iter()
-            .find(|t| t.uuid == uuid)
-            .map(|t| if t.enabled { "Enabled" } else { "Disabled" }.to_string())
-            .ok_or_else(|| {
-                AwsError::permanent(
-                    "GetEventSourceMapping",
-                    "ResourceNotFoundException",
-                    "no such mapping",
-                )
-            })
-    }
-
-    async fn set_mapping(&self, uuid: &str, enabled: bool) -> Result<(), AwsError> {
-        tokio::task::yield_now().await;
-        {
-            let s = lock(&self.state);
-            let hit = match &s.mapping_fault_of {
-                None => true,
-                Some(f) => s
-                    .triggers
-                    .iter()
-                    .any(|t| t.uuid == uuid && &t.function == f),
-            };
-            if let (Some(e), true) = (s.mapping_fault.clone(), hit) {
-                return Err(e);
-            }
-        }
-        for t in lock(&self.state).triggers.iter_mut() {
-            if t.uuid == uuid {
-                t.enabled = enabled;
-            }
-        }
-        Ok(())
-    }
-
-    async fn function_timeout_s(&self, function: &str) -> Result<u64, AwsError> {
-        Ok(lock(&self.state)
-            .timeouts
-            .get(function)
-            .copied()
-            .unwrap_or(3))
-    }
-
-    async fn function_env(&self, function: &str, var: &str) -> Result<Option<String>, AwsError> {
-        Ok(lock(&self.state)
-            .env
-            .get(&(function.to_string(), var.to_string()))
-            .cloned())
     }
 }
 

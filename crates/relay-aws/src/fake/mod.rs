@@ -26,6 +26,8 @@ mod fifo;
 #[cfg(feature = "operator")]
 mod iac;
 #[cfg(feature = "operator")]
+mod lambda;
+#[cfg(feature = "operator")]
 mod queues;
 pub mod recorders;
 pub mod workload;
