@@ -183,7 +183,7 @@ where
         }
         for (i, put) in puts.into_iter().enumerate() {
             if failed_writes.contains(&i) {
-                failed_at.push(planned.writes[i].first_message);
+                failed_at.extend(planned.writes[i].messages());
             } else if put {
                 counters.puts += 1;
             } else {

@@ -638,3 +638,63 @@ async fn a_change_refused_on_the_last_plan_fails_the_batch_and_writes_nothing() 
     assert_eq!(failed_ids(&out.response), ids(&event));
     assert!(db.items("target").is_empty(), "nothing written");
 }
+
+/// helper-45 #4: a transform that maps two source items to one target key
+/// (`convert` S→N: "1" and "01" are both 1) coalesces their changes, from
+/// two message groups, into one write. When it fails, both groups' messages
+/// fail: the second group's change is not consumed unwritten.
+#[tokio::test(start_paused = true)]
+async fn a_failed_write_two_items_coalesced_into_fails_both_groups() {
+    let db = FakeDynamo::new();
+    db.create_table("target", &["id"]);
+    db.create_table("source", &["pk"]);
+    db.create_table("control", &["migration"]);
+    set_cutoff(&db, T0);
+    let config = ApplierConfig {
+        target_table: "target".into(),
+        source_table: "source".into(),
+        control_table: "control".into(),
+        ttl_policy: TtlPolicy::Replicate,
+        write_concurrency: 2,
+        metrics: MetricsConfig {
+            mode: MetricsMode::Off,
+            namespace: "DdbRelay".into(),
+            migration: "m1".into(),
+        },
+        transform: Some("key: [{attribute: id, convert: {from: pk, to: N}}]\n".into()),
+        target: Default::default(),
+    };
+    let a = Applier::new(
+        config,
+        db.table("target"),
+        db.table("source"),
+        db.table("control"),
+        NoMetrics,
+    );
+    // Every write of target key 1 fails; item 7's succeeds.
+    db.set_faults(|call: &Call<'_>| {
+        let one = call
+            .writes
+            .iter()
+            .any(|w| w.key_source().get("id") != Some(&V::N("7".into())));
+        (call.table == "target" && one).then(|| {
+            DbFault::Error(AwsError::permanent(
+                "BatchWriteItem",
+                "ValidationException",
+                "Item size has exceeded the maximum allowed size",
+            ))
+        })
+    });
+    let mut event = sqs_event(vec![
+        encode("Orders", &[change(1, Op::Insert, "1", 1)]),
+        encode("Orders", &[change(2, Op::Insert, "01", 2)]),
+        encode("Orders", &[change(3, Op::Insert, "7", 3)]),
+    ]);
+    for (i, m) in event.records.iter_mut().enumerate() {
+        m.attributes
+            .insert("MessageGroupId".into(), format!("g{i}"));
+    }
+    let out = a.apply(event.clone(), deadline()).await;
+    assert_eq!(failed_ids(&out.response), ids(&event)[..2].to_vec());
+    assert_eq!(db.items("target").len(), 1, "the other group completed");
+}

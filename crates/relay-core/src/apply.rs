@@ -3,9 +3,10 @@
 //!
 //! **Invariant:** within a batch only the last change per target key is
 //! written, and each write remembers the earliest message that holds a
-//! change it stands for. If that write fails, that message and every later
-//! message of its group are reported failed, so SQS redelivers them in
-//! order; other groups complete.
+//! change it stands for, and of every other source item whose change
+//! coalesced into it (a transform that maps two items to one key). If that
+//! write fails, those messages and every later message of their groups are
+//! reported failed, so SQS redelivers them in order; other groups complete.
 //!
 //! **Invariant:** every event is either turned into a write or counted as
 //! skipped (before the cutoff, or a TTL delete under the skip policy).
@@ -208,6 +209,20 @@ pub struct PlannedWrite<'a> {
     /// Index (in the SQS batch) of the earliest message holding an event this
     /// write stands for.
     pub first_message: usize,
+    /// Messages holding changes of other source items that coalesced into
+    /// this write (each item's earliest among them; empty unless the
+    /// transform maps two source items to one target key, as a `concat`
+    /// whose parts can hold the separator does). A failed write fails them
+    /// too.
+    pub other_messages: Vec<usize>,
+}
+
+impl PlannedWrite<'_> {
+    /// Every message a failure of this write must fail (with its group's
+    /// later messages).
+    pub fn messages(&self) -> impl Iterator<Item = usize> + '_ {
+        std::iter::once(self.first_message).chain(self.other_messages.iter().copied())
+    }
 }
 
 /// Counters for one batch.
@@ -496,8 +511,17 @@ pub fn plan_with<'a>(
                 match by_key.get(&key) {
                     Some(&i) => {
                         p.stats.coalesced += 1;
-                        p.writes[i].op = op;
-                        p.writes[i].source_keys = event.keys.clone();
+                        let w = &mut p.writes[i];
+                        // Another source item's change on the same target
+                        // key: its message must fail with the write too.
+                        if w.source_keys != event.keys
+                            && w.first_message != *index
+                            && !w.other_messages.contains(index)
+                        {
+                            w.other_messages.push(*index);
+                        }
+                        w.op = op;
+                        w.source_keys = event.keys.clone();
                     }
                     None => {
                         by_key.insert(key.clone(), p.writes.len());
@@ -507,6 +531,7 @@ pub fn plan_with<'a>(
                             op,
                             source_keys: event.keys.clone(),
                             first_message: *index,
+                            other_messages: Vec::new(),
                         });
                     }
                 }

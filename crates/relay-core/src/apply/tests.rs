@@ -40,6 +40,47 @@ fn last_change_per_key_wins_and_remembers_its_first_message() {
     assert_eq!(stats.max_lag_ms, 10);
 }
 
+/// helper-45 #4: a transform that maps two source items to one target key
+/// (`convert` S→N: "1" and "01" are both 1; not a key-reusing transform, so
+/// no owned writes) coalesces their changes into one write. Its failure
+/// must fail the second item's message too, else that message completes
+/// and its change is lost.
+#[test]
+fn a_write_two_items_coalesced_into_remembers_both_items_messages() {
+    let t = crate::transform::Declarative::parse(
+        "key: [{attribute: id, convert: {from: pk, to: N}}]",
+        &["pk".to_string()],
+    )
+    .unwrap();
+    let msgs = vec![
+        (0, vec![ev("1", Op::Insert, 10, 1)]),
+        (1, vec![ev("01", Op::Insert, 11, 2)]),
+        (2, vec![ev("1", Op::Modify, 12, 3)]),
+        (3, vec![ev("01", Op::Modify, 13, 4)]),
+    ];
+    let p = plan_with(
+        &msgs,
+        0,
+        TtlPolicy::Replicate,
+        20,
+        Some(&t),
+        Mode::Normal,
+        &Fetched::new(),
+    );
+    assert_eq!(p.writes.len(), 1, "one target key");
+    let w = &p.writes[0];
+    assert_eq!(w.messages().collect::<Vec<_>>(), vec![0, 1, 2, 3]);
+    // With the groups: a failure of the write fails both items' groups.
+    let groups = ["g1", "g01", "g1", "g01"];
+    assert_eq!(
+        failed_messages(&groups, w.messages()),
+        [0, 1, 2, 3].into_iter().collect()
+    );
+    // Writes of one item only remember its first message.
+    let (writes, _) = plan(&msgs[..1], 0, TtlPolicy::Replicate, 20);
+    assert!(writes[0].other_messages.is_empty());
+}
+
 #[test]
 fn events_before_the_cutoff_are_skipped_and_counted() {
     let msgs = vec![(
