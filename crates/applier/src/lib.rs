@@ -297,7 +297,7 @@ where
                 Ok(Fence::Moved(next)) => {
                     tracing::info!(planned_version = version, "the control item changed while this batch was applied; planning it again under the new state");
                     replanned += 1;
-                    state = Ok(next);
+                    state = Ok(next.map(|n| *n));
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot commit the batch on the control item; failing it (it is applied again on redelivery)");

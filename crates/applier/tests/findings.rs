@@ -1408,3 +1408,171 @@ fn repairs_wait_for_a_pending_reseed() {
         assert!(sim.db.items("target").is_empty(), "nothing written");
     });
 }
+
+/// Lambda's record of a stream batch its trigger gave up on, whose newest
+/// stream record arrived at `last_ms`.
+fn failure_record(last_ms: i64) -> String {
+    let t = ddb_relay::ctx::rfc3339;
+    format!(
+        r#"{{"version":"1.0","timestamp":"{}","requestContext":{{"condition":"RecordAgeExceeded","approximateInvokeCount":1}},"DDBStreamBatchInfo":{{"shardId":"shardId-1","startSequenceNumber":"100","endSequenceNumber":"200","batchSize":2,"approximateArrivalOfFirstRecord":"{}","approximateArrivalOfLastRecord":"{}"}}}}"#,
+        t(last_ms + 5_000),
+        t(last_ms - 1_000),
+        t(last_ms)
+    )
+}
+
+/// helper-48 #6: a batch the forwarder's trigger gave up on sits in the
+/// stream failure queue, and `cutover` and `finish` wait on it; nothing
+/// cleared it. `dlq stream-failures --clear` deletes a record only once the
+/// target is known to hold its changes: before the seed's cutoff, or before
+/// a clean full verify began less the margin; never while the target is
+/// not whole.
+#[test]
+fn a_stream_failure_is_cleared_only_once_the_seed_or_a_clean_verify_covers_it() {
+    use ddb_relay::commands::stream_failures::stream_failures;
+    use relay_aws::operator::Queues;
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 67)).await;
+        sim.start_pollers();
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        seed_by_backup(&sim).await;
+        sim.assert_converged().await;
+        let cutoff = sim.ctx.control().await.unwrap().cutoff_ms.unwrap();
+        // A change the target never got: written to the source, its stream
+        // batch given up on.
+        sim.db.put("source", source_item(2, 1, 20, 0));
+        sim.assert_converged().await;
+        sim.stop_pollers();
+        sim.db.delete("target", &source_key(2), false);
+        let lost_ms = sim.now_ms();
+        let url = sim.ctx.stack.stream_failure_url.clone();
+        let depth = || async { sim.aws.queue_attrs(&url).await.unwrap().visible };
+        sim.aws
+            .send_message(&url, &failure_record(cutoff - 1_000))
+            .await
+            .unwrap();
+        sim.aws
+            .send_message(&url, &failure_record(lost_ms))
+            .await
+            .unwrap();
+
+        // Listing deletes nothing; a dry run neither.
+        let r = stream_failures(&sim.ctx, 100, false, false).await.unwrap();
+        assert_eq!((r.count, r.covered, r.cleared), (2, 1, 0), "{}", r.text());
+        let r = stream_failures(&sim.ctx, 100, true, true).await.unwrap();
+        assert_eq!((r.cleared, r.left), (1, 1), "{}", r.text());
+        assert_eq!(depth().await, 2);
+        // The one before the cutoff goes; the lost change's stays.
+        let r = stream_failures(&sim.ctx, 100, true, false).await.unwrap();
+        assert_eq!(
+            (r.cleared, r.left, r.exit_code()),
+            (1, 1, 3),
+            "{}",
+            r.text()
+        );
+        assert!(r.text().contains("verify --repair"), "{}", r.text());
+        assert_eq!(depth().await, 1);
+
+        // A clean verify (it repairs item 2) that began within the margin
+        // of the lost change does not cover it: its scan reads eventually
+        // consistently.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let v = verify::verify(&sim.ctx, 100.0, true, 1, copy(), &Default::default())
+            .await
+            .unwrap();
+        assert!(v.clean && v.repaired == 1, "{v:?}");
+        let s = status::status(&sim.ctx, 300).await.unwrap();
+        assert!(s.last_verify_age_s.is_some(), "the verdict's time is kept");
+        let r = stream_failures(&sim.ctx, 100, true, false).await.unwrap();
+        assert_eq!((r.cleared, r.left), (0, 1), "{}", r.text());
+        // Not while the target is not whole (an interrupted re-seed): a
+        // clear refuses, a listing says why nothing is covered.
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        let read = sim.ctx.control().await.unwrap();
+        let pending = relay_core::control::ControlState {
+            seed_method: Some("backup-pending".into()),
+            ..read.clone()
+        };
+        let written = sim.ctx.write_control(&read, pending).await.unwrap();
+        let err = stream_failures(&sim.ctx, 100, true, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("interrupted"), "{err}");
+        let r = stream_failures(&sim.ctx, 100, false, false).await.unwrap();
+        assert!(r.covered == 0 && r.not_whole.is_some(), "{}", r.text());
+        sim.ctx.write_control(&written, read).await.unwrap();
+        assert_eq!(depth().await, 1);
+        // A clean verify that began after the margin covers it.
+        let v = verify::verify(&sim.ctx, 100.0, true, 1, copy(), &Default::default())
+            .await
+            .unwrap();
+        assert!(v.clean, "{v:?}");
+        let r = stream_failures(&sim.ctx, 100, true, false).await.unwrap();
+        assert_eq!(
+            (r.cleared, r.left, r.exit_code()),
+            (1, 0, 0),
+            "{}",
+            r.text()
+        );
+        assert_eq!(depth().await, 0);
+        assert!(
+            sim.db.items("target").len() == 2,
+            "the lost change was repaired"
+        );
+    });
+}
+
+/// A clear that decided under one seed deletes nothing once another
+/// operator's re-seed (or a verdict change) landed while it read.
+#[test]
+fn a_stream_failure_clear_that_outlives_a_reseed_deletes_nothing() {
+    use ddb_relay::commands::stream_failures::stream_failures;
+    use relay_aws::operator::Queues;
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 71)).await;
+        sim.start_pollers();
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        seed_by_backup(&sim).await;
+        sim.assert_converged().await;
+        sim.stop_pollers();
+        let cutoff = sim.ctx.control().await.unwrap().cutoff_ms.unwrap();
+        let url = sim.ctx.stack.stream_failure_url.clone();
+        sim.aws
+            .send_message(&url, &failure_record(cutoff - 1_000))
+            .await
+            .unwrap();
+        // The clear's second read of the control table (after its first
+        // look at the control item) takes 3 s; the re-seed lands at 1 s.
+        let reads = Arc::new(AtomicUsize::new(0));
+        let r = reads.clone();
+        let control = sim.ctx.stack.control_table.clone();
+        sim.db.set_latency(move |call| {
+            if call.table == control
+                && call.op == "GetItem"
+                && r.fetch_add(1, Ordering::SeqCst) == 1
+            {
+                Duration::from_secs(3)
+            } else {
+                Duration::ZERO
+            }
+        });
+        let reseed = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let read = sim.ctx.control().await.unwrap();
+            let pending = relay_core::control::ControlState {
+                seed_method: Some("backup-pending".into()),
+                cutoff_ms: None,
+                ..read.without_verdict()
+            };
+            sim.ctx.write_control(&read, pending).await.unwrap();
+        };
+        let (cleared, ()) = tokio::join!(stream_failures(&sim.ctx, 100, true, false), reseed);
+        let err = cleared.unwrap_err().to_string();
+        assert!(
+            err.contains("re-seeded") && err.contains("nothing was deleted"),
+            "{err}"
+        );
+        assert_eq!(sim.aws.queue_attrs(&url).await.unwrap().visible, 1);
+    });
+}

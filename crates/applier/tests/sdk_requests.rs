@@ -167,7 +167,7 @@ async fn the_applier_commits_only_at_the_version_it_planned_with() {
     script.answer(200, item_json(&control(8, Some(4_000)).to_item()));
     assert_eq!(
         table.commit("m", 7, Some(5_000)).await.unwrap(),
-        Fence::Moved(Some(control(8, Some(4_000))))
+        Fence::Moved(Some(Box::new(control(8, Some(4_000)))))
     );
     // ... or another batch already raised it past ours (held).
     script.answer(400, conditional_check_failed());

@@ -385,7 +385,8 @@ pub enum Command {
         #[arg(last = true)]
         sam_args: Vec<String>,
     },
-    /// Inspect and repair the dead-letter queue.
+    /// Inspect and repair the dead-letter queue; list and clear the stream
+    /// failure queue.
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
@@ -408,6 +409,20 @@ pub enum DlqCommand {
         /// application does not write to the target yet.
         #[arg(long)]
         after_finish: bool,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List the stream failure queue's records (stream batches the
+    /// forwarder gave up on: a shard and a sequence range each), and which
+    /// the target is known to hold (before the seed's cutoff, or before a
+    /// clean full verify began).
+    StreamFailures {
+        #[arg(long, default_value_t = 1000)]
+        max: usize,
+        /// Delete the covered records (exit 3 when any is left).
+        #[arg(long)]
+        clear: bool,
+        /// With --clear: say what would be deleted; delete nothing.
         #[arg(long)]
         dry_run: bool,
     },

@@ -210,7 +210,7 @@ impl<A: Aws> Ctx<A> {
             .await
             .map_err(|e| explain(e, &format!("control table {}", self.stack.control_table)))?
         {
-            ControlWrite::Written(s) => Ok(s),
+            ControlWrite::Written(s) => Ok(*s),
             ControlWrite::Conflict => bail!(
                 "another operator (or command) changed migration {} since this command read it (version {}); check `ddb-relay status` and re-run",
                 self.stack.migration,

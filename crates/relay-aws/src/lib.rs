@@ -206,7 +206,7 @@ pub enum Fence {
     Held,
     /// An operator changed the control item since (pause, mode switch,
     /// cutoff): nothing may be consumed under the old plan. The new state.
-    Moved(Option<ControlState>),
+    Moved(Option<Box<ControlState>>),
 }
 
 /// The applier's side of the control item of a migration.

@@ -24,6 +24,8 @@ pub const ATTR_VERSION: &str = "version";
 pub const ATTR_SEED_METHOD: &str = "seed_method";
 pub const ATTR_SEED_MS: &str = "seed_ms";
 pub const ATTR_LAST_VERIFY: &str = "last_verify";
+/// When the full verify whose verdict is `last_verify` began.
+pub const ATTR_VERIFY_MS: &str = "verify_ms";
 pub const ATTR_UPDATED_MS: &str = "updated_ms";
 /// Written by the applier only: the newest event time it has consumed.
 pub const ATTR_CONSUMED_MS: &str = "consumed_ms";
@@ -65,6 +67,9 @@ pub struct ControlState {
     /// The last full verify's verdict ("clean" or a summary) since the
     /// last seed; every seed and restart clears it.
     pub last_verify: Option<String>,
+    /// When that verify began (`None` on items written before it was
+    /// recorded: the verdict's age is unknown). Cleared with the verdict.
+    pub verify_ms: Option<i64>,
     pub updated_ms: Option<i64>,
     /// The newest event time in any message the applier has consumed
     /// (reported successful, so SQS deletes it). Written only by the
@@ -150,6 +155,7 @@ impl ControlState {
             seed_method: string(item, ATTR_SEED_METHOD),
             seed_ms: number(item, ATTR_SEED_MS)?,
             last_verify: string(item, ATTR_LAST_VERIFY),
+            verify_ms: number(item, ATTR_VERIFY_MS)?,
             updated_ms: number(item, ATTR_UPDATED_MS)?,
             consumed_ms: number(item, ATTR_CONSUMED_MS)?,
             stopped_by_ms: number(item, ATTR_STOPPED_BY_MS)?,
@@ -176,6 +182,7 @@ impl ControlState {
             (ATTR_SEED_METHOD, s(&self.seed_method)),
             (ATTR_SEED_MS, n(self.seed_ms)),
             (ATTR_LAST_VERIFY, s(&self.last_verify)),
+            (ATTR_VERIFY_MS, n(self.verify_ms)),
             (ATTR_UPDATED_MS, n(self.updated_ms)),
         ]
     }
@@ -200,6 +207,16 @@ impl ControlState {
             item.insert(ATTR_CONSUMED_MS.into(), AttributeValue::N(t.to_string()));
         }
         item
+    }
+
+    /// A copy without the last verify's verdict (and its time): every seed
+    /// and restart clears it, and so does reopening a finished migration.
+    pub fn without_verdict(&self) -> ControlState {
+        ControlState {
+            last_verify: None,
+            verify_ms: None,
+            ..self.clone()
+        }
     }
 
     /// What the applier may do.

@@ -270,6 +270,10 @@ pub struct Status {
     /// undecodable messages, missing cutoff, Lambda errors and throttles).
     pub errors: Option<f64>,
     pub last_verify: Option<String>,
+    /// How long ago the verify of `last_verify` began (`None`: unknown).
+    pub last_verify_age_s: Option<i64>,
+    /// How long a clean verdict counts ([`verdict_lifetime_s`]).
+    pub verdict_lifetime_s: i64,
     /// When `finish` ran (`None`: not finished, or reopened by `resume`).
     pub finished_ms: Option<i64>,
     /// A copy seed's checkpoints (`None`: no copy seed is running).
@@ -316,6 +320,28 @@ pub struct Decision {
 
 /// The cutover decision. Every condition is a check; GO needs all of them to
 /// pass. Anything unknown is a NO-GO.
+/// How long a clean full verify counts for `cutover`: a change made after
+/// the verify began and then given up on sits in the DLQ or the stream
+/// failure queue (`status` shows them, and `cutover` is NO-GO) until it
+/// expires: its retention counts from when it was first queued, which is
+/// after the verify began. So while the verdict is younger than the shorter
+/// retention (less an hour for clocks), no such change can have left unseen.
+/// Purging either queue by hand is outside this rule.
+pub fn verdict_lifetime_s(dlq_retention_s: i64, stream_failure_retention_s: i64) -> i64 {
+    dlq_retention_s.min(stream_failure_retention_s) - 3600
+}
+
+/// "3 d 4 h", "2 h 5 min", "40 s".
+pub fn duration_text(s: i64) -> String {
+    let s = s.max(0);
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
 pub fn cutover(status: &Status, t: &CutoverThresholds) -> Decision {
     let mut checks = Vec::new();
     checks.push(match status.cutoff_ms {
@@ -420,7 +446,7 @@ pub fn cutover(status: &Status, t: &CutoverThresholds) -> Decision {
         Check::fail(
             "stream failures",
             format!(
-                "{} batches the forwarder gave up on: verify and repair from the source",
+                "{} stream batches the forwarder gave up on, their changes not in the target: a full `ddb-relay verify --repair` that ends clean covers them, then `ddb-relay dlq stream-failures --clear` deletes them",
                 status.stream_failures
             ),
         )
@@ -435,17 +461,28 @@ pub fn cutover(status: &Status, t: &CutoverThresholds) -> Decision {
     for u in &status.unknown {
         checks.push(Check::fail("unknown", format!("{u} (unknown is not zero)")));
     }
-    checks.push(match (status.last_verify.as_deref(), t.waive_verify) {
-        (Some("clean"), _) => Check::pass("verify", "clean since the last seed"),
-        (_, true) => Check::warn(
-            "verify",
-            "waived by --no-verify: no clean full verify since the last seed",
+    let verdict = match (status.last_verify.as_deref(), status.last_verify_age_s) {
+        (Some("clean"), Some(age)) if age < status.verdict_lifetime_s => Ok(format!(
+            "clean since the last seed (began {} ago)",
+            duration_text(age)
+        )),
+        (Some("clean"), Some(age)) => Err(format!(
+            "the last clean verify began {} ago, longer than the DLQ and the stream failure queue keep a message less an hour ({}): a change that failed since could have expired from them unseen; run `ddb-relay verify` again",
+            duration_text(age),
+            duration_text(status.verdict_lifetime_s)
+        )),
+        (Some("clean"), None) => Err(
+            "clean, but when that verify ran was not recorded (an older ddb-relay wrote it): run `ddb-relay verify` again".into(),
         ),
-        (Some(v), false) => Check::fail("verify", v.to_string()),
-        (None, false) => Check::fail(
-            "verify",
-            "no clean full verify since the last seed: run `ddb-relay verify` (or waive with --no-verify)",
+        (Some(v), _) => Err(v.to_string()),
+        (None, _) => Err(
+            "no clean full verify since the last seed: run `ddb-relay verify`".into(),
         ),
+    };
+    checks.push(match (verdict, t.waive_verify) {
+        (Ok(d), _) => Check::pass("verify", d),
+        (Err(d), true) => Check::warn("verify", format!("waived by --no-verify: {d}")),
+        (Err(d), false) => Check::fail("verify", format!("{d} (or waive with --no-verify)")),
     });
     let reasons = checks
         .iter()

@@ -12,6 +12,7 @@
 //! - [`decide`]: the operator's decisions (preflight checks, replay points,
 //!   cutover GO/NO-GO);
 //! - [`diff`]: table comparison by canonical encoding;
+//! - [`failure`]: the stream failure queue's records, and when one is covered;
 //! - [`work`]: the tasks and part checkpoints of a copy fanned out over workers;
 //! - [`place`]: a target in another region or account; [`plan`]: a migration
 //!   plan for a set of table pairs;
@@ -29,6 +30,7 @@ pub mod diff;
 pub mod envelope;
 pub mod event;
 pub mod export;
+pub mod failure;
 pub mod group;
 pub mod iac;
 pub mod item;

@@ -63,17 +63,23 @@ fn key_json(key: &Attrs) -> Value {
     serde_json::to_value(key).unwrap_or(Value::Null)
 }
 
-/// Receives up to `max` distinct messages, holding each for `hold_s`.
-async fn drain<A: Aws>(ctx: &Ctx<A>, max: usize, hold_s: i32) -> Result<Vec<RawMessage>> {
+/// Receives up to `max` distinct messages of the queue at `url` (`what`
+/// names it in errors), holding each for `hold_s`.
+pub(crate) async fn drain<A: Aws>(
+    ctx: &Ctx<A>,
+    (url, what): (&str, &str),
+    max: usize,
+    hold_s: i32,
+) -> Result<Vec<RawMessage>> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     let mut empty_polls = 0;
     while out.len() < max && empty_polls < 2 {
         let batch = ctx
             .aws
-            .receive(&ctx.stack.dlq_url, (max - out.len()).min(10) as i32, hold_s)
+            .receive(url, (max - out.len()).min(10) as i32, hold_s)
             .await
-            .map_err(|e| explain(e, "DLQ"))?;
+            .map_err(|e| explain(e, what))?;
         if batch.is_empty() {
             empty_polls += 1;
             continue;
@@ -87,13 +93,11 @@ async fn drain<A: Aws>(ctx: &Ctx<A>, max: usize, hold_s: i32) -> Result<Vec<RawM
     Ok(out)
 }
 
-async fn release<A: Aws>(ctx: &Ctx<A>, msgs: &[RawMessage]) {
+/// Makes held messages of the queue at `url` visible again.
+pub(crate) async fn release<A: Aws>(ctx: &Ctx<A>, url: &str, msgs: &[RawMessage]) {
     for m in msgs {
         // Best effort: if this fails, the message returns after its hold.
-        let _ = ctx
-            .aws
-            .release_message(&ctx.stack.dlq_url, &m.receipt)
-            .await;
+        let _ = ctx.aws.release_message(url, &m.receipt).await;
     }
 }
 
@@ -143,8 +147,9 @@ impl Report for DlqListReport {
 }
 
 pub async fn list<A: Aws>(ctx: &Ctx<A>, max: usize) -> Result<DlqListReport> {
-    let msgs = drain(ctx, max, 30).await?;
-    release(ctx, &msgs).await;
+    let dlq = (ctx.stack.dlq_url.as_str(), "DLQ");
+    let msgs = drain(ctx, dlq, max, 30).await?;
+    release(ctx, dlq.0, &msgs).await;
     let rows: Vec<Inspected> = msgs.into_iter().map(inspect).collect();
     Ok(DlqListReport {
         stack: ctx.stack.name.clone(),
@@ -255,7 +260,7 @@ pub async fn repair<A: Aws>(ctx: &Ctx<A>, max: usize, dry_run: bool) -> Result<D
         super::verify::refuse_repairs_unless_seeded(&now)?;
     }
     let fence = Fence::of(&now);
-    let msgs = drain(ctx, max, 300).await?;
+    let msgs = drain(ctx, (&s.dlq_url, "DLQ"), max, 300).await?;
     let mut repaired = 0usize;
     let mut results = Vec::new();
     let mut left = Vec::new();
@@ -345,7 +350,7 @@ pub async fn repair<A: Aws>(ctx: &Ctx<A>, max: usize, dry_run: bool) -> Result<D
             }
         }
     }
-    release(ctx, &left).await;
+    release(ctx, &s.dlq_url, &left).await;
     Ok(DlqRepairReport {
         stack: s.name.clone(),
         dry_run,

@@ -71,7 +71,7 @@ impl Report for FinishReport {
             return format!("finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. NOT READY: {} message(s) reached the queue after the quiet was proven (a write to the source after writes stopped): their changes are not in {}. Do not switch: `ddb-relay resume` reopens the migration (the forwarder trigger too) and applies them; stop the writes and run finish again.", self.drained_s, self.queued, self.target_table);
         }
         if self.dlq_depth + self.stream_failures > 0 {
-            return format!("finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. NOT READY: the DLQ holds {} message(s) and the stream failure queue {}: their changes are not in {}. Run `ddb-relay dlq repair --after-finish` (the DLQ) and `ddb-relay verify --repair --after-finish` (the stream failures, and to check) before switching.", self.drained_s, self.dlq_depth, self.stream_failures, self.target_table);
+            return format!("finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. NOT READY: the DLQ holds {} message(s) and the stream failure queue {}: their changes are not in {}. Before switching, run `ddb-relay dlq repair --after-finish` (the DLQ), and for the stream failures a full `ddb-relay verify --repair --after-finish`, then `ddb-relay dlq stream-failures --clear` (it deletes the records that clean verify covers).", self.drained_s, self.dlq_depth, self.stream_failures, self.target_table);
         }
         format!(
             "finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. DLQ 0, stream failures 0, last full verify since the seed: {}. The target {} is ready: switch your application to it. (If writes may have reached the source after they were stopped, `ddb-relay verify` run now finds them.)",
@@ -127,7 +127,7 @@ async fn not_quiet<A: Aws>(
         .await
         .map_err(|e| explain(e, "stream failure queue"))?;
     if f.visible + f.in_flight > 0 {
-        bail!("{} stream batches were given up by the forwarder (stream failure queue): verify and repair before finishing", f.visible + f.in_flight);
+        bail!("{} stream batches were given up by the forwarder (stream failure queue): their changes are not in the target. Run a full `ddb-relay verify --repair`, then `ddb-relay dlq stream-failures --clear` (it deletes the records a clean verify covers), then finish", f.visible + f.in_flight);
     }
     let now = ctx.now_ms();
     let dims = [
@@ -203,26 +203,31 @@ async fn not_quiet<A: Aws>(
 /// or its tombstone sweep unfinished (its checkpoint is still there), or
 /// the table missing or not ACTIVE. A quiet queue proves none of that: a
 /// paused applier leaves the queue empty whatever the target holds.
-async fn refuse_partial_target<A: Aws>(ctx: &Ctx<A>, c: &ControlState) -> Result<()> {
+/// `then` ends each message ("then finish").
+pub(crate) async fn refuse_partial_target<A: Aws>(
+    ctx: &Ctx<A>,
+    c: &ControlState,
+    then: &str,
+) -> Result<()> {
     let s = &ctx.stack;
     let pending = c.seed_method.as_deref().filter(|m| m.ends_with("-pending"));
     if let Some(m) = pending {
-        bail!("a re-seed of {} was interrupted ({m}): the target is not whole. Re-run it (`ddb-relay status` names it), then finish", s.target_table);
+        bail!("a re-seed of {} was interrupted ({m}): the target is not whole. Re-run it (`ddb-relay status` names it), {then}", s.target_table);
     }
     if c.cutoff_ms.is_none() {
         bail!(
-            "{} was never seeded (no cutoff): run `ddb-relay seed`, then finish",
+            "{} was never seeded (no cutoff): run `ddb-relay seed`, {then}",
             s.target_table
         );
     }
     if c.mode == relay_core::control::Mode::Tombstone {
-        bail!("a scan copy is still running (tombstone mode): the target is not whole. Let it finish (or re-run `ddb-relay seed` to continue it), then finish");
+        bail!("a scan copy is still running (tombstone mode): the target is not whole. Let it finish (or re-run `ddb-relay seed` to continue it), {then}");
     }
     if super::copy::read_checkpoint(ctx, &super::copy::checkpoint_key(ctx))
         .await?
         .is_some()
     {
-        bail!("the copy seed's checkpoint is still there: its copy or tombstone sweep did not finish. Re-run `ddb-relay seed` to finish it, then finish");
+        bail!("the copy seed's checkpoint is still there: its copy or tombstone sweep did not finish. Re-run `ddb-relay seed` to finish it, {then}");
     }
     match ctx
         .aws
@@ -252,7 +257,7 @@ pub async fn finish<A: Aws>(
         bail!("finish proves the drain with the functions' own metrics, and the stack's MetricsMode is off: deploy it with MetricsMode=emf (putmetricdata on an emulator), then finish");
     }
     let start = ctx.control().await?;
-    refuse_partial_target(ctx, &start).await?;
+    refuse_partial_target(ctx, &start, "then finish").await?;
     let applier = ctx.applier_trigger().await?;
     let forwarder = ctx.forwarder_trigger().await?;
     // A forwarder invocation retrying its sends reports nothing until it

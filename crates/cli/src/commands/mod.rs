@@ -19,6 +19,7 @@ pub mod replay;
 pub mod scan;
 pub mod seed;
 pub mod status;
+pub mod stream_failures;
 pub mod verify;
 pub mod verify_fanout;
 pub mod verify_part;
@@ -283,6 +284,14 @@ pub async fn run<A: Aws>(ctx: &Ctx<A>, command: Command) -> Result<i32> {
             DlqCommand::Repair { max, dry_run, .. } => {
                 emit(out, &dlq::repair(ctx, max, dry_run).await?)
             }
+            DlqCommand::StreamFailures {
+                max,
+                clear,
+                dry_run,
+            } => emit(
+                out,
+                &stream_failures::stream_failures(ctx, max, clear, dry_run).await?,
+            ),
         },
     })
 }

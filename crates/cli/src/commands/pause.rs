@@ -278,8 +278,7 @@ pub async fn resume<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<ResumeReport>
                 &read,
                 ControlState {
                     finished_ms: None,
-                    last_verify: None,
-                    ..read.clone()
+                    ..read.without_verdict()
                 },
             )
             .await?;
@@ -307,12 +306,11 @@ pub async fn enable_applier<A: Aws>(
                 stopped_by_ms: None,
                 finished_ms: None,
                 // A reopened migration verifies again before its cutover.
-                last_verify: if read.finished_ms.is_some() {
-                    None
+                ..if read.finished_ms.is_some() {
+                    read.without_verdict()
                 } else {
-                    read.last_verify.clone()
-                },
-                ..read.clone()
+                    read.clone()
+                }
             },
         )
         .await?

@@ -230,8 +230,7 @@ pub async fn replay<A: Aws>(
                     mode: Mode::Normal,
                     seed_method: Some(format!("{}-pending", method.as_str())),
                     seed_ms: Some(t),
-                    last_verify: None,
-                    ..read.clone()
+                    ..read.without_verdict()
                 },
             )
             .await?;

@@ -347,8 +347,7 @@ pub async fn seed_copy<A: Aws>(
                     mode: Mode::Tombstone,
                     seed_method: Some(method.into()),
                     seed_ms: Some(start_ms),
-                    last_verify: None,
-                    ..read.clone()
+                    ..read.without_verdict()
                 },
             )
             .await?;

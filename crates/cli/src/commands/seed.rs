@@ -424,8 +424,7 @@ pub async fn run_seed<A: Aws>(
         seed_method: Some(method.as_str().into()),
         seed_ms: Some(seed_ms),
         cutoff_ms: None,
-        last_verify: None,
-        ..read.clone()
+        ..read.without_verdict()
     };
     match method {
         Method::Scan => bail!("the scan copy runs through `seed --method scan`"),

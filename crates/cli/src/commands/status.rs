@@ -118,6 +118,9 @@ fn newest(series: &[&Series], now_ms: i64) -> Option<f64> {
 }
 
 pub async fn status<A: Aws>(ctx: &Ctx<A>, window_s: u64) -> Result<Status> {
+    // CloudWatch's periods are a minute: a shorter window reads a minute,
+    // and rates are per the window read.
+    let window_s = window_s.max(60);
     let s = &ctx.stack;
     let control = ctx.control().await?;
     let applier = ctx.applier_trigger().await?;
@@ -143,7 +146,7 @@ pub async fn status<A: Aws>(ctx: &Ctx<A>, window_s: u64) -> Result<Status> {
         .await
         .map_err(|e| explain(e, &s.source_table))?;
     let now = ctx.now_ms();
-    let since = now - (window_s.max(60) as i64) * 1000;
+    let since = now - (window_s as i64) * 1000;
     let q = Queries::new(ctx);
     let mut unknown = Vec::new();
     let series: Vec<Series> = match ctx.aws.metrics(&q.list, since, now + 60_000).await {
@@ -157,7 +160,7 @@ pub async fn status<A: Aws>(ctx: &Ctx<A>, window_s: u64) -> Result<Status> {
         unknown.push("the functions' own metrics: the stack's MetricsMode is off (deploy it with emf, or putmetricdata on an emulator)".into());
     }
     let metrics_known = unknown.is_empty();
-    let per_min = |v: Option<f64>| v.map(|v| v * 60.0 / window_s.max(1) as f64);
+    let per_min = |v: Option<f64>| v.map(|v| v * 60.0 / window_s as f64);
     let applied = match (sum(&series[PUTS]), sum(&series[DELETES])) {
         (None, None) => None,
         (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
@@ -206,6 +209,11 @@ pub async fn status<A: Aws>(ctx: &Ctx<A>, window_s: u64) -> Result<Status> {
         replication_lag_ms: newest(&[&series[LAG]], now),
         errors,
         last_verify: control.last_verify,
+        last_verify_age_s: control.verify_ms.map(|t| (now - t).max(0) / 1000),
+        verdict_lifetime_s: relay_core::decide::verdict_lifetime_s(
+            dlq.retention_s,
+            failures.retention_s,
+        ),
         finished_ms: control.finished_ms,
         copy_progress,
         unknown,
@@ -263,7 +271,14 @@ pub fn status_text(s: &Status) -> String {
         s.window_s,
         opt(s.replication_lag_ms, " s", 1000.0),
         s.errors.map_or("unknown".into(), |e| format!("{e:.0}")),
-        s.last_verify.as_deref().unwrap_or("none since the last seed"),
+        match (s.last_verify.as_deref(), s.last_verify_age_s) {
+            (Some(v), Some(age)) => format!(
+                "{v} (began {} ago)",
+                relay_core::decide::duration_text(age)
+            ),
+            (Some(v), None) => v.to_string(),
+            (None, _) => "none since the last seed".into(),
+        },
     );
     if let Some(f) = s.finished_ms {
         out.push_str(&format!(

@@ -288,11 +288,11 @@ async fn settle_one<A: Aws>(
 }
 
 /// Records the verdict for `cutover`: only for a full verify (`sample` 100)
-/// of the seed that was current when it started (`start`); `true` when
-/// recorded.
+/// of the seed that was current when it started (`start`, read at
+/// `started_ms`, which is recorded with it); `true` when recorded.
 pub(crate) async fn record_verdict<A: Aws>(
     ctx: &Ctx<A>,
-    start: &ControlState,
+    (start, started_ms): (&ControlState, i64),
     sample: f64,
     remaining: u64,
 ) -> Result<bool> {
@@ -311,6 +311,7 @@ pub(crate) async fn record_verdict<A: Aws>(
         }
         let next = ControlState {
             last_verify: Some(verdict.clone()),
+            verify_ms: Some(started_ms),
             ..read.clone()
         };
         if ctx.write_control(&read, next).await.is_ok() {
@@ -347,6 +348,7 @@ pub async fn verify<A: Aws>(
     let source_keys = &loaded.source_keys;
     let tkeys = t.target_key_names();
     let began = Instant::now();
+    let started_ms = ctx.now_ms();
     let start_control = ctx.control().await?;
     if repair_them {
         // Known now: refused before hours of comparing, not after.
@@ -482,7 +484,7 @@ pub async fn verify<A: Aws>(
         .await?;
     }
     let clean = n.remaining == 0;
-    let recorded = record_verdict(ctx, &start_control, sample, n.remaining).await?;
+    let recorded = record_verdict(ctx, (&start_control, started_ms), sample, n.remaining).await?;
     let took = began.elapsed().as_secs_f64();
     Ok(VerifyReport {
         stack: s.name.clone(),

@@ -216,6 +216,7 @@ pub async fn verify<A: Aws>(
             );
         }
     }
+    let started_ms = ctx.now_ms();
     let start = ctx.control().await?;
     if repair {
         refuse_repairs_unless_seeded(&start)?;
@@ -299,7 +300,7 @@ pub async fn verify<A: Aws>(
         .await
         .map_err(|e| explain(e, "control table"))?;
     forget_run(ctx, run_ms, segments).await;
-    let recorded = record_verdict(ctx, &start, sample, n.remaining).await?;
+    let recorded = record_verdict(ctx, (&start, started_ms), sample, n.remaining).await?;
     let took = began.elapsed().as_secs_f64();
     Ok(VerifyReport {
         stack: s.name.clone(),

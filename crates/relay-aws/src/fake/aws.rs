@@ -478,7 +478,7 @@ impl Tables for FakeAws {
             )
         })?;
         Ok(match (done, written) {
-            (true, Some(s)) => ControlWrite::Written(s),
+            (true, Some(s)) => ControlWrite::Written(Box::new(s)),
             _ => ControlWrite::Conflict,
         })
     }

@@ -214,7 +214,7 @@ pub struct QueueAttrs {
 /// The result of a conditional control-item write.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ControlWrite {
-    Written(ControlState),
+    Written(Box<ControlState>),
     /// Somebody else changed the item since it was read.
     Conflict,
 }

@@ -343,6 +343,6 @@ pub fn fence_from(state: Option<ControlState>, version: u64, consumed_ms: Option
         // Same version but below our mark: only a concurrent writer racing
         // the condition can cause this; reporting Moved makes the caller
         // reload and commit again, never consume unrecorded.
-        other => Fence::Moved(other),
+        other => Fence::Moved(other.map(Box::new)),
     }
 }

@@ -12,6 +12,8 @@ fn healthy() -> Status {
         errors: Some(0.0),
         window_s: 300,
         last_verify: Some("clean".into()),
+        last_verify_age_s: Some(600),
+        verdict_lifetime_s: verdict_lifetime_s(14 * 86_400, 14 * 86_400),
         ..Status::default()
     }
 }
@@ -119,6 +121,53 @@ fn no_clean_verify_since_the_seed_is_no_go_unless_waived() {
         .checks
         .iter()
         .any(|c| c.status == CheckStatus::Warn && c.detail.contains("waived")));
+}
+
+#[test]
+fn a_clean_verdict_counts_only_while_no_failed_change_since_can_have_expired() {
+    let fails = |s: &Status| {
+        let d = cutover(s, &T);
+        assert!(!d.go, "{:?}", d.checks);
+        d.checks
+            .iter()
+            .find(|c| c.name == "verify")
+            .map(|c| c.detail.clone())
+            .unwrap()
+    };
+    // Just inside the shorter retention (a 4-day DLQ here), less an hour.
+    let mut s = healthy();
+    s.verdict_lifetime_s = verdict_lifetime_s(4 * 86_400, 14 * 86_400);
+    assert_eq!(s.verdict_lifetime_s, 4 * 86_400 - 3600);
+    s.last_verify_age_s = Some(4 * 86_400 - 3601);
+    assert!(cutover(&s, &T).go);
+    s.last_verify_age_s = Some(4 * 86_400 - 3600);
+    let d = fails(&s);
+    assert!(
+        d.contains("3 d 23 h ago") && d.contains("verify` again"),
+        "{d}"
+    );
+    // The stream failure queue's retention counts too.
+    let mut s = healthy();
+    s.verdict_lifetime_s = verdict_lifetime_s(14 * 86_400, 86_400);
+    s.last_verify_age_s = Some(86_400);
+    fails(&s);
+    // A verdict whose time is unknown (an older item) does not count.
+    let mut s = healthy();
+    s.last_verify_age_s = None;
+    assert!(fails(&s).contains("not recorded"));
+    // --no-verify waives it, and says why it was needed.
+    let d = cutover(
+        &s,
+        &CutoverThresholds {
+            waive_verify: true,
+            ..T
+        },
+    );
+    assert!(d.go);
+    assert!(d
+        .checks
+        .iter()
+        .any(|c| c.status == CheckStatus::Warn && c.detail.contains("not recorded")));
 }
 
 #[test]

@@ -101,8 +101,7 @@ pub async fn restart_scan<A: Aws>(
             ControlState {
                 cutoff_ms: None,
                 seed_method: Some(SCAN_PENDING.into()),
-                last_verify: None,
-                ..read.clone()
+                ..read.without_verdict()
             },
         )
         .await?;
