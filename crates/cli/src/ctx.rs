@@ -88,6 +88,23 @@ fn explain_line(err: &AwsError, what: &str) -> anyhow::Error {
     }
 }
 
+/// A pair's process under `--plan` (`expected`: the parent's
+/// [`relay_core::plan::EXPECTED_ENV`]): the stack must be deployed for the
+/// pair the plan names now (`region`: the stack's).
+pub fn check_plan_pair(stack: &Deployment, region: &str, expected: Option<String>) -> Result<()> {
+    let Some(json) = expected else {
+        return Ok(());
+    };
+    let e: relay_core::plan::Expected = serde_json::from_str(&json)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", relay_core::plan::EXPECTED_ENV))?;
+    e.check(
+        (&stack.source_table, &stack.target_table),
+        &stack.target,
+        region,
+    )
+    .map_err(|e| anyhow::anyhow!(e))
+}
+
 /// Refuses a target "elsewhere" (another region, or through a role) that is
 /// the source itself: a role in the stack's own account, or a region equal to
 /// the stack's, with the source's name. Both tables are described, each

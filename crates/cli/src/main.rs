@@ -174,6 +174,12 @@ async fn run(cli: Cli) -> Result<i32> {
     let aws_time = sdk.server_time();
     let clock = Clock::following(Clock::wall(), aws_time.clone());
     let mut ctx = Ctx::for_stack(sdk, &name, &region, clock).await?;
+    // Before the target is renamed to its handle (name@region/account).
+    ddb_relay::ctx::check_plan_pair(
+        &ctx.stack,
+        &region,
+        std::env::var(relay_core::plan::EXPECTED_ENV).ok(),
+    )?;
     // A target in another region or account: its own client (and role).
     ctx.aws.route_target(&conf, &mut ctx.stack, &region).await;
     ddb_relay::ctx::check_target_is_not_source(&ctx.aws, &ctx.stack).await?;

@@ -131,6 +131,76 @@ impl Pair {
     }
 }
 
+/// The environment variable that tells a pair's process what its stack
+/// must have been deployed for (a JSON [`Expected`]).
+pub const EXPECTED_ENV: &str = "DDB_RELAY_PLAN_PAIR";
+
+/// A plan's pair as its stack must have been deployed for it: a plan edited
+/// without a redeploy must not run on the stack's old pair.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct Expected {
+    pub pair: String,
+    pub source: String,
+    pub target: String,
+    pub target_region: Option<String>,
+    pub target_role_arn: Option<String>,
+}
+
+impl Pair {
+    pub fn expected(&self) -> Expected {
+        Expected {
+            pair: self.name.clone(),
+            source: self.source.clone(),
+            target: self.target.clone(),
+            target_region: self.target_region.clone(),
+            target_role_arn: self.target_role_arn.clone(),
+        }
+    }
+}
+
+impl Expected {
+    /// Every way the deployed stack (its source, target, and the target's
+    /// place; `region`: the stack's) differs from the plan's pair.
+    pub fn check(
+        &self,
+        (source, target): (&str, &str),
+        place: &TargetPlace,
+        region: &str,
+    ) -> Result<(), String> {
+        let here = |r: &Option<String>| r.clone().unwrap_or_else(|| region.to_string());
+        let mut diffs = Vec::new();
+        if self.source != source {
+            diffs.push(format!("source {} (the plan: {})", source, self.source));
+        }
+        if self.target != target {
+            diffs.push(format!("target {} (the plan: {})", target, self.target));
+        }
+        if here(&self.target_region) != here(&place.region) {
+            diffs.push(format!(
+                "target region {} (the plan: {})",
+                here(&place.region),
+                here(&self.target_region)
+            ));
+        }
+        if self.target_role_arn != place.role_arn {
+            diffs.push(format!(
+                "target role {} (the plan: {})",
+                place.role_arn.as_deref().unwrap_or("none"),
+                self.target_role_arn.as_deref().unwrap_or("none")
+            ));
+        }
+        if diffs.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the stack of pair {} is deployed with {}: the plan was edited since it was deployed. Redeploy it (`ddb-relay --plan FILE deploy`) or put the plan back",
+                self.pair,
+                diffs.join(", ")
+            ))
+        }
+    }
+}
+
 impl Pair {
     /// The pair is seeded from an export it already has
     /// (`seed_args: [--from-export, URI]`), so it takes none.
@@ -449,150 +519,4 @@ fn check_parameters(field: &str, params: &BTreeMap<String, String>) -> Result<()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-version: 1
-name: shop
-region: us-east-1
-parallel: 2
-parameters: {LagAlarmSeconds: "120"}
-pairs:
-  - name: orders
-    source: orders
-    target: orders-v2
-    seed: scan
-    transform: orders.yaml
-  - name: carts
-    source: carts
-    target: carts
-    seed: pitr
-    target_region: us-west-2
-  - name: users
-    source: users
-    target: users
-    seed: scan
-    stack: users-move
-    target_role_arn: arn:aws:iam::222222222222:role/ddb-relay-target
-    target_external_id: shop-users
-"#;
-
-    fn err(text: &str) -> String {
-        Plan::parse("p.yaml", text, None).unwrap_err().to_string()
-    }
-
-    #[test]
-    fn a_plan_parses_with_defaults_and_names_its_stacks() {
-        let p = Plan::parse("p.yaml", GOOD, None).unwrap();
-        assert_eq!(p.pairs.len(), 3);
-        assert_eq!(p.pairs[0].stack_name(&p.name), "shop-orders");
-        assert_eq!(p.pairs[2].stack_name(&p.name), "users-move");
-        assert_eq!(p.pairs[2].place().account(), Some("222222222222"));
-        let json = r#"{"version":1,"name":"x","pairs":[{"name":"a","source":"aaa","target":"bbb","seed":"backup"}]}"#;
-        let p = Plan::parse("p.json", json, Some("eu-west-1")).unwrap();
-        assert_eq!((p.parallel, p.region()), (4, "eu-west-1"));
-    }
-
-    #[test]
-    fn the_sets_dashboard_shows_every_pair() {
-        let p = Plan::parse("p.yaml", GOOD, None).unwrap();
-        let body: serde_json::Value = serde_json::from_str(&p.dashboard_body()).unwrap();
-        let w = body["widgets"].as_array().unwrap();
-        assert_eq!(w.len(), 1 + 2 * 3);
-        let lag = w[0]["properties"]["metrics"].as_array().unwrap();
-        assert_eq!(lag.len(), 3);
-        assert_eq!(lag[2][3], "users-move");
-        let t: serde_json::Value = serde_json::from_str(&p.dashboard_template()).unwrap();
-        assert_eq!(
-            t["Resources"]["Dashboard"]["Properties"]["DashboardName"],
-            "ddb-relay-plan-shop"
-        );
-    }
-
-    #[test]
-    fn plan_errors_name_the_line_or_the_field() {
-        let e = err(&GOOD.replace("    seed: pitr", "    sede: pitr"));
-        assert!(
-            e.contains("unknown field `sede`") && e.contains("line 16"),
-            "{e}"
-        );
-        let e = err(&GOOD.replace("seed: pitr", "seed: copy"));
-        assert!(e.contains("pairs[1].seed") && e.contains("\"copy\""), "{e}");
-        let e = err(&GOOD.replace("    seed: scan\n    stack", "    seed: backup\n    stack"));
-        assert!(
-            e.contains("pairs[2].seed: backup cannot seed a target in another account")
-                && e.contains("scan"),
-            "{e}"
-        );
-        let e = err(&GOOD.replace("    seed: scan\n    stack", "    seed: pitr\n    stack"));
-        assert!(
-            e.contains("pairs[2].seed: pitr cannot seed a target in another account"),
-            "{e}"
-        );
-        let e = err(&GOOD.replace("::222222222222:", "::2222:"));
-        assert!(
-            e.contains("pairs[2].target_role_arn: must be an IAM role ARN"),
-            "{e}"
-        );
-        let e = err(&GOOD.replace("target_region: us-west-2", "target_region: mars"));
-        assert!(e.contains("pairs[1].target_region"), "{e}");
-        let e = err(&GOOD.replace("name: carts", "name: orders"));
-        assert!(
-            e.contains("pairs[1].name: pair \"orders\" is listed twice"),
-            "{e}"
-        );
-        let e = err(&GOOD.replace("target: orders-v2", "target: orders"));
-        assert!(
-            e.contains("pairs[0].target: the target is the source"),
-            "{e}"
-        );
-        let e = err(&GOOD.replace("stack: users-move", "stack: shop-orders"));
-        assert!(e.contains("pairs[2].stack"), "{e}");
-        let e = err(&GOOD.replace("source: carts", "source: orders"));
-        assert!(e.contains("pairs[1].source"), "{e}");
-        let e = err(&GOOD.replace("target: orders-v2", "target: carts"));
-        assert!(
-            e.contains("pairs[0].target: carts is the source of a pair"),
-            "{e}"
-        );
-        let e = err(&GOOD.replace("LagAlarmSeconds", "TargetTableName"));
-        assert!(e.contains("parameters.TargetTableName"), "{e}");
-        let e = err(&GOOD.replace("version: 1", "version: 2"));
-        assert!(e.contains("version"), "{e}");
-        let e = err(&GOOD.replace("region: us-east-1\n", ""));
-        assert!(e.contains("region: not set"), "{e}");
-        let e = err(&GOOD.replace("parallel: 2", "parallel: 99"));
-        assert!(e.contains("parallel"), "{e}");
-        let e = err(&GOOD.replace("seed: pitr", "seed: export"));
-        assert!(e.contains("pairs[1].s3_bucket"), "{e}");
-        let from = GOOD.replace(
-            "seed: pitr",
-            "seed: export\n    seed_args: [--from-export, 's3://b/p/AWSDynamoDB/1']",
-        );
-        let p = Plan::parse("p.yaml", &from, None).unwrap();
-        assert_eq!(p.pairs[1].workers_bucket(), None, "no --fan-out");
-        let e = err(&from.replace("seed: export", "seed: export\n    s3_bucket: other"));
-        assert!(
-            e.contains("pairs[1].s3_bucket: a pair seeded --from-export takes no s3_bucket"),
-            "{e}"
-        );
-        let fanned = from.replace("1']", "1', --fan-out]");
-        let p = Plan::parse("p.yaml", &fanned, None).unwrap();
-        assert_eq!(p.pairs[1].workers_bucket().as_deref(), Some("b"));
-        let loads = GOOD.replace(
-            "seed: pitr",
-            "seed: export\n    s3_bucket: exports\n    seed_args: [--load, --fan-out]",
-        );
-        let p = Plan::parse("p.yaml", &loads, None).unwrap();
-        assert_eq!(p.pairs[1].workers_bucket().as_deref(), Some("exports"));
-        // An import by IaC (no --load) needs no workers' bucket.
-        let imports = loads.replace("[--load, --fan-out]", "[--fan-out]");
-        let p = Plan::parse("p.yaml", &imports, None).unwrap();
-        assert_eq!(p.pairs[1].workers_bucket(), None);
-        let e = err("version: 1\nname: x\nregion: us-east-1\npairs: []\n");
-        assert!(e.contains("pairs: the plan lists no table pairs"), "{e}");
-        let e = err("version: [1\n");
-        assert!(e.starts_with("plan p.yaml: ") && e.contains("line"), "{e}");
-    }
-}
+mod tests;

@@ -366,3 +366,46 @@ fn a_failing_or_slow_pair_does_not_hold_the_others() {
     assert_eq!(r[2].result.as_ref().unwrap()["go"], false);
     assert_eq!(aggregate(&r.iter().map(|p| p.exit).collect::<Vec<_>>()), 1);
 }
+
+/// helper-46 #5: each pair's process gets the pair as the plan names it and
+/// refuses a stack deployed for another (a plan edited without a redeploy).
+#[test]
+fn a_pairs_process_refuses_a_stack_deployed_for_another_pair() {
+    let plan = Plan::parse("p", PLAN, None).unwrap();
+    let env = |source: &str, target: &str, region: Option<&str>| {
+        let vars = [
+            ("CONTROL_TABLE", "c"),
+            ("SOURCE_TABLE", source),
+            ("TARGET_TABLE", target),
+            ("MIGRATION_ID", "m"),
+            ("WORK_QUEUE_URL", "q"),
+            ("TARGET_REGION", region.unwrap_or("")),
+        ];
+        crate::worker::deployment_from_env(&|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+                .filter(|v| !v.is_empty())
+        })
+        .unwrap()
+    };
+    let check = |stack: relay_aws::operator::Deployment, pair: &relay_core::plan::Pair| {
+        crate::ctx::check_plan_pair(&stack, "us-east-1", Some(expected_json(pair)))
+    };
+    let (orders, carts) = (&plan.pairs[0], &plan.pairs[1]);
+    assert!(check(env("orders", "orders-v2", None), orders).is_ok());
+    assert!(check(env("carts", "carts", Some("us-west-2")), carts).is_ok());
+    let err = check(env("orders", "orders-old", None), orders)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("orders-old") && err.contains("deploy"),
+        "{err}"
+    );
+    let err = check(env("carts", "carts", None), carts)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("target region us-east-1"), "{err}");
+    // Outside a plan run, nothing is checked.
+    assert!(crate::ctx::check_plan_pair(&env("x", "y", None), "us-east-1", None).is_ok());
+}
