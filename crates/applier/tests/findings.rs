@@ -1576,3 +1576,23 @@ fn a_stream_failure_clear_that_outlives_a_reseed_deletes_nothing() {
         assert_eq!(sim.aws.queue_attrs(&url).await.unwrap().visible, 1);
     });
 }
+
+/// helper-46 #10: `status --window` under a minute reads a minute of
+/// metrics (CloudWatch's period), so its rates are per that minute, not
+/// the minute's count over the shorter window.
+#[test]
+fn a_status_window_under_a_minute_reads_and_divides_by_a_minute() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 73)).await;
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        sim.aws.metrics.record(
+            "DdbRelay",
+            relay_core::metrics::names::FORWARDED,
+            &[("Migration", sim::STACK), ("Function", "forwarder")],
+            30.0,
+        );
+        let s = status::status(&sim.ctx, 10).await.unwrap();
+        assert_eq!(s.window_s, 60);
+        assert_eq!(s.forwarded_per_min, Some(30.0));
+    });
+}
