@@ -1596,3 +1596,29 @@ fn a_status_window_under_a_minute_reads_and_divides_by_a_minute() {
         assert_eq!(s.forwarded_per_min, Some(30.0));
     });
 }
+
+/// helper-46 #10: a source item the transform cannot map (its key comes
+/// from an attribute the item lacks) is not in the target; a verify that
+/// skipped it said clean and recorded that verdict for cutover.
+#[test]
+fn a_source_item_the_transform_cannot_map_is_never_clean() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::KeyByEmail, 79)).await;
+        sim.start_pollers();
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        seed_by_scan(&sim).await;
+        sim.assert_converged().await;
+        sim.stop_pollers();
+        let mut no_email = source_item(2, 1, 20, 0);
+        no_email.remove("email");
+        sim.db.put("source", no_email);
+        let v = verify::verify(&sim.ctx, 100.0, false, 1, copy(), &Default::default())
+            .await
+            .unwrap();
+        assert_eq!(v.unmappable, 1);
+        assert!(!v.clean, "{}", v.text());
+        assert!(v.text().contains("cannot map"), "{}", v.text());
+        let last = sim.ctx.control().await.unwrap().last_verify;
+        assert_ne!(last.as_deref(), Some("clean"));
+    });
+}

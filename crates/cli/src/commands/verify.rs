@@ -42,11 +42,14 @@ pub struct Examples {
 #[derive(Debug, Serialize)]
 pub struct VerifyReport {
     pub stack: String,
-    /// Source and target agree (after re-checks and repairs).
+    /// Source and target agree (after re-checks and repairs), and the
+    /// transform maps every source item.
     pub clean: bool,
     pub sample_percent: f64,
     pub source_items: u64,
     pub compared: u64,
+    /// Source items the transform cannot map (they cannot be in the
+    /// target): a verify with any is not clean.
     pub unmappable: u64,
     /// Differences found (after the lag re-check), by kind.
     pub missing: u64,
@@ -93,6 +96,12 @@ impl Report for VerifyReport {
             t.push_str(&format!(
                 "; repaired {}, {} remaining",
                 self.repaired, self.remaining
+            ));
+        }
+        if self.unmappable > 0 {
+            t.push_str(&format!(
+                "; {} source item(s) the transform cannot map, so they are not in the target (not clean): fix the data or the transform (then `ddb-relay restart --method scan`)",
+                self.unmappable
             ));
         }
         if self.unrepairable > 0 {
@@ -483,8 +492,12 @@ pub async fn verify<A: Aws>(
         )
         .await?;
     }
-    let clean = n.remaining == 0;
-    let recorded = record_verdict(ctx, (&start_control, started_ms), sample, n.remaining).await?;
+    // A source item the transform cannot map is not in the target either:
+    // never clean.
+    let unmappable = unmappable.into_inner();
+    let left = n.remaining + unmappable;
+    let clean = left == 0;
+    let recorded = record_verdict(ctx, (&start_control, started_ms), sample, left).await?;
     let took = began.elapsed().as_secs_f64();
     Ok(VerifyReport {
         stack: s.name.clone(),
@@ -492,7 +505,7 @@ pub async fn verify<A: Aws>(
         sample_percent: sample,
         source_items,
         compared,
-        unmappable: unmappable.into_inner(),
+        unmappable,
         missing: n.missing,
         changed: n.changed,
         extra: n.extra,

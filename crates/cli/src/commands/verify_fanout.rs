@@ -300,11 +300,13 @@ pub async fn verify<A: Aws>(
         .await
         .map_err(|e| explain(e, "control table"))?;
     forget_run(ctx, run_ms, segments).await;
-    let recorded = record_verdict(ctx, (&start, started_ms), sample, n.remaining).await?;
+    // A source item the transform cannot map is not in the target either.
+    let left = n.remaining + n.unmappable;
+    let recorded = record_verdict(ctx, (&start, started_ms), sample, left).await?;
     let took = began.elapsed().as_secs_f64();
     Ok(VerifyReport {
         stack: s.name.clone(),
-        clean: n.remaining == 0,
+        clean: left == 0,
         sample_percent: sample,
         source_items: n.source_items,
         compared: n.expected.max(n.actual),

@@ -542,11 +542,13 @@ impl Tables for Sdk {
                         .and_then(|i| ControlState::from_item(&i).ok()),
                     None => None,
                 };
-                Ok(ControlWrite::Written(Box::new(state.unwrap_or_else(|| {
-                    let mut s = next.clone();
-                    s.version = expected + 1;
-                    s
-                }))))
+                Ok(ControlWrite::Written(Box::new(state.unwrap_or_else(
+                    || {
+                        let mut s = next.clone();
+                        s.version = expected + 1;
+                        s
+                    },
+                ))))
             }
         }
     }
