@@ -10,8 +10,10 @@
 //! and round (source and target).
 //!
 //! **Invariant:** "clean" means source and target agree when re-read, not
-//! that the target matches an earlier snapshot; the verdict is recorded for
-//! `cutover` only for a full verify of the seed that is still current.
+//! that the target matches an earlier snapshot, and that the transform maps
+//! every source item (one it cannot map is not in the target); the verdict
+//! is recorded for `cutover` only for a full verify of the seed that is
+//! still current.
 
 use std::time::{Duration, Instant};
 
