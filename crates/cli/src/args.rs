@@ -414,8 +414,7 @@ pub enum DlqCommand {
     },
     /// List the stream failure queue's records (stream batches the
     /// forwarder gave up on: a shard and a sequence range each), and which
-    /// the target is known to hold (before the seed's cutoff, or before a
-    /// clean full verify began).
+    /// the target is known to hold (before the seed's cutoff).
     StreamFailures {
         #[arg(long, default_value_t = 1000)]
         max: usize,
@@ -423,7 +422,7 @@ pub enum DlqCommand {
         #[arg(long)]
         clear: bool,
         /// With --clear: say what would be deleted; delete nothing.
-        #[arg(long)]
+        #[arg(long, requires = "clear")]
         dry_run: bool,
     },
 }

@@ -446,7 +446,7 @@ pub fn cutover(status: &Status, t: &CutoverThresholds) -> Decision {
         Check::fail(
             "stream failures",
             format!(
-                "{} stream batches the forwarder gave up on, their changes not in the target: a full `ddb-relay verify --repair` that ends clean covers them, then `ddb-relay dlq stream-failures --clear` deletes them",
+                "{} stream batches the forwarder gave up on, their changes in no queue and not in the target: re-seed (`ddb-relay pause`, `ddb-relay restart`), then `ddb-relay dlq stream-failures --clear` deletes the records the new seed covers",
                 status.stream_failures
             ),
         )

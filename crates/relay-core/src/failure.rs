@@ -5,11 +5,15 @@
 //! queue, so nothing replays them.
 //!
 //! **Invariant:** a failure record is cleared only when the target is known
-//! to hold (or to have moved past) every change it stands for: each of its
-//! stream records arrived before the whole current seed's cutoff (a seed
-//! holds every change before its cutoff), or before a clean full verify of
-//! that seed began, less the margin (the verify's scan reads eventually
-//! consistently). A record whose time cannot be read is never cleared.
+//! to hold every change it stands for: each of its stream records arrived
+//! before the whole current seed's cutoff (a seed holds every change before
+//! its cutoff: the applier's skip rule relies on the same). A record whose
+//! time cannot be read is never cleared.
+//!
+//! Not taken: a clean full verify as cover. A change older than the lost
+//! one, still queued when the verify read its item, is applied after it and
+//! moves the item back, and a later `replay` to a point before the lost
+//! change restores a table without it; the record is all that says so.
 
 use chrono::DateTime;
 use serde_json::Value;
@@ -76,24 +80,18 @@ impl FailureRecord {
     }
 }
 
-/// The time before which the target holds every change of the source:
-/// the later of the seed's cutoff and, with a clean verdict, the start of
-/// that verify less `margin_ms`. The caller has checked that the seed is
-/// whole (no re-seed pending, no copy running); `None`: nothing is known.
-pub fn covered_before(c: &ControlState, margin_ms: i64) -> Option<i64> {
-    let verified = match (c.last_verify.as_deref(), c.verify_ms) {
-        (Some("clean"), Some(t)) => Some(t - margin_ms),
-        _ => None,
-    };
-    match (c.cutoff_ms, verified) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    }
+/// The time before which the target holds every change of the source: the
+/// seed's cutoff. The caller has checked that the seed is whole (no re-seed
+/// pending, no copy running); `None`: nothing is known.
+pub fn covered_before(c: &ControlState) -> Option<i64> {
+    c.cutoff_ms
 }
 
-/// Whether a failure whose newest change came by `newest_ms` is covered.
+/// Whether a failure whose newest change came by `newest_ms` is covered:
+/// before the cutoff, as the applier skips an event
+/// ([`crate::apply::applies`]).
 pub fn is_covered(newest_ms: Option<i64>, before: Option<i64>) -> bool {
-    matches!((newest_ms, before), (Some(n), Some(b)) if n < b)
+    matches!((newest_ms, before), (Some(n), Some(b)) if !crate::apply::applies(n, b))
 }
 
 #[cfg(test)]
@@ -151,27 +149,20 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_is_covered_by_the_cutoff_or_a_clean_verify_less_the_margin() {
-        let margin = 120_000;
+    fn a_failure_is_covered_by_the_cutoff_only() {
         let mut c = ControlState {
             cutoff_ms: Some(1_000_000),
             ..Default::default()
         };
-        assert_eq!(covered_before(&c, margin), Some(1_000_000));
-        assert!(is_covered(Some(999_999), covered_before(&c, margin)));
-        assert!(!is_covered(Some(1_000_000), covered_before(&c, margin)));
-        // A clean verify that began later covers up to its start less the
-        // margin; one with differences, or of unknown time, covers nothing.
+        assert_eq!(covered_before(&c), Some(1_000_000));
+        assert!(is_covered(Some(999_999), covered_before(&c)));
+        assert!(!is_covered(Some(1_000_000), covered_before(&c)));
+        // A clean verify covers nothing: a queued older change can land
+        // after it read the item.
         c.verify_ms = Some(5_000_000);
-        c.last_verify = Some("2 difference(s) at ...".into());
-        assert_eq!(covered_before(&c, margin), Some(1_000_000));
         c.last_verify = Some("clean".into());
-        assert_eq!(covered_before(&c, margin), Some(4_880_000));
-        assert!(is_covered(Some(4_879_999), covered_before(&c, margin)));
-        assert!(!is_covered(Some(4_880_000), covered_before(&c, margin)));
-        c.verify_ms = None;
-        assert_eq!(covered_before(&c, margin), Some(1_000_000));
-        // Never seeded, never verified: nothing is covered.
-        assert_eq!(covered_before(&ControlState::default(), margin), None);
+        assert_eq!(covered_before(&c), Some(1_000_000));
+        // Never seeded: nothing is covered.
+        assert_eq!(covered_before(&ControlState::default()), None);
     }
 }

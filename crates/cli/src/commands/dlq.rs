@@ -87,6 +87,10 @@ pub(crate) async fn drain<A: Aws>(
         for m in batch {
             if seen.insert(m.id.clone()) {
                 out.push(m);
+            } else if let Some(known) = out.iter_mut().find(|k| k.id == m.id) {
+                // Received again (a standard queue can deliver a message
+                // twice): only the newest receipt deletes it.
+                known.receipt = m.receipt;
             }
         }
     }

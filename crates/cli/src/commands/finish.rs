@@ -71,7 +71,7 @@ impl Report for FinishReport {
             return format!("finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. NOT READY: {} message(s) reached the queue after the quiet was proven (a write to the source after writes stopped): their changes are not in {}. Do not switch: `ddb-relay resume` reopens the migration (the forwarder trigger too) and applies them; stop the writes and run finish again.", self.drained_s, self.queued, self.target_table);
         }
         if self.dlq_depth + self.stream_failures > 0 {
-            return format!("finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. NOT READY: the DLQ holds {} message(s) and the stream failure queue {}: their changes are not in {}. Before switching, run `ddb-relay dlq repair --after-finish` (the DLQ), and for the stream failures a full `ddb-relay verify --repair --after-finish`, then `ddb-relay dlq stream-failures --clear` (it deletes the records that clean verify covers).", self.drained_s, self.dlq_depth, self.stream_failures, self.target_table);
+            return format!("finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. NOT READY: the DLQ holds {} message(s) and the stream failure queue {}: their changes are not in {}. Before switching, run `ddb-relay dlq repair --after-finish` (the DLQ); the stream failures' changes are in no queue: `ddb-relay dlq stream-failures` lists them, and only a re-seed covers them (`resume`, `pause`, `restart`, then `dlq stream-failures --clear` and finish again).", self.drained_s, self.dlq_depth, self.stream_failures, self.target_table);
         }
         format!(
             "finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. DLQ 0, stream failures 0, last full verify since the seed: {}. The target {} is ready: switch your application to it. (If writes may have reached the source after they were stopped, `ddb-relay verify` run now finds them.)",
@@ -127,7 +127,7 @@ async fn not_quiet<A: Aws>(
         .await
         .map_err(|e| explain(e, "stream failure queue"))?;
     if f.visible + f.in_flight > 0 {
-        bail!("{} stream batches were given up by the forwarder (stream failure queue): their changes are not in the target. Run a full `ddb-relay verify --repair`, then `ddb-relay dlq stream-failures --clear` (it deletes the records a clean verify covers), then finish", f.visible + f.in_flight);
+        bail!("{} stream batches were given up by the forwarder (stream failure queue): their changes are in no queue and not in the target. `ddb-relay dlq stream-failures` lists them and deletes (`--clear`) those the seed covers; for the others re-seed (`pause`, `restart`), clear, then finish", f.visible + f.in_flight);
     }
     let now = ctx.now_ms();
     let dims = [

@@ -1,18 +1,18 @@
 //! `dlq stream-failures`: the stream failure queue's records (a shard and a
 //! sequence range each, never an item), and `--clear`, which deletes those
-//! the target is known to hold (`relay_core::failure`). Their changes never
-//! reached the queue, so nothing else ever resolves them: `cutover` stays
-//! NO-GO and `finish` refuses while any is left.
+//! the target is known to hold (`relay_core::failure`): a re-seed after the
+//! failure covers it. Their changes never reached the queue, so nothing
+//! else resolves them: `cutover` stays NO-GO and `finish` refuses while any
+//! is left.
 //!
 //! **Invariant:** a failure record is deleted only when the whole current
-//! seed's cutoff, or the start of a clean full verify of it less the
-//! margin, is after its newest stream record; and only if the seed, mode,
-//! finish and verdict read when the command began are still those of the
+//! seed's cutoff is after its newest stream record, and only if the seed,
+//! mode and finish read when the command began are still those of the
 //! control item after it decided.
 
 use anyhow::{bail, Result};
 use relay_aws::operator::{Aws, RawMessage};
-use relay_core::control::{ControlState, DEFAULT_MARGIN_MS};
+use relay_core::control::ControlState;
 use relay_core::failure::{covered_before, is_covered, FailureRecord};
 use serde::Serialize;
 
@@ -45,8 +45,8 @@ pub struct StreamFailuresReport {
     pub stack: String,
     pub count: usize,
     /// The target holds every change before this time: the seed's cutoff
-    /// or a clean full verify's start less the margin (`None`: not known,
-    /// for example while a re-seed or copy is unfinished).
+    /// (`None`: not known, for example while a re-seed or copy is
+    /// unfinished).
     pub covered_before_ms: Option<i64>,
     /// Why nothing is known to be covered, if so.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,8 +55,9 @@ pub struct StreamFailuresReport {
     pub clear: bool,
     pub dry_run: bool,
     pub cleared: usize,
-    /// Records left in the queue.
-    pub left: usize,
+    /// Records in the queue afterwards (visible and in flight, as SQS
+    /// counts them; with `--dry-run`, those that would be left).
+    pub left: u64,
     pub failures: Vec<Failure>,
 }
 
@@ -64,7 +65,7 @@ impl Report for StreamFailuresReport {
     fn text(&self) -> String {
         let t = |v: Option<i64>| v.map_or("?".to_string(), rfc3339);
         let mut text = format!(
-            "stream failure queue of {}: {} record(s), {} covered (the target holds every change before {})",
+            "stream failure queue of {}: {} record(s) read, {} covered (the seed holds every change before {})",
             self.stack,
             self.count,
             self.covered,
@@ -106,7 +107,7 @@ impl Report for StreamFailuresReport {
             text.push_str("\nDelete the covered ones: `ddb-relay dlq stream-failures --clear` (add --dry-run to preview)");
         }
         if self.count > self.covered {
-            text.push_str("\nThe changes of a record NOT covered are not in the target: run a full `ddb-relay verify --repair` (`--after-finish` after `finish`, while the application does not write to the target yet); once a full verify ends clean, every record before it began is covered. A re-seed (`pause`, then `restart`) covers them too.");
+            text.push_str("\nThe changes of a record NOT covered are not in the target, and no queue holds them: re-seed (`ddb-relay pause`, then `ddb-relay restart`; a finished migration: `resume` first), then `--clear` again. (A `verify --repair` brings the items to the source's state, but a change older than the lost one and still queued can move an item back after it: it does not clear a record.)");
         }
         text
     }
@@ -120,13 +121,10 @@ impl Report for StreamFailuresReport {
     }
 }
 
-/// What must not move between deciding and deleting: the fence of the
-/// repairs (mode, seed, finish) and the verdict.
+/// What must not move between deciding and deleting: the seed, the mode
+/// and the finish (the repairs' fence).
 fn same_footing(a: &ControlState, b: &ControlState) -> Option<String> {
-    Fence::of(a).moved(b).or_else(|| {
-        (a.last_verify != b.last_verify || a.verify_ms != b.verify_ms)
-            .then(|| "the last verify's verdict changed".to_string())
-    })
+    Fence::of(a).moved(b)
 }
 
 fn read(msg: &RawMessage, before: Option<i64>) -> Failure {
@@ -162,7 +160,7 @@ pub async fn stream_failures<A: Aws>(
     };
     let before = not_whole
         .is_none()
-        .then(|| covered_before(&start, DEFAULT_MARGIN_MS))
+        .then(|| covered_before(&start))
         .flatten();
     let msgs = drain(ctx, (url, "stream failure queue"), max, HOLD_S).await?;
     let failures: Vec<Failure> = msgs.iter().map(|m| read(m, before)).collect();
@@ -193,6 +191,18 @@ pub async fn stream_failures<A: Aws>(
         left = msgs.clone();
     }
     release(ctx, url, &left).await;
+    // What is left is what SQS holds now: records this run did not read
+    // (past `--max`, or held by another reader) count too.
+    let depth = if dry_run {
+        (failures.len() - covered) as u64
+    } else {
+        let q = ctx
+            .aws
+            .queue_attrs(url)
+            .await
+            .map_err(|e| explain(e, "stream failure queue"))?;
+        q.visible + q.in_flight
+    };
     Ok(StreamFailuresReport {
         stack: ctx.stack.name.clone(),
         count: failures.len(),
@@ -202,11 +212,7 @@ pub async fn stream_failures<A: Aws>(
         clear,
         dry_run,
         cleared: if dry_run { covered } else { cleared },
-        left: if dry_run {
-            failures.len() - covered
-        } else {
-            left.len()
-        },
+        left: depth,
         failures,
     })
 }
