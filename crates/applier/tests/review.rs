@@ -991,6 +991,48 @@ fn a_verdict_taken_across_a_reseed_is_not_recorded() {
             sim.ctx.control().await.unwrap().last_verify.as_deref(),
             Some("clean")
         );
+        // helper-49 #2: a re-seed at the same point (a replay to the same T)
+        // leaves the seed's fields as they were; the control item's version
+        // moved all the same, and the verdict is not recorded.
+        reading.store(false, Ordering::SeqCst);
+        let flag = reading.clone();
+        sim.db.set_latency(move |call| {
+            if call.table == "source" && call.op == "Scan" {
+                flag.store(true, Ordering::SeqCst);
+                Duration::from_secs(1)
+            } else {
+                Duration::ZERO
+            }
+        });
+        let same_point = async {
+            while !reading.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let read = ctx.control().await.unwrap();
+            ctx.write_control(&read, read.without_verdict())
+                .await
+                .unwrap();
+        };
+        let (v, ()) = tokio::join!(
+            verify::verify(ctx, 100.0, false, 0, copy(), &spill),
+            same_point
+        );
+        assert!(!v.unwrap().recorded, "recorded across a same-point re-seed");
+        assert_eq!(sim.ctx.control().await.unwrap().last_verify, None);
+        // A verify that began while a scan copy fills the target (tombstone
+        // mode) is not recorded either.
+        sim.db.set_latency(|_| Duration::ZERO);
+        let read = sim.ctx.control().await.unwrap();
+        let copying = ControlState {
+            mode: relay_core::control::Mode::Tombstone,
+            ..read.clone()
+        };
+        let written = sim.ctx.write_control(&read, copying).await.unwrap();
+        let v = verify::verify(&sim.ctx, 100.0, false, 0, copy(), &Default::default())
+            .await
+            .unwrap();
+        assert!(!v.recorded, "recorded during a copy: {}", v.text());
+        sim.ctx.write_control(&written, read).await.unwrap();
         sim.stop_pollers();
     });
 }

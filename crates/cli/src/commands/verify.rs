@@ -127,7 +127,7 @@ impl Report for VerifyReport {
             }
         ));
         if !self.recorded && self.sample_percent >= 100.0 {
-            t.push_str("\n(not recorded for cutover: the target was re-seeded while verify ran)");
+            t.push_str("\n(not recorded for cutover: the target was not whole when verify began (a re-seed pending, a copy or sweep running), or an operator command (a re-seed, pause, resume or mode switch) changed the migration while it ran; run verify again)");
         }
         t
     }
@@ -298,16 +298,28 @@ async fn settle_one<A: Aws>(
     Ok((kind, Some(false)))
 }
 
+/// Whether a verify starting on `start` may record its verdict: the target
+/// was whole then (seeded, no re-seed pending, no copy or sweep running,
+/// ACTIVE). A verify during a scan copy compares a target the copy is
+/// still filling.
+pub(crate) async fn may_record<A: Aws>(ctx: &Ctx<A>, start: &ControlState) -> bool {
+    super::finish::refuse_partial_target(ctx, start, "")
+        .await
+        .is_ok()
+}
+
 /// Records the verdict for `cutover`: only for a full verify (`sample` 100)
-/// of the seed that was current when it started (`start`, read at
-/// `started_ms`, which is recorded with it); `true` when recorded.
+/// that began on a whole target (`whole`, [`may_record`]) and during which
+/// no operator wrote the control item (its version is still `start`'s: no
+/// re-seed, even one at the same point, no pause, resume, mode switch or
+/// finish). `started_ms` is recorded with it. `true` when recorded.
 pub(crate) async fn record_verdict<A: Aws>(
     ctx: &Ctx<A>,
-    (start, started_ms): (&ControlState, i64),
+    (start, started_ms, whole): (&ControlState, i64, bool),
     sample: f64,
     remaining: u64,
 ) -> Result<bool> {
-    if sample < 100.0 {
+    if sample < 100.0 || !whole {
         return Ok(false);
     }
     let verdict = if remaining == 0 {
@@ -317,7 +329,7 @@ pub(crate) async fn record_verdict<A: Aws>(
     };
     for _ in 0..3 {
         let read = ctx.control().await?;
-        if read.seed_ms != start.seed_ms || read.seed_method != start.seed_method {
+        if read.version != start.version {
             break;
         }
         let next = ControlState {
@@ -361,6 +373,7 @@ pub async fn verify<A: Aws>(
     let began = Instant::now();
     let started_ms = ctx.now_ms();
     let start_control = ctx.control().await?;
+    let whole = may_record(ctx, &start_control).await;
     if repair_them {
         // Known now: refused before hours of comparing, not after.
         refuse_repairs_unless_seeded(&start_control)?;
@@ -499,7 +512,7 @@ pub async fn verify<A: Aws>(
     let unmappable = unmappable.into_inner();
     let left = n.remaining + unmappable;
     let clean = left == 0;
-    let recorded = record_verdict(ctx, (&start_control, started_ms), sample, left).await?;
+    let recorded = record_verdict(ctx, (&start_control, started_ms, whole), sample, left).await?;
     let took = began.elapsed().as_secs_f64();
     Ok(VerifyReport {
         stack: s.name.clone(),

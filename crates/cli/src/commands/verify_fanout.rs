@@ -218,6 +218,7 @@ pub async fn verify<A: Aws>(
     }
     let started_ms = ctx.now_ms();
     let start = ctx.control().await?;
+    let whole = super::verify::may_record(ctx, &start).await;
     if repair {
         refuse_repairs_unless_seeded(&start)?;
     }
@@ -302,7 +303,7 @@ pub async fn verify<A: Aws>(
     forget_run(ctx, run_ms, segments).await;
     // A source item the transform cannot map is not in the target either.
     let left = n.remaining + n.unmappable;
-    let recorded = record_verdict(ctx, (&start, started_ms), sample, left).await?;
+    let recorded = record_verdict(ctx, (&start, started_ms, whole), sample, left).await?;
     let took = began.elapsed().as_secs_f64();
     Ok(VerifyReport {
         stack: s.name.clone(),
