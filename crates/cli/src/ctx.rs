@@ -88,19 +88,38 @@ fn explain_line(err: &AwsError, what: &str) -> anyhow::Error {
     }
 }
 
+/// What a pair's process under `--plan` checks its stack against
+/// ([`relay_core::plan::EXPECTED_ENV`], JSON): the pair as the plan names it
+/// now, with its transform file's text (unreadable: left to `--transform`,
+/// which fails on it).
+pub fn expected_json(
+    plan: &relay_core::plan::Plan,
+    file: &std::path::Path,
+    p: &relay_core::plan::Pair,
+) -> String {
+    let transform =
+        crate::plan::transform_path(file, p).and_then(|t| std::fs::read_to_string(t).ok());
+    serde_json::to_string(&p.expected(&plan.name, transform)).unwrap_or_default()
+}
+
 /// A pair's process under `--plan` (`expected`: the parent's
-/// [`relay_core::plan::EXPECTED_ENV`]): the stack must be deployed for the
-/// pair the plan names now (`region`: the stack's).
+/// [`expected_json`]): the stack must be deployed for the pair the plan
+/// names now (`region`: the stack's). Not checked on another stack than the
+/// pair's (the variable left exported in a shell).
 pub fn check_plan_pair(stack: &Deployment, region: &str, expected: Option<String>) -> Result<()> {
     let Some(json) = expected else {
         return Ok(());
     };
     let e: relay_core::plan::Expected = serde_json::from_str(&json)
         .map_err(|e| anyhow::anyhow!("{}: {e}", relay_core::plan::EXPECTED_ENV))?;
+    if e.stack != stack.name {
+        return Ok(());
+    }
     e.check(
         (&stack.source_table, &stack.target_table),
         &stack.target,
         region,
+        stack.transform_spec.as_deref(),
     )
     .map_err(|e| anyhow::anyhow!(e))
 }

@@ -564,11 +564,6 @@ pub fn emit(plan: &Plan, command: &str, pairs: Vec<PairResult>, json: bool) -> i
     exit
 }
 
-/// What a pair's process checks its stack against (see `ctx::check_plan_pair`).
-pub fn expected_json(p: &Pair) -> String {
-    serde_json::to_string(&p.expected()).unwrap_or_default()
-}
-
 /// Runs `rest` (a command and its arguments) on every pair of the plan as
 /// `exe` processes.
 pub fn run_command(exe: &OsString, a: &PlanArgs, plan: &Plan) -> i32 {
@@ -582,7 +577,10 @@ pub fn run_command(exe: &OsString, a: &PlanArgs, plan: &Plan) -> i32 {
             c.env_remove("DDB_RELAY_PLAN")
                 .env_remove("DDB_RELAY_STACK")
                 .env_remove("DDB_RELAY_TRANSFORM")
-                .env(relay_core::plan::EXPECTED_ENV, expected_json(p))
+                .env(
+                    relay_core::plan::EXPECTED_ENV,
+                    crate::ctx::expected_json(plan, &a.file, p),
+                )
                 .args(pair_args(plan, &a.file, p, &a.rest));
             Job {
                 pair: p.name.clone(),

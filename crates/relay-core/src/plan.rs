@@ -140,32 +140,42 @@ pub const EXPECTED_ENV: &str = "DDB_RELAY_PLAN_PAIR";
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct Expected {
     pub pair: String,
+    /// The pair's stack: a process on another stack is not this pair's
+    /// (the variable left exported in a shell).
+    pub stack: String,
     pub source: String,
     pub target: String,
     pub target_region: Option<String>,
     pub target_role_arn: Option<String>,
+    /// The pair's transform file's text (`None`: no transform).
+    pub transform: Option<String>,
 }
 
 impl Pair {
-    pub fn expected(&self) -> Expected {
+    /// `transform`: the text of the pair's transform file, if it has one.
+    pub fn expected(&self, plan: &str, transform: Option<String>) -> Expected {
         Expected {
             pair: self.name.clone(),
+            stack: self.stack_name(plan),
             source: self.source.clone(),
             target: self.target.clone(),
             target_region: self.target_region.clone(),
             target_role_arn: self.target_role_arn.clone(),
+            transform,
         }
     }
 }
 
 impl Expected {
-    /// Every way the deployed stack (its source, target, and the target's
-    /// place; `region`: the stack's) differs from the plan's pair.
+    /// Every way the deployed stack (its source, target, the target's place
+    /// (`region`: the stack's) and its `TransformSpec`, when the stack
+    /// reports it) differs from the plan's pair.
     pub fn check(
         &self,
         (source, target): (&str, &str),
         place: &TargetPlace,
         region: &str,
+        deployed_transform: Option<&str>,
     ) -> Result<(), String> {
         let here = |r: &Option<String>| r.clone().unwrap_or_else(|| region.to_string());
         let mut diffs = Vec::new();
@@ -188,6 +198,17 @@ impl Expected {
                 place.role_arn.as_deref().unwrap_or("none"),
                 self.target_role_arn.as_deref().unwrap_or("none")
             ));
+        }
+        // A stack that does not report its parameters says nothing here
+        // (`--transform`, passed to the pair's process, is checked against
+        // the deployed spec where one is read).
+        let spec = |t: &str| crate::transform::Spec::parse(t).ok();
+        match (deployed_transform, &self.transform) {
+            (Some(d), None) => diffs.push(format!("a transform ({d}; the plan: none)")),
+            (Some(d), Some(e)) if spec(d).is_none() || spec(d) != spec(e) => {
+                diffs.push(format!("another transform ({d})"));
+            }
+            _ => {}
         }
         if diffs.is_empty() {
             Ok(())

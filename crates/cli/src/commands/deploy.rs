@@ -59,13 +59,17 @@ pub fn parameters(plan: &Plan, file: &Path, i: usize, stream_arn: &str) -> Resul
     params.push(format!("SourceTableName={}", p.source));
     params.push(format!("SourceStreamArn={stream_arn}"));
     params.push(format!("TargetTableName={}", p.target));
+    // Always given, empty when the pair has none: `sam deploy` keeps a
+    // stack's previous value of a parameter it is not given, so a field
+    // removed from the plan would otherwise stay deployed for good.
     for (k, v) in [
         ("TargetRegion", &p.target_region),
         ("TargetRoleArn", &p.target_role_arn),
         ("TargetExternalId", &p.target_external_id),
     ] {
-        if let Some(v) = v {
-            params.push(format!("{k}={v}"));
+        match v {
+            Some(v) => params.push(format!("{k}={v}")),
+            None => params.push(format!("{k}=''")),
         }
     }
     if let Some(t) = transform_path(file, p) {
@@ -78,6 +82,8 @@ pub fn parameters(plan: &Plan, file: &Path, i: usize, stream_arn: &str) -> Resul
         }
         // One argument, quoted as sam's --parameter-overrides parser wants.
         params.push(format!("TransformSpec='{one_line}'"));
+    } else {
+        params.push("TransformSpec=''".to_string());
     }
     Ok(params)
 }
@@ -200,6 +206,7 @@ mod tests {
                 "SourceTableName=users",
                 "SourceStreamArn=arn:stream",
                 "TargetTableName=users",
+                "TargetRegion=''",
                 "TargetRoleArn=arn:aws:iam::222222222222:role/t",
                 "TargetExternalId=ab",
                 "TransformSpec='{\"rename\":{\"a\":\"b\"}}'",
@@ -227,6 +234,17 @@ mod tests {
             Some("ExportBucketName=shared"),
             "the plan's, for a load in this process"
         );
+        // A pair without a transform or a target elsewhere clears them: a
+        // field removed from the plan must not stay deployed.
+        let plain = parameters(&exports, &file, 0, "arn:stream").unwrap();
+        for cleared in [
+            "TargetRegion=''",
+            "TargetRoleArn=''",
+            "TargetExternalId=''",
+            "TransformSpec=''",
+        ] {
+            assert!(plain.iter().any(|p| p == cleared), "{cleared}: {plain:?}");
+        }
         std::fs::write(dir.path().join("t.yaml"), "rename: {a: 1").unwrap();
         let e = parameters(&plan, &file, 0, "arn:stream").unwrap_err();
         assert!(e.to_string().contains("pairs[0].transform"), "{e}");

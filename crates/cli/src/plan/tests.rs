@@ -372,14 +372,17 @@ fn a_failing_or_slow_pair_does_not_hold_the_others() {
 #[test]
 fn a_pairs_process_refuses_a_stack_deployed_for_another_pair() {
     let plan = Plan::parse("p", PLAN, None).unwrap();
-    let env = |source: &str, target: &str, region: Option<&str>| {
+    // A deployed stack: name, source, target, target region, TransformSpec.
+    let env = |d: [&str; 5]| {
         let vars = [
+            ("STACK_NAME", d[0]),
             ("CONTROL_TABLE", "c"),
-            ("SOURCE_TABLE", source),
-            ("TARGET_TABLE", target),
+            ("SOURCE_TABLE", d[1]),
+            ("TARGET_TABLE", d[2]),
             ("MIGRATION_ID", "m"),
             ("WORK_QUEUE_URL", "q"),
-            ("TARGET_REGION", region.unwrap_or("")),
+            ("TARGET_REGION", d[3]),
+            ("TRANSFORM", d[4]),
         ];
         crate::worker::deployment_from_env(&|k| {
             vars.iter()
@@ -389,23 +392,42 @@ fn a_pairs_process_refuses_a_stack_deployed_for_another_pair() {
         })
         .unwrap()
     };
-    let check = |stack: relay_aws::operator::Deployment, pair: &relay_core::plan::Pair| {
-        crate::ctx::check_plan_pair(&stack, "us-east-1", Some(expected_json(pair)))
+    let file = PathBuf::from("p/plan.yaml");
+    let check = |d: [&str; 5], pair: &relay_core::plan::Pair| {
+        let expected = crate::ctx::expected_json(&plan, &file, pair);
+        crate::ctx::check_plan_pair(&env(d), "us-east-1", Some(expected))
     };
     let (orders, carts) = (&plan.pairs[0], &plan.pairs[1]);
-    assert!(check(env("orders", "orders-v2", None), orders).is_ok());
-    assert!(check(env("carts", "carts", Some("us-west-2")), carts).is_ok());
-    let err = check(env("orders", "orders-old", None), orders)
+    assert!(check(["shop-orders", "orders", "orders-v2", "", ""], orders).is_ok());
+    assert!(check(["shop-carts", "carts", "carts", "us-west-2", ""], carts).is_ok());
+    let err = check(["shop-orders", "orders", "orders-old", "", ""], orders)
         .unwrap_err()
         .to_string();
     assert!(
         err.contains("orders-old") && err.contains("deploy"),
         "{err}"
     );
-    let err = check(env("carts", "carts", None), carts)
+    let err = check(["shop-carts", "carts", "carts", "", ""], carts)
         .unwrap_err()
         .to_string();
     assert!(err.contains("target region us-east-1"), "{err}");
+    // A transform the plan no longer names (helper-50 #4).
+    let err = check(
+        [
+            "shop-carts",
+            "carts",
+            "carts",
+            "us-west-2",
+            r#"{"rename":{"a":"b"}}"#,
+        ],
+        carts,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("the plan: none"), "{err}");
+    // The variable left exported, on another stack: not this pair's.
+    assert!(check(["other", "x", "y", "", ""], orders).is_ok());
     // Outside a plan run, nothing is checked.
-    assert!(crate::ctx::check_plan_pair(&env("x", "y", None), "us-east-1", None).is_ok());
+    let plain = env(["shop-orders", "x", "y", "", ""]);
+    assert!(crate::ctx::check_plan_pair(&plain, "us-east-1", None).is_ok());
 }

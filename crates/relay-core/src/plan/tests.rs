@@ -150,46 +150,62 @@ fn plan_errors_name_the_line_or_the_field() {
 fn a_stack_deployed_for_another_pair_than_the_plans_is_named() {
     let e = Expected {
         pair: "orders".into(),
+        stack: "shop-orders".into(),
         source: "Orders".into(),
         target: "Orders2".into(),
         target_region: None,
         target_role_arn: None,
+        transform: None,
     };
     let here = TargetPlace::default();
-    assert_eq!(e.check(("Orders", "Orders2"), &here, "eu-west-1"), Ok(()));
+    let check = |e: &Expected, pair: (&str, &str), place: &TargetPlace, t: Option<&str>| {
+        e.check(pair, place, "eu-west-1", t)
+    };
+    assert_eq!(check(&e, ("Orders", "Orders2"), &here, None), Ok(()));
     // The plan's region spelled out is the stack's region.
     let spelled = Expected {
         target_region: Some("eu-west-1".into()),
         ..e.clone()
     };
-    assert_eq!(
-        spelled.check(("Orders", "Orders2"), &here, "eu-west-1"),
-        Ok(())
-    );
-    let err = e
-        .check(("Orders", "OrdersOld"), &here, "eu-west-1")
-        .unwrap_err();
+    assert_eq!(check(&spelled, ("Orders", "Orders2"), &here, None), Ok(()));
+    let err = check(&e, ("Orders", "OrdersOld"), &here, None).unwrap_err();
     assert!(
         err.contains("target OrdersOld (the plan: Orders2)") && err.contains("deploy"),
         "{err}"
     );
-    let err = e
-        .check(("Carts", "Orders2"), &here, "eu-west-1")
-        .unwrap_err();
+    let err = check(&e, ("Carts", "Orders2"), &here, None).unwrap_err();
     assert!(err.contains("source Carts"), "{err}");
     let elsewhere = TargetPlace {
         region: Some("us-east-1".into()),
         role_arn: Some("arn:aws:iam::1:role/r".into()),
         external_id: None,
     };
-    let err = e
-        .check(("Orders", "Orders2"), &elsewhere, "eu-west-1")
-        .unwrap_err();
+    let err = check(&e, ("Orders", "Orders2"), &elsewhere, None).unwrap_err();
     assert!(
         err.contains("target region us-east-1") && err.contains("target role"),
         "{err}"
     );
+    // A transform the plan no longer names (helper-50 #4), or another one;
+    // the same spec in another spelling is the same.
+    let deployed = r#"{"rename":{"a":"b"}}"#;
+    let err = check(&e, ("Orders", "Orders2"), &here, Some(deployed)).unwrap_err();
+    assert!(err.contains("the plan: none"), "{err}");
+    let same = Expected {
+        transform: Some("rename: {a: b}\n".into()),
+        ..e.clone()
+    };
+    assert_eq!(
+        check(&same, ("Orders", "Orders2"), &here, Some(deployed)),
+        Ok(())
+    );
+    let other = Expected {
+        transform: Some("rename: {a: c}\n".into()),
+        ..e.clone()
+    };
+    assert!(check(&other, ("Orders", "Orders2"), &here, Some(deployed)).is_err());
+    // A stack that does not report its parameters: not compared.
+    assert_eq!(check(&same, ("Orders", "Orders2"), &here, None), Ok(()));
     // The expectation travels to the pair's process as JSON.
-    let json = serde_json::to_string(&e).unwrap();
-    assert_eq!(serde_json::from_str::<Expected>(&json).unwrap(), e);
+    let json = serde_json::to_string(&same).unwrap();
+    assert_eq!(serde_json::from_str::<Expected>(&json).unwrap(), same);
 }
