@@ -120,6 +120,13 @@ pub trait Transform: Send + Sync + std::fmt::Debug {
         sources.iter().any(|a| !names.contains(a)) || names.iter().any(|n| !sources.contains(*n))
     }
 
+    /// How two source items can map to one target key although the
+    /// transform does not reuse keys (`None`: they cannot, as far as the
+    /// spec says; see `transform/collide.rs`).
+    fn key_collisions(&self) -> Option<String> {
+        None
+    }
+
     /// The source key as a target item made from that source item carries
     /// it (under the names the transform gives it): how a delete tells
     /// whose item a target key holds. `None` when the transform drops or
@@ -452,6 +459,10 @@ impl Transform for Declarative {
         }
     }
 
+    fn key_collisions(&self) -> Option<String> {
+        collide::why(self)
+    }
+
     fn target_key_names(&self) -> Vec<String> {
         if self.rules.is_empty() {
             self.source_keys.clone()
@@ -576,5 +587,6 @@ pub fn remove_mapping_supported(
     }
 }
 
+mod collide;
 #[cfg(test)]
 mod tests;

@@ -169,6 +169,12 @@ pub async fn preflight<A: Aws>(
                         &loaded.source_keys,
                         t.stream_view.as_deref(),
                     ));
+                    if let Some(why) = loaded.transform.key_collisions() {
+                        checks.push(Check::warn(
+                            "transform key collisions",
+                            format!("{why}. Two such source items share one target key: the later write replaces the other, and a delete of one removes the other's row. `verify` reports them; make sure the data has none"),
+                        ));
+                    }
                 }
                 Err(e) => checks.push(Check::fail("transform", e.to_string())),
             }
