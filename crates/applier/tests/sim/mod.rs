@@ -65,7 +65,10 @@ pub struct Sim {
     applier: Rc<Applier<FakeTable, FakeTable, FakeTable, FakeMetrics>>,
     /// The forwarder's position in the source stream.
     pub pos: Rc<Cell<usize>>,
-    stop: Rc<Cell<bool>>,
+    /// The pollers' generation: `stop_pollers` moves it on, and a poller
+    /// runs while it is the one it started in (so pollers can be started
+    /// again after a stop, and the old ones still end).
+    stop: Rc<Cell<u64>>,
     /// What happened, for failure messages.
     pub log: Rc<RefCell<Vec<String>>>,
 }
@@ -272,7 +275,7 @@ impl Sim {
             forwarder: Rc::new(forwarder),
             applier: Rc::new(applier),
             pos: Rc::new(Cell::new(0)),
-            stop: Rc::new(Cell::new(false)),
+            stop: Rc::new(Cell::new(0)),
             log: Rc::default(),
         }
     }
@@ -297,6 +300,7 @@ impl Sim {
     /// Starts the forwarder poller and two applier pollers (as Lambda's
     /// event source mappings would), on the current `LocalSet`.
     pub fn start_pollers(&self) {
+        let generation = self.stop.get();
         let (fwd, aws, db, pos, stop, rng) = (
             self.forwarder.clone(),
             self.aws.clone(),
@@ -307,7 +311,7 @@ impl Sim {
         );
         let (batch, replay) = (self.cfg.stream_batch, self.cfg.replay);
         tokio::task::spawn_local(async move {
-            while !stop.get() {
+            while stop.get() == generation {
                 if aws.trigger_enabled(FORWARDER) {
                     let pending = db.stream("source", pos.get());
                     if !pending.is_empty() {
@@ -349,7 +353,7 @@ impl Sim {
             );
             let (batch, crash) = (self.cfg.applier_batch, self.cfg.crash);
             tokio::task::spawn_local(async move {
-                while !stop.get() {
+                while stop.get() == generation {
                     if aws.trigger_enabled(APPLIER) {
                         let msgs = fifo.receive(batch);
                         if !msgs.is_empty() {
@@ -453,7 +457,6 @@ impl Sim {
         });
     }
 
-    /// Stops the pollers (at their next turn).
     /// `n` copy workers draining the work queue with the real worker
     /// handler, one task per invocation. With `faults`: short invocations
     /// (tasks continue in the next one), some tasks delivered twice, and
@@ -461,6 +464,7 @@ impl Sim {
     pub async fn start_workers(&self, n: usize, faults: bool) {
         use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
         use relay_aws::operator::Queues;
+        let generation = self.stop.get();
         for w in 0..n {
             let mut ctx = Ctx::for_stack(self.aws.clone(), STACK, "us-east-1", self.clock.clone())
                 .await
@@ -468,7 +472,7 @@ impl Sim {
             ctx.quiet = true;
             let (aws, stop, rng) = (self.aws.clone(), self.stop.clone(), self.rng.clone());
             tokio::task::spawn_local(async move {
-                while !stop.get() {
+                while stop.get() == generation {
                     let Ok(mut msgs) = aws.receive(WORK_URL, 1, 60).await else {
                         continue;
                     };
@@ -512,8 +516,10 @@ impl Sim {
         }
     }
 
+    /// Stops the pollers and workers (at their next turn); they can be
+    /// started again.
     pub fn stop_pollers(&self) {
-        self.stop.set(true);
+        self.stop.set(self.stop.get() + 1);
     }
 
     /// Whether every stream record was forwarded and every message consumed.
