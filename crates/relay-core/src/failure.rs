@@ -80,11 +80,19 @@ impl FailureRecord {
     }
 }
 
-/// The time before which the target holds every change of the source: the
-/// seed's cutoff. The caller has checked that the seed is whole (no re-seed
-/// pending, no copy running); `None`: nothing is known.
+/// The time before which the target holds every change of the source, and
+/// every later seed will: the seed's cutoff, but not past what the applier
+/// consumed. Every re-seed's cutoff is at or after the frontier, which is
+/// at or after `consumed_ms` (monotonic); a pause alone does not bound it
+/// for good (a `resume` lifts it), so a replay to a point between what was
+/// consumed and the cutoff could otherwise restore a table without a
+/// cleared change. The caller has checked that the seed is whole (no
+/// re-seed pending, no copy running); `None`: nothing is known.
 pub fn covered_before(c: &ControlState) -> Option<i64> {
-    c.cutoff_ms
+    match (c.cutoff_ms, c.consumed_ms) {
+        (Some(cutoff), Some(consumed)) => Some(cutoff.min(consumed)),
+        (cutoff, _) => cutoff,
+    }
 }
 
 /// Whether a failure whose newest change came by `newest_ms` is covered:
@@ -161,6 +169,12 @@ mod tests {
         // after it read the item.
         c.verify_ms = Some(5_000_000);
         c.last_verify = Some("clean".into());
+        assert_eq!(covered_before(&c), Some(1_000_000));
+        // Not past what was consumed: a replay may re-seed at any point
+        // after it (helper-51 #2).
+        c.consumed_ms = Some(900_000);
+        assert_eq!(covered_before(&c), Some(900_000));
+        c.consumed_ms = Some(2_000_000);
         assert_eq!(covered_before(&c), Some(1_000_000));
         // Never seeded: nothing is covered.
         assert_eq!(covered_before(&ControlState::default()), None);

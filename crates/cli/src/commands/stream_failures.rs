@@ -55,9 +55,13 @@ pub struct StreamFailuresReport {
     pub clear: bool,
     pub dry_run: bool,
     pub cleared: usize,
-    /// Records in the queue afterwards (visible and in flight, as SQS
-    /// counts them; with `--dry-run`, those that would be left).
-    pub left: u64,
+    /// Records read and not deleted (with `--dry-run`: not to be deleted).
+    pub left: usize,
+    /// `--max` records were read: the queue may hold more.
+    pub more: bool,
+    /// The queue's depth afterwards as SQS counts it (visible and in
+    /// flight; approximate, it settles within about a minute).
+    pub queue_depth: u64,
     pub failures: Vec<Failure>,
 }
 
@@ -92,16 +96,23 @@ impl Report for StreamFailuresReport {
                 text.push_str(&format!(" ({why})"));
             }
         }
+        if self.more {
+            text.push_str(&format!(
+                "\nonly the first {} record(s) were read: run it again for the rest",
+                self.count
+            ));
+        }
         if self.clear {
             text.push_str(&format!(
-                "\n{}cleared {}; {} left in the stream failure queue",
+                "\n{}cleared {}; {} read and left; the queue holds about {} (SQS's count, settling within a minute)",
                 if self.dry_run {
                     "dry run: would have "
                 } else {
                     ""
                 },
                 self.cleared,
-                self.left
+                self.left,
+                self.queue_depth
             ));
         } else if self.covered > 0 {
             text.push_str("\nDelete the covered ones: `ddb-relay dlq stream-failures --clear` (add --dry-run to preview)");
@@ -113,7 +124,7 @@ impl Report for StreamFailuresReport {
     }
 
     fn exit_code(&self) -> i32 {
-        if self.clear && !self.dry_run && self.left > 0 {
+        if self.clear && !self.dry_run && (self.left > 0 || self.more) {
             EXIT_NO_GO
         } else {
             0
@@ -191,18 +202,13 @@ pub async fn stream_failures<A: Aws>(
         left = msgs.clone();
     }
     release(ctx, url, &left).await;
-    // What is left is what SQS holds now: records this run did not read
-    // (past `--max`, or held by another reader) count too.
-    let depth = if dry_run {
-        (failures.len() - covered) as u64
-    } else {
-        let q = ctx
-            .aws
-            .queue_attrs(url)
-            .await
-            .map_err(|e| explain(e, "stream failure queue"))?;
-        q.visible + q.in_flight
-    };
+    // Records past `--max` or held by another reader are not in `left`:
+    // `more`, and the queue's (approximate) depth, say so.
+    let q = ctx
+        .aws
+        .queue_attrs(url)
+        .await
+        .map_err(|e| explain(e, "stream failure queue"))?;
     Ok(StreamFailuresReport {
         stack: ctx.stack.name.clone(),
         count: failures.len(),
@@ -212,7 +218,13 @@ pub async fn stream_failures<A: Aws>(
         clear,
         dry_run,
         cleared: if dry_run { covered } else { cleared },
-        left: depth,
+        left: if dry_run {
+            failures.len() - covered
+        } else {
+            left.len()
+        },
+        more: failures.len() >= max,
+        queue_depth: q.visible + q.in_flight,
         failures,
     })
 }
