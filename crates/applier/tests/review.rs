@@ -1033,6 +1033,35 @@ fn a_verdict_taken_across_a_reseed_is_not_recorded() {
             .unwrap();
         assert!(!v.recorded, "recorded during a copy: {}", v.text());
         sim.ctx.write_control(&written, read).await.unwrap();
+        // helper-51 #1: differences are recorded although the control item
+        // moved while the verify ran, else an older "clean" stays in force.
+        let v = verify::verify(&sim.ctx, 100.0, false, 0, copy(), &Default::default())
+            .await
+            .unwrap();
+        assert!(v.recorded && v.clean);
+        sim.db.delete("target", &source_key(3), false);
+        reading.store(false, Ordering::SeqCst);
+        let flag = reading.clone();
+        sim.db.set_latency(move |call| {
+            if call.table == "source" && call.op == "Scan" {
+                flag.store(true, Ordering::SeqCst);
+                Duration::from_secs(1)
+            } else {
+                Duration::ZERO
+            }
+        });
+        let touch = async {
+            while !reading.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let read = ctx.control().await.unwrap();
+            ctx.write_control(&read, read.clone()).await.unwrap();
+        };
+        let (v, ()) = tokio::join!(verify::verify(ctx, 100.0, false, 0, copy(), &spill), touch);
+        let v = v.unwrap();
+        assert!(!v.clean && v.recorded, "{}", v.text());
+        let last = sim.ctx.control().await.unwrap().last_verify.unwrap();
+        assert!(last.contains("difference"), "{last}");
         sim.stop_pollers();
     });
 }

@@ -308,18 +308,21 @@ pub(crate) async fn may_record<A: Aws>(ctx: &Ctx<A>, start: &ControlState) -> bo
         .is_ok()
 }
 
-/// Records the verdict for `cutover`: only for a full verify (`sample` 100)
-/// that began on a whole target (`whole`, [`may_record`]) and during which
-/// no operator wrote the control item (its version is still `start`'s: no
-/// re-seed, even one at the same point, no pause, resume, mode switch or
-/// finish). `started_ms` is recorded with it. `true` when recorded.
+/// Records the verdict for `cutover`, for a full verify (`sample` 100).
+/// "clean" only when the verify began on a whole target (`whole`,
+/// [`may_record`]) and no operator wrote the control item while it ran (its
+/// version is still `start`'s: no re-seed, even one at the same point, no
+/// pause, resume, mode switch or finish). Differences are recorded in any
+/// case: dropping them would leave an older "clean" in force.
+/// `started_ms` is recorded with it. `true` when recorded.
 pub(crate) async fn record_verdict<A: Aws>(
     ctx: &Ctx<A>,
     (start, started_ms, whole): (&ControlState, i64, bool),
     sample: f64,
     remaining: u64,
 ) -> Result<bool> {
-    if sample < 100.0 || !whole {
+    let clean = remaining == 0;
+    if sample < 100.0 || (clean && !whole) {
         return Ok(false);
     }
     let verdict = if remaining == 0 {
@@ -329,7 +332,7 @@ pub(crate) async fn record_verdict<A: Aws>(
     };
     for _ in 0..3 {
         let read = ctx.control().await?;
-        if read.version != start.version {
+        if clean && read.version != start.version {
             break;
         }
         let next = ControlState {
