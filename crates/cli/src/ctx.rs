@@ -90,16 +90,17 @@ fn explain_line(err: &AwsError, what: &str) -> anyhow::Error {
 
 /// What a pair's process under `--plan` checks its stack against
 /// ([`relay_core::plan::EXPECTED_ENV`], JSON): the pair as the plan names it
-/// now, with its transform file's text (unreadable: left to `--transform`,
-/// which fails on it).
+/// now, with its transform file's text (or why it cannot be read).
 pub fn expected_json(
     plan: &relay_core::plan::Plan,
     file: &std::path::Path,
     p: &relay_core::plan::Pair,
 ) -> String {
-    let transform =
-        crate::plan::transform_path(file, p).and_then(|t| std::fs::read_to_string(t).ok());
-    serde_json::to_string(&p.expected(&plan.name, transform)).unwrap_or_default()
+    let read = crate::plan::transform_path(file, p)
+        .map(|t| std::fs::read_to_string(&t).map_err(|e| format!("{}: {e}", t.display())));
+    let mut e = p.expected(&plan.name, read.clone().and_then(Result::ok));
+    e.transform_unreadable = read.and_then(Result::err);
+    serde_json::to_string(&e).unwrap_or_default()
 }
 
 /// A pair's process under `--plan` (`expected`: the parent's

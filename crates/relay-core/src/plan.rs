@@ -149,6 +149,9 @@ pub struct Expected {
     pub target_role_arn: Option<String>,
     /// The pair's transform file's text (`None`: no transform).
     pub transform: Option<String>,
+    /// Why the pair's transform file could not be read, if so.
+    #[serde(default)]
+    pub transform_unreadable: Option<String>,
 }
 
 impl Pair {
@@ -162,6 +165,7 @@ impl Pair {
             target_region: self.target_region.clone(),
             target_role_arn: self.target_role_arn.clone(),
             transform,
+            transform_unreadable: None,
         }
     }
 }
@@ -203,6 +207,12 @@ impl Expected {
         // (`--transform`, passed to the pair's process, is checked against
         // the deployed spec where one is read).
         let spec = |t: &str| crate::transform::Spec::parse(t).ok();
+        if let Some(why) = &self.transform_unreadable {
+            return Err(format!(
+                "pair {}: the plan's transform file cannot be read: {why}",
+                self.pair
+            ));
+        }
         match (deployed_transform, &self.transform) {
             (Some(d), None) => diffs.push(format!("a transform ({d}; the plan: none)")),
             (Some(d), Some(e)) if spec(d).is_none() || spec(d) != spec(e) => {

@@ -88,6 +88,18 @@ pub fn parameters(plan: &Plan, file: &Path, i: usize, stream_arn: &str) -> Resul
     Ok(params)
 }
 
+/// `w` as one shell word: as it is when it is plain, else in single quotes.
+pub fn shell_word(w: &str) -> String {
+    let plain = !w.is_empty()
+        && w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./:=@,+%".contains(c));
+    if plain {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', r"'\''"))
+    }
+}
+
 #[allow(clippy::print_stdout)] // the CLI's output
 pub async fn deploy<A: Aws>(
     aws: &A,
@@ -149,9 +161,11 @@ pub async fn deploy<A: Aws>(
     dash.args(o.sam_args);
     if o.dry_run {
         for j in jobs.iter().map(|j| &j.command).chain([&dash]) {
+            // Quoted for a shell, so a pasted `TargetRegion=''` still
+            // reaches sam as an empty value.
             let words: Vec<String> = std::iter::once(j.get_program())
                 .chain(j.get_args())
-                .map(|a| a.to_string_lossy().into_owned())
+                .map(|a| shell_word(&a.to_string_lossy()))
                 .collect();
             println!("{}", words.join(" "));
         }
@@ -245,6 +259,10 @@ mod tests {
         ] {
             assert!(plain.iter().any(|p| p == cleared), "{cleared}: {plain:?}");
         }
+        // The dry run prints commands a shell passes on as they were.
+        assert_eq!(shell_word("TargetTableName=users"), "TargetTableName=users");
+        assert_eq!(shell_word("TargetRegion=''"), r"'TargetRegion='\'''\'''");
+        assert_eq!(shell_word("a b"), "'a b'");
         std::fs::write(dir.path().join("t.yaml"), "rename: {a: 1").unwrap();
         let e = parameters(&plan, &file, 0, "arn:stream").unwrap_err();
         assert!(e.to_string().contains("pairs[0].transform"), "{e}");

@@ -392,13 +392,16 @@ fn a_pairs_process_refuses_a_stack_deployed_for_another_pair() {
         })
         .unwrap()
     };
-    let file = PathBuf::from("p/plan.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plan.yaml");
+    std::fs::write(dir.path().join("t.yaml"), "rename: {a: b}\n").unwrap();
     let check = |d: [&str; 5], pair: &relay_core::plan::Pair| {
         let expected = crate::ctx::expected_json(&plan, &file, pair);
         crate::ctx::check_plan_pair(&env(d), "us-east-1", Some(expected))
     };
     let (orders, carts) = (&plan.pairs[0], &plan.pairs[1]);
-    assert!(check(["shop-orders", "orders", "orders-v2", "", ""], orders).is_ok());
+    let deployed = r#"{"rename":{"a":"b"}}"#;
+    assert!(check(["shop-orders", "orders", "orders-v2", "", deployed], orders).is_ok());
     assert!(check(["shop-carts", "carts", "carts", "us-west-2", ""], carts).is_ok());
     let err = check(["shop-orders", "orders", "orders-old", "", ""], orders)
         .unwrap_err()
@@ -425,6 +428,12 @@ fn a_pairs_process_refuses_a_stack_deployed_for_another_pair() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("the plan: none"), "{err}");
+    // A transform file the plan names that cannot be read.
+    std::fs::remove_file(dir.path().join("t.yaml")).unwrap();
+    let err = check(["shop-orders", "orders", "orders-v2", "", deployed], orders)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot be read"), "{err}");
     // The variable left exported, on another stack: not this pair's.
     assert!(check(["other", "x", "y", "", ""], orders).is_ok());
     // Outside a plan run, nothing is checked.

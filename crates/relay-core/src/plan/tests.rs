@@ -156,6 +156,7 @@ fn a_stack_deployed_for_another_pair_than_the_plans_is_named() {
         target_region: None,
         target_role_arn: None,
         transform: None,
+        transform_unreadable: None,
     };
     let here = TargetPlace::default();
     let check = |e: &Expected, pair: (&str, &str), place: &TargetPlace, t: Option<&str>| {
@@ -203,6 +204,13 @@ fn a_stack_deployed_for_another_pair_than_the_plans_is_named() {
         ..e.clone()
     };
     assert!(check(&other, ("Orders", "Orders2"), &here, Some(deployed)).is_err());
+    // A transform file the plan names but nobody can read says so.
+    let unreadable = Expected {
+        transform_unreadable: Some("No such file".into()),
+        ..e.clone()
+    };
+    let err = check(&unreadable, ("Orders", "Orders2"), &here, None).unwrap_err();
+    assert!(err.contains("cannot be read: No such file"), "{err}");
     // A stack that does not report its parameters: not compared.
     assert_eq!(check(&same, ("Orders", "Orders2"), &here, None), Ok(()));
     // The expectation travels to the pair's process as JSON.
