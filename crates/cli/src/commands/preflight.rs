@@ -172,7 +172,7 @@ pub async fn preflight<A: Aws>(
                     if let Some(why) = loaded.transform.key_collisions() {
                         checks.push(Check::warn(
                             "transform key collisions",
-                            format!("{why}. Two such source items share one target key: the later write replaces the other, and a delete of one removes the other's row. `verify` reports them; make sure the data has none"),
+                            format!("{why}. Two such source items share one target key: the later write replaces the other, and a delete of one removes the other's row, and `verify` may not see it: make sure the data has none"),
                         ));
                     }
                 }

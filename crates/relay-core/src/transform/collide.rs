@@ -4,7 +4,8 @@
 //! one number) and `concat` or `uuidv5` over several parts (`("a#b", "c")`
 //! and `("a", "b#c")` join alike). The applier then writes both items'
 //! changes to one key: the later replaces the other, and a delete of one
-//! removes the other's row. `verify` reports such keys; `preflight` warns.
+//! removes the other's row. `verify` may not see it (it settles a shared
+//! key against one of the items); `preflight` warns.
 
 use super::{Declarative, Derivation, Scalar, Transform};
 
