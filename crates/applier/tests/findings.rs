@@ -1511,21 +1511,24 @@ fn a_stream_failure_is_cleared_only_once_a_seed_covers_it() {
         assert!(r.covered == 0 && r.not_whole.is_some(), "{}", r.text());
         sim.ctx.write_control(&written, read).await.unwrap();
         assert_eq!(depth().await, 1);
-        // A re-seed taken after the lost change covers it once the applier
-        // consumed past it (a replay may re-seed at any point after what
-        // was consumed: helper-51 #2).
+        // A re-seed taken after the lost change covers it. While paused,
+        // only up to the frontier (the pause): a replay may still re-seed
+        // at any point from it (helper-51 #2); resumed, up to the cutoff
+        // (helper-52 #1: no write to the source is needed for that).
         sim.start_pollers();
-        pause::pause(&sim.ctx, false).await.unwrap();
-        replay::replay(&sim.ctx, None, false, false).await.unwrap();
-        sim.assert_converged().await;
+        let paused = pause::pause(&sim.ctx, false).await.unwrap();
+        let paused_at = paused.paused_at_ms.unwrap();
+        sim.aws
+            .send_message(&url, &failure_record(paused_at + 1_000))
+            .await
+            .unwrap();
+        replay::replay(&sim.ctx, None, true, false).await.unwrap();
+        let c = sim.ctx.control().await.unwrap();
+        assert!(c.paused_at_ms.is_some());
+        assert!(c.cutoff_ms.unwrap() > paused_at + 1_000, "{c:?}");
         let r = stream_failures(&sim.ctx, 100, true, false).await.unwrap();
-        assert_eq!(
-            (r.cleared, r.left),
-            (0, 1),
-            "not consumed past it: {}",
-            r.text()
-        );
-        sim.db.put("source", source_item(3, 1, 20, 0));
+        assert_eq!((r.cleared, r.left), (1, 1), "paused: {}", r.text());
+        pause::resume(&sim.ctx, false).await.unwrap();
         sim.assert_converged().await;
         sim.stop_pollers();
         let r = stream_failures(&sim.ctx, 100, true, false).await.unwrap();

@@ -414,11 +414,13 @@ pub enum DlqCommand {
     },
     /// List the stream failure queue's records (stream batches the
     /// forwarder gave up on: a shard and a sequence range each), and which
-    /// the target is known to hold (before the seed's cutoff).
+    /// the target is known to hold (before the whole seed's cutoff, and
+    /// while paused before the frontier).
     StreamFailures {
         #[arg(long, default_value_t = 1000)]
         max: usize,
-        /// Delete the covered records (exit 3 when any is left).
+        /// Delete the covered records (exit 3 when a record read is left,
+        /// or --max were read).
         #[arg(long)]
         clear: bool,
         /// With --clear: say what would be deleted; delete nothing.

@@ -81,16 +81,16 @@ impl FailureRecord {
 }
 
 /// The time before which the target holds every change of the source, and
-/// every later seed will: the seed's cutoff, but not past what the applier
-/// consumed. Every re-seed's cutoff is at or after the frontier, which is
-/// at or after `consumed_ms` (monotonic); a pause alone does not bound it
-/// for good (a `resume` lifts it), so a replay to a point between what was
-/// consumed and the cutoff could otherwise restore a table without a
-/// cleared change. The caller has checked that the seed is whole (no
-/// re-seed pending, no copy running); `None`: nothing is known.
+/// every later seed will: the seed's cutoff, and while paused not past the
+/// frontier. A re-seed runs paused with a cutoff at or after the frontier
+/// (the later of what was consumed and the pause): under the current pause
+/// that may be before the cutoff, so a replay between them would restore a
+/// table without a cleared change; not paused, any later pause is after
+/// now, after every record. The caller has checked that the seed is whole
+/// (no re-seed pending, no copy running); `None`: nothing is known.
 pub fn covered_before(c: &ControlState) -> Option<i64> {
-    match (c.cutoff_ms, c.consumed_ms) {
-        (Some(cutoff), Some(consumed)) => Some(cutoff.min(consumed)),
+    match (c.cutoff_ms, c.paused_at_ms.and(c.frontier())) {
+        (Some(cutoff), Some(frontier)) => Some(cutoff.min(frontier)),
         (cutoff, _) => cutoff,
     }
 }
@@ -170,9 +170,14 @@ mod tests {
         c.verify_ms = Some(5_000_000);
         c.last_verify = Some("clean".into());
         assert_eq!(covered_before(&c), Some(1_000_000));
-        // Not past what was consumed: a replay may re-seed at any point
-        // after it (helper-51 #2).
+        // While paused, not past the frontier: a replay may re-seed at any
+        // point from it on (helper-51 #2). Not paused, the cutoff: a later
+        // pause is after every record (helper-52 #1).
         c.consumed_ms = Some(900_000);
+        assert_eq!(covered_before(&c), Some(1_000_000));
+        c.paused_at_ms = Some(950_000);
+        assert_eq!(covered_before(&c), Some(950_000));
+        c.paused_at_ms = Some(800_000);
         assert_eq!(covered_before(&c), Some(900_000));
         c.consumed_ms = Some(2_000_000);
         assert_eq!(covered_before(&c), Some(1_000_000));

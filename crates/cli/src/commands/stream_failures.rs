@@ -6,7 +6,8 @@
 //! is left.
 //!
 //! **Invariant:** a failure record is deleted only when the whole current
-//! seed's cutoff is after its newest stream record, and only if the seed,
+//! seed's cutoff (while paused, the frontier if earlier) is after its
+//! newest stream record, and only if the seed,
 //! mode and finish read when the command began are still those of the
 //! control item after it decided.
 
@@ -44,9 +45,9 @@ pub struct Failure {
 pub struct StreamFailuresReport {
     pub stack: String,
     pub count: usize,
-    /// The target holds every change before this time: the seed's cutoff
-    /// (`None`: not known, for example while a re-seed or copy is
-    /// unfinished).
+    /// The target holds every change before this time: the seed's cutoff,
+    /// while paused the frontier if earlier (`None`: not known, for
+    /// example while a re-seed or copy is unfinished).
     pub covered_before_ms: Option<i64>,
     /// Why nothing is known to be covered, if so.
     #[serde(skip_serializing_if = "Option::is_none")]
