@@ -1062,6 +1062,55 @@ fn a_verdict_taken_across_a_reseed_is_not_recorded() {
         assert!(!v.clean && v.recorded, "{}", v.text());
         let last = sim.ctx.control().await.unwrap().last_verify.unwrap();
         assert!(last.contains("difference"), "{last}");
+        // helper-52 #4: a sample's differences replace an older clean
+        // verdict too (a sample is never recorded as clean).
+        sim.db.set_latency(|_| Duration::ZERO);
+        for i in 0..10 {
+            sim.db.put("source", source_item(i, 1, 20, 0));
+        }
+        sim.assert_converged().await;
+        let v = verify::verify(&sim.ctx, 100.0, false, 0, copy(), &Default::default())
+            .await
+            .unwrap();
+        assert!(v.recorded && v.clean);
+        for i in 0..10 {
+            sim.db.delete("target", &source_key(i), false);
+        }
+        let v = verify::verify(&sim.ctx, 50.0, false, 0, copy(), &Default::default())
+            .await
+            .unwrap();
+        assert!(!v.clean && v.recorded, "{}", v.text());
+        let last = sim.ctx.control().await.unwrap().last_verify.unwrap();
+        assert!(last.contains("50% sample"), "{last}");
+        // helper-52 #3: differences are not recorded once a re-seed began
+        // (they are about a table that is gone).
+        reading.store(false, Ordering::SeqCst);
+        let flag = reading.clone();
+        sim.db.set_latency(move |call| {
+            if call.table == "source" && call.op == "Scan" {
+                flag.store(true, Ordering::SeqCst);
+                Duration::from_secs(1)
+            } else {
+                Duration::ZERO
+            }
+        });
+        let pending = async {
+            while !reading.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let read = ctx.control().await.unwrap();
+            let next = ControlState {
+                seed_method: Some("backup-pending".into()),
+                ..read.without_verdict()
+            };
+            ctx.write_control(&read, next).await.unwrap();
+        };
+        let (v, ()) = tokio::join!(
+            verify::verify(ctx, 100.0, false, 0, copy(), &spill),
+            pending
+        );
+        assert!(!v.unwrap().recorded, "recorded across a re-seed's start");
+        assert_eq!(sim.ctx.control().await.unwrap().last_verify, None);
         sim.stop_pollers();
     });
 }

@@ -11,9 +11,10 @@
 //!
 //! **Invariant:** "clean" means source and target agree when re-read, not
 //! that the target matches an earlier snapshot, and that the transform maps
-//! every source item (one it cannot map is not in the target); the verdict
-//! is recorded for `cutover` only for a full verify of the seed that is
-//! still current.
+//! every source item (one it cannot map is not in the target); a clean
+//! verdict is recorded for `cutover` only for a full verify that began on a
+//! whole target and ran while no operator command changed the migration
+//! (differences whenever the seed is still the one it compared).
 
 use std::time::{Duration, Instant};
 
@@ -308,12 +309,14 @@ pub(crate) async fn may_record<A: Aws>(ctx: &Ctx<A>, start: &ControlState) -> bo
         .is_ok()
 }
 
-/// Records the verdict for `cutover`, for a full verify (`sample` 100).
-/// "clean" only when the verify began on a whole target (`whole`,
-/// [`may_record`]) and no operator wrote the control item while it ran (its
-/// version is still `start`'s: no re-seed, even one at the same point, no
-/// pause, resume, mode switch or finish). Differences are recorded in any
-/// case: dropping them would leave an older "clean" in force.
+/// Records the verdict for `cutover`. "clean" only for a full verify
+/// (`sample` 100) that began on a whole target (`whole`, [`may_record`])
+/// while no operator wrote the control item (its version is still
+/// `start`'s: no re-seed, even one at the same point, no pause, resume,
+/// mode switch or finish). Differences, from a sample too, while the seed,
+/// mode and finish are still `start`'s: dropping them would leave an older
+/// "clean" in force, and after a re-seed they are about a table that is
+/// gone (and the re-seed's own writes must not meet a moved version).
 /// `started_ms` is recorded with it. `true` when recorded.
 pub(crate) async fn record_verdict<A: Aws>(
     ctx: &Ctx<A>,
@@ -322,17 +325,26 @@ pub(crate) async fn record_verdict<A: Aws>(
     remaining: u64,
 ) -> Result<bool> {
     let clean = remaining == 0;
-    if sample < 100.0 || (clean && !whole) {
+    if clean && (sample < 100.0 || !whole) {
         return Ok(false);
     }
-    let verdict = if remaining == 0 {
-        "clean".to_string()
-    } else {
-        format!("{remaining} difference(s) at {}", rfc3339(ctx.now_ms()))
+    let verdict = match (clean, sample < 100.0) {
+        (true, _) => "clean".to_string(),
+        (false, false) => format!("{remaining} difference(s) at {}", rfc3339(ctx.now_ms())),
+        (false, true) => format!(
+            "{remaining} difference(s) in a {sample}% sample at {}",
+            rfc3339(ctx.now_ms())
+        ),
     };
+    let fence = Fence::of(start);
     for _ in 0..3 {
         let read = ctx.control().await?;
-        if clean && read.version != start.version {
+        let moved = if clean {
+            read.version != start.version
+        } else {
+            fence.moved(&read).is_some()
+        };
+        if moved {
             break;
         }
         let next = ControlState {
