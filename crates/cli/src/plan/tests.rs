@@ -428,12 +428,10 @@ fn a_pairs_process_refuses_a_stack_deployed_for_another_pair() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("the plan: none"), "{err}");
-    // A transform file the plan names that cannot be read.
+    // A transform file the plan names that cannot be read: not compared
+    // (an emergency `pause` still runs; commands that load it fail on it).
     std::fs::remove_file(dir.path().join("t.yaml")).unwrap();
-    let err = check(["shop-orders", "orders", "orders-v2", "", deployed], orders)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("cannot be read"), "{err}");
+    assert!(check(["shop-orders", "orders", "orders-v2", "", deployed], orders).is_ok());
     // The variable left exported, on another stack: not this pair's.
     assert!(check(["other", "x", "y", "", ""], orders).is_ok());
     // Outside a plan run, nothing is checked.
