@@ -1641,3 +1641,33 @@ fn a_source_item_the_transform_cannot_map_is_never_clean() {
         assert_ne!(last.as_deref(), Some("clean"));
     });
 }
+
+/// helper-52 #2: a seeded migration whose target was deleted is seeded
+/// again only under the replay rules (paused, the point after the
+/// frontier), also when nothing was consumed yet (a quiet source).
+#[test]
+fn a_second_seed_of_a_quiet_source_keeps_the_replay_rules() {
+    use relay_aws::operator::Tables;
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 83)).await;
+        sim.start_pollers();
+        seed_by_backup(&sim).await;
+        let c = sim.ctx.control().await.unwrap();
+        assert!(c.cutoff_ms.is_some() && c.consumed_ms.is_none(), "{c:?}");
+        sim.stop_pollers();
+        sim.aws.delete_table("target").await.unwrap();
+        let again = ddb_relay::commands::seed::SeedArgs {
+            method: ddb_relay::args::Method::Backup,
+            at: None,
+            bucket: None,
+            prefix: String::new(),
+            dry_run: false,
+        };
+        let err = ddb_relay::commands::seed::seed(&sim.ctx, &again)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not paused"), "{err}");
+        assert_eq!(sim.ctx.control().await.unwrap().cutoff_ms, c.cutoff_ms);
+    });
+}

@@ -306,11 +306,15 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
         };
         super::copy::refuse_unstreamed_point(ctx, (point, fuzz), stream.as_deref(), what, fix)?;
     }
-    // Something was consumed before: this seed replaces a seeded target, so
-    // the replay rules hold (paused, every change after T still queued),
-    // checked against the point the restore will really use: without
-    // --at, PITR restores at its latest restorable time, minutes before now.
-    if read.consumed_ms.is_some() && target.is_none() {
+    // A seed before (a cutoff) or something consumed: this seed replaces a
+    // seeded target, so the replay rules hold (paused, every change after T
+    // still queued), checked against the point the restore will really
+    // use: without --at, PITR restores at its latest restorable time,
+    // minutes before now. Before, only something consumed counted: on a
+    // quiet source a deleted target could be seeded again at an earlier
+    // point without a pause, under the records a stream failure clear
+    // trusted the old cutoff for (helper-52 #2).
+    if (read.consumed_ms.is_some() || read.cutoff_ms.is_some()) && target.is_none() {
         let mut b = super::pause::bounds(ctx, &read).await?;
         let point = match (a.method, at_ms) {
             (_, Some(t)) => t,
