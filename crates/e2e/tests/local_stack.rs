@@ -35,12 +35,22 @@ async fn a_live_migration_seeded_by_backup_restore_converges() -> Result<()> {
     let seed_ms = local.seed_by_backup(&source, &target).await?;
     local.set_cutoff(&stack, seed_ms - stack.margin_ms).await?;
     local.set_applier_trigger(&stack, true).await?;
+    // Writes go on while the applier drains: at least 10 s, and until the
+    // writer has made its 100 writes (an emulator busy with other tests'
+    // stacks answers slowly; at most 2 minutes).
     tokio::time::sleep(Duration::from_secs(10)).await;
+    for _ in 0..120 {
+        if writer.counts.total() > 100 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let counts = writer.stop().await;
     assert!(
         counts.total() > 100,
-        "writer did too little: {}",
-        counts.summary()
+        "writer did too little: {} ({} errors)",
+        counts.summary(),
+        counts.errors.load(std::sync::atomic::Ordering::Relaxed)
     );
 
     let (items, diff) = local
