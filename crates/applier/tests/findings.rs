@@ -1249,6 +1249,10 @@ fn a_finish_that_cannot_stop_the_triggers_takes_its_pause_back() {
         seed_by_backup(&sim).await;
         sim.stop_pollers();
         tokio::time::sleep(Duration::from_secs(200)).await;
+        let v = verify::verify(&sim.ctx, 100.0, false, 1, copy(), &Default::default())
+            .await
+            .unwrap();
+        assert!(v.clean && v.recorded);
         // Only the applier's trigger refuses: the forwarder's was already
         // disabled when that fails, and must be enabled again.
         sim.aws.fail_mapping_updates_of(
@@ -1265,6 +1269,8 @@ fn a_finish_that_cannot_stop_the_triggers_takes_its_pause_back() {
         assert!(format!("{err:#}").contains("taken back"), "{err:#}");
         let c = sim.ctx.control().await.unwrap();
         assert_eq!((c.paused_at_ms, c.finished_ms), (None, None));
+        // The verdict goes with it: verify again (helper-53 #2).
+        assert_eq!((c.last_verify, c.verify_ms), (None, None));
         assert!(sim.aws.trigger_enabled(sim::APPLIER) && sim.aws.trigger_enabled(sim::FORWARDER));
         // Every trigger update refused (no lambda:UpdateEventSourceMapping):
         // nothing was disabled, and the pause and the finish are taken back.

@@ -357,10 +357,14 @@ pub async fn finish<A: Aws>(
             let restored = ctx
                 .write_control(
                     &written,
+                    // Without the verdict: a verify that found differences
+                    // while the finish was written did not record them (its
+                    // fence had moved), and the older clean one must not
+                    // stand for it (helper-53 #2).
                     ControlState {
                         paused_at_ms: read.paused_at_ms,
                         finished_ms: read.finished_ms,
-                        ..written.clone()
+                        ..written.without_verdict()
                     },
                 )
                 .await;
