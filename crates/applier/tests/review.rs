@@ -931,6 +931,29 @@ fn the_sweep_never_deletes_an_item_re_put_after_it_read_the_tombstone() {
 /// Review (helper-37): a verify's verdict is about the seed it compared. A
 /// re-seed that lands while the verify runs makes its verdict unrecorded:
 /// `cutover` asks for a verify of the new seed.
+/// Every scan of the source takes a second, and `reading` turns true when
+/// one starts (a verify is reading the source then).
+fn slow_source_scan(sim: &Sim, reading: &std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::Ordering;
+    reading.store(false, Ordering::SeqCst);
+    let flag = reading.clone();
+    sim.db.set_latency(move |call| {
+        if call.table == "source" && call.op == "Scan" {
+            flag.store(true, Ordering::SeqCst);
+            Duration::from_secs(1)
+        } else {
+            Duration::ZERO
+        }
+    });
+}
+
+/// Waits until a scan of the source started ([`slow_source_scan`]).
+async fn scan_started(reading: &std::sync::atomic::AtomicBool) {
+    while !reading.load(std::sync::atomic::Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[test]
 fn a_verdict_taken_across_a_reseed_is_not_recorded() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -946,15 +969,7 @@ fn a_verdict_taken_across_a_reseed_is_not_recorded() {
         // The control item as a re-seed leaves it, written while the
         // verify reads the source.
         let reading = Arc::new(AtomicBool::new(false));
-        let flag = reading.clone();
-        sim.db.set_latency(move |call| {
-            if call.table == "source" && call.op == "Scan" {
-                flag.store(true, Ordering::SeqCst);
-                Duration::from_secs(1)
-            } else {
-                Duration::ZERO
-            }
-        });
+        slow_source_scan(&sim, &reading);
         let ctx = &sim.ctx;
         let reseed = async {
             for _ in 0..1_000 {
@@ -994,20 +1009,9 @@ fn a_verdict_taken_across_a_reseed_is_not_recorded() {
         // helper-49 #2: a re-seed at the same point (a replay to the same T)
         // leaves the seed's fields as they were; the control item's version
         // moved all the same, and the verdict is not recorded.
-        reading.store(false, Ordering::SeqCst);
-        let flag = reading.clone();
-        sim.db.set_latency(move |call| {
-            if call.table == "source" && call.op == "Scan" {
-                flag.store(true, Ordering::SeqCst);
-                Duration::from_secs(1)
-            } else {
-                Duration::ZERO
-            }
-        });
+        slow_source_scan(&sim, &reading);
         let same_point = async {
-            while !reading.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            scan_started(&reading).await;
             let read = ctx.control().await.unwrap();
             ctx.write_control(&read, read.without_verdict())
                 .await
@@ -1040,20 +1044,9 @@ fn a_verdict_taken_across_a_reseed_is_not_recorded() {
             .unwrap();
         assert!(v.recorded && v.clean);
         sim.db.delete("target", &source_key(3), false);
-        reading.store(false, Ordering::SeqCst);
-        let flag = reading.clone();
-        sim.db.set_latency(move |call| {
-            if call.table == "source" && call.op == "Scan" {
-                flag.store(true, Ordering::SeqCst);
-                Duration::from_secs(1)
-            } else {
-                Duration::ZERO
-            }
-        });
+        slow_source_scan(&sim, &reading);
         let touch = async {
-            while !reading.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            scan_started(&reading).await;
             let read = ctx.control().await.unwrap();
             ctx.write_control(&read, read.clone()).await.unwrap();
         };
@@ -1084,20 +1077,9 @@ fn a_verdict_taken_across_a_reseed_is_not_recorded() {
         assert!(last.contains("50% sample"), "{last}");
         // helper-52 #3: differences are not recorded once a re-seed began
         // (they are about a table that is gone).
-        reading.store(false, Ordering::SeqCst);
-        let flag = reading.clone();
-        sim.db.set_latency(move |call| {
-            if call.table == "source" && call.op == "Scan" {
-                flag.store(true, Ordering::SeqCst);
-                Duration::from_secs(1)
-            } else {
-                Duration::ZERO
-            }
-        });
+        slow_source_scan(&sim, &reading);
         let pending = async {
-            while !reading.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            scan_started(&reading).await;
             let read = ctx.control().await.unwrap();
             let next = ControlState {
                 seed_method: Some("backup-pending".into()),
