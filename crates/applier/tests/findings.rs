@@ -1677,3 +1677,86 @@ fn a_second_seed_of_a_quiet_source_keeps_the_replay_rules() {
         assert_eq!(sim.ctx.control().await.unwrap().cutoff_ms, c.cutoff_ms);
     });
 }
+
+/// helper-53 #1 and #3: a stream failure cleared under one seed is held by
+/// every later seed, also after a re-seed whose restore failed and left no
+/// cutoff behind (nothing consumed: a quiet source; the target gone). Such
+/// a seed is held to the replay rules: not while finished, paused with the
+/// trigger off, the point after the frontier, and only once the applier's
+/// invocations from before the pause have ended.
+#[test]
+fn a_seed_after_a_cleared_stream_failure_keeps_the_replay_rules() {
+    use ddb_relay::commands::seed::{seed, SeedArgs};
+    use ddb_relay::commands::stream_failures::stream_failures;
+    use relay_aws::operator::{Queues, Tables};
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 89)).await;
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        sim.start_pollers();
+        seed_by_backup(&sim).await;
+        sim.assert_converged().await;
+        let lost_ms = sim.ctx.control().await.unwrap().cutoff_ms.unwrap() - 1_000;
+        let url = sim.ctx.stack.stream_failure_url.clone();
+        sim.aws
+            .send_message(&url, &failure_record(lost_ms))
+            .await
+            .unwrap();
+        let r = stream_failures(&sim.ctx, 100, true, false).await.unwrap();
+        assert_eq!((r.cleared, r.left), (1, 0), "{}", r.text());
+        let c = sim.ctx.control().await.unwrap();
+        assert_eq!(c.cleared_ms, Some(lost_ms), "the floor is written");
+        // A re-seed whose restore failed: paused, its seed recorded with
+        // no cutoff, the target gone, nothing consumed.
+        let paused = pause::pause(&sim.ctx, false).await.unwrap();
+        sim.stop_pollers();
+        let read = sim.ctx.control().await.unwrap();
+        assert!(read.consumed_ms.is_none(), "{read:?}");
+        let failed = relay_core::control::ControlState {
+            seed_method: Some("pitr".into()),
+            seed_ms: Some(sim.now_ms()),
+            cutoff_ms: None,
+            ..read.without_verdict()
+        };
+        let failed = sim.ctx.write_control(&read, failed).await.unwrap();
+        sim.aws.delete_table("target").await.unwrap();
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        let at = |t: i64| SeedArgs {
+            method: ddb_relay::args::Method::Pitr,
+            at: Some(When::At(t)),
+            bucket: None,
+            prefix: String::new(),
+            dry_run: false,
+        };
+        // Before the cleared change: a seed there would lack it.
+        let err = seed(&sim.ctx, &at(lost_ms - 10_000))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("too early"), "{err}");
+        assert!(sim.aws.describe("target").await.unwrap().is_none());
+        // Not after a finish.
+        let finished = relay_core::control::ControlState {
+            finished_ms: Some(sim.now_ms()),
+            ..failed.clone()
+        };
+        let finished = sim.ctx.write_control(&failed, finished).await.unwrap();
+        let ok = paused.paused_at_ms.unwrap() + sim.ctx.stack.margin_ms + 1_000;
+        let err = seed(&sim.ctx, &at(ok)).await.unwrap_err().to_string();
+        assert!(err.contains("was finished"), "{err}");
+        let failed = sim.ctx.write_control(&finished, failed).await.unwrap();
+        // After the frontier it runs, once the pause's invocations ended.
+        let stopped_by = sim.now_ms() + 60_000;
+        let mut late = failed.clone();
+        late.stopped_by_ms = Some(stopped_by);
+        sim.ctx.write_control(&failed, late).await.unwrap();
+        let r = seed(&sim.ctx, &at(ok)).await.unwrap();
+        assert!(sim.now_ms() >= stopped_by, "waited for the pause");
+        assert_eq!(r.seed_ms, Some(ok));
+        let c = sim.ctx.control().await.unwrap();
+        assert_eq!(c.cleared_ms, Some(lost_ms), "the floor stays");
+        sim.start_pollers();
+        pause::resume(&sim.ctx, false).await.unwrap();
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        sim.assert_converged().await;
+    });
+}

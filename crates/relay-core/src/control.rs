@@ -36,6 +36,10 @@ pub const ATTR_STOPPED_BY_MS: &str = "stopped_by_ms";
 /// it (they would drop the application's writes to the target since);
 /// `resume` clears it.
 pub const ATTR_FINISHED_MS: &str = "finished_ms";
+/// Set by `dlq stream-failures --clear`, raised only: the newest change of
+/// any stream failure record it deleted. Those changes are in no queue, so
+/// every later seed must hold them.
+pub const ATTR_CLEARED_MS: &str = "cleared_ms";
 
 /// Default safety margin between the seed's time and the cutoff. An
 /// on-demand backup taken at T may miss writes up to T-60 s and event times
@@ -81,6 +85,11 @@ pub struct ControlState {
     /// Set by `finish`, cleared by `resume`: while set, `restart` and
     /// `replay` refuse (the target is the application's table now).
     pub finished_ms: Option<i64>,
+    /// Raised by `dlq stream-failures --clear` to the newest change of the
+    /// records it deleted, never lowered (no seed, restart or reopen clears
+    /// it): every later seed's cutoff must be after it
+    /// ([`seed_holds_cleared`]).
+    pub cleared_ms: Option<i64>,
 }
 
 /// What the applier may do under a control item.
@@ -160,6 +169,7 @@ impl ControlState {
             consumed_ms: number(item, ATTR_CONSUMED_MS)?,
             stopped_by_ms: number(item, ATTR_STOPPED_BY_MS)?,
             finished_ms: number(item, ATTR_FINISHED_MS)?,
+            cleared_ms: number(item, ATTR_CLEARED_MS)?,
         })
     }
 
@@ -178,6 +188,7 @@ impl ControlState {
             (ATTR_PAUSED_AT_MS, n(self.paused_at_ms)),
             (ATTR_STOPPED_BY_MS, n(self.stopped_by_ms)),
             (ATTR_FINISHED_MS, n(self.finished_ms)),
+            (ATTR_CLEARED_MS, n(self.cleared_ms)),
             (ATTR_MODE, Some(AttributeValue::S(mode.into()))),
             (ATTR_SEED_METHOD, s(&self.seed_method)),
             (ATTR_SEED_MS, n(self.seed_ms)),
@@ -255,6 +266,20 @@ pub fn earliest_replay_point(frontier_ms: i64, margin_ms: i64) -> i64 {
     frontier_ms + margin_ms
 }
 
+/// Whether a seed at `seed_ms` holds a change made at `cleared_ms`: the
+/// change is before the seed's cutoff, as the applier skips an event
+/// ([`crate::apply::applies`]). A stream failure record is cleared only
+/// under a seed that holds it, and no later seed may lack it.
+pub fn seed_holds_cleared(seed_ms: i64, cleared_ms: i64, margin_ms: i64) -> bool {
+    !crate::apply::applies(cleared_ms, cutoff_for_seed(seed_ms, margin_ms))
+}
+
+/// The earliest seed time that holds a change made at `cleared_ms`
+/// ([`seed_holds_cleared`]; the applier compares whole seconds).
+pub fn earliest_seed_after_cleared(cleared_ms: i64, margin_ms: i64) -> i64 {
+    cleared_ms.div_euclid(1000) * 1000 + 1000 + margin_ms
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,6 +295,25 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(ControlState::from_item(&s.to_item()).unwrap(), s);
+    }
+
+    #[test]
+    fn the_cleared_floor_is_kept_and_every_later_seed_must_hold_it() {
+        let s = ControlState {
+            migration: "m".into(),
+            cutoff_ms: Some(50_000),
+            cleared_ms: Some(41_500),
+            last_verify: Some("clean".into()),
+            ..Default::default()
+        };
+        assert_eq!(ControlState::from_item(&s.to_item()).unwrap(), s);
+        assert_eq!(s.without_verdict().cleared_ms, Some(41_500));
+        let margin = 120_000;
+        for cleared in [41_000, 41_500, 41_999, -1, 0] {
+            let first = earliest_seed_after_cleared(cleared, margin);
+            assert!(seed_holds_cleared(first, cleared, margin), "{cleared}");
+            assert!(!seed_holds_cleared(first - 1, cleared, margin), "{cleared}");
+        }
     }
 
     #[test]

@@ -108,6 +108,12 @@ pub enum ReplayError {
         earliest_ms: i64,
         retention_s: i64,
     },
+    #[error("T={t_ms} is too early: the earliest valid T is {earliest_ms}. A stream failure record was cleared because the seed then held its changes (the newest made by {cleared_ms}); they are in no queue, so a seed at T would lack them")]
+    BeforeCleared {
+        t_ms: i64,
+        earliest_ms: i64,
+        cleared_ms: i64,
+    },
     #[error("T={t_ms} is in the future (now {now_ms}); the latest valid T is {latest_ms}")]
     InFuture {
         t_ms: i64,
@@ -130,6 +136,10 @@ pub struct ReplayBounds {
     pub latest_ms: i64,
     /// The queue's message retention.
     pub retention_s: i64,
+    /// The newest change of a stream failure record cleared under an
+    /// earlier seed ([`crate::control::ControlState::cleared_ms`]): in no
+    /// queue, so a seed must hold it.
+    pub cleared_ms: Option<i64>,
 }
 
 /// How long a re-seed may take (a restore or a copy) before the applier
@@ -179,14 +189,22 @@ impl ReplayBounds {
     /// inside the queue's retention that the changes after it outlive the
     /// re-seed ([`RESEED_ALLOWANCE_MS`], or a quarter of the retention if
     /// less).
+    /// Not before a change whose stream failure record was cleared
+    /// ([`Self::cleared_ms`]).
     pub fn earliest_ms(&self) -> i64 {
         let retention_floor = self.retention_floor() + 2 * self.margin_ms;
-        match self.frontier_ms {
+        let queued = match self.frontier_ms {
             Some(f) => {
                 crate::control::earliest_replay_point(f, self.margin_ms).max(retention_floor)
             }
             None => retention_floor,
-        }
+        };
+        queued.max(self.earliest_after_cleared().unwrap_or(i64::MIN))
+    }
+
+    fn earliest_after_cleared(&self) -> Option<i64> {
+        self.cleared_ms
+            .map(|c| crate::control::earliest_seed_after_cleared(c, self.margin_ms))
     }
 }
 
@@ -198,6 +216,15 @@ pub fn validate_replay_point(t_ms: i64, b: &ReplayBounds) -> Result<(), ReplayEr
         return Err(ReplayError::NotPaused);
     }
     let earliest_ms = b.earliest_ms();
+    if let (Some(cleared_ms), Some(floor)) = (b.cleared_ms, b.earliest_after_cleared()) {
+        if t_ms < floor {
+            return Err(ReplayError::BeforeCleared {
+                t_ms,
+                earliest_ms,
+                cleared_ms,
+            });
+        }
+    }
     if t_ms < earliest_ms {
         return Err(match b.frontier_ms {
             Some(frontier_ms)

@@ -67,6 +67,7 @@ pub async fn bounds<A: Aws>(ctx: &Ctx<A>, control: &ControlState) -> Result<Repl
         now_ms: now,
         latest_ms: now,
         retention_s,
+        cleared_ms: control.cleared_ms,
     })
 }
 

@@ -314,7 +314,17 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
     // quiet source a deleted target could be seeded again at an earlier
     // point without a pause, under the records a stream failure clear
     // trusted the old cutoff for (helper-52 #2).
-    if (read.consumed_ms.is_some() || read.cutoff_ms.is_some()) && target.is_none() {
+    //
+    // A cleared stream failure counts too: its changes are in no queue,
+    // and a re-seed whose restore failed left no cutoff behind
+    // (helper-53 #1). And as for a replay, the migration must not be
+    // finished, the trigger must be off, and (below) the applier's
+    // invocations from before the pause must have ended (helper-53 #3).
+    let replay_rules =
+        (read.consumed_ms.is_some() || read.cutoff_ms.is_some() || read.cleared_ms.is_some())
+            && target.is_none();
+    if replay_rules {
+        super::replay::require_paused(&read, &ctx.applier_trigger().await?.state)?;
         let mut b = super::pause::bounds(ctx, &read).await?;
         let point = match (a.method, at_ms) {
             (_, Some(t)) => t,
@@ -343,6 +353,9 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
             version: read.version,
             ..report(a.method.as_str())
         });
+    }
+    if replay_rules {
+        super::replay::wait_stopped(ctx, &read).await?;
     }
     let seed_ms = match (&target, read.seed_ms) {
         // A seed was started and its table exists: a re-run after a crash.

@@ -10,6 +10,11 @@
 //! newest stream record, and only if the seed,
 //! mode and finish read when the command began are still those of the
 //! control item after it decided.
+//!
+//! **Invariant:** before the first delete, the control item's
+//! `cleared_ms` is at or after the newest change of every record deleted,
+//! and every later seed, restart or replay point must hold it
+//! (`ReplayBounds::earliest_ms`), whatever the control item lost since.
 
 use anyhow::{bail, Result};
 use relay_aws::operator::{Aws, RawMessage};
@@ -186,6 +191,26 @@ pub async fn stream_failures<A: Aws>(
             bail!(
                 "{moved} while the records were read: nothing was deleted; run the command again"
             );
+        }
+        // Before the first delete, the floor every later seed must hold:
+        // the record is then all that says the changes exist (helper-53
+        // #1: a re-seed whose cutoff was lost with an interrupted restore
+        // could otherwise start before them). Conditional on the version
+        // read: a seed that began since moves it, and nothing is deleted.
+        let newest = failures
+            .iter()
+            .filter(|f| f.covered)
+            .filter_map(|f| f.newest_change_by_ms)
+            .max();
+        if let Some(floor) = newest.filter(|n| now.cleared_ms.is_none_or(|c| c < *n)) {
+            let next = ControlState {
+                cleared_ms: Some(floor),
+                ..now.clone()
+            };
+            if let Err(e) = ctx.write_control(&now, next).await {
+                release(ctx, url, &msgs).await;
+                return Err(e.context("nothing was deleted"));
+            }
         }
         for (i, (m, f)) in msgs.iter().zip(&failures).enumerate() {
             if !f.covered {

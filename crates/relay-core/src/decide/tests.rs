@@ -194,7 +194,33 @@ fn bounds(frontier: Option<i64>) -> ReplayBounds {
         now_ms: 2_000_000,
         latest_ms: 2_000_000,
         retention_s: 1_209_600,
+        cleared_ms: None,
     }
+}
+
+#[test]
+fn a_replay_point_must_hold_every_cleared_stream_failure() {
+    // Nothing consumed, paused: only the cleared record's change bounds T.
+    let mut b = bounds(None);
+    b.cleared_ms = Some(1_500_400);
+    // The seed at T holds the change when it is before T - margin, in
+    // whole seconds: 1_500_400 < 1_501_000 <= T - 120 s.
+    let first = 1_621_000;
+    assert_eq!(b.earliest_ms(), first);
+    assert!(validate_replay_point(first, &b).is_ok());
+    let err = validate_replay_point(first - 1, &b).unwrap_err();
+    assert!(
+        matches!(err, ReplayError::BeforeCleared { earliest_ms, cleared_ms: 1_500_400, .. } if earliest_ms == first),
+        "{err}"
+    );
+    assert!(err.to_string().contains("stream failure record"), "{err}");
+    // A later frontier still wins.
+    b.frontier_ms = Some(1_600_000);
+    assert_eq!(b.earliest_ms(), 1_720_000);
+    assert!(matches!(
+        validate_replay_point(1_700_000, &b),
+        Err(ReplayError::TooEarly { .. })
+    ));
 }
 
 #[test]
