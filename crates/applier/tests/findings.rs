@@ -1678,48 +1678,57 @@ fn a_second_seed_of_a_quiet_source_keeps_the_replay_rules() {
     });
 }
 
+/// A stream failure record cleared under a backup seed (nothing consumed: a
+/// quiet source), then a re-seed whose restore failed: paused, its seed
+/// recorded with no cutoff, the target gone. Returns the cleared change's
+/// time and the pause's.
+async fn cleared_then_failed_restore(sim: &Sim) -> (i64, i64) {
+    use ddb_relay::commands::stream_failures::stream_failures;
+    use relay_aws::operator::{Queues, Tables};
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    sim.start_pollers();
+    seed_by_backup(sim).await;
+    sim.assert_converged().await;
+    let lost_ms = sim.ctx.control().await.unwrap().cutoff_ms.unwrap() - 1_000;
+    let url = sim.ctx.stack.stream_failure_url.clone();
+    sim.aws
+        .send_message(&url, &failure_record(lost_ms))
+        .await
+        .unwrap();
+    let r = stream_failures(&sim.ctx, 100, true, false).await.unwrap();
+    assert_eq!((r.cleared, r.left), (1, 0), "{}", r.text());
+    let c = sim.ctx.control().await.unwrap();
+    assert_eq!(c.cleared_ms, Some(lost_ms), "the floor is written");
+    let paused = pause::pause(&sim.ctx, false).await.unwrap();
+    sim.stop_pollers();
+    let read = sim.ctx.control().await.unwrap();
+    assert!(read.consumed_ms.is_none(), "{read:?}");
+    let failed = relay_core::control::ControlState {
+        seed_method: Some("pitr".into()),
+        seed_ms: Some(sim.now_ms()),
+        cutoff_ms: None,
+        ..read.without_verdict()
+    };
+    sim.ctx.write_control(&read, failed).await.unwrap();
+    sim.aws.delete_table("target").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    (lost_ms, paused.paused_at_ms.unwrap())
+}
+
 /// helper-53 #1 and #3: a stream failure cleared under one seed is held by
 /// every later seed, also after a re-seed whose restore failed and left no
-/// cutoff behind (nothing consumed: a quiet source; the target gone). Such
-/// a seed is held to the replay rules: not while finished, paused with the
-/// trigger off, the point after the frontier, and only once the applier's
-/// invocations from before the pause have ended.
+/// cutoff behind. Such a seed is held to the replay rules: not while
+/// finished (`resume` reopens a finished migration whose target is gone,
+/// for the re-seed: helper-54 #2), paused with the trigger off, the point
+/// after the frontier, and only once the applier's invocations from before
+/// the pause have ended.
 #[test]
 fn a_seed_after_a_cleared_stream_failure_keeps_the_replay_rules() {
     use ddb_relay::commands::seed::{seed, SeedArgs};
-    use ddb_relay::commands::stream_failures::stream_failures;
-    use relay_aws::operator::{Queues, Tables};
+    use relay_aws::operator::Tables;
     sim::run(async {
         let sim = Sim::new(Config::quiet(Shape::Identity, 89)).await;
-        tokio::time::sleep(Duration::from_secs(600)).await;
-        sim.start_pollers();
-        seed_by_backup(&sim).await;
-        sim.assert_converged().await;
-        let lost_ms = sim.ctx.control().await.unwrap().cutoff_ms.unwrap() - 1_000;
-        let url = sim.ctx.stack.stream_failure_url.clone();
-        sim.aws
-            .send_message(&url, &failure_record(lost_ms))
-            .await
-            .unwrap();
-        let r = stream_failures(&sim.ctx, 100, true, false).await.unwrap();
-        assert_eq!((r.cleared, r.left), (1, 0), "{}", r.text());
-        let c = sim.ctx.control().await.unwrap();
-        assert_eq!(c.cleared_ms, Some(lost_ms), "the floor is written");
-        // A re-seed whose restore failed: paused, its seed recorded with
-        // no cutoff, the target gone, nothing consumed.
-        let paused = pause::pause(&sim.ctx, false).await.unwrap();
-        sim.stop_pollers();
-        let read = sim.ctx.control().await.unwrap();
-        assert!(read.consumed_ms.is_none(), "{read:?}");
-        let failed = relay_core::control::ControlState {
-            seed_method: Some("pitr".into()),
-            seed_ms: Some(sim.now_ms()),
-            cutoff_ms: None,
-            ..read.without_verdict()
-        };
-        let failed = sim.ctx.write_control(&read, failed).await.unwrap();
-        sim.aws.delete_table("target").await.unwrap();
-        tokio::time::sleep(Duration::from_secs(300)).await;
+        let (lost_ms, paused_at) = cleared_then_failed_restore(&sim).await;
         let at = |t: i64| SeedArgs {
             method: ddb_relay::args::Method::Pitr,
             at: Some(When::At(t)),
@@ -1734,16 +1743,24 @@ fn a_seed_after_a_cleared_stream_failure_keeps_the_replay_rules() {
             .to_string();
         assert!(err.contains("too early"), "{err}");
         assert!(sim.aws.describe("target").await.unwrap().is_none());
-        // Not after a finish.
+        // Not after a finish (here: of the first seed, its target deleted
+        // since); `resume` reopens it for the re-seed, paused.
+        let read = sim.ctx.control().await.unwrap();
         let finished = relay_core::control::ControlState {
             finished_ms: Some(sim.now_ms()),
-            ..failed.clone()
+            cutoff_ms: Some(lost_ms + 1_000),
+            ..read.clone()
         };
-        let finished = sim.ctx.write_control(&failed, finished).await.unwrap();
-        let ok = paused.paused_at_ms.unwrap() + sim.ctx.stack.margin_ms + 1_000;
+        sim.ctx.write_control(&read, finished).await.unwrap();
+        let ok = paused_at + sim.ctx.stack.margin_ms + 1_000;
         let err = seed(&sim.ctx, &at(ok)).await.unwrap_err().to_string();
         assert!(err.contains("was finished"), "{err}");
-        let failed = sim.ctx.write_control(&finished, failed).await.unwrap();
+        let r = pause::resume(&sim.ctx, false).await.unwrap();
+        assert!(r.reopened && r.reseed_needed, "{}", r.text());
+        assert!(r.text().contains("target table is missing"), "{}", r.text());
+        assert!(!sim.aws.trigger_enabled(sim::APPLIER), "still paused");
+        let failed = sim.ctx.control().await.unwrap();
+        assert!(failed.finished_ms.is_none() && failed.paused_at_ms.is_some());
         // After the frontier it runs, once the pause's invocations ended.
         let stopped_by = sim.now_ms() + 60_000;
         let mut late = failed.clone();
@@ -1758,5 +1775,52 @@ fn a_seed_after_a_cleared_stream_failure_keeps_the_replay_rules() {
         pause::resume(&sim.ctx, false).await.unwrap();
         sim.db.put("source", source_item(1, 1, 20, 0));
         sim.assert_converged().await;
+    });
+}
+
+/// helper-54 #1: the export load is a seed too. After the same cleared
+/// record and failed restore, with a target the user's IaC created again,
+/// neither an export taken before the cleared change nor one asked for at
+/// such a point is loaded.
+#[test]
+fn an_export_load_after_a_cleared_stream_failure_keeps_the_replay_rules() {
+    use ddb_relay::commands::load::{seed_export_load, LoadArgs};
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 97)).await;
+        let (lost_ms, paused_at) = cleared_then_failed_restore(&sim).await;
+        sim.create_target();
+        let uri = sim::fabricate_export(&sim, "0003-early", &[], lost_ms - 10_000, 1);
+        let args = |from_export: Option<String>, at: i64| LoadArgs {
+            from_export,
+            bucket: Some(sim::EXPORT_BUCKET.into()),
+            prefix: String::new(),
+            at: Some(When::At(at)),
+        };
+        let err = seed_export_load(&sim.ctx, &args(Some(uri), 0), copy(), false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("too early"), "{err}");
+        // Asked for at such a point: refused before the export is taken.
+        let err = seed_export_load(&sim.ctx, &args(None, lost_ms - 10_000), copy(), false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("too early"), "{err}");
+        let c = sim.ctx.control().await.unwrap();
+        assert_eq!((c.cutoff_ms, c.mode), (None, Mode::Normal), "nothing began");
+        // A point after the frontier loads, once the pause's invocations
+        // ended.
+        let ok = paused_at + sim.ctx.stack.margin_ms + 1_000;
+        let uri = sim::fabricate_export(&sim, "0004-late", &[], ok, 1);
+        let stopped_by = sim.now_ms() + 60_000;
+        let mut late = c.clone();
+        late.stopped_by_ms = Some(stopped_by);
+        sim.ctx.write_control(&c, late).await.unwrap();
+        let r = seed_export_load(&sim.ctx, &args(Some(uri), 0), copy(), false)
+            .await
+            .unwrap();
+        assert_eq!(r.seed_ms, ok, "{r:?}");
+        assert!(sim.now_ms() >= stopped_by, "waited for the pause");
     });
 }

@@ -439,5 +439,94 @@ async fn status_watch_and_dlq_repair() -> Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let left = run(&local, st, &["dlq", "list", "--output", "json"], 0);
     assert_eq!(left["count"], 1, "only the undecodable message is left");
+
+    // The stream failure queue (a standard queue: Lambda's on-failure
+    // records): one batch before the cutoff, which the seed holds, and one
+    // after it, which it does not.
+    let cutoff = status["cutoff_ms"].as_i64().expect("seeded");
+    let t = ddb_relay::ctx::rfc3339;
+    for (i, last) in [cutoff - 5_000, relay_e2e::now_ms()].iter().enumerate() {
+        let body = format!(
+            r#"{{"version":"1.0","timestamp":"{}","requestContext":{{"condition":"RetryAttemptsExhausted","approximateInvokeCount":3}},"DDBStreamBatchInfo":{{"shardId":"shardId-{i}","startSequenceNumber":"1","endSequenceNumber":"9","batchSize":2,"approximateArrivalOfFirstRecord":"{}","approximateArrivalOfLastRecord":"{}"}}}}"#,
+            t(last + 1_000),
+            t(last - 1_000),
+            t(*last)
+        );
+        local
+            .sqs
+            .send_message()
+            .queue_url(&stack.stream_failure_url)
+            .message_body(body)
+            .send()
+            .await?;
+    }
+    let listed = run(
+        &local,
+        st,
+        &["dlq", "stream-failures", "--output", "json"],
+        0,
+    );
+    assert_eq!(
+        (&listed["count"], &listed["covered"]),
+        (&2.into(), &1.into()),
+        "{listed:#}"
+    );
+    let dry = run(
+        &local,
+        st,
+        &[
+            "dlq",
+            "stream-failures",
+            "--clear",
+            "--dry-run",
+            "--output",
+            "json",
+        ],
+        0,
+    );
+    assert_eq!(
+        (&dry["cleared"], &dry["left"]),
+        (&1.into(), &1.into()),
+        "{dry:#}"
+    );
+    // One is left: exit 3.
+    let cleared = run(
+        &local,
+        st,
+        &["dlq", "stream-failures", "--clear", "--output", "json"],
+        3,
+    );
+    assert_eq!(
+        (&cleared["cleared"], &cleared["left"]),
+        (&1.into(), &1.into()),
+        "{cleared:#}"
+    );
+    let control = local
+        .ddb
+        .get_item()
+        .table_name(&stack.control_table)
+        .key(
+            "migration",
+            aws_sdk_dynamodb::types::AttributeValue::S(stack.migration.clone()),
+        )
+        .consistent_read(true)
+        .send()
+        .await?;
+    let control = relay_core::control::ControlState::from_item(
+        &relay_aws::convert::from_sdk_item(control.item().expect("control item"))?,
+    )?;
+    assert_eq!(control.cleared_ms, Some(cutoff - 5_000), "{control:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = run(
+        &local,
+        st,
+        &["dlq", "stream-failures", "--output", "json"],
+        0,
+    );
+    assert_eq!(
+        (&after["count"], &after["covered"]),
+        (&1.into(), &0.into()),
+        "{after:#}"
+    );
     Ok(())
 }

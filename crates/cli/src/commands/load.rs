@@ -81,6 +81,14 @@ pub async fn seed_export_load<A: Aws>(
                     read.seed_ms.map_or("?".into(), rfc3339)
                 );
             }
+            // And the copy's replay rules (`scan::seed_copy`), before an
+            // export that may take hours: a re-seed must hold every change
+            // it cannot find in the queue.
+            if read.consumed_ms.is_some() || read.cleared_ms.is_some() {
+                let b = super::pause::bounds(ctx, &read).await?;
+                let point = a.at.map_or(ctx.now_ms(), |w| w.resolve(ctx.now_ms()));
+                relay_core::decide::validate_replay_point(point, &b).map_err(|e| anyhow!("{e}"))?;
+            }
             let loaded = crate::transform::load(ctx).await?;
             check_target(ctx, loaded.transform.as_ref(), "export").await?;
             let bucket = a

@@ -172,8 +172,9 @@ pub struct ResumeReport {
     /// A finished migration was reopened: the forwarder trigger enabled
     /// again, the verdict cleared.
     pub reopened: bool,
-    /// Reopened more than [`REOPEN_WITHIN_MS`] after `finish`: still paused,
-    /// the target must be re-seeded (the stream may have dropped changes).
+    /// Reopened more than [`REOPEN_WITHIN_MS`] after `finish`, with queued
+    /// changes that may expire, or with the target missing: still paused,
+    /// the target must be re-seeded.
     pub reseed_needed: bool,
     pub dry_run: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -184,7 +185,7 @@ impl Report for ResumeReport {
     fn text(&self) -> String {
         match &self.plan {
             Some(plan) => format!("dry run: would {plan}"),
-            None if self.reseed_needed => "reopened, NOT resumed: `finish` stopped the forwarder more than 22 hours ago (the trigger reads stream records up to 23 hours old), or queued changes may expire before the applier drains them, so changes to the source may never reach the target. The forwarder trigger is enabled again and the applier stays paused: re-seed (`ddb-relay pause`, then `ddb-relay restart --method backup` or `--method scan`)".into(),
+            None if self.reseed_needed => "reopened, NOT resumed: `finish` stopped the forwarder more than 22 hours ago (the trigger reads stream records up to 23 hours old), queued changes may expire before the applier drains them, or the target table is missing, so changes to the source may never reach the target. The forwarder trigger is enabled again and the applier stays paused: re-seed (`ddb-relay pause`, then `ddb-relay restart --method backup` or `--method scan`)".into(),
             None => format!(
                 "resumed{}: the applier drains the queue into the target (cutoff {})",
                 if self.reopened {
@@ -212,23 +213,27 @@ pub async fn resume<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<ResumeReport>
     let Some(cutoff) = read.cutoff_ms else {
         bail!("no cutoff for migration {}: the target is not seeded; run `ddb-relay seed` first, or re-run the interrupted re-seed the status names (resuming now would apply nothing and fail every batch)", s.migration);
     };
-    match ctx
+    // A finished migration whose target is gone is reopened for a re-seed
+    // (`seed` and `restart` refuse while it is finished, and nothing of the
+    // application's is left in the target to keep).
+    let target_missing = match ctx
         .aws
         .describe(&s.target_table)
         .await
         .map_err(|e| explain(e, &s.target_table))?
     {
-        Some(t) if t.status == "ACTIVE" => {}
+        Some(t) if t.status == "ACTIVE" => false,
         Some(t) => bail!(
             "target table {} is {}, not ACTIVE: wait for the seed to finish",
             s.target_table,
             t.status
         ),
+        None if read.finished_ms.is_some() => true,
         None => bail!(
             "target table {} does not exist: run `ddb-relay seed`",
             s.target_table
         ),
-    }
+    };
     // Changes the target still needs may have waited in the queue since
     // the pause (or the re-seed's point): refused if the oldest could
     // expire before the applier reads them.
@@ -241,6 +246,7 @@ pub async fn resume<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<ResumeReport>
     let reopened = read.finished_ms.is_some();
     let reseed_needed = reopened
         && (expiring.is_err()
+            || target_missing
             || read
                 .finished_ms
                 .is_some_and(|f| ctx.now_ms() - f > REOPEN_WITHIN_MS));
@@ -262,7 +268,7 @@ pub async fn resume<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<ResumeReport>
     };
     if dry_run {
         let plan = match (reopened, reseed_needed) {
-            (_, true) => "reopen the finished migration without resuming (the forwarder was off for more than 22 hours, or queued changes may expire): enable the forwarder trigger, clear the finish and the verdict, keep the applier paused for a re-seed".to_string(),
+            (_, true) => "reopen the finished migration without resuming (the forwarder was off for more than 22 hours, queued changes may expire, or the target is missing): enable the forwarder trigger, clear the finish and the verdict, keep the applier paused for a re-seed".to_string(),
             (true, false) => format!("reopen the finished migration (enable the forwarder trigger, clear the verdict), lift the pause and enable the applier trigger (now {}); cutoff {}", trigger.state, rfc3339(cutoff)),
             (false, false) => format!("lift the pause and enable the applier trigger (now {}); cutoff {}", trigger.state, rfc3339(cutoff)),
         };

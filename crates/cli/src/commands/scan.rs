@@ -279,9 +279,12 @@ pub async fn seed_copy<A: Aws>(
     if let (Source::Export(x), false) = (source, resuming) {
         super::copy::refuse_stale_export(ctx, x).await?;
     }
-    if !resuming && read.consumed_ms.is_some() {
-        // The copy's cutoff skips everything before it: every change after
-        // it must still be queued.
+    // The copy's cutoff skips everything before it: every change after it
+    // must still be queued, and every change of a cleared stream failure
+    // (in no queue) must be before it, also when a re-seed's failed restore
+    // left no cutoff behind (helper-54 #1).
+    let replay_rules = !resuming && (read.consumed_ms.is_some() || read.cleared_ms.is_some());
+    if replay_rules {
         let b = bounds(ctx, &read).await?;
         validate_replay_point(start_ms, &b).map_err(|e| anyhow!("{e}"))?;
     }
@@ -324,6 +327,11 @@ pub async fn seed_copy<A: Aws>(
             .map(|n| n as u64),
         Source::Export(x) => Some(x.summary.item_count),
     };
+    // Applier invocations from before the pause must not write under the
+    // copy (a restart has waited for them already).
+    if replay_rules && !replacing {
+        super::replay::wait_stopped(ctx, &read).await?;
+    }
     let written = if resuming {
         ctx.step(&format!(
             "resuming the {method} copy from its checkpoints (same cutoff)"

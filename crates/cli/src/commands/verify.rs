@@ -128,7 +128,7 @@ impl Report for VerifyReport {
             }
         ));
         if !self.recorded && self.sample_percent >= 100.0 {
-            t.push_str("\n(not recorded for cutover: the target was not whole when verify began (a re-seed pending, a copy or sweep running), or an operator command (a re-seed, pause, resume or mode switch) changed the migration while it ran; run verify again)");
+            t.push_str("\n(not recorded for cutover: the target was not whole when verify began (a re-seed pending, a copy or sweep running), or an operator command (a re-seed, pause, resume, mode switch or stream failure clear) changed the migration while it ran; run verify again)");
         }
         t
     }
