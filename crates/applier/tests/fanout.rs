@@ -387,7 +387,8 @@ fn a_restart_replaces_an_interrupted_fanned_out_copy_under_live_writes() {
         let (f, seen, clock) = (forgot.clone(), first.clone(), sim.clock.clone());
         sim.db.set_faults(move |call| {
             let at = match (call.table, call.op) {
-                ("control", "DeleteItem") => &f,
+                // The copy's checkpoint replaced by its retired marker.
+                ("control", "PutItem") => &f,
                 ("target", "DeleteItem") => &seen,
                 _ => return None,
             };
@@ -403,7 +404,7 @@ fn a_restart_replaces_an_interrupted_fanned_out_copy_under_live_writes() {
             .lock()
             .unwrap()
             .expect("the restart cleared the target");
-        // Forgotten first (a run still going can no longer save), then a
+        // Retired first (a run still going can no longer save), then a
         // whole worker run's time before the first delete.
         let fence = (sim::WORKER_TIMEOUT_S as i64 + 5) * 1000;
         assert!(

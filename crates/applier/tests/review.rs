@@ -917,7 +917,15 @@ fn the_sweep_never_deletes_an_item_re_put_after_it_read_the_tombstone() {
             }
             false
         });
-        let deleted = ddb_relay::commands::copy::sweep_tombstones(&sim.ctx, &["pk".into()], 2)
+        // The sweep of the copy the control item names.
+        let read = sim.ctx.control().await.unwrap();
+        let copy_seed = relay_core::control::ControlState {
+            seed_method: Some("scan".into()),
+            seed_ms: Some(1),
+            ..read.clone()
+        };
+        sim.ctx.write_control(&read, copy_seed).await.unwrap();
+        let deleted = ddb_relay::commands::copy::sweep_tombstones(&sim.ctx, &["pk".into()], 2, 1)
             .await
             .unwrap();
         assert!(reput.await.unwrap(), "the sweep sent a delete");

@@ -145,9 +145,24 @@ fn sweep_child(stack: &str) -> Result<()> {
             relay_aws::runtime::Clock::wall(),
         )
         .await?;
-        let n =
-            ddb_relay::commands::scan::sweep_tombstones(&ctx, &[PK.to_string(), SK.to_string()], 4)
-                .await?;
+        // A sweep goes on only under the copy the control item names.
+        let read = ctx.control().await?;
+        let seed_ms = match read.seed_ms {
+            Some(s) if read.mode == relay_core::control::Mode::Normal => s,
+            _ => {
+                let seed_ms = ctx.now_ms();
+                let next = relay_core::control::ControlState {
+                    seed_method: Some("scan".into()),
+                    seed_ms: Some(seed_ms),
+                    mode: relay_core::control::Mode::Normal,
+                    ..read.clone()
+                };
+                ctx.write_control(&read, next).await?;
+                seed_ms
+            }
+        };
+        let keys = [PK.to_string(), SK.to_string()];
+        let n = ddb_relay::commands::scan::sweep_tombstones(&ctx, &keys, 4, seed_ms).await?;
         println!("{n}");
         Ok(())
     })

@@ -79,7 +79,7 @@ pub enum EnvelopeError {
     NotJson(String),
     #[error("message envelope has no version field \"v\"")]
     MissingVersion,
-    #[error("message envelope version {found} is not supported (this build reads versions 1 to {supported}); deploy a newer applier or redrive after upgrading")]
+    #[error("message envelope version {found} is not supported (this build reads versions 1 to {supported}); deploy a newer applier, then `ddb-relay dlq repair` the messages that reached the DLQ (never redrive them: newer changes of their items may have been applied since)")]
     UnsupportedVersion { found: u64, supported: u32 },
     #[error("message envelope v{version} is malformed ({detail})")]
     Malformed { version: u32, detail: String },

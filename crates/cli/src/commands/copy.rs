@@ -20,7 +20,7 @@ use futures::future::try_join_all;
 use futures::{StreamExt, TryStreamExt};
 use relay_aws::operator::{Aws, Cond};
 use relay_core::apply::{is_tombstone, TOMBSTONE_ATTR};
-use relay_core::control::ATTR_MIGRATION;
+use relay_core::control::{ControlState, Mode, ATTR_MIGRATION};
 use relay_core::diff::key_of;
 use relay_core::export::{DataFile, Summary};
 use relay_core::item::{AttributeValue, Attrs};
@@ -258,12 +258,53 @@ where
 
 /// Deletes every tombstone still in the target (only while it is still a
 /// tombstone); returns how many.
+/// Only while the control item still names the copy seeded at `seed_ms`,
+/// in normal mode (checked before each page): a copy that replaced it
+/// writes tombstones this sweep must not delete (helper-56 D1).
 pub async fn sweep_tombstones<A: Aws>(
     ctx: &Ctx<A>,
     key_names: &[String],
     segments: i32,
+    seed_ms: i64,
 ) -> Result<u64> {
-    delete_target_items(ctx, key_names, segments, "tombstone sweep", true).await
+    delete_target_items(ctx, key_names, segments, "tombstone sweep", Some(seed_ms)).await
+}
+
+/// Refuses to go on with the copy seeded at `seed_ms` once the control item
+/// names another seed (a restart replaced it), or not in `mode`.
+pub async fn still_the_copy<A: Aws>(
+    ctx: &Ctx<A>,
+    seed_ms: i64,
+    mode: Mode,
+) -> Result<ControlState> {
+    let c = ctx.control().await?;
+    if c.seed_ms != Some(seed_ms) || c.mode != mode {
+        bail!(
+            "the copy seeded at {} was replaced while it ran (the control item now says {} at {}, {} mode): this run stops and writes nothing more",
+            rfc3339(seed_ms),
+            c.seed_method.as_deref().unwrap_or("no seed"),
+            c.seed_ms.map_or("?".into(), rfc3339),
+            match c.mode {
+                Mode::Normal => "normal",
+                Mode::Tombstone => "tombstone",
+            }
+        );
+    }
+    Ok(c)
+}
+
+/// Forgets the checkpoint of the copy seeded at `seed_ms` only: a copy
+/// that replaced it keeps its own.
+pub async fn forget_checkpoint_of<A: Aws>(ctx: &Ctx<A>, seed_ms: i64) -> Result<()> {
+    ctx.aws
+        .delete_item(
+            &ctx.stack.control_table,
+            &checkpoint_key(ctx),
+            &Cond::Equals("seed_ms".into(), AttributeValue::N(seed_ms.to_string())),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| explain(e, "control table"))
 }
 
 /// Deletes every item of the target (a restart copies again); the applier
@@ -273,7 +314,7 @@ pub async fn clear_target<A: Aws>(
     key_names: &[String],
     segments: i32,
 ) -> Result<u64> {
-    delete_target_items(ctx, key_names, segments, "clearing the target", false).await
+    delete_target_items(ctx, key_names, segments, "clearing the target", None).await
 }
 
 /// One pass over the target deleting its items (with `tombstones_only`,
@@ -283,14 +324,19 @@ async fn delete_target_items<A: Aws>(
     key_names: &[String],
     segments: i32,
     what: &str,
-    tombstones_only: bool,
+    sweep_of: Option<i64>,
 ) -> Result<u64> {
     for_each_page(
         ctx,
         &ctx.stack.target_table,
         segments,
         what,
-        |items| async move { delete_page(ctx, &items, key_names, tombstones_only).await },
+        |items| async move {
+            if let Some(seed_ms) = sweep_of {
+                still_the_copy(ctx, seed_ms, Mode::Normal).await?;
+            }
+            delete_page(ctx, &items, key_names, sweep_of.is_some()).await
+        },
     )
     .await
 }

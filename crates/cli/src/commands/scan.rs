@@ -23,7 +23,7 @@ use relay_core::item::{AttributeValue, Attrs};
 use relay_core::work::{totals, Totals};
 use serde::Serialize;
 
-use super::copy::{checkpoint_key, forget_checkpoints, read_checkpoint, Copier};
+use super::copy::{checkpoint_key, read_checkpoint, Copier};
 pub use super::copy::{clear_target, for_each_page, sweep_tombstones};
 use super::parts::{copy_segment, Ran};
 use super::pause::{bounds, enable_applier};
@@ -252,13 +252,14 @@ pub async fn seed_copy<A: Aws>(
             )));
         }
         ctx.step("the copy finished but its tombstone sweep did not: sweeping");
+        let seed_ms = read.seed_ms.unwrap_or(start_ms);
         let swept = if fan_out {
             // The fanned-out sweep goes on from its parts' checkpoints.
-            super::fanout::sweep(ctx, &ckey, read.seed_ms.unwrap_or(start_ms), segments).await?
+            super::fanout::sweep(ctx, &ckey, seed_ms, segments).await?
         } else {
-            sweep_tombstones(ctx, &t.target_key_names(), segments).await?
+            sweep_tombstones(ctx, &t.target_key_names(), segments, seed_ms).await?
         };
-        forget_checkpoints(ctx).await?;
+        super::copy::forget_checkpoint_of(ctx, seed_ms).await?;
         return Ok(ScanReport {
             resumed: true,
             tombstones_deleted: swept,
@@ -384,6 +385,14 @@ pub async fn seed_copy<A: Aws>(
             .map_err(|e| explain(e, "control table"))?;
         written
     };
+    // Lifting a pause here is a `resume`: the changes the target still
+    // needs must not expire before the applier reads them (helper-56 D5).
+    if let (Some(_), Some(cutoff)) = (written.paused_at_ms, written.cutoff_ms) {
+        bounds(ctx, &written)
+            .await?
+            .check_resume(cutoff)
+            .map_err(|e| anyhow!("{e}"))?;
+    }
     let trigger = ctx.applier_trigger().await?;
     if trigger.state != "Enabled" || written.paused_at_ms.is_some() {
         ctx.step("enabling the applier (deletes during the copy become tombstones)");
@@ -449,7 +458,9 @@ pub async fn seed_copy<A: Aws>(
     }
 
     ctx.step("normal mode; deleting tombstones");
-    let read = ctx.control().await?;
+    // Only the copy the control item still names switches to normal mode
+    // (helper-56 D1: a run left behind, a restart's new copy running).
+    let read = super::copy::still_the_copy(ctx, start_ms, Mode::Tombstone).await?;
     ctx.write_control(
         &read,
         ControlState {
@@ -461,9 +472,9 @@ pub async fn seed_copy<A: Aws>(
     let swept = if fan_out {
         super::fanout::sweep(ctx, &ckey, start_ms, segments).await?
     } else {
-        sweep_tombstones(ctx, &t.target_key_names(), segments).await?
+        sweep_tombstones(ctx, &t.target_key_names(), segments, start_ms).await?
     };
-    forget_checkpoints(ctx).await?;
+    super::copy::forget_checkpoint_of(ctx, start_ms).await?;
     let copied = parts.written.saturating_sub(before.written);
     let skipped = (parts.items - parts.written).saturating_sub(before.items - before.written);
     Ok(ScanReport {

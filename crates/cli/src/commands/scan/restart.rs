@@ -1,9 +1,9 @@
 //! `restart --method scan`, and retiring the copy a re-seed replaces.
 
 use anyhow::{bail, Result};
-use relay_aws::operator::Aws;
+use relay_aws::operator::{Aws, Cond};
 use relay_core::control::ControlState;
-use relay_core::item::Attrs;
+use relay_core::item::{AttributeValue, Attrs};
 
 use super::super::copy::{checkpoint_key, clear_target, forget_checkpoints, read_checkpoint};
 use super::super::pause::bounds;
@@ -13,19 +13,28 @@ use crate::args::CopyArgs;
 use crate::ctx::{explain, rfc3339, Ctx};
 
 /// Before a re-seed replaces the target: the copy that filled it (or was
-/// filling it) is forgotten first (its runs' saves need its checkpoint),
-/// and, if workers ran it, the re-seed waits until none can still write.
+/// filling it) is retired first (its runs' saves need its checkpoint's
+/// `seed_ms`), and, if workers ran it, the re-seed waits until none can
+/// still write. The retired checkpoint keeps `fanned_out` until that wait
+/// is over, so a re-run after an interrupted wait waits again
+/// (helper-56 D2); then it is forgotten.
 pub async fn retire_copy<A: Aws>(ctx: &Ctx<A>) -> Result<()> {
-    let workers_ran = fanned_out(ctx, &checkpoint_key(ctx)).await?;
-    forget_checkpoints(ctx).await?;
-    if workers_ran {
+    let ckey = checkpoint_key(ctx);
+    if fanned_out(ctx, &ckey).await? {
+        let mut retired = ckey.clone();
+        retired.insert("fanned_out".into(), AttributeValue::Bool(true));
+        retired.insert("retired".into(), AttributeValue::Bool(true));
+        ctx.aws
+            .put_item(&ctx.stack.control_table, &retired, &Cond::Always)
+            .await
+            .map_err(|e| explain(e, "control table"))?;
         super::super::fanout::fence(
             ctx,
             "the replaced copy ran on workers: waiting until none can still write (the worker's timeout)",
         )
         .await?;
     }
-    Ok(())
+    forget_checkpoints(ctx).await
 }
 
 /// Whether copy workers ran (part of) the copy whose checkpoint is `ckey`.
@@ -76,8 +85,12 @@ pub async fn restart_scan<A: Aws>(
     retire_copy(ctx).await?;
     // Before the first delete: an interrupted clear must not look like a
     // pause (`resume` would apply onto a half-cleared target, and the last
-    // verify's verdict would still say clean).
+    // verify's verdict would still say clean). Read again after the waits:
+    // another operator may have resumed (or paused again) meanwhile, and
+    // the clear needs this pause's invocations ended (helper-56 D3).
     let read = ctx.control().await?;
+    require_paused(&read, &ctx.applier_trigger().await?.state)?;
+    wait_stopped(ctx, &read).await?;
     let t = &ctx.stack.target_table;
     if ctx
         .aws

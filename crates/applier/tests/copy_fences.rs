@@ -1,0 +1,129 @@
+//! The fences around a copy seed that another command replaces (helper-56):
+//! a restart that waited while another operator lifted the pause, a retire
+//! of a fanned-out copy interrupted during its wait, a sweep or a switch to
+//! normal mode left behind by a replaced copy, and a stopped copy resumed
+//! after its queued changes may have expired. Each on the simulation
+//! harness, with the CLI's own commands.
+#![allow(clippy::unwrap_used)]
+
+mod sim;
+
+use std::time::Duration;
+
+use ddb_relay::commands::copy::{
+    checkpoint_key, forget_checkpoint_of, read_checkpoint, still_the_copy, sweep_tombstones,
+};
+use ddb_relay::commands::{pause, scan};
+use relay_aws::operator::{Cond, Tables};
+use relay_core::apply::{is_tombstone, tombstone};
+use relay_core::control::Mode;
+use relay_core::item::AttributeValue as V;
+use sim::{copy, seed_by_scan, source_item, source_key, Config, Shape, Sim};
+
+/// D3: `restart --method scan` waits for the earliest point and for the
+/// pause's invocations; another operator's `resume` meanwhile must stop it
+/// before it clears the target under a running applier.
+#[test]
+fn a_scan_restart_whose_pause_was_lifted_while_it_waited_clears_nothing() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 101)).await;
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        sim.start_pollers();
+        seed_by_scan(&sim).await;
+        sim.assert_converged().await;
+        pause::pause(&sim.ctx, false).await.unwrap();
+        let other = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            pause::resume(&sim.ctx, false).await.unwrap();
+        };
+        let (restart, ()) = tokio::join!(scan::restart_scan(&sim.ctx, copy(), false, false), other);
+        let err = restart.unwrap_err().to_string();
+        assert!(err.contains("not paused"), "{err}");
+        let c = sim.ctx.control().await.unwrap();
+        assert_eq!(c.seed_method.as_deref(), Some("scan"), "{c:?}");
+        assert_eq!(sim.db.items("target").len(), 1, "nothing cleared");
+        sim.assert_converged().await;
+    });
+}
+
+/// D2: the retire of a fanned-out copy waits out the workers' timeout; a
+/// re-run after that wait was interrupted (Ctrl-C) waits again.
+#[test]
+fn an_interrupted_retire_of_a_fanned_out_copy_waits_again() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 103)).await;
+        let ckey = checkpoint_key(&sim.ctx);
+        let mut c = ckey.clone();
+        c.insert("seed_ms".into(), V::N(sim.now_ms().to_string()));
+        c.insert("fanned_out".into(), V::Bool(true));
+        sim.aws
+            .put_item(&sim.ctx.stack.control_table, &c, &Cond::Always)
+            .await
+            .unwrap();
+        let interrupted =
+            tokio::time::timeout(Duration::from_secs(5), scan::retire_copy(&sim.ctx)).await;
+        assert!(interrupted.is_err(), "the retire waits for the workers");
+        let left = read_checkpoint(&sim.ctx, &ckey).await.unwrap().unwrap();
+        assert!(left.contains_key("fanned_out"), "{left:?}");
+        assert!(!left.contains_key("seed_ms"), "the old runs' saves fail");
+        let began = sim.now_ms();
+        scan::retire_copy(&sim.ctx).await.unwrap();
+        assert!(sim.now_ms() - began >= 5_000, "waited again");
+        assert!(read_checkpoint(&sim.ctx, &ckey).await.unwrap().is_none());
+    });
+}
+
+/// D1: a copy's sweep, switch to normal mode and checkpoint cleanup act
+/// only while the control item still names that copy: a run left behind
+/// by a restart must not delete the new copy's tombstones (an item deleted
+/// during the new copy would come back) nor its checkpoint.
+#[test]
+fn a_sweep_left_behind_by_a_replaced_copy_deletes_no_tombstone() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 107)).await;
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        sim.start_pollers();
+        seed_by_scan(&sim).await;
+        sim.assert_converged().await;
+        sim.stop_pollers();
+        let c = sim.ctx.control().await.unwrap();
+        let seed_ms = c.seed_ms.unwrap();
+        sim.db.put("target", tombstone(&source_key(2)));
+        let keys = vec!["pk".to_string()];
+        let old = seed_ms - 60_000;
+        let err = sweep_tombstones(&sim.ctx, &keys, 2, old)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("was replaced"), "{err}");
+        let err = still_the_copy(&sim.ctx, old, Mode::Tombstone)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("writes nothing more"), "{err}");
+        assert_eq!(
+            sim.db
+                .items("target")
+                .values()
+                .filter(|i| is_tombstone(i))
+                .count(),
+            1
+        );
+        let ckey = checkpoint_key(&sim.ctx);
+        let mut cp = ckey.clone();
+        cp.insert("seed_ms".into(), V::N(seed_ms.to_string()));
+        sim.aws
+            .put_item(&sim.ctx.stack.control_table, &cp, &Cond::Always)
+            .await
+            .unwrap();
+        forget_checkpoint_of(&sim.ctx, old).await.unwrap();
+        assert!(read_checkpoint(&sim.ctx, &ckey).await.unwrap().is_some());
+        // The copy the control item names sweeps.
+        assert_eq!(
+            sweep_tombstones(&sim.ctx, &keys, 2, seed_ms).await.unwrap(),
+            1
+        );
+        forget_checkpoint_of(&sim.ctx, seed_ms).await.unwrap();
+        assert!(read_checkpoint(&sim.ctx, &ckey).await.unwrap().is_none());
+    });
+}
