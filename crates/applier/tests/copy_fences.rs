@@ -13,7 +13,7 @@ use std::time::Duration;
 use ddb_relay::commands::copy::{
     checkpoint_key, forget_checkpoint_of, read_checkpoint, still_the_copy, sweep_tombstones,
 };
-use ddb_relay::commands::{pause, scan};
+use ddb_relay::commands::{pause, replay, scan};
 use relay_aws::operator::{Cond, Tables};
 use relay_core::apply::{is_tombstone, tombstone};
 use relay_core::control::Mode;
@@ -46,6 +46,42 @@ fn a_scan_restart_whose_pause_was_lifted_while_it_waited_clears_nothing() {
     });
 }
 
+/// helper-57 #1: the same for `restart --method backup` (and `replay`):
+/// a `resume` while it waits for the pause's invocations must stop it
+/// before it drops the target (the applier consumed changes after its
+/// point meanwhile, which the queue no longer holds).
+#[test]
+fn a_backup_restart_whose_pause_was_lifted_while_it_waited_drops_nothing() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 109)).await;
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        sim.start_pollers();
+        sim::seed_by_backup(&sim).await;
+        sim.assert_converged().await;
+        let paused = pause::pause(&sim.ctx, false).await.unwrap();
+        let stopped_by = paused.stopped_by_ms.unwrap();
+        // After the restart's own check of the earliest point, before the
+        // pause's invocations have ended.
+        let at = stopped_by - 4_000;
+        assert!(at > paused.paused_at_ms.unwrap() + sim.ctx.stack.margin_ms);
+        let other = async {
+            tokio::time::sleep(Duration::from_millis((at - sim.now_ms()) as u64)).await;
+            pause::resume(&sim.ctx, false).await.unwrap();
+        };
+        let (restart, ()) = tokio::join!(replay::replay(&sim.ctx, None, false, false), other);
+        let err = restart.unwrap_err().to_string();
+        assert!(err.contains("not paused"), "{err}");
+        let c = sim.ctx.control().await.unwrap();
+        assert_eq!(c.seed_method.as_deref(), Some("backup"), "{c:?}");
+        assert!(
+            sim.aws.describe("target").await.unwrap().is_some(),
+            "not dropped"
+        );
+        sim.db.put("source", source_item(1, 2, 20, 0));
+        sim.assert_converged().await;
+    });
+}
+
 /// D2: the retire of a fanned-out copy waits out the workers' timeout; a
 /// re-run after that wait was interrupted (Ctrl-C) waits again.
 #[test]
@@ -66,6 +102,14 @@ fn an_interrupted_retire_of_a_fanned_out_copy_waits_again() {
         let left = read_checkpoint(&sim.ctx, &ckey).await.unwrap().unwrap();
         assert!(left.contains_key("fanned_out"), "{left:?}");
         assert!(!left.contains_key("seed_ms"), "the old runs' saves fail");
+        // A re-run of `seed` does not take the marker for its own copy: it
+        // names the way out (helper-57 #3).
+        sim.create_target();
+        let err = scan::seed_scan(&sim.ctx, copy(), false, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Re-run it"), "{err}");
         let began = sim.now_ms();
         scan::retire_copy(&sim.ctx).await.unwrap();
         assert!(sim.now_ms() - began >= 5_000, "waited again");
@@ -101,6 +145,21 @@ fn a_sweep_left_behind_by_a_replaced_copy_deletes_no_tombstone() {
             .unwrap_err()
             .to_string();
         assert!(err.contains("writes nothing more"), "{err}");
+        // A restart's pending state keeps the seed's time and normal mode
+        // (helper-57 #2): the sweep stops under it too.
+        let pending = relay_core::control::ControlState {
+            seed_method: Some("scan-pending".into()),
+            cutoff_ms: None,
+            ..c.clone()
+        };
+        let pending = sim.ctx.write_control(&c, pending).await.unwrap();
+        let err = sweep_tombstones(&sim.ctx, &keys, 2, seed_ms)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("was replaced"), "{err}");
+        let c = sim.ctx.write_control(&pending, c.clone()).await.unwrap();
+        assert_eq!(c.seed_ms, Some(seed_ms));
         assert_eq!(
             sim.db
                 .items("target")
@@ -125,5 +184,45 @@ fn a_sweep_left_behind_by_a_replaced_copy_deletes_no_tombstone() {
         );
         forget_checkpoint_of(&sim.ctx, seed_ms).await.unwrap();
         assert!(read_checkpoint(&sim.ctx, &ckey).await.unwrap().is_none());
+    });
+}
+
+/// D5: re-running `seed` to continue a stopped copy lifts the pause, as
+/// `resume` does, and is refused as `resume` would be when the changes the
+/// target still needs may expire from the queue first.
+#[test]
+fn a_stopped_copy_continued_after_a_pause_as_long_as_the_retention_is_refused() {
+    use relay_aws::fake::DbFault;
+    use relay_aws::AwsError;
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 113)).await;
+        for i in 1..=3 {
+            sim.db.put("source", source_item(i, 1, 20, 0));
+        }
+        sim.start_pollers();
+        sim.create_target();
+        sim.db.set_faults(|call| {
+            (call.table == "target" && call.op == "PutItem").then(|| {
+                DbFault::Error(AwsError::permanent(
+                    "PutItem",
+                    "ValidationException",
+                    "refused",
+                ))
+            })
+        });
+        scan::seed_scan(&sim.ctx, copy(), false, false)
+            .await
+            .unwrap_err();
+        sim.db.clear_faults();
+        assert_eq!(sim.ctx.control().await.unwrap().mode, Mode::Tombstone);
+        pause::pause(&sim.ctx, false).await.unwrap();
+        sim.stop_pollers();
+        tokio::time::sleep(Duration::from_secs(14 * 86_400)).await;
+        let err = scan::seed_scan(&sim.ctx, copy(), false, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expire"), "{err}");
+        assert!(!sim.aws.trigger_enabled(sim::APPLIER), "still paused");
     });
 }

@@ -922,6 +922,7 @@ fn the_sweep_never_deletes_an_item_re_put_after_it_read_the_tombstone() {
         let copy_seed = relay_core::control::ControlState {
             seed_method: Some("scan".into()),
             seed_ms: Some(1),
+            cutoff_ms: Some(1),
             ..read.clone()
         };
         sim.ctx.write_control(&read, copy_seed).await.unwrap();

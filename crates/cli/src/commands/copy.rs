@@ -271,14 +271,18 @@ pub async fn sweep_tombstones<A: Aws>(
 }
 
 /// Refuses to go on with the copy seeded at `seed_ms` once the control item
-/// names another seed (a restart replaced it), or not in `mode`.
+/// names another seed (a restart replaced it, or is replacing it), or not
+/// in `mode`.
 pub async fn still_the_copy<A: Aws>(
     ctx: &Ctx<A>,
     seed_ms: i64,
     mode: Mode,
 ) -> Result<ControlState> {
     let c = ctx.control().await?;
-    if c.seed_ms != Some(seed_ms) || c.mode != mode {
+    // A restart's pending state keeps the old seed's time and mode but no
+    // cutoff and another method (helper-57 #2).
+    let copy = matches!(c.seed_method.as_deref(), Some("scan" | "export"));
+    if c.seed_ms != Some(seed_ms) || c.mode != mode || !copy || c.cutoff_ms.is_none() {
         bail!(
             "the copy seeded at {} was replaced while it ran (the control item now says {} at {}, {} mode): this run stops and writes nothing more",
             rfc3339(seed_ms),
@@ -292,6 +296,10 @@ pub async fn still_the_copy<A: Aws>(
     }
     Ok(c)
 }
+
+/// Said when a copy's checkpoint is a retired marker (`scan::retire_copy`
+/// was interrupted while it waited for the copy's workers).
+pub const RETIRE_INTERRUPTED: &str = "a restart or replay that was retiring the copy seed was interrupted while it waited for the copy's workers: the target is not whole. Re-run it (`ddb-relay restart`, or `replay --from T` with its T; it waits for the workers again, then goes on)";
 
 /// Forgets the checkpoint of the copy seeded at `seed_ms` only: a copy
 /// that replaced it keeps its own.

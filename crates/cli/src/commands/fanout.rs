@@ -108,6 +108,17 @@ pub async fn sweep<A: Aws>(ctx: &Ctx<A>, ckey: &Attrs, seed_ms: i64, segments: i
             }
         }
     };
+    // Recorded before any task is sent: a restart that replaces this copy
+    // waits for the sweep's workers too (helper-57 #4).
+    mark(
+        ctx,
+        ckey,
+        seed_ms,
+        "fanned_out",
+        AttributeValue::Bool(true),
+        false,
+    )
+    .await?;
     let tasks = sweep_tasks(seed_ms, segments, w.concurrency);
     Ok(run(ctx, ckey, &tasks, "tombstone sweep", None)
         .await?

@@ -185,7 +185,7 @@ impl Report for ResumeReport {
     fn text(&self) -> String {
         match &self.plan {
             Some(plan) => format!("dry run: would {plan}"),
-            None if self.reseed_needed => "reopened, NOT resumed: `finish` stopped the forwarder more than 22 hours ago (the trigger reads stream records up to 23 hours old), queued changes may expire before the applier drains them, or the target table is missing, so changes to the source may never reach the target. The forwarder trigger is enabled again and the applier stays paused: re-seed (`ddb-relay pause`, then `ddb-relay restart --method backup` or `--method scan`)".into(),
+            None if self.reseed_needed => "reopened, NOT resumed: `finish` stopped the forwarder more than 22 hours ago (the trigger reads stream records up to 23 hours old), queued changes may expire before the applier drains them, or the target table is missing, so changes to the source may never reach the target. The forwarder trigger is enabled again and the applier stays paused: re-seed (`ddb-relay pause`, then `ddb-relay restart --method backup` or `--method scan`; a missing target: `ddb-relay seed`, or with a transform, create it with your IaC and `restart --method scan`)".into(),
             None => format!(
                 "resumed{}: the applier drains the queue into the target (cutoff {})",
                 if self.reopened {

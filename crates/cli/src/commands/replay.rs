@@ -220,7 +220,15 @@ pub async fn replay<A: Aws>(
         // restored table is applied in normal mode (tombstones left by the
         // old mode would never be swept).
         super::scan::retire_copy(ctx).await?;
+        // Read again after the waits: another operator may have resumed
+        // (the applier then consumed changes after T, which the queue no
+        // longer holds) or paused again meanwhile (helper-57 #1).
         let read = ctx.control().await?;
+        require_paused(&read, &ctx.applier_trigger().await?.state)?;
+        wait_stopped(ctx, &read).await?;
+        let mut b = bounds(ctx, &read).await?;
+        b.latest_ms = b.latest_ms.max(t);
+        validate_replay_point(t, &b).map_err(|e| anyhow!("{e}"))?;
         ctx.step("step 1/4: record the replay (cutoff cleared until the new seed is ready)");
         let cleared = ctx
             .write_control(

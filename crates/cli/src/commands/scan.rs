@@ -181,6 +181,15 @@ pub async fn seed_copy<A: Aws>(
     let read = ctx.control().await?;
     let ckey = checkpoint_key(ctx);
     let checkpoint = read_checkpoint(ctx, &ckey).await?;
+    // Only the interrupted restart or replay finishes its retire (a
+    // restart's own copy comes after it).
+    if checkpoint
+        .as_ref()
+        .is_some_and(|c| c.contains_key("retired"))
+        && !replacing
+    {
+        bail!("{}", super::copy::RETIRE_INTERRUPTED);
+    }
     let number = |item: &Attrs, n: &str| match item.get(n) {
         Some(AttributeValue::N(v)) => v.parse::<i64>().ok(),
         _ => None,
@@ -241,7 +250,9 @@ pub async fn seed_copy<A: Aws>(
     }
     // The copy finished, but the sweep did not (a crash after the switch to
     // normal mode): finish the sweep.
-    let unswept = checkpoint.is_some()
+    let unswept = checkpoint
+        .as_ref()
+        .is_some_and(|c| number(c, "seed_ms") == read.seed_ms)
         && matches!(read.seed_method.as_deref(), Some("scan" | "export"))
         && read.mode == Mode::Normal
         && read.cutoff_ms.is_some();
