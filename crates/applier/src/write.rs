@@ -210,20 +210,55 @@ where
             {
                 continue;
             }
+            match self
+                .settle_marked(p, w, retries, (t, occupant.as_ref(), &token))
+                .await
+            {
+                Ok(Some(written)) => return Ok(written),
+                Ok(None) => continue,
+                Err(e) => {
+                    // Our mark must not stay on another item (helper-55
+                    // #3): taken back while the deadline allows.
+                    let now = tokio::time::Instant::now();
+                    if now < w.deadline {
+                        let _ = tokio::time::timeout_at(
+                            w.deadline,
+                            self.target.unmark(&p.keys, &token),
+                        )
+                        .await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// The rest of [`Self::settle`] once the item at the key carries our
+    /// mark `token`. `Ok(None)`: another write replaced the mark, start
+    /// over; `Ok(Some(true))`: written.
+    async fn settle_marked(
+        &self,
+        p: &PlannedWrite<'_>,
+        w: &Writing<'_>,
+        retries: &mut u64,
+        (t, occupant, token): (&dyn relay_core::transform::Transform, Option<&Attrs>, &str),
+    ) -> Result<Option<bool>, AwsError> {
+        {
             // The item as marked (what a "keep" writes back).
             let held = self
                 .call(w.deadline, retries, "GetItem", || {
                     self.target.get_consistent(&p.keys)
                 })
                 .await?;
-            let marked = AttributeValue::S(token.clone());
+            let marked = AttributeValue::S(token.to_string());
             let Some(held) = held.filter(|h| h.get(TOKEN_ATTR) == Some(&marked)) else {
-                continue;
+                return Ok(None);
             };
             let claimant = self
                 .read_source(&p.source_keys, w.deadline, retries)
                 .await?;
-            let theirs = match &occupant {
+            let theirs = match occupant {
                 Some(k) => Some(self.read_source(k, w.deadline, retries).await?),
                 None => None,
             };
@@ -234,7 +269,7 @@ where
                     key: &p.source_keys,
                     current: claimant.as_ref(),
                 },
-                occupant.as_ref().map(|k| {
+                occupant.map(|k| {
                     (
                         Read {
                             key: k,
@@ -247,16 +282,13 @@ where
             .map_err(|e| AwsError::permanent("Transform", "TransformError", &e.to_string()))?;
             let op = op.in_mode(w.mode);
             let write = to_write(&p.keys, &op);
-            if self
+            Ok(self
                 .call(w.deadline, retries, op_name(&write), || {
-                    self.target.write_marked(&write, &token)
+                    self.target.write_marked(&write, token)
                 })
                 .await?
-            {
-                return Ok(true);
-            }
+                .then_some(true))
         }
-        Ok(false)
     }
 
     /// One call, bounded by the deadline, retried with backoff while it

@@ -197,6 +197,71 @@ fn a_contested_key_is_settled_by_the_source_in_either_order() {
     });
 }
 
+/// helper-55 #3: a settling of a contested key that fails after it marked
+/// the item there (here the source reads are refused) takes its mark back:
+/// the other item keeps nothing of this one's attempt.
+#[test]
+fn a_settling_that_fails_after_its_mark_takes_the_mark_back() {
+    sim::run(async {
+        let mut cfg = Config::quiet(Shape::KeyByEmail, 23);
+        cfg.buckets = 64;
+        let sim = Sim::new(cfg).await;
+        let group = |i: u8| {
+            relay_core::group::group_id(relay_core::group::bucket(
+                "source",
+                &CanonicalKey::of(&source_key(i)),
+                64,
+            ))
+        };
+        let (a, b) = (0u8, (1u8..60).find(|i| group(*i) != group(0)).unwrap());
+        let with = |i: u8, v: usize, email: &str| {
+            let mut item = source_item(i, v, 20, 0);
+            item.insert("email".into(), V::S(format!("{email}@example.com")));
+            item
+        };
+        sim.db.put("source", with(a, 1, "w"));
+        sim.db.put("source", with(b, 1, "x"));
+        seed_by_scan(&sim).await;
+        let fwd = sim.ctx.forwarder_trigger().await.unwrap();
+        sim.ctx
+            .set_trigger(&fwd.uuid, true, "forwarder")
+            .await
+            .unwrap();
+        sim.forward_pending().await;
+        let early = sim.fifo.receive(10);
+        sim.apply(sqs_event(&early)).await;
+        sim.fifo.complete(&early, &Default::default());
+        // B leaves x (held back); A takes x, over B's stale item there.
+        sim.db.put("source", with(b, 2, "y"));
+        sim.forward_pending().await;
+        let _b_leaves = sim.fifo.receive(10);
+        sim.db.put("source", with(a, 2, "x"));
+        sim.forward_pending().await;
+        let a_takes = sim.fifo.receive(10);
+        assert!(a_takes.iter().all(|m| m.group_id == group(a)));
+        sim.db.set_faults(|call| {
+            (call.table == "source" && call.op == "GetItem").then(|| {
+                DbFault::Error(AwsError::permanent(
+                    "GetItem",
+                    "ValidationException",
+                    "refused",
+                ))
+            })
+        });
+        let out = sim.apply(sqs_event(&a_takes)).await;
+        sim.db.clear_faults();
+        assert!(!out.batch_item_failures.is_empty(), "the settling failed");
+        let t = sim.transform.as_ref().unwrap();
+        let x = t.key_only(&with(a, 0, "x")).unwrap();
+        let there = sim.db.items("target")[&CanonicalKey::of(&x)].clone();
+        assert_eq!(there["pk"], source_key(b)["pk"], "B's item is still there");
+        assert!(
+            !there.contains_key(relay_core::apply::TOKEN_ATTR),
+            "the mark was taken back: {there:?}"
+        );
+    });
+}
+
 /// F2: without `--at`, PITR restores at the latest restorable time, minutes
 /// before now: a re-seed checks that point, not "now", against the frontier.
 #[test]

@@ -187,6 +187,15 @@ pub trait TargetWriter: SourceReader + Send + Sync {
         write: &Write<'_>,
         token: &str,
     ) -> impl Future<Output = Result<bool, AwsError>> + Send;
+
+    /// Takes the mark `token` back (removes the attribute) while the item
+    /// still carries it: a settling that failed after marking leaves
+    /// nothing of its own on another item. `Ok(false)`: the mark is gone.
+    fn unmark(
+        &self,
+        keys: &Attrs,
+        token: &str,
+    ) -> impl Future<Output = Result<bool, AwsError>> + Send;
 }
 
 /// Reads the source table.

@@ -456,6 +456,27 @@ impl TargetWriter for FakeTable {
         let check = Check::Equals(TOKEN_ATTR.into(), AttributeValue::S(token.into()));
         self.write_if(write, &check).await
     }
+
+    async fn unmark(&self, keys: &Attrs, token: &str) -> Result<bool, AwsError> {
+        const OP: &str = "UpdateItem";
+        let call = Call {
+            op: OP,
+            table: &self.name,
+            writes: &[],
+        };
+        if let Some(DbFault::Error(e)) = self.db.enter(&call).await {
+            return Err(e);
+        }
+        let mut s = lock(&self.db.state);
+        let current = DbStateRef(&mut s).get(&self.name, keys)?;
+        let mut item = match current {
+            Some(i) if i.get(TOKEN_ATTR) == Some(&AttributeValue::S(token.into())) => i,
+            _ => return Ok(false),
+        };
+        item.remove(TOKEN_ATTR);
+        mutate(&mut s, &self.name, OP, keys, Some(item), false)?;
+        Ok(true)
+    }
 }
 
 /// The item exists and carries every one of `owner`'s attributes.

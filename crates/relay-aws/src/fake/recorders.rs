@@ -88,6 +88,9 @@ impl TargetWriter for NullTables {
     async fn write_marked(&self, _: &Write<'_>, _: &str) -> Result<bool, AwsError> {
         Ok(true)
     }
+    async fn unmark(&self, _: &Attrs, _: &str) -> Result<bool, AwsError> {
+        Ok(true)
+    }
 }
 
 impl ControlStore for NullTables {

@@ -167,6 +167,24 @@ impl TargetWriter for DynamoTable {
         self.conditional_write(write, Some("#t = :t".into()), Some(names), Some(values))
             .await
     }
+
+    async fn unmark(&self, keys: &Attrs, token: &str) -> Result<bool, AwsError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(to_sdk_item(keys)))
+            .update_expression("REMOVE #t")
+            .condition_expression("#t = :t")
+            .expression_attribute_names("#t", relay_core::apply::TOKEN_ATTR)
+            .expression_attribute_values(
+                ":t",
+                aws_sdk_dynamodb::types::AttributeValue::S(token.into()),
+            )
+            .send()
+            .await;
+        held("UpdateItem", r.map(|_| ()))
+    }
 }
 
 impl DynamoTable {
