@@ -209,7 +209,10 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
             }
             let results = self.send_round(&plan, round, deadline).await;
             let mut any_retry = false;
-            for (call, outcomes) in results {
+            for (call, outcomes, too_long) in results {
+                if too_long {
+                    plan.batch_too_long(&call);
+                }
                 for (e, o) in call.into_iter().zip(outcomes) {
                     if o == Outcome::Retryable {
                         any_retry = true;
@@ -289,7 +292,7 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
         plan: &SendPlan,
         round: Vec<Vec<EntryRef>>,
         deadline: tokio::time::Instant,
-    ) -> Vec<(Vec<EntryRef>, Vec<Outcome>)> {
+    ) -> Vec<(Vec<EntryRef>, Vec<Outcome>, bool)> {
         let window = Window {
             calls: self.config.send_concurrency,
             bytes: self.config.send_in_flight_bytes,
@@ -318,13 +321,14 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
         }
     }
 
-    /// One `SendMessageBatch` call; every entry gets an outcome.
+    /// One `SendMessageBatch` call; every entry gets an outcome, and the
+    /// call says whether SQS refused it for its total size.
     async fn send_call(
         &self,
         plan: &SendPlan,
         call: Vec<EntryRef>,
         deadline: tokio::time::Instant,
-    ) -> (Vec<EntryRef>, Vec<Outcome>) {
+    ) -> (Vec<EntryRef>, Vec<Outcome>, bool) {
         let entries: Vec<SendEntry> = call
             .iter()
             .enumerate()
@@ -348,6 +352,7 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
             self.queue.send_batch(entries),
         )
         .await;
+        let mut too_long = false;
         let outcomes = match sent {
             Ok(status) => (0..call.len())
                 .map(|i| match status.get(&i.to_string()) {
@@ -361,7 +366,10 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
                 .collect(),
             Err(e) => {
                 tracing::warn!(error = %e, entries = call.len(), "SendMessageBatch call failed");
-                let o = if e.is_retryable() {
+                // Too long as a whole (an endpoint with a lower batch
+                // limit): retried in smaller calls, not given up.
+                too_long = e.code.ends_with("BatchRequestTooLong") && call.len() > 1;
+                let o = if e.is_retryable() || too_long {
                     Outcome::Retryable
                 } else {
                     Outcome::Permanent
@@ -369,6 +377,6 @@ impl<Q: QueueSender, M: MetricsPublisher> Forwarder<Q, M> {
                 vec![o; call.len()]
             }
         };
-        (call, outcomes)
+        (call, outcomes, too_long)
     }
 }

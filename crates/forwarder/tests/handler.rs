@@ -348,6 +348,39 @@ async fn throttling_and_failed_calls_are_retried() {
     assert_eq!(queue.same_group_violations(), 0);
 }
 
+/// helper-55 #4: an endpoint whose batch limit is below the forwarder's
+/// (here 20 KiB against the default 1 MiB) refuses a whole call as too
+/// long, a sender fault. The calls are split on the retry instead of the
+/// same batch failing until the stream gives it up.
+#[tokio::test(start_paused = true)]
+async fn a_call_too_long_for_the_endpoint_is_sent_again_in_smaller_calls() {
+    let queue = FakeFifo::new(5);
+    let f = forwarder(&queue, 8, 16 * 1024);
+    let (event, records) = synthetic(200, 50, 500);
+    let refused = Arc::new(AtomicUsize::new(0));
+    let r = refused.clone();
+    queue.set_call_faults(move |entries| {
+        let bytes: usize = entries.iter().map(|e| e.body.len()).sum();
+        (bytes > 20 * 1024).then(|| {
+            r.fetch_add(1, Ordering::SeqCst);
+            AwsError::permanent(
+                "SendMessageBatch",
+                "AWS.SimpleQueueService.BatchRequestTooLong",
+                "Batch requests cannot be longer than 20480 bytes",
+            )
+        })
+    });
+    let out = f.forward(event.event(), deadline()).await;
+    assert!(
+        out.response.batch_item_failures.is_empty(),
+        "{:?}",
+        out.response
+    );
+    assert!(refused.load(Ordering::SeqCst) > 0, "the limit was hit");
+    assert_eq!(delivered(&queue).len(), records.len());
+    assert_eq!(queue.same_group_violations(), 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn no_time_left_means_nothing_sent_and_everything_reported() {
     let queue = FakeFifo::new(5);

@@ -144,6 +144,16 @@ impl SendPlan {
         call.iter().map(|e| self.message(*e).body.len()).sum()
     }
 
+    /// A call SQS refused as a whole for its total size (an endpoint whose
+    /// batch limit is below `max_batch_bytes`): later calls of this
+    /// invocation carry at most half its bytes (one entry is always
+    /// allowed), so a retry fits instead of failing the same way until the
+    /// stream gives up. Its entries are recorded as retryable.
+    pub fn batch_too_long(&mut self, call: &[EntryRef]) {
+        let half = (self.call_bytes(call) / 2).max(1);
+        self.limits.max_batch_bytes = self.limits.max_batch_bytes.min(half);
+    }
+
     /// Records one entry's outcome. An outcome for anything but the group's
     /// current head is ignored: it cannot advance a group out of order.
     pub fn record(&mut self, e: EntryRef, outcome: Outcome) {
@@ -276,6 +286,27 @@ mod tests {
         let groups: Vec<usize> = round[0].iter().map(|e| e.group).collect();
         assert_eq!(groups, vec![0, 1, 2]);
         assert!(round[0].iter().all(|e| e.message == 0));
+    }
+
+    #[test]
+    fn a_call_too_long_for_the_endpoint_is_split_on_the_retry() {
+        let groups: Vec<Vec<OutMessage>> = (0..8).map(|g| vec![msg(g, g, 100)]).collect();
+        let mut p = SendPlan::new(groups, BatchLimits::default());
+        let round = p.next_round();
+        assert_eq!(round.len(), 1, "one call of 800 bytes");
+        p.batch_too_long(&round[0]);
+        for e in &round[0] {
+            p.record(*e, Outcome::Retryable);
+        }
+        let round = p.next_round();
+        assert_eq!(round.len(), 2, "{round:?}");
+        assert!(round.iter().all(|c| p.call_bytes(c) <= 400));
+        // Down to one entry a call, never none.
+        for _ in 0..12 {
+            let call = p.next_round()[0].clone();
+            p.batch_too_long(&call);
+        }
+        assert_eq!(p.next_round().len(), 8);
     }
 
     #[test]
