@@ -433,14 +433,7 @@ impl TargetWriter for FakeTable {
 
     async fn mark(&self, keys: &Attrs, owner: &Attrs, token: &str) -> Result<bool, AwsError> {
         const OP: &str = "UpdateItem";
-        let call = Call {
-            op: OP,
-            table: &self.name,
-            writes: &[],
-        };
-        if let Some(DbFault::Error(e)) = self.db.enter(&call).await {
-            return Err(e);
-        }
+        self.enter(OP, &[]).await?;
         let mut s = lock(&self.db.state);
         let current = DbStateRef(&mut s).get(&self.name, keys)?;
         if !holds(&owned_by(owner), current.as_ref()) {
@@ -459,14 +452,7 @@ impl TargetWriter for FakeTable {
 
     async fn unmark(&self, keys: &Attrs, token: &str) -> Result<bool, AwsError> {
         const OP: &str = "UpdateItem";
-        let call = Call {
-            op: OP,
-            table: &self.name,
-            writes: &[],
-        };
-        if let Some(DbFault::Error(e)) = self.db.enter(&call).await {
-            return Err(e);
-        }
+        self.enter(OP, &[]).await?;
         let mut s = lock(&self.db.state);
         let current = DbStateRef(&mut s).get(&self.name, keys)?;
         let mut item = match current {
@@ -490,20 +476,26 @@ fn owned_by(owner: &Attrs) -> Check {
 }
 
 impl FakeTable {
+    /// A call of `op` on this table, as faults and latency see it.
+    async fn enter(&self, op: &'static str, writes: &[Write<'_>]) -> Result<(), AwsError> {
+        let call = Call {
+            op,
+            table: &self.name,
+            writes,
+        };
+        match self.db.enter(&call).await {
+            Some(DbFault::Error(e)) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// `PutItem` or `DeleteItem` where `check` holds; `Ok(false)` otherwise.
     async fn write_if(&self, write: &Write<'_>, check: &Check) -> Result<bool, AwsError> {
         let op = match write.kind() {
             "put" => "PutItem",
             _ => "DeleteItem",
         };
-        let call = Call {
-            op,
-            table: &self.name,
-            writes: std::slice::from_ref(write),
-        };
-        if let Some(DbFault::Error(e)) = self.db.enter(&call).await {
-            return Err(e);
-        }
+        self.enter(op, std::slice::from_ref(write)).await?;
         let mut s = lock(&self.db.state);
         let keys = write.key_source();
         let current = DbStateRef(&mut s).get(&self.name, keys)?;
@@ -522,14 +514,7 @@ impl FakeTable {
 impl SourceReader for FakeTable {
     async fn get_consistent(&self, keys: &Attrs) -> Result<Option<Attrs>, AwsError> {
         const OP: &str = "GetItem";
-        let call = Call {
-            op: OP,
-            table: &self.name,
-            writes: &[],
-        };
-        if let Some(DbFault::Error(e)) = self.db.enter(&call).await {
-            return Err(e);
-        }
+        self.enter(OP, &[]).await?;
         self.db.with_state(|s| s.get(&self.name, keys))
     }
 }
@@ -559,14 +544,7 @@ impl ControlStore for FakeTable {
         consumed_ms: Option<i64>,
     ) -> Result<Fence, AwsError> {
         const OP: &str = "UpdateItem(control)";
-        let call = Call {
-            op: OP,
-            table: &self.name,
-            writes: &[],
-        };
-        if let Some(DbFault::Error(e)) = self.db.enter(&call).await {
-            return Err(e);
-        }
+        self.enter(OP, &[]).await?;
         let key = control_key(migration);
         let raised = match consumed_ms {
             None => false,
