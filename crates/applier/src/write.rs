@@ -202,36 +202,41 @@ where
                 .and_then(|k| t.owner_attrs(k))
                 .unwrap_or_else(|| p.keys.clone());
             let token = format!("{:016x}", fastrand::u64(..));
-            if !self
+            let marked = self
                 .call(w.deadline, retries, "UpdateItem", || {
                     self.target.mark(&p.keys, &held_by, &token)
                 })
-                .await?
-            {
-                continue;
-            }
-            match self
-                .settle_marked(p, w, retries, (t, occupant.as_ref(), &token))
-                .await
-            {
+                .await;
+            let settled = match marked {
+                Ok(false) => continue,
+                Ok(true) => {
+                    self.settle_marked(p, w, retries, (t, occupant.as_ref(), &token))
+                        .await
+                }
+                // The mark may have landed though its answer did not.
+                Err(e) => Err(e),
+            };
+            match settled {
                 Ok(Some(written)) => return Ok(written),
                 Ok(None) => continue,
                 Err(e) => {
-                    // Our mark must not stay on another item (helper-55
-                    // #3): taken back while the deadline allows.
-                    let now = tokio::time::Instant::now();
-                    if now < w.deadline {
-                        let _ = tokio::time::timeout_at(
-                            w.deadline,
-                            self.target.unmark(&p.keys, &token),
-                        )
-                        .await;
-                    }
+                    self.take_back(&p.keys, &token, w.deadline).await;
                     return Err(e);
                 }
             }
         }
         Ok(false)
+    }
+
+    /// Our mark must not stay on another item when a settling fails
+    /// (helper-55 #3): taken back while half the time kept for the answer
+    /// is left (helper-58 #2).
+    async fn take_back(&self, keys: &Attrs, token: &str, deadline: tokio::time::Instant) {
+        let by = deadline.checked_sub(RESERVE / 2).unwrap_or(deadline);
+        let undone = tokio::time::timeout_at(by, self.target.unmark(keys, token));
+        if !matches!(undone.await, Ok(Ok(_))) {
+            tracing::warn!("a failed settling could not take its mark back; the next write of the item removes it");
+        }
     }
 
     /// The rest of [`Self::settle`] once the item at the key carries our

@@ -20,6 +20,18 @@ use relay_core::control::Mode;
 use relay_core::item::AttributeValue as V;
 use sim::{copy, seed_by_scan, source_item, source_key, Config, Shape, Sim};
 
+/// A copy checkpoint of the current seed, as an unfinished sweep leaves it.
+async fn unfinished_sweep(sim: &Sim) -> relay_core::item::Attrs {
+    let c = sim.ctx.control().await.unwrap();
+    let mut cp = checkpoint_key(&sim.ctx);
+    cp.insert("seed_ms".into(), V::N(c.seed_ms.unwrap().to_string()));
+    sim.aws
+        .put_item(&sim.ctx.stack.control_table, &cp, &Cond::Always)
+        .await
+        .unwrap();
+    cp
+}
+
 /// D3: `restart --method scan` waits for the earliest point and for the
 /// pause's invocations; another operator's `resume` meanwhile must stop it
 /// before it clears the target under a running applier.
@@ -31,6 +43,7 @@ fn a_scan_restart_whose_pause_was_lifted_while_it_waited_clears_nothing() {
         sim.start_pollers();
         seed_by_scan(&sim).await;
         sim.assert_converged().await;
+        let unswept = unfinished_sweep(&sim).await;
         pause::pause(&sim.ctx, false).await.unwrap();
         let other = async {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -39,6 +52,12 @@ fn a_scan_restart_whose_pause_was_lifted_while_it_waited_clears_nothing() {
         let (restart, ()) = tokio::join!(scan::restart_scan(&sim.ctx, copy(), false, false), other);
         let err = restart.unwrap_err().to_string();
         assert!(err.contains("not paused"), "{err}");
+        // Refused before the copy was retired (helper-58 #1): its
+        // unfinished sweep still shows.
+        let left = read_checkpoint(&sim.ctx, &checkpoint_key(&sim.ctx))
+            .await
+            .unwrap();
+        assert_eq!(left, Some(unswept));
         let c = sim.ctx.control().await.unwrap();
         assert_eq!(c.seed_method.as_deref(), Some("scan"), "{c:?}");
         assert_eq!(sim.db.items("target").len(), 1, "nothing cleared");
@@ -58,6 +77,7 @@ fn a_backup_restart_whose_pause_was_lifted_while_it_waited_drops_nothing() {
         sim.start_pollers();
         sim::seed_by_backup(&sim).await;
         sim.assert_converged().await;
+        let unswept = unfinished_sweep(&sim).await;
         let paused = pause::pause(&sim.ctx, false).await.unwrap();
         let stopped_by = paused.stopped_by_ms.unwrap();
         // After the restart's own check of the earliest point, before the
@@ -77,6 +97,10 @@ fn a_backup_restart_whose_pause_was_lifted_while_it_waited_drops_nothing() {
             sim.aws.describe("target").await.unwrap().is_some(),
             "not dropped"
         );
+        let left = read_checkpoint(&sim.ctx, &checkpoint_key(&sim.ctx))
+            .await
+            .unwrap();
+        assert_eq!(left, Some(unswept), "the copy was not retired");
         sim.db.put("source", source_item(1, 2, 20, 0));
         sim.assert_converged().await;
     });

@@ -110,7 +110,7 @@ pub async fn sweep<A: Aws>(ctx: &Ctx<A>, ckey: &Attrs, seed_ms: i64, segments: i
     };
     // Recorded before any task is sent: a restart that replaces this copy
     // waits for the sweep's workers too (helper-57 #4).
-    mark(
+    if !mark(
         ctx,
         ckey,
         seed_ms,
@@ -118,7 +118,10 @@ pub async fn sweep<A: Aws>(ctx: &Ctx<A>, ckey: &Attrs, seed_ms: i64, segments: i
         AttributeValue::Bool(true),
         false,
     )
-    .await?;
+    .await?
+    {
+        bail!("the copy's checkpoint is gone or now belongs to another seed: stopping");
+    }
     let tasks = sweep_tasks(seed_ms, segments, w.concurrency);
     Ok(run(ctx, ckey, &tasks, "tombstone sweep", None)
         .await?

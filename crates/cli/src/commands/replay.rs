@@ -215,14 +215,11 @@ pub async fn replay<A: Aws>(
         t
     } else {
         wait_stopped(ctx, &read).await?;
-        // A scan copy that was filling the target (interrupted, or its
-        // sweep unfinished) ends here: its workers stop writing, and the
-        // restored table is applied in normal mode (tombstones left by the
-        // old mode would never be swept).
-        super::scan::retire_copy(ctx).await?;
-        // Read again after the waits: another operator may have resumed
+        // Read again after the wait: another operator may have resumed
         // (the applier then consumed changes after T, which the queue no
-        // longer holds) or paused again meanwhile (helper-57 #1).
+        // longer holds) or paused again meanwhile (helper-57 #1). The
+        // pending write below is conditional on this read, and comes
+        // before anything of the old seed is touched (helper-58 #1).
         let read = ctx.control().await?;
         require_paused(&read, &ctx.applier_trigger().await?.state)?;
         wait_stopped(ctx, &read).await?;
@@ -242,6 +239,11 @@ pub async fn replay<A: Aws>(
                 },
             )
             .await?;
+        // A scan copy that was filling the target (interrupted, or its
+        // sweep unfinished) ends here: its workers stop writing, and the
+        // restored table is applied in normal mode (tombstones left by the
+        // old mode would never be swept).
+        super::scan::retire_copy(ctx).await?;
         ctx.step(&format!("step 2/4: drop {}", s.target_table));
         ctx.aws
             .delete_table(&s.target_table)

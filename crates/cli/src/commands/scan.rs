@@ -424,7 +424,7 @@ pub async fn seed_copy<A: Aws>(
             super::fanout::copy_tasks(start_ms, x, (segments, rate, max_wcu), w.concurrency);
         // Recorded before any task is sent: whoever ends or replaces this
         // copy waits for its workers (`fanout::fence`).
-        super::fanout::mark(
+        if !super::fanout::mark(
             ctx,
             &ckey,
             start_ms,
@@ -432,7 +432,10 @@ pub async fn seed_copy<A: Aws>(
             AttributeValue::Bool(true),
             false,
         )
-        .await?;
+        .await?
+        {
+            bail!("the copy's checkpoint is gone or now belongs to another seed: stopping");
+        }
         super::fanout::run(ctx, &ckey, &tasks, &what, total).await?
     } else {
         let copier = Copier::new(t, rate, max_wcu, ctx.bar(total, &what));

@@ -82,12 +82,14 @@ pub async fn restart_scan<A: Aws>(
     )
     .await?;
     wait_stopped(ctx, &read).await?;
-    retire_copy(ctx).await?;
     // Before the first delete: an interrupted clear must not look like a
     // pause (`resume` would apply onto a half-cleared target, and the last
     // verify's verdict would still say clean). Read again after the waits:
     // another operator may have resumed (or paused again) meanwhile, and
-    // the clear needs this pause's invocations ended (helper-56 D3).
+    // the clear needs this pause's invocations ended (helper-56 D3). The
+    // pending write is conditional on this read, and the old copy is
+    // retired only after it (helper-58 #1: a retire before a refusal hid
+    // an unfinished sweep).
     let read = ctx.control().await?;
     require_paused(&read, &ctx.applier_trigger().await?.state)?;
     wait_stopped(ctx, &read).await?;
@@ -119,6 +121,7 @@ pub async fn restart_scan<A: Aws>(
         )
         .await?;
     }
+    retire_copy(ctx).await?;
     ctx.step(&format!("clearing {}", ctx.stack.target_table));
     let cleared = clear_target(ctx, &loaded.transform.target_key_names(), limits.segments).await?;
     ctx.step(&format!("{cleared} items deleted; copying again"));
