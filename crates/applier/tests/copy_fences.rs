@@ -20,6 +20,16 @@ use relay_core::control::Mode;
 use relay_core::item::AttributeValue as V;
 use sim::{copy, seed_by_scan, source_item, source_key, Config, Shape, Sim};
 
+/// A simulation with one item, seeded by backup and converged.
+async fn seeded_by_backup(seed: u64) -> Sim {
+    let sim = Sim::new(Config::quiet(Shape::Identity, seed)).await;
+    sim.db.put("source", source_item(1, 1, 20, 0));
+    sim.start_pollers();
+    sim::seed_by_backup(&sim).await;
+    sim.assert_converged().await;
+    sim
+}
+
 /// A copy checkpoint of the current seed, as an unfinished sweep leaves it.
 async fn unfinished_sweep(sim: &Sim) -> relay_core::item::Attrs {
     let c = sim.ctx.control().await.unwrap();
@@ -72,11 +82,7 @@ fn a_scan_restart_whose_pause_was_lifted_while_it_waited_clears_nothing() {
 #[test]
 fn a_backup_restart_whose_pause_was_lifted_while_it_waited_drops_nothing() {
     sim::run(async {
-        let sim = Sim::new(Config::quiet(Shape::Identity, 109)).await;
-        sim.db.put("source", source_item(1, 1, 20, 0));
-        sim.start_pollers();
-        sim::seed_by_backup(&sim).await;
-        sim.assert_converged().await;
+        let sim = seeded_by_backup(109).await;
         let unswept = unfinished_sweep(&sim).await;
         let paused = pause::pause(&sim.ctx, false).await.unwrap();
         let stopped_by = paused.stopped_by_ms.unwrap();
@@ -248,5 +254,42 @@ fn a_stopped_copy_continued_after_a_pause_as_long_as_the_retention_is_refused() 
             .to_string();
         assert!(err.contains("expire"), "{err}");
         assert!(!sim.aws.trigger_enabled(sim::APPLIER), "still paused");
+    });
+}
+
+/// helper-59 D1: a re-seed records itself, then waits out the old copy's
+/// workers; if another operator wrote the control item meanwhile (a second
+/// re-seed that finished, its applier running), it drops nothing.
+#[test]
+fn a_reseed_overtaken_while_it_waited_for_the_old_copys_workers_drops_nothing() {
+    sim::run(async {
+        let sim = seeded_by_backup(127).await;
+        let mut cp = unfinished_sweep(&sim).await;
+        cp.insert("fanned_out".into(), V::Bool(true));
+        sim.aws
+            .put_item(&sim.ctx.stack.control_table, &cp, &Cond::Always)
+            .await
+            .unwrap();
+        let paused = pause::pause(&sim.ctx, false).await.unwrap();
+        // Inside the retire's wait (a worker's timeout after the pause's
+        // invocations ended and the restart recorded itself).
+        let at = paused.stopped_by_ms.unwrap() + 10_000;
+        let other = async {
+            tokio::time::sleep(Duration::from_millis((at - sim.now_ms()) as u64)).await;
+            let read = sim.ctx.control().await.unwrap();
+            assert!(read.seed_method.as_deref().unwrap().ends_with("-pending"));
+            let moved = relay_core::control::ControlState {
+                last_verify: Some("another operator".into()),
+                ..read.clone()
+            };
+            sim.ctx.write_control(&read, moved).await.unwrap();
+        };
+        let (restart, ()) = tokio::join!(replay::replay(&sim.ctx, None, false, false), other);
+        let err = restart.unwrap_err().to_string();
+        assert!(err.contains("another operator changed"), "{err}");
+        assert!(
+            sim.aws.describe("target").await.unwrap().is_some(),
+            "not dropped"
+        );
     });
 }

@@ -244,6 +244,11 @@ pub async fn replay<A: Aws>(
         // restored table is applied in normal mode (tombstones left by the
         // old mode would never be swept).
         super::scan::retire_copy(ctx).await?;
+        // The retire may have waited minutes for the copy's workers: the
+        // drop goes ahead only if no one wrote the control item since this
+        // replay recorded itself (helper-59 D1: another operator's re-seed
+        // finished meanwhile, its applier running).
+        super::scan::still_ours(ctx, &cleared).await?;
         ctx.step(&format!("step 2/4: drop {}", s.target_table));
         ctx.aws
             .delete_table(&s.target_table)

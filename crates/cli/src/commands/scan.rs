@@ -33,7 +33,7 @@ use crate::report::Report;
 
 mod restart;
 use restart::fanned_out;
-pub use restart::{restart_scan, retire_copy};
+pub use restart::{restart_scan, retire_copy, still_ours};
 
 #[derive(Debug, Serialize)]
 pub struct ScanReport {

@@ -146,7 +146,9 @@ pub fn refuse_interrupted_replay(read: &ControlState) -> Result<()> {
         .filter(|m| m.ends_with("-pending"))
     {
         bail!(
-            "a replay or restart ({m}) was interrupted before its new seed: re-run it (`ddb-relay replay --from T` with the same T, or `ddb-relay restart` with the same method) to finish it"
+            "a replay or restart ({m}{}) was interrupted before its new seed: re-run it (`ddb-relay replay --from T` with that T or any later valid one, or `ddb-relay restart` with the same method) to finish it",
+            read.seed_ms
+                .map_or(String::new(), |t| format!(" at {}", crate::ctx::rfc3339(t)))
         );
     }
     Ok(())

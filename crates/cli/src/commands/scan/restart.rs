@@ -37,6 +37,22 @@ pub async fn retire_copy<A: Aws>(ctx: &Ctx<A>) -> Result<()> {
     forget_checkpoints(ctx).await
 }
 
+/// After a re-seed recorded itself as `recorded` and waited (the retire's
+/// fence): refuses to drop or clear anything if another operator wrote the
+/// control item since (helper-59 D1: a second re-seed may have finished
+/// meanwhile, with its applier running on the target).
+pub async fn still_ours<A: Aws>(ctx: &Ctx<A>, recorded: &ControlState) -> Result<()> {
+    let now = ctx.control().await?;
+    if now.version != recorded.version {
+        bail!(
+            "another operator changed the migration while this re-seed waited for the old copy's workers (now {} at {}): nothing was dropped or cleared; check `ddb-relay status`, then re-run if it is still needed",
+            now.seed_method.as_deref().unwrap_or("no seed"),
+            now.seed_ms.map_or("?".into(), rfc3339)
+        );
+    }
+    Ok(())
+}
+
 /// Whether copy workers ran (part of) the copy whose checkpoint is `ckey`.
 pub(super) async fn fanned_out<A: Aws>(ctx: &Ctx<A>, ckey: &Attrs) -> Result<bool> {
     Ok(read_checkpoint(ctx, ckey)
@@ -109,7 +125,7 @@ pub async fn restart_scan<A: Aws>(
                 .map_or(String::new(), |m| format!(" (an interrupted {m} dropped it)"))
         );
     }
-    if read.seed_method.as_deref() != Some(SCAN_PENDING) {
+    let recorded = if read.seed_method.as_deref() != Some(SCAN_PENDING) {
         ctx.step("recording the restart (cutoff and verdict cleared until the new copy starts)");
         ctx.write_control(
             &read,
@@ -119,9 +135,12 @@ pub async fn restart_scan<A: Aws>(
                 ..read.without_verdict()
             },
         )
-        .await?;
-    }
+        .await?
+    } else {
+        read
+    };
     retire_copy(ctx).await?;
+    still_ours(ctx, &recorded).await?;
     ctx.step(&format!("clearing {}", ctx.stack.target_table));
     let cleared = clear_target(ctx, &loaded.transform.target_key_names(), limits.segments).await?;
     ctx.step(&format!("{cleared} items deleted; copying again"));
