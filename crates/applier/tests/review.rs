@@ -49,6 +49,63 @@ async fn set_control(sim: &Sim, change: impl FnOnce(ControlState) -> ControlStat
         .unwrap();
 }
 
+/// The message group of source item `i` among 64.
+fn group64(i: u8) -> String {
+    relay_core::group::group_id(relay_core::group::bucket(
+        "source",
+        &CanonicalKey::of(&source_key(i)),
+        64,
+    ))
+}
+
+/// Two source items whose changes travel in different message groups.
+fn two_groups() -> (u8, u8) {
+    (0, (1u8..60).find(|i| group64(*i) != group64(0)).unwrap())
+}
+
+/// Source item `i` at version `v` with the email `email@example.com`.
+fn with_email(i: u8, v: usize, email: &str) -> relay_core::item::Attrs {
+    let mut item = source_item(i, v, 20, 0);
+    item.insert("email".into(), V::S(format!("{email}@example.com")));
+    item
+}
+
+/// A key-by-email simulation over 64 message groups: the two items of
+/// [`two_groups`] at `emails` (`name@example.com`), seeded by scan, the
+/// forwarder on (the inserts not yet forwarded).
+async fn contested(seed: u64, emails: (&str, &str)) -> Sim {
+    let mut cfg = Config::quiet(Shape::KeyByEmail, seed);
+    cfg.buckets = 64;
+    let sim = Sim::new(cfg).await;
+    let (a, b) = two_groups();
+    sim.db.put("source", with_email(a, 1, emails.0));
+    sim.db.put("source", with_email(b, 1, emails.1));
+    seed_by_scan(&sim).await;
+    let fwd = sim.ctx.forwarder_trigger().await.unwrap();
+    sim.ctx
+        .set_trigger(&fwd.uuid, true, "forwarder")
+        .await
+        .unwrap();
+    sim
+}
+
+/// Forwards and applies what is pending (the inserts, before the cutoff).
+async fn apply_inserts(sim: &Sim) {
+    sim.forward_pending().await;
+    let early = sim.fifo.receive(10);
+    sim.apply(sqs_event(&early)).await;
+    sim.fifo.complete(&early, &Default::default());
+}
+
+/// Forwards what is pending and takes it off the queue, not applied: the
+/// messages of source item `i`'s group only.
+async fn take(sim: &Sim, i: u8) -> Vec<relay_aws::fake::QueuedMessage> {
+    sim.forward_pending().await;
+    let msgs = sim.fifo.receive(10);
+    assert!(msgs.iter().all(|m| m.group_id == group64(i)));
+    msgs
+}
+
 /// F1: under a key derived from a non-key attribute, a
 /// target key passes from one source item to another (A gives up email x,
 /// then B takes it). Their groups are applied in either order; applied B
@@ -56,44 +113,22 @@ async fn set_control(sim: &Sim, change: impl FnOnce(ControlState) -> ControlStat
 #[test]
 fn a_key_that_passes_to_another_item_is_not_deleted_by_its_old_owner() {
     sim::run(async {
-        let mut cfg = Config::quiet(Shape::KeyByEmail, 21);
-        cfg.buckets = 64;
-        let sim = Sim::new(cfg).await;
-        let group = |i: u8| {
-            relay_core::group::group_id(relay_core::group::bucket(
-                "source",
-                &CanonicalKey::of(&source_key(i)),
-                64,
-            ))
-        };
-        let (a, b) = (0u8, (1u8..60).find(|i| group(*i) != group(0)).unwrap());
+        let sim = contested(21, ("x", "y")).await;
+        let (a, b) = two_groups();
         let with = |i: u8, v: usize, email: &str| {
             let mut item = source_item(i, v, 20, 0);
             item.insert("email".into(), V::S(email.into()));
             item
         };
-        sim.db.put("source", with(a, 1, "x@example.com"));
-        sim.db.put("source", with(b, 1, "y@example.com"));
-        seed_by_scan(&sim).await;
-        let fwd = sim.ctx.forwarder_trigger().await.unwrap();
-        sim.ctx
-            .set_trigger(&fwd.uuid, true, "forwarder")
-            .await
-            .unwrap();
-        sim.forward_pending().await; // the inserts: before the cutoff
-        let early = sim.fifo.receive(10);
-        sim.apply(sqs_event(&early)).await;
-        sim.fifo.complete(&early, &Default::default());
+        apply_inserts(&sim).await;
         // A leaves x; A's messages are taken, not yet applied.
         sim.db.put("source", with(a, 2, "z@example.com"));
-        sim.forward_pending().await;
-        let a_msgs = sim.fifo.receive(10);
-        assert!(a_msgs.iter().all(|m| m.group_id == group(a)));
+        let a_msgs = take(&sim, a).await;
         // Then B takes x; B's group is applied first.
         sim.db.put("source", with(b, 2, "x@example.com"));
         sim.forward_pending().await;
         let b_msgs = sim.fifo.receive(10);
-        assert!(!b_msgs.is_empty() && b_msgs.iter().all(|m| m.group_id == group(b)));
+        assert!(!b_msgs.is_empty() && b_msgs.iter().all(|m| m.group_id == group64(b)));
         for msgs in [b_msgs, a_msgs] {
             let out = sim.apply(sqs_event(&msgs)).await;
             assert!(out.batch_item_failures.is_empty());
@@ -119,22 +154,9 @@ fn a_key_that_passes_to_another_item_is_not_deleted_by_its_old_owner() {
 #[test]
 fn a_contested_key_is_settled_by_the_source_in_either_order() {
     sim::run(async {
-        let mut cfg = Config::quiet(Shape::KeyByEmail, 22);
-        cfg.buckets = 64;
-        let sim = Sim::new(cfg).await;
-        let group = |i: u8| {
-            relay_core::group::group_id(relay_core::group::bucket(
-                "source",
-                &CanonicalKey::of(&source_key(i)),
-                64,
-            ))
-        };
-        let (a, b) = (0u8, (1u8..60).find(|i| group(*i) != group(0)).unwrap());
-        let with = |i: u8, v: usize, email: &str| {
-            let mut item = source_item(i, v, 20, 0);
-            item.insert("email".into(), V::S(format!("{email}@example.com")));
-            item
-        };
+        let sim = contested(22, ("w", "x")).await;
+        let (a, b) = two_groups();
+        let with = with_email;
         let apply = |msgs: Vec<relay_aws::fake::QueuedMessage>| {
             let sim = &sim;
             async move {
@@ -144,23 +166,6 @@ fn a_contested_key_is_settled_by_the_source_in_either_order() {
                 sim.fifo.complete(&msgs, &Default::default());
             }
         };
-        let take = |i: u8| {
-            let sim = &sim;
-            async move {
-                sim.forward_pending().await;
-                let msgs = sim.fifo.receive(10);
-                assert!(msgs.iter().all(|m| m.group_id == group(i)));
-                msgs
-            }
-        };
-        sim.db.put("source", with(a, 1, "w"));
-        sim.db.put("source", with(b, 1, "x"));
-        seed_by_scan(&sim).await;
-        let fwd = sim.ctx.forwarder_trigger().await.unwrap();
-        sim.ctx
-            .set_trigger(&fwd.uuid, true, "forwarder")
-            .await
-            .unwrap();
         sim.forward_pending().await; // the inserts: before the cutoff
         let early = sim.fifo.receive(10);
         apply(early).await;
@@ -168,9 +173,9 @@ fn a_contested_key_is_settled_by_the_source_in_either_order() {
         // 1. B leaves x (held back); A takes x and lands first, over B's
         //    stale item: A's put must win, and B's late delete spare it.
         sim.db.put("source", with(b, 2, "y"));
-        let b_leaves = take(b).await;
+        let b_leaves = take(&sim, b).await;
         sim.db.put("source", with(a, 2, "x"));
-        let a_takes = take(a).await;
+        let a_takes = take(&sim, a).await;
         apply(a_takes).await;
         apply(b_leaves).await;
         sim.assert_converged().await;
@@ -179,12 +184,12 @@ fn a_contested_key_is_settled_by_the_source_in_either_order() {
         //    lands first: A's stale put must not replace B's item.
         sim.db.put("source", with(a, 3, "z"));
         sim.db.put("source", with(a, 4, "x"));
-        let a_first = take(a).await; // A's move to z, then back to x...
+        let a_first = take(&sim, a).await; // A's move to z, then back to x...
         sim.db.put("source", with(a, 5, "v"));
         sim.db.put("source", with(b, 3, "x"));
         sim.forward_pending().await;
         let b_takes = sim.fifo.receive(10);
-        assert!(b_takes.iter().all(|m| m.group_id == group(b)));
+        assert!(b_takes.iter().all(|m| m.group_id == group64(b)));
         apply(b_takes).await;
         apply(a_first).await;
         while sim.fifo.depth() > 0 {
@@ -203,42 +208,16 @@ fn a_contested_key_is_settled_by_the_source_in_either_order() {
 #[test]
 fn a_settling_that_fails_after_its_mark_takes_the_mark_back() {
     sim::run(async {
-        let mut cfg = Config::quiet(Shape::KeyByEmail, 23);
-        cfg.buckets = 64;
-        let sim = Sim::new(cfg).await;
-        let group = |i: u8| {
-            relay_core::group::group_id(relay_core::group::bucket(
-                "source",
-                &CanonicalKey::of(&source_key(i)),
-                64,
-            ))
-        };
-        let (a, b) = (0u8, (1u8..60).find(|i| group(*i) != group(0)).unwrap());
-        let with = |i: u8, v: usize, email: &str| {
-            let mut item = source_item(i, v, 20, 0);
-            item.insert("email".into(), V::S(format!("{email}@example.com")));
-            item
-        };
-        sim.db.put("source", with(a, 1, "w"));
-        sim.db.put("source", with(b, 1, "x"));
-        seed_by_scan(&sim).await;
-        let fwd = sim.ctx.forwarder_trigger().await.unwrap();
-        sim.ctx
-            .set_trigger(&fwd.uuid, true, "forwarder")
-            .await
-            .unwrap();
-        sim.forward_pending().await;
-        let early = sim.fifo.receive(10);
-        sim.apply(sqs_event(&early)).await;
-        sim.fifo.complete(&early, &Default::default());
+        let sim = contested(23, ("w", "x")).await;
+        let (a, b) = two_groups();
+        let with = with_email;
+        apply_inserts(&sim).await;
         // B leaves x (held back); A takes x, over B's stale item there.
         sim.db.put("source", with(b, 2, "y"));
         sim.forward_pending().await;
         let _b_leaves = sim.fifo.receive(10);
         sim.db.put("source", with(a, 2, "x"));
-        sim.forward_pending().await;
-        let a_takes = sim.fifo.receive(10);
-        assert!(a_takes.iter().all(|m| m.group_id == group(a)));
+        let a_takes = take(&sim, a).await;
         sim.db.set_faults(|call| {
             (call.table == "source" && call.op == "GetItem").then(|| {
                 DbFault::Error(AwsError::permanent(
@@ -962,15 +941,7 @@ fn the_sweep_never_deletes_an_item_re_put_after_it_read_the_tombstone() {
         sim.db.put("target", source_item(3, 1, 20, 0));
         // The delete waits a second once it is sent; the re-put lands then.
         let sent = Arc::new(AtomicBool::new(false));
-        let flag = sent.clone();
-        sim.db.set_latency(move |call| {
-            if call.table == "target" && call.op == "DeleteItem" {
-                flag.store(true, Ordering::SeqCst);
-                Duration::from_secs(1)
-            } else {
-                Duration::ZERO
-            }
-        });
+        slow_calls(&sim, ("target", "DeleteItem"), &sent);
         let db = sim.db.clone();
         let reput = tokio::task::spawn_local(async move {
             for _ in 0..1_000 {
@@ -1008,11 +979,21 @@ fn the_sweep_never_deletes_an_item_re_put_after_it_read_the_tombstone() {
 /// Every scan of the source takes a second, and `reading` turns true when
 /// one starts (a verify is reading the source then).
 fn slow_source_scan(sim: &Sim, reading: &std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    slow_calls(sim, ("source", "Scan"), reading);
+}
+
+/// Every `op` on `table` takes a second, and `seen` turns true when one is
+/// sent.
+fn slow_calls(
+    sim: &Sim,
+    (table, op): (&'static str, &'static str),
+    seen: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
     use std::sync::atomic::Ordering;
-    reading.store(false, Ordering::SeqCst);
-    let flag = reading.clone();
+    seen.store(false, Ordering::SeqCst);
+    let flag = seen.clone();
     sim.db.set_latency(move |call| {
-        if call.table == "source" && call.op == "Scan" {
+        if call.table == table && call.op == op {
             flag.store(true, Ordering::SeqCst);
             Duration::from_secs(1)
         } else {
