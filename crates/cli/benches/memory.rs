@@ -147,15 +147,8 @@ fn sweep_child(stack: &str) -> Result<()> {
         .await?;
         // A sweep goes on only under the copy the control item names.
         let read = ctx.control().await?;
-        let copy = matches!(read.seed_method.as_deref(), Some("scan" | "export"));
         let seed_ms = match read.seed_ms {
-            Some(s)
-                if copy
-                    && read.cutoff_ms.is_some()
-                    && read.mode == relay_core::control::Mode::Normal =>
-            {
-                s
-            }
+            Some(s) if read.names_copy(s, relay_core::control::Mode::Normal) => s,
             _ => {
                 let seed_ms = ctx.now_ms();
                 let next = relay_core::control::ControlState {

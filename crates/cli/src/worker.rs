@@ -118,10 +118,8 @@ pub async fn run_counted<A: Aws>(
         Mode::Normal
     };
     // A restart's pending state keeps the seed's time and mode, but no
-    // cutoff and another method (as `copy::still_the_copy` reads it).
-    let copy_seed = matches!(control.seed_method.as_deref(), Some("scan" | "export"))
-        && control.cutoff_ms.is_some();
-    if control.seed_ms != Some(task.seed_ms) || control.mode != phase || !copy_seed {
+    // cutoff and another method.
+    if !control.names_copy(task.seed_ms, phase) {
         return Ok((
             Outcome::Dropped("the control item is not in the task's phase"),
             (0, 0),

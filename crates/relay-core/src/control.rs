@@ -230,6 +230,27 @@ impl ControlState {
         }
     }
 
+    /// A copy seed (`scan` or `export`) with its cutoff: not a restore, and
+    /// not a restart's pending state (which keeps the old seed's time and
+    /// mode).
+    pub fn is_copy_seed(&self) -> bool {
+        matches!(self.seed_method.as_deref(), Some("scan" | "export")) && self.cutoff_ms.is_some()
+    }
+
+    /// Whether the copy seeded at `seed_ms` is still the one this item
+    /// names, in `mode`.
+    pub fn names_copy(&self, seed_ms: i64, mode: Mode) -> bool {
+        self.is_copy_seed() && self.seed_ms == Some(seed_ms) && self.mode == mode
+    }
+
+    /// Whether a new seed must keep the replay rules (paused, its point
+    /// after the earliest): something was consumed (the queue no longer
+    /// holds it), or a stream failure was cleared (its changes are in no
+    /// queue). A restore seed also counts an earlier cutoff.
+    pub fn reseeding(&self) -> bool {
+        self.consumed_ms.is_some() || self.cleared_ms.is_some()
+    }
+
     /// What the applier may do.
     pub fn applying(&self) -> Applying {
         match (self.cutoff_ms, self.paused_at_ms) {
@@ -313,6 +334,44 @@ mod tests {
             let first = earliest_seed_after_cleared(cleared, margin);
             assert!(seed_holds_cleared(first, cleared, margin), "{cleared}");
             assert!(!seed_holds_cleared(first - 1, cleared, margin), "{cleared}");
+        }
+    }
+
+    #[test]
+    fn a_copy_seed_is_named_by_its_method_cutoff_time_and_mode() {
+        let copy = ControlState {
+            seed_method: Some("export".into()),
+            seed_ms: Some(7),
+            cutoff_ms: Some(5),
+            mode: Mode::Tombstone,
+            ..Default::default()
+        };
+        assert!(copy.is_copy_seed() && copy.names_copy(7, Mode::Tombstone));
+        assert!(!copy.names_copy(8, Mode::Tombstone) && !copy.names_copy(7, Mode::Normal));
+        // A restart's pending state keeps the time and mode.
+        let pending = ControlState {
+            seed_method: Some("scan-pending".into()),
+            cutoff_ms: None,
+            ..copy.clone()
+        };
+        assert!(!pending.is_copy_seed() && !pending.names_copy(7, Mode::Tombstone));
+        let restored = ControlState {
+            seed_method: Some("backup".into()),
+            ..copy
+        };
+        assert!(!restored.is_copy_seed());
+        assert!(!ControlState::default().reseeding());
+        for s in [
+            ControlState {
+                consumed_ms: Some(1),
+                ..Default::default()
+            },
+            ControlState {
+                cleared_ms: Some(1),
+                ..Default::default()
+            },
+        ] {
+            assert!(s.reseeding());
         }
     }
 

@@ -157,9 +157,7 @@ pub fn progress(
     control: &relay_core::control::ControlState,
     now_ms: i64,
 ) -> Option<relay_core::decide::CopyProgress> {
-    let copying = matches!(control.seed_method.as_deref(), Some("scan" | "export"))
-        && control.cutoff_ms.is_some();
-    if !copying {
+    if !control.is_copy_seed() {
         return None;
     }
     let number = |k: &str| match checkpoint.get(k) {
@@ -281,8 +279,7 @@ pub async fn still_the_copy<A: Aws>(
     let c = ctx.control().await?;
     // A restart's pending state keeps the old seed's time and mode but no
     // cutoff and another method (helper-57 #2).
-    let copy = matches!(c.seed_method.as_deref(), Some("scan" | "export"));
-    if c.seed_ms != Some(seed_ms) || c.mode != mode || !copy || c.cutoff_ms.is_none() {
+    if !c.names_copy(seed_ms, mode) {
         bail!(
             "the copy seeded at {} was replaced while it ran (the control item now says {} at {}, {} mode): this run stops and writes nothing more",
             rfc3339(seed_ms),

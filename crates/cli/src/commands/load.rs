@@ -84,7 +84,7 @@ pub async fn seed_export_load<A: Aws>(
             // And the copy's replay rules (`scan::seed_copy`), before an
             // export that may take hours: a re-seed must hold every change
             // it cannot find in the queue.
-            if read.consumed_ms.is_some() || read.cleared_ms.is_some() {
+            if read.reseeding() {
                 let b = super::pause::bounds(ctx, &read).await?;
                 let point = a.at.map_or(ctx.now_ms(), |w| w.resolve(ctx.now_ms()));
                 relay_core::decide::validate_replay_point(point, &b).map_err(|e| anyhow!("{e}"))?;

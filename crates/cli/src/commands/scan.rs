@@ -252,10 +252,8 @@ pub async fn seed_copy<A: Aws>(
     // normal mode): finish the sweep.
     let unswept = checkpoint
         .as_ref()
-        .is_some_and(|c| number(c, "seed_ms") == read.seed_ms)
-        && matches!(read.seed_method.as_deref(), Some("scan" | "export"))
-        && read.mode == Mode::Normal
-        && read.cutoff_ms.is_some();
+        .and_then(|c| number(c, "seed_ms"))
+        .is_some_and(|seed| read.names_copy(seed, Mode::Normal));
     if unswept && !replacing {
         if dry_run {
             return Ok(report(Some(
@@ -295,7 +293,7 @@ pub async fn seed_copy<A: Aws>(
     // must still be queued, and every change of a cleared stream failure
     // (in no queue) must be before it, also when a re-seed's failed restore
     // left no cutoff behind (helper-54 #1).
-    let replay_rules = !resuming && (read.consumed_ms.is_some() || read.cleared_ms.is_some());
+    let replay_rules = !resuming && read.reseeding();
     if replay_rules {
         let b = bounds(ctx, &read).await?;
         validate_replay_point(start_ms, &b).map_err(|e| anyhow!("{e}"))?;

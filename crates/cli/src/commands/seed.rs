@@ -322,9 +322,7 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
     // (helper-53 #1). And as for a replay, the migration must not be
     // finished, the trigger must be off, and (below) the applier's
     // invocations from before the pause must have ended (helper-53 #3).
-    let replay_rules =
-        (read.consumed_ms.is_some() || read.cutoff_ms.is_some() || read.cleared_ms.is_some())
-            && target.is_none();
+    let replay_rules = (read.reseeding() || read.cutoff_ms.is_some()) && target.is_none();
     if replay_rules {
         super::replay::require_paused(&read, &ctx.applier_trigger().await?.state)?;
         let mut b = super::pause::bounds(ctx, &read).await?;
