@@ -293,3 +293,156 @@ fn a_reseed_overtaken_while_it_waited_for_the_old_copys_workers_drops_nothing() 
         );
     });
 }
+
+/// helper-56 D1 / helper-59 D2: a copy run in a CLI has a put in flight
+/// when another operator's restart replaces the copy. The restart waits the
+/// run's lease out before it clears the target, and the run abandons its
+/// write once its lease cannot be renewed: its older image never lands
+/// after the clear, where the new copy (puts only where absent) would skip
+/// the key and the applier would skip the change as before the new cutoff.
+#[test]
+fn a_copy_run_in_flight_when_a_restart_replaces_it_lands_nothing_after_the_clear() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 131)).await;
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        sim.start_pollers();
+        sim.create_target();
+        // Every copy put takes 30 s: the first copy's put of version 1 is
+        // in flight across the restart's clear, and the new copy's put of
+        // version 2 comes after it.
+        sim.db.set_latency(|call| {
+            if call.table == "target" && call.op == "PutItem" {
+                Duration::from_secs(30)
+            } else {
+                Duration::ZERO
+            }
+        });
+        let first = scan::seed_scan(&sim.ctx, copy(), false, false);
+        let other = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            sim.db.put("source", source_item(1, 2, 20, 0));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            pause::pause(&sim.ctx, false).await.unwrap();
+            scan::restart_scan(&sim.ctx, copy(), false, false).await
+        };
+        let (first, restart) = tokio::join!(first, other);
+        assert_eq!(restart.unwrap().copied, 1);
+        sim.db.set_latency(|_| Duration::ZERO);
+        sim.assert_converged().await;
+        let err = first.unwrap_err().to_string();
+        assert!(err.contains("writes nothing more"), "{err}");
+    });
+}
+
+/// The retire of a copy waits until every lease its runs recorded has
+/// passed, and no run can renew its lease once the retire began.
+#[test]
+fn a_retire_waits_out_every_lease_and_no_run_renews_after_it() {
+    use ddb_relay::commands::lease::Lease;
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 137)).await;
+        let ckey = checkpoint_key(&sim.ctx);
+        let seed_ms = sim.now_ms();
+        let mut c = ckey.clone();
+        c.insert("seed_ms".into(), V::N(seed_ms.to_string()));
+        sim.aws
+            .put_item(&sim.ctx.stack.control_table, &c, &Cond::Always)
+            .await
+            .unwrap();
+        let lease = Lease::take(&sim.ctx, &ckey, seed_ms).await.unwrap();
+        let began = sim.now_ms();
+        let stays = async {
+            // The run keeps working (and renewing) while the retire waits.
+            lease
+                .hold(&sim.ctx, async {
+                    tokio::time::sleep(Duration::from_secs(600)).await;
+                    Ok(())
+                })
+                .await
+        };
+        let (retired, held) = tokio::join!(scan::retire_copy(&sim.ctx), stays);
+        retired.unwrap();
+        let waited = sim.now_ms() - began;
+        assert!(
+            waited >= relay_core::lease::LEASE_MS + relay_core::lease::SLACK_MS,
+            "{waited}"
+        );
+        let err = held.unwrap_err().to_string();
+        assert!(err.contains("writes nothing more"), "{err}");
+        assert!(read_checkpoint(&sim.ctx, &ckey).await.unwrap().is_none());
+        assert!(Lease::take(&sim.ctx, &ckey, seed_ms).await.is_err());
+    });
+}
+
+/// A run whose lease lapsed (a suspended machine, a control table that did
+/// not answer) starts no write, and abandons the one in flight when its
+/// lease lapses: the waiter's figure holds for it.
+#[test]
+fn a_run_whose_lease_lapsed_starts_no_write_and_abandons_the_one_in_flight() {
+    use ddb_relay::commands::lease::Lease;
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 139)).await;
+        let ckey = checkpoint_key(&sim.ctx);
+        let seed_ms = sim.now_ms();
+        let mut c = ckey.clone();
+        c.insert("seed_ms".into(), V::N(seed_ms.to_string()));
+        sim.aws
+            .put_item(&sim.ctx.stack.control_table, &c, &Cond::Always)
+            .await
+            .unwrap();
+        let lease = Lease::take(&sim.ctx, &ckey, seed_ms).await.unwrap();
+        let usable = relay_core::lease::LEASE_MS - relay_core::lease::MARGIN_MS;
+        let began = sim.now_ms();
+        let slow = lease
+            .write(async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(())
+            })
+            .await;
+        assert!(slow.unwrap_err().to_string().contains("lapsed"));
+        assert_eq!(sim.now_ms() - began, usable, "abandoned when it lapsed");
+        let late = lease.write(async { Ok(()) }).await;
+        assert!(late.unwrap_err().to_string().contains("lapsed"));
+    });
+}
+
+/// A copy's switch to normal mode (and its sweep) waits while another run
+/// of the same copy (a second terminal) still holds its lease: that run's
+/// puts must land while the copy's tombstones still stand.
+#[test]
+fn a_copy_switches_to_normal_mode_only_after_its_other_runs_stopped() {
+    use ddb_relay::commands::lease::Lease;
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 149)).await;
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        sim.start_pollers();
+        sim.create_target();
+        let ckey = checkpoint_key(&sim.ctx);
+        let seed = scan::seed_scan(&sim.ctx, copy(), false, false);
+        let other = async {
+            // Joins once the copy recorded its checkpoint.
+            let lease = loop {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let c = read_checkpoint(&sim.ctx, &ckey).await.unwrap();
+                if let Some(V::N(s)) = c.as_ref().and_then(|c| c.get("seed_ms")) {
+                    break Lease::take(&sim.ctx, &ckey, s.parse().unwrap())
+                        .await
+                        .unwrap();
+                }
+            };
+            lease
+                .hold(&sim.ctx, async {
+                    tokio::time::sleep(Duration::from_secs(100)).await;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            assert_eq!(sim.ctx.control().await.unwrap().mode, Mode::Tombstone);
+            lease.release(&sim.ctx).await.unwrap();
+        };
+        let (seed, ()) = tokio::join!(seed, other);
+        seed.unwrap();
+        assert_eq!(sim.ctx.control().await.unwrap().mode, Mode::Normal);
+        sim.assert_converged().await;
+    });
+}

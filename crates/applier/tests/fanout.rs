@@ -379,36 +379,45 @@ fn a_restart_replaces_an_interrupted_fanned_out_copy_under_live_writes() {
         ddb_relay::commands::pause::pause(&sim.ctx, false)
             .await
             .unwrap();
-        // When the restart first forgets the copy's checkpoint (a delete
-        // from the control table) and first deletes from the target (the
-        // applier is paused and the copy's runs only put).
+        // When the restart first retires the copy's checkpoint (seen by a
+        // reader of the control table every millisecond) and first deletes
+        // from the target (the applier is paused and the copy's runs only
+        // put).
         type First = std::sync::Arc<std::sync::Mutex<Option<i64>>>;
-        let (forgot, first): (First, First) = Default::default();
-        let (f, seen, clock) = (forgot.clone(), first.clone(), sim.clock.clone());
+        let first: First = Default::default();
+        let (seen, clock) = (first.clone(), sim.clock.clone());
         sim.db.set_faults(move |call| {
-            let at = match (call.table, call.op) {
-                // The copy's checkpoint replaced by its retired marker.
-                ("control", "PutItem") => &f,
-                ("target", "DeleteItem") => &seen,
-                _ => return None,
-            };
-            at.lock().unwrap().get_or_insert(clock.now_ms());
+            if (call.table, call.op) == ("target", "DeleteItem") {
+                seen.lock().unwrap().get_or_insert(clock.now_ms());
+            }
             None
         });
-        scan::restart_scan(&sim.ctx, copy(), false, false)
-            .await
-            .unwrap();
+        let ckey = ddb_relay::commands::copy::checkpoint_key(&sim.ctx);
+        let retired = async {
+            for _ in 0..600_000 {
+                let c = ddb_relay::commands::copy::read_checkpoint(&sim.ctx, &ckey).await;
+                if c.unwrap().is_some_and(|c| c.contains_key("retired")) {
+                    return Some(sim.now_ms());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            None
+        };
+        let (restart, forgot) =
+            tokio::join!(scan::restart_scan(&sim.ctx, copy(), false, false), retired);
+        restart.unwrap();
         sim.db.clear_faults();
-        let forgot = forgot.lock().unwrap().expect("the restart forgot the copy");
+        let forgot = forgot.expect("the restart retired the copy");
         let cleared = first
             .lock()
             .unwrap()
             .expect("the restart cleared the target");
         // Retired first (a run still going can no longer save), then a
         // whole worker run's time before the first delete.
+        // (`forgot` is seen up to the reader's millisecond late.)
         let fence = (sim::WORKER_TIMEOUT_S as i64 + 5) * 1000;
         assert!(
-            cleared >= forgot + fence,
+            cleared >= forgot + fence - 1,
             "cleared {} ms after the copy was forgotten, before a worker run could end",
             cleared - forgot
         );

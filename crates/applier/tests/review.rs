@@ -962,6 +962,12 @@ fn the_sweep_never_deletes_an_item_re_put_after_it_read_the_tombstone() {
             ..read.clone()
         };
         sim.ctx.write_control(&read, copy_seed).await.unwrap();
+        // Its checkpoint, where the sweep records its lease.
+        let mut cp = ddb_relay::commands::copy::checkpoint_key(&sim.ctx);
+        cp.insert("seed_ms".into(), V::N("1".into()));
+        let cond = relay_aws::operator::Cond::Always;
+        let control = &sim.ctx.stack.control_table;
+        sim.aws.put_item(control, &cp, &cond).await.unwrap();
         let deleted = ddb_relay::commands::copy::sweep_tombstones(&sim.ctx, &["pk".into()], 2, 1)
             .await
             .unwrap();

@@ -14,6 +14,7 @@
 //! - [`diff`]: table comparison by canonical encoding;
 //! - [`failure`]: the stream failure queue's records, and when one is covered;
 //! - [`work`]: the tasks and part checkpoints of a copy fanned out over workers;
+//! - [`lease`]: the lease an in-process copy run holds on its checkpoint;
 //! - [`place`]: a target in another region or account; [`plan`]: a migration
 //!   plan for a set of table pairs;
 //! - [`config`], [`metrics`], [`retry`].
@@ -34,6 +35,7 @@ pub mod failure;
 pub mod group;
 pub mod iac;
 pub mod item;
+pub mod lease;
 pub mod metrics;
 pub mod pack;
 pub mod place;

@@ -25,6 +25,7 @@ use relay_core::diff::key_of;
 use relay_core::export::{DataFile, Summary};
 use relay_core::item::{AttributeValue, Attrs};
 
+use super::lease::Lease;
 use super::parts::PUTS_IN_FLIGHT;
 use crate::ctx::{explain, rfc3339, Ctx};
 
@@ -41,6 +42,8 @@ pub struct Copier<'a> {
     pub copied: AtomicU64,
     pub skipped: AtomicU64,
     pub pb: indicatif::ProgressBar,
+    /// An in-process run's lease (workers have none: Lambda ends them).
+    lease: Option<&'a Lease>,
 }
 
 impl std::fmt::Debug for Copier<'_> {
@@ -72,6 +75,15 @@ impl<'a> Copier<'a> {
             copied: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             pb,
+            lease: None,
+        }
+    }
+
+    /// Every put only under the run's `lease`.
+    pub fn with_lease(self, lease: &'a Lease) -> Self {
+        Copier {
+            lease: Some(lease),
+            ..self
         }
     }
 
@@ -83,11 +95,16 @@ impl<'a> Copier<'a> {
             .t
             .item(item)
             .map_err(|e| anyhow!("the transform cannot map a source item: {e}"))?;
-        let w = ctx
-            .aws
-            .put_item(table, &out, &Cond::Absent(self.key_attr.clone()))
-            .await
-            .map_err(|e| explain(e, table))?;
+        let put = async {
+            ctx.aws
+                .put_item(table, &out, &Cond::Absent(self.key_attr.clone()))
+                .await
+                .map_err(|e| explain(e, table))
+        };
+        let w = match self.lease {
+            Some(l) => l.write(put).await?,
+            None => put.await?,
+        };
         if w.done {
             self.copied.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -257,15 +274,27 @@ where
 /// Deletes every tombstone still in the target (only while it is still a
 /// tombstone); returns how many.
 /// Only while the control item still names the copy seeded at `seed_ms`,
-/// in normal mode (checked before each page): a copy that replaced it
-/// writes tombstones this sweep must not delete (helper-56 D1).
+/// in normal mode (checked before each page), and under a lease on its
+/// checkpoint (each delete): a copy that replaced it writes tombstones this
+/// sweep must not delete (helper-56 D1), and the restart that replaces it
+/// waits the lease out.
 pub async fn sweep_tombstones<A: Aws>(
     ctx: &Ctx<A>,
     key_names: &[String],
     segments: i32,
     seed_ms: i64,
 ) -> Result<u64> {
-    delete_target_items(ctx, key_names, segments, "tombstone sweep", Some(seed_ms)).await
+    still_the_copy(ctx, seed_ms, Mode::Normal).await?;
+    let lease = Lease::take(ctx, &checkpoint_key(ctx), seed_ms).await?;
+    let what = "tombstone sweep";
+    let swept = lease
+        .hold(
+            ctx,
+            delete_target_items(ctx, key_names, segments, what, Some((seed_ms, &lease))),
+        )
+        .await?;
+    lease.release(ctx).await?;
+    Ok(swept)
 }
 
 /// Refuses to go on with the copy seeded at `seed_ms` once the control item
@@ -329,7 +358,7 @@ async fn delete_target_items<A: Aws>(
     key_names: &[String],
     segments: i32,
     what: &str,
-    sweep_of: Option<i64>,
+    sweep_of: Option<(i64, &Lease)>,
 ) -> Result<u64> {
     for_each_page(
         ctx,
@@ -337,22 +366,25 @@ async fn delete_target_items<A: Aws>(
         segments,
         what,
         |items| async move {
-            if let Some(seed_ms) = sweep_of {
+            if let Some((seed_ms, _)) = sweep_of {
                 still_the_copy(ctx, seed_ms, Mode::Normal).await?;
             }
-            delete_page(ctx, &items, key_names, sweep_of.is_some()).await
+            let lease = sweep_of.map(|(_, l)| l);
+            delete_page(ctx, &items, key_names, sweep_of.is_some(), lease).await
         },
     )
     .await
 }
 
 /// Deletes the items of one page of the target (with `tombstones_only`,
-/// only its tombstones, and only while they still are); returns how many.
+/// only its tombstones, and only while they still are; each under `lease`
+/// when an in-process run holds one); returns how many.
 pub(crate) async fn delete_page<A: Aws>(
     ctx: &Ctx<A>,
     items: &[Attrs],
     key_names: &[String],
     tombstones_only: bool,
+    lease: Option<&Lease>,
 ) -> Result<u64> {
     let table = &ctx.stack.target_table;
     let cond = if tombstones_only {
@@ -368,11 +400,16 @@ pub(crate) async fn delete_page<A: Aws>(
         .map(|key| {
             let cond = &cond;
             async move {
-                let w = ctx
-                    .aws
-                    .delete_item(table, &key, cond)
-                    .await
-                    .map_err(|e| explain(e, table))?;
+                let delete = async {
+                    ctx.aws
+                        .delete_item(table, &key, cond)
+                        .await
+                        .map_err(|e| explain(e, table))
+                };
+                let w = match lease {
+                    Some(l) => l.write(delete).await?,
+                    None => delete.await?,
+                };
                 Ok::<_, anyhow::Error>(u64::from(w.done))
             }
         })

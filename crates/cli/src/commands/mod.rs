@@ -10,6 +10,7 @@ pub mod dlq;
 pub mod fanout;
 pub mod finish;
 pub mod iam_policy;
+pub mod lease;
 pub mod load;
 pub mod parts;
 pub mod pause;

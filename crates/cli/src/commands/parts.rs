@@ -200,7 +200,7 @@ pub async fn sweep_segment<A: Aws>(
         segment,
         key_names,
         &stop,
-        |items| async move { delete_page(ctx, &items, key_names, true).await },
+        |items| async move { delete_page(ctx, &items, key_names, true, None).await },
     )
     .await
 }

@@ -25,6 +25,7 @@ use serde::Serialize;
 
 use super::copy::{checkpoint_key, read_checkpoint, Copier};
 pub use super::copy::{clear_target, for_each_page, sweep_tombstones};
+use super::lease::{wait_out, Lease};
 use super::parts::{copy_segment, Ran};
 use super::pause::{bounds, enable_applier};
 use crate::args::CopyArgs;
@@ -436,24 +437,30 @@ pub async fn seed_copy<A: Aws>(
         }
         super::fanout::run(ctx, &ckey, &tasks, &what, total).await?
     } else {
-        let copier = Copier::new(t, rate, max_wcu, ctx.bar(total, &what));
-        match source {
-            Source::Scan => {
-                ctx.step(&format!(
-                    "copying {} -> {} ({segments} segments)",
-                    s.source_table, s.target_table
-                ));
-                copy_segments(ctx, &copier, segments, (&ckey, start_ms)).await?;
+        // A restart that replaces this copy waits for this run's writes.
+        let lease = Lease::take(ctx, &ckey, start_ms).await?;
+        let copier = Copier::new(t, rate, max_wcu, ctx.bar(total, &what)).with_lease(&lease);
+        let run = async {
+            match source {
+                Source::Scan => {
+                    ctx.step(&format!(
+                        "copying {} -> {} ({segments} segments)",
+                        s.source_table, s.target_table
+                    ));
+                    copy_segments(ctx, &copier, segments, (&ckey, start_ms)).await
+                }
+                Source::Export(x) => {
+                    ctx.step(&format!(
+                        "loading {} export files into {} ({segments} at a time)",
+                        x.files.len(),
+                        s.target_table
+                    ));
+                    super::parts::copy_files(ctx, &copier, x, segments, (&ckey, start_ms)).await
+                }
             }
-            Source::Export(x) => {
-                ctx.step(&format!(
-                    "loading {} export files into {} ({segments} at a time)",
-                    x.files.len(),
-                    s.target_table
-                ));
-                super::parts::copy_files(ctx, &copier, x, segments, (&ckey, start_ms)).await?;
-            }
-        }
+        };
+        lease.hold(ctx, run).await?;
+        lease.release(ctx).await?;
         copier.pb.finish_and_clear();
         part_totals(ctx, &ckey, source).await?
     };
@@ -468,6 +475,14 @@ pub async fn seed_copy<A: Aws>(
         )
         .await?;
     }
+    // Another run of this copy in a CLI (a second terminal, an earlier run
+    // left behind) may still be putting (helper-56 D1).
+    wait_out(
+        ctx,
+        &ckey,
+        "every part is done; waiting until no other run of this copy can still write (their leases)",
+    )
+    .await?;
 
     ctx.step("normal mode; deleting tombstones");
     // Only the copy the control item still names switches to normal mode

@@ -13,21 +13,37 @@ use crate::args::CopyArgs;
 use crate::ctx::{explain, rfc3339, Ctx};
 
 /// Before a re-seed replaces the target: the copy that filled it (or was
-/// filling it) is retired first (its runs' saves need its checkpoint's
-/// `seed_ms`), and, if workers ran it, the re-seed waits until none can
-/// still write. The retired checkpoint keeps `fanned_out` until that wait
-/// is over, so a re-run after an interrupted wait waits again
-/// (helper-56 D2); then it is forgotten.
+/// filling it) is retired first: its checkpoint is marked `retired` and
+/// loses its `seed_ms`, which its runs' saves and lease renewals need.
+/// The re-seed then waits until no run can still write: every in-process
+/// run's lease recorded in the checkpoint (helper-56 D1), and, if workers
+/// ran it, the worker's timeout. The marker keeps the leases and
+/// `fanned_out` until those waits are over, so a re-run after an
+/// interrupted wait waits again (helper-56 D2); then it is forgotten.
 pub async fn retire_copy<A: Aws>(ctx: &Ctx<A>) -> Result<()> {
     let ckey = checkpoint_key(ctx);
+    let Some(c) = read_checkpoint(ctx, &ckey).await? else {
+        return Ok(());
+    };
+    if c.contains_key("seed_ms") {
+        for (name, value) in [
+            ("retired", Some(AttributeValue::Bool(true))),
+            ("seed_ms", None),
+        ] {
+            ctx.aws
+                .set_attr(&ctx.stack.control_table, &ckey, name, value, &Cond::Always)
+                .await
+                .map_err(|e| explain(e, "control table"))?;
+        }
+    }
+    // Read after `seed_ms` is gone: no lease can grow past what this reads.
+    super::super::lease::wait_out(
+        ctx,
+        &ckey,
+        "the replaced copy ran in a CLI: waiting until none of its runs can still write (their leases)",
+    )
+    .await?;
     if fanned_out(ctx, &ckey).await? {
-        let mut retired = ckey.clone();
-        retired.insert("fanned_out".into(), AttributeValue::Bool(true));
-        retired.insert("retired".into(), AttributeValue::Bool(true));
-        ctx.aws
-            .put_item(&ctx.stack.control_table, &retired, &Cond::Always)
-            .await
-            .map_err(|e| explain(e, "control table"))?;
         super::super::fanout::fence(
             ctx,
             "the replaced copy ran on workers: waiting until none can still write (the worker's timeout)",

@@ -1,0 +1,156 @@
+//! An in-process copy run's lease on its copy's checkpoint
+//! (`relay_core::lease` has the rule and its figures): taken when the run
+//! starts, renewed while it works, checked before each write, released
+//! when the run ends by itself; `wait_out` waits for every lease recorded.
+//!
+//! **Invariant:** a lease is recorded and renewed only while the checkpoint
+//! still belongs to the run's seed (`seed_ms`), so once a retire has
+//! removed it no run can extend its lease past the one the retire reads.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{anyhow, bail, Result};
+use relay_aws::operator::{Aws, Cond};
+use relay_core::item::{AttributeValue, Attrs};
+use relay_core::lease;
+use tokio::time::Instant;
+
+use super::copy::read_checkpoint;
+use crate::ctx::{explain, rfc3339, Ctx};
+
+/// Said when a lease cannot be recorded or renewed.
+pub const REPLACED: &str = "the copy's checkpoint is gone or belongs to another seed (a restart or replay retired this copy, or another run finished it): this run stops and writes nothing more";
+
+/// Said when a run's lease lapsed before it could renew it.
+pub const LAPSED: &str = "this run's lease on the copy lapsed (the machine was suspended, or the control table did not answer in time): it stopped writing; run the same command again to go on from the checkpoints";
+
+/// A run's lease: where it is recorded, and when the renewal that recorded
+/// it was sent, by the monotonic and the wall clock.
+#[derive(Debug)]
+pub struct Lease {
+    ckey: Attrs,
+    seed_ms: i64,
+    attr: String,
+    sent: Mutex<(Instant, SystemTime)>,
+}
+
+impl Lease {
+    /// Records a new lease for a run of the copy seeded at `seed_ms`.
+    pub async fn take<A: Aws>(ctx: &Ctx<A>, ckey: &Attrs, seed_ms: i64) -> Result<Lease> {
+        static RUNS: AtomicU64 = AtomicU64::new(0);
+        let run = format!(
+            "{:x}-{:04x}-{}",
+            std::process::id(),
+            fastrand::u16(..),
+            RUNS.fetch_add(1, Ordering::Relaxed)
+        );
+        let l = Lease {
+            ckey: ckey.clone(),
+            seed_ms,
+            attr: lease::attr(&run),
+            sent: Mutex::new((Instant::now(), SystemTime::now())),
+        };
+        l.renew(ctx).await?;
+        Ok(l)
+    }
+
+    async fn renew<A: Aws>(&self, ctx: &Ctx<A>) -> Result<()> {
+        let sent = (Instant::now(), SystemTime::now());
+        let until = lease::expiry(ctx.now_ms());
+        let w = ctx
+            .aws
+            .set_attr(
+                &ctx.stack.control_table,
+                &self.ckey,
+                &self.attr,
+                Some(AttributeValue::N(until.to_string())),
+                &self.ours(),
+            )
+            .await
+            .map_err(|e| explain(e, "control table"))?;
+        if !w.done {
+            bail!("{REPLACED}");
+        }
+        *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = sent;
+        Ok(())
+    }
+
+    fn ours(&self) -> Cond {
+        Cond::Equals(
+            "seed_ms".into(),
+            AttributeValue::N(self.seed_ms.to_string()),
+        )
+    }
+
+    /// How much longer this run may write (zero: it has lapsed).
+    pub fn left(&self) -> Duration {
+        let (mono, wall) = *self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        lease::left(mono.elapsed(), SystemTime::now().duration_since(wall).ok())
+    }
+
+    /// One write of this run: not started once the lease has lapsed, and
+    /// abandoned when it lapses.
+    pub async fn write<T>(&self, w: impl Future<Output = Result<T>>) -> Result<T> {
+        let left = self.left();
+        if left.is_zero() {
+            bail!("{LAPSED}");
+        }
+        tokio::time::timeout(left, w)
+            .await
+            .map_err(|_| anyhow!("{LAPSED}"))?
+    }
+
+    /// Runs `work`, renewing the lease every [`lease::RENEW`]; a renewal
+    /// that fails stops the work (its writes in flight are abandoned).
+    pub async fn hold<A: Aws, T>(
+        &self,
+        ctx: &Ctx<A>,
+        work: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                r = &mut work => return r,
+                () = tokio::time::sleep(lease::RENEW) => self.renew(ctx).await?,
+            }
+        }
+    }
+
+    /// Ends the lease of a run whose every write has ended (not after an
+    /// error: a write abandoned in flight may still land, and its lease
+    /// then stands until it passes).
+    pub async fn release<A: Aws>(&self, ctx: &Ctx<A>) -> Result<()> {
+        ctx.aws
+            .set_attr(
+                &ctx.stack.control_table,
+                &self.ckey,
+                &self.attr,
+                None,
+                &self.ours(),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| explain(e, "control table"))
+    }
+}
+
+/// Waits until no in-process run that recorded a lease in the checkpoint
+/// `ckey` can still write. A run still renewing its lease (another
+/// terminal finishing the same copy) is waited for again, up to ten times.
+pub async fn wait_out<A: Aws>(ctx: &Ctx<A>, ckey: &Attrs, why: &str) -> Result<()> {
+    for _ in 0..10 {
+        let Some(until) = read_checkpoint(ctx, ckey)
+            .await?
+            .and_then(|c| lease::all_stopped_by(&c))
+            .filter(|t| *t > ctx.now_ms())
+        else {
+            return Ok(());
+        };
+        ctx.wait_until(until, &format!("{why} (until {})", rfc3339(until)))
+            .await?;
+    }
+    bail!("another run of this copy still holds its lease after ten of them: stop it (another terminal?), then run the same command again")
+}
