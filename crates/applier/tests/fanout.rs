@@ -566,6 +566,7 @@ fn a_task_of_an_earlier_verify_changes_nothing() {
                     sample_bp: 10_000,
                     repair: false,
                     recheck_wait_s: 0,
+                    kept_ttl: None,
                 },
             )
         };
@@ -775,6 +776,7 @@ fn one_segment_verify(sim: &Sim) -> (i64, relay_core::work::Task) {
             sample_bp: 10_000,
             repair: false,
             recheck_wait_s: 0,
+            kept_ttl: None,
         },
     );
     (run_ms, task)

@@ -162,6 +162,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                         crash: f.5,
                         replay: f.6,
                         operator_clock_ms,
+                        ttl_skip: false,
                     },
                     // Restores copy the table as it is: a transform needs a
                     // copy seed (scan or export load).

@@ -1522,3 +1522,93 @@ fn a_dlq_repair_that_cannot_read_the_source_leaves_every_message_in_the_dlq() {
         sim.assert_converged().await;
     });
 }
+
+/// helper-55 #1: under `TtlDeletes=skip` the target keeps what the source's
+/// TTL deletes. `verify` expects those items (no source item, TTL passed),
+/// in this process and on the workers, and `--repair` leaves them; an extra
+/// item whose TTL has not passed, or that has none, is still a difference.
+#[test]
+fn under_ttl_skip_verify_expects_the_items_the_sources_ttl_deleted() {
+    use ddb_relay::commands::verify_fanout;
+    sim::run(async {
+        let sim = Sim::new(Config {
+            ttl_skip: true,
+            ..Config::quiet(Shape::Identity, 151)
+        })
+        .await;
+        let now_s = sim.now_ms() / 1000;
+        let expires = |i: u8, s: i64| {
+            let mut it = source_item(i, 1, 20, 0);
+            it.insert("expires".into(), V::N(s.to_string()));
+            it
+        };
+        sim.db.put("source", expires(1, now_s - 10));
+        sim.db.put("source", expires(2, now_s + 86_400));
+        sim.db.put("source", source_item(3, 1, 20, 0));
+        sim.start_pollers();
+        seed_by_backup(&sim).await;
+        sim.assert_converged().await;
+        // DynamoDB's TTL process deletes item 1 from the source.
+        sim.db.delete("source", &source_key(1), true);
+        assert!(sim.drain(Duration::from_secs(300)).await);
+        assert_eq!(sim.db.items("target").len(), 3, "the target keeps it");
+        sim.start_workers(2, false).await;
+        for repair in [false, true] {
+            let v = verify::verify(&sim.ctx, 100.0, repair, 0, copy(), &Default::default())
+                .await
+                .unwrap();
+            assert!(v.clean && v.extra == 0 && v.ttl_kept == 1, "{v:?}");
+            let v = verify_fanout::verify(&sim.ctx, 100.0, repair, 0, 2)
+                .await
+                .unwrap();
+            assert!(v.clean && v.extra == 0 && v.ttl_kept == 1, "{v:?}");
+        }
+        assert_eq!(sim.db.items("target").len(), 3, "no repair deleted it");
+        // Extra items the source's TTL did not delete are differences.
+        sim.db.put("target", expires(8, now_s + 86_400));
+        sim.db.put("target", source_item(9, 1, 20, 0));
+        let v = verify::verify(&sim.ctx, 100.0, false, 0, copy(), &Default::default())
+            .await
+            .unwrap();
+        assert!(!v.clean && v.extra == 2 && v.ttl_kept == 1, "{v:?}");
+        let v = verify_fanout::verify(&sim.ctx, 100.0, false, 0, 2)
+            .await
+            .unwrap();
+        assert!(!v.clean && v.extra == 2 && v.ttl_kept == 1, "{v:?}");
+        sim.stop_pollers();
+    });
+}
+
+/// The same under a key-changing transform: a target item left at a key
+/// its source item (still there) moved away from is a difference, expired
+/// TTL or not; only an item no source item exists for is kept.
+#[test]
+fn under_ttl_skip_an_item_left_behind_by_a_key_change_is_still_extra() {
+    sim::run(async {
+        let sim = Sim::new(Config {
+            ttl_skip: true,
+            ..Config::quiet(Shape::KeyByEmail, 157)
+        })
+        .await;
+        let now_s = sim.now_ms() / 1000;
+        let expired = |email: u32| {
+            let mut it = source_item(1, 1, 20, email);
+            it.insert("expires".into(), V::N((now_s - 10).to_string()));
+            it
+        };
+        sim.db.put("source", expired(0));
+        sim.start_pollers();
+        seed_by_scan(&sim).await;
+        sim.assert_converged().await;
+        let old = sim.db.items("target").into_values().next().unwrap();
+        sim.db.put("source", expired(1));
+        sim.assert_converged().await;
+        // The applier's delete of the old key, lost.
+        sim.db.put("target", old);
+        let v = verify::verify(&sim.ctx, 100.0, false, 0, copy(), &Default::default())
+            .await
+            .unwrap();
+        assert!(!v.clean && v.extra == 1 && v.ttl_kept == 0, "{v:?}");
+        sim.stop_pollers();
+    });
+}

@@ -162,6 +162,15 @@ fn sweep_child(stack: &str) -> Result<()> {
                 seed_ms
             }
         };
+        // ... and under a lease on that copy's checkpoint.
+        let mut cp = ddb_relay::commands::copy::checkpoint_key(&ctx);
+        cp.insert(
+            "seed_ms".into(),
+            relay_core::item::AttributeValue::N(seed_ms.to_string()),
+        );
+        let cond = relay_aws::operator::Cond::Always;
+        relay_aws::operator::Tables::put_item(&ctx.aws, &ctx.stack.control_table, &cp, &cond)
+            .await?;
         let keys = [PK.to_string(), SK.to_string()];
         let n = ddb_relay::commands::scan::sweep_tombstones(&ctx, &keys, 4, seed_ms).await?;
         println!("{n}");

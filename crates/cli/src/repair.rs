@@ -293,18 +293,32 @@ fn not_among(sources: &[Attrs], sk: &Attrs) -> bool {
     !sources.iter().any(|s| CanonicalKey::of(s) == k)
 }
 
+/// What a re-read of one target key found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Agreement {
+    /// The target holds what the source says belongs there.
+    Agrees,
+    /// No candidate source item exists, and the target item is one
+    /// `TtlDeletes=skip` keeps on purpose (its TTL has passed).
+    KeptByTtl,
+    Differs,
+}
+
 /// Whether the target holds exactly what the source says belongs at
 /// `target_key` (re-read, consistently): the transformed current item of the
 /// first of the candidates that maps there, else nothing. The candidates are
 /// `sources` and the source item the target item names now (under the
 /// `source_keys` names): a key that passed to another item since it was
-/// first read agrees when it holds that item's current state.
+/// first read agrees when it holds that item's current state. With
+/// `kept_ttl` (the source's TTL attribute under `TtlDeletes=skip`), a
+/// target item no candidate source item exists for, whose TTL has passed,
+/// is kept on purpose.
 pub async fn agrees<A: Aws>(
     ctx: &Ctx<A>,
     t: &dyn Transform,
-    (sources, source_keys): (&[Attrs], &[String]),
+    (sources, source_keys, kept_ttl): (&[Attrs], &[String], Option<&str>),
     target_key: &Attrs,
-) -> Result<bool> {
+) -> Result<Agreement> {
     let s = &ctx.stack;
     let got = ctx
         .aws
@@ -323,6 +337,7 @@ pub async fn agrees<A: Aws>(
         }
     }
     let mut want = None;
+    let mut any_source = false;
     for sk in &candidates {
         let Some(item) = ctx
             .aws
@@ -332,6 +347,7 @@ pub async fn agrees<A: Aws>(
         else {
             continue;
         };
+        any_source = true;
         let here = t
             .key_only(&item)
             .map(|k| CanonicalKey::of(&k) == CanonicalKey::of(target_key))
@@ -348,9 +364,13 @@ pub async fn agrees<A: Aws>(
             break;
         }
     }
+    let kept = |g: &Attrs| {
+        !any_source && kept_ttl.is_some_and(|a| relay_core::ttl::expired(g, a, ctx.now_ms()))
+    };
     Ok(match (want, got) {
-        (None, None) => true,
-        (Some(w), Some(g)) => same_item(&w, &g),
-        _ => false,
+        (None, None) => Agreement::Agrees,
+        (Some(w), Some(g)) if same_item(&w, &g) => Agreement::Agrees,
+        (None, Some(g)) if kept(&g) => Agreement::KeptByTtl,
+        _ => Agreement::Differs,
     })
 }

@@ -50,6 +50,8 @@ pub fn deployment_from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Deplo
         transform_spec: get("TRANSFORM").filter(|s| !s.trim().is_empty()),
         starting_position: None,
         metrics_mode: None,
+        // Verify tasks carry what they need of it (`Job::Verify::kept_ttl`).
+        ttl_deletes: None,
         work: Some(relay_aws::operator::Work {
             queue_url: need("WORK_QUEUE_URL")?,
             dlq_url: String::new(),

@@ -15,6 +15,7 @@
 //! - [`failure`]: the stream failure queue's records, and when one is covered;
 //! - [`work`]: the tasks and part checkpoints of a copy fanned out over workers;
 //! - [`lease`]: the lease an in-process copy run holds on its checkpoint;
+//! - [`ttl`]: which target items `TtlDeletes=skip` keeps on purpose;
 //! - [`place`]: a target in another region or account; [`plan`]: a migration
 //!   plan for a set of table pairs;
 //! - [`config`], [`metrics`], [`retry`].
@@ -44,6 +45,7 @@ pub mod retry;
 pub mod send_plan;
 pub mod stream;
 pub mod transform;
+pub mod ttl;
 pub mod work;
 
 #[cfg(test)]

@@ -63,6 +63,11 @@ pub enum Job {
         sample_bp: u32,
         repair: bool,
         recheck_wait_s: u64,
+        /// The source's TTL attribute under `TtlDeletes=skip`: a target
+        /// item with no source item whose TTL has passed is kept on purpose
+        /// (`relay_core::ttl`), not a difference.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kept_ttl: Option<String>,
     },
 }
 
@@ -274,6 +279,9 @@ pub struct VerifyCounts {
     pub repaired: u64,
     pub remaining: u64,
     pub unrepairable: u64,
+    /// Target items with no source item that `TtlDeletes=skip` keeps on
+    /// purpose (their TTL has passed): not differences.
+    pub ttl_kept: u64,
 }
 
 impl std::ops::AddAssign for VerifyCounts {
@@ -291,6 +299,7 @@ impl std::ops::AddAssign for VerifyCounts {
         self.repaired += o.repaired;
         self.remaining += o.remaining;
         self.unrepairable += o.unrepairable;
+        self.ttl_kept += o.ttl_kept;
     }
 }
 
@@ -506,6 +515,7 @@ mod tests {
                 sample_bp: 10_000,
                 repair: false,
                 recheck_wait_s: 2,
+                kept_ttl: Some("expires".into()),
             },
         );
         assert_eq!(Task::parse(&t.encode()), Ok(t.clone()));

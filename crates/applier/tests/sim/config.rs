@@ -55,6 +55,8 @@ pub struct Config {
     /// when positive). The commands follow AWS's clock (the `Date` of its
     /// responses); this is what they would get wrong if they did not.
     pub operator_clock_ms: i64,
+    /// `TtlDeletes=skip`, with TTL on the source's `expires` attribute.
+    pub ttl_skip: bool,
 }
 
 impl Config {
@@ -77,6 +79,7 @@ impl Config {
             crash: 0,
             replay: 0,
             operator_clock_ms: 0,
+            ttl_skip: false,
         }
     }
 }

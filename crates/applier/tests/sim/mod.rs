@@ -124,12 +124,19 @@ impl Sim {
             name: STACK.into(),
             status: "CREATE_COMPLETE".into(),
             outputs,
-            parameters: [(
-                "TransformSpec".to_string(),
-                spec.unwrap_or_default().to_string(),
-            )]
+            parameters: [
+                ("TransformSpec", spec.unwrap_or_default()),
+                (
+                    "TtlDeletes",
+                    if cfg.ttl_skip { "skip" } else { "replicate" },
+                ),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
             .into(),
         });
+        if cfg.ttl_skip {
+            aws.set_ttl_attribute("source", "expires");
+        }
         aws.set_page_size(3);
         // The operator's machine: its own clock, corrected by AWS's.
         let operator_clock = Clock::following(
@@ -185,7 +192,11 @@ impl Sim {
                 target_table: "target".into(),
                 source_table: "source".into(),
                 control_table: "control".into(),
-                ttl_policy: TtlPolicy::Replicate,
+                ttl_policy: if cfg.ttl_skip {
+                    TtlPolicy::Skip
+                } else {
+                    TtlPolicy::Replicate
+                },
                 write_concurrency: 2,
                 metrics: metrics_cfg,
                 transform: spec.map(str::to_string),

@@ -31,7 +31,7 @@ use serde::Serialize;
 use super::copy::for_each_page;
 use crate::args::{CopyArgs, SpillArgs};
 use crate::ctx::{explain, rfc3339, Ctx};
-use crate::repair::{agrees, repair, Fence};
+use crate::repair::{agrees, repair, Agreement, Fence};
 use crate::report::{Report, EXIT_NO_GO};
 use crate::spill::{Queue, Spill, SpillStats};
 
@@ -60,6 +60,9 @@ pub struct VerifyReport {
     pub extra: u64,
     /// Mismatches of the first pass that were lag: they agreed on re-check.
     pub lag_resolved: u64,
+    /// Target items with no source item that `TtlDeletes=skip` keeps on
+    /// purpose (their TTL has passed): not differences.
+    pub ttl_kept: u64,
     pub repaired: u64,
     /// Differences still there at the end.
     pub remaining: u64,
@@ -93,6 +96,12 @@ impl Report for VerifyReport {
             t.push_str(&format!(
                 " ({} first-pass mismatches were lag and agreed on re-check)",
                 self.lag_resolved
+            ));
+        }
+        if self.ttl_kept > 0 {
+            t.push_str(&format!(
+                " ({} target item(s) whose TTL has passed are kept on purpose under TtlDeletes=skip: not differences)",
+                self.ttl_kept
             ));
         }
         if self.repair {
@@ -176,19 +185,34 @@ pub(crate) enum Kind {
     Extra,
 }
 
-/// The transform, and the source key's attribute names.
-pub(crate) type Through<'a> = (&'a dyn Transform, &'a [String]);
+/// The transform, the source key's attribute names, and the source's TTL
+/// attribute under `TtlDeletes=skip` ([`kept_ttl`]).
+pub(crate) type Through<'a> = (&'a dyn Transform, &'a [String], Option<&'a str>);
 
-/// Re-checks `pending` with consistent reads: returns those still different.
+/// The source's TTL attribute when the stack keeps in the target what the
+/// source's TTL deletes (`TtlDeletes=skip`): such an item, expired and with
+/// no source item, is not a difference (`relay_core::ttl`).
+pub(crate) async fn kept_ttl<A: Aws>(ctx: &Ctx<A>) -> Result<Option<String>> {
+    if ctx.stack.ttl_deletes.as_deref() != Some("skip") {
+        return Ok(None);
+    }
+    let s = &ctx.stack.source_table;
+    ctx.aws.ttl_attribute(s).await.map_err(|e| explain(e, s))
+}
+
+/// Re-checks `pending` with consistent reads: returns those still different
+/// (and adds to `kept` the target items kept on purpose).
 async fn recheck<A: Aws>(
     ctx: &Ctx<A>,
     t: Through<'_>,
     pending: Queue<Suspect>,
-    dir: Option<&std::path::Path>,
+    (dir, kept): (Option<&std::path::Path>, &mut u64),
 ) -> Result<Queue<Suspect>> {
     let mut still = Queue::new(dir)?;
     for chunk in pending.chunks(CHUNK)? {
-        for x in still_different(ctx, t, chunk?).await? {
+        let (differ, by_ttl) = still_different(ctx, t, chunk?).await?;
+        *kept += by_ttl;
+        for x in differ {
             still.push(&x)?;
         }
     }
@@ -196,22 +220,25 @@ async fn recheck<A: Aws>(
 }
 
 /// The suspects that still differ when read again, consistently (one pair
-/// of reads per suspect, [`RECHECK_CONCURRENCY`] at once).
+/// of reads per suspect, [`RECHECK_CONCURRENCY`] at once), and how many
+/// were target items kept on purpose (`TtlDeletes=skip`).
 pub(crate) async fn still_different<A: Aws>(
     ctx: &Ctx<A>,
-    (t, source_keys): Through<'_>,
+    (t, source_keys, ttl): Through<'_>,
     suspects: Vec<Suspect>,
-) -> Result<Vec<Suspect>> {
-    let agreed: Vec<bool> = futures::stream::iter(&suspects)
-        .map(|x| agrees(ctx, t, (&x.sources, source_keys), &x.target_key))
+) -> Result<(Vec<Suspect>, u64)> {
+    let found: Vec<Agreement> = futures::stream::iter(&suspects)
+        .map(|x| agrees(ctx, t, (&x.sources, source_keys, ttl), &x.target_key))
         .buffered(RECHECK_CONCURRENCY)
         .try_collect()
         .await?;
-    Ok(suspects
+    let kept = found.iter().filter(|a| **a == Agreement::KeptByTtl).count() as u64;
+    let differ = suspects
         .into_iter()
-        .zip(agreed)
-        .filter_map(|(x, ok)| (!ok).then_some(x))
-        .collect())
+        .zip(found)
+        .filter_map(|(x, a)| (a == Agreement::Differs).then_some(x))
+        .collect();
+    Ok((differ, kept))
 }
 
 /// Settles suspects that still differed after the re-checks: each is
@@ -255,7 +282,7 @@ pub(crate) async fn settle<A: Aws>(
 /// One suspect: its kind, and with a repair whether it now agrees.
 async fn settle_one<A: Aws>(
     ctx: &Ctx<A>,
-    (t, source_keys): Through<'_>,
+    (t, source_keys, ttl): Through<'_>,
     x: &Suspect,
     (repair_in, recheck_wait): (Option<&Fence>, u64),
 ) -> Result<(Kind, Option<bool>)> {
@@ -292,7 +319,8 @@ async fn settle_one<A: Aws>(
     // Re-read: lag after the repair is the applier catching up.
     for wait in [0u64, recheck_wait.max(1), recheck_wait.max(1) * 3] {
         tokio::time::sleep(Duration::from_secs(wait)).await;
-        if agrees(ctx, t, (&x.sources, source_keys), &x.target_key).await? {
+        let now = agrees(ctx, t, (&x.sources, source_keys, ttl), &x.target_key).await?;
+        if now != Agreement::Differs {
             return Ok((kind, Some(true)));
         }
     }
@@ -385,6 +413,8 @@ pub async fn verify<A: Aws>(
     let t = loaded.transform.as_ref();
     let source_keys = &loaded.source_keys;
     let tkeys = t.target_key_names();
+    let ttl = kept_ttl(ctx).await?;
+    let through = (t, source_keys.as_slice(), ttl.as_deref());
     let began = Instant::now();
     let started_ms = ctx.now_ms();
     let start_control = ctx.control().await?;
@@ -491,14 +521,14 @@ pub async fn verify<A: Aws>(
     // 3. Re-check the suspects with consistent reads after a pause, in up
     //    to three rounds: a key that is only behind (lag) agrees within a
     //    round or two; a divergent one stays different.
+    let mut n = VerifyCounts::default();
     for _ in 0..3 {
         if pending.len == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_secs(recheck_wait)).await;
-        pending = recheck(ctx, (t, source_keys), pending, dir).await?;
+        pending = recheck(ctx, through, pending, (dir, &mut n.ttl_kept)).await?;
     }
-    let mut n = VerifyCounts::default();
     let mut examples = Examples::default();
     let repair_in = if repair_them && pending.len > 0 {
         ctx.step(&format!(
@@ -514,7 +544,7 @@ pub async fn verify<A: Aws>(
     for chunk in pending.chunks(CHUNK)? {
         settle(
             ctx,
-            (t, source_keys),
+            through,
             chunk?,
             (repair_in.as_ref(), recheck_wait),
             &mut n,
@@ -539,7 +569,8 @@ pub async fn verify<A: Aws>(
         missing: n.missing,
         changed: n.changed,
         extra: n.extra,
-        lag_resolved: mismatched.saturating_sub(n.still_mismatched),
+        lag_resolved: mismatched.saturating_sub(n.still_mismatched + n.ttl_kept),
+        ttl_kept: n.ttl_kept,
         repaired: n.repaired,
         remaining: n.remaining,
         unrepairable: n.unrepairable,

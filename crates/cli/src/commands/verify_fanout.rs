@@ -244,9 +244,11 @@ pub async fn verify<A: Aws>(
         .await
         .map_err(|e| explain(e, "control table"))?;
     let bp = diff::basis_points(sample);
+    let ttl = super::verify::kept_ttl(ctx).await?;
     let jobs: Vec<Job> = [Side::Source, Side::Target]
         .into_iter()
         .flat_map(|side| {
+            let ttl = ttl.clone();
             (0..segments).map(move |segment| Job::Verify {
                 run_ms,
                 side,
@@ -255,6 +257,7 @@ pub async fn verify<A: Aws>(
                 sample_bp: bp,
                 repair,
                 recheck_wait_s: recheck_wait,
+                kept_ttl: ttl.clone(),
             })
         })
         .collect();
@@ -315,7 +318,8 @@ pub async fn verify<A: Aws>(
         missing: n.missing,
         changed: n.changed,
         extra: n.extra,
-        lag_resolved: n.mismatched.saturating_sub(n.still_mismatched),
+        lag_resolved: n.mismatched.saturating_sub(n.still_mismatched + n.ttl_kept),
+        ttl_kept: n.ttl_kept,
         repaired: n.repaired,
         remaining: n.remaining,
         unrepairable: n.unrepairable,

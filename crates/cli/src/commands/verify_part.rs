@@ -173,6 +173,7 @@ pub async fn run_part<A: Aws>(
         sample_bp,
         repair,
         recheck_wait_s,
+        ref kept_ttl,
     } = task.job
     else {
         bail!("not a verify task");
@@ -200,7 +201,7 @@ pub async fn run_part<A: Aws>(
     }
     let loaded = crate::transform::load(ctx).await?;
     let t = loaded.transform.as_ref();
-    let with = (t, loaded.source_keys.as_slice());
+    let with = (t, loaded.source_keys.as_slice(), kept_ttl.as_deref());
     let repair_in: Option<Fence> = if repair {
         let now = ctx.control().await?;
         refuse_repairs_unless_seeded(&now)?;
@@ -260,8 +261,12 @@ pub async fn run_part<A: Aws>(
                 read += c.len() as u64;
                 let (kept, held) = (next.clone(), suspects.len());
                 let found = match side {
-                    Side::Source => forward(ctx, with, c.to_vec(), sample_bp, &mut next.n).await?,
-                    Side::Target => reverse(ctx, with, c.to_vec(), sample_bp, &mut next.n).await?,
+                    Side::Source => {
+                        forward(ctx, (with.0, with.1), c.to_vec(), sample_bp, &mut next.n).await?
+                    }
+                    Side::Target => {
+                        reverse(ctx, (with.0, with.1), c.to_vec(), sample_bp, &mut next.n).await?
+                    }
                 };
                 // Keys compared: the source's by the forward pass, the
                 // target's by the reverse one (as the in-process verify
@@ -302,7 +307,9 @@ pub async fn run_part<A: Aws>(
                 break;
             }
             tokio::time::sleep(Duration::from_secs(recheck_wait_s)).await;
-            suspects = still_different(ctx, with, suspects).await?;
+            let by_ttl;
+            (suspects, by_ttl) = still_different(ctx, with, suspects).await?;
+            next.n.ttl_kept += by_ttl;
         }
         let mut kept: Vec<(Kind, Attrs)> = Vec::new();
         let room = PART_EXAMPLES.saturating_sub(next.examples());

@@ -49,6 +49,8 @@ pub(super) struct State {
     pub(super) owners: HashMap<String, relay_core::iac::Owner>,
     /// Deployed templates, by stack name.
     pub(super) templates: HashMap<String, String>,
+    /// TTL attributes of tables with TTL enabled, by table name.
+    pub(super) ttl_attributes: HashMap<String, String>,
 }
 
 /// One in-memory account: DynamoDB, the FIFO queue and its DLQ, the
@@ -130,6 +132,13 @@ impl FakeAws {
             .triggers
             .iter()
             .any(|t| t.function == function && t.enabled)
+    }
+
+    /// Enables TTL on `table` with the attribute `attr`.
+    pub fn set_ttl_attribute(&self, table: &str, attr: &str) {
+        lock(&self.state)
+            .ttl_attributes
+            .insert(table.into(), attr.into());
     }
 
     /// Point-in-time restores reach up to now minus `ms`.
@@ -264,6 +273,11 @@ impl Tables for FakeAws {
                     deletion_protection: self.is_protected(table),
                 })
         }))
+    }
+
+    async fn ttl_attribute(&self, table: &str) -> Result<Option<String>, AwsError> {
+        self.enter("DescribeTimeToLive", table).await?;
+        Ok(lock(&self.state).ttl_attributes.get(table).cloned())
     }
 
     async fn pitr(&self, table: &str) -> Result<(bool, Option<i64>), AwsError> {

@@ -39,7 +39,7 @@ impl Iac for FakeAws {
                 gsis: vec![],
                 lsis: vec![],
                 stream_view: stream.then(|| "NEW_AND_OLD_IMAGES".to_string()),
-                ttl_attribute: None,
+                ttl_attribute: lock(&self.state).ttl_attributes.get(table).cloned(),
                 pitr: false,
                 deletion_protection: self.is_protected(table),
                 table_class: None,

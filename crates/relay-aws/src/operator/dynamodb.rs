@@ -120,6 +120,25 @@ impl Tables for Sdk {
         }))
     }
 
+    async fn ttl_attribute(&self, table: &str) -> Result<Option<String>, AwsError> {
+        let (ddb, table) = self.at(table);
+        let d = ddb
+            .describe_time_to_live()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(e("DescribeTimeToLive"))?;
+        Ok(d.time_to_live_description()
+            .filter(|d| {
+                matches!(
+                    d.time_to_live_status().map(|s| s.as_str()),
+                    Some("ENABLED") | Some("ENABLING")
+                )
+            })
+            .and_then(|d| d.attribute_name())
+            .map(str::to_string))
+    }
+
     async fn pitr(&self, table: &str) -> Result<(bool, Option<i64>), AwsError> {
         let (ddb, table) = self.at(table);
         let d = ddb

@@ -146,22 +146,7 @@ impl Iac for Sdk {
                 .map(str::to_string),
             tags: Default::default(),
         };
-        let ttl = ddb
-            .describe_time_to_live()
-            .table_name(name)
-            .send()
-            .await
-            .map_err(e("DescribeTimeToLive"))?;
-        spec.ttl_attribute = ttl
-            .time_to_live_description()
-            .filter(|d| {
-                matches!(
-                    d.time_to_live_status().map(|s| s.as_str()),
-                    Some("ENABLED") | Some("ENABLING")
-                )
-            })
-            .and_then(|d| d.attribute_name())
-            .map(str::to_string);
+        spec.ttl_attribute = super::Tables::ttl_attribute(self, table).await?;
         let backups = ddb
             .describe_continuous_backups()
             .table_name(name)

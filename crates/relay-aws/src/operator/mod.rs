@@ -64,6 +64,9 @@ pub struct Deployment {
     /// The stack's `MetricsMode` parameter (`None`: an emulator that does
     /// not report its parameters). `off`: the functions publish no metrics.
     pub metrics_mode: Option<String>,
+    /// The stack's `TtlDeletes` parameter (`None`: not reported; the
+    /// template's default is `replicate`).
+    pub ttl_deletes: Option<String>,
     /// The copy workers (`None`: a stack deployed without them).
     pub work: Option<Work>,
     /// Where the target is, when not next to the stack.
@@ -122,6 +125,7 @@ impl Deployment {
                 .cloned(),
             starting_position: info.parameters.get("StreamStartingPosition").cloned(),
             metrics_mode: info.parameters.get("MetricsMode").cloned(),
+            ttl_deletes: info.parameters.get("TtlDeletes").cloned(),
             work: match (
                 info.output("WorkQueueUrl"),
                 info.output("WorkDeadLetterQueueUrl"),
@@ -358,6 +362,11 @@ pub trait Tables: Send + Sync {
         &self,
         table: &str,
     ) -> impl Future<Output = Result<Option<TableInfo>, AwsError>> + Send;
+    /// The table's TTL attribute, when TTL is enabled (or enabling).
+    fn ttl_attribute(
+        &self,
+        table: &str,
+    ) -> impl Future<Output = Result<Option<String>, AwsError>> + Send;
     /// (PITR enabled, latest restorable time in ms).
     fn pitr(
         &self,
