@@ -299,8 +299,8 @@ pub async fn still_the_copy<A: Aws>(
 }
 
 /// Said when a copy's checkpoint is a retired marker (`scan::retire_copy`
-/// was interrupted while it waited for the copy's workers).
-pub const RETIRE_INTERRUPTED: &str = "a restart or replay that was retiring the copy seed was interrupted while it waited for the copy's workers: the target is not whole. Re-run it (`ddb-relay restart` with its method, or `replay --from T` with any valid T; it waits for the workers again, then goes on)";
+/// was interrupted while it waited for the copy's runs).
+pub const RETIRE_INTERRUPTED: &str = "a restart or replay that was retiring the copy seed was interrupted while it waited for the copy's runs (its workers, or the leases of its runs in a CLI): the target is not whole. Re-run it (`ddb-relay restart` with its method, or `replay --from T` with any valid T; it waits for them again, then goes on)";
 
 /// Forgets the checkpoint of the copy seeded at `seed_ms` only: a copy
 /// that replaced it keeps its own.

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, bail, Result};
 use relay_aws::operator::{Aws, Cond};
+use relay_core::control::Mode;
 use relay_core::item::{AttributeValue, Attrs};
 use relay_core::lease;
 use tokio::time::Instant;
@@ -35,6 +36,15 @@ pub struct Lease {
     seed_ms: i64,
     attr: String,
     sent: Mutex<(Instant, SystemTime)>,
+    /// This machine's wall clock less AWS's time when the lease was taken:
+    /// AWS's time is carried on the monotonic clock, which stops while the
+    /// machine sleeps, and the wall clock does not.
+    wall_ahead_ms: i64,
+}
+
+fn wall_ms(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Lease {
@@ -47,19 +57,33 @@ impl Lease {
             fastrand::u16(..),
             RUNS.fetch_add(1, Ordering::Relaxed)
         );
+        let now = SystemTime::now();
         let l = Lease {
             ckey: ckey.clone(),
             seed_ms,
             attr: lease::attr(&run),
-            sent: Mutex::new((Instant::now(), SystemTime::now())),
+            sent: Mutex::new((Instant::now(), now)),
+            wall_ahead_ms: wall_ms(now) - ctx.now_ms(),
         };
-        l.renew(ctx).await?;
+        if !l.renew(ctx).await? {
+            bail!("{REPLACED}");
+        }
         Ok(l)
     }
 
-    async fn renew<A: Aws>(&self, ctx: &Ctx<A>) -> Result<()> {
+    /// Records the lease again; `false` when the checkpoint no longer holds
+    /// the run's seed. Refused once the lease has lapsed (the run may have
+    /// slept: AWS's time as this process carries it is then behind, and a
+    /// lease recorded from it would end before the run's window).
+    async fn renew<A: Aws>(&self, ctx: &Ctx<A>) -> Result<bool> {
+        if self.left().is_zero() {
+            bail!("{LAPSED}");
+        }
         let sent = (Instant::now(), SystemTime::now());
-        let until = lease::expiry(ctx.now_ms());
+        // AWS's time, or the wall clock's advance since the lease was
+        // taken if that is later (time asleep).
+        let aws_ms = ctx.now_ms().max(wall_ms(sent.1) - self.wall_ahead_ms);
+        let until = lease::expiry(aws_ms);
         let w = ctx
             .aws
             .set_attr(
@@ -71,11 +95,10 @@ impl Lease {
             )
             .await
             .map_err(|e| explain(e, "control table"))?;
-        if !w.done {
-            bail!("{REPLACED}");
+        if w.done {
+            *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = sent;
         }
-        *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = sent;
-        Ok(())
+        Ok(w.done)
     }
 
     fn ours(&self) -> Cond {
@@ -92,19 +115,30 @@ impl Lease {
     }
 
     /// One write of this run: not started once the lease has lapsed, and
-    /// abandoned when it lapses.
+    /// abandoned when it lapses. The lease is checked, by both clocks,
+    /// every time the write is polled, before the write goes on: after the
+    /// machine slept, the SDK's retry waiting on the monotonic clock is not
+    /// sent (only a request already handed to the connection can be).
     pub async fn write<T>(&self, w: impl Future<Output = Result<T>>) -> Result<T> {
         let left = self.left();
         if left.is_zero() {
             bail!("{LAPSED}");
         }
-        tokio::time::timeout(left, w)
-            .await
-            .map_err(|_| anyhow!("{LAPSED}"))?
+        let mut w = std::pin::pin!(w);
+        let mut lapse = std::pin::pin!(tokio::time::sleep(left));
+        std::future::poll_fn(|cx| {
+            if self.left().is_zero() || lapse.as_mut().poll(cx).is_ready() {
+                return std::task::Poll::Ready(Err(anyhow!("{LAPSED}")));
+            }
+            w.as_mut().poll(cx)
+        })
+        .await
     }
 
-    /// Runs `work`, renewing the lease every [`lease::RENEW`]; a renewal
-    /// that fails stops the work (its writes in flight are abandoned).
+    /// Runs `work`, renewing the lease every [`lease::RENEW`]. A renewal
+    /// refused (another seed, or the lease lapsed) stops the work (its
+    /// writes in flight are abandoned); one that failed is tried again at
+    /// the next renewal while the lease still holds (the writes check it).
     pub async fn hold<A: Aws, T>(
         &self,
         ctx: &Ctx<A>,
@@ -114,7 +148,14 @@ impl Lease {
         loop {
             tokio::select! {
                 r = &mut work => return r,
-                () = tokio::time::sleep(lease::RENEW) => self.renew(ctx).await?,
+                () = tokio::time::sleep(lease::RENEW) => match self.renew(ctx).await {
+                    Ok(true) => {}
+                    Ok(false) => bail!("{REPLACED}"),
+                    Err(e) if !self.left().is_zero() && !e.to_string().contains(LAPSED) => {
+                        ctx.step(&format!("renewing this run's lease failed, trying again: {e:#}"));
+                    }
+                    Err(e) => return Err(e),
+                },
             }
         }
     }
@@ -140,8 +181,21 @@ impl Lease {
 /// Waits until no in-process run that recorded a lease in the checkpoint
 /// `ckey` can still write. A run still renewing its lease (another
 /// terminal finishing the same copy) is waited for again, up to ten times.
-pub async fn wait_out<A: Aws>(ctx: &Ctx<A>, ckey: &Attrs, why: &str) -> Result<()> {
-    for _ in 0..10 {
+/// With `copying` (a copy's seed), the wait ends early once the control
+/// item no longer names that copy in tombstone mode (another run switched
+/// it, or a restart replaced it: the caller's own check then says which).
+pub async fn wait_out<A: Aws>(
+    ctx: &Ctx<A>,
+    ckey: &Attrs,
+    copying: Option<i64>,
+    why: &str,
+) -> Result<()> {
+    for round in 0..=10 {
+        if let Some(seed_ms) = copying {
+            if !ctx.control().await?.names_copy(seed_ms, Mode::Tombstone) {
+                return Ok(());
+            }
+        }
         let Some(until) = read_checkpoint(ctx, ckey)
             .await?
             .and_then(|c| lease::all_stopped_by(&c))
@@ -149,6 +203,9 @@ pub async fn wait_out<A: Aws>(ctx: &Ctx<A>, ckey: &Attrs, why: &str) -> Result<(
         else {
             return Ok(());
         };
+        if round == 10 {
+            break;
+        }
         ctx.wait_until(until, &format!("{why} (until {})", rfc3339(until)))
             .await?;
     }

@@ -480,6 +480,7 @@ pub async fn seed_copy<A: Aws>(
     wait_out(
         ctx,
         &ckey,
+        Some(start_ms),
         "every part is done; waiting until no other run of this copy can still write (their leases)",
     )
     .await?;

@@ -16,6 +16,7 @@ impl Iac for FakeAws {
         let Some((_, key_names, _, stream)) = self.db.with_state(|s| s.describe(table)) else {
             return Ok(None);
         };
+        let ttl_attribute = lock(&self.state).ttl_attributes.get(table).cloned();
         Ok(Some(
             TableSpec {
                 name: table.into(),
@@ -39,7 +40,7 @@ impl Iac for FakeAws {
                 gsis: vec![],
                 lsis: vec![],
                 stream_view: stream.then(|| "NEW_AND_OLD_IMAGES".to_string()),
-                ttl_attribute: lock(&self.state).ttl_attributes.get(table).cloned(),
+                ttl_attribute,
                 pitr: false,
                 deletion_protection: self.is_protected(table),
                 table_class: None,

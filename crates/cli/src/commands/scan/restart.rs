@@ -22,24 +22,37 @@ use crate::ctx::{explain, rfc3339, Ctx};
 /// interrupted wait waits again (helper-56 D2); then it is forgotten.
 pub async fn retire_copy<A: Aws>(ctx: &Ctx<A>) -> Result<()> {
     let ckey = checkpoint_key(ctx);
-    let Some(c) = read_checkpoint(ctx, &ckey).await? else {
-        return Ok(());
-    };
-    if c.contains_key("seed_ms") {
+    // Each write only on the checkpoint as read (never creating one that
+    // was forgotten meanwhile); read again if it moved.
+    for _ in 0..5 {
+        let Some(c) = read_checkpoint(ctx, &ckey).await? else {
+            return Ok(());
+        };
+        let Some(seed) = c.get("seed_ms").cloned() else {
+            break;
+        };
+        let read = Cond::Equals("seed_ms".into(), seed);
+        let mut moved = false;
         for (name, value) in [
             ("retired", Some(AttributeValue::Bool(true))),
             ("seed_ms", None),
         ] {
-            ctx.aws
-                .set_attr(&ctx.stack.control_table, &ckey, name, value, &Cond::Always)
+            moved |= !ctx
+                .aws
+                .set_attr(&ctx.stack.control_table, &ckey, name, value, &read)
                 .await
-                .map_err(|e| explain(e, "control table"))?;
+                .map_err(|e| explain(e, "control table"))?
+                .done;
+        }
+        if !moved {
+            break;
         }
     }
     // Read after `seed_ms` is gone: no lease can grow past what this reads.
     super::super::lease::wait_out(
         ctx,
         &ckey,
+        None,
         "the replaced copy ran in a CLI: waiting until none of its runs can still write (their leases)",
     )
     .await?;
