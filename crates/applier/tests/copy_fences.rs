@@ -132,6 +132,13 @@ fn an_interrupted_retire_of_a_fanned_out_copy_waits_again() {
         let left = read_checkpoint(&sim.ctx, &ckey).await.unwrap().unwrap();
         assert!(left.contains_key("fanned_out"), "{left:?}");
         assert!(!left.contains_key("seed_ms"), "the old runs' saves fail");
+        // `status` names it (helper-58 #3).
+        let st = ddb_relay::commands::status::status(&sim.ctx, 60)
+            .await
+            .unwrap();
+        assert!(st.retire_interrupted);
+        let text = ddb_relay::commands::status::status_text(&st);
+        assert!(text.contains("Re-run it"), "{text}");
         // A re-run of `seed` does not take the marker for its own copy: it
         // names the way out (helper-57 #3).
         sim.create_target();

@@ -305,6 +305,9 @@ pub struct Status {
     pub finished_ms: Option<i64>,
     /// A copy seed's checkpoints (`None`: no copy seed is running).
     pub copy_progress: Option<CopyProgress>,
+    /// A restart or replay was interrupted while it retired the copy seed
+    /// (its checkpoint is a retired marker): re-run it.
+    pub retire_interrupted: bool,
     /// Facts that could not be read, with the reason.
     pub unknown: Vec<String>,
 }
@@ -398,6 +401,12 @@ pub fn cutover(status: &Status, t: &CutoverThresholds) -> Decision {
         checks.push(Check::fail(
             "copy",
             "a copy seed or its tombstone sweep has not finished (re-run `ddb-relay seed` to finish it)",
+        ));
+    }
+    if status.retire_interrupted {
+        checks.push(Check::fail(
+            "copy",
+            "a restart or replay was interrupted while it retired the copy seed: re-run it",
         ));
     }
     checks.push(

@@ -166,15 +166,19 @@ pub async fn status<A: Aws>(ctx: &Ctx<A>, window_s: u64) -> Result<Status> {
         (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
     };
     let errors = metrics_known.then(|| series[ERRORS_FROM..].iter().filter_map(sum).sum::<f64>());
-    let copy_progress = match ctx
+    let (copy_progress, retire_interrupted) = match ctx
         .aws
         .get_item(&s.control_table, &super::copy::checkpoint_key(ctx))
         .await
     {
-        Ok(c) => c.and_then(|c| super::copy::progress(&c, &control, now)),
+        Ok(c) => (
+            c.as_ref()
+                .and_then(|c| super::copy::progress(c, &control, now)),
+            c.is_some_and(|c| c.contains_key("retired")),
+        ),
         Err(e) => {
             unknown.push(format!("copy checkpoints ({}: {})", e.code, e.message));
-            None
+            (None, false)
         }
     };
     Ok(Status {
@@ -216,6 +220,7 @@ pub async fn status<A: Aws>(ctx: &Ctx<A>, window_s: u64) -> Result<Status> {
         ),
         finished_ms: control.finished_ms,
         copy_progress,
+        retire_interrupted,
         unknown,
     })
 }
@@ -285,6 +290,9 @@ pub fn status_text(s: &Status) -> String {
             "\nfinished   at {} (restart and replay refuse; `resume` reopens)",
             rfc3339(f)
         ));
+    }
+    if s.retire_interrupted {
+        out.push_str(&format!("\ncopy       {}", super::copy::RETIRE_INTERRUPTED));
     }
     if let Some(p) = &s.copy_progress {
         let rate = match (p.items_per_s, p.eta_s) {

@@ -89,6 +89,15 @@ fn an_unfinished_copy_or_sweep_is_no_go() {
         ..T
     };
     assert!(!cutover(&s, &waived).go);
+    // A retire interrupted (the restart's own pending state refuses too).
+    let mut s = healthy();
+    s.retire_interrupted = true;
+    let d = cutover(&s, &waived);
+    assert!(!d.go);
+    assert!(d
+        .checks
+        .iter()
+        .any(|c| c.name == "copy" && c.detail.contains("re-run")));
 }
 
 #[test]
