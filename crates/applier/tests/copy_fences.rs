@@ -13,11 +13,12 @@ use std::time::Duration;
 use ddb_relay::commands::copy::{
     checkpoint_key, forget_checkpoint_of, read_checkpoint, still_the_copy, sweep_tombstones,
 };
+use ddb_relay::commands::lease::Lease;
 use ddb_relay::commands::{pause, replay, scan};
 use relay_aws::operator::{Cond, Tables};
 use relay_core::apply::{is_tombstone, tombstone};
 use relay_core::control::Mode;
-use relay_core::item::AttributeValue as V;
+use relay_core::item::{AttributeValue as V, Attrs};
 use sim::{copy, seed_by_scan, source_item, source_key, Config, Shape, Sim};
 
 /// A simulation with one item, seeded by backup and converged.
@@ -30,16 +31,35 @@ async fn seeded_by_backup(seed: u64) -> Sim {
     sim
 }
 
-/// A copy checkpoint of the current seed, as an unfinished sweep leaves it.
-async fn unfinished_sweep(sim: &Sim) -> relay_core::item::Attrs {
-    let c = sim.ctx.control().await.unwrap();
+/// Writes a copy checkpoint of `seed_ms` (with `more` attributes).
+async fn checkpoint_of(sim: &Sim, seed_ms: i64, more: &[(&str, V)]) -> Attrs {
     let mut cp = checkpoint_key(&sim.ctx);
-    cp.insert("seed_ms".into(), V::N(c.seed_ms.unwrap().to_string()));
+    cp.insert("seed_ms".into(), V::N(seed_ms.to_string()));
+    for (k, v) in more {
+        cp.insert((*k).into(), v.clone());
+    }
     sim.aws
         .put_item(&sim.ctx.stack.control_table, &cp, &Cond::Always)
         .await
         .unwrap();
     cp
+}
+
+/// A copy checkpoint of the current seed, as an unfinished sweep leaves it.
+async fn unfinished_sweep(sim: &Sim) -> Attrs {
+    let c = sim.ctx.control().await.unwrap();
+    checkpoint_of(sim, c.seed_ms.unwrap(), &[]).await
+}
+
+/// A simulation with a copy checkpoint (its key and seed) and a run's
+/// lease on it.
+async fn leased(seed: u64) -> (Sim, Attrs, i64, Lease) {
+    let sim = Sim::new(Config::quiet(Shape::Identity, seed)).await;
+    let seed_ms = sim.now_ms();
+    checkpoint_of(&sim, seed_ms, &[]).await;
+    let ckey = checkpoint_key(&sim.ctx);
+    let lease = Lease::take(&sim.ctx, &ckey, seed_ms).await.unwrap();
+    (sim, ckey, seed_ms, lease)
 }
 
 /// D3: `restart --method scan` waits for the earliest point and for the
@@ -119,13 +139,7 @@ fn an_interrupted_retire_of_a_fanned_out_copy_waits_again() {
     sim::run(async {
         let sim = Sim::new(Config::quiet(Shape::Identity, 103)).await;
         let ckey = checkpoint_key(&sim.ctx);
-        let mut c = ckey.clone();
-        c.insert("seed_ms".into(), V::N(sim.now_ms().to_string()));
-        c.insert("fanned_out".into(), V::Bool(true));
-        sim.aws
-            .put_item(&sim.ctx.stack.control_table, &c, &Cond::Always)
-            .await
-            .unwrap();
+        checkpoint_of(&sim, sim.now_ms(), &[("fanned_out", V::Bool(true))]).await;
         let interrupted =
             tokio::time::timeout(Duration::from_secs(5), scan::retire_copy(&sim.ctx)).await;
         assert!(interrupted.is_err(), "the retire waits for the workers");
@@ -206,12 +220,7 @@ fn a_sweep_left_behind_by_a_replaced_copy_deletes_no_tombstone() {
             1
         );
         let ckey = checkpoint_key(&sim.ctx);
-        let mut cp = ckey.clone();
-        cp.insert("seed_ms".into(), V::N(seed_ms.to_string()));
-        sim.aws
-            .put_item(&sim.ctx.stack.control_table, &cp, &Cond::Always)
-            .await
-            .unwrap();
+        checkpoint_of(&sim, seed_ms, &[]).await;
         forget_checkpoint_of(&sim.ctx, old).await.unwrap();
         assert!(read_checkpoint(&sim.ctx, &ckey).await.unwrap().is_some());
         // The copy the control item names sweeps.
@@ -345,18 +354,8 @@ fn a_copy_run_in_flight_when_a_restart_replaces_it_lands_nothing_after_the_clear
 /// passed, and no run can renew its lease once the retire began.
 #[test]
 fn a_retire_waits_out_every_lease_and_no_run_renews_after_it() {
-    use ddb_relay::commands::lease::Lease;
     sim::run(async {
-        let sim = Sim::new(Config::quiet(Shape::Identity, 137)).await;
-        let ckey = checkpoint_key(&sim.ctx);
-        let seed_ms = sim.now_ms();
-        let mut c = ckey.clone();
-        c.insert("seed_ms".into(), V::N(seed_ms.to_string()));
-        sim.aws
-            .put_item(&sim.ctx.stack.control_table, &c, &Cond::Always)
-            .await
-            .unwrap();
-        let lease = Lease::take(&sim.ctx, &ckey, seed_ms).await.unwrap();
+        let (sim, ckey, seed_ms, lease) = leased(137).await;
         let began = sim.now_ms();
         let stays = async {
             // The run keeps working (and renewing) while the retire waits.
@@ -386,18 +385,8 @@ fn a_retire_waits_out_every_lease_and_no_run_renews_after_it() {
 /// lease lapses: the waiter's figure holds for it.
 #[test]
 fn a_run_whose_lease_lapsed_starts_no_write_and_abandons_the_one_in_flight() {
-    use ddb_relay::commands::lease::Lease;
     sim::run(async {
-        let sim = Sim::new(Config::quiet(Shape::Identity, 139)).await;
-        let ckey = checkpoint_key(&sim.ctx);
-        let seed_ms = sim.now_ms();
-        let mut c = ckey.clone();
-        c.insert("seed_ms".into(), V::N(seed_ms.to_string()));
-        sim.aws
-            .put_item(&sim.ctx.stack.control_table, &c, &Cond::Always)
-            .await
-            .unwrap();
-        let lease = Lease::take(&sim.ctx, &ckey, seed_ms).await.unwrap();
+        let (sim, _, _, lease) = leased(139).await;
         let usable = relay_core::lease::LEASE_MS - relay_core::lease::MARGIN_MS;
         let began = sim.now_ms();
         let slow = lease
@@ -423,7 +412,6 @@ fn a_run_whose_lease_lapsed_starts_no_write_and_abandons_the_one_in_flight() {
 /// puts must land while the copy's tombstones still stand.
 #[test]
 fn a_copy_switches_to_normal_mode_only_after_its_other_runs_stopped() {
-    use ddb_relay::commands::lease::Lease;
     sim::run(async {
         let sim = Sim::new(Config::quiet(Shape::Identity, 149)).await;
         sim.db.put("source", source_item(1, 1, 20, 0));
@@ -465,20 +453,10 @@ fn a_copy_switches_to_normal_mode_only_after_its_other_runs_stopped() {
 /// recorded from it would end before the run's new window.
 #[test]
 fn a_lapsed_lease_is_not_renewed() {
-    use ddb_relay::commands::lease::Lease;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     sim::run(async {
-        let sim = Sim::new(Config::quiet(Shape::Identity, 163)).await;
-        let ckey = checkpoint_key(&sim.ctx);
-        let seed_ms = sim.now_ms();
-        let mut c = ckey.clone();
-        c.insert("seed_ms".into(), V::N(seed_ms.to_string()));
-        sim.aws
-            .put_item(&sim.ctx.stack.control_table, &c, &Cond::Always)
-            .await
-            .unwrap();
-        let lease = Lease::take(&sim.ctx, &ckey, seed_ms).await.unwrap();
+        let (sim, _, _, lease) = leased(163).await;
         // The first renewal takes 50 s to answer.
         let once = Arc::new(AtomicBool::new(true));
         sim.db.set_latency(move |call| {
@@ -497,5 +475,25 @@ fn a_lapsed_lease_is_not_renewed() {
         let err = held.unwrap_err().to_string();
         assert!(err.contains("lapsed"), "{err}");
         assert!(lease.left().is_zero());
+    });
+}
+
+/// A write longer than one lease window (a throttled put backing off) goes
+/// on while the run renews its lease: each renewal moves the lapse on.
+#[test]
+fn a_long_write_under_a_renewed_lease_is_not_abandoned() {
+    sim::run(async {
+        let (sim, _, _, lease) = leased(173).await;
+        let lease = &lease;
+        let work = async {
+            lease
+                .write(async {
+                    tokio::time::sleep(Duration::from_secs(50)).await;
+                    Ok(())
+                })
+                .await
+        };
+        lease.hold(&sim.ctx, work).await.unwrap();
+        assert!(!lease.left().is_zero());
     });
 }

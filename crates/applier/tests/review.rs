@@ -1523,6 +1523,25 @@ fn a_dlq_repair_that_cannot_read_the_source_leaves_every_message_in_the_dlq() {
     });
 }
 
+/// A simulation under `TtlDeletes=skip` (TTL on the source's `expires`),
+/// and AWS's time in seconds.
+async fn ttl_skip(shape: Shape, seed: u64) -> (Sim, i64) {
+    let sim = Sim::new(Config {
+        ttl_skip: true,
+        ..Config::quiet(shape, seed)
+    })
+    .await;
+    let now_s = sim.now_ms() / 1000;
+    (sim, now_s)
+}
+
+/// Item `i` (with `email`) that expires at `s` (epoch seconds).
+fn expiring(i: u8, email: u32, s: i64) -> relay_core::item::Attrs {
+    let mut it = source_item(i, 1, 20, email);
+    it.insert("expires".into(), V::N(s.to_string()));
+    it
+}
+
 /// helper-55 #1: under `TtlDeletes=skip` the target keeps what the source's
 /// TTL deletes. `verify` expects those items (no source item, TTL passed),
 /// in this process and on the workers, and `--repair` leaves them; an extra
@@ -1531,19 +1550,9 @@ fn a_dlq_repair_that_cannot_read_the_source_leaves_every_message_in_the_dlq() {
 fn under_ttl_skip_verify_expects_the_items_the_sources_ttl_deleted() {
     use ddb_relay::commands::verify_fanout;
     sim::run(async {
-        let sim = Sim::new(Config {
-            ttl_skip: true,
-            ..Config::quiet(Shape::Identity, 151)
-        })
-        .await;
-        let now_s = sim.now_ms() / 1000;
-        let expires = |i: u8, s: i64| {
-            let mut it = source_item(i, 1, 20, 0);
-            it.insert("expires".into(), V::N(s.to_string()));
-            it
-        };
-        sim.db.put("source", expires(1, now_s - 10));
-        sim.db.put("source", expires(2, now_s + 86_400));
+        let (sim, now_s) = ttl_skip(Shape::Identity, 151).await;
+        sim.db.put("source", expiring(1, 0, now_s - 10));
+        sim.db.put("source", expiring(2, 0, now_s + 86_400));
         sim.db.put("source", source_item(3, 1, 20, 0));
         sim.start_pollers();
         seed_by_backup(&sim).await;
@@ -1565,7 +1574,7 @@ fn under_ttl_skip_verify_expects_the_items_the_sources_ttl_deleted() {
         }
         assert_eq!(sim.db.items("target").len(), 3, "no repair deleted it");
         // Extra items the source's TTL did not delete are differences.
-        sim.db.put("target", expires(8, now_s + 86_400));
+        sim.db.put("target", expiring(8, 0, now_s + 86_400));
         sim.db.put("target", source_item(9, 1, 20, 0));
         let v = verify::verify(&sim.ctx, 100.0, false, 0, copy(), &Default::default())
             .await
@@ -1585,23 +1594,13 @@ fn under_ttl_skip_verify_expects_the_items_the_sources_ttl_deleted() {
 #[test]
 fn under_ttl_skip_an_item_left_behind_by_a_key_change_is_still_extra() {
     sim::run(async {
-        let sim = Sim::new(Config {
-            ttl_skip: true,
-            ..Config::quiet(Shape::KeyByEmail, 157)
-        })
-        .await;
-        let now_s = sim.now_ms() / 1000;
-        let expired = |email: u32| {
-            let mut it = source_item(1, 1, 20, email);
-            it.insert("expires".into(), V::N((now_s - 10).to_string()));
-            it
-        };
-        sim.db.put("source", expired(0));
+        let (sim, now_s) = ttl_skip(Shape::KeyByEmail, 157).await;
+        sim.db.put("source", expiring(1, 0, now_s - 10));
         sim.start_pollers();
         seed_by_scan(&sim).await;
         sim.assert_converged().await;
         let old = sim.db.items("target").into_values().next().unwrap();
-        sim.db.put("source", expired(1));
+        sim.db.put("source", expiring(1, 1, now_s - 10));
         sim.assert_converged().await;
         // The applier's delete of the old key, lost.
         sim.db.put("target", old);
@@ -1610,5 +1609,30 @@ fn under_ttl_skip_an_item_left_behind_by_a_key_change_is_still_extra() {
             .unwrap();
         assert!(!v.clean && v.extra == 1 && v.ttl_kept == 0, "{v:?}");
         sim.stop_pollers();
+    });
+}
+
+/// An expired target item is kept on purpose only when its source is known
+/// and gone: with no candidate source item (a transform that drops the
+/// source key names none) it cannot be told from an item left at a key its
+/// living source moved away from, and it is a difference.
+#[test]
+fn under_ttl_skip_only_an_item_whose_known_source_is_gone_is_kept() {
+    use ddb_relay::repair::{agrees, Agreement};
+    sim::run(async {
+        let (sim, now_s) = ttl_skip(Shape::Identity, 167).await;
+        sim.create_target();
+        sim.db.put("target", expiring(4, 0, now_s - 10));
+        let loaded = ddb_relay::transform::load(&sim.ctx).await.unwrap();
+        let t = loaded.transform.as_ref();
+        let key = source_key(4);
+        let ttl = Some("expires");
+        let known = std::slice::from_ref(&key);
+        let a = agrees(&sim.ctx, t, (known, &[], ttl), &key).await.unwrap();
+        assert_eq!(a, Agreement::KeptByTtl);
+        let a = agrees(&sim.ctx, t, (&[], &[], ttl), &key).await.unwrap();
+        assert_eq!(a, Agreement::Differs);
+        let a = agrees(&sim.ctx, t, (known, &[], None), &key).await.unwrap();
+        assert_eq!(a, Agreement::Differs, "replicate: not kept");
     });
 }

@@ -311,8 +311,8 @@ pub enum Agreement {
 /// `source_keys` names): a key that passed to another item since it was
 /// first read agrees when it holds that item's current state. With
 /// `kept_ttl` (the source's TTL attribute under `TtlDeletes=skip`), a
-/// target item no candidate source item exists for, whose TTL has passed,
-/// is kept on purpose.
+/// target item whose candidate source items (at least one) are all gone,
+/// and whose TTL has passed, is kept on purpose.
 pub async fn agrees<A: Aws>(
     ctx: &Ctx<A>,
     t: &dyn Transform,
@@ -364,8 +364,13 @@ pub async fn agrees<A: Aws>(
             break;
         }
     }
+    // Only when its source is known and gone: an item whose source key
+    // the transform drops cannot be told from one left at a key its
+    // (living) source moved away from.
     let kept = |g: &Attrs| {
-        !any_source && kept_ttl.is_some_and(|a| relay_core::ttl::expired(g, a, ctx.now_ms()))
+        !candidates.is_empty()
+            && !any_source
+            && kept_ttl.is_some_and(|a| relay_core::ttl::expired(g, a, ctx.now_ms()))
     };
     Ok(match (want, got) {
         (None, None) => Agreement::Agrees,

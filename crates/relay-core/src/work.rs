@@ -17,8 +17,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::item::{AttributeValue, Attrs};
 
-/// The version of the task format this build reads and writes.
-pub const TASK_VERSION: u32 = 1;
+/// The newest version of the task format this build reads and writes:
+/// version 2 is a verify task with `kept_ttl`, which a worker of an
+/// earlier release would ignore (it would report, and repair, the items
+/// `TtlDeletes=skip` keeps); every other task is written as version 1.
+pub const TASK_VERSION: u32 = 2;
+/// The oldest version this build reads.
+pub const MIN_TASK_VERSION: u32 = 1;
 
 /// One unit of a fanned-out copy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,14 +107,19 @@ impl Job {
 pub enum TaskError {
     #[error("a work task is not JSON of a task: {0}")]
     Malformed(String),
-    #[error("a work task has version {0}, this worker reads version {TASK_VERSION}: deploy the same release of the CLI and the stack")]
+    #[error("a work task has version {0}, this worker reads versions {MIN_TASK_VERSION} to {TASK_VERSION}: deploy the same release of the CLI and the stack")]
     Version(u32),
 }
 
 impl Task {
     pub fn new(seed_ms: i64, job: Job) -> Task {
         Task {
-            v: TASK_VERSION,
+            v: match &job {
+                Job::Verify {
+                    kept_ttl: Some(_), ..
+                } => TASK_VERSION,
+                _ => MIN_TASK_VERSION,
+            },
             seed_ms,
             rate: 0,
             max_wcu: 0,
@@ -130,7 +140,7 @@ impl Task {
         let v = serde_json::from_str::<Version>(body)
             .map_err(|e| TaskError::Malformed(e.to_string()))?
             .v;
-        if v != TASK_VERSION {
+        if !(MIN_TASK_VERSION..=TASK_VERSION).contains(&v) {
             return Err(TaskError::Version(v));
         }
         serde_json::from_str(body).map_err(|e| TaskError::Malformed(e.to_string()))
@@ -403,9 +413,9 @@ mod tests {
             },
         );
         assert_eq!(Task::parse(&t.encode()), Ok(t));
-        let e = Task::parse(r#"{"v":2,"seed_ms":1,"job":{"kind":"teleport"}}"#).unwrap_err();
-        assert_eq!(e, TaskError::Version(2));
-        assert!(e.to_string().contains("version 2"));
+        let e = Task::parse(r#"{"v":3,"seed_ms":1,"job":{"kind":"teleport"}}"#).unwrap_err();
+        assert_eq!(e, TaskError::Version(3));
+        assert!(e.to_string().contains("version 3"));
         assert!(matches!(Task::parse("nope"), Err(TaskError::Malformed(_))));
         assert!(matches!(
             Task::parse(r#"{"v":1,"seed_ms":1,"job":{"kind":"teleport"}}"#),
@@ -520,5 +530,13 @@ mod tests {
         );
         assert_eq!(Task::parse(&t.encode()), Ok(t.clone()));
         assert_eq!(t.job.part(), "vtgt_3");
+        // A worker of an earlier release (version 1 only) refuses it rather
+        // than ignore `kept_ttl`; the other tasks stay version 1.
+        assert_eq!(t.v, 2);
+        let plain = Job::Sweep {
+            segment: 0,
+            segments: 1,
+        };
+        assert_eq!(Task::new(1, plain).v, 1);
     }
 }

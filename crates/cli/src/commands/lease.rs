@@ -8,7 +8,7 @@
 //! removed it no run can extend its lease past the one the retire reads.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -36,10 +36,21 @@ pub struct Lease {
     seed_ms: i64,
     attr: String,
     sent: Mutex<(Instant, SystemTime)>,
-    /// This machine's wall clock less AWS's time when the lease was taken:
-    /// AWS's time is carried on the monotonic clock, which stops while the
-    /// machine sleeps, and the wall clock does not.
-    wall_ahead_ms: i64,
+    /// This machine's wall clock less AWS's time, the least seen at the
+    /// lease's take and renewals: AWS's time is carried on the monotonic
+    /// clock, which stops while the machine sleeps, and the wall clock does
+    /// not.
+    wall_ahead_ms: AtomicI64,
+}
+
+/// How a renewal went.
+enum Renewal {
+    Renewed,
+    /// The checkpoint no longer holds the run's seed.
+    Refused,
+    /// A retryable failure: tried again at the next renewal while the
+    /// lease holds.
+    Failed(anyhow::Error),
 }
 
 fn wall_ms(t: SystemTime) -> i64 {
@@ -63,28 +74,30 @@ impl Lease {
             seed_ms,
             attr: lease::attr(&run),
             sent: Mutex::new((Instant::now(), now)),
-            wall_ahead_ms: wall_ms(now) - ctx.now_ms(),
+            wall_ahead_ms: AtomicI64::new(wall_ms(now) - ctx.now_ms()),
         };
-        if !l.renew(ctx).await? {
-            bail!("{REPLACED}");
+        match l.renew(ctx).await? {
+            Renewal::Renewed => Ok(l),
+            Renewal::Refused => bail!("{REPLACED}"),
+            Renewal::Failed(e) => Err(e),
         }
-        Ok(l)
     }
 
-    /// Records the lease again; `false` when the checkpoint no longer holds
-    /// the run's seed. Refused once the lease has lapsed (the run may have
-    /// slept: AWS's time as this process carries it is then behind, and a
-    /// lease recorded from it would end before the run's window).
-    async fn renew<A: Aws>(&self, ctx: &Ctx<A>) -> Result<bool> {
+    /// Records the lease again. None once the lease has lapsed (an error:
+    /// the run may have slept, and AWS's time as this process carries it is
+    /// then behind, so a lease recorded from it would end before the run's
+    /// window), and a permanent failure is an error too.
+    async fn renew<A: Aws>(&self, ctx: &Ctx<A>) -> Result<Renewal> {
         if self.left().is_zero() {
             bail!("{LAPSED}");
         }
         let sent = (Instant::now(), SystemTime::now());
-        // AWS's time, or the wall clock's advance since the lease was
-        // taken if that is later (time asleep).
-        let aws_ms = ctx.now_ms().max(wall_ms(sent.1) - self.wall_ahead_ms);
+        // AWS's time, or the wall clock's advance since it was last seen
+        // if that is later (time asleep).
+        let ahead = self.wall_ahead_ms.load(Ordering::Relaxed);
+        let aws_ms = ctx.now_ms().max(wall_ms(sent.1) - ahead);
         let until = lease::expiry(aws_ms);
-        let w = ctx
+        let w = match ctx
             .aws
             .set_attr(
                 &ctx.stack.control_table,
@@ -94,11 +107,18 @@ impl Lease {
                 &self.ours(),
             )
             .await
-            .map_err(|e| explain(e, "control table"))?;
-        if w.done {
-            *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = sent;
+        {
+            Ok(w) => w,
+            Err(e) if e.is_retryable() => return Ok(Renewal::Failed(explain(e, "control table"))),
+            Err(e) => return Err(explain(e, "control table")),
+        };
+        if !w.done {
+            return Ok(Renewal::Refused);
         }
-        Ok(w.done)
+        *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = sent;
+        self.wall_ahead_ms
+            .fetch_min(wall_ms(SystemTime::now()) - ctx.now_ms(), Ordering::Relaxed);
+        Ok(Renewal::Renewed)
     }
 
     fn ours(&self) -> Cond {
@@ -127,7 +147,10 @@ impl Lease {
         let mut w = std::pin::pin!(w);
         let mut lapse = std::pin::pin!(tokio::time::sleep(left));
         std::future::poll_fn(|cx| {
-            if self.left().is_zero() || lapse.as_mut().poll(cx).is_ready() {
+            // A renewal meanwhile moves the lapse on.
+            let left = self.left();
+            lapse.as_mut().reset(Instant::now() + left);
+            if left.is_zero() || lapse.as_mut().poll(cx).is_ready() {
                 return std::task::Poll::Ready(Err(anyhow!("{LAPSED}")));
             }
             w.as_mut().poll(cx)
@@ -145,16 +168,23 @@ impl Lease {
         work: impl Future<Output = Result<T>>,
     ) -> Result<T> {
         tokio::pin!(work);
+        let mut failed: Option<anyhow::Error> = None;
         loop {
             tokio::select! {
                 r = &mut work => return r,
                 () = tokio::time::sleep(lease::RENEW) => match self.renew(ctx).await {
-                    Ok(true) => {}
-                    Ok(false) => bail!("{REPLACED}"),
-                    Err(e) if !self.left().is_zero() && !e.to_string().contains(LAPSED) => {
+                    Ok(Renewal::Renewed) => failed = None,
+                    Ok(Renewal::Refused) => bail!("{REPLACED}"),
+                    Ok(Renewal::Failed(e)) => {
                         ctx.step(&format!("renewing this run's lease failed, trying again: {e:#}"));
+                        failed = Some(e);
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        return Err(match failed {
+                            Some(f) => anyhow!("{e} (the last renewal failed: {f:#})"),
+                            None => e,
+                        })
+                    }
                 },
             }
         }

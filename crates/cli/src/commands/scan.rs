@@ -486,6 +486,9 @@ pub async fn seed_copy<A: Aws>(
     .await?;
 
     ctx.step("normal mode; deleting tombstones");
+    if ctx.control().await?.names_copy(start_ms, Mode::Normal) {
+        bail!("another run of this copy (another terminal?) switched it to normal mode while this one waited for it: that run finishes the copy (its tombstone sweep); this one stops. If that run stopped, run `ddb-relay seed` again to finish the sweep");
+    }
     // Only the copy the control item still names switches to normal mode
     // (helper-56 D1: a run left behind, a restart's new copy running).
     let read = super::copy::still_the_copy(ctx, start_ms, Mode::Tombstone).await?;

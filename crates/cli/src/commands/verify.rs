@@ -232,7 +232,13 @@ pub(crate) async fn still_different<A: Aws>(
         .buffered(RECHECK_CONCURRENCY)
         .try_collect()
         .await?;
-    let kept = found.iter().filter(|a| **a == Agreement::KeptByTtl).count() as u64;
+    // Counted as first-pass mismatches (a contested key that agreed on the
+    // first pass and is kept now is like one that agrees).
+    let kept = suspects
+        .iter()
+        .zip(&found)
+        .filter(|(x, a)| x.mismatched && **a == Agreement::KeptByTtl)
+        .count() as u64;
     let differ = suspects
         .into_iter()
         .zip(found)
@@ -254,12 +260,16 @@ pub(crate) async fn settle<A: Aws>(
     n: &mut VerifyCounts,
     keep: &mut dyn FnMut(Kind, &relay_core::item::Attrs),
 ) -> Result<()> {
-    let settled: Vec<(Kind, Option<bool>)> = futures::stream::iter(&still)
+    let settled: Vec<Option<(Kind, Option<bool>)>> = futures::stream::iter(&still)
         .map(|x| settle_one(ctx, t, x, (repair_in, recheck_wait)))
         .buffered(RECHECK_CONCURRENCY)
         .try_collect()
         .await?;
-    for (x, (kind, repaired)) in still.iter().zip(settled) {
+    for (x, settled) in still.iter().zip(settled) {
+        let Some((kind, repaired)) = settled else {
+            n.ttl_kept += u64::from(x.mismatched);
+            continue;
+        };
         *match kind {
             Kind::Missing => &mut n.missing,
             Kind::Changed => &mut n.changed,
@@ -279,13 +289,21 @@ pub(crate) async fn settle<A: Aws>(
     Ok(())
 }
 
-/// One suspect: its kind, and with a repair whether it now agrees.
+/// One suspect: its kind, and with a repair whether it now agrees (`None`:
+/// the source's TTL has deleted it since the re-checks, and
+/// `TtlDeletes=skip` keeps it: no repair deletes it).
 async fn settle_one<A: Aws>(
     ctx: &Ctx<A>,
     (t, source_keys, ttl): Through<'_>,
     x: &Suspect,
     (repair_in, recheck_wait): (Option<&Fence>, u64),
-) -> Result<(Kind, Option<bool>)> {
+) -> Result<Option<(Kind, Option<bool>)>> {
+    if ttl.is_some()
+        && agrees(ctx, t, (&x.sources, source_keys, ttl), &x.target_key).await?
+            == Agreement::KeptByTtl
+    {
+        return Ok(None);
+    }
     let s = &ctx.stack;
     let here = ctx
         .aws
@@ -299,10 +317,10 @@ async fn settle_one<A: Aws>(
         (false, _) => Kind::Extra,
     };
     let Some(fence) = repair_in else {
-        return Ok((kind, None));
+        return Ok(Some((kind, None)));
     };
     if x.sources.is_empty() {
-        return Ok((kind, Some(false)));
+        return Ok(Some((kind, Some(false))));
     }
     // Each candidate owner converges to its source item's state; the key
     // ends with whichever maps there now.
@@ -314,17 +332,17 @@ async fn settle_one<A: Aws>(
         }
     }
     if failed {
-        return Ok((kind, Some(false)));
+        return Ok(Some((kind, Some(false))));
     }
     // Re-read: lag after the repair is the applier catching up.
     for wait in [0u64, recheck_wait.max(1), recheck_wait.max(1) * 3] {
         tokio::time::sleep(Duration::from_secs(wait)).await;
         let now = agrees(ctx, t, (&x.sources, source_keys, ttl), &x.target_key).await?;
         if now != Agreement::Differs {
-            return Ok((kind, Some(true)));
+            return Ok(Some((kind, Some(true))));
         }
     }
-    Ok((kind, Some(false)))
+    Ok(Some((kind, Some(false))))
 }
 
 /// Whether a verify starting on `start` may record its verdict: the target

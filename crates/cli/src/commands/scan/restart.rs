@@ -24,13 +24,16 @@ pub async fn retire_copy<A: Aws>(ctx: &Ctx<A>) -> Result<()> {
     let ckey = checkpoint_key(ctx);
     // Each write only on the checkpoint as read (never creating one that
     // was forgotten meanwhile); read again if it moved.
-    for _ in 0..5 {
+    for attempt in 0.. {
         let Some(c) = read_checkpoint(ctx, &ckey).await? else {
             return Ok(());
         };
         let Some(seed) = c.get("seed_ms").cloned() else {
             break;
         };
+        if attempt == 5 {
+            bail!("the copy's checkpoint kept changing while this command retired it (another command is writing it): nothing was dropped or cleared; check `ddb-relay status`, then re-run");
+        }
         let read = Cond::Equals("seed_ms".into(), seed);
         let mut moved = false;
         for (name, value) in [
