@@ -1542,13 +1542,30 @@ fn expiring(i: u8, email: u32, s: i64) -> relay_core::item::Attrs {
     it
 }
 
+/// A full verify in this process and one on the workers (`fanned`): what
+/// each found as (clean, extra, ttl_kept).
+async fn verify_ttl(sim: &Sim, repair: bool, fanned: bool) -> Vec<(bool, u64, u64)> {
+    use ddb_relay::commands::verify_fanout;
+    let mut found = Vec::new();
+    let v = verify::verify(&sim.ctx, 100.0, repair, 0, copy(), &Default::default())
+        .await
+        .unwrap();
+    found.push((v.clean, v.extra, v.ttl_kept));
+    if fanned {
+        let v = verify_fanout::verify(&sim.ctx, 100.0, repair, 0, 2)
+            .await
+            .unwrap();
+        found.push((v.clean, v.extra, v.ttl_kept));
+    }
+    found
+}
+
 /// helper-55 #1: under `TtlDeletes=skip` the target keeps what the source's
 /// TTL deletes. `verify` expects those items (no source item, TTL passed),
 /// in this process and on the workers, and `--repair` leaves them; an extra
 /// item whose TTL has not passed, or that has none, is still a difference.
 #[test]
 fn under_ttl_skip_verify_expects_the_items_the_sources_ttl_deleted() {
-    use ddb_relay::commands::verify_fanout;
     sim::run(async {
         let (sim, now_s) = ttl_skip(Shape::Identity, 151).await;
         sim.db.put("source", expiring(1, 0, now_s - 10));
@@ -1563,27 +1580,14 @@ fn under_ttl_skip_verify_expects_the_items_the_sources_ttl_deleted() {
         assert_eq!(sim.db.items("target").len(), 3, "the target keeps it");
         sim.start_workers(2, false).await;
         for repair in [false, true] {
-            let v = verify::verify(&sim.ctx, 100.0, repair, 0, copy(), &Default::default())
-                .await
-                .unwrap();
-            assert!(v.clean && v.extra == 0 && v.ttl_kept == 1, "{v:?}");
-            let v = verify_fanout::verify(&sim.ctx, 100.0, repair, 0, 2)
-                .await
-                .unwrap();
-            assert!(v.clean && v.extra == 0 && v.ttl_kept == 1, "{v:?}");
+            let found = verify_ttl(&sim, repair, true).await;
+            assert_eq!(found, [(true, 0, 1); 2], "repair {repair}");
         }
         assert_eq!(sim.db.items("target").len(), 3, "no repair deleted it");
         // Extra items the source's TTL did not delete are differences.
         sim.db.put("target", expiring(8, 0, now_s + 86_400));
         sim.db.put("target", source_item(9, 1, 20, 0));
-        let v = verify::verify(&sim.ctx, 100.0, false, 0, copy(), &Default::default())
-            .await
-            .unwrap();
-        assert!(!v.clean && v.extra == 2 && v.ttl_kept == 1, "{v:?}");
-        let v = verify_fanout::verify(&sim.ctx, 100.0, false, 0, 2)
-            .await
-            .unwrap();
-        assert!(!v.clean && v.extra == 2 && v.ttl_kept == 1, "{v:?}");
+        assert_eq!(verify_ttl(&sim, false, true).await, [(false, 2, 1); 2]);
         sim.stop_pollers();
     });
 }
@@ -1604,10 +1608,7 @@ fn under_ttl_skip_an_item_left_behind_by_a_key_change_is_still_extra() {
         sim.assert_converged().await;
         // The applier's delete of the old key, lost.
         sim.db.put("target", old);
-        let v = verify::verify(&sim.ctx, 100.0, false, 0, copy(), &Default::default())
-            .await
-            .unwrap();
-        assert!(!v.clean && v.extra == 1 && v.ttl_kept == 0, "{v:?}");
+        assert_eq!(verify_ttl(&sim, false, false).await, [(false, 1, 0)]);
         sim.stop_pollers();
     });
 }
