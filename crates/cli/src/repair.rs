@@ -39,7 +39,7 @@
 
 use anyhow::{anyhow, Result};
 use relay_aws::operator::{Aws, Cond};
-use relay_core::apply::{converge, is_tombstone, WriteOp};
+use relay_core::apply::{converge, is_tombstone, WriteOp, PLACEHOLDER_ATTR};
 use relay_core::control::{ControlState, Mode};
 use relay_core::item::{same_item, AttributeValue, Attrs, CanonicalKey};
 use relay_core::transform::Transform;
@@ -48,6 +48,15 @@ use crate::ctx::{explain, Ctx};
 
 /// The attribute a repair marks a target item with while it decides.
 pub const REPAIR_TOKEN_ATTR: &str = relay_core::apply::TOKEN_ATTR;
+
+/// The condition of a copy's put: the target key is absent, or holds only a
+/// repair's placeholder (see [`relay_core::apply::PLACEHOLDER_ATTR`]).
+pub fn absent_or_placeholder(key_attr: &str) -> Cond {
+    Cond::Any(vec![
+        Cond::Absent(key_attr.to_string()),
+        Cond::Exists(PLACEHOLDER_ATTR.to_string()),
+    ])
+}
 
 /// Attempts before a repair of one key gives up (the item keeps changing).
 const ATTEMPTS: usize = 8;
@@ -255,6 +264,7 @@ async fn mark<A: Aws>(
         placeholder.extend(owner.clone());
     }
     placeholder.insert(REPAIR_TOKEN_ATTR.into(), token.clone());
+    placeholder.insert(PLACEHOLDER_ATTR.into(), AttributeValue::Bool(true));
     let created = ctx
         .aws
         .put_item(table, &placeholder, &Cond::Absent(key_attr.to_string()))

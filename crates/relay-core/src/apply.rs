@@ -154,6 +154,13 @@ pub fn owner_of(
 /// change it did not see.
 pub const TOKEN_ATTR: &str = "ddb_relay_repair";
 
+/// The attribute that makes a target item a repair's placeholder (its key,
+/// owner and token only, holding an absent key's place while the repair
+/// decides): a copy's put replaces it as it would an absent item, so a
+/// placeholder left by a repair that a restart overtook (or that died)
+/// never keeps a key from the new copy.
+pub const PLACEHOLDER_ATTR: &str = "ddb_relay_placeholder";
+
 /// A source item, as read fresh from the source: its key and its current
 /// state (`None`: gone).
 #[derive(Clone, Copy, Debug)]

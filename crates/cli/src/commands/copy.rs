@@ -4,8 +4,10 @@
 //! `copy/sweep.rs`), and the checks on an export; the parts a copy is made
 //! of are in `parts.rs`, an in-process run's lease in `lease.rs`.
 //!
-//! **Invariant:** a copied item is put only where the target key is absent,
-//! so a newer image or a tombstone written by the applier wins.
+//! **Invariant:** a copied item is put only where the target key is absent
+//! or holds a repair's placeholder, so a newer image or a tombstone written
+//! by the applier wins, and no repair overtaken by a restart keeps a key
+//! from the new copy.
 //!
 //! **Invariant:** a pass over a table holds one page per segment, whatever
 //! the table's size.
@@ -25,6 +27,7 @@ use relay_core::item::{AttributeValue, Attrs};
 
 use super::lease::Lease;
 use crate::ctx::{explain, rfc3339, Ctx};
+use crate::repair::absent_or_placeholder;
 
 mod sweep;
 pub(crate) use sweep::delete_page;
@@ -98,7 +101,7 @@ impl<'a> Copier<'a> {
             .map_err(|e| anyhow!("the transform cannot map a source item: {e}"))?;
         let put = async {
             ctx.aws
-                .put_item(table, &out, &Cond::Absent(self.key_attr.clone()))
+                .put_item(table, &out, &absent_or_placeholder(&self.key_attr))
                 .await
                 .map_err(|e| explain(e, table))
         };

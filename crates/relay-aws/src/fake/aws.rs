@@ -230,6 +230,7 @@ fn check(cond: &Cond) -> Check {
         Cond::Exists(a) => Check::Exists(a.clone()),
         Cond::Equals(a, v) => Check::Equals(a.clone(), v.clone()),
         Cond::All(all) => Check::All(all.iter().map(check).collect()),
+        Cond::Any(any) => Check::Any(any.iter().map(check).collect()),
     }
 }
 

@@ -5,6 +5,7 @@ use aws_sdk_dynamodb::types::AttributeValue as Av;
 use relay_core::control::{ControlState, ATTR_MIGRATION, ATTR_VERSION};
 use relay_core::item::{AttributeValue, Attrs};
 
+use super::condition::condition;
 use super::{e, ms, Cond, ControlWrite, Sdk, TableInfo, Tables, Written};
 use crate::convert::{from_sdk_item, to_sdk, to_sdk_item};
 use crate::sdk::classify;
@@ -12,49 +13,6 @@ use crate::AwsError;
 
 /// Requests a BatchGetItem makes before its unprocessed keys are an error.
 const BATCH_GET_ATTEMPTS: u32 = 8;
-
-/// A condition as (expression, names, values).
-type Expr = (Option<String>, Vec<(String, String)>, Vec<(String, Av)>);
-
-fn condition(cond: &Cond) -> Expr {
-    let mut names = Vec::new();
-    let mut values = Vec::new();
-    let expr = clause(cond, &mut names, &mut values);
-    (expr, names, values)
-}
-
-/// One condition's expression, with placeholders numbered after those
-/// already in `names` / `values`.
-fn clause(
-    cond: &Cond,
-    names: &mut Vec<(String, String)>,
-    values: &mut Vec<(String, Av)>,
-) -> Option<String> {
-    let mut name = |a: &String| {
-        let n = format!("#c{}", names.len());
-        names.push((n.clone(), a.clone()));
-        n
-    };
-    match cond {
-        Cond::Always => None,
-        Cond::Absent(a) => Some(format!("attribute_not_exists({})", name(a))),
-        Cond::Exists(a) => Some(format!("attribute_exists({})", name(a))),
-        Cond::Equals(a, v) => {
-            let n = name(a);
-            let c = format!(":c{}", values.len());
-            values.push((c.clone(), to_sdk(v)));
-            Some(format!("{n} = {c}"))
-        }
-        Cond::All(all) => {
-            let parts: Vec<String> = all
-                .iter()
-                .filter_map(|c| clause(c, names, values))
-                .map(|p| format!("({p})"))
-                .collect();
-            (!parts.is_empty()).then(|| parts.join(" AND "))
-        }
-    }
-}
 
 /// `Ok(false)` for a failed condition, the error otherwise.
 /// A restore into another region must say how to encrypt the new table
@@ -570,29 +528,5 @@ impl Tables for Sdk {
                 ))))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nested_conditions_number_their_placeholders_apart() {
-        let owner: Attrs = [
-            ("pk".to_string(), AttributeValue::S("a".into())),
-            ("sk".to_string(), AttributeValue::N("1".into())),
-        ]
-        .into();
-        let (expr, names, values) = condition(&Cond::owned_by("id", &owner));
-        assert_eq!(
-            expr.as_deref(),
-            Some("(attribute_exists(#c0)) AND (#c1 = :c0) AND (#c2 = :c1)")
-        );
-        let names: Vec<&str> = names.iter().map(|(_, n)| n.as_str()).collect();
-        assert_eq!(names, ["id", "pk", "sk"]);
-        assert_eq!(values.len(), 2);
-        assert_eq!(condition(&Cond::All(vec![])).0, None);
-        assert_eq!(condition(&Cond::Always).0, None);
     }
 }

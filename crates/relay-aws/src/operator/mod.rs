@@ -16,6 +16,7 @@ use crate::AwsError;
 
 mod cloudformation;
 mod cloudwatch;
+mod condition;
 mod dynamodb;
 mod iac;
 pub use iac::Iac;
@@ -235,6 +236,8 @@ pub enum Cond {
     Equals(String, AttributeValue),
     /// Every one of these holds.
     All(Vec<Cond>),
+    /// At least one of these holds (at least one must be given).
+    Any(Vec<Cond>),
 }
 
 impl Cond {
