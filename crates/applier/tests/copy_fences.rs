@@ -546,3 +546,37 @@ fn a_repair_placeholder_landing_after_a_restarts_clear_does_not_keep_the_key_fro
         sim.assert_converged().await;
     });
 }
+
+/// helper-57 #6c: a scan restart that finds no target names the way out
+/// the stack has. A restore cannot seed a transform stack, so there it
+/// names only the IaC's table; on a plain stack, an interrupted restore's
+/// re-run too.
+#[test]
+fn a_scan_restart_without_a_target_names_the_way_out_the_stack_has() {
+    for (shape, seed, restore) in [(Shape::Rename, 141, false), (Shape::Identity, 143, true)] {
+        sim::run(async {
+            let sim = Sim::new(Config::quiet(shape, seed)).await;
+            sim.db.put("source", source_item(1, 1, 20, 0));
+            sim.start_pollers();
+            seed_by_scan(&sim).await;
+            sim.assert_converged().await;
+            pause::pause(&sim.ctx, false).await.unwrap();
+            // What an interrupted `restart --method backup` leaves.
+            let read = sim.ctx.control().await.unwrap();
+            let pending = relay_core::control::ControlState {
+                seed_method: Some("backup-pending".into()),
+                cutoff_ms: None,
+                ..read.clone()
+            };
+            sim.ctx.write_control(&read, pending).await.unwrap();
+            sim.aws.delete_table("target").await.unwrap();
+            let err = scan::restart_scan(&sim.ctx, copy(), false, false)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("create it with your IaC"), "{err}");
+            assert!(err.contains("interrupted backup-pending"), "{err}");
+            assert_eq!(err.contains("restart --method backup"), restore, "{err}");
+        });
+    }
+}

@@ -149,12 +149,20 @@ pub async fn restart_scan<A: Aws>(
         .map_err(|e| explain(e, t))?
         .is_none()
     {
+        // A restore cannot seed a transform stack (helper-57 #6c): the way
+        // out there is only the IaC's table.
+        let pending = read
+            .seed_method
+            .as_deref()
+            .filter(|m| m.ends_with("-pending"));
         bail!(
-            "the target {t} does not exist{}: a scan restart clears a target, it does not create one; finish that re-seed (`ddb-relay restart --method backup`, or `replay --from T` with its T)",
-            read.seed_method
-                .as_deref()
-                .filter(|m| m.ends_with("-pending"))
-                .map_or(String::new(), |m| format!(" (an interrupted {m} dropped it)"))
+            "the target {t} does not exist{}: a scan restart clears a target, it does not create one; create it with your IaC (key {:?}) and run this again{}",
+            pending.map_or(String::new(), |m| format!(" (an interrupted {m} dropped it)")),
+            loaded.transform.target_key_names(),
+            match (pending, &ctx.stack.transform_spec) {
+                (Some(_), None) => ", or finish that re-seed (`ddb-relay restart --method backup`, or `replay --from T` with its T)",
+                _ => "",
+            }
         );
     }
     let recorded = if read.seed_method.as_deref() != Some(SCAN_PENDING) {
