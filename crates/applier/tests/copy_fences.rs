@@ -17,7 +17,7 @@ use ddb_relay::commands::lease::Lease;
 use ddb_relay::commands::{pause, replay, scan};
 use ddb_relay::repair::{repair, Fence};
 use relay_aws::operator::{Cond, Tables};
-use relay_core::apply::{is_tombstone, tombstone};
+use relay_core::apply::{is_tombstone, tombstone, PLACEHOLDER_ATTR};
 use relay_core::control::Mode;
 use relay_core::item::{AttributeValue as V, Attrs};
 use relay_core::transform::Identity;
@@ -500,49 +500,79 @@ fn a_long_write_under_a_renewed_lease_is_not_abandoned() {
     });
 }
 
-/// helper-56 D4: a repair's placeholder put is in flight when another
-/// operator's restart clears the target, and the repair dies before it can
-/// take the placeholder back (or is slow to). The new copy replaces the
-/// placeholder as it would an absent key: a copy that skipped it would
+/// A repair's placeholder put is in flight when another operator's restart
+/// clears the target, and the repair dies before it can take the
+/// placeholder back; with `gone`, the source item is deleted meanwhile (its
+/// delete is older than the new cutoff). Returns the restart's copy count.
+async fn placeholder_across_a_restart(seed: u64, gone: bool) -> (Sim, u64) {
+    let sim = Sim::new(Config::quiet(Shape::Identity, seed)).await;
+    sim.db.put("source", source_item(1, 1, 20, 0));
+    sim.start_pollers();
+    seed_by_scan(&sim).await;
+    sim.assert_converged().await;
+    // A difference verify would repair: the target lost the item.
+    sim.db.delete("target", &source_key(1), false);
+    // Every target put takes 30 s (the placeholder lands after the
+    // restart's clear, the new copy's put after the placeholder), and
+    // every control read 1 s (the repair dies in its fence check).
+    sim.db.set_latency(|call| match (call.table, call.op) {
+        ("target", "PutItem") => Duration::from_secs(30),
+        ("control", "GetItem") => Duration::from_secs(1),
+        _ => Duration::ZERO,
+    });
+    let fence = Fence::of(&sim.ctx.control().await.unwrap());
+    let t = Identity {
+        key_names: vec!["pk".into()],
+    };
+    let began = sim.now_ms();
+    let key = source_key(1);
+    let repair = repair(&sim.ctx, &t, &fence, &key, &[]);
+    let dies = tokio::time::timeout(Duration::from_millis(30_500), repair);
+    let other = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if gone {
+            sim.db.delete("source", &source_key(1), false);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        pause::pause(&sim.ctx, false).await.unwrap();
+        scan::restart_scan(&sim.ctx, copy(), false, false).await
+    };
+    // The clear ran before the placeholder landed: it is there, over an
+    // empty key, while the new copy's put is still in flight.
+    let probe = async {
+        tokio::time::sleep(Duration::from_millis(30_200)).await;
+        let held = sim.db.items("target");
+        assert_eq!(held.len(), 1, "only the placeholder: {held:?}");
+        assert!(held.values().all(|i| i.contains_key(PLACEHOLDER_ATTR)));
+    };
+    let (died, restart, ()) = tokio::join!(dies, other, probe);
+    assert!(died.is_err(), "the repair was stopped in flight");
+    assert!(sim.now_ms() - began > 30_500);
+    let copied = restart.unwrap().copied;
+    sim.db.set_latency(|_| Duration::ZERO);
+    (sim, copied)
+}
+
+/// helper-56 D4: the new copy replaces a placeholder a repair overtaken by a
+/// restart left, as it would an absent key: a copy that skipped it would
 /// leave the key empty but for the placeholder, and the applier skips the
 /// item's changes as older than the new cutoff.
 #[test]
 fn a_repair_placeholder_landing_after_a_restarts_clear_does_not_keep_the_key_from_the_copy() {
     sim::run(async {
-        let sim = Sim::new(Config::quiet(Shape::Identity, 139)).await;
-        sim.db.put("source", source_item(1, 1, 20, 0));
-        sim.start_pollers();
-        seed_by_scan(&sim).await;
+        let (sim, copied) = placeholder_across_a_restart(139, false).await;
+        assert_eq!(copied, 1, "the placeholder was replaced");
         sim.assert_converged().await;
-        // A difference verify would repair: the target lost the item.
-        sim.db.delete("target", &source_key(1), false);
-        // Every target put takes 30 s (the placeholder lands after the
-        // restart's clear, the new copy's put after the placeholder), and
-        // every control read 1 s (the repair dies in its fence check).
-        sim.db.set_latency(|call| match (call.table, call.op) {
-            ("target", "PutItem") => Duration::from_secs(30),
-            ("control", "GetItem") => Duration::from_secs(1),
-            _ => Duration::ZERO,
-        });
-        let fence = Fence::of(&sim.ctx.control().await.unwrap());
-        let t = Identity {
-            key_names: vec!["pk".into()],
-        };
-        let began = sim.now_ms();
-        let key = source_key(1);
-        let repair = repair(&sim.ctx, &t, &fence, &key, &[]);
-        let dies = tokio::time::timeout(Duration::from_millis(30_500), repair);
-        let other = async {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            pause::pause(&sim.ctx, false).await.unwrap();
-            scan::restart_scan(&sim.ctx, copy(), false, false).await
-        };
-        let (died, restart) = tokio::join!(dies, other);
-        assert!(died.is_err(), "the repair was stopped in flight");
-        let restart = restart.unwrap();
-        assert!(sim.now_ms() - began > 30_500, "the copy's put came after");
-        assert_eq!(restart.copied, 1, "the placeholder was replaced");
-        sim.db.set_latency(|_| Duration::ZERO);
+    });
+}
+
+/// helper-62 #1: when the item the placeholder stood for is gone, no copy
+/// put replaces it; the copy's sweep deletes it with the tombstones.
+#[test]
+fn a_repair_placeholder_for_an_item_gone_since_is_swept_with_the_tombstones() {
+    sim::run(async {
+        let (sim, copied) = placeholder_across_a_restart(149, true).await;
+        assert_eq!(copied, 0);
         sim.assert_converged().await;
     });
 }

@@ -4,7 +4,9 @@
 //! above the cap, deletes, TTL deletes), interleaved with operator commands
 //! run through the `ddb-relay` library (pause, resume, replay with valid and
 //! too-early points, restart by backup and by scan copy, verify --repair,
-//! dlq repair, cutover, seeding again), poison messages, and the faults the
+//! dlq repair, cutover, seeding again; any of them may be killed partway,
+//! as a closed terminal or a lost laptop would), poison messages, and the
+//! faults the
 //! fakes inject (partial SendMessageBatch failures, throttling, unprocessed
 //! items, slow writes, crashed invocations, stream redelivery).
 //!
@@ -12,9 +14,11 @@
 //! - every command that is refused changes nothing (control item, triggers,
 //!   target table);
 //! - a too-early replay point is refused, naming the earliest valid one;
-//! - after the writes stop and the operator finishes (resume, drain, dlq
-//!   repair): target = transform(source), no tombstones or repair markers
-//!   left, `verify` is clean, `cutover` says GO and `finish` completes.
+//! - after the writes stop and the operator finishes (re-runs a killed
+//!   re-seed as its refusal says, resume, drain, dlq repair, and after a
+//!   killed command `verify --repair`): target = transform(source), no
+//!   tombstones or repair markers left, `verify` is clean, `cutover` says
+//!   GO and `finish` completes.
 //!
 //! `PROPTEST_CASES` sets the number of cases (default 64).
 #![allow(clippy::unwrap_used)]
@@ -97,7 +101,22 @@ struct Scenario {
     cfg: Config,
     seed: Seed,
     acts: Vec<(u16, Act)>,
-    cmds: Vec<(u16, Vec<Cmd>)>,
+    cmds: Vec<(u16, Vec<Killable>)>,
+}
+
+/// A command and the virtual ms after which it is killed, if it is.
+type Killable = (Cmd, Option<u16>);
+
+/// The commands of `steps`, each killed partway with a small chance.
+fn killed_steps() -> impl Strategy<Value = Vec<Killable>> {
+    steps().prop_flat_map(|v| {
+        let n = v.len();
+        (
+            Just(v),
+            prop::collection::vec(prop::option::weighted(0.2, 0u16..40_000), n),
+        )
+            .prop_map(|(v, kills)| v.into_iter().zip(kills).collect())
+    })
 }
 
 fn act() -> impl Strategy<Value = Act> {
@@ -131,7 +150,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         ),
         0u8..3,
         prop::collection::vec((0u16..700, act()), 1..120),
-        prop::collection::vec((0u16..8_000, steps()), 0..5),
+        prop::collection::vec((0u16..8_000, killed_steps()), 0..5),
         prop_oneof![Just(0i64), -30_000i64..30_000],
     )
         .prop_map(
@@ -330,103 +349,118 @@ async fn first_seed(sim: &Sim, how: Seed) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs one operator command; checks that a refusal changed nothing.
-async fn operate(sim: &Sim, c: Cmd, how: Seed) -> Result<(), TestCaseError> {
+/// Runs one operator command, killed after `kill` virtual ms if given;
+/// checks that a refusal changed nothing. `Ok(true)`: it was killed.
+async fn operate(sim: &Sim, c: Cmd, how: Seed, kill: Option<u16>) -> Result<bool, TestCaseError> {
     let by_copy = how != Seed::Backup;
     let ctx = &sim.ctx;
     let before = observe(sim).await;
-    let result: anyhow::Result<String> = match c {
-        Cmd::Pause => pause::pause(ctx, false)
-            .await
-            .map(|r| format!("earliest {}", r.earliest_replay_ms)),
-        Cmd::Resume => pause::resume(ctx, false).await.map(|_| String::new()),
-        Cmd::Replay => {
-            let control = ctx.control().await.unwrap();
-            let b = pause::bounds(ctx, &control).await.unwrap();
-            // PITR restores up to a second ago: wait for the earliest point.
-            let t = b.earliest_ms().max(sim.now_ms() - 1_000);
-            ctx.wait_until(t + 1_000, "replay point").await.unwrap();
-            replay::replay(ctx, Some(When::At(t)), false, false)
+    let run = async {
+        Ok::<anyhow::Result<String>, TestCaseError>(match c {
+            Cmd::Pause => pause::pause(ctx, false)
                 .await
-                .map(|r| format!("from {}", r.from_ms))
-        }
-        Cmd::ReplayTooEarly => {
-            let control = ctx.control().await.unwrap();
-            let b = pause::bounds(ctx, &control).await.unwrap();
-            if control.paused_at_ms.is_none() || control.frontier().is_none() || by_copy {
-                return Ok(());
+                .map(|r| format!("earliest {}", r.earliest_replay_ms)),
+            Cmd::Resume => pause::resume(ctx, false).await.map(|_| String::new()),
+            Cmd::Replay => {
+                let control = ctx.control().await.unwrap();
+                let b = pause::bounds(ctx, &control).await.unwrap();
+                // PITR restores up to a second ago: wait for the earliest point.
+                let t = b.earliest_ms().max(sim.now_ms() - 1_000);
+                ctx.wait_until(t + 1_000, "replay point").await.unwrap();
+                replay::replay(ctx, Some(When::At(t)), false, false)
+                    .await
+                    .map(|r| format!("from {}", r.from_ms))
             }
-            let earliest = b.earliest_ms();
-            ctx.wait_until(earliest + 2_000, "past the earliest point")
-                .await
-                .unwrap();
-            let r = replay::replay(ctx, Some(When::At(earliest - 1)), false, false).await;
-            let err = match r {
-                Ok(_) => {
-                    return Err(TestCaseError::fail(format!(
-                        "replay at earliest - 1 ({}) was accepted",
-                        earliest - 1
-                    )))
+            Cmd::ReplayTooEarly => {
+                let control = ctx.control().await.unwrap();
+                let b = pause::bounds(ctx, &control).await.unwrap();
+                if control.paused_at_ms.is_none() || control.frontier().is_none() || by_copy {
+                    return Ok(Ok("not tried".into()));
                 }
-                Err(e) => e.to_string(),
-            };
-            prop_assert!(
-                err.contains(&format!("earliest valid T is {earliest}")),
-                "the refusal must name the earliest valid T {earliest}: {err}"
-            );
-            Err(anyhow::anyhow!(err))
-        }
-        Cmd::Restart => replay::replay(ctx, None, false, false)
-            .await
-            .map(|r| format!("from {}", r.from_ms)),
-        Cmd::RestartScan { no_resume } => {
-            if !sim.db.exists("target") {
-                sim.create_target();
+                let earliest = b.earliest_ms();
+                ctx.wait_until(earliest + 2_000, "past the earliest point")
+                    .await
+                    .unwrap();
+                let r = replay::replay(ctx, Some(When::At(earliest - 1)), false, false).await;
+                let err = match r {
+                    Ok(_) => {
+                        return Err(TestCaseError::fail(format!(
+                            "replay at earliest - 1 ({}) was accepted",
+                            earliest - 1
+                        )))
+                    }
+                    Err(e) => e.to_string(),
+                };
+                prop_assert!(
+                    err.contains(&format!("earliest valid T is {earliest}")),
+                    "the refusal must name the earliest valid T {earliest}: {err}"
+                );
+                Err(anyhow::anyhow!(err))
             }
-            scan::restart_scan(ctx, copy(), no_resume, false)
+            Cmd::Restart => replay::replay(ctx, None, false, false)
                 .await
-                .map(|r| format!("copied {} skipped {}", r.copied, r.skipped_existing))
-        }
-        Cmd::VerifyRepair => verify::verify(ctx, 100.0, true, 1, copy(), &Default::default())
+                .map(|r| format!("from {}", r.from_ms)),
+            Cmd::RestartScan { no_resume } => {
+                if !sim.db.exists("target") {
+                    sim.create_target();
+                }
+                scan::restart_scan(ctx, copy(), no_resume, false)
+                    .await
+                    .map(|r| format!("copied {} skipped {}", r.copied, r.skipped_existing))
+            }
+            Cmd::VerifyRepair => verify::verify(ctx, 100.0, true, 1, copy(), &Default::default())
+                .await
+                .map(|r| {
+                    format!(
+                        "found {}/{}/{} repaired {} remaining {}",
+                        r.missing, r.changed, r.extra, r.repaired, r.remaining
+                    )
+                }),
+            Cmd::DlqRepair => dlq::repair(ctx, 100, false)
+                .await
+                .map(|r| format!("repaired {} left {}", r.repaired, r.left)),
+            Cmd::Cutover => cutover::cutover(
+                ctx,
+                &CutoverThresholds {
+                    max_lag_ms: 5_000.0,
+                    max_backlog: 0,
+                    waive_verify: false,
+                },
+                300,
+            )
             .await
-            .map(|r| {
-                format!(
-                    "found {}/{}/{} repaired {} remaining {}",
-                    r.missing, r.changed, r.extra, r.repaired, r.remaining
-                )
-            }),
-        Cmd::DlqRepair => dlq::repair(ctx, 100, false)
-            .await
-            .map(|r| format!("repaired {} left {}", r.repaired, r.left)),
-        Cmd::Cutover => cutover::cutover(
-            ctx,
-            &CutoverThresholds {
-                max_lag_ms: 5_000.0,
-                max_backlog: 0,
-                waive_verify: false,
-            },
-            300,
-        )
-        .await
-        .map(|r| format!("go {}", r.decision.go)),
-        Cmd::SeedAgain => first_seed(sim, how).await.map(|_| String::new()),
-        Cmd::Poison { item } => {
-            let key = sim
-                .db
-                .items("source")
-                .into_values()
-                .find(|i| i["pk"] == source_key(item)["pk"])
-                .map(|i| match &sim.transform {
-                    Some(t) if !t.is_identity_key() => CanonicalKey::of(&t.key_only(&i).unwrap()),
-                    _ => CanonicalKey::of(&source_key(item)),
-                });
-            *sim.poison.lock().unwrap() = key;
-            Ok(String::new())
-        }
-        Cmd::Unpoison => {
-            *sim.poison.lock().unwrap() = None;
-            Ok(String::new())
-        }
+            .map(|r| format!("go {}", r.decision.go)),
+            Cmd::SeedAgain => first_seed(sim, how).await.map(|_| String::new()),
+            Cmd::Poison { item } => {
+                let key = sim
+                    .db
+                    .items("source")
+                    .into_values()
+                    .find(|i| i["pk"] == source_key(item)["pk"])
+                    .map(|i| match &sim.transform {
+                        Some(t) if !t.is_identity_key() => {
+                            CanonicalKey::of(&t.key_only(&i).unwrap())
+                        }
+                        _ => CanonicalKey::of(&source_key(item)),
+                    });
+                *sim.poison.lock().unwrap() = key;
+                Ok(String::new())
+            }
+            Cmd::Unpoison => {
+                *sim.poison.lock().unwrap() = None;
+                Ok(String::new())
+            }
+        })
+    };
+    let result = match kill {
+        None => run.await?,
+        Some(ms) => match tokio::time::timeout(Duration::from_millis(u64::from(ms)), run).await {
+            Ok(r) => r?,
+            Err(_) => {
+                sim.note(format!("{c:?}: killed after {ms} ms"));
+                return Ok(true);
+            }
+        },
     };
     match &result {
         Ok(what) => sim.note(format!("{c:?}: ok {what}")),
@@ -436,7 +470,7 @@ async fn operate(sim: &Sim, c: Cmd, how: Seed) -> Result<(), TestCaseError> {
         let after = observe(sim).await;
         prop_assert_eq!(before, after, "a refused {:?} changed something", c);
     }
-    Ok(())
+    Ok(false)
 }
 
 async fn migrate(s: Scenario) -> Result<(), TestCaseError> {
@@ -448,20 +482,45 @@ async fn migrate(s: Scenario) -> Result<(), TestCaseError> {
         tokio::time::sleep(Duration::from_secs(2)).await;
         let seeded = first_seed(&sim, s.seed).await;
         sim.note(format!("first seed: {seeded:?}"));
+        let mut killed = false;
         for (gap, seq) in &s.cmds {
             tokio::time::sleep(Duration::from_millis(u64::from(*gap))).await;
-            for c in seq {
-                operate(&sim, *c, s.seed).await?;
+            for (c, kill) in seq {
+                killed |= operate(&sim, *c, s.seed, *kill).await?;
             }
         }
-        Ok::<(), TestCaseError>(())
+        Ok::<bool, TestCaseError>(killed)
     };
-    let ((), ops) = tokio::join!(writes, operator);
-    ops?;
+    let ((), killed) = tokio::join!(writes, operator);
+    let killed = killed?;
 
     // The writes stopped: finish the migration.
     *sim.poison.lock().unwrap() = None;
     let ctx = &sim.ctx;
+    let control = ctx.control().await.unwrap();
+    if let Some(m) = control
+        .seed_method
+        .as_deref()
+        .filter(|m| m.ends_with("-pending"))
+    {
+        // A killed re-seed: re-run it, as its refusals say.
+        let r = match m {
+            "scan-pending" => {
+                if !sim.db.exists("target") {
+                    sim.create_target();
+                }
+                scan::restart_scan(ctx, copy(), false, false)
+                    .await
+                    .map(|_| ())
+            }
+            "pitr-pending" => {
+                let at = control.seed_ms.map(When::At);
+                replay::replay(ctx, at, false, false).await.map(|_| ())
+            }
+            _ => replay::replay(ctx, None, false, false).await.map(|_| ()),
+        };
+        prop_assert!(r.is_ok(), "re-running {m} failed: {r:?}\n{}", sim.report());
+    }
     let control = ctx.control().await.unwrap();
     if control.cutoff_ms.is_none() {
         let r = first_seed(&sim, s.seed).await;
@@ -496,6 +555,21 @@ async fn migrate(s: Scenario) -> Result<(), TestCaseError> {
             0,
             "dlq repair left messages: {:?}\n{}",
             r.results,
+            sim.report()
+        );
+        prop_assert!(
+            sim.drain(Duration::from_secs(300)).await,
+            "never drained\n{}",
+            sim.report()
+        );
+    }
+    if killed {
+        // A killed repair may leave a mark or placeholder behind (best
+        // effort, documented): the operator's verify repairs it.
+        let r = verify::verify(ctx, 100.0, true, 1, copy(), &Default::default()).await;
+        prop_assert!(
+            r.is_ok(),
+            "verify --repair after a kill: {r:?}\n{}",
             sim.report()
         );
         prop_assert!(

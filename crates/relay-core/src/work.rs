@@ -17,11 +17,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::item::{AttributeValue, Attrs};
 
-/// The newest version of the task format this build reads and writes:
-/// version 2 is a verify task with `kept_ttl`, which a worker of an
-/// earlier release would ignore (it would report, and repair, the items
-/// `TtlDeletes=skip` keeps); every other task is written as version 1.
-pub const TASK_VERSION: u32 = 2;
+/// The newest version of the task format this build reads and writes.
+/// Each version is what a worker of an earlier release would do wrong, so
+/// that it refuses the task instead:
+/// - 3: a copy task (scan segment, export file, sweep) or a repairing
+///   verify task: the copy's puts replace repair placeholders and its sweep
+///   deletes them, and a repair marks its placeholders (helper-62 #2);
+/// - 2: a verify task with `kept_ttl` (an earlier worker would report, and
+///   repair, the items `TtlDeletes=skip` keeps);
+/// - 1: every other task.
+pub const TASK_VERSION: u32 = 3;
 /// The oldest version this build reads.
 pub const MIN_TASK_VERSION: u32 = 1;
 
@@ -115,10 +120,12 @@ impl Task {
     pub fn new(seed_ms: i64, job: Job) -> Task {
         Task {
             v: match &job {
+                Job::Scan { .. } | Job::File { .. } | Job::Sweep { .. } => 3,
+                Job::Verify { repair: true, .. } => 3,
                 Job::Verify {
                     kept_ttl: Some(_), ..
-                } => TASK_VERSION,
-                _ => MIN_TASK_VERSION,
+                } => 2,
+                Job::Verify { .. } => MIN_TASK_VERSION,
             },
             seed_ms,
             rate: 0,
@@ -413,9 +420,9 @@ mod tests {
             },
         );
         assert_eq!(Task::parse(&t.encode()), Ok(t));
-        let e = Task::parse(r#"{"v":3,"seed_ms":1,"job":{"kind":"teleport"}}"#).unwrap_err();
-        assert_eq!(e, TaskError::Version(3));
-        assert!(e.to_string().contains("version 3"));
+        let e = Task::parse(r#"{"v":4,"seed_ms":1,"job":{"kind":"teleport"}}"#).unwrap_err();
+        assert_eq!(e, TaskError::Version(4));
+        assert!(e.to_string().contains("version 4"));
         assert!(matches!(Task::parse("nope"), Err(TaskError::Malformed(_))));
         assert!(matches!(
             Task::parse(r#"{"v":1,"seed_ms":1,"job":{"kind":"teleport"}}"#),
@@ -531,12 +538,29 @@ mod tests {
         assert_eq!(Task::parse(&t.encode()), Ok(t.clone()));
         assert_eq!(t.job.part(), "vtgt_3");
         // A worker of an earlier release (version 1 only) refuses it rather
-        // than ignore `kept_ttl`; the other tasks stay version 1.
+        // than ignore `kept_ttl`; one of version 2 refuses copy tasks and
+        // repairs (placeholders); a plain verify stays version 1.
         assert_eq!(t.v, 2);
-        let plain = Job::Sweep {
+        let sweep = Job::Sweep {
             segment: 0,
             segments: 1,
         };
-        assert_eq!(Task::new(1, plain).v, 1);
+        assert_eq!(Task::new(1, sweep).v, 3);
+        let verify = |repair: bool| Job::Verify {
+            run_ms: 9,
+            side: Side::Source,
+            segment: 0,
+            segments: 1,
+            sample_bp: 10_000,
+            repair,
+            recheck_wait_s: 2,
+            kept_ttl: None,
+        };
+        assert_eq!(Task::new(1, verify(false)).v, 1);
+        assert_eq!(Task::new(1, verify(true)).v, 3);
+        assert_eq!(
+            Task::parse(&Task { v: 4, ..t }.encode()),
+            Err(TaskError::Version(4))
+        );
     }
 }

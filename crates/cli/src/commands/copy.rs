@@ -34,7 +34,7 @@ pub(crate) use sweep::delete_page;
 pub use sweep::{clear_target, sweep_tombstones};
 
 /// Writes copied items: through the transform, only where the target key
-/// is absent, paced by `--rate` and `--max-wcu`, counted.
+/// is absent or holds a repair's placeholder, paced by `--rate` and `--max-wcu`, counted.
 pub struct Copier<'a> {
     t: &'a dyn relay_core::transform::Transform,
     key_attr: String,

@@ -2,7 +2,7 @@
 //! `--at`) and `seed --method export --from-export s3://…` (an export you
 //! already have). The data files go through the transform into a target
 //! your IaC created, with the scan copy's rules (`scan.rs`: tombstone mode,
-//! puts only where the key is absent, sweep); the cutoff is the export time
+//! puts only where the key is absent or a placeholder, sweep); the cutoff is the export time
 //! minus the margin. No read capacity is used on the source.
 //!
 //! The rules (stale exports refused, per-file checkpoints and counts) are
@@ -102,7 +102,7 @@ pub async fn seed_export_load<A: Aws>(
                     ctx,
                     "export",
                     format!(
-                        "export {} at {at} to s3://{bucket}/{}, then load its files through the transform into {} (tombstone mode, cutoff = export time - {} s, puts only where the key is absent, then normal mode and the tombstone sweep)",
+                        "export {} at {at} to s3://{bucket}/{}, then load its files through the transform into {} (tombstone mode, cutoff = export time - {} s, puts only where the key is absent or a repair's placeholder, then normal mode and the tombstone sweep)",
                         ctx.stack.source_table,
                         a.prefix,
                         ctx.stack.target_table,

@@ -2,9 +2,10 @@
 //! export load (`seed --method export --load`, files read by `load.rs`);
 //! what they share is in `copy.rs`.
 //!
-//! **Invariant:** the scan copy never overwrites: each put requires the
-//! target key to be absent, so a newer image or a tombstone written by the
-//! applier wins over the (older) scanned copy.
+//! **Invariant:** the scan copy never overwrites an item: each put requires
+//! the target key to be absent (or to hold only a repair's placeholder), so
+//! a newer image or a tombstone written by the applier wins over the
+//! (older) scanned copy.
 //!
 //! **Invariant:** mode switches need no waiting. The copy starts right
 //! after the control item says tombstone mode, and the sweep right after it
@@ -321,7 +322,7 @@ pub async fn seed_copy<A: Aws>(
             ),
             _ => String::new(),
         };
-        let plan = format!("{}switch the applier to tombstone mode with cutoff {}, enable it, copy {from}) into {}{on}, puts only where the key is absent, then return to normal mode and delete the tombstones", if resuming { "resume the stopped copy; " } else { "" }, rfc3339(cutoff), s.target_table);
+        let plan = format!("{}switch the applier to tombstone mode with cutoff {}, enable it, copy {from}) into {}{on}, puts only where the key is absent or a repair's placeholder, then return to normal mode and delete the tombstones and placeholders", if resuming { "resume the stopped copy; " } else { "" }, rfc3339(cutoff), s.target_table);
         return Ok(ScanReport {
             target_key: Some(t.target_key_names()),
             ..report(Some(plan))

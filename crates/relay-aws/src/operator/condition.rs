@@ -46,13 +46,27 @@ fn clause(
                 .collect();
             (!parts.is_empty()).then(|| parts.join(" AND "))
         }
-        // One part that always holds makes the whole hold.
-        Cond::Any(any) => any
-            .iter()
-            .map(|c| clause(c, names, values).map(|p| format!("({p})")))
-            .collect::<Option<Vec<String>>>()
-            .filter(|parts| !parts.is_empty())
-            .map(|parts| parts.join(" OR ")),
+        // No part: never holds (as the fake's). One part that always
+        // holds makes the whole hold, and the names and values of the
+        // others are dropped with their text (DynamoDB refuses unused ones).
+        Cond::Any(any) if any.is_empty() => {
+            let n = name(&"ddb_relay_never".to_string());
+            Some(format!(
+                "attribute_exists({n}) AND attribute_not_exists({n})"
+            ))
+        }
+        Cond::Any(any) => {
+            let (n, v) = (names.len(), values.len());
+            let parts = any
+                .iter()
+                .map(|c| clause(c, names, values).map(|p| format!("({p})")))
+                .collect::<Option<Vec<String>>>();
+            if parts.is_none() {
+                names.truncate(n);
+                values.truncate(v);
+            }
+            parts.map(|parts| parts.join(" OR "))
+        }
     }
 }
 
@@ -84,7 +98,26 @@ mod tests {
             Some("(attribute_not_exists(#c0)) OR (attribute_exists(#c1))")
         );
         assert_eq!(names.len(), 2);
-        assert_eq!(condition(&Cond::Any(vec![Cond::Always, any])).0, None);
+        assert_eq!(
+            condition(&Cond::Any(vec![Cond::Always, any.clone()])).0,
+            None
+        );
+        let always = condition(&Cond::Any(vec![
+            any,
+            Cond::Equals("v".into(), AttributeValue::Null(true)),
+            Cond::Always,
+        ]));
+        assert_eq!((always.0, always.1.len(), always.2.len()), (None, 0, 0));
+        let never = condition(&Cond::All(vec![
+            Cond::Exists("id".into()),
+            Cond::Any(vec![]),
+        ]));
+        assert_eq!(
+            never.0.as_deref(),
+            Some(
+                "(attribute_exists(#c0)) AND (attribute_exists(#c1) AND attribute_not_exists(#c1))"
+            )
+        );
         assert_eq!(condition(&Cond::Always).0, None);
     }
 }

@@ -236,7 +236,7 @@ pub enum Cond {
     Equals(String, AttributeValue),
     /// Every one of these holds.
     All(Vec<Cond>),
-    /// At least one of these holds (at least one must be given).
+    /// At least one of these holds (none given: never).
     Any(Vec<Cond>),
 }
 

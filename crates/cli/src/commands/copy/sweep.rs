@@ -5,7 +5,7 @@
 use anyhow::Result;
 use futures::{StreamExt, TryStreamExt};
 use relay_aws::operator::{Aws, Cond};
-use relay_core::apply::{is_tombstone, TOMBSTONE_ATTR};
+use relay_core::apply::{is_tombstone, PLACEHOLDER_ATTR, TOMBSTONE_ATTR};
 use relay_core::control::Mode;
 use relay_core::diff::key_of;
 use relay_core::item::Attrs;
@@ -16,7 +16,10 @@ use super::{checkpoint_key, for_each_page, still_the_copy};
 use crate::ctx::{explain, Ctx};
 
 /// Deletes every tombstone still in the target (only while it is still a
-/// tombstone); returns how many.
+/// tombstone), and every repair placeholder (helper-62 #1: one a repair
+/// left when a restart's clear overtook it and the item it stood for is
+/// gone, which no copy put replaces; a live repair whose placeholder goes
+/// starts over); returns how many.
 /// Only while the control item still names the copy seeded at `seed_ms`,
 /// in normal mode (checked before each page), and under a lease on its
 /// checkpoint (each delete): a copy that replaced it writes tombstones this
@@ -77,8 +80,9 @@ async fn delete_target_items<A: Aws>(
 }
 
 /// Deletes the items of one page of the target (with `tombstones_only`,
-/// only its tombstones, and only while they still are; each under `lease`
-/// when an in-process run holds one); returns how many.
+/// only its tombstones and repair placeholders, and only while they still
+/// are; each under `lease` when an in-process run holds one); returns how
+/// many.
 pub(crate) async fn delete_page<A: Aws>(
     ctx: &Ctx<A>,
     items: &[Attrs],
@@ -88,13 +92,16 @@ pub(crate) async fn delete_page<A: Aws>(
 ) -> Result<u64> {
     let table = &ctx.stack.target_table;
     let cond = if tombstones_only {
-        Cond::Exists(TOMBSTONE_ATTR.into())
+        Cond::Any(vec![
+            Cond::Exists(TOMBSTONE_ATTR.into()),
+            Cond::Exists(PLACEHOLDER_ATTR.into()),
+        ])
     } else {
         Cond::Always
     };
     let keys = items
         .iter()
-        .filter(|i| !tombstones_only || is_tombstone(i))
+        .filter(|i| !tombstones_only || is_tombstone(i) || i.contains_key(PLACEHOLDER_ATTR))
         .filter_map(|i| key_of(i, key_names));
     let done = futures::stream::iter(keys)
         .map(|key| {
