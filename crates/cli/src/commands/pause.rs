@@ -107,29 +107,32 @@ pub async fn pause<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<PauseReport> {
         .await?
     };
     // 2. The trigger, then the longest an invocation already running can last.
-    //    A fence with the trigger still Enabled would fail every batch back
-    //    to the queue until its messages reach the DLQ: if the trigger
-    //    cannot be disabled, the fence is taken back.
-    if trigger.state != "Disabled" {
-        if let Err(e) = ctx
-            .set_trigger(&trigger.uuid, false, "applier trigger")
-            .await
-        {
-            if !was_paused {
-                let _ = ctx
-                    .write_control(
-                        &fenced,
-                        ControlState {
-                            paused_at_ms: None,
-                            ..fenced.clone()
-                        },
-                    )
-                    .await;
-            }
-            return Err(
-                e.context("the applier trigger could not be disabled; the pause was taken back")
-            );
+    //    Disabled whatever the state read above said: another operator's
+    //    `resume` may have lifted the pause before the fence and enabled the
+    //    trigger since (helper-63 #1). A fence with the trigger still Enabled
+    //    would fail every batch back to the queue until its messages reach
+    //    the DLQ: if the trigger cannot be disabled, the fence is taken back.
+    if let Err(e) = ctx
+        .set_trigger(&trigger.uuid, false, "applier trigger")
+        .await
+    {
+        if was_paused {
+            return Err(e.context("the applier trigger could not be disabled; the migration was already paused and stays so: run `ddb-relay pause` again"));
         }
+        let taken = ctx
+            .write_control(
+                &fenced,
+                ControlState {
+                    paused_at_ms: None,
+                    ..fenced.clone()
+                },
+            )
+            .await;
+        return Err(match taken {
+            Ok(_) => e.context("the applier trigger could not be disabled; the pause was taken back"),
+            // helper-63 #6: say so when the take-back failed too.
+            Err(t) => e.context(format!("the applier trigger could not be disabled, and the pause could not be taken back ({t:#}): batches may fail into the DLQ until `ddb-relay pause` (again) or `ddb-relay resume` succeeds")),
+        });
     }
     let timeout_s = ctx
         .aws
@@ -325,5 +328,20 @@ pub async fn enable_applier<A: Aws>(
         read
     };
     ctx.set_trigger(uuid, true, "applier trigger").await?;
+    // Another operator may have paused, begun a re-seed or finished while
+    // this enabled the trigger (helper-63 #5): the applier must not run
+    // under that. Read after the trigger's update, so whichever of the two
+    // commands updates the trigger last sees the other's write.
+    let now = ctx.control().await?;
+    if now.paused_at_ms.is_some() || now.cutoff_ms.is_none() || now.finished_ms.is_some() {
+        let again = ctx.set_trigger(uuid, false, "applier trigger").await;
+        bail!(
+            "another operator paused, re-seeded or finished the migration while this enabled the applier: {}; check `ddb-relay status`",
+            match again {
+                Ok(()) => "its trigger was disabled again".to_string(),
+                Err(e) => format!("disabling its trigger again failed ({e:#}): run `ddb-relay pause`"),
+            }
+        );
+    }
     Ok(written)
 }

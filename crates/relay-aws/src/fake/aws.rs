@@ -24,6 +24,8 @@ pub(super) struct Trigger {
     pub(super) enabled: bool,
 }
 
+pub(super) type MappingLatency = Box<dyn FnMut(Option<bool>) -> std::time::Duration + Send>;
+
 #[derive(Default)]
 pub(super) struct State {
     pub(super) triggers: Vec<Trigger>,
@@ -40,6 +42,8 @@ pub(super) struct State {
     pub(super) mapping_fault: Option<AwsError>,
     /// With `mapping_fault`: only updates of the trigger of this function fail.
     pub(super) mapping_fault_of: Option<String>,
+    /// How long a trigger call takes (see [`FakeAws::set_mapping_latency`]).
+    pub(super) mapping_latency: Option<MappingLatency>,
     page_size: usize,
     /// S3 objects by (bucket, key).
     objects: HashMap<(String, String), Vec<u8>>,
@@ -164,6 +168,16 @@ impl FakeAws {
         let mut s = lock(&self.state);
         s.mapping_fault = err;
         s.mapping_fault_of = None;
+    }
+
+    /// How long each trigger call takes, by what it is: `None` a read (its
+    /// answer, read at once, travels that long), `Some(enabled)` an update
+    /// (applied when the time is over).
+    pub fn set_mapping_latency(
+        &self,
+        f: impl FnMut(Option<bool>) -> std::time::Duration + Send + 'static,
+    ) {
+        lock(&self.state).mapping_latency = Some(Box::new(f));
     }
 
     /// Updates of `function`'s trigger only fail with `err` while set.

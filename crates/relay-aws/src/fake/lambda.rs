@@ -6,10 +6,22 @@ use super::lock;
 use crate::operator::{Mapping, Triggers};
 use crate::AwsError;
 
+impl FakeAws {
+    async fn mapping_delay(&self, call: Option<bool>) {
+        let d = lock(&self.state)
+            .mapping_latency
+            .as_mut()
+            .map_or(std::time::Duration::ZERO, |f| f(call));
+        if !d.is_zero() {
+            tokio::time::sleep(d).await;
+        }
+    }
+}
+
 impl Triggers for FakeAws {
     async fn mapping(&self, function: &str, prefix: &str) -> Result<Mapping, AwsError> {
         tokio::task::yield_now().await;
-        lock(&self.state)
+        let found = lock(&self.state)
             .triggers
             .iter()
             .find(|t| t.function == function && t.source_arn.starts_with(prefix))
@@ -25,7 +37,9 @@ impl Triggers for FakeAws {
                     "ResourceNotFoundException",
                     &format!("no {prefix}* trigger on function {function}"),
                 )
-            })
+            });
+        self.mapping_delay(None).await;
+        found
     }
 
     async fn mapping_state(&self, uuid: &str) -> Result<String, AwsError> {
@@ -46,6 +60,7 @@ impl Triggers for FakeAws {
 
     async fn set_mapping(&self, uuid: &str, enabled: bool) -> Result<(), AwsError> {
         tokio::task::yield_now().await;
+        self.mapping_delay(Some(enabled)).await;
         {
             let s = lock(&self.state);
             let hit = match &s.mapping_fault_of {

@@ -1,0 +1,110 @@
+//! The end of a migration under a second operator (helper-63): `pause` and
+//! `resume` racing each other, `finish` taking back what it did, a `finish`
+//! run again, and `cutover` on a finished migration. Each on the simulation
+//! harness, with the CLI's own commands.
+#![allow(clippy::unwrap_used)]
+
+mod sim;
+
+use std::time::Duration;
+
+use ddb_relay::commands::pause;
+use sim::{source_item, Config, Shape, Sim};
+
+/// A simulation with one item, seeded by backup, converged, then paused.
+async fn paused(seed: u64) -> Sim {
+    let sim = Sim::new(Config::quiet(Shape::Identity, seed)).await;
+    sim.db.put("source", source_item(1, 1, 20, 0));
+    sim.start_pollers();
+    sim::seed_by_backup(&sim).await;
+    sim.assert_converged().await;
+    pause::pause(&sim.ctx, false).await.unwrap();
+    assert!(!sim.aws.trigger_enabled(sim::APPLIER));
+    sim
+}
+
+/// Whatever the order, a paused migration's applier trigger is Disabled
+/// (else every batch fails into the DLQ).
+async fn assert_paused_means_disabled(sim: &Sim) {
+    let c = sim.ctx.control().await.unwrap();
+    assert!(
+        c.paused_at_ms.is_none() || !sim.aws.trigger_enabled(sim::APPLIER),
+        "paused with the applier trigger Enabled: {c:?}"
+    );
+}
+
+/// helper-63 #1: operator B's `pause` reads the trigger (Disabled) before
+/// operator A's `resume` enables it, and writes its pause after A lifted the
+/// old one: B must disable the trigger whatever it read.
+#[test]
+fn a_pause_that_read_the_trigger_before_a_resume_enabled_it_still_disables_it() {
+    sim::run(async {
+        let sim = paused(151).await;
+        // The first trigger read (A's) is quick, later ones (B's) answer
+        // after 3 s; enabling takes 2 s.
+        let mut reads = 0;
+        sim.aws.set_mapping_latency(move |call| match call {
+            None => {
+                reads += 1;
+                Duration::from_secs(if reads == 1 { 0 } else { 3 })
+            }
+            Some(true) => Duration::from_secs(2),
+            Some(false) => Duration::ZERO,
+        });
+        let a = pause::resume(&sim.ctx, false);
+        let b = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            pause::pause(&sim.ctx, false).await
+        };
+        let (a, b) = tokio::join!(a, b);
+        a.unwrap();
+        b.unwrap();
+        assert!(sim.ctx.control().await.unwrap().paused_at_ms.is_some());
+        assert_paused_means_disabled(&sim).await;
+    });
+}
+
+/// helper-63 #5: operator A's `resume` lifts the pause, and its enable of
+/// the trigger lands after operator B paused again: A reads the control
+/// item after its enable and disables the trigger again.
+#[test]
+fn a_resume_whose_enable_lands_after_another_pause_disables_it_again() {
+    sim::run(async {
+        let sim = paused(157).await;
+        sim.aws.set_mapping_latency(|call| match call {
+            Some(true) => Duration::from_secs(2),
+            _ => Duration::ZERO,
+        });
+        let a = pause::resume(&sim.ctx, false);
+        let b = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            pause::pause(&sim.ctx, false).await
+        };
+        let (a, b) = tokio::join!(a, b);
+        b.unwrap();
+        let err = format!("{:#}", a.unwrap_err());
+        assert!(err.contains("disabled again"), "{err}");
+        assert_paused_means_disabled(&sim).await;
+    });
+}
+
+/// helper-63 #6: a pause whose trigger cannot be disabled, and whose
+/// take-back fails too, says so and names the way out.
+#[test]
+fn a_pause_that_cannot_take_itself_back_says_so() {
+    sim::run(async {
+        let sim = paused(163).await;
+        pause::resume(&sim.ctx, false).await.unwrap();
+        sim.stop_pollers();
+        sim.aws
+            .fail_mapping_updates(Some(relay_aws::AwsError::permanent(
+                "UpdateEventSourceMapping",
+                "AccessDeniedException",
+                "not allowed",
+            )));
+        sim.deny_after("control", "UpdateItem(control)", 1);
+        let err = format!("{:#}", pause::pause(&sim.ctx, false).await.unwrap_err());
+        assert!(err.contains("could not be taken back"), "{err}");
+        assert!(err.contains("`ddb-relay resume`"), "{err}");
+    });
+}
