@@ -8,8 +8,9 @@ mod sim;
 
 use std::time::Duration;
 
-use ddb_relay::commands::pause;
-use sim::{source_item, Config, Shape, Sim};
+use ddb_relay::commands::{finish, pause, verify};
+use ddb_relay::report::Report;
+use sim::{copy, source_item, Config, Shape, Sim};
 
 /// A simulation with one item, seeded by backup, converged, then paused.
 async fn paused(seed: u64) -> Sim {
@@ -106,5 +107,100 @@ fn a_pause_that_cannot_take_itself_back_says_so() {
         let err = format!("{:#}", pause::pause(&sim.ctx, false).await.unwrap_err());
         assert!(err.contains("could not be taken back"), "{err}");
         assert!(err.contains("`ddb-relay resume`"), "{err}");
+    });
+}
+
+/// A converged migration whose writes stopped, pollers off, 200 s on (the
+/// functions' metrics settle), with a clean verify if `verified`.
+async fn ready_to_finish(seed: u64, verified: bool) -> Sim {
+    let sim = Sim::new(Config::quiet(Shape::Identity, seed)).await;
+    sim.start_pollers();
+    sim.db.put("source", source_item(1, 1, 20, 0));
+    sim::seed_by_backup(&sim).await;
+    sim.assert_converged().await;
+    if verified {
+        let v = verify::verify(&sim.ctx, 100.0, false, 1, copy(), &Default::default())
+            .await
+            .unwrap();
+        assert!(v.clean && v.recorded);
+    }
+    sim.stop_pollers();
+    tokio::time::sleep(Duration::from_secs(200)).await;
+    sim
+}
+
+/// helper-63 #3, #7, #8: a `finish` that fails after both triggers are off
+/// (here: its report cannot be written) runs again without an error and
+/// changes nothing; its report gives the finish time the control item
+/// holds, and says NOT VERIFIED until a clean verify.
+#[test]
+fn a_finish_that_failed_after_the_triggers_runs_again_for_its_report() {
+    sim::run(async {
+        let sim = ready_to_finish(167, false).await;
+        let missing = std::path::Path::new("/nonexistent-ddb-relay-dir/report.json");
+        let err = format!(
+            "{:#}",
+            finish::finish(&sim.ctx, 3, 300, Some(missing), false)
+                .await
+                .unwrap_err()
+        );
+        assert!(
+            err.contains("run `ddb-relay finish --report F` again"),
+            "{err}"
+        );
+        let c = sim.ctx.control().await.unwrap();
+        let finished = c.finished_ms.unwrap();
+        assert!(!sim.aws.trigger_enabled(sim::FORWARDER) && !sim.aws.trigger_enabled(sim::APPLIER));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let again = finish::finish(&sim.ctx, 3, 300, None, false).await.unwrap();
+        assert_eq!(again.finished_ms, finished);
+        assert_eq!(again.triggers, "Disabled");
+        assert!(!again.verified);
+        assert!(again.text().contains("NOT VERIFIED"), "{}", again.text());
+        assert_eq!(
+            sim.ctx.control().await.unwrap().version,
+            c.version,
+            "changed nothing"
+        );
+        let v = verify::verify(&sim.ctx, 100.0, false, 1, copy(), &Default::default())
+            .await
+            .unwrap();
+        assert!(v.clean && v.recorded, "{v:?}");
+        let ready = finish::finish(&sim.ctx, 3, 300, None, false).await.unwrap();
+        assert!(
+            ready.verified && ready.text().contains("is ready"),
+            "{}",
+            ready.text()
+        );
+        assert_eq!(ready.exit_code(), 0);
+    });
+}
+
+/// helper-63 #2: another operator pauses while `finish` waits for quiet,
+/// and a trigger then cannot be disabled: the take-back restores the
+/// triggers as they were after the wait, so the paused applier stays off.
+#[test]
+fn a_finish_taken_back_leaves_a_pause_made_while_it_waited_with_its_trigger_off() {
+    sim::run(async {
+        let sim = ready_to_finish(173, true).await;
+        sim.aws.fail_mapping_updates_of(
+            sim::FORWARDER,
+            Some(relay_aws::AwsError::permanent(
+                "UpdateEventSourceMapping",
+                "AccessDeniedException",
+                "not allowed",
+            )),
+        );
+        let other = async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            pause::pause(&sim.ctx, false).await.unwrap();
+        };
+        let (r, ()) = tokio::join!(finish::finish(&sim.ctx, 3, 300, None, false), other);
+        let err = format!("{:#}", r.unwrap_err());
+        assert!(err.contains("could not be disabled"), "{err}");
+        let c = sim.ctx.control().await.unwrap();
+        assert!(c.paused_at_ms.is_some() && c.finished_ms.is_none(), "{c:?}");
+        assert_paused_means_disabled(&sim).await;
+        assert!(sim.aws.trigger_enabled(sim::FORWARDER));
     });
 }

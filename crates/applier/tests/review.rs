@@ -418,6 +418,14 @@ fn finish_is_not_ready_while_the_dlq_holds_changes() {
         }
         assert!(!sim.fifo.dlq().is_empty());
         tokio::time::sleep(Duration::from_secs(200)).await;
+        // A dry run decides nothing: exit 0 (helper-63 #8).
+        let plan = finish::finish(&sim.ctx, 3, 300, None, true).await.unwrap();
+        assert_eq!(
+            (plan.dry_run, plan.exit_code()),
+            (true, 0),
+            "{}",
+            plan.text()
+        );
         let done = finish::finish(&sim.ctx, 3, 300, None, false).await.unwrap();
         assert!(done.dlq_depth > 0);
         assert_eq!(done.exit_code(), ddb_relay::report::EXIT_NO_GO);

@@ -378,8 +378,19 @@ pub fn cutover(status: &Status, t: &CutoverThresholds) -> Decision {
         Some(_) => Check::pass("cutoff", "set"),
         None => Check::fail("cutoff", "no cutoff: the target was never seeded"),
     });
+    // A finished migration's triggers are off by design: no advice to
+    // `resume`, which would reopen it (and let `restart` drop a target the
+    // application may already write; helper-63 #4).
+    if status.finished_ms.is_some() {
+        checks.push(Check::fail(
+            "finished",
+            "the migration was finished (both triggers off): cutover checks a running migration; `ddb-relay finish` (run again, it changes nothing) reports whether the target is ready. Reopen with `ddb-relay resume` only to re-seed before the application switched",
+        ));
+    }
+    let finished = status.finished_ms.is_some();
     checks.push(
         match (status.applier_trigger.as_str(), status.paused_at_ms) {
+            (_, _) if finished => Check::fail("applier", "off since finish"),
             ("Enabled", None) => Check::pass("applier", "Enabled"),
             (_, Some(_)) => Check::fail(
                 "applier",
@@ -414,6 +425,7 @@ pub fn cutover(status: &Status, t: &CutoverThresholds) -> Decision {
             status.forwarder_trigger.as_str(),
             status.forwarder_on_current_stream,
         ) {
+            (_, _) if finished => Check::fail("forwarder", "off since finish"),
             (_, Some(false)) => Check::fail(
                 "forwarder",
                 "its trigger reads an old stream of the source: changes are not forwarded",

@@ -47,6 +47,10 @@ pub struct FinishReport {
     /// in flight): changes that arrived after the quiet was proven.
     pub queued: u64,
     pub last_verify: Option<String>,
+    /// A clean full verify since the seed, young enough for `cutover`
+    /// (helper-63 #7: without one, the text says NOT VERIFIED).
+    pub verified: bool,
+    /// The triggers' states as read at the end ("Disabled" when both are).
     pub triggers: String,
     /// Seconds from the start of `finish` to quiet (how long writes paused
     /// at least, with `quiet`).
@@ -73,16 +77,26 @@ impl Report for FinishReport {
         if self.dlq_depth + self.stream_failures > 0 {
             return format!("finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. NOT READY: the DLQ holds {} message(s) and the stream failure queue {}: their changes are not in {}. Before switching, run `ddb-relay dlq repair --after-finish` (the DLQ); the stream failures' changes are in no queue: `ddb-relay dlq stream-failures` lists them, and only a re-seed covers them (`resume`, `pause`, `restart`, then `dlq stream-failures --clear` and finish again).", self.drained_s, self.dlq_depth, self.stream_failures, self.target_table);
         }
+        if !self.verified {
+            return format!(
+                "finished: forwarder caught up and queue drained ({:.0} s); triggers {}. DLQ 0, stream failures 0. NOT VERIFIED: the last full verify since the seed is {}: run `ddb-relay verify` before switching your application to {} (with the triggers off it compares two still tables).",
+                self.drained_s,
+                self.triggers,
+                self.last_verify.as_deref().unwrap_or("none"),
+                self.target_table
+            );
+        }
         format!(
-            "finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. DLQ 0, stream failures 0, last full verify since the seed: {}. The target {} is ready: switch your application to it. (If writes may have reached the source after they were stopped, `ddb-relay verify` run now finds them.)",
+            "finished: forwarder caught up and queue drained ({:.0} s); triggers {}. DLQ 0, stream failures 0, last full verify since the seed: clean. The target {} is ready: switch your application to it. (If writes may have reached the source after they were stopped, `ddb-relay verify` run now finds them.)",
             self.drained_s,
-            self.last_verify.as_deref().unwrap_or("none (run `ddb-relay verify` before switching)"),
+            self.triggers,
             self.target_table
         )
     }
 
     fn exit_code(&self) -> i32 {
-        if self.queued + self.dlq_depth + self.stream_failures > 0 {
+        // A dry run decides nothing (helper-63 #8).
+        if !self.dry_run && self.queued + self.dlq_depth + self.stream_failures > 0 {
             crate::report::EXIT_NO_GO
         } else {
             0
@@ -257,8 +271,12 @@ pub async fn finish<A: Aws>(
     }
     let start = ctx.control().await?;
     refuse_partial_target(ctx, &start, "then finish").await?;
-    let applier = ctx.applier_trigger().await?;
-    let forwarder = ctx.forwarder_trigger().await?;
+    // Finished already, both triggers off (a finish that failed after them,
+    // or one run again for its report; helper-63 #3): nothing to wait for
+    // or change, only the last look and the report.
+    let already = start.finished_ms.is_some()
+        && ctx.applier_trigger().await?.state == "Disabled"
+        && ctx.forwarder_trigger().await?.state == "Disabled";
     // A forwarder invocation retrying its sends reports nothing until it
     // ends: quiet must last longer than one invocation can.
     let forwarder_timeout = ctx
@@ -267,10 +285,15 @@ pub async fn finish<A: Aws>(
         .await
         .map_err(|e| explain(e, &format!("function {}", s.forwarder)))?;
     let quiet = quiet.max(forwarder_timeout + 5);
-    let plan = format!("wait until the forwarder is caught up and the queue stays empty for {quiet} s (at least the forwarder's timeout + 5 s), then set the pause, mark the migration finished (restart and replay refuse after it), disable both triggers and write a report");
+    let plan = if already {
+        "change nothing (the migration is finished and both triggers are off): look at the queues and write the report".to_string()
+    } else {
+        format!("wait until the forwarder is caught up and the queue stays empty for {quiet} s (at least the forwarder's timeout + 5 s), then set the pause, mark the migration finished (restart and replay refuse after it), disable both triggers and write a report")
+    };
     let started = ctx.now_ms();
     let since = started - 3_600_000;
-    if !dry_run {
+    let mut finished_ms = start.finished_ms;
+    if !dry_run && !already {
         let last_total = std::cell::Cell::new(None);
         let quiet_since: std::cell::Cell<Option<i64>> = std::cell::Cell::new(None);
         let why = std::cell::RefCell::new(String::from("not checked yet"));
@@ -305,6 +328,11 @@ pub async fn finish<A: Aws>(
         if let Some(what) = Fence::of(&start).moved(&read) {
             bail!("the migration moved while finish waited ({what}): nothing was changed; finish again once it is done");
         }
+        // The triggers as they are now, not as before the wait (helper-63
+        // #2: another operator may have paused meanwhile): what a take-back
+        // restores.
+        let applier = ctx.applier_trigger().await?;
+        let forwarder = ctx.forwarder_trigger().await?;
         let now = ctx.now_ms();
         let written = ctx
             .write_control(
@@ -339,7 +367,9 @@ pub async fn finish<A: Aws>(
                 (&forwarder, &forwarder.state, "forwarder trigger"),
                 (&applier, &applier.state, "applier trigger"),
             ] {
-                if was != "Enabled" {
+                // A paused applier stays off, whatever its trigger said.
+                let paused = read.paused_at_ms.is_some() && t.uuid == applier.uuid;
+                if was != "Enabled" || paused {
                     continue;
                 }
                 if let Err(r) = ctx.set_trigger(&t.uuid, true, what).await {
@@ -376,6 +406,7 @@ pub async fn finish<A: Aws>(
                 said.join("; ")
             )));
         }
+        finished_ms = written.finished_ms;
     }
     let st = status(ctx, 300).await?;
     let src = ctx.aws.describe(&s.source_table).await.ok().flatten();
@@ -383,7 +414,7 @@ pub async fn finish<A: Aws>(
     let mut value = FinishReport {
         stack: s.name.clone(),
         migration: s.migration.clone(),
-        finished_ms: ctx.now_ms(),
+        finished_ms: finished_ms.unwrap_or_else(|| ctx.now_ms()),
         source_table: s.source_table.clone(),
         target_table: s.target_table.clone(),
         source_items_approx: src.and_then(|t| t.item_count),
@@ -401,11 +432,18 @@ pub async fn finish<A: Aws>(
         } else {
             st.queue_visible + st.queue_in_flight
         },
+        verified: st.last_verify.as_deref() == Some("clean")
+            && st
+                .last_verify_age_s
+                .is_some_and(|age| age < st.verdict_lifetime_s),
         last_verify: st.last_verify,
-        triggers: if dry_run {
+        triggers: if st.applier_trigger == st.forwarder_trigger {
             st.applier_trigger
         } else {
-            "Disabled".into()
+            format!(
+                "applier {}, forwarder {}",
+                st.applier_trigger, st.forwarder_trigger
+            )
         },
         drained_s: (ctx.now_ms() - started) as f64 / 1000.0,
         quiet_s: quiet,
@@ -426,7 +464,7 @@ pub async fn finish<A: Aws>(
             )),
         }
         std::fs::write(path, serde_json::to_string_pretty(&value)?)
-            .map_err(|e| anyhow!("cannot write the report to {}: {e}", path.display()))?;
+            .map_err(|e| anyhow!("cannot write the report to {}: {e} (the migration is finished and its triggers are off: run `ddb-relay finish --report F` again for the report; it changes nothing)", path.display()))?;
     }
     Ok(value)
 }

@@ -100,6 +100,31 @@ fn an_unfinished_copy_or_sweep_is_no_go() {
         .any(|c| c.name == "copy" && c.detail.contains("re-run")));
 }
 
+/// helper-63 #4: after `finish`, cutover is NO-GO and never advises
+/// `resume` (it would reopen the migration).
+#[test]
+fn a_finished_migration_is_no_go_without_advice_to_resume() {
+    let mut s = healthy();
+    s.finished_ms = Some(1);
+    s.paused_at_ms = Some(1);
+    s.applier_trigger = "Disabled".into();
+    s.forwarder_trigger = "Disabled".into();
+    let d = cutover(&s, &T);
+    assert!(!d.go);
+    assert!(d.checks.iter().any(|c| c.name == "finished"));
+    for c in &d.checks {
+        assert!(
+            !c.detail.contains("`ddb-relay resume`)"),
+            "{}: {}",
+            c.name,
+            c.detail
+        );
+    }
+    for r in &d.reasons {
+        assert!(!r.contains("(`ddb-relay resume`)"), "{r}");
+    }
+}
+
 #[test]
 fn unknown_is_not_zero() {
     let mut s = healthy();
