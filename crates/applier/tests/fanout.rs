@@ -353,6 +353,31 @@ fn a_fanned_out_dry_run_names_the_workers_and_changes_nothing() {
     });
 }
 
+/// helper-62 #2: a worker of an earlier release (its `WORKER_JOBS` names no
+/// task version 3) would copy the old way: the fanned-out copy is refused
+/// before any task is sent, naming the redeploy.
+#[test]
+fn a_fanned_out_copy_on_an_older_worker_is_refused_before_any_task_is_sent() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 71)).await;
+        sim.aws
+            .set_env("sim-worker", "WORKER_JOBS", "scan file sweep verify");
+        sim.db.put("source", item(1));
+        sim.start_pollers();
+        sim.create_target();
+        let seed = scan::seed_scan(&sim.ctx, fanned(4), false, false);
+        let err = tokio::time::timeout(std::time::Duration::from_secs(600), seed)
+            .await
+            .expect("refused at once, not waiting on the workers")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("reads tasks up to version 2"), "{err}");
+        assert!(err.contains("redeploy the stack"), "{err}");
+        let q = sim.aws.queue_attrs(sim::WORK_URL).await.unwrap();
+        assert_eq!((q.visible, q.in_flight), (0, 0), "no task sent");
+    });
+}
+
 /// An interrupted fanned-out copy (the command stopped, its workers going
 /// on) replaced by `pause` + `restart --method scan` (in process) under
 /// live writes: the restart forgets the old copy, waits until none of its

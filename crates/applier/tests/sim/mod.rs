@@ -99,7 +99,11 @@ impl Sim {
             true,
             WORKER_TIMEOUT_S,
         );
-        aws.set_env("sim-worker", "WORKER_JOBS", "scan file sweep verify");
+        aws.set_env(
+            "sim-worker",
+            "WORKER_JOBS",
+            "scan file sweep verify tasks-v3",
+        );
         let spec = cfg.shape.spec();
         let outputs = [
             ("QueueUrl", aws.queue_url.as_str()),

@@ -29,6 +29,35 @@ pub fn workers<A>(ctx: &Ctx<A>) -> Result<Work> {
     })
 }
 
+/// Refuses tasks of a version newer than the stack's worker reads, before
+/// any is sent: its `WORKER_JOBS` names the newest (`tasks-vN`; none: 2, a
+/// worker from before the token). The worker would refuse them one by one
+/// into the work DLQ (helper-62 #2: a version 3 task is a copy or repair an
+/// older worker would do the old way).
+async fn require_task_version<A: Aws>(ctx: &Ctx<A>, w: &Work, tasks: &[Task]) -> Result<()> {
+    let Some(need) = tasks.iter().map(|t| t.v).max().filter(|v| *v > 2) else {
+        return Ok(());
+    };
+    let jobs = ctx
+        .aws
+        .function_env(&w.worker, "WORKER_JOBS")
+        .await
+        .map_err(|e| explain(e, &format!("function {}", w.worker)))?
+        .unwrap_or_default();
+    let reads = jobs
+        .split_whitespace()
+        .filter_map(|j| j.strip_prefix("tasks-v")?.parse::<u32>().ok())
+        .max()
+        .unwrap_or(2);
+    if need > reads {
+        bail!(
+            "the stack's copy worker ({}) reads tasks up to version {reads}, and this release's copy and repair tasks are version {need}: redeploy the stack with this release's template.yaml (an older worker would copy or repair the old way), or run in this process (drop --fan-out)",
+            w.worker
+        );
+    }
+    Ok(())
+}
+
 /// Refuses an export the workers may not read: the stack names the one
 /// bucket they can read (`ExportBucketName`), when it reports it.
 pub fn check_bucket(w: &Work, x: &Export) -> Result<()> {
@@ -273,6 +302,7 @@ where
     F: std::future::Future<Output = Result<Attrs>>,
 {
     let w = workers(ctx)?;
+    require_task_version(ctx, &w, tasks).await?;
     let (owner, id) = parts.owner;
     let dead_before = depth(ctx, &w.dlq_url).await?;
     // Many parts are read in many requests: poll them less often.
