@@ -339,6 +339,8 @@ fn a_fanned_out_dry_run_names_the_workers_and_changes_nothing() {
         let r = scan::seed_scan(&sim.ctx, fanned(4), true, false)
             .await
             .unwrap();
+        // The JSON names the target (`name@region/account` when elsewhere).
+        assert_eq!(r.target_table, "target");
         let plan = r.plan.unwrap();
         assert!(
             plan.contains("on the copy workers (sim-worker, one task per segment)"),

@@ -40,6 +40,8 @@ pub use restart::{restart_scan, retire_copy, still_ours};
 #[derive(Debug, Serialize)]
 pub struct ScanReport {
     pub stack: String,
+    /// The target, `name@region[/account]` when elsewhere.
+    pub target_table: String,
     pub method: String,
     pub seed_ms: i64,
     pub cutoff_ms: i64,
@@ -96,6 +98,7 @@ impl Source {
 pub fn plan_only<A>(ctx: &Ctx<A>, method: &str, plan: String) -> ScanReport {
     ScanReport {
         stack: ctx.stack.name.clone(),
+        target_table: ctx.stack.target_table.clone(),
         method: method.into(),
         seed_ms: 0,
         cutoff_ms: 0,
@@ -222,6 +225,7 @@ pub async fn seed_copy<A: Aws>(
     };
     let report = |plan: Option<String>| ScanReport {
         stack: s.name.clone(),
+        target_table: s.target_table.clone(),
         method: method.into(),
         seed_ms: start_ms,
         cutoff_ms: cutoff,
