@@ -153,6 +153,11 @@ fn a_finish_that_failed_after_the_triggers_runs_again_for_its_report() {
         assert!(!sim.aws.trigger_enabled(sim::FORWARDER) && !sim.aws.trigger_enabled(sim::APPLIER));
         tokio::time::sleep(Duration::from_secs(60)).await;
         let again = finish::finish(&sim.ctx, 3, 300, None, false).await.unwrap();
+        assert!(
+            again.already && again.text().contains("by an earlier run"),
+            "{}",
+            again.text()
+        );
         assert_eq!(again.finished_ms, finished);
         assert_eq!(again.triggers, "Disabled");
         assert!(!again.verified);
@@ -202,5 +207,52 @@ fn a_finish_taken_back_leaves_a_pause_made_while_it_waited_with_its_trigger_off(
         assert!(c.paused_at_ms.is_some() && c.finished_ms.is_none(), "{c:?}");
         assert_paused_means_disabled(&sim).await;
         assert!(sim.aws.trigger_enabled(sim::FORWARDER));
+    });
+}
+
+/// helper-65 #1: operator B's `pause` of a paused migration is slow to
+/// disable the trigger, and operator A's `resume` lifts the pause and
+/// enables it meanwhile: B reads the control item after its disable and
+/// enables the trigger again, so the resumed migration's applier runs.
+#[test]
+fn a_pause_whose_disable_lands_after_another_resume_enables_it_again() {
+    sim::run(async {
+        let sim = paused(179).await;
+        sim.aws.set_mapping_latency(|call| match call {
+            Some(false) => Duration::from_secs(3),
+            _ => Duration::ZERO,
+        });
+        let b = pause::pause(&sim.ctx, false);
+        let a = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            pause::resume(&sim.ctx, false).await
+        };
+        let (b, a) = tokio::join!(b, a);
+        a.unwrap();
+        let err = format!("{:#}", b.unwrap_err());
+        assert!(err.contains("another operator resumed"), "{err}");
+        let c = sim.ctx.control().await.unwrap();
+        assert!(c.paused_at_ms.is_none() && c.cutoff_ms.is_some());
+        assert!(
+            sim.aws.trigger_enabled(sim::APPLIER),
+            "resumed, so applying"
+        );
+    });
+}
+
+/// helper-65 #5: `resume` cannot read the control item after enabling the
+/// trigger: it disables the trigger again (the safe side) and says so.
+#[test]
+fn a_resume_that_cannot_read_after_its_enable_leaves_the_applier_off() {
+    sim::run(async {
+        let sim = paused(181).await;
+        sim.stop_pollers();
+        sim.deny_after("control", "GetItem", 1);
+        let err = format!("{:#}", pause::resume(&sim.ctx, false).await.unwrap_err());
+        assert!(
+            err.contains("could not be read after the applier trigger was enabled"),
+            "{err}"
+        );
+        assert!(!sim.aws.trigger_enabled(sim::APPLIER));
     });
 }

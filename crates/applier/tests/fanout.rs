@@ -8,7 +8,7 @@
 mod sim;
 
 use ddb_relay::args::CopyArgs;
-use ddb_relay::commands::{load, scan, verify_fanout};
+use ddb_relay::commands::{load, pause, scan, verify_fanout};
 use relay_aws::operator::Queues;
 use relay_core::item::{AttributeValue as V, Attrs};
 use sim::{copy, fabricate_export, Config, Shape, Sim, WORK_DLQ_URL};
@@ -355,26 +355,58 @@ fn a_fanned_out_dry_run_names_the_workers_and_changes_nothing() {
     });
 }
 
-/// helper-62 #2: a worker of an earlier release (its `WORKER_JOBS` names no
-/// task version 3) would copy the old way: the fanned-out copy is refused
-/// before any task is sent, naming the redeploy.
+/// helper-62 #2, helper-65 #2: a worker of an earlier release (its
+/// `WORKER_JOBS` names no task version 3) would copy the old way: a
+/// fanned-out copy, or a scan restart fanned out, is refused before it
+/// changes anything (control item, triggers, target) or sends a task,
+/// naming the redeploy.
 #[test]
-fn a_fanned_out_copy_on_an_older_worker_is_refused_before_any_task_is_sent() {
+fn a_fanned_out_copy_on_an_older_worker_is_refused_before_anything_changes() {
     sim::run(async {
         let sim = Sim::new(Config::quiet(Shape::Identity, 71)).await;
-        sim.aws
-            .set_env("sim-worker", "WORKER_JOBS", "scan file sweep verify");
         sim.db.put("source", item(1));
         sim.start_pollers();
-        sim.create_target();
-        let seed = scan::seed_scan(&sim.ctx, fanned(4), false, false);
-        let err = tokio::time::timeout(std::time::Duration::from_secs(600), seed)
+        sim::seed_by_scan(&sim).await;
+        sim.stop_pollers();
+        pause::pause(&sim.ctx, false).await.unwrap();
+        sim.aws
+            .set_env("sim-worker", "WORKER_JOBS", "scan file sweep verify");
+        let before = (
+            sim.db.items("control"),
+            sim.db.items("target"),
+            sim.aws.trigger_enabled(sim::APPLIER),
+        );
+        let unchanged = |what: &str| {
+            let now = (
+                sim.db.items("control"),
+                sim.db.items("target"),
+                sim.aws.trigger_enabled(sim::APPLIER),
+            );
+            assert_eq!(now, before, "{what} changed something");
+        };
+        for dry_run in [true, false] {
+            let restart = scan::restart_scan(&sim.ctx, fanned(4), false, dry_run);
+            let err = tokio::time::timeout(std::time::Duration::from_secs(600), restart)
+                .await
+                .expect("refused at once, not waiting on the workers")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("reads tasks up to version 1"), "{err}");
+            assert!(err.contains("redeploy the stack"), "{err}");
+            unchanged("restart");
+        }
+        let err = scan::seed_scan(&sim.ctx, fanned(4), true, false)
             .await
-            .expect("refused at once, not waiting on the workers")
             .unwrap_err()
             .to_string();
-        assert!(err.contains("reads tasks up to version 2"), "{err}");
-        assert!(err.contains("redeploy the stack"), "{err}");
+        assert!(err.contains("reads tasks up to version 1"), "{err}");
+        unchanged("seed --dry-run");
+        let err = verify_fanout::verify(&sim.ctx, 100.0, true, 0, 4)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("reads tasks up to version 1"), "{err}");
+        unchanged("verify --fan-out --repair");
         let q = sim.aws.queue_attrs(sim::WORK_URL).await.unwrap();
         assert_eq!((q.visible, q.in_flight), (0, 0), "no task sent");
     });

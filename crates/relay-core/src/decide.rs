@@ -384,7 +384,7 @@ pub fn cutover(status: &Status, t: &CutoverThresholds) -> Decision {
     if status.finished_ms.is_some() {
         checks.push(Check::fail(
             "finished",
-            "the migration was finished (both triggers off): cutover checks a running migration; `ddb-relay finish` (run again, it changes nothing) reports whether the target is ready. Reopen with `ddb-relay resume` only to re-seed before the application switched",
+            "the migration was finished: cutover checks a running migration; `ddb-relay finish` reports whether the target is ready (run again while both triggers are off, it changes nothing). Reopen with `ddb-relay resume` only to re-seed before the application switched",
         ));
     }
     let finished = status.finished_ms.is_some();

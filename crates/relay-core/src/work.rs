@@ -29,6 +29,18 @@ use crate::item::{AttributeValue, Attrs};
 pub const TASK_VERSION: u32 = 3;
 /// The oldest version this build reads.
 pub const MIN_TASK_VERSION: u32 = 1;
+/// The version a copy task (scan segment, export file, sweep) is written as.
+pub const COPY_TASK_VERSION: u32 = 3;
+
+/// The version a verify task is written as: a repairing one 3, one that
+/// keeps what `TtlDeletes=skip` keeps 2, else 1.
+pub fn verify_task_version(repair: bool, kept_ttl: bool) -> u32 {
+    match (repair, kept_ttl) {
+        (true, _) => 3,
+        (false, true) => 2,
+        (false, false) => MIN_TASK_VERSION,
+    }
+}
 
 /// One unit of a fanned-out copy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,12 +132,10 @@ impl Task {
     pub fn new(seed_ms: i64, job: Job) -> Task {
         Task {
             v: match &job {
-                Job::Scan { .. } | Job::File { .. } | Job::Sweep { .. } => 3,
-                Job::Verify { repair: true, .. } => 3,
+                Job::Scan { .. } | Job::File { .. } | Job::Sweep { .. } => COPY_TASK_VERSION,
                 Job::Verify {
-                    kept_ttl: Some(_), ..
-                } => 2,
-                Job::Verify { .. } => MIN_TASK_VERSION,
+                    repair, kept_ttl, ..
+                } => verify_task_version(*repair, kept_ttl.is_some()),
             },
             seed_ms,
             rate: 0,

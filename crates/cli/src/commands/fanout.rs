@@ -29,15 +29,17 @@ pub fn workers<A>(ctx: &Ctx<A>) -> Result<Work> {
     })
 }
 
-/// Refuses tasks of a version newer than the stack's worker reads, before
-/// any is sent: its `WORKER_JOBS` names the newest (`tasks-vN`; none: 2, a
-/// worker from before the token). The worker would refuse them one by one
-/// into the work DLQ (helper-62 #2: a version 3 task is a copy or repair an
-/// older worker would do the old way).
-async fn require_task_version<A: Aws>(ctx: &Ctx<A>, w: &Work, tasks: &[Task]) -> Result<()> {
-    let Some(need) = tasks.iter().map(|t| t.v).max().filter(|v| *v > 2) else {
+/// Refuses tasks of version `need` when the stack's worker reads only older
+/// ones: its `WORKER_JOBS` names the newest it reads (`tasks-vN`; none: 1,
+/// a worker from before the token, some of which read only version 1). The
+/// worker would refuse them one by one into the work DLQ, or an older one
+/// run them the old way (helper-62 #2: a version 3 task is a copy or repair
+/// with placeholders). Called before a command changes anything, and again
+/// before tasks are sent.
+pub async fn require_task_version<A: Aws>(ctx: &Ctx<A>, w: &Work, need: u32) -> Result<()> {
+    if need <= 1 {
         return Ok(());
-    };
+    }
     let jobs = ctx
         .aws
         .function_env(&w.worker, "WORKER_JOBS")
@@ -48,10 +50,10 @@ async fn require_task_version<A: Aws>(ctx: &Ctx<A>, w: &Work, tasks: &[Task]) ->
         .split_whitespace()
         .filter_map(|j| j.strip_prefix("tasks-v")?.parse::<u32>().ok())
         .max()
-        .unwrap_or(2);
+        .unwrap_or(1);
     if need > reads {
         bail!(
-            "the stack's copy worker ({}) reads tasks up to version {reads}, and this release's copy and repair tasks are version {need}: redeploy the stack with this release's template.yaml (an older worker would copy or repair the old way), or run in this process (drop --fan-out)",
+            "the stack's copy worker ({}) reads tasks up to version {reads}, and this command's tasks are version {need}: redeploy the stack with this release's template.yaml (an older worker would refuse them, or copy or repair the old way), or run in this process (drop --fan-out)",
             w.worker
         );
     }
@@ -302,7 +304,9 @@ where
     F: std::future::Future<Output = Result<Attrs>>,
 {
     let w = workers(ctx)?;
-    require_task_version(ctx, &w, tasks).await?;
+    if let Some(need) = tasks.iter().map(|t| t.v).max() {
+        require_task_version(ctx, &w, need).await?;
+    }
     let (owner, id) = parts.owner;
     let dead_before = depth(ctx, &w.dlq_url).await?;
     // Many parts are read in many requests: poll them less often.

@@ -59,11 +59,31 @@ pub struct FinishReport {
     /// invocation still retrying its sends cannot hide.
     pub quiet_s: u64,
     pub dry_run: bool,
+    /// Finished by an earlier run (both triggers were off): nothing was
+    /// waited for or changed now, only looked at.
+    pub already: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
     /// With `--report`: the picture of the migration written beside it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub picture: Option<String>,
+}
+
+impl FinishReport {
+    /// How the text begins: what this run proved, or that an earlier one did.
+    fn head(&self) -> String {
+        if self.already {
+            format!(
+                "finished at {} by an earlier run (nothing waited for or changed now)",
+                rfc3339(self.finished_ms)
+            )
+        } else {
+            format!(
+                "finished: forwarder caught up and queue drained ({:.0} s)",
+                self.drained_s
+            )
+        }
+    }
 }
 
 impl Report for FinishReport {
@@ -72,23 +92,23 @@ impl Report for FinishReport {
             return format!("dry run: would {plan}");
         }
         if self.queued > 0 {
-            return format!("finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. NOT READY: {} message(s) reached the queue after the quiet was proven (a write to the source after writes stopped): their changes are not in {}. Do not switch: `ddb-relay resume` reopens the migration (the forwarder trigger too) and applies them; stop the writes and run finish again.", self.drained_s, self.queued, self.target_table);
+            return format!("{}; both triggers disabled. NOT READY: {} message(s) reached the queue after the quiet was proven (a write to the source after writes stopped): their changes are not in {}. Do not switch: `ddb-relay resume` reopens the migration (the forwarder trigger too) and applies them; stop the writes and run finish again.", self.head(), self.queued, self.target_table);
         }
         if self.dlq_depth + self.stream_failures > 0 {
-            return format!("finished: forwarder caught up and queue drained ({:.0} s); both triggers disabled. NOT READY: the DLQ holds {} message(s) and the stream failure queue {}: their changes are not in {}. Before switching, run `ddb-relay dlq repair --after-finish` (the DLQ); the stream failures' changes are in no queue: `ddb-relay dlq stream-failures` lists them, and only a re-seed covers them (`resume`, `pause`, `restart`, then `dlq stream-failures --clear` and finish again).", self.drained_s, self.dlq_depth, self.stream_failures, self.target_table);
+            return format!("{}; both triggers disabled. NOT READY: the DLQ holds {} message(s) and the stream failure queue {}: their changes are not in {}. Before switching, run `ddb-relay dlq repair --after-finish` (the DLQ); the stream failures' changes are in no queue: `ddb-relay dlq stream-failures` lists them, and only a re-seed covers them (`resume`, `pause`, `restart`, then `dlq stream-failures --clear` and finish again).", self.head(), self.dlq_depth, self.stream_failures, self.target_table);
         }
         if !self.verified {
             return format!(
-                "finished: forwarder caught up and queue drained ({:.0} s); triggers {}. DLQ 0, stream failures 0. NOT VERIFIED: the last full verify since the seed is {}: run `ddb-relay verify` before switching your application to {} (with the triggers off it compares two still tables).",
-                self.drained_s,
+                "{}; triggers {}. DLQ 0, stream failures 0. NOT VERIFIED: the last full verify since the seed is {}: run `ddb-relay verify` before switching your application to {} (with the triggers off it compares two still tables).",
+                self.head(),
                 self.triggers,
                 self.last_verify.as_deref().unwrap_or("none"),
                 self.target_table
             );
         }
         format!(
-            "finished: forwarder caught up and queue drained ({:.0} s); triggers {}. DLQ 0, stream failures 0, last full verify since the seed: clean. The target {} is ready: switch your application to it. (If writes may have reached the source after they were stopped, `ddb-relay verify` run now finds them.)",
-            self.drained_s,
+            "{}; triggers {}. DLQ 0, stream failures 0, last full verify since the seed: clean. The target {} is ready: switch your application to it. (If writes may have reached the source after they were stopped, `ddb-relay verify` run now finds them.)",
+            self.head(),
             self.triggers,
             self.target_table
         )
@@ -448,6 +468,7 @@ pub async fn finish<A: Aws>(
         drained_s: (ctx.now_ms() - started) as f64 / 1000.0,
         quiet_s: quiet,
         dry_run,
+        already,
         plan: dry_run.then_some(plan),
         picture: None,
     };

@@ -134,6 +134,23 @@ pub async fn pause<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<PauseReport> {
             Err(t) => e.context(format!("the applier trigger could not be disabled, and the pause could not be taken back ({t:#}): batches may fail into the DLQ until `ddb-relay pause` (again) or `ddb-relay resume` succeeds")),
         });
     }
+    // Another operator's `resume` may have lifted the pause after this read
+    // it, and enabled the trigger before this disable landed (helper-65
+    // #1): read after the disable, as `resume` reads after its enable, so
+    // whichever updates the trigger last sees the other's write.
+    let now = ctx.control().await?;
+    if now.paused_at_ms.is_none() && now.cutoff_ms.is_some() && now.finished_ms.is_none() {
+        let again = ctx
+            .set_trigger(&trigger.uuid, true, "applier trigger")
+            .await;
+        bail!(
+            "another operator resumed the migration while this paused it: it is not paused, and {}; check `ddb-relay status`, then pause again if it is still needed",
+            match again {
+                Ok(()) => "its applier trigger was enabled again".to_string(),
+                Err(e) => format!("enabling its applier trigger again failed ({e:#}): run `ddb-relay resume`"),
+            }
+        );
+    }
     let timeout_s = ctx
         .aws
         .function_timeout_s(&ctx.stack.applier)
@@ -332,8 +349,23 @@ pub async fn enable_applier<A: Aws>(
     // this enabled the trigger (helper-63 #5): the applier must not run
     // under that. Read after the trigger's update, so whichever of the two
     // commands updates the trigger last sees the other's write.
-    let now = ctx.control().await?;
-    if now.paused_at_ms.is_some() || now.cutoff_ms.is_none() || now.finished_ms.is_some() {
+    // A read that fails leaves the applier off: the safe side (helper-65
+    // #5).
+    let now = ctx.control().await;
+    let stop = match &now {
+        Ok(now) => {
+            now.paused_at_ms.is_some() || now.cutoff_ms.is_none() || now.finished_ms.is_some()
+        }
+        Err(_) => true,
+    };
+    if let Err(e) = now {
+        let again = ctx.set_trigger(uuid, false, "applier trigger").await;
+        bail!(
+            "the control item could not be read after the applier trigger was enabled ({e:#}), so it {}; run `ddb-relay resume` again",
+            if again.is_ok() { "was disabled again" } else { "may still be Enabled" }
+        );
+    }
+    if stop {
         let again = ctx.set_trigger(uuid, false, "applier trigger").await;
         bail!(
             "another operator paused, re-seeded or finished the migration while this enabled the applier: {}; check `ddb-relay status`",

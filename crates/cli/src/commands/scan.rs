@@ -65,7 +65,7 @@ impl Report for ScanReport {
             return format!("dry run: would {plan}");
         }
         format!(
-            "{} copy done: {} copied, {} already there (newer or deleted), {} tombstones removed, {:.0} items/s; cutoff {}. The applier is running: `ddb-relay verify`",
+            "{} copy done: {} copied, {} already there (newer or deleted), {} tombstones (and leftover repair placeholders) removed, {:.0} items/s; cutoff {}. The applier is running: `ddb-relay verify`",
             self.method,
             self.copied,
             self.skipped_existing,
@@ -178,6 +178,8 @@ pub async fn seed_copy<A: Aws>(
         if let Source::Export(x) = source {
             super::fanout::check_bucket(&w, x)?;
         }
+        // Before anything changes (helper-65 #2).
+        super::fanout::require_task_version(ctx, &w, relay_core::work::COPY_TASK_VERSION).await?;
     }
     let s = &ctx.stack;
     let loaded = crate::transform::load(ctx).await?;

@@ -222,6 +222,10 @@ pub async fn verify<A: Aws>(
     if repair {
         refuse_repairs_unless_seeded(&start)?;
     }
+    let ttl = super::verify::kept_ttl(ctx).await?;
+    // Before the last run is forgotten (helper-65 #2).
+    let need = relay_core::work::verify_task_version(repair, ttl.is_some());
+    fanout::require_task_version(ctx, &w, need).await?;
     let began = std::time::Instant::now();
     // A new run replaces the last one: its tasks still queued stop at the
     // run check, and its part items go.
@@ -244,7 +248,6 @@ pub async fn verify<A: Aws>(
         .await
         .map_err(|e| explain(e, "control table"))?;
     let bp = diff::basis_points(sample);
-    let ttl = super::verify::kept_ttl(ctx).await?;
     let jobs: Vec<Job> = [Side::Source, Side::Target]
         .into_iter()
         .flat_map(|side| {

@@ -109,6 +109,12 @@ pub async fn restart_scan<A: Aws>(
     let read = ctx.control().await?;
     let trigger = ctx.applier_trigger().await?;
     require_paused(&read, &trigger.state)?;
+    if limits.fan_out {
+        // Before the clear (helper-65 #2).
+        let w = super::super::fanout::workers(ctx)?;
+        let v = relay_core::work::COPY_TASK_VERSION;
+        super::super::fanout::require_task_version(ctx, &w, v).await?;
+    }
     let loaded = crate::transform::load(ctx).await?;
     if dry_run {
         return seed_scan(ctx, limits, true, true).await.map(|mut r| {
@@ -154,7 +160,8 @@ pub async fn restart_scan<A: Aws>(
         let pending = read
             .seed_method
             .as_deref()
-            .filter(|m| m.ends_with("-pending"));
+            // A scan restart never drops the table: only a restore's does.
+            .filter(|m| m.ends_with("-pending") && *m != SCAN_PENDING);
         bail!(
             "the target {t} does not exist{}: a scan restart clears a target, it does not create one; create it with your IaC (key {:?}) and run this again{}",
             pending.map_or(String::new(), |m| format!(" (an interrupted {m} dropped it)")),
