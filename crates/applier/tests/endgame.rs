@@ -34,6 +34,25 @@ async fn assert_paused_means_disabled(sim: &Sim) {
     );
 }
 
+/// Two operators' commands: `pause` (`true`) or `resume` (`false`).
+async fn op(sim: &Sim, pausing: bool) -> anyhow::Result<()> {
+    if pausing {
+        pause::pause(&sim.ctx, false).await.map(|_| ())
+    } else {
+        pause::resume(&sim.ctx, false).await.map(|_| ())
+    }
+}
+
+/// Operator A's command at once and operator B's `after` ms later; their
+/// results (A's, B's).
+async fn race(sim: &Sim, a: bool, b: bool, after: u64) -> (anyhow::Result<()>, anyhow::Result<()>) {
+    let later = async {
+        tokio::time::sleep(Duration::from_millis(after)).await;
+        op(sim, b).await
+    };
+    tokio::join!(op(sim, a), later)
+}
+
 /// helper-63 #1: operator B's `pause` reads the trigger (Disabled) before
 /// operator A's `resume` enables it, and writes its pause after A lifted the
 /// old one: B must disable the trigger whatever it read.
@@ -52,12 +71,7 @@ fn a_pause_that_read_the_trigger_before_a_resume_enabled_it_still_disables_it() 
             Some(true) => Duration::from_secs(2),
             Some(false) => Duration::ZERO,
         });
-        let a = pause::resume(&sim.ctx, false);
-        let b = async {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            pause::pause(&sim.ctx, false).await
-        };
-        let (a, b) = tokio::join!(a, b);
+        let (a, b) = race(&sim, false, true, 1_000).await;
         a.unwrap();
         b.unwrap();
         assert!(sim.ctx.control().await.unwrap().paused_at_ms.is_some());
@@ -76,12 +90,7 @@ fn a_resume_whose_enable_lands_after_another_pause_disables_it_again() {
             Some(true) => Duration::from_secs(2),
             _ => Duration::ZERO,
         });
-        let a = pause::resume(&sim.ctx, false);
-        let b = async {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            pause::pause(&sim.ctx, false).await
-        };
-        let (a, b) = tokio::join!(a, b);
+        let (a, b) = race(&sim, false, true, 1_000).await;
         b.unwrap();
         let err = format!("{:#}", a.unwrap_err());
         assert!(err.contains("disabled again"), "{err}");
@@ -222,12 +231,7 @@ fn a_pause_whose_disable_lands_after_another_resume_enables_it_again() {
             Some(false) => Duration::from_secs(3),
             _ => Duration::ZERO,
         });
-        let b = pause::pause(&sim.ctx, false);
-        let a = async {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            pause::resume(&sim.ctx, false).await
-        };
-        let (b, a) = tokio::join!(b, a);
+        let (b, a) = race(&sim, true, false, 500).await;
         a.unwrap();
         let err = format!("{:#}", b.unwrap_err());
         assert!(err.contains("another operator resumed"), "{err}");

@@ -29,6 +29,17 @@ pub fn workers<A>(ctx: &Ctx<A>) -> Result<Work> {
     })
 }
 
+/// What the stack's worker says it runs (`WORKER_JOBS`: task kinds and
+/// `tasks-vN`; empty for a worker from before the variable).
+pub async fn worker_jobs<A: Aws>(ctx: &Ctx<A>, w: &Work) -> Result<String> {
+    Ok(ctx
+        .aws
+        .function_env(&w.worker, "WORKER_JOBS")
+        .await
+        .map_err(|e| explain(e, &format!("function {}", w.worker)))?
+        .unwrap_or_default())
+}
+
 /// Refuses tasks of version `need` when the stack's worker reads only older
 /// ones: its `WORKER_JOBS` names the newest it reads (`tasks-vN`; none: 1,
 /// a worker from before the token, some of which read only version 1). The
@@ -40,13 +51,8 @@ pub async fn require_task_version<A: Aws>(ctx: &Ctx<A>, w: &Work, need: u32) -> 
     if need <= 1 {
         return Ok(());
     }
-    let jobs = ctx
-        .aws
-        .function_env(&w.worker, "WORKER_JOBS")
-        .await
-        .map_err(|e| explain(e, &format!("function {}", w.worker)))?
-        .unwrap_or_default();
-    let reads = jobs
+    let reads = worker_jobs(ctx, w)
+        .await?
         .split_whitespace()
         .filter_map(|j| j.strip_prefix("tasks-v")?.parse::<u32>().ok())
         .max()

@@ -172,12 +172,7 @@ pub async fn verify<A: Aws>(
     if segments > MAX_SEGMENTS {
         bail!("a fanned-out verify runs at most {MAX_SEGMENTS} segments per table: use --segments {MAX_SEGMENTS} or fewer");
     }
-    let jobs = ctx
-        .aws
-        .function_env(&w.worker, "WORKER_JOBS")
-        .await
-        .map_err(|e| explain(e, &format!("function {}", w.worker)))?
-        .unwrap_or_default();
+    let jobs = fanout::worker_jobs(ctx, &w).await?;
     if !jobs.split_whitespace().any(|j| j == JOB) {
         bail!(
             "the stack's copy worker ({}) predates verify --fan-out: redeploy the stack with this release's template.yaml, or verify in this process (drop --fan-out)",
