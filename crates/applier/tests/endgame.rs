@@ -254,9 +254,99 @@ fn a_resume_that_cannot_read_after_its_enable_leaves_the_applier_off() {
         sim.deny_after("control", "GetItem", 1);
         let err = format!("{:#}", pause::resume(&sim.ctx, false).await.unwrap_err());
         assert!(
-            err.contains("could not be read after the applier trigger was enabled"),
+            err.contains("could not be read after the applier trigger was updated"),
             "{err}"
         );
+        assert!(err.contains("run `ddb-relay resume` again"), "{err}");
         assert!(!sim.aws.trigger_enabled(sim::APPLIER));
+    });
+}
+
+/// helper-66 #1: a correction is itself checked. Operator A's `pause` of a
+/// paused migration is slow to disable; B's `resume` lifts the pause
+/// meanwhile, so A enables the trigger again, slowly; B then pauses again,
+/// and A's late enable lands after B's pause: A reads again after its
+/// correction and disables.
+#[test]
+fn a_late_correction_is_corrected_again() {
+    sim::run(async {
+        let sim = paused(191).await;
+        let (mut enables, mut disables) = (0, 0);
+        sim.aws.set_mapping_latency(move |call| match call {
+            Some(true) => {
+                enables += 1;
+                Duration::from_secs(if enables == 2 { 3 } else { 0 })
+            }
+            Some(false) => {
+                disables += 1;
+                Duration::from_secs(if disables == 1 { 3 } else { 0 })
+            }
+            None => Duration::ZERO,
+        });
+        let b = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            op(&sim, false).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(3_500)).await;
+            op(&sim, true).await
+        };
+        let (_, b) = tokio::join!(op(&sim, true), b);
+        b.unwrap();
+        assert!(sim.ctx.control().await.unwrap().paused_at_ms.is_some());
+        assert_paused_means_disabled(&sim).await;
+    });
+}
+
+/// helper-66 #2: operator B's `resume` reopens the migration while
+/// `finish` is disabling the triggers: finish reads the control item after
+/// its disables, puts both triggers back as B's resume left them, and
+/// stops; the reopened migration forwards and applies.
+#[test]
+fn a_finish_overtaken_by_a_resume_puts_the_triggers_back() {
+    sim::run(async {
+        let sim = ready_to_finish(193, true).await;
+        sim.aws.set_mapping_latency(|call| match call {
+            Some(false) => Duration::from_secs(3),
+            _ => Duration::ZERO,
+        });
+        let b = async {
+            for _ in 0..6_000 {
+                if sim.ctx.control().await.unwrap().finished_ms.is_some() {
+                    return op(&sim, false).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("finish never wrote the finish");
+        };
+        let (a, b) = tokio::join!(finish::finish(&sim.ctx, 3, 300, None, false), b);
+        b.unwrap();
+        let err = format!("{:#}", a.unwrap_err());
+        assert!(err.contains("another operator reopened"), "{err}");
+        let c = sim.ctx.control().await.unwrap();
+        assert!(c.finished_ms.is_none() && c.paused_at_ms.is_none(), "{c:?}");
+        assert!(sim.aws.trigger_enabled(sim::FORWARDER), "forwarding");
+        assert!(sim.aws.trigger_enabled(sim::APPLIER), "applying");
+    });
+}
+
+/// helper-66 #6: a finished migration whose trigger was enabled by hand is
+/// refused at once, naming `resume`, instead of waiting for a quiet its
+/// paused applier can never give.
+#[test]
+fn finish_on_a_finished_migration_with_a_trigger_enabled_by_hand_names_resume() {
+    sim::run(async {
+        let sim = ready_to_finish(197, true).await;
+        finish::finish(&sim.ctx, 3, 300, None, false).await.unwrap();
+        let fwd = sim.ctx.forwarder_trigger().await.unwrap();
+        sim.ctx
+            .set_trigger(&fwd.uuid, true, "forwarder")
+            .await
+            .unwrap();
+        let began = sim.now_ms();
+        let err = finish::finish(&sim.ctx, 3, 300, None, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("run `ddb-relay resume`"), "{err}");
+        assert!(sim.now_ms() - began < 60_000, "refused at once");
     });
 }

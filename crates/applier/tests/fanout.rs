@@ -409,6 +409,12 @@ fn a_fanned_out_copy_on_an_older_worker_is_refused_before_anything_changes() {
         unchanged("verify --fan-out --repair");
         let q = sim.aws.queue_attrs(sim::WORK_URL).await.unwrap();
         assert_eq!((q.visible, q.in_flight), (0, 0), "no task sent");
+        // A plain verify's tasks (version 1) still run on it.
+        sim.start_workers(2, false).await;
+        let v = verify_fanout::verify(&sim.ctx, 100.0, false, 0, 2)
+            .await
+            .unwrap();
+        assert!(v.clean, "{v:?}");
     });
 }
 

@@ -29,6 +29,9 @@ use crate::ctx::{explain, rfc3339, Ctx};
 use crate::repair::Fence;
 use crate::report::Report;
 
+mod picture;
+use picture::picture;
+
 #[derive(Debug, Serialize)]
 pub struct FinishReport {
     pub stack: String,
@@ -297,6 +300,11 @@ pub async fn finish<A: Aws>(
     let already = start.finished_ms.is_some()
         && ctx.applier_trigger().await?.state == "Disabled"
         && ctx.forwarder_trigger().await?.state == "Disabled";
+    // Finished, but a trigger was enabled since (by hand): its changes would
+    // wait under the finish's pause and never prove quiet (helper-66 #6).
+    if start.finished_ms.is_some() && !already {
+        bail!("the migration was finished, and a trigger was enabled since (not by `ddb-relay resume`, which clears the finish): run `ddb-relay resume` to reopen it properly (forwarder and applier), then finish again once the writes are stopped");
+    }
     // A forwarder invocation retrying its sends reports nothing until it
     // ends: quiet must last longer than one invocation can.
     let forwarder_timeout = ctx
@@ -426,6 +434,19 @@ pub async fn finish<A: Aws>(
                 said.join("; ")
             )));
         }
+        // Another operator's `resume` may have reopened the migration while
+        // this disabled the triggers (helper-66 #2): both are then put back
+        // as that resume left them, and this finish stops.
+        let now = ctx.control().await?;
+        if now.finished_ms.is_none() {
+            ctx.set_trigger(&forwarder.uuid, true, "forwarder trigger")
+                .await?;
+            if now.paused_at_ms.is_none() && now.cutoff_ms.is_some() {
+                ctx.set_trigger(&applier.uuid, true, "applier trigger")
+                    .await?;
+            }
+            bail!("another operator reopened the migration (`resume`) while this finished it: it is not finished, and its triggers were enabled again; check `ddb-relay status`, then finish again once the writes are stopped");
+        }
         finished_ms = written.finished_ms;
     }
     let st = status(ctx, 300).await?;
@@ -466,7 +487,7 @@ pub async fn finish<A: Aws>(
             )
         },
         drained_s: (ctx.now_ms() - started) as f64 / 1000.0,
-        quiet_s: quiet,
+        quiet_s: if already { 0 } else { quiet },
         dry_run,
         already,
         plan: dry_run.then_some(plan),
@@ -488,107 +509,4 @@ pub async fn finish<A: Aws>(
             .map_err(|e| anyhow!("cannot write the report to {}: {e} (the migration is finished and its triggers are off: run `ddb-relay finish --report F` again for the report; it changes nothing)", path.display()))?;
     }
     Ok(value)
-}
-
-/// A picture of the migration (SVG): replication lag, changes applied per
-/// second and the queue backlog, from the seed (or the last hour) to now,
-/// under the report's counts.
-async fn picture<A: Aws>(ctx: &Ctx<A>, r: &FinishReport) -> String {
-    use relay_core::chart::{svg, Panel, Picture};
-    let s = &ctx.stack;
-    let until = r.finished_ms;
-    let since = r.seed_ms.unwrap_or(until - 3_600_000).min(until - 600_000) - 300_000;
-    let queries = [
-        super::status::relay_metric(s, names::REPLICATION_LAG_MS, "applier", Stat::Maximum),
-        super::status::relay_metric(s, names::APPLIED_PUTS, "applier", Stat::Sum),
-        super::status::relay_metric(s, names::APPLIED_DELETES, "applier", Stat::Sum),
-        MetricQuery::new(
-            "AWS/SQS",
-            "ApproximateNumberOfMessagesVisible",
-            &[("QueueName", super::status::queue_name(s))],
-            Stat::Maximum,
-        ),
-    ];
-    let mut facts: Vec<(&str, String)> = vec![
-        (
-            "tables",
-            format!("{} -> {}", r.source_table, r.target_table),
-        ),
-        (
-            "seed",
-            format!(
-                "{} at {}, cutoff {}",
-                r.seed_method.as_deref().unwrap_or("?"),
-                r.seed_ms.map_or("?".into(), rfc3339),
-                r.cutoff_ms.map_or("?".into(), rfc3339)
-            ),
-        ),
-        (
-            "items (approximate)",
-            format!(
-                "source {}, target {}",
-                r.source_items_approx.map_or("?".into(), |n| n.to_string()),
-                r.target_items_approx.map_or("?".into(), |n| n.to_string())
-            ),
-        ),
-        (
-            "finished",
-            format!(
-                "{} (drained in {:.0} s)",
-                rfc3339(r.finished_ms),
-                r.drained_s
-            ),
-        ),
-        (
-            "left over",
-            format!("DLQ {}, stream failures {}", r.dlq_depth, r.stream_failures),
-        ),
-        (
-            "last verify",
-            r.last_verify.clone().unwrap_or_else(|| "none".into()),
-        ),
-    ];
-    let series = match ctx.aws.metrics(&queries, since, until).await {
-        Ok(series) => series,
-        Err(e) => {
-            facts.push((
-                "metrics",
-                format!("unavailable: {}", explain(e, "CloudWatch")),
-            ));
-            vec![Vec::new(); queries.len()]
-        }
-    };
-    let lag: Vec<(i64, f64)> = series[0].iter().map(|(t, v)| (*t, v / 1000.0)).collect();
-    let mut applied: std::collections::BTreeMap<i64, f64> = std::collections::BTreeMap::new();
-    for (t, v) in series[1].iter().chain(&series[2]) {
-        *applied.entry(*t).or_default() += v / 60.0;
-    }
-    let applied: Vec<(i64, f64)> = applied.into_iter().collect();
-    let title = format!("ddb-relay migration {} ({})", s.migration, s.name);
-    let (from_label, to_label) = (rfc3339(since), rfc3339(until));
-    svg(&Picture {
-        title: &title,
-        facts: &facts,
-        panels: &[
-            Panel {
-                title: "replication lag (newest applied change)",
-                unit: "s",
-                points: &lag,
-            },
-            Panel {
-                title: "changes applied",
-                unit: "per s",
-                points: &applied,
-            },
-            Panel {
-                title: "queue backlog (visible messages)",
-                unit: "messages",
-                points: &series[3],
-            },
-        ],
-        from_ms: since,
-        to_ms: until,
-        from_label: &from_label,
-        to_label: &to_label,
-    })
 }

@@ -117,7 +117,7 @@ pub async fn pause<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<PauseReport> {
         .await
     {
         if was_paused {
-            return Err(e.context("the applier trigger could not be disabled; the migration was already paused and stays so: run `ddb-relay pause` again"));
+            return Err(e.context("the applier trigger could not be disabled; the migration was paused when this began and this changed nothing: check `ddb-relay status`, then run `ddb-relay pause` again"));
         }
         let taken = ctx
             .write_control(
@@ -131,25 +131,17 @@ pub async fn pause<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<PauseReport> {
         return Err(match taken {
             Ok(_) => e.context("the applier trigger could not be disabled; the pause was taken back"),
             // helper-63 #6: say so when the take-back failed too.
-            Err(t) => e.context(format!("the applier trigger could not be disabled, and the pause could not be taken back ({t:#}): batches may fail into the DLQ until `ddb-relay pause` (again) or `ddb-relay resume` succeeds")),
+            Err(t) => e.context(format!("the applier trigger could not be disabled, and the pause could not be taken back ({t:#}; another operator may have changed the migration): check `ddb-relay status`; while it says paused with the applier trigger Enabled, batches fail into the DLQ until `ddb-relay pause` (again) or `ddb-relay resume` succeeds")),
         });
     }
     // Another operator's `resume` may have lifted the pause after this read
     // it, and enabled the trigger before this disable landed (helper-65
-    // #1): read after the disable, as `resume` reads after its enable, so
-    // whichever updates the trigger last sees the other's write.
-    let now = ctx.control().await?;
-    if now.paused_at_ms.is_none() && now.cutoff_ms.is_some() && now.finished_ms.is_none() {
-        let again = ctx
-            .set_trigger(&trigger.uuid, true, "applier trigger")
-            .await;
-        bail!(
-            "another operator resumed the migration while this paused it: it is not paused, and {}; check `ddb-relay status`, then pause again if it is still needed",
-            match again {
-                Ok(()) => "its applier trigger was enabled again".to_string(),
-                Err(e) => format!("enabling its applier trigger again failed ({e:#}): run `ddb-relay resume`"),
-            }
-        );
+    // #1).
+    if settle_applier(ctx, &trigger.uuid, false, "`ddb-relay pause`")
+        .await?
+        .is_some()
+    {
+        bail!("another operator resumed the migration while this paused it: it is not paused, and its applier trigger was enabled again; check `ddb-relay status`, then pause again if it is still needed");
     }
     let timeout_s = ctx
         .aws
@@ -311,7 +303,7 @@ pub async fn resume<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<ResumeReport>
             .await?;
         return Ok(report(trigger.state.clone(), written.version, None));
     }
-    let written = enable_applier(ctx, &trigger.uuid, read).await?;
+    let written = enable_applier(ctx, &trigger.uuid, read, "`ddb-relay resume`").await?;
     Ok(report("Enabled".into(), written.version, None))
 }
 
@@ -321,6 +313,7 @@ pub async fn enable_applier<A: Aws>(
     ctx: &Ctx<A>,
     uuid: &str,
     read: ControlState,
+    rerun: &str,
 ) -> Result<ControlState> {
     let written = if read.paused_at_ms.is_some()
         || read.stopped_by_ms.is_some()
@@ -344,36 +337,55 @@ pub async fn enable_applier<A: Aws>(
     } else {
         read
     };
-    ctx.set_trigger(uuid, true, "applier trigger").await?;
+    ctx.set_trigger(uuid, true, "applier trigger")
+        .await
+        .map_err(|e| e.context(format!("the pause was lifted, but the applier trigger could not be enabled: nothing is applied; run {rerun} again")))?;
     // Another operator may have paused, begun a re-seed or finished while
     // this enabled the trigger (helper-63 #5): the applier must not run
-    // under that. Read after the trigger's update, so whichever of the two
-    // commands updates the trigger last sees the other's write.
-    // A read that fails leaves the applier off: the safe side (helper-65
-    // #5).
-    let now = ctx.control().await;
-    let stop = match &now {
-        Ok(now) => {
-            now.paused_at_ms.is_some() || now.cutoff_ms.is_none() || now.finished_ms.is_some()
-        }
-        Err(_) => true,
-    };
-    if let Err(e) = now {
-        let again = ctx.set_trigger(uuid, false, "applier trigger").await;
-        bail!(
-            "the control item could not be read after the applier trigger was enabled ({e:#}), so it {}; run `ddb-relay resume` again",
-            if again.is_ok() { "was disabled again" } else { "may still be Enabled" }
-        );
-    }
-    if stop {
-        let again = ctx.set_trigger(uuid, false, "applier trigger").await;
-        bail!(
-            "another operator paused, re-seeded or finished the migration while this enabled the applier: {}; check `ddb-relay status`",
-            match again {
-                Ok(()) => "its trigger was disabled again".to_string(),
-                Err(e) => format!("disabling its trigger again failed ({e:#}): run `ddb-relay pause`"),
-            }
-        );
+    // under that.
+    if settle_applier(ctx, uuid, true, rerun).await?.is_some() {
+        bail!("another operator paused, re-seeded or finished the migration while this enabled the applier: its trigger was disabled again; check `ddb-relay status`");
     }
     Ok(written)
+}
+
+/// After a command's own control write and trigger update: until the
+/// applier trigger agrees with the control item as read after the last
+/// update (paused, no cutoff or finished: Disabled; else Enabled), set it
+/// so, at most 5 rounds. Each correction is checked by a later read too
+/// (helper-66 #1), so whichever command updates the trigger last has read
+/// the other's control write. `Ok(None)`: it agrees with what the command
+/// `intended`; `Ok(Some(state))`: another operator's write made it `state`.
+/// A control read that fails leaves the trigger Disabled, the safe side
+/// (helper-65 #5), and names the command to re-run (`rerun`).
+async fn settle_applier<A: Aws>(
+    ctx: &Ctx<A>,
+    uuid: &str,
+    intended: bool,
+    rerun: &str,
+) -> Result<Option<bool>> {
+    for _ in 0..5 {
+        let now = match ctx.control().await {
+            Ok(now) => now,
+            Err(e) => {
+                let again = ctx.set_trigger(uuid, false, "applier trigger").await;
+                bail!(
+                    "the control item could not be read after the applier trigger was updated ({e:#}), so the trigger {}; run {rerun} again",
+                    if again.is_ok() { "was disabled (the safe side)" } else { "may still be Enabled" }
+                );
+            }
+        };
+        let want =
+            now.paused_at_ms.is_none() && now.cutoff_ms.is_some() && now.finished_ms.is_none();
+        let state = ctx
+            .aws
+            .mapping_state(uuid)
+            .await
+            .map_err(|e| explain(e, "applier trigger"))?;
+        if (state == "Enabled") == want {
+            return Ok((want != intended).then_some(want));
+        }
+        ctx.set_trigger(uuid, want, "applier trigger").await?;
+    }
+    bail!("the migration kept changing while this set the applier trigger (another operator is pausing and resuming it): check `ddb-relay status`, then run {rerun} again")
 }

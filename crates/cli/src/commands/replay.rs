@@ -267,7 +267,7 @@ pub async fn replay<A: Aws>(
     let trigger = if no_resume {
         "Disabled"
     } else {
-        written = enable_applier(ctx, &trigger.uuid, written).await?;
+        written = enable_applier(ctx, &trigger.uuid, written, "`ddb-relay resume`").await?;
         "Enabled"
     };
     Ok(ReplayReport {

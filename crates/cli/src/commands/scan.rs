@@ -413,7 +413,13 @@ pub async fn seed_copy<A: Aws>(
     let trigger = ctx.applier_trigger().await?;
     if trigger.state != "Enabled" || written.paused_at_ms.is_some() {
         ctx.step("enabling the applier (deletes during the copy become tombstones)");
-        enable_applier(ctx, &trigger.uuid, written).await?;
+        enable_applier(
+            ctx,
+            &trigger.uuid,
+            written,
+            "`ddb-relay seed` (it continues the copy)",
+        )
+        .await?;
     }
 
     // What earlier runs of a resumed copy counted is not this run's.
