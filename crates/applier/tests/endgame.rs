@@ -309,13 +309,8 @@ fn a_finish_overtaken_by_a_resume_puts_the_triggers_back() {
             _ => Duration::ZERO,
         });
         let b = async {
-            for _ in 0..6_000 {
-                if sim.ctx.control().await.unwrap().finished_ms.is_some() {
-                    return op(&sim, false).await;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            panic!("finish never wrote the finish");
+            wait_for_finish(&sim).await;
+            op(&sim, false).await
         };
         let (a, b) = tokio::join!(finish::finish(&sim.ctx, 3, 300, None, false), b);
         b.unwrap();
@@ -349,4 +344,88 @@ fn finish_on_a_finished_migration_with_a_trigger_enabled_by_hand_names_resume() 
         assert!(err.contains("run `ddb-relay resume`"), "{err}");
         assert!(sim.now_ms() - began < 60_000, "refused at once");
     });
+}
+
+/// helper-67 D1: `finish` puts the triggers back for a `resume` that
+/// reopened the migration meanwhile, and operator C pauses while finish
+/// enables the forwarder (slowly): finish settles the applier against the
+/// control item as read after that, so C's pause keeps it off.
+#[test]
+fn a_finish_giving_the_triggers_back_keeps_a_pause_made_meanwhile() {
+    sim::run(async {
+        let sim = ready_to_finish(199, true).await;
+        let (mut enables, mut disables) = (0, 0);
+        sim.aws.set_mapping_latency(move |call| match call {
+            Some(true) => {
+                enables += 1;
+                Duration::from_secs(if enables == 4 { 3 } else { 0 })
+            }
+            Some(false) => {
+                disables += 1;
+                Duration::from_secs(if disables <= 2 { 3 } else { 0 })
+            }
+            None => Duration::ZERO,
+        });
+        let others = async {
+            let finished = wait_for_finish(&sim).await;
+            op(&sim, false).await.unwrap();
+            let at = finished + 7_000 - sim.now_ms();
+            tokio::time::sleep(Duration::from_millis(at as u64)).await;
+            op(&sim, true).await.unwrap();
+        };
+        let (a, ()) = tokio::join!(finish::finish(&sim.ctx, 3, 300, None, false), others);
+        let err = format!("{:#}", a.unwrap_err());
+        assert!(err.contains("another operator reopened"), "{err}");
+        assert!(sim.ctx.control().await.unwrap().paused_at_ms.is_some());
+        assert_paused_means_disabled(&sim).await;
+    });
+}
+
+/// helper-67 D2: `resume` reopens the migration while `finish` stops the
+/// triggers, and its control write is slow: finish reads the finish and
+/// ends, then resume's write lands. Resume enables the forwarder once more
+/// after its write, so the reopened migration forwards.
+#[test]
+fn a_resume_reopening_during_a_finish_keeps_its_forwarder() {
+    sim::run(async {
+        let sim = ready_to_finish(211, true).await;
+        // Finish's first disable (the forwarder's) lands after resume's
+        // enable of it.
+        let mut disables = 0;
+        sim.aws.set_mapping_latency(move |call| match call {
+            Some(false) => {
+                disables += 1;
+                Duration::from_secs(if disables == 1 { 1 } else { 0 })
+            }
+            _ => Duration::ZERO,
+        });
+        let b = async {
+            wait_for_finish(&sim).await;
+            sim.db.set_latency(|call| {
+                if call.table == "control" && call.op == "UpdateItem(control)" {
+                    Duration::from_secs(2)
+                } else {
+                    Duration::ZERO
+                }
+            });
+            op(&sim, false).await
+        };
+        let (a, b) = tokio::join!(finish::finish(&sim.ctx, 3, 300, None, false), b);
+        a.unwrap();
+        b.unwrap();
+        let c = sim.ctx.control().await.unwrap();
+        assert!(c.finished_ms.is_none(), "reopened: {c:?}");
+        assert!(sim.aws.trigger_enabled(sim::FORWARDER), "forwarding");
+    });
+}
+
+/// Polls until `finish` has written the finish; its time.
+async fn wait_for_finish(sim: &Sim) -> i64 {
+    for _ in 0..6_000 {
+        if let Some(f) = sim.ctx.control().await.unwrap().finished_ms {
+            return f;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("finish never wrote the finish");
 }

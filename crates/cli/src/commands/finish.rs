@@ -303,7 +303,7 @@ pub async fn finish<A: Aws>(
     // Finished, but a trigger was enabled since (by hand): its changes would
     // wait under the finish's pause and never prove quiet (helper-66 #6).
     if start.finished_ms.is_some() && !already {
-        bail!("the migration was finished, and a trigger was enabled since (not by `ddb-relay resume`, which clears the finish): run `ddb-relay resume` to reopen it properly (forwarder and applier), then finish again once the writes are stopped");
+        bail!("the migration was finished, and a trigger is not Disabled (enabled since by hand, or another finish is still stopping the triggers or was interrupted): check `ddb-relay status`; to reopen it properly (forwarder and applier), run `ddb-relay resume`, then finish again once the writes are stopped");
     }
     // A forwarder invocation retrying its sends reports nothing until it
     // ends: quiet must last longer than one invocation can.
@@ -441,11 +441,11 @@ pub async fn finish<A: Aws>(
         if now.finished_ms.is_none() {
             ctx.set_trigger(&forwarder.uuid, true, "forwarder trigger")
                 .await?;
-            if now.paused_at_ms.is_none() && now.cutoff_ms.is_some() {
-                ctx.set_trigger(&applier.uuid, true, "applier trigger")
-                    .await?;
-            }
-            bail!("another operator reopened the migration (`resume`) while this finished it: it is not finished, and its triggers were enabled again; check `ddb-relay status`, then finish again once the writes are stopped");
+            // The applier as the control item says after that update, read
+            // again after each correction (helper-67 D1: a `pause` may come
+            // in between).
+            super::pause::settle_applier(ctx, &applier.uuid, true, "`ddb-relay resume`").await?;
+            bail!("another operator reopened the migration (`resume`) while this finished it: it is not finished, and its triggers were put back as the control item says; check `ddb-relay status`, then finish again once the writes are stopped");
         }
         finished_ms = written.finished_ms;
     }

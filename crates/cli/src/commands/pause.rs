@@ -286,12 +286,15 @@ pub async fn resume<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<ResumeReport>
         };
         return Ok(report(trigger.state.clone(), read.version, Some(plan)));
     }
-    if reopened {
+    let forwarder = if reopened {
         let forwarder = ctx.forwarder_trigger().await?;
         ctx.set_trigger(&forwarder.uuid, true, "forwarder trigger")
             .await?;
-    }
-    if reseed_needed {
+        Some(forwarder)
+    } else {
+        None
+    };
+    let (trigger_state, written) = if reseed_needed {
         let written = ctx
             .write_control(
                 &read,
@@ -301,10 +304,20 @@ pub async fn resume<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<ResumeReport>
                 },
             )
             .await?;
-        return Ok(report(trigger.state.clone(), written.version, None));
+        (trigger.state.clone(), written)
+    } else {
+        let written = enable_applier(ctx, &trigger.uuid, read, "`ddb-relay resume`").await?;
+        ("Enabled".to_string(), written)
+    };
+    // Once more after the control write: a `finish` still stopping the
+    // triggers may have disabled the forwarder after the enable above, and
+    // read the finish before this write (helper-67 D2). Whichever updates
+    // the forwarder last has read the other's write.
+    if let Some(forwarder) = forwarder {
+        ctx.set_trigger(&forwarder.uuid, true, "forwarder trigger")
+            .await?;
     }
-    let written = enable_applier(ctx, &trigger.uuid, read, "`ddb-relay resume`").await?;
-    Ok(report("Enabled".into(), written.version, None))
+    Ok(report(trigger_state, written.version, None))
 }
 
 /// Lifts the pause (the fence first, so the first batches are not failed),
@@ -352,19 +365,20 @@ pub async fn enable_applier<A: Aws>(
 /// After a command's own control write and trigger update: until the
 /// applier trigger agrees with the control item as read after the last
 /// update (paused, no cutoff or finished: Disabled; else Enabled), set it
-/// so, at most 5 rounds. Each correction is checked by a later read too
+/// so, at most 10 rounds. Each correction is checked by a later read too
 /// (helper-66 #1), so whichever command updates the trigger last has read
 /// the other's control write. `Ok(None)`: it agrees with what the command
 /// `intended`; `Ok(Some(state))`: another operator's write made it `state`.
 /// A control read that fails leaves the trigger Disabled, the safe side
 /// (helper-65 #5), and names the command to re-run (`rerun`).
-async fn settle_applier<A: Aws>(
+pub(crate) async fn settle_applier<A: Aws>(
     ctx: &Ctx<A>,
     uuid: &str,
     intended: bool,
     rerun: &str,
 ) -> Result<Option<bool>> {
-    for _ in 0..5 {
+    let mut failed = None;
+    for _ in 0..10 {
         let now = match ctx.control().await {
             Ok(now) => now,
             Err(e) => {
@@ -382,10 +396,21 @@ async fn settle_applier<A: Aws>(
             .mapping_state(uuid)
             .await
             .map_err(|e| explain(e, "applier trigger"))?;
+        // Another command's update in progress (Lambda refuses an update
+        // meanwhile; helper-67 D3): look again once it is over.
+        if state != "Enabled" && state != "Disabled" {
+            tokio::time::sleep(ctx.poll).await;
+            continue;
+        }
         if (state == "Enabled") == want {
             return Ok((want != intended).then_some(want));
         }
-        ctx.set_trigger(uuid, want, "applier trigger").await?;
+        if let Err(e) = ctx.set_trigger(uuid, want, "applier trigger").await {
+            failed = Some(e);
+        }
     }
-    bail!("the migration kept changing while this set the applier trigger (another operator is pausing and resuming it): check `ddb-relay status`, then run {rerun} again")
+    bail!(
+        "the migration kept changing while this set the applier trigger (another operator is pausing and resuming it{}): check `ddb-relay status`, then run {rerun} again",
+        failed.map_or(String::new(), |e| format!("; the last update failed: {e:#}"))
+    )
 }
