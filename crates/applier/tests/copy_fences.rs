@@ -610,3 +610,28 @@ fn a_scan_restart_without_a_target_names_the_way_out_the_stack_has() {
         });
     }
 }
+
+/// The model test's case (a `replay` killed after its restore, before its
+/// cutoff): a copy seed over that target is refused, since it would keep
+/// the restored (older) items and the applier would skip their changes.
+#[test]
+fn a_copy_seed_over_a_target_an_interrupted_restore_filled_is_refused() {
+    sim::run(async {
+        let sim = seeded_by_backup(223).await;
+        let read = sim.ctx.control().await.unwrap();
+        let restored = relay_core::control::ControlState {
+            seed_method: Some("pitr".into()),
+            cutoff_ms: None,
+            ..read.clone()
+        };
+        sim.ctx.write_control(&read, restored).await.unwrap();
+        let before = sim.db.items("target");
+        let err = scan::seed_scan(&sim.ctx, copy(), false, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("an interrupted pitr seed or replay"), "{err}");
+        assert!(err.contains("replay --from T"), "{err}");
+        assert_eq!(sim.db.items("target"), before);
+    });
+}

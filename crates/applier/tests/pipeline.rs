@@ -522,6 +522,27 @@ async fn migrate(s: Scenario) -> Result<(), TestCaseError> {
         prop_assert!(r.is_ok(), "re-running {m} failed: {r:?}\n{}", sim.report());
     }
     let control = ctx.control().await.unwrap();
+    // A killed replay (or backup seed) whose restore ran: re-run it, as the
+    // copy seed's refusal says (a copy would keep the restored items).
+    let restored = control
+        .seed_method
+        .as_deref()
+        .filter(|m| control.cutoff_ms.is_none() && matches!(*m, "pitr" | "backup"));
+    if let Some(m) = restored {
+        let r = match (m, s.seed) {
+            ("backup", Seed::Backup) => first_seed(&sim, Seed::Backup).await,
+            ("pitr", _) => replay::replay(ctx, control.seed_ms.map(When::At), false, false)
+                .await
+                .map(|_| ()),
+            _ => replay::replay(ctx, None, false, false).await.map(|_| ()),
+        };
+        prop_assert!(
+            r.is_ok(),
+            "re-running the interrupted {m} failed: {r:?}\n{}",
+            sim.report()
+        );
+    }
+    let control = ctx.control().await.unwrap();
     if control.cutoff_ms.is_none() {
         let r = first_seed(&sim, s.seed).await;
         prop_assert!(r.is_ok(), "final seed failed: {r:?}\n{}", sim.report());
