@@ -244,32 +244,7 @@ pub async fn seed_copy<A: Aws>(
     };
     if !replacing {
         super::seed::refuse_interrupted_replay(&read)?;
-        // A restore that stopped before its cutoff (a killed `replay` or
-        // `seed`) left the target filled as of its point: a copy puts only
-        // where a key is absent, so it would keep those older items, and the
-        // applier would skip their changes as older than the copy's cutoff.
-        let restored = read
-            .seed_method
-            .as_deref()
-            .filter(|m| read.cutoff_ms.is_none() && matches!(*m, "pitr" | "backup"));
-        // A target created again (empty) after a failed restore may be
-        // copied into.
-        let filled = match restored {
-            Some(_) => !ctx
-                .aws
-                .scan_page(&s.target_table, 0, 1, None, false)
-                .await
-                .map_err(|e| explain(e, &s.target_table))?
-                .0
-                .is_empty(),
-            None => false,
-        };
-        if let Some(m) = restored.filter(|_| filled) {
-            bail!(
-                "an interrupted {m} seed or replay restored the target and set no cutoff: a copy over it would keep its older items. Re-run it (`ddb-relay replay --from T` with its T{}, `ddb-relay restart`, or the same `ddb-relay seed --method {m}`)",
-                read.seed_ms.map_or(String::new(), |t| format!(" ({})", rfc3339(t)))
-            );
-        }
+        super::seed::refuse_restored_target(ctx, &read).await?;
     }
     // A first scan copy: every change after its start must be streamed
     // (an export's point was checked when it was read).
