@@ -389,8 +389,9 @@ pub(crate) async fn settle_applier<A: Aws>(
                 );
             }
         };
-        let want =
-            now.paused_at_ms.is_none() && now.cutoff_ms.is_some() && now.finished_ms.is_none();
+        // What the applier may do (`ControlState::applying`), and not finished.
+        let want = matches!(now.applying(), relay_core::control::Applying::Yes { .. })
+            && now.finished_ms.is_none();
         let state = ctx
             .aws
             .mapping_state(uuid)
