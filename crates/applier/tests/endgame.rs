@@ -119,6 +119,40 @@ fn a_pause_that_cannot_take_itself_back_says_so() {
     });
 }
 
+/// helper-66 #3: operator B's `pause` finds operator A's fence, but A's
+/// trigger update fails and A takes its fence back: nobody resumed, so B
+/// pauses again with its own fence instead of settling against the lifted
+/// one as if someone had.
+#[test]
+fn a_pause_that_found_a_fence_taken_back_pauses_with_its_own() {
+    sim::run(async {
+        let sim = paused(181).await;
+        pause::resume(&sim.ctx, false).await.unwrap();
+        // Updates take 2 s: A's disable (sent at 0 s) fails, B's (at 1 s)
+        // lands after the fault is gone (2.5 s).
+        sim.aws.set_mapping_latency(|call| match call {
+            Some(_) => Duration::from_secs(2),
+            None => Duration::ZERO,
+        });
+        sim.aws
+            .fail_mapping_updates(Some(relay_aws::AwsError::permanent(
+                "UpdateEventSourceMapping",
+                "AccessDeniedException",
+                "not allowed",
+            )));
+        let heal = async {
+            tokio::time::sleep(Duration::from_millis(2_500)).await;
+            sim.aws.fail_mapping_updates(None);
+        };
+        let ((a, b), ()) = tokio::join!(race(&sim, true, true, 1_000), heal);
+        let err = format!("{:#}", a.unwrap_err());
+        assert!(err.contains("the pause was taken back"), "{err}");
+        b.unwrap();
+        assert!(sim.ctx.control().await.unwrap().paused_at_ms.is_some());
+        assert!(!sim.aws.trigger_enabled(sim::APPLIER));
+    });
+}
+
 /// A converged migration whose writes stopped, pollers off, 200 s on (the
 /// functions' metrics settle), with a clean verify if `verified`.
 async fn ready_to_finish(seed: u64, verified: bool) -> Sim {
@@ -227,6 +261,7 @@ fn a_finish_taken_back_leaves_a_pause_made_while_it_waited_with_its_trigger_off(
 fn a_pause_whose_disable_lands_after_another_resume_enables_it_again() {
     sim::run(async {
         let sim = paused(179).await;
+        let before = sim.ctx.control().await.unwrap().resumed_ms;
         sim.aws.set_mapping_latency(|call| match call {
             Some(false) => Duration::from_secs(3),
             _ => Duration::ZERO,
@@ -236,7 +271,9 @@ fn a_pause_whose_disable_lands_after_another_resume_enables_it_again() {
         let err = format!("{:#}", b.unwrap_err());
         assert!(err.contains("another operator resumed"), "{err}");
         let c = sim.ctx.control().await.unwrap();
+        // The resume marked its lift, so B does not pause again (helper-66 #3).
         assert!(c.paused_at_ms.is_none() && c.cutoff_ms.is_some());
+        assert!(c.resumed_ms > before, "{c:?}");
         assert!(
             sim.aws.trigger_enabled(sim::APPLIER),
             "resumed, so applying"

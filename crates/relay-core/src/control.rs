@@ -4,7 +4,8 @@
 //! high-water mark, written by the applier.
 //!
 //! **Invariant:** the applier applies an event only if a cutoff exists and the
-//! event's time is at or after it. No cutoff means no write at all.
+//! event's time is at or after the cutoff's second (event times are whole
+//! seconds: [`crate::apply::applies`]). No cutoff means no write at all.
 //!
 //! **Invariant:** the queue holds every change newer than
 //! [`ControlState::frontier`]. The applier raises `consumed_ms` (monotonic)
@@ -40,6 +41,10 @@ pub const ATTR_FINISHED_MS: &str = "finished_ms";
 /// any stream failure record it deleted. Those changes are in no queue, so
 /// every later seed must hold them.
 pub const ATTR_CLEARED_MS: &str = "cleared_ms";
+/// Set by every command that lifts a pause (`resume`, and the re-seeds
+/// that resume): a `pause` that found another's fence lifted tells a
+/// resume from a failed pause's take-back by it.
+pub const ATTR_RESUMED_MS: &str = "resumed_ms";
 
 /// Default safety margin between the seed's time and the cutoff. An
 /// on-demand backup taken at T may miss writes up to T-60 s and event times
@@ -90,6 +95,8 @@ pub struct ControlState {
     /// it): every later seed's cutoff must be after it
     /// ([`seed_holds_cleared`]).
     pub cleared_ms: Option<i64>,
+    /// When a command last lifted a pause (see [`ATTR_RESUMED_MS`]).
+    pub resumed_ms: Option<i64>,
 }
 
 /// What the applier may do under a control item.
@@ -170,6 +177,7 @@ impl ControlState {
             stopped_by_ms: number(item, ATTR_STOPPED_BY_MS)?,
             finished_ms: number(item, ATTR_FINISHED_MS)?,
             cleared_ms: number(item, ATTR_CLEARED_MS)?,
+            resumed_ms: number(item, ATTR_RESUMED_MS)?,
         })
     }
 
@@ -189,6 +197,7 @@ impl ControlState {
             (ATTR_STOPPED_BY_MS, n(self.stopped_by_ms)),
             (ATTR_FINISHED_MS, n(self.finished_ms)),
             (ATTR_CLEARED_MS, n(self.cleared_ms)),
+            (ATTR_RESUMED_MS, n(self.resumed_ms)),
             (ATTR_MODE, Some(AttributeValue::S(mode.into()))),
             (ATTR_SEED_METHOD, s(&self.seed_method)),
             (ATTR_SEED_MS, n(self.seed_ms)),
@@ -313,6 +322,7 @@ mod tests {
             mode: Mode::Tombstone,
             paused_at_ms: None,
             version: 7,
+            resumed_ms: Some(1_700_000_100_000),
             ..Default::default()
         };
         assert_eq!(ControlState::from_item(&s.to_item()).unwrap(), s);

@@ -91,58 +91,39 @@ pub async fn pause<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<PauseReport> {
             )),
         });
     }
-    // 1. The fence. A second pause keeps the first time.
-    let was_paused = read.paused_at_ms.is_some();
-    let fenced = if read.paused_at_ms.is_some() {
-        read
-    } else {
-        ctx.write_control(
-            &read,
-            ControlState {
-                paused_at_ms: Some(ctx.now_ms()),
-                stopped_by_ms: None,
-                ..read.clone()
-            },
-        )
-        .await?
-    };
-    // 2. The trigger, then the longest an invocation already running can last.
-    //    Disabled whatever the state read above said: another operator's
-    //    `resume` may have lifted the pause before the fence and enabled the
-    //    trigger since (helper-63 #1). A fence with the trigger still Enabled
-    //    would fail every batch back to the queue until its messages reach
-    //    the DLQ: if the trigger cannot be disabled, the fence is taken back.
-    if let Err(e) = ctx
-        .set_trigger(&trigger.uuid, false, "applier trigger")
-        .await
-    {
-        if was_paused {
-            return Err(e.context("the applier trigger could not be disabled; the migration was paused when this began and this changed nothing: check `ddb-relay status`, then run `ddb-relay pause` again"));
+    // A fence this found may be lifted while it runs: by a `resume`, or by
+    // the take-back of the pause that wrote it, whose trigger update failed
+    // (helper-66 #3). Found lifted, this pauses once more with its own.
+    let mut read = read;
+    let mut borrowed_once = false;
+    let fenced = loop {
+        let read_resumed = read.resumed_ms;
+        let (fenced, borrowed) = fence_and_disable(ctx, &trigger.uuid, read).await?;
+        // Another operator's `resume` may have lifted the pause after this
+        // read it, and enabled the trigger before this disable landed
+        // (helper-65 #1).
+        if settle_applier(ctx, &trigger.uuid, false, "`ddb-relay pause`")
+            .await?
+            .is_none()
+        {
+            break fenced;
         }
-        let taken = ctx
-            .write_control(
-                &fenced,
-                ControlState {
-                    paused_at_ms: None,
-                    ..fenced.clone()
-                },
-            )
-            .await;
-        return Err(match taken {
-            Ok(_) => e.context("the applier trigger could not be disabled; the pause was taken back"),
-            // helper-63 #6: say so when the take-back failed too.
-            Err(t) => e.context(format!("the applier trigger could not be disabled, and the pause could not be taken back ({t:#}; another operator may have changed the migration): check `ddb-relay status`; while it says paused with the applier trigger Enabled, batches fail into the DLQ until `ddb-relay pause` (again) or `ddb-relay resume` succeeds")),
-        });
-    }
-    // Another operator's `resume` may have lifted the pause after this read
-    // it, and enabled the trigger before this disable landed (helper-65
-    // #1).
-    if settle_applier(ctx, &trigger.uuid, false, "`ddb-relay pause`")
-        .await?
-        .is_some()
-    {
-        bail!("another operator resumed the migration while this paused it: it is not paused, and its applier trigger was enabled again; check `ddb-relay status`, then pause again if it is still needed");
-    }
+        // Lifted by a resume (it marks every lift), not by a take-back.
+        let now = ctx.control().await?;
+        let resumed = !borrowed || now.resumed_ms != read_resumed;
+        if resumed || borrowed_once {
+            bail!(
+                "{}: it is not paused, and its applier trigger was enabled again; check `ddb-relay status`, then pause again if it is still needed",
+                if resumed {
+                    "another operator resumed the migration while this paused it"
+                } else {
+                    "the pauses this found were taken back twice (other operators' trigger updates failed)"
+                }
+            );
+        }
+        borrowed_once = true;
+        read = now;
+    };
     let timeout_s = ctx
         .aws
         .function_timeout_s(&ctx.stack.applier)
@@ -172,6 +153,55 @@ pub async fn pause<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<PauseReport> {
         version: written.version,
         dry_run: false,
         plan: None,
+    })
+}
+
+/// The pause's fence (a second pause keeps the first time), then the
+/// applier trigger disabled. `true` with it: the fence was found, not
+/// written.
+async fn fence_and_disable<A: Aws>(
+    ctx: &Ctx<A>,
+    uuid: &str,
+    read: ControlState,
+) -> Result<(ControlState, bool)> {
+    let was_paused = read.paused_at_ms.is_some();
+    let fenced = if was_paused {
+        read
+    } else {
+        ctx.write_control(
+            &read,
+            ControlState {
+                paused_at_ms: Some(ctx.now_ms()),
+                stopped_by_ms: None,
+                ..read.clone()
+            },
+        )
+        .await?
+    };
+    // Disabled whatever the state read said: another operator's `resume`
+    // may have lifted the pause before the fence and enabled the trigger
+    // since (helper-63 #1). A fence with the trigger still Enabled would
+    // fail every batch back to the queue until its messages reach the DLQ:
+    // if the trigger cannot be disabled, the fence is taken back.
+    let Err(e) = ctx.set_trigger(uuid, false, "applier trigger").await else {
+        return Ok((fenced, was_paused));
+    };
+    if was_paused {
+        return Err(e.context("the applier trigger could not be disabled; the migration was paused when this began and this changed nothing: check `ddb-relay status`, then run `ddb-relay pause` again"));
+    }
+    let taken = ctx
+        .write_control(
+            &fenced,
+            ControlState {
+                paused_at_ms: None,
+                ..fenced.clone()
+            },
+        )
+        .await;
+    Err(match taken {
+        Ok(_) => e.context("the applier trigger could not be disabled; the pause was taken back"),
+        // helper-63 #6: say so when the take-back failed too.
+        Err(t) => e.context(format!("the applier trigger could not be disabled, and the pause could not be taken back ({t:#}; another operator may have changed the migration): check `ddb-relay status`; while it says paused with the applier trigger Enabled, batches fail into the DLQ until `ddb-relay pause` (again) or `ddb-relay resume` succeeds")),
     })
 }
 
@@ -338,6 +368,12 @@ pub async fn enable_applier<A: Aws>(
                 paused_at_ms: None,
                 stopped_by_ms: None,
                 finished_ms: None,
+                // Every lift is marked (see `pause`).
+                resumed_ms: if read.paused_at_ms.is_some() {
+                    Some(ctx.now_ms().max(read.resumed_ms.map_or(0, |r| r + 1)))
+                } else {
+                    read.resumed_ms
+                },
                 // A reopened migration verifies again before its cutover.
                 ..if read.finished_ms.is_some() {
                     read.without_verdict()
