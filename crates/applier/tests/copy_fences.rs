@@ -635,3 +635,134 @@ fn a_copy_seed_over_a_target_an_interrupted_restore_filled_is_refused() {
         assert_eq!(sim.db.items("target"), before);
     });
 }
+
+/// A copy seed into a target that holds items no seed of the migration
+/// wrote (no cutoff) is refused before anything changes, dry run too: the
+/// copy puts only where a key is absent, so it would keep them over the
+/// source's. Each record names its way out: anyone's items (empty the
+/// target), a restore's (re-run it), an import's (finish its seed). An
+/// empty target (the IaC's, after a failed restore) is copied into.
+#[test]
+fn a_copy_seed_into_a_target_holding_items_no_seed_wrote_is_refused() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 224)).await;
+        sim.db.put("source", source_item(1, 2, 20, 0));
+        sim.create_target();
+        sim.db.put("target", source_item(1, 1, 20, 0));
+        let stale = sim.db.items("target");
+        for (method, says) in [
+            (None, "already holds items"),
+            (Some("backup"), "an interrupted backup seed"),
+            (
+                Some("export"),
+                "finish it with `ddb-relay seed --method export`",
+            ),
+        ] {
+            let read = sim.ctx.control().await.unwrap();
+            let read = sim
+                .ctx
+                .write_control(
+                    &read,
+                    relay_core::control::ControlState {
+                        seed_method: method.map(String::from),
+                        seed_ms: method.map(|_| sim.now_ms()),
+                        ..read.clone()
+                    },
+                )
+                .await
+                .unwrap();
+            for dry_run in [true, false] {
+                let err = scan::seed_scan(&sim.ctx, copy(), dry_run, false)
+                    .await
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains(says), "{method:?}: {err}");
+            }
+            assert_eq!(sim.db.items("target"), stale);
+            assert_eq!(sim.ctx.control().await.unwrap(), read);
+            assert!(!sim.aws.trigger_enabled(sim::APPLIER));
+        }
+        // A failed restore's record over an empty target: copied into.
+        let read = sim.ctx.control().await.unwrap();
+        sim.ctx
+            .write_control(
+                &read,
+                relay_core::control::ControlState {
+                    seed_method: Some("pitr".into()),
+                    ..read.clone()
+                },
+            )
+            .await
+            .unwrap();
+        sim.db.delete("target", &source_key(1), false);
+        scan::seed_scan(&sim.ctx, copy(), false, false)
+            .await
+            .unwrap();
+        assert_eq!(sim.db.items("target"), sim.db.items("source"));
+    });
+}
+
+/// helper-68 #1: a restore seed sets its cutoff only on the record it
+/// wrote: not over another operator's copy seed recorded since, and a
+/// re-run asking for another method than the recorded one is refused.
+#[test]
+fn a_restore_seed_sets_its_cutoff_only_on_its_own_record() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 226)).await;
+        sim.db.put("source", source_item(1, 1, 20, 0));
+        sim.create_target();
+        let read = sim.ctx.control().await.unwrap();
+        let pitr_ms = sim.now_ms() - 60_000;
+        let copy_ms = sim.now_ms();
+        // Another operator's copy seed recorded after this pitr seed's record.
+        let theirs = sim
+            .ctx
+            .write_control(
+                &read,
+                relay_core::control::ControlState {
+                    seed_method: Some("scan".into()),
+                    seed_ms: Some(copy_ms),
+                    cutoff_ms: Some(copy_ms - 120_000),
+                    mode: Mode::Tombstone,
+                    ..read.clone()
+                },
+            )
+            .await
+            .unwrap();
+        let err = ddb_relay::commands::seed::set_cutoff_when_active(&sim.ctx, pitr_ms, "pitr")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not this pitr seed"), "{err}");
+        assert_eq!(sim.ctx.control().await.unwrap(), theirs);
+        // A recorded pitr seed with its table: `seed --method backup` does
+        // not take it over.
+        let pitr = sim
+            .ctx
+            .write_control(
+                &theirs,
+                relay_core::control::ControlState {
+                    seed_method: Some("pitr".into()),
+                    seed_ms: Some(pitr_ms),
+                    cutoff_ms: None,
+                    mode: Mode::Normal,
+                    ..theirs.clone()
+                },
+            )
+            .await
+            .unwrap();
+        let args = ddb_relay::commands::seed::SeedArgs {
+            method: ddb_relay::args::Method::Backup,
+            at: None,
+            bucket: None,
+            prefix: String::new(),
+            dry_run: false,
+        };
+        let err = ddb_relay::commands::seed::seed(&sim.ctx, &args)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("seed --method pitr"), "{err}");
+        assert_eq!(sim.ctx.control().await.unwrap(), pitr);
+    });
+}

@@ -312,8 +312,6 @@ fn an_interrupted_sweep_is_finished_on_re_run() {
         let sim = Sim::new(Config::quiet(Shape::Identity, 33)).await;
         sim.db.put("source", source_item(1, 1, 20, 0));
         sim.create_target();
-        // A tombstone the applier wrote during the copy (item 2 deleted).
-        sim.db.put("target", tombstone(&source_key(2)));
         sim.db.set_faults(|call| {
             (call.table == "target" && call.op == "DeleteItem").then(|| {
                 DbFault::Error(AwsError::permanent(
@@ -323,9 +321,24 @@ fn an_interrupted_sweep_is_finished_on_re_run() {
                 ))
             })
         });
-        assert!(scan::seed_scan(&sim.ctx, copy(), false, false)
-            .await
-            .is_err());
+        // A tombstone the applier writes during the copy (item 2 deleted):
+        // the copy's first put takes 5 s, the tombstone lands at 1 s.
+        let mut first = true;
+        sim.db.set_latency(move |call| {
+            if call.table == "target" && call.op == "PutItem" && std::mem::take(&mut first) {
+                std::time::Duration::from_secs(5)
+            } else {
+                std::time::Duration::ZERO
+            }
+        });
+        let applier = async {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            assert_eq!(sim.ctx.control().await.unwrap().mode, Mode::Tombstone);
+            sim.db.put("target", tombstone(&source_key(2)));
+        };
+        let (r, ()) = tokio::join!(scan::seed_scan(&sim.ctx, copy(), false, false), applier);
+        let err = format!("{:#}", r.unwrap_err());
+        assert!(err.contains("DeleteItem on target"), "{err}");
         assert_eq!(sim.ctx.control().await.unwrap().mode, Mode::Normal);
         sim.db.set_faults(|_| None);
         let done = scan::seed_scan(&sim.ctx, copy(), false, false)
@@ -1442,7 +1455,7 @@ fn a_reseed_clears_the_verdict_and_finish_refuses_a_replaced_stream() {
         seed_by_scan(&sim).await;
         sim.assert_converged().await;
         let margin = sim.cfg.margin_s * 1000;
-        for restart in ["scan", "backup", "replay"] {
+        for restart in ["scan", "backup", "replay", "seed"] {
             let v = verify::verify(&sim.ctx, 100.0, false, 0, copy(), &Default::default())
                 .await
                 .unwrap();
@@ -1460,6 +1473,30 @@ fn a_reseed_clears_the_verdict_and_finish_refuses_a_replaced_stream() {
                 }
                 "backup" => {
                     replay::replay(&sim.ctx, None, false, false).await.unwrap();
+                }
+                // The target deleted by hand and seeded again (audit
+                // helper-69 #1): the seed's own record clears the verdict.
+                "seed" => {
+                    let target = sim.ctx.stack.target_table.clone();
+                    sim.aws.delete_table(&target).await.unwrap();
+                    sim.ctx.wait_table_gone(&target).await.unwrap();
+                    let t = p.paused_at_ms.unwrap() + margin + 120_000;
+                    sim.ctx
+                        .wait_until(t, "past the earliest point")
+                        .await
+                        .unwrap();
+                    let args = ddb_relay::commands::seed::SeedArgs {
+                        method: ddb_relay::args::Method::Backup,
+                        at: None,
+                        bucket: None,
+                        prefix: String::new(),
+                        dry_run: false,
+                    };
+                    ddb_relay::commands::seed::seed(&sim.ctx, &args)
+                        .await
+                        .unwrap();
+                    assert_eq!(sim.ctx.control().await.unwrap().last_verify, None);
+                    pause::resume(&sim.ctx, false).await.unwrap();
                 }
                 _ => {
                     let t = p.paused_at_ms.unwrap() + margin + 1_000;

@@ -91,6 +91,9 @@ pub async fn seed_export_load<A: Aws>(
             }
             let loaded = crate::transform::load(ctx).await?;
             check_target(ctx, loaded.transform.as_ref(), "export").await?;
+            // A target holding items is refused by the copy: before the
+            // export, not after it (helper-68 #4).
+            super::seed::refuse_filled_target(ctx, &read).await?;
             let bucket = a
                 .bucket
                 .clone()

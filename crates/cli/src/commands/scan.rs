@@ -7,11 +7,13 @@
 //! a newer image or a tombstone written by the applier wins over the
 //! (older) scanned copy.
 //!
-//! **Invariant:** mode switches need no waiting. The copy starts right
+//! **Invariant:** mode switches wait for no applier. The copy starts right
 //! after the control item says tombstone mode, and the sweep right after it
 //! says normal mode: an applier invocation still working under the old mode
 //! finds the item moved when it commits, and writes its batch again under
-//! the new mode before any of its messages is deleted.
+//! the new mode before any of its messages is deleted. (The switch to
+//! normal mode does wait for the copy's own writers: every other run's
+//! lease, and on workers one worker timeout, `fanout::fence`.)
 
 use std::time::Instant;
 
@@ -244,7 +246,7 @@ pub async fn seed_copy<A: Aws>(
     };
     if !replacing {
         super::seed::refuse_interrupted_replay(&read)?;
-        super::seed::refuse_restored_target(ctx, &read).await?;
+        super::seed::refuse_filled_target(ctx, &read).await?;
     }
     // A first scan copy: every change after its start must be streamed
     // (an export's point was checked when it was read).

@@ -19,6 +19,11 @@ use crate::args::Method;
 use crate::ctx::{explain, rfc3339, Ctx, When};
 use crate::report::Report;
 
+mod refuse;
+pub use refuse::{
+    holds_items, refuse_filled_target, refuse_interrupted_replay, refuse_restore_with_transform,
+};
+
 #[derive(Debug, Serialize)]
 pub struct SeedReport {
     pub stack: String,
@@ -121,70 +126,6 @@ fn bucket_owner(ctx_target_role: bool, source_arn: Option<&str>) -> Option<Strin
     source_arn
         .and_then(relay_core::place::arn_parts)
         .map(|(_, _, account)| account.to_string())
-}
-
-/// Restores and imports copy the table as it is: with a transform deployed
-/// they would seed untransformed items, so only the scan copy may seed.
-pub fn refuse_restore_with_transform<A>(ctx: &Ctx<A>, what: &str) -> Result<()> {
-    if let Some(spec) = &ctx.stack.transform_spec {
-        bail!(
-            "{what} copies the table as it is, but stack {} transforms items (TransformSpec {spec}): seed with a copy instead (`ddb-relay seed --method scan`, `ddb-relay seed --method export --load --s3-bucket B`, or `ddb-relay restart --method scan`)",
-            ctx.stack.name
-        );
-    }
-    Ok(())
-}
-
-/// A replay or restart that stopped after clearing the cutoff and before its
-/// new seed leaves "…-pending" in the control item and the old target in
-/// place: only re-running it finishes it safely (a plain seed would set a
-/// cutoff on the old, never-dropped target).
-pub fn refuse_interrupted_replay(read: &ControlState) -> Result<()> {
-    if let Some(m) = read
-        .seed_method
-        .as_deref()
-        .filter(|m| m.ends_with("-pending"))
-    {
-        bail!(
-            "a replay or restart ({m}{}) was interrupted before its new seed: re-run it (`ddb-relay replay --from T` with that T or any later valid one, or `ddb-relay restart` with the same method) to finish it",
-            read.seed_ms
-                .map_or(String::new(), |t| format!(" at {}", crate::ctx::rfc3339(t)))
-        );
-    }
-    Ok(())
-}
-
-/// A restore that stopped before its cutoff (a killed `replay` or `seed`)
-/// left the target filled as of its point: a copy seed over it is refused
-/// (see the body).
-pub async fn refuse_restored_target<A: Aws>(ctx: &Ctx<A>, read: &ControlState) -> Result<()> {
-    // A restore that stopped before its cutoff (a killed `replay` or
-    // `seed`) left the target filled as of its point: a copy puts only
-    // where a key is absent, so it would keep those older items, and the
-    // applier would skip their changes as older than the copy's cutoff.
-    let restored = read
-        .seed_method
-        .as_deref()
-        .filter(|m| read.cutoff_ms.is_none() && matches!(*m, "pitr" | "backup"));
-    // A target created again (empty) after a failed restore may be
-    // copied into.
-    let filled = match restored {
-        Some(_) => !ctx
-            .aws
-            .scan_page(&ctx.stack.target_table, 0, 1, None, false)
-            .await
-            .map_err(|e| explain(e, &ctx.stack.target_table))?
-            .0
-            .is_empty(),
-        None => false,
-    };
-    if let Some(m) = restored.filter(|_| filled) {
-        bail!(
-            "an interrupted {m} seed or replay restored the target and set no cutoff: a copy over it would keep its older items. Re-run it (`ddb-relay replay --from T` with its T{}, `ddb-relay restart`, or the same `ddb-relay seed --method {m}`)",
-            read.seed_ms.map_or(String::new(), |t| format!(" ({})", rfc3339(t)))
-        );
-    }
-    Ok(())
 }
 
 /// What `seed` was asked.
@@ -393,6 +334,15 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
     let seed_ms = match (&target, read.seed_ms) {
         // A seed was started and its table exists: a re-run after a crash.
         (Some(_), Some(seed_ms)) => {
+            if read.seed_method.as_deref() != Some(a.method.as_str()) {
+                bail!(
+                    "a {} seed at {} is recorded and its table exists: finish it with `ddb-relay seed --method {}` (this asked for {})",
+                    read.seed_method.as_deref().unwrap_or("?"),
+                    rfc3339(seed_ms),
+                    read.seed_method.as_deref().unwrap_or("?"),
+                    a.method.as_str()
+                );
+            }
             ctx.step(&format!(
                 "resuming the recorded {} seed at {}",
                 read.seed_method.as_deref().unwrap_or("?"),
@@ -449,6 +399,23 @@ pub async fn set_cutoff_when_active<A: Aws>(
     ctx.wait_table_active(&ctx.stack.target_table).await?;
     let read = ctx.control().await?;
     let cutoff = cutoff_for_seed(seed_ms, ctx.stack.margin_ms);
+    // Only the seed recorded before the restore (or import) gets its
+    // cutoff: another operator's seed or re-seed since is not overwritten
+    // (helper-68 #1), nor a record of another method resumed.
+    let ours = read.seed_method.as_deref() == Some(method)
+        && read.seed_ms == Some(seed_ms)
+        && read.cutoff_ms.is_none_or(|c| c == cutoff)
+        && read.mode == relay_core::control::Mode::Normal;
+    if !ours {
+        bail!(
+            "the migration's seed record is not this {method} seed at {} any more (it says {} at {}{}): another operator seeded or re-seeded it, or a seed of another method was recorded; nothing was changed: check `ddb-relay status`",
+            rfc3339(seed_ms),
+            read.seed_method.as_deref().unwrap_or("none"),
+            read.seed_ms.map_or("?".into(), rfc3339),
+            read.cutoff_ms
+                .map_or(String::new(), |c| format!(", cutoff {}", rfc3339(c)))
+        );
+    }
     let next = ControlState {
         cutoff_ms: Some(cutoff),
         seed_method: Some(method.to_string()),
