@@ -198,6 +198,64 @@ fn stale_and_unknown_tasks_change_nothing() {
             "{out:?}"
         );
         assert!(sim.db.items("target").is_empty());
+        // The task's seed, but out of its phase (audit helper-69 #8): a
+        // copy task once the copy is in normal mode, a sweep task while it
+        // is still in tombstone mode.
+        use relay_aws::operator::Tables;
+        let seed_ms = sim.now_ms();
+        let mut cp = ddb_relay::commands::copy::checkpoint_key(&sim.ctx);
+        cp.insert("seed_ms".into(), V::N(seed_ms.to_string()));
+        sim.aws
+            .put_item(
+                &sim.ctx.stack.control_table,
+                &cp,
+                &relay_aws::operator::Cond::Always,
+            )
+            .await
+            .unwrap();
+        sim.db.put("target", relay_core::apply::tombstone(&key(0)));
+        let before = sim.db.items("target");
+        for (mode, job) in [
+            (
+                relay_core::control::Mode::Normal,
+                relay_core::work::Job::Scan {
+                    segment: 0,
+                    segments: 1,
+                },
+            ),
+            (
+                relay_core::control::Mode::Tombstone,
+                relay_core::work::Job::Sweep {
+                    segment: 0,
+                    segments: 1,
+                },
+            ),
+        ] {
+            let read = sim.ctx.control().await.unwrap();
+            sim.ctx
+                .write_control(
+                    &read,
+                    relay_core::control::ControlState {
+                        seed_method: Some("scan".into()),
+                        seed_ms: Some(seed_ms),
+                        cutoff_ms: Some(seed_ms - 120_000),
+                        mode,
+                        ..read.clone()
+                    },
+                )
+                .await
+                .unwrap();
+            let task = relay_core::work::Task::new(seed_ms, job);
+            let out = ddb_relay::worker::run_task(&sim.ctx, &task, None)
+                .await
+                .unwrap();
+            assert_eq!(
+                out,
+                ddb_relay::worker::Outcome::Dropped("the control item is not in the task's phase"),
+                "{mode:?}"
+            );
+            assert_eq!(sim.db.items("target"), before, "{mode:?}");
+        }
         let err = relay_core::work::Task::parse(r#"{"v":9,"seed_ms":1}"#).unwrap_err();
         assert!(err.to_string().contains("version 9"), "{err}");
     });

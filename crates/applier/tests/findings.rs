@@ -527,6 +527,56 @@ fn finish_does_not_take_unknown_or_throttled_for_quiet() {
             .unwrap_err()
             .to_string();
         assert!(err.contains("throttled"), "{err}");
+        // Each other way the forwarder is not quiet (audit helper-69 #5):
+        // failing invocations or sends, behind the stream, a batch given up.
+        let migration = sim.ctx.stack.migration.clone();
+        for (ns, name, by_function, value, says) in [
+            ("AWS/Lambda", "Errors", true, 1.0, "failing"),
+            ("DdbRelay", "SendFailures", false, 1.0, "failing"),
+            (
+                "AWS/Lambda",
+                "IteratorAge",
+                true,
+                100_000.0,
+                "behind the stream",
+            ),
+        ] {
+            // The last case's metrics out of the window (quiet 65 s + a minute).
+            tokio::time::sleep(Duration::from_secs(200)).await;
+            let aws = sim.aws.clone();
+            let m = migration.clone();
+            let noise = tokio::task::spawn_local(async move {
+                let dims = if by_function {
+                    vec![("FunctionName", sim::FORWARDER)]
+                } else {
+                    vec![("Migration", m.as_str()), ("Function", "forwarder")]
+                };
+                for _ in 0..10 {
+                    aws.metrics.record(ns, name, &dims, value);
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+            });
+            let err = finish::finish(&sim.ctx, 3, 20, None, false)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{name}: {err}");
+            noise.await.unwrap();
+        }
+        {
+            use relay_aws::operator::Queues;
+            let url = sim.ctx.stack.stream_failure_url.clone();
+            sim.aws.send_message(&url, "{}").await.unwrap();
+            let err = finish::finish(&sim.ctx, 3, 20, None, false)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("stream batches were given up"), "{err}");
+            for m in sim.aws.receive(&url, 10, 60).await.unwrap() {
+                sim.aws.delete_message(&url, &m.receipt).await.unwrap();
+            }
+        }
+        assert!(sim.aws.trigger_enabled(sim::APPLIER));
         let fwd = sim.ctx.forwarder_trigger().await.unwrap();
         sim.ctx
             .set_trigger(&fwd.uuid, false, "forwarder")
@@ -1184,6 +1234,36 @@ fn finish_refuses_a_target_that_is_not_whole() {
             .to_string();
         assert!(err.contains("tombstone mode"), "{err}");
         unchanged("tombstone");
+        // A copy whose sweep did not finish (its checkpoint is still
+        // there), and a retire of it interrupted (audit helper-69 #6).
+        set(seeded.clone()).await;
+        {
+            use relay_aws::operator::{Cond, Tables};
+            let table = &sim.ctx.stack.control_table;
+            let mut cp = ddb_relay::commands::copy::checkpoint_key(&sim.ctx);
+            cp.insert("seed_ms".into(), V::N(seeded.seed_ms.unwrap().to_string()));
+            sim.aws.put_item(table, &cp, &Cond::Always).await.unwrap();
+            let err = finish::finish(&sim.ctx, 3, 300, None, false)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("checkpoint is still there"), "{err}");
+            unchanged("checkpoint");
+            cp.insert("retired".into(), V::Bool(true));
+            sim.aws.put_item(table, &cp, &Cond::Always).await.unwrap();
+            let err = finish::finish(&sim.ctx, 3, 300, None, false)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("was interrupted while it waited"), "{err}");
+            unchanged("retired");
+            let key = ddb_relay::commands::copy::checkpoint_key(&sim.ctx);
+            sim.aws
+                .delete_item(table, &key, &Cond::Always)
+                .await
+                .unwrap();
+            assert_eq!(sim.ctx.control().await.unwrap().finished_ms, None);
+        }
         // Whole again; another operator's re-seed starts while finish waits.
         set(seeded.clone()).await;
         let other = async {

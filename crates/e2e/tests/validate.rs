@@ -172,3 +172,53 @@ fn the_triggers_lose_nothing() {
         "a record must reach the failure queue before the stream trims it: {age}"
     );
 }
+
+/// The queues' visibility timeout is 6× their function's timeout (AWS's
+/// advice for SQS triggers: a batch still running is not delivered again).
+/// CloudFormation has no arithmetic, so the template lists the pairs in a
+/// mapping: every allowed timeout has its row, each row is 6×, and both
+/// queues read it.
+#[test]
+fn every_allowed_timeout_has_a_visibility_six_times_it() {
+    let template = std::fs::read_to_string(repo_root().join("template.yaml")).expect("template");
+    let rows: std::collections::BTreeMap<u64, u64> = entry(&template, "VisibilityTimeout")
+        .iter()
+        .skip(1)
+        .filter_map(|l| {
+            let (key, rest) = l.trim().split_once(": ")?;
+            let key = key.trim_matches('"').parse().ok()?;
+            let secs = rest
+                .strip_prefix("{Seconds: ")?
+                .strip_suffix('}')?
+                .parse()
+                .ok()?;
+            Some((key, secs))
+        })
+        .collect();
+    for (&timeout, &visibility) in &rows {
+        assert_eq!(visibility, 6 * timeout, "row {timeout}");
+    }
+    for (parameter, queue) in [
+        ("ApplierTimeoutSeconds", "Queue"),
+        ("WorkerTimeoutSeconds", "WorkQueue"),
+    ] {
+        let allowed = entry(&template, parameter)
+            .iter()
+            .find_map(|l| l.trim().strip_prefix("AllowedValues: ["))
+            .and_then(|l| l.strip_suffix(']'))
+            .expect("AllowedValues")
+            .split(", ")
+            .map(|v| v.parse::<u64>().expect("a number"))
+            .collect::<Vec<_>>();
+        for t in allowed {
+            assert!(rows.contains_key(&t), "{parameter} allows {t}: no row");
+        }
+        let line = format!(
+            "      VisibilityTimeout: !FindInMap [VisibilityTimeout, !Ref {parameter}, Seconds]"
+        );
+        assert!(
+            entry(&template, queue).contains(&line.as_str()),
+            "{queue} must read the mapping"
+        );
+    }
+}

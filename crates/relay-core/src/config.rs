@@ -1,7 +1,9 @@
 //! Typed configuration, read once at cold start from environment variables.
 //!
 //! **Invariant:** a missing or invalid variable is an error that names the
-//! variable and what it accepts; nothing falls back silently.
+//! variable and what it accepts. Only an optional variable falls back to its
+//! documented default, when unset or set empty (the template passes an
+//! empty parameter that way); a required one set empty is an error.
 
 use std::str::FromStr;
 

@@ -12,8 +12,9 @@
 //! **Invariant:** a pass over a table holds one page per segment, whatever
 //! the table's size.
 //!
-//! **Invariant:** an export older than what the queue can still hold is
-//! refused (every change after its cutoff must reach the applier).
+//! **Invariant:** an export whose cutoff is older than the source's stream
+//! can still deliver (its 24 hours, or its creation) is refused: every
+//! change after the cutoff must reach the applier.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
