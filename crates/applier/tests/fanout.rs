@@ -261,6 +261,41 @@ fn stale_and_unknown_tasks_change_nothing() {
     });
 }
 
+/// A task lost before any worker ran it (a message deleted by a run that
+/// then died) is sent again once the work queue stays empty with its part
+/// open, and the copy completes (audit helper-69 #3).
+#[test]
+fn a_lost_task_is_sent_again_when_the_work_queue_is_idle() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 67)).await;
+        for i in 0..40 {
+            sim.db.put("source", item(i));
+        }
+        sim.create_target();
+        let lose_one = async {
+            let msg = loop {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                if let Some(m) = sim.aws.receive(sim::WORK_URL, 1, 60).await.unwrap().pop() {
+                    break m;
+                }
+            };
+            sim.aws
+                .delete_message(sim::WORK_URL, &msg.receipt)
+                .await
+                .unwrap();
+            sim.start_workers(2, false).await;
+        };
+        let seed = tokio::time::timeout(
+            std::time::Duration::from_secs(900),
+            scan::seed_scan(&sim.ctx, fanned(2), false, false),
+        );
+        let (r, ()) = tokio::join!(seed, lose_one);
+        let done = r.expect("the lost task was never sent again").unwrap();
+        assert_eq!(done.copied, 40, "{done:?}");
+        assert_eq!(sim.db.items("target"), sim.db.items("source"));
+    });
+}
+
 /// A task delivered twice and run at the same time does the work once:
 /// the first run to move the part's checkpoint goes on, the other stops
 /// at its first page (its puts find the keys taken).

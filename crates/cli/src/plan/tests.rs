@@ -336,11 +336,18 @@ fn a_failing_or_slow_pair_does_not_hold_the_others() {
         c.args(["-c", script]);
         c
     };
+    // The slow pair ends only once the last pair has run (at most 10 s):
+    // the others must run beside it, in the other slot (audit helper-69 #4).
+    let dir = std::env::temp_dir().join(format!("ddb-relay-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let marker = dir.join("ok-ran");
+    let _ = std::fs::remove_file(&marker);
+    let m = marker.display();
     let jobs = vec![
         Job {
             pair: "slow".into(),
             stack: "s1".into(),
-            command: sh("sleep 1; echo '{\"ok\":1}'"),
+            command: sh(&format!("i=0; while [ ! -f '{m}' ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; [ -f '{m}' ] && echo '{{\"ok\":1}}'")),
         },
         Job {
             pair: "bad".into(),
@@ -355,10 +362,11 @@ fn a_failing_or_slow_pair_does_not_hold_the_others() {
         Job {
             pair: "ok".into(),
             stack: "s4".into(),
-            command: sh("echo '{\"go\":true}'"),
+            command: sh(&format!("touch '{m}'; echo '{{\"go\":true}}'")),
         },
     ];
     let r = run_jobs(jobs, 2, true);
+    let _ = std::fs::remove_dir_all(&dir);
     let names: Vec<_> = r.iter().map(|p| (p.pair.as_str(), p.exit)).collect();
     assert_eq!(names, [("slow", 0), ("bad", 1), ("nogo", 3), ("ok", 0)]);
     assert_eq!(r[0].result.as_ref().unwrap()["ok"], 1);
