@@ -148,7 +148,59 @@ fn a_pause_that_found_a_fence_taken_back_pauses_with_its_own() {
         let err = format!("{:#}", a.unwrap_err());
         assert!(err.contains("the pause was taken back"), "{err}");
         b.unwrap();
-        assert!(sim.ctx.control().await.unwrap().paused_at_ms.is_some());
+        let c = sim.ctx.control().await.unwrap();
+        assert!(
+            c.paused_at_ms.is_some() && c.taken_back_ms.is_some(),
+            "{c:?}"
+        );
+        assert!(!sim.aws.trigger_enabled(sim::APPLIER));
+    });
+}
+
+/// helper-70 #2: operator A's pause fails to disable the trigger and its
+/// take-back lands after operator B's `pause` (which kept A's fence) has
+/// settled, so B's `stopped_by_ms` write finds the item moved: B settles
+/// again and, the fence being taken back, pauses with its own, instead of
+/// failing with the migration running and its trigger Disabled.
+#[test]
+fn a_take_back_landing_after_a_pauses_settle_is_paused_over() {
+    sim::run(async {
+        let sim = paused(193).await;
+        pause::resume(&sim.ctx, false).await.unwrap();
+        // Control writes land 1 s after they are sent; trigger updates 2 s.
+        sim.db.set_latency(|call| {
+            if call.op == "UpdateItem(control)" {
+                Duration::from_secs(1)
+            } else {
+                Duration::ZERO
+            }
+        });
+        sim.aws.set_mapping_latency(|call| match call {
+            Some(_) => Duration::from_secs(2),
+            None => Duration::ZERO,
+        });
+        sim.aws
+            .fail_mapping_updates(Some(relay_aws::AwsError::permanent(
+                "UpdateEventSourceMapping",
+                "AccessDeniedException",
+                "not allowed",
+            )));
+        // A: fence at 1 s, its disable fails at 3 s, its take-back lands at
+        // 4 s. B (from 1.5 s): disable at 3.5 s, settle, then its write
+        // lands at 4.5 s.
+        let heal = async {
+            tokio::time::sleep(Duration::from_millis(3_200)).await;
+            sim.aws.fail_mapping_updates(None);
+        };
+        let ((a, b), ()) = tokio::join!(race(&sim, true, true, 1_500), heal);
+        let err = format!("{:#}", a.unwrap_err());
+        assert!(err.contains("the pause was taken back"), "{err}");
+        b.unwrap();
+        let c = sim.ctx.control().await.unwrap();
+        assert!(
+            c.paused_at_ms.is_some() && c.taken_back_ms.is_some(),
+            "{c:?}"
+        );
         assert!(!sim.aws.trigger_enabled(sim::APPLIER));
     });
 }
@@ -261,7 +313,7 @@ fn a_finish_taken_back_leaves_a_pause_made_while_it_waited_with_its_trigger_off(
 fn a_pause_whose_disable_lands_after_another_resume_enables_it_again() {
     sim::run(async {
         let sim = paused(179).await;
-        let before = sim.ctx.control().await.unwrap().resumed_ms;
+        let before = sim.ctx.control().await.unwrap().taken_back_ms;
         sim.aws.set_mapping_latency(|call| match call {
             Some(false) => Duration::from_secs(3),
             _ => Duration::ZERO,
@@ -271,9 +323,9 @@ fn a_pause_whose_disable_lands_after_another_resume_enables_it_again() {
         let err = format!("{:#}", b.unwrap_err());
         assert!(err.contains("another operator resumed"), "{err}");
         let c = sim.ctx.control().await.unwrap();
-        // The resume marked its lift, so B does not pause again (helper-66 #3).
+        // No take-back was marked, so B does not pause again (helper-66 #3).
         assert!(c.paused_at_ms.is_none() && c.cutoff_ms.is_some());
-        assert!(c.resumed_ms > before, "{c:?}");
+        assert_eq!(c.taken_back_ms, before, "{c:?}");
         assert!(
             sim.aws.trigger_enabled(sim::APPLIER),
             "resumed, so applying"
@@ -465,4 +517,53 @@ async fn wait_for_finish(sim: &Sim) -> i64 {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("finish never wrote the finish");
+}
+
+/// helper-70 #4: a `finish` whose applier trigger cannot be disabled takes
+/// its pause and finish back while operator B's `pause` has kept its fence:
+/// the control item is taken back before any trigger is enabled, so B's
+/// pause (which then pauses with its own fence) is never left with its
+/// applier trigger Enabled.
+#[test]
+fn a_finish_taken_back_under_a_pause_that_kept_its_fence_leaves_the_applier_off() {
+    sim::run(async {
+        let sim = ready_to_finish(191, true).await;
+        // Every trigger update takes 2 s; the applier's fail until B's.
+        sim.aws.set_mapping_latency(|call| match call {
+            Some(_) => Duration::from_secs(2),
+            None => Duration::ZERO,
+        });
+        sim.aws.fail_mapping_updates_of(
+            sim::APPLIER,
+            Some(relay_aws::AwsError::permanent(
+                "UpdateEventSourceMapping",
+                "AccessDeniedException",
+                "not allowed",
+            )),
+        );
+        let other = async {
+            for _ in 0..6_000 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if sim.ctx.control().await.unwrap().finished_ms.is_some() {
+                    break;
+                }
+            }
+            // The finish's applier disable fails at +4 s; B's lands at +5 s.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let heal = async {
+                tokio::time::sleep(Duration::from_millis(1_500)).await;
+                sim.aws.fail_mapping_updates(None);
+            };
+            let (p, ()) = tokio::join!(pause::pause(&sim.ctx, false), heal);
+            p
+        };
+        let (f, p) = tokio::join!(finish::finish(&sim.ctx, 3, 300, None, false), other);
+        let err = format!("{:#}", f.unwrap_err());
+        assert!(err.contains("could not be disabled"), "{err}");
+        p.unwrap();
+        let c = sim.ctx.control().await.unwrap();
+        assert!(c.paused_at_ms.is_some() && c.finished_ms.is_none(), "{c:?}");
+        assert_paused_means_disabled(&sim).await;
+        assert!(sim.aws.trigger_enabled(sim::FORWARDER));
+    });
 }

@@ -238,22 +238,37 @@ impl<A: Aws> Ctx<A> {
         read: &ControlState,
         next: ControlState,
     ) -> Result<ControlState> {
-        let mut next = next;
-        next.migration = self.stack.migration.clone();
-        next.updated_ms = Some(self.now_ms());
-        match self
-            .aws
-            .write_control(&self.stack.control_table, &next, read.version)
-            .await
-            .map_err(|e| explain(e, &format!("control table {}", self.stack.control_table)))?
-        {
-            ControlWrite::Written(s) => Ok(*s),
-            ControlWrite::Conflict => bail!(
+        match self.write_control_unless_moved(read, next).await? {
+            Some(s) => Ok(s),
+            None => bail!(
                 "another operator (or command) changed migration {} since this command read it (version {}); check `ddb-relay status` and re-run",
                 self.stack.migration,
                 read.version
             ),
         }
+    }
+
+    /// [`Ctx::write_control`], with `None` when the item moved past
+    /// `read` (nothing written).
+    pub async fn write_control_unless_moved(
+        &self,
+        read: &ControlState,
+        next: ControlState,
+    ) -> Result<Option<ControlState>> {
+        let mut next = next;
+        next.migration = self.stack.migration.clone();
+        next.updated_ms = Some(self.now_ms());
+        Ok(
+            match self
+                .aws
+                .write_control(&self.stack.control_table, &next, read.version)
+                .await
+                .map_err(|e| explain(e, &format!("control table {}", self.stack.control_table)))?
+            {
+                ControlWrite::Written(s) => Some(*s),
+                ControlWrite::Conflict => None,
+            },
+        )
     }
 
     /// The applier's queue trigger.

@@ -41,10 +41,12 @@ pub const ATTR_FINISHED_MS: &str = "finished_ms";
 /// any stream failure record it deleted. Those changes are in no queue, so
 /// every later seed must hold them.
 pub const ATTR_CLEARED_MS: &str = "cleared_ms";
-/// Set by every command that lifts a pause (`resume`, and the re-seeds
-/// that resume): a `pause` that found another's fence lifted tells a
-/// resume from a failed pause's take-back by it.
-pub const ATTR_RESUMED_MS: &str = "resumed_ms";
+/// Raised by every take-back of a fence (a `pause` or `finish` whose
+/// trigger update failed): a `pause` that kept another's fence and finds
+/// it lifted tells a take-back (pause again) from a resume (let it stand)
+/// by it. A lift it does not mark (a resume, or an earlier release's
+/// take-back) keeps the resume's outcome.
+pub const ATTR_TAKEN_BACK_MS: &str = "taken_back_ms";
 
 /// Default safety margin between the seed's time and the cutoff. An
 /// on-demand backup taken at T may miss writes up to T-60 s and event times
@@ -95,8 +97,8 @@ pub struct ControlState {
     /// it): every later seed's cutoff must be after it
     /// ([`seed_holds_cleared`]).
     pub cleared_ms: Option<i64>,
-    /// When a command last lifted a pause (see [`ATTR_RESUMED_MS`]).
-    pub resumed_ms: Option<i64>,
+    /// When a command last took its fence back (see [`ATTR_TAKEN_BACK_MS`]).
+    pub taken_back_ms: Option<i64>,
 }
 
 /// What the applier may do under a control item.
@@ -177,7 +179,7 @@ impl ControlState {
             stopped_by_ms: number(item, ATTR_STOPPED_BY_MS)?,
             finished_ms: number(item, ATTR_FINISHED_MS)?,
             cleared_ms: number(item, ATTR_CLEARED_MS)?,
-            resumed_ms: number(item, ATTR_RESUMED_MS)?,
+            taken_back_ms: number(item, ATTR_TAKEN_BACK_MS)?,
         })
     }
 
@@ -197,7 +199,7 @@ impl ControlState {
             (ATTR_STOPPED_BY_MS, n(self.stopped_by_ms)),
             (ATTR_FINISHED_MS, n(self.finished_ms)),
             (ATTR_CLEARED_MS, n(self.cleared_ms)),
-            (ATTR_RESUMED_MS, n(self.resumed_ms)),
+            (ATTR_TAKEN_BACK_MS, n(self.taken_back_ms)),
             (ATTR_MODE, Some(AttributeValue::S(mode.into()))),
             (ATTR_SEED_METHOD, s(&self.seed_method)),
             (ATTR_SEED_MS, n(self.seed_ms)),
@@ -227,6 +229,12 @@ impl ControlState {
             item.insert(ATTR_CONSUMED_MS.into(), AttributeValue::N(t.to_string()));
         }
         item
+    }
+
+    /// The take-back mark for a write at `now_ms`: raised, never equal to
+    /// the last one (see [`ATTR_TAKEN_BACK_MS`]).
+    pub fn next_take_back(&self, now_ms: i64) -> Option<i64> {
+        Some(now_ms.max(self.taken_back_ms.map_or(0, |t| t + 1)))
     }
 
     /// A copy without the last verify's verdict (and its time): every seed
@@ -322,7 +330,7 @@ mod tests {
             mode: Mode::Tombstone,
             paused_at_ms: None,
             version: 7,
-            resumed_ms: Some(1_700_000_100_000),
+            taken_back_ms: Some(1_700_000_100_000),
             ..Default::default()
         };
         assert_eq!(ControlState::from_item(&s.to_item()).unwrap(), s);

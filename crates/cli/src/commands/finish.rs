@@ -389,28 +389,10 @@ pub async fn finish<A: Aws>(
         };
         if let Err(e) = stopped {
             let mut said = Vec::new();
-            // Both triggers back as they were (an update that failed may
-            // still have taken effect), then the pause and the finish.
-            for (t, was, what) in [
-                (&forwarder, &forwarder.state, "forwarder trigger"),
-                (&applier, &applier.state, "applier trigger"),
-            ] {
-                // A paused applier stays off, whatever its trigger said.
-                let paused = read.paused_at_ms.is_some() && t.uuid == applier.uuid;
-                if was != "Enabled" || paused {
-                    continue;
-                }
-                if let Err(r) = ctx.set_trigger(&t.uuid, true, what).await {
-                    let now = ctx
-                        .aws
-                        .mapping_state(&t.uuid)
-                        .await
-                        .unwrap_or_else(|_| "unknown".to_string());
-                    said.push(format!(
-                        "the {what} is {now} (enabling it again failed: {r:#})"
-                    ));
-                }
-            }
+            // The pause and the finish taken back first, then the triggers
+            // as they were (an update that failed may still have taken
+            // effect), the applier's as the control item then says: never
+            // Enabled under a pause (helper-70 #4).
             let restored = ctx
                 .write_control(
                     &written,
@@ -421,13 +403,46 @@ pub async fn finish<A: Aws>(
                     ControlState {
                         paused_at_ms: read.paused_at_ms,
                         finished_ms: read.finished_ms,
+                        // A `pause` that kept this fence pauses again.
+                        taken_back_ms: if read.paused_at_ms.is_none() {
+                            written.next_take_back(ctx.now_ms())
+                        } else {
+                            written.taken_back_ms
+                        },
                         ..written.without_verdict()
                     },
                 )
                 .await;
             match restored {
-                Ok(_) => said.insert(0, "the pause and the finish were taken back".into()),
-                Err(r) => said.insert(0, format!("the pause and the finish could not be taken back ({r:#}): `ddb-relay resume`")),
+                Ok(_) => said.push("the pause and the finish were taken back".to_string()),
+                Err(r) => said.push(format!(
+                    "the pause and the finish could not be taken back ({r:#}): `ddb-relay resume`"
+                )),
+            }
+            if forwarder.state == "Enabled" {
+                if let Err(r) = ctx
+                    .set_trigger(&forwarder.uuid, true, "forwarder trigger")
+                    .await
+                {
+                    let now = ctx
+                        .aws
+                        .mapping_state(&forwarder.uuid)
+                        .await
+                        .unwrap_or_else(|_| "unknown".to_string());
+                    said.push(format!(
+                        "the forwarder trigger is {now} (enabling it again failed: {r:#})"
+                    ));
+                }
+            }
+            let was = applier.state == "Enabled" && read.paused_at_ms.is_none();
+            match super::pause::settle_applier(ctx, &applier.uuid, was, "`ddb-relay status`").await
+            {
+                Ok(None) => {}
+                Ok(Some(now)) => said.push(format!(
+                    "the applier trigger is {}, as the control item says",
+                    if now { "Enabled" } else { "Disabled" }
+                )),
+                Err(r) => said.push(format!("the applier trigger: {r:#}")),
             }
             return Err(e.context(format!(
                 "a trigger could not be disabled; {}",

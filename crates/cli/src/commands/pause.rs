@@ -91,56 +91,55 @@ pub async fn pause<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<PauseReport> {
             )),
         });
     }
-    // A fence this found may be lifted while it runs: by a `resume`, or by
-    // the take-back of the pause that wrote it, whose trigger update failed
-    // (helper-66 #3). Found lifted, this pauses once more with its own.
+    // A fence this kept may be lifted while it runs: by a `resume` (which
+    // stands), or by the take-back of the pause or finish that wrote it,
+    // whose trigger update failed (helper-66 #3; marked `taken_back_ms`):
+    // this then pauses with its own fence. Paused again by anyone, it keeps
+    // that fence. At most three rounds.
     let mut read = read;
-    let mut borrowed_once = false;
-    let fenced = loop {
-        let read_resumed = read.resumed_ms;
+    let mut rounds = 0;
+    let written = loop {
+        rounds += 1;
+        let marked = read.taken_back_ms;
         let (fenced, borrowed) = fence_and_disable(ctx, &trigger.uuid, read).await?;
         // Another operator's `resume` may have lifted the pause after this
         // read it, and enabled the trigger before this disable landed
         // (helper-65 #1).
-        if settle_applier(ctx, &trigger.uuid, false, "`ddb-relay pause`")
+        let mut lifted = settle_applier(ctx, &trigger.uuid, false, RERUN)
             .await?
-            .is_none()
-        {
-            break fenced;
-        }
-        // Lifted by a resume (it marks every lift), not by a take-back.
-        let now = ctx.control().await?;
-        let resumed = !borrowed || now.resumed_ms != read_resumed;
-        if resumed || borrowed_once {
-            bail!(
-                "{}: it is not paused, and its applier trigger was enabled again; check `ddb-relay status`, then pause again if it is still needed",
-                if resumed {
-                    "another operator resumed the migration while this paused it"
-                } else {
-                    "the pauses this found were taken back twice (other operators' trigger updates failed)"
-                }
-            );
-        }
-        borrowed_once = true;
-        read = now;
-    };
-    let timeout_s = ctx
-        .aws
-        .function_timeout_s(&ctx.stack.applier)
-        .await
-        .map_err(|e| explain(e, &format!("function {}", ctx.stack.applier)))?;
-    let stopped_by = ctx.now_ms() + (timeout_s as i64 + 5) * 1000;
-    let written = if fenced.stopped_by_ms.is_some_and(|t| t >= stopped_by) {
-        fenced
-    } else {
-        ctx.write_control(
-            &fenced,
-            ControlState {
+            .is_some();
+        if !lifted {
+            let stopped_by = stopped_by(ctx).await?;
+            if fenced.stopped_by_ms.is_some_and(|t| t >= stopped_by) {
+                break fenced;
+            }
+            let next = ControlState {
                 stopped_by_ms: Some(stopped_by),
                 ..fenced.clone()
-            },
-        )
-        .await?
+            };
+            if let Some(w) = ctx.write_control_unless_moved(&fenced, next).await? {
+                break w;
+            }
+            // Moved since the fence (a take-back landing after the settle,
+            // another pause; helper-70 #2): the trigger as the item says.
+            lifted = settle_applier(ctx, &trigger.uuid, false, RERUN)
+                .await?
+                .is_some();
+        }
+        let now = ctx.control().await?;
+        let again = now.paused_at_ms.is_some() || (borrowed && now.taken_back_ms != marked);
+        if again && rounds < 3 {
+            read = now;
+            continue;
+        }
+        bail!(
+            "{}: check `ddb-relay status`, then pause again if it is still needed",
+            if again || !lifted {
+                "the migration kept changing while this paused it (other operators pausing, resuming, or taking a pause back)"
+            } else {
+                "another operator resumed the migration while this paused it: it is not paused, and its applier trigger was enabled again"
+            }
+        );
     };
     let b = bounds(ctx, &written).await?;
     Ok(PauseReport {
@@ -154,6 +153,20 @@ pub async fn pause<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<PauseReport> {
         dry_run: false,
         plan: None,
     })
+}
+
+/// What a `pause` that could not finish names.
+const RERUN: &str = "`ddb-relay pause`";
+
+/// The time after which no applier invocation started now can still write:
+/// the function's timeout and 5 s from now.
+async fn stopped_by<A: Aws>(ctx: &Ctx<A>) -> Result<i64> {
+    let timeout_s = ctx
+        .aws
+        .function_timeout_s(&ctx.stack.applier)
+        .await
+        .map_err(|e| explain(e, &format!("function {}", ctx.stack.applier)))?;
+    Ok(ctx.now_ms() + (timeout_s as i64 + 5) * 1000)
 }
 
 /// The pause's fence (a second pause keeps the first time), then the
@@ -194,6 +207,8 @@ async fn fence_and_disable<A: Aws>(
             &fenced,
             ControlState {
                 paused_at_ms: None,
+                // Marked: a `pause` that kept this fence pauses again.
+                taken_back_ms: fenced.next_take_back(ctx.now_ms()),
                 ..fenced.clone()
             },
         )
@@ -368,12 +383,6 @@ pub async fn enable_applier<A: Aws>(
                 paused_at_ms: None,
                 stopped_by_ms: None,
                 finished_ms: None,
-                // Every lift is marked (see `pause`).
-                resumed_ms: if read.paused_at_ms.is_some() {
-                    Some(ctx.now_ms().max(read.resumed_ms.map_or(0, |r| r + 1)))
-                } else {
-                    read.resumed_ms
-                },
                 // A reopened migration verifies again before its cutover.
                 ..if read.finished_ms.is_some() {
                     read.without_verdict()
