@@ -678,6 +678,38 @@ fn a_copy_seed_into_a_target_holding_items_no_seed_wrote_is_refused() {
                     .to_string();
                 assert!(err.contains(says), "{method:?}: {err}");
             }
+            // An export load is refused before its export (the fake takes
+            // none: it would fail as unsupported).
+            let load = ddb_relay::commands::load::LoadArgs {
+                from_export: None,
+                bucket: Some("exports".into()),
+                prefix: "p".into(),
+                at: None,
+            };
+            let err = ddb_relay::commands::load::seed_export_load(&sim.ctx, &load, copy(), false)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{method:?}: {err}");
+            // And preflight says so.
+            let pre = ddb_relay::commands::preflight::preflight(
+                &sim.ctx,
+                ddb_relay::args::Method::Scan,
+                false,
+                None,
+            )
+            .await
+            .unwrap();
+            let target = pre
+                .checks
+                .iter()
+                .find(|c| c.name == "target table")
+                .unwrap();
+            assert!(
+                target.status == relay_core::decide::CheckStatus::Fail
+                    && target.detail.contains(says),
+                "{target:?}"
+            );
             assert_eq!(sim.db.items("target"), stale);
             assert_eq!(sim.ctx.control().await.unwrap(), read);
             assert!(!sim.aws.trigger_enabled(sim::APPLIER));
@@ -714,27 +746,50 @@ fn a_restore_seed_sets_its_cutoff_only_on_its_own_record() {
         let read = sim.ctx.control().await.unwrap();
         let pitr_ms = sim.now_ms() - 60_000;
         let copy_ms = sim.now_ms();
-        // Another operator's copy seed recorded after this pitr seed's record.
-        let theirs = sim
-            .ctx
-            .write_control(
-                &read,
-                relay_core::control::ControlState {
-                    seed_method: Some("scan".into()),
-                    seed_ms: Some(copy_ms),
-                    cutoff_ms: Some(copy_ms - 120_000),
-                    mode: Mode::Tombstone,
-                    ..read.clone()
-                },
-            )
-            .await
-            .unwrap();
-        let err = ddb_relay::commands::seed::set_cutoff_when_active(&sim.ctx, pitr_ms, "pitr")
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not this pitr seed"), "{err}");
-        assert_eq!(sim.ctx.control().await.unwrap(), theirs);
+        // What another operator may have recorded since this pitr seed's
+        // record: a copy seed; a pitr re-seed at another point; this seed
+        // with another cutoff, or in tombstone mode (each guard alone).
+        let mine = relay_core::control::ControlState {
+            seed_method: Some("pitr".into()),
+            seed_ms: Some(pitr_ms),
+            cutoff_ms: None,
+            mode: Mode::Normal,
+            ..read.clone()
+        };
+        let mut theirs = read;
+        for other in [
+            relay_core::control::ControlState {
+                seed_method: Some("scan".into()),
+                seed_ms: Some(copy_ms),
+                cutoff_ms: Some(copy_ms - 120_000),
+                mode: Mode::Tombstone,
+                ..mine.clone()
+            },
+            relay_core::control::ControlState {
+                seed_ms: Some(copy_ms),
+                ..mine.clone()
+            },
+            relay_core::control::ControlState {
+                cutoff_ms: Some(copy_ms - 120_000),
+                ..mine.clone()
+            },
+            relay_core::control::ControlState {
+                mode: Mode::Tombstone,
+                ..mine.clone()
+            },
+        ] {
+            let other = relay_core::control::ControlState {
+                version: theirs.version,
+                ..other
+            };
+            theirs = sim.ctx.write_control(&theirs, other).await.unwrap();
+            let err = ddb_relay::commands::seed::set_cutoff_when_active(&sim.ctx, pitr_ms, "pitr")
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("not this pitr seed"), "{theirs:?}: {err}");
+            assert_eq!(sim.ctx.control().await.unwrap(), theirs);
+        }
         // A recorded pitr seed with its table: `seed --method backup` does
         // not take it over.
         let pitr = sim

@@ -144,9 +144,15 @@ fn a_dead_lettered_task_stops_the_seed_which_then_resumes() {
         }
         sim.start_pollers();
         sim.create_target();
-        // No workers yet: the tasks wait; a task dead-letters meanwhile.
+        // No workers yet: the tasks wait; a task dead-letters meanwhile
+        // (once they are sent: the seed counts the DLQ before it sends).
         let (r, ()) = tokio::join!(scan::seed_scan(&sim.ctx, fanned(2), false, false), async {
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            for _ in 0..600 {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                if sim.aws.queue_attrs(sim::WORK_URL).await.unwrap().visible > 0 {
+                    break;
+                }
+            }
             sim.aws
                 .send_message(WORK_DLQ_URL, r#"{"v":9}"#)
                 .await
@@ -526,13 +532,20 @@ fn a_restart_replaces_an_interrupted_fanned_out_copy_under_live_writes() {
         sim.start_pollers();
         sim.start_workers(2, true).await;
         sim.create_target();
-        // The command is stopped (Ctrl-C) while the workers copy.
-        let stopped = tokio::time::timeout(
-            std::time::Duration::from_millis(300),
-            scan::seed_scan(&sim.ctx, fanned(4), false, false),
-        )
-        .await;
-        assert!(stopped.is_err(), "the copy was still running");
+        // The command is stopped (Ctrl-C) while the workers copy: once a
+        // first item is in the target.
+        let copying = async {
+            for _ in 0..60_000 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                if !sim.db.items("target").is_empty() {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            _ = scan::seed_scan(&sim.ctx, fanned(4), false, false) => panic!("the copy was still running"),
+            () = copying => {}
+        }
         live_writes(&sim, 0).await;
         ddb_relay::commands::pause::pause(&sim.ctx, false)
             .await
@@ -659,10 +672,27 @@ fn a_fanned_out_verify_under_live_writes_is_clean() {
         sim::seed_by_scan(&sim).await;
         sim.assert_converged().await;
         sim.start_workers(2, false).await;
-        let (v, ()) = tokio::join!(
-            verify_fanout::verify(&sim.ctx, 100.0, false, 1, 4),
-            live_writes(&sim, 0)
-        );
+        // The applier's writes land 300 ms late, so the target lags.
+        sim.db.set_latency(|call| match (call.table, call.op) {
+            ("target", "BatchWriteItem") => std::time::Duration::from_millis(300),
+            _ => std::time::Duration::ZERO,
+        });
+        // Writes go on for as long as the verify runs (at most 40 s).
+        let done = std::cell::Cell::new(false);
+        let verify = async {
+            let v = verify_fanout::verify(&sim.ctx, 100.0, false, 1, 4).await;
+            done.set(true);
+            v
+        };
+        let writes = async {
+            for k in 0..100 {
+                if done.get() {
+                    break;
+                }
+                live_writes(&sim, k * 70).await;
+            }
+        };
+        let (v, ()) = tokio::join!(verify, writes);
         let v = v.unwrap();
         assert!(v.clean, "{v:?}");
         assert!(v.lag_resolved > 0, "the live writes were seen: {v:?}");
@@ -888,6 +918,8 @@ fn a_chunk_with_differences_that_cannot_settle_in_time_is_left_to_the_next_run()
         }
         let (run_ms, task) = one_segment_verify(&sim);
         let state = || part_state(&sim, run_ms);
+        // Reads take no time here: only settling does.
+        sim.db.set_latency(|_| std::time::Duration::ZERO);
         // Time to save, not to settle differences (2 s with no wait).
         let until = tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
         let out = ddb_relay::worker::run_task(&sim.ctx, &task, Some(until))

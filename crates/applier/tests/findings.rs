@@ -529,6 +529,14 @@ fn finish_does_not_take_unknown_or_throttled_for_quiet() {
         assert!(err.contains("throttled"), "{err}");
         // Each other way the forwarder is not quiet (audit helper-69 #5):
         // failing invocations or sends, behind the stream, a batch given up.
+        // (Quiet here is the forwarder's timeout + 5 s: 100 s behind is more.)
+        {
+            use relay_aws::operator::Triggers;
+            assert_eq!(
+                sim.aws.function_timeout_s(sim::FORWARDER).await.unwrap(),
+                60
+            );
+        }
         let migration = sim.ctx.stack.migration.clone();
         for (ns, name, by_function, value, says) in [
             ("AWS/Lambda", "Errors", true, 1.0, "failing"),

@@ -245,10 +245,20 @@ pub async fn preflight<A: Aws>(
             "target table",
             format!("{} does not exist: a {} copy writes into a table your IaC creates", s.target_table, method.as_str()),
         )),
-        Ok(Some(t)) if copy => checks.push(Check::pass(
-            "target table",
-            format!("{} ({}, keys {:?}) exists for the {} copy", t.name, t.status, t.key_names, method.as_str()),
-        )),
+        // Empty, or seeded already (a copy refuses items no seed wrote).
+        Ok(Some(t)) if copy => checks.push(match &control {
+            Some(c) => match super::seed::refuse_filled_target(ctx, c).await {
+                Ok(()) => Check::pass(
+                    "target table",
+                    format!("{} ({}, keys {:?}) exists for the {} copy", t.name, t.status, t.key_names, method.as_str()),
+                ),
+                Err(e) => Check::fail("target table", format!("{e:#}")),
+            },
+            None => Check::pass(
+                "target table",
+                format!("{} ({}, keys {:?}) exists for the {} copy (its items not checked: the control item could not be read)", t.name, t.status, t.key_names, method.as_str()),
+            ),
+        }),
         Ok(None) => checks.push(Check::pass("target table", format!("{} does not exist yet; the {} seed creates it", s.target_table, method.as_str()))),
         Ok(Some(t)) if seeded => checks.push(Check::pass("target table", format!("{} ({}), seeded by ddb-relay", t.name, t.status))),
         Ok(Some(t)) => checks.push(Check::fail(
