@@ -348,6 +348,36 @@ async fn throttling_and_failed_calls_are_retried() {
     assert_eq!(queue.same_group_violations(), 0);
 }
 
+/// An entry SQS queued but answered as failed (a response lost) is sent
+/// again in the same invocation with the same deduplication id, so it is
+/// queued once (group.rs: dedup ids are scoped to one invocation, and a
+/// retry inside it reuses them).
+#[tokio::test(start_paused = true)]
+async fn an_ambiguous_failure_is_retried_under_the_same_deduplication_id() {
+    let queue = FakeFifo::new(5);
+    let f = forwarder(&queue, 8, 16 * 1024);
+    let (event, records) = synthetic(200, 50, 500);
+    let first = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let seen = first.clone();
+    queue.set_entry_faults(move |e| {
+        // Each message's first send is queued but answered as failed.
+        seen.lock()
+            .unwrap()
+            .insert(e.body.clone())
+            .then_some(EntryFault::Ambiguous)
+    });
+    let out = f.forward(event.event(), deadline()).await;
+    assert!(
+        out.response.batch_item_failures.is_empty(),
+        "{:?}",
+        out.response
+    );
+    assert!(out.metrics.get(names::SEND_RETRIES).unwrap() > 0.0);
+    // Every message was sent twice, and queued once.
+    assert_eq!(queue.accepted_entries().len(), 2 * queue.accepted().len());
+    assert_eq!(delivered(&queue).len(), records.len());
+}
+
 /// helper-55 #4: an endpoint whose batch limit is below the forwarder's
 /// (here 20 KiB against the default 1 MiB) refuses a whole call as too
 /// long, a sender fault. The calls are split on the retry instead of the

@@ -13,6 +13,10 @@ pub enum EntryFault {
     Retryable,
     /// Sender fault: the entry is invalid.
     Permanent,
+    /// Ambiguous: the entry is queued (deduplicated as usual), but the
+    /// answer says it failed and may be retried (a response lost, or a
+    /// call abandoned after SQS took it).
+    Ambiguous,
 }
 
 type EntryFaultFn = Box<dyn FnMut(&SendEntry) -> Option<EntryFault> + Send>;
@@ -284,6 +288,7 @@ impl QueueSender for FakeFifo {
         let mut out = HashMap::new();
         for e in entries {
             let fault = s.entry_fault.as_mut().and_then(|f| f(&e));
+            let ambiguous = fault == Some(EntryFault::Ambiguous);
             match fault {
                 Some(EntryFault::Retryable) => {
                     out.insert(
@@ -303,7 +308,7 @@ impl QueueSender for FakeFifo {
                         },
                     );
                 }
-                None => {
+                Some(EntryFault::Ambiguous) | None => {
                     s.accepted_entries.push(e.clone());
                     if s.dedup_seen.insert(e.dedup_id.clone()) {
                         s.next_sequence += 1;
@@ -324,7 +329,17 @@ impl QueueSender for FakeFifo {
                             .push_back(m.clone());
                         s.accepted.push(m);
                     }
-                    out.insert(e.id, EntryStatus::Accepted);
+                    out.insert(
+                        e.id,
+                        if ambiguous {
+                            EntryStatus::Failed {
+                                retryable: true,
+                                code: "InternalError".into(),
+                            }
+                        } else {
+                            EntryStatus::Accepted
+                        },
+                    );
                 }
             }
         }
