@@ -321,7 +321,7 @@ fn a_pause_whose_disable_lands_after_another_resume_enables_it_again() {
         let (b, a) = race(&sim, true, false, 500).await;
         a.unwrap();
         let err = format!("{:#}", b.unwrap_err());
-        assert!(err.contains("another operator resumed"), "{err}");
+        assert!(err.contains("the pause was lifted"), "{err}");
         let c = sim.ctx.control().await.unwrap();
         // No take-back was marked, so B does not pause again (helper-66 #3).
         assert!(c.paused_at_ms.is_none() && c.cutoff_ms.is_some());
@@ -565,5 +565,87 @@ fn a_finish_taken_back_under_a_pause_that_kept_its_fence_leaves_the_applier_off(
         assert!(c.paused_at_ms.is_some() && c.finished_ms.is_none(), "{c:?}");
         assert_paused_means_disabled(&sim).await;
         assert!(sim.aws.trigger_enabled(sim::FORWARDER));
+    });
+}
+
+/// helper-71 #1: operator B's `pause` keeps `finish`'s fence and writes its
+/// own time before the finish fails to stop the forwarder: the finish's
+/// take-back finds the item moved, takes back the finish alone and keeps
+/// B's pause (the forwarder running, the applier off), instead of leaving
+/// the migration finished under a forwarder that runs.
+#[test]
+fn a_finish_taken_back_after_a_pause_kept_its_fence_keeps_the_pause() {
+    sim::run(async {
+        let sim = ready_to_finish(197, true).await;
+        // The finish's forwarder disable (the first) fails after 5 s; B's
+        // applier disable takes 1 s.
+        let mut disables = 0;
+        sim.aws.set_mapping_latency(move |call| match call {
+            Some(false) => {
+                disables += 1;
+                Duration::from_secs(if disables == 1 { 5 } else { 1 })
+            }
+            _ => Duration::ZERO,
+        });
+        sim.aws.fail_mapping_updates_of(
+            sim::FORWARDER,
+            Some(relay_aws::AwsError::permanent(
+                "UpdateEventSourceMapping",
+                "AccessDeniedException",
+                "not allowed",
+            )),
+        );
+        let other = async {
+            for _ in 0..6_000 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if sim.ctx.control().await.unwrap().finished_ms.is_some() {
+                    break;
+                }
+            }
+            pause::pause(&sim.ctx, false).await
+        };
+        let (f, p) = tokio::join!(finish::finish(&sim.ctx, 3, 300, None, false), other);
+        let err = format!("{:#}", f.unwrap_err());
+        assert!(err.contains("the pause kept"), "{err}");
+        p.unwrap();
+        let c = sim.ctx.control().await.unwrap();
+        assert!(c.paused_at_ms.is_some() && c.finished_ms.is_none(), "{c:?}");
+        assert_paused_means_disabled(&sim).await;
+        assert!(sim.aws.trigger_enabled(sim::FORWARDER));
+    });
+}
+
+/// helper-71 #2: a trigger enable in flight from before (an earlier
+/// release's take-back enables before its control write) lands after the
+/// pause settled and before its `stopped_by_ms` write: the pause settles
+/// again after that write, so it never reports success with its trigger
+/// Enabled.
+#[test]
+fn a_trigger_enable_landing_during_a_pauses_last_write_is_corrected() {
+    sim::run(async {
+        use relay_aws::operator::Triggers;
+        let sim = paused(199).await;
+        pause::resume(&sim.ctx, false).await.unwrap();
+        // The pause's fence lands at 1 s and its last write at 2 s; the
+        // stray enable at 1.5 s.
+        sim.db.set_latency(|call| {
+            if call.op == "UpdateItem(control)" {
+                Duration::from_secs(1)
+            } else {
+                Duration::ZERO
+            }
+        });
+        sim.aws.set_mapping_latency(|call| match call {
+            Some(true) => Duration::from_millis(1_500),
+            _ => Duration::ZERO,
+        });
+        let uuid = sim.ctx.applier_trigger().await.unwrap().uuid;
+        let stray = async {
+            sim.aws.set_mapping(&uuid, true).await.unwrap();
+        };
+        let (p, ()) = tokio::join!(pause::pause(&sim.ctx, false), stray);
+        p.unwrap();
+        assert!(sim.ctx.control().await.unwrap().paused_at_ms.is_some());
+        assert_paused_means_disabled(&sim).await;
     });
 }

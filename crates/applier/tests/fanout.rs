@@ -147,12 +147,15 @@ fn a_dead_lettered_task_stops_the_seed_which_then_resumes() {
         // No workers yet: the tasks wait; a task dead-letters meanwhile
         // (once they are sent: the seed counts the DLQ before it sends).
         let (r, ()) = tokio::join!(scan::seed_scan(&sim.ctx, fanned(2), false, false), async {
+            let mut queued = false;
             for _ in 0..600 {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                if sim.aws.queue_attrs(sim::WORK_URL).await.unwrap().visible > 0 {
+                queued = sim.aws.queue_attrs(sim::WORK_URL).await.unwrap().visible > 0;
+                if queued {
                     break;
                 }
             }
+            assert!(queued, "the seed sent its tasks");
             sim.aws
                 .send_message(WORK_DLQ_URL, r#"{"v":9}"#)
                 .await
@@ -538,12 +541,13 @@ fn a_restart_replaces_an_interrupted_fanned_out_copy_under_live_writes() {
             for _ in 0..60_000 {
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 if !sim.db.items("target").is_empty() {
-                    break;
+                    return;
                 }
             }
+            panic!("no item was copied within 60 s");
         };
         tokio::select! {
-            _ = scan::seed_scan(&sim.ctx, fanned(4), false, false) => panic!("the copy was still running"),
+            _ = scan::seed_scan(&sim.ctx, fanned(4), false, false) => panic!("the copy ended before it was stopped"),
             () = copying => {}
         }
         live_writes(&sim, 0).await;

@@ -41,11 +41,11 @@ pub const ATTR_FINISHED_MS: &str = "finished_ms";
 /// any stream failure record it deleted. Those changes are in no queue, so
 /// every later seed must hold them.
 pub const ATTR_CLEARED_MS: &str = "cleared_ms";
-/// Raised by every take-back of a fence (a `pause` or `finish` whose
-/// trigger update failed): a `pause` that kept another's fence and finds
-/// it lifted tells a take-back (pause again) from a resume (let it stand)
-/// by it. A lift it does not mark (a resume, or an earlier release's
-/// take-back) keeps the resume's outcome.
+/// Written by every take-back of a fence (a `pause` or `finish` whose
+/// trigger update failed): the `paused_at_ms` of the fence taken back. A
+/// `pause` that kept another's fence and finds it lifted pauses again only
+/// when this names that fence; any other lift (a resume, or an earlier
+/// release's take-back) stands.
 pub const ATTR_TAKEN_BACK_MS: &str = "taken_back_ms";
 
 /// Default safety margin between the seed's time and the cutoff. An
@@ -97,7 +97,7 @@ pub struct ControlState {
     /// it): every later seed's cutoff must be after it
     /// ([`seed_holds_cleared`]).
     pub cleared_ms: Option<i64>,
-    /// When a command last took its fence back (see [`ATTR_TAKEN_BACK_MS`]).
+    /// The fence a command last took back (see [`ATTR_TAKEN_BACK_MS`]).
     pub taken_back_ms: Option<i64>,
 }
 
@@ -229,12 +229,6 @@ impl ControlState {
             item.insert(ATTR_CONSUMED_MS.into(), AttributeValue::N(t.to_string()));
         }
         item
-    }
-
-    /// The take-back mark for a write at `now_ms`: raised, never equal to
-    /// the last one (see [`ATTR_TAKEN_BACK_MS`]).
-    pub fn next_take_back(&self, now_ms: i64) -> Option<i64> {
-        Some(now_ms.max(self.taken_back_ms.map_or(0, |t| t + 1)))
     }
 
     /// A copy without the last verify's verdict (and its time): every seed

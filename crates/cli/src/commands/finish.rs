@@ -281,6 +281,46 @@ pub(crate) async fn refuse_partial_target<A: Aws>(
     }
 }
 
+/// Takes back `finish`'s pause and finish (`written`, over `read`), with
+/// the verdict: a verify that found differences while the finish was
+/// written did not record them (its fence had moved), and the older clean
+/// one must not stand for it (helper-53 #2). The fence it lifts is named in
+/// `taken_back_ms`, so a `pause` that kept it pauses again. Moved since (a
+/// `pause` kept the fence and wrote its own time; helper-71 #1): the finish
+/// alone is taken back, the pause kept; reopened or finished by another
+/// operator, it is left as it is. The item as it ends.
+async fn take_back<A: Aws>(
+    ctx: &Ctx<A>,
+    read: &ControlState,
+    written: &ControlState,
+) -> Result<ControlState> {
+    let next = ControlState {
+        paused_at_ms: read.paused_at_ms,
+        finished_ms: read.finished_ms,
+        taken_back_ms: if read.paused_at_ms.is_none() {
+            written.paused_at_ms
+        } else {
+            written.taken_back_ms
+        },
+        ..written.without_verdict()
+    };
+    if let Some(w) = ctx.write_control_unless_moved(written, next).await? {
+        return Ok(w);
+    }
+    let now = ctx.control().await?;
+    if now.finished_ms != written.finished_ms {
+        return Ok(now);
+    }
+    ctx.write_control(
+        &now,
+        ControlState {
+            finished_ms: read.finished_ms,
+            ..now.without_verdict()
+        },
+    )
+    .await
+}
+
 pub async fn finish<A: Aws>(
     ctx: &Ctx<A>,
     quiet: u64,
@@ -393,33 +433,24 @@ pub async fn finish<A: Aws>(
             // as they were (an update that failed may still have taken
             // effect), the applier's as the control item then says: never
             // Enabled under a pause (helper-70 #4).
-            let restored = ctx
-                .write_control(
-                    &written,
-                    // Without the verdict: a verify that found differences
-                    // while the finish was written did not record them (its
-                    // fence had moved), and the older clean one must not
-                    // stand for it (helper-53 #2).
-                    ControlState {
-                        paused_at_ms: read.paused_at_ms,
-                        finished_ms: read.finished_ms,
-                        // A `pause` that kept this fence pauses again.
-                        taken_back_ms: if read.paused_at_ms.is_none() {
-                            written.next_take_back(ctx.now_ms())
-                        } else {
-                            written.taken_back_ms
-                        },
-                        ..written.without_verdict()
-                    },
-                )
-                .await;
-            match restored {
-                Ok(_) => said.push("the pause and the finish were taken back".to_string()),
-                Err(r) => said.push(format!(
-                    "the pause and the finish could not be taken back ({r:#}): `ddb-relay resume`"
-                )),
-            }
-            if forwarder.state == "Enabled" {
+            let restored = take_back(ctx, &read, &written).await;
+            let finished = match &restored {
+                Ok(now) => {
+                    said.push(match (now.finished_ms, now.paused_at_ms, read.paused_at_ms) {
+                        (Some(_), ..) => "the migration is finished as another operator left it".to_string(),
+                        (None, Some(_), None) => "the finish was taken back, and the pause kept (another operator paused meanwhile)".to_string(),
+                        _ => "the pause and the finish were taken back".to_string(),
+                    });
+                    now.finished_ms.is_some()
+                }
+                Err(r) => {
+                    said.push(format!("the pause and the finish could not be taken back ({r:#}): check `ddb-relay status`; `ddb-relay resume` reopens it"));
+                    true
+                }
+            };
+            // The forwarder back only once the item no longer says finished
+            // (helper-71 #1).
+            if forwarder.state == "Enabled" && !finished {
                 if let Err(r) = ctx
                     .set_trigger(&forwarder.uuid, true, "forwarder trigger")
                     .await
@@ -435,7 +466,7 @@ pub async fn finish<A: Aws>(
                 }
             }
             let was = applier.state == "Enabled" && read.paused_at_ms.is_none();
-            match super::pause::settle_applier(ctx, &applier.uuid, was, "`ddb-relay status`").await
+            match super::pause::settle_applier(ctx, &applier.uuid, was, "`ddb-relay resume`").await
             {
                 Ok(None) => {}
                 Ok(Some(now)) => said.push(format!(

@@ -93,14 +93,13 @@ pub async fn pause<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<PauseReport> {
     }
     // A fence this kept may be lifted while it runs: by a `resume` (which
     // stands), or by the take-back of the pause or finish that wrote it,
-    // whose trigger update failed (helper-66 #3; marked `taken_back_ms`):
-    // this then pauses with its own fence. Paused again by anyone, it keeps
-    // that fence. At most three rounds.
+    // whose trigger update failed (helper-66 #3; `taken_back_ms` names the
+    // fence taken back): this then pauses with its own fence. Paused again
+    // by anyone, it keeps that fence. At most three rounds.
     let mut read = read;
     let mut rounds = 0;
     let written = loop {
         rounds += 1;
-        let marked = read.taken_back_ms;
         let (fenced, borrowed) = fence_and_disable(ctx, &trigger.uuid, read).await?;
         // Another operator's `resume` may have lifted the pause after this
         // read it, and enabled the trigger before this disable landed
@@ -117,17 +116,23 @@ pub async fn pause<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<PauseReport> {
                 stopped_by_ms: Some(stopped_by),
                 ..fenced.clone()
             };
-            if let Some(w) = ctx.write_control_unless_moved(&fenced, next).await? {
-                break w;
-            }
+            let w = ctx.write_control_unless_moved(&fenced, next).await?;
             // Moved since the fence (a take-back landing after the settle,
-            // another pause; helper-70 #2): the trigger as the item says.
+            // another pause; helper-70 #2), or a trigger update in flight
+            // from before (an earlier release's take-back enables before
+            // its control write; helper-71 #2): the trigger as the item says.
             lifted = settle_applier(ctx, &trigger.uuid, false, RERUN)
                 .await?
                 .is_some();
+            if let (Some(w), false) = (w, lifted) {
+                break w;
+            }
         }
         let now = ctx.control().await?;
-        let again = now.paused_at_ms.is_some() || (borrowed && now.taken_back_ms != marked);
+        // The fence this kept was taken back (not lifted by a resume).
+        let taken_back =
+            borrowed && now.taken_back_ms.is_some() && now.taken_back_ms == fenced.paused_at_ms;
+        let again = now.paused_at_ms.is_some() || taken_back;
         if again && rounds < 3 {
             read = now;
             continue;
@@ -137,7 +142,7 @@ pub async fn pause<A: Aws>(ctx: &Ctx<A>, dry_run: bool) -> Result<PauseReport> {
             if again || !lifted {
                 "the migration kept changing while this paused it (other operators pausing, resuming, or taking a pause back)"
             } else {
-                "another operator resumed the migration while this paused it: it is not paused, and its applier trigger was enabled again"
+                "the pause was lifted while this paused it (another operator's resume, or an earlier release's take-back): it is not paused, and its applier trigger was enabled again"
             }
         );
     };
@@ -200,21 +205,26 @@ async fn fence_and_disable<A: Aws>(
         return Ok((fenced, was_paused));
     };
     if was_paused {
-        return Err(e.context("the applier trigger could not be disabled; the migration was paused when this began and this changed nothing: check `ddb-relay status`, then run `ddb-relay pause` again"));
+        return Err(e.context("the applier trigger could not be disabled; the pause this found is kept: check `ddb-relay status`, then run `ddb-relay pause` again"));
     }
     let taken = ctx
         .write_control(
             &fenced,
             ControlState {
                 paused_at_ms: None,
-                // Marked: a `pause` that kept this fence pauses again.
-                taken_back_ms: fenced.next_take_back(ctx.now_ms()),
+                // Named: a `pause` that kept this fence pauses again.
+                taken_back_ms: fenced.paused_at_ms,
                 ..fenced.clone()
             },
         )
         .await;
     Err(match taken {
-        Ok(_) => e.context("the applier trigger could not be disabled; the pause was taken back"),
+        // A disable that failed may still have taken effect: the trigger
+        // as the item now says (helper-71 #4).
+        Ok(_) => match settle_applier(ctx, uuid, true, "`ddb-relay resume`").await {
+            Ok(_) => e.context("the applier trigger could not be disabled; the pause was taken back"),
+            Err(s) => e.context(format!("the applier trigger could not be disabled; the pause was taken back, but the trigger could not be set again: {s:#}")),
+        },
         // helper-63 #6: say so when the take-back failed too.
         Err(t) => e.context(format!("the applier trigger could not be disabled, and the pause could not be taken back ({t:#}; another operator may have changed the migration): check `ddb-relay status`; while it says paused with the applier trigger Enabled, batches fail into the DLQ until `ddb-relay pause` (again) or `ddb-relay resume` succeeds")),
     })
@@ -455,8 +465,12 @@ pub(crate) async fn settle_applier<A: Aws>(
             failed = Some(e);
         }
     }
-    bail!(
-        "the migration kept changing while this set the applier trigger (another operator is pausing and resuming it{}): check `ddb-relay status`, then run {rerun} again",
-        failed.map_or(String::new(), |e| format!("; the last update failed: {e:#}"))
-    )
+    match failed {
+        Some(e) => bail!(
+            "the applier trigger could not be set as the control item says (the last update failed: {e:#}): check `ddb-relay status`, then run {rerun} again"
+        ),
+        None => bail!(
+            "the migration kept changing while this set the applier trigger (another operator is pausing and resuming it): check `ddb-relay status`, then run {rerun} again"
+        ),
+    }
 }
