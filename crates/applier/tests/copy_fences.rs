@@ -806,13 +806,7 @@ fn a_restore_seed_sets_its_cutoff_only_on_its_own_record() {
             )
             .await
             .unwrap();
-        let args = ddb_relay::commands::seed::SeedArgs {
-            method: ddb_relay::args::Method::Backup,
-            at: None,
-            bucket: None,
-            prefix: String::new(),
-            dry_run: false,
-        };
+        let args = sim::seed_args(ddb_relay::args::Method::Backup, None);
         let err = ddb_relay::commands::seed::seed(&sim.ctx, &args)
             .await
             .unwrap_err()

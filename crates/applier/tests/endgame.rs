@@ -24,6 +24,15 @@ async fn paused(seed: u64) -> Sim {
     sim
 }
 
+/// A trigger update the caller may not make.
+fn denied() -> relay_aws::AwsError {
+    relay_aws::AwsError::permanent(
+        "UpdateEventSourceMapping",
+        "AccessDeniedException",
+        "not allowed",
+    )
+}
+
 /// Whatever the order, a paused migration's applier trigger is Disabled
 /// (else every batch fails into the DLQ).
 async fn assert_paused_means_disabled(sim: &Sim) {
@@ -106,12 +115,7 @@ fn a_pause_that_cannot_take_itself_back_says_so() {
         let sim = paused(163).await;
         pause::resume(&sim.ctx, false).await.unwrap();
         sim.stop_pollers();
-        sim.aws
-            .fail_mapping_updates(Some(relay_aws::AwsError::permanent(
-                "UpdateEventSourceMapping",
-                "AccessDeniedException",
-                "not allowed",
-            )));
+        sim.aws.fail_mapping_updates(Some(denied()));
         sim.deny_after("control", "UpdateItem(control)", 1);
         let err = format!("{:#}", pause::pause(&sim.ctx, false).await.unwrap_err());
         assert!(err.contains("could not be taken back"), "{err}");
@@ -134,12 +138,7 @@ fn a_pause_that_found_a_fence_taken_back_pauses_with_its_own() {
             Some(_) => Duration::from_secs(2),
             None => Duration::ZERO,
         });
-        sim.aws
-            .fail_mapping_updates(Some(relay_aws::AwsError::permanent(
-                "UpdateEventSourceMapping",
-                "AccessDeniedException",
-                "not allowed",
-            )));
+        sim.aws.fail_mapping_updates(Some(denied()));
         let heal = async {
             tokio::time::sleep(Duration::from_millis(2_500)).await;
             sim.aws.fail_mapping_updates(None);
@@ -179,12 +178,7 @@ fn a_take_back_landing_after_a_pauses_settle_is_paused_over() {
             Some(_) => Duration::from_secs(2),
             None => Duration::ZERO,
         });
-        sim.aws
-            .fail_mapping_updates(Some(relay_aws::AwsError::permanent(
-                "UpdateEventSourceMapping",
-                "AccessDeniedException",
-                "not allowed",
-            )));
+        sim.aws.fail_mapping_updates(Some(denied()));
         // A: fence at 1 s, its disable fails at 3 s, its take-back lands at
         // 4 s. B (from 1.5 s): disable at 3.5 s, settle, then its write
         // lands at 4.5 s.
@@ -283,14 +277,8 @@ fn a_finish_that_failed_after_the_triggers_runs_again_for_its_report() {
 fn a_finish_taken_back_leaves_a_pause_made_while_it_waited_with_its_trigger_off() {
     sim::run(async {
         let sim = ready_to_finish(173, true).await;
-        sim.aws.fail_mapping_updates_of(
-            sim::FORWARDER,
-            Some(relay_aws::AwsError::permanent(
-                "UpdateEventSourceMapping",
-                "AccessDeniedException",
-                "not allowed",
-            )),
-        );
+        sim.aws
+            .fail_mapping_updates_of(sim::FORWARDER, Some(denied()));
         let other = async {
             tokio::time::sleep(Duration::from_secs(2)).await;
             pause::pause(&sim.ctx, false).await.unwrap();
@@ -533,14 +521,8 @@ fn a_finish_taken_back_under_a_pause_that_kept_its_fence_leaves_the_applier_off(
             Some(_) => Duration::from_secs(2),
             None => Duration::ZERO,
         });
-        sim.aws.fail_mapping_updates_of(
-            sim::APPLIER,
-            Some(relay_aws::AwsError::permanent(
-                "UpdateEventSourceMapping",
-                "AccessDeniedException",
-                "not allowed",
-            )),
-        );
+        sim.aws
+            .fail_mapping_updates_of(sim::APPLIER, Some(denied()));
         let other = async {
             for _ in 0..6_000 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -587,14 +569,8 @@ fn a_finish_taken_back_after_a_pause_kept_its_fence_keeps_the_pause() {
             }
             _ => Duration::ZERO,
         });
-        sim.aws.fail_mapping_updates_of(
-            sim::FORWARDER,
-            Some(relay_aws::AwsError::permanent(
-                "UpdateEventSourceMapping",
-                "AccessDeniedException",
-                "not allowed",
-            )),
-        );
+        sim.aws
+            .fail_mapping_updates_of(sim::FORWARDER, Some(denied()));
         let other = async {
             for _ in 0..6_000 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -647,5 +623,84 @@ fn a_trigger_enable_landing_during_a_pauses_last_write_is_corrected() {
         p.unwrap();
         assert!(sim.ctx.control().await.unwrap().paused_at_ms.is_some());
         assert_paused_means_disabled(&sim).await;
+    });
+}
+
+/// helper-71 #3: operator B's `pause` keeps the pause it found; R resumes
+/// (no take-back), then D's pause fails to disable the trigger and takes
+/// its own fence back. Only the fence B kept counts: B lets R's resume
+/// stand instead of pausing over it.
+#[test]
+fn a_pause_lets_a_resume_stand_when_another_fence_was_taken_back() {
+    sim::run(async {
+        let sim = paused(203).await;
+        let kept = sim.ctx.control().await.unwrap().paused_at_ms;
+        // B's disable (the first update) lands at 3 s; D's fails at 2 s.
+        let mut disables = 0;
+        sim.aws.set_mapping_latency(move |call| match call {
+            Some(false) => {
+                disables += 1;
+                Duration::from_secs(if disables == 1 { 3 } else { 0 })
+            }
+            _ => Duration::ZERO,
+        });
+        let r = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            op(&sim, false).await
+        };
+        let d = async {
+            tokio::time::sleep(Duration::from_millis(1_900)).await;
+            sim.aws.fail_mapping_updates(Some(denied()));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let d = op(&sim, true).await;
+            sim.aws.fail_mapping_updates(None);
+            d
+        };
+        let (b, r, d) = tokio::join!(op(&sim, true), r, d);
+        r.unwrap();
+        let d = format!("{:#}", d.unwrap_err());
+        assert!(d.contains("the pause was taken back"), "{d}");
+        let b = format!("{:#}", b.unwrap_err());
+        assert!(b.contains("the pause was lifted"), "{b}");
+        let c = sim.ctx.control().await.unwrap();
+        assert!(
+            c.paused_at_ms.is_none() && c.taken_back_ms.is_some() && c.taken_back_ms != kept,
+            "{c:?}"
+        );
+        assert!(sim.aws.trigger_enabled(sim::APPLIER));
+    });
+}
+
+/// A `pause` whose fence another operator lifted and a third paused again
+/// before its last write keeps that pause (helper-70 #3).
+#[test]
+fn a_pause_that_finds_the_migration_paused_again_keeps_that_pause() {
+    sim::run(async {
+        let sim = paused(201).await;
+        pause::resume(&sim.ctx, false).await.unwrap();
+        // B's disable (the first update) lands at 3 s; the others at once.
+        let mut disables = 0;
+        sim.aws.set_mapping_latency(move |call| match call {
+            Some(false) => {
+                disables += 1;
+                Duration::from_secs(if disables == 1 { 3 } else { 0 })
+            }
+            _ => Duration::ZERO,
+        });
+        let r = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            op(&sim, false).await
+        };
+        let c = async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            op(&sim, true).await
+        };
+        let (b, r, c) = tokio::join!(op(&sim, true), r, c);
+        r.unwrap();
+        c.unwrap();
+        b.unwrap();
+        assert!(sim.ctx.control().await.unwrap().paused_at_ms.is_some());
+        assert_paused_means_disabled(&sim).await;
+        assert!(!sim.aws.trigger_enabled(sim::APPLIER));
     });
 }

@@ -1750,13 +1750,7 @@ fn a_second_seed_of_a_quiet_source_keeps_the_replay_rules() {
         assert!(c.cutoff_ms.is_some() && c.consumed_ms.is_none(), "{c:?}");
         sim.stop_pollers();
         sim.aws.delete_table("target").await.unwrap();
-        let again = ddb_relay::commands::seed::SeedArgs {
-            method: ddb_relay::args::Method::Backup,
-            at: None,
-            bucket: None,
-            prefix: String::new(),
-            dry_run: false,
-        };
+        let again = sim::seed_args(ddb_relay::args::Method::Backup, None);
         let err = ddb_relay::commands::seed::seed(&sim.ctx, &again)
             .await
             .unwrap_err()

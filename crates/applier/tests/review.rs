@@ -21,17 +21,9 @@ use relay_core::control::{ControlState, Mode};
 use relay_core::decide::CheckStatus;
 use relay_core::item::{AttributeValue as V, CanonicalKey};
 use relay_core::transform::Transform;
-use sim::{copy, seed_by_backup, seed_by_scan, source_item, source_key, Config, Shape, Sim};
-
-fn seed_args(method: Method, at: Option<When>) -> seed::SeedArgs {
-    seed::SeedArgs {
-        method,
-        at,
-        bucket: None,
-        prefix: String::new(),
-        dry_run: false,
-    }
-}
+use sim::{
+    copy, seed_args, seed_by_backup, seed_by_scan, source_item, source_key, Config, Shape, Sim,
+};
 
 /// A stream ARN's label for a stream created at `ms`.
 fn stream_label(ms: i64) -> String {
@@ -1485,13 +1477,7 @@ fn a_reseed_clears_the_verdict_and_finish_refuses_a_replaced_stream() {
                         .wait_until(t, "past the earliest point")
                         .await
                         .unwrap();
-                    let args = ddb_relay::commands::seed::SeedArgs {
-                        method: ddb_relay::args::Method::Backup,
-                        at: None,
-                        bucket: None,
-                        prefix: String::new(),
-                        dry_run: false,
-                    };
+                    let args = seed_args(Method::Backup, None);
                     ddb_relay::commands::seed::seed(&sim.ctx, &args)
                         .await
                         .unwrap();

@@ -726,20 +726,26 @@ pub async fn seed_by_scan(sim: &Sim) {
         .unwrap();
 }
 
+/// `seed --method M [--at T]`'s arguments.
+pub fn seed_args(
+    method: ddb_relay::args::Method,
+    at: Option<ddb_relay::ctx::When>,
+) -> ddb_relay::commands::seed::SeedArgs {
+    ddb_relay::commands::seed::SeedArgs {
+        method,
+        at,
+        bucket: None,
+        prefix: String::new(),
+        dry_run: false,
+    }
+}
+
 /// Seeds the target by backup and resumes the applier.
 pub async fn seed_by_backup(sim: &Sim) {
-    ddb_relay::commands::seed::seed(
-        &sim.ctx,
-        &ddb_relay::commands::seed::SeedArgs {
-            method: ddb_relay::args::Method::Backup,
-            at: None,
-            bucket: None,
-            prefix: String::new(),
-            dry_run: false,
-        },
-    )
-    .await
-    .unwrap();
+    let args = seed_args(ddb_relay::args::Method::Backup, None);
+    ddb_relay::commands::seed::seed(&sim.ctx, &args)
+        .await
+        .unwrap();
     ddb_relay::commands::pause::resume(&sim.ctx, false)
         .await
         .unwrap();
