@@ -247,10 +247,7 @@ pub async fn preflight<A: Aws>(
         )),
         // Empty, or seeded already (a copy refuses items no seed wrote).
         Ok(Some(t)) if copy => checks.push(match &control {
-            Some(c) => match match super::seed::refuse_interrupted_replay(c) {
-                Ok(()) => super::seed::refuse_filled_target(ctx, c).await,
-                Err(e) => Err(e),
-            } {
+            Some(c) => match super::seed::refuse_copy_over(ctx, c).await {
                 Ok(()) => Check::pass(
                     "target table",
                     format!("{} ({}, keys {:?}) exists for the {} copy", t.name, t.status, t.key_names, method.as_str()),

@@ -245,8 +245,7 @@ pub async fn seed_copy<A: Aws>(
         target_key: None,
     };
     if !replacing {
-        super::seed::refuse_interrupted_replay(&read)?;
-        super::seed::refuse_filled_target(ctx, &read).await?;
+        super::seed::refuse_copy_over(ctx, &read).await?;
     }
     // A first scan copy: every change after its start must be streamed
     // (an export's point was checked when it was read).

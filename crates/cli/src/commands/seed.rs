@@ -21,7 +21,8 @@ use crate::report::Report;
 
 mod refuse;
 pub use refuse::{
-    holds_items, refuse_filled_target, refuse_interrupted_replay, refuse_restore_with_transform,
+    refuse_copy_over, refuse_filled_target, refuse_interrupted_replay,
+    refuse_restore_with_transform,
 };
 
 #[derive(Debug, Serialize)]

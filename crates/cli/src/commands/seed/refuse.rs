@@ -33,7 +33,7 @@ pub fn refuse_interrupted_replay(read: &ControlState) -> Result<()> {
         bail!(
             "a replay or restart ({m}{}) was interrupted before its new seed: re-run it (`ddb-relay replay --from T` with that T or any later valid one, or `ddb-relay restart` with the same method) to finish it",
             read.seed_ms
-                .map_or(String::new(), |t| format!(" at {}", crate::ctx::rfc3339(t)))
+                .map_or(String::new(), |t| format!(" at {}", rfc3339(t)))
         );
     }
     Ok(())
@@ -75,9 +75,16 @@ pub async fn refuse_filled_target<A: Aws>(ctx: &Ctx<A>, read: &ControlState) -> 
     }
 }
 
+/// What a copy seed (not a restart) refuses over the control item `read`:
+/// an interrupted re-seed, then a target holding items no seed wrote.
+pub async fn refuse_copy_over<A: Aws>(ctx: &Ctx<A>, read: &ControlState) -> Result<()> {
+    refuse_interrupted_replay(read)?;
+    refuse_filled_target(ctx, read).await
+}
+
 /// Whether `table` holds any item (a consistent scan, paged past empty
 /// pages).
-pub async fn holds_items<A: Aws>(ctx: &Ctx<A>, table: &str) -> Result<bool> {
+async fn holds_items<A: Aws>(ctx: &Ctx<A>, table: &str) -> Result<bool> {
     let mut start = None;
     loop {
         let (items, next) = ctx
