@@ -10,6 +10,7 @@ mod sim;
 
 use std::time::Duration;
 
+use ddb_relay::args::Method;
 use ddb_relay::commands::copy::{
     checkpoint_key, forget_checkpoint_of, read_checkpoint, still_the_copy, sweep_tombstones,
 };
@@ -813,5 +814,154 @@ fn a_restore_seed_sets_its_cutoff_only_on_its_own_record() {
             .to_string();
         assert!(err.contains("seed --method pitr"), "{err}");
         assert_eq!(sim.ctx.control().await.unwrap(), pitr);
+    });
+}
+
+/// A restore seed (`method`) that fails: the restore call itself
+/// (`stop_after_restore` false) or, once the restore returned, the wait for
+/// the restored table (as if the command were stopped there).
+async fn failed_seed(sim: &Sim, method: Method, stop_after_restore: bool) -> String {
+    use relay_aws::fake::DbFault;
+    use relay_aws::AwsError;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    let after_restore = Arc::new(AtomicU32::new(0));
+    let restore = match method {
+        Method::Pitr => "RestoreTableToPointInTime",
+        _ => "RestoreTableFromBackup",
+    };
+    sim.db.set_faults(move |call| {
+        let fail = |op| {
+            Some(DbFault::Error(AwsError::permanent(
+                op,
+                "InternalServerError",
+                "down",
+            )))
+        };
+        match (call.op, call.table, stop_after_restore) {
+            (op, _, false) if op == restore => fail(restore),
+            (op, _, true) if op == restore => {
+                after_restore.store(1, Ordering::SeqCst);
+                None
+            }
+            // The first look after the restore records its table; the
+            // wait for ACTIVE fails.
+            ("DescribeTable", "target", true) if after_restore.load(Ordering::SeqCst) > 0 => {
+                (after_restore.fetch_add(1, Ordering::SeqCst) > 1)
+                    .then(|| fail("DescribeTable"))
+                    .flatten()
+            }
+            _ => None,
+        }
+    });
+    let err = restore_seed(sim, method).await.unwrap_err().to_string();
+    sim.db.clear_faults();
+    err
+}
+
+/// A simulation whose source holds three items written ten minutes ago
+/// (a backup holds them whatever its fuzz).
+async fn three_old_items(seed: u64) -> Sim {
+    let sim = Sim::new(Config::quiet(Shape::Identity, seed)).await;
+    for i in 1..=3 {
+        sim.db.put("source", source_item(i, 1, 20, 0));
+    }
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    sim
+}
+
+async fn restore_seed(
+    sim: &Sim,
+    method: Method,
+) -> anyhow::Result<ddb_relay::commands::seed::SeedReport> {
+    let args = sim::seed_args(method, None);
+    ddb_relay::commands::seed::seed(&sim.ctx, &args).await
+}
+
+/// helper-68 #1 (i): a restore seed sets its cutoff only on the table its
+/// restore created. A failed restore, then an empty target the IaC
+/// created: re-running the seed is refused (the cutoff would make every
+/// source item that does not change again missing for good), as is a
+/// restored target deleted and created again. Deleting the target and
+/// seeding again works; a seed stopped after its restore resumes; a
+/// restored table with no record (an earlier release's seed) is taken when
+/// DynamoDB says it was restored.
+#[test]
+fn a_restore_seed_resumed_over_a_table_its_restore_did_not_create_is_refused() {
+    sim::run(async {
+        // A failed restore, then the IaC's empty table.
+        let sim = three_old_items(227).await;
+        let err = failed_seed(&sim, Method::Backup, false).await;
+        assert!(err.contains("RestoreTableFromBackup"), "{err}");
+        let failed = sim.ctx.control().await.unwrap();
+        assert!(failed.seed_ms.is_some() && failed.seed_table.is_none());
+        sim.create_target();
+        let err = restore_seed(&sim, Method::Backup)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is not known to be the backup seed's restore"),
+            "{err}"
+        );
+        assert!(err.contains("delete target"), "{err}");
+        assert_eq!(sim.ctx.control().await.unwrap(), failed);
+        assert!(sim.db.items("target").is_empty());
+        // Its way out: delete the target, seed again.
+        sim.aws.delete_table("target").await.unwrap();
+        restore_seed(&sim, Method::Backup).await.unwrap();
+        let seeded = sim.ctx.control().await.unwrap();
+        assert!(seeded.cutoff_ms.is_some());
+        assert_eq!(sim.db.items("target"), sim.db.items("source"));
+
+        // A seed stopped after its restore: the restore recorded its table.
+        let sim = three_old_items(228).await;
+        let err = failed_seed(&sim, Method::Backup, true).await;
+        assert!(err.contains("DescribeTable"), "{err}");
+        let stopped = sim.ctx.control().await.unwrap();
+        let restored = sim.aws.describe("target").await.unwrap().unwrap();
+        assert!(stopped.seed_table.is_some() && stopped.cutoff_ms.is_none());
+        assert_eq!(stopped.seed_table, restored.id);
+        // The table deleted and created again (empty) under the record.
+        sim.aws.delete_table("target").await.unwrap();
+        sim.create_target();
+        let err = restore_seed(&sim, Method::Backup)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is not the table the backup seed's restore created"),
+            "{err}"
+        );
+        assert_eq!(sim.ctx.control().await.unwrap(), stopped);
+        assert!(sim.db.items("target").is_empty());
+
+        // The same stop, the restored table kept: the re-run resumes it;
+        // and with no record of it (an earlier release), a table DynamoDB
+        // says was restored is taken too. Both restores record their table.
+        for (method, forget) in [
+            (Method::Backup, false),
+            (Method::Backup, true),
+            (Method::Pitr, false),
+            (Method::Pitr, true),
+        ] {
+            let sim = three_old_items(229).await;
+            failed_seed(&sim, method, true).await;
+            let stopped = sim.ctx.control().await.unwrap();
+            let restored = sim.aws.describe("target").await.unwrap().unwrap();
+            assert!(stopped.seed_table.is_some(), "{method:?}");
+            assert_eq!(stopped.seed_table, restored.id, "{method:?}");
+            if forget {
+                let read = sim.ctx.control().await.unwrap();
+                let next = relay_core::control::ControlState {
+                    seed_table: None,
+                    ..read.clone()
+                };
+                sim.ctx.write_control(&read, next).await.unwrap();
+            }
+            let r = restore_seed(&sim, method).await.unwrap();
+            assert!(r.cutoff_ms.is_some(), "{method:?} {forget}");
+            assert_eq!(sim.db.items("target"), sim.db.items("source"));
+        }
     });
 }

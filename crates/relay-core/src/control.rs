@@ -47,6 +47,12 @@ pub const ATTR_CLEARED_MS: &str = "cleared_ms";
 /// when this names that fence; any other lift (a resume, or an earlier
 /// release's take-back) stands.
 pub const ATTR_TAKEN_BACK_MS: &str = "taken_back_ms";
+/// Written by a restore seed (`pitr`, `backup`) once its restore call
+/// returned: which table the restore created (DescribeTable's TableId).
+/// Every new seed record clears it. A restore seed resumed over a table
+/// that is not that one is refused (an empty table the IaC created after a
+/// failed restore would otherwise get the restore's cutoff).
+pub const ATTR_SEED_TABLE: &str = "seed_table";
 
 /// Default safety margin between the seed's time and the cutoff. An
 /// on-demand backup taken at T may miss writes up to T-60 s and event times
@@ -99,6 +105,8 @@ pub struct ControlState {
     pub cleared_ms: Option<i64>,
     /// The fence a command last took back (see [`ATTR_TAKEN_BACK_MS`]).
     pub taken_back_ms: Option<i64>,
+    /// The table a restore seed's restore created (see [`ATTR_SEED_TABLE`]).
+    pub seed_table: Option<String>,
 }
 
 /// What the applier may do under a control item.
@@ -180,6 +188,7 @@ impl ControlState {
             finished_ms: number(item, ATTR_FINISHED_MS)?,
             cleared_ms: number(item, ATTR_CLEARED_MS)?,
             taken_back_ms: number(item, ATTR_TAKEN_BACK_MS)?,
+            seed_table: string(item, ATTR_SEED_TABLE),
         })
     }
 
@@ -203,6 +212,7 @@ impl ControlState {
             (ATTR_MODE, Some(AttributeValue::S(mode.into()))),
             (ATTR_SEED_METHOD, s(&self.seed_method)),
             (ATTR_SEED_MS, n(self.seed_ms)),
+            (ATTR_SEED_TABLE, s(&self.seed_table)),
             (ATTR_LAST_VERIFY, s(&self.last_verify)),
             (ATTR_VERIFY_MS, n(self.verify_ms)),
             (ATTR_UPDATED_MS, n(self.updated_ms)),
@@ -238,6 +248,15 @@ impl ControlState {
             last_verify: None,
             verify_ms: None,
             ..self.clone()
+        }
+    }
+
+    /// The base of a new seed's (or restart's) record: no verdict, and no
+    /// restored table yet (the new restore records its own).
+    pub fn for_new_seed(&self) -> ControlState {
+        ControlState {
+            seed_table: None,
+            ..self.without_verdict()
         }
     }
 
@@ -325,6 +344,7 @@ mod tests {
             paused_at_ms: None,
             version: 7,
             taken_back_ms: Some(1_700_000_100_000),
+            seed_table: Some("table-id".into()),
             ..Default::default()
         };
         assert_eq!(ControlState::from_item(&s.to_item()).unwrap(), s);

@@ -235,7 +235,7 @@ pub async fn replay<A: Aws>(
                     mode: Mode::Normal,
                     seed_method: Some(format!("{}-pending", method.as_str())),
                     seed_ms: Some(t),
-                    ..read.without_verdict()
+                    ..read.for_new_seed()
                 },
             )
             .await?;

@@ -375,7 +375,7 @@ pub async fn seed_copy<A: Aws>(
                     mode: Mode::Tombstone,
                     seed_method: Some(method.into()),
                     seed_ms: Some(start_ms),
-                    ..read.without_verdict()
+                    ..read.for_new_seed()
                 },
             )
             .await?;

@@ -20,10 +20,12 @@ use crate::ctx::{explain, rfc3339, Ctx, When};
 use crate::report::Report;
 
 mod refuse;
+mod restored;
 pub use refuse::{
     refuse_copy_over, refuse_filled_target, refuse_interrupted_replay,
     refuse_restore_with_transform,
 };
+use restored::{record_restored_table, refuse_another_table};
 
 #[derive(Debug, Serialize)]
 pub struct SeedReport {
@@ -417,6 +419,9 @@ pub async fn set_cutoff_when_active<A: Aws>(
                 .map_or(String::new(), |c| format!(", cutoff {}", rfc3339(c)))
         );
     }
+    if matches!(method, "pitr" | "backup") {
+        refuse_another_table(ctx, &read, method).await?;
+    }
     let next = ControlState {
         cutoff_ms: Some(cutoff),
         seed_method: Some(method.to_string()),
@@ -442,7 +447,7 @@ pub async fn run_seed<A: Aws>(
         seed_method: Some(method.as_str().into()),
         seed_ms: Some(seed_ms),
         cutoff_ms: None,
-        ..read.without_verdict()
+        ..read.for_new_seed()
     };
     match method {
         Method::Scan => bail!("the scan copy runs through `seed --method scan`"),
@@ -498,7 +503,7 @@ pub async fn run_seed<A: Aws>(
                 },
             )
             .await?;
-            ctx.write_control(read, record(seed_ms)).await?;
+            let recorded = ctx.write_control(read, record(seed_ms)).await?;
             ctx.step(&format!(
                 "restoring {} from the backup (taken {})",
                 s.target_table,
@@ -508,6 +513,7 @@ pub async fn run_seed<A: Aws>(
                 .restore_backup(&arn, &s.target_table)
                 .await
                 .map_err(|e| explain(e, &s.target_table))?;
+            record_restored_table(ctx, &recorded).await?;
             Ok(seed_ms)
         }
         Method::Pitr => {
@@ -531,7 +537,7 @@ pub async fn run_seed<A: Aws>(
                     rfc3339(latest)
                 );
             }
-            ctx.write_control(read, record(seed_ms)).await?;
+            let recorded = ctx.write_control(read, record(seed_ms)).await?;
             ctx.step(&format!(
                 "restoring {} at {} as {}",
                 s.source_table,
@@ -542,6 +548,7 @@ pub async fn run_seed<A: Aws>(
                 .restore_pitr(&s.source_table, &s.target_table, seed_ms)
                 .await
                 .map_err(|e| explain(e, &s.target_table))?;
+            record_restored_table(ctx, &recorded).await?;
             Ok(seed_ms)
         }
         Method::Export => {

@@ -275,18 +275,19 @@ impl Tables for FakeAws {
             }
         };
         Ok(self.db.with_state(|s| {
-            s.describe(table)
-                .map(|(status, key_names, count, stream)| TableInfo {
-                    name: table.into(),
-                    status,
-                    key_names,
-                    stream_arn: stream.then(|| stream_arn(table)),
-                    stream_view: stream.then(|| "NEW_AND_OLD_IMAGES".to_string()),
-                    item_count: Some(count),
-                    size_bytes: None,
-                    arn: Some(table_arn(table)),
-                    deletion_protection: self.is_protected(table),
-                })
+            s.describe(table).map(|d| TableInfo {
+                name: table.into(),
+                status: d.status,
+                key_names: d.key_names,
+                stream_arn: d.stream.then(|| stream_arn(table)),
+                stream_view: d.stream.then(|| "NEW_AND_OLD_IMAGES".to_string()),
+                item_count: Some(d.count),
+                size_bytes: None,
+                arn: Some(table_arn(table)),
+                deletion_protection: self.is_protected(table),
+                id: Some(format!("fake-table-{}", d.id)),
+                restored: d.restored,
+            })
         }))
     }
 

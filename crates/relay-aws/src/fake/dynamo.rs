@@ -74,6 +74,10 @@ struct Table {
     /// Every change, with its time (for point-in-time restores).
     history: Vec<(i64, CanonicalKey, Option<Attrs>)>,
     pitr: bool,
+    /// Its TableId (a new one each time a table of that name is created).
+    id: u64,
+    /// Created by a restore (DescribeTable's RestoreSummary).
+    restored: bool,
 }
 
 struct Backup {
@@ -92,6 +96,7 @@ struct DbState {
     calls: HashMap<&'static str, u64>,
     clock: Clock,
     next_seq: u64,
+    next_table_id: u64,
     /// How long a restore takes, and how fuzzy a backup is (each item is
     /// taken at its own time within ± this of the backup time).
     restore_ms: i64,
@@ -175,10 +180,14 @@ impl FakeDynamo {
     }
 
     pub fn create_table(&self, name: &str, key_attrs: &[&str]) {
-        lock(&self.state).tables.insert(
+        let mut s = lock(&self.state);
+        s.next_table_id += 1;
+        let id = s.next_table_id;
+        s.tables.insert(
             name.to_string(),
             Table {
                 key_attrs: key_attrs.iter().map(|s| s.to_string()).collect(),
+                id,
                 ..Table::default()
             },
         );

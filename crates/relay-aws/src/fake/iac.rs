@@ -13,9 +13,10 @@ impl Iac for FakeAws {
     ) -> Result<Option<relay_core::iac::TableSpec>, AwsError> {
         use relay_core::iac::{AttrDef, KeyPart, TableSpec, PAY_PER_REQUEST};
         self.enter("DescribeTable", table).await?;
-        let Some((_, key_names, _, stream)) = self.db.with_state(|s| s.describe(table)) else {
+        let Some(d) = self.db.with_state(|s| s.describe(table)) else {
             return Ok(None);
         };
+        let (key_names, stream) = (d.key_names, d.stream);
         let ttl_attribute = lock(&self.state).ttl_attributes.get(table).cloned();
         Ok(Some(
             TableSpec {

@@ -75,6 +75,11 @@ impl Tables for Sdk {
             size_bytes: t.table_size_bytes(),
             arn: t.table_arn().map(str::to_string),
             deletion_protection: t.deletion_protection_enabled().unwrap_or(false),
+            id: t.table_id().map(str::to_string).or_else(|| {
+                t.creation_date_time()
+                    .map(|c| format!("created:{}.{:09}", c.secs(), c.subsec_nanos()))
+            }),
+            restored: t.restore_summary().is_some(),
         }))
     }
 

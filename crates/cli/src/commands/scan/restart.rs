@@ -179,7 +179,7 @@ pub async fn restart_scan<A: Aws>(
             ControlState {
                 cutoff_ms: None,
                 seed_method: Some(SCAN_PENDING.into()),
-                ..read.without_verdict()
+                ..read.for_new_seed()
             },
         )
         .await?

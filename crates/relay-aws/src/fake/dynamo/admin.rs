@@ -9,26 +9,35 @@ use relay_core::item::{Attrs, CanonicalKey};
 use super::{holds, key_attrs_of, key_of, mutate, not_found, Check, DbStateRef, Table};
 use crate::AwsError;
 
+/// What the fake's DescribeTable tells.
+pub(crate) struct Described {
+    pub status: String,
+    pub key_names: Vec<String>,
+    pub count: i64,
+    pub stream: bool,
+    pub id: u64,
+    pub restored: bool,
+}
+
 impl DbStateRef<'_> {
     pub(crate) fn now_ms(&self) -> i64 {
         self.0.clock.now_ms()
     }
 
-    /// (status, key names, item count, has stream).
-    pub(crate) fn describe(&self, name: &str) -> Option<(String, Vec<String>, i64, bool)> {
+    pub(crate) fn describe(&self, name: &str) -> Option<Described> {
         let now = self.0.clock.now_ms();
-        self.0.tables.get(name).map(|t| {
-            (
-                if now >= t.ready_at_ms {
-                    "ACTIVE"
-                } else {
-                    "CREATING"
-                }
-                .to_string(),
-                t.key_attrs.clone(),
-                t.items.len() as i64,
-                t.stream.is_some(),
-            )
+        self.0.tables.get(name).map(|t| Described {
+            status: if now >= t.ready_at_ms {
+                "ACTIVE"
+            } else {
+                "CREATING"
+            }
+            .to_string(),
+            key_names: t.key_attrs.clone(),
+            count: t.items.len() as i64,
+            stream: t.stream.is_some(),
+            id: t.id,
+            restored: t.restored,
         })
     }
 
@@ -97,12 +106,16 @@ impl DbStateRef<'_> {
             .map(|t| t.key_attrs.clone())
             .ok_or_else(|| not_found(op))?;
         let ready_at_ms = self.0.clock.now_ms() + self.0.restore_ms;
+        self.0.next_table_id += 1;
+        let id = self.0.next_table_id;
         self.0.tables.insert(
             target.to_string(),
             Table {
                 key_attrs,
                 items,
                 ready_at_ms,
+                id,
+                restored: true,
                 ..Table::default()
             },
         );
