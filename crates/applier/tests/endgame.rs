@@ -704,3 +704,51 @@ fn a_pause_that_finds_the_migration_paused_again_keeps_that_pause() {
         assert!(!sim.aws.trigger_enabled(sim::APPLIER));
     });
 }
+
+/// helper-71 #1's guard: `finish`'s forwarder disable takes effect but
+/// reports failure, and its take-back of the pause and the finish fails
+/// too (the control table refuses writes). The item still says finished,
+/// so the forwarder is not enabled again under it, and the applier is off
+/// as the item says; the error says what could not be taken back.
+#[test]
+fn a_finish_whose_take_back_failed_does_not_enable_the_forwarder_again() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    sim::run(async {
+        let sim = ready_to_finish(231, true).await;
+        let stopping = Arc::new(AtomicBool::new(false));
+        let flag = stopping.clone();
+        sim.aws.set_mapping_latency(move |call| {
+            if call == Some(false) {
+                flag.store(true, Ordering::SeqCst);
+            }
+            Duration::ZERO
+        });
+        sim.aws
+            .fail_mapping_updates_of(sim::FORWARDER, Some(denied()));
+        sim.aws.land_failed_mapping_updates(true);
+        sim.db.set_faults(move |call| {
+            (stopping.load(Ordering::SeqCst) && call.op == "UpdateItem(control)").then(|| {
+                relay_aws::fake::DbFault::Error(relay_aws::AwsError::permanent(
+                    "UpdateItem",
+                    "AccessDeniedException",
+                    "not allowed",
+                ))
+            })
+        });
+        let err = format!(
+            "{:#}",
+            finish::finish(&sim.ctx, 3, 300, None, false)
+                .await
+                .unwrap_err()
+        );
+        sim.db.clear_faults();
+        sim.aws.fail_mapping_updates(None);
+        assert!(err.contains("could not be disabled"), "{err}");
+        assert!(err.contains("could not be taken back"), "{err}");
+        let c = sim.ctx.control().await.unwrap();
+        assert!(c.finished_ms.is_some() && c.paused_at_ms.is_some(), "{c:?}");
+        assert!(!sim.aws.trigger_enabled(sim::FORWARDER), "{err}");
+        assert!(!sim.aws.trigger_enabled(sim::APPLIER), "{err}");
+    });
+}

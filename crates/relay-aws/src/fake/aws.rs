@@ -42,6 +42,9 @@ pub(super) struct State {
     pub(super) mapping_fault: Option<AwsError>,
     /// With `mapping_fault`: only updates of the trigger of this function fail.
     pub(super) mapping_fault_of: Option<String>,
+    /// With `mapping_fault`: the update takes effect, then reports it
+    /// (a timeout after the service applied it).
+    pub(super) mapping_fault_lands: bool,
     /// How long a trigger call takes (see [`FakeAws::set_mapping_latency`]).
     pub(super) mapping_latency: Option<MappingLatency>,
     page_size: usize,
@@ -185,6 +188,12 @@ impl FakeAws {
         let mut s = lock(&self.state);
         s.mapping_fault = err;
         s.mapping_fault_of = Some(function.to_string());
+    }
+
+    /// Whether the failed trigger updates above take effect all the same
+    /// (the service applied them and the answer was lost).
+    pub fn land_failed_mapping_updates(&self, lands: bool) {
+        lock(&self.state).mapping_fault_lands = lands;
     }
 
     pub fn fail_metrics(&self, err: Option<AwsError>) {

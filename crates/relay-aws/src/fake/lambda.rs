@@ -61,25 +61,23 @@ impl Triggers for FakeAws {
     async fn set_mapping(&self, uuid: &str, enabled: bool) -> Result<(), AwsError> {
         tokio::task::yield_now().await;
         self.mapping_delay(Some(enabled)).await;
-        {
-            let s = lock(&self.state);
-            let hit = match &s.mapping_fault_of {
-                None => true,
-                Some(f) => s
-                    .triggers
-                    .iter()
-                    .any(|t| t.uuid == uuid && &t.function == f),
-            };
-            if let (Some(e), true) = (s.mapping_fault.clone(), hit) {
-                return Err(e);
+        let mut s = lock(&self.state);
+        let hit = match &s.mapping_fault_of {
+            None => true,
+            Some(f) => s
+                .triggers
+                .iter()
+                .any(|t| t.uuid == uuid && &t.function == f),
+        };
+        let fault = s.mapping_fault.clone().filter(|_| hit);
+        if fault.is_none() || s.mapping_fault_lands {
+            for t in s.triggers.iter_mut() {
+                if t.uuid == uuid {
+                    t.enabled = enabled;
+                }
             }
         }
-        for t in lock(&self.state).triggers.iter_mut() {
-            if t.uuid == uuid {
-                t.enabled = enabled;
-            }
-        }
-        Ok(())
+        fault.map_or(Ok(()), Err)
     }
 
     async fn function_timeout_s(&self, function: &str) -> Result<u64, AwsError> {
