@@ -870,6 +870,17 @@ async fn three_old_items(seed: u64) -> Sim {
     sim
 }
 
+/// What `preflight` for `method` says of the target table.
+async fn target_check(sim: &Sim, method: Method) -> relay_core::decide::Check {
+    let pre = ddb_relay::commands::preflight::preflight(&sim.ctx, method, false, None)
+        .await
+        .unwrap();
+    pre.checks
+        .into_iter()
+        .find(|c| c.name == "target table")
+        .unwrap()
+}
+
 async fn restore_seed(
     sim: &Sim,
     method: Method,
@@ -905,6 +916,12 @@ fn a_restore_seed_resumed_over_a_table_its_restore_did_not_create_is_refused() {
             "{err}"
         );
         assert!(err.contains("delete target"), "{err}");
+        let pre = target_check(&sim, Method::Backup).await;
+        assert!(
+            pre.status == relay_core::decide::CheckStatus::Fail
+                && pre.detail.contains("is not known to be"),
+            "{pre:?}"
+        );
         assert_eq!(sim.ctx.control().await.unwrap(), failed);
         assert!(sim.db.items("target").is_empty());
         // Its way out: delete the target, seed again.
@@ -933,6 +950,12 @@ fn a_restore_seed_resumed_over_a_table_its_restore_did_not_create_is_refused() {
             err.contains("is not the table the backup seed's restore created"),
             "{err}"
         );
+        let pre = target_check(&sim, Method::Backup).await;
+        assert!(
+            pre.status == relay_core::decide::CheckStatus::Fail
+                && pre.detail.contains("is not the table"),
+            "{pre:?}"
+        );
         assert_eq!(sim.ctx.control().await.unwrap(), stopped);
         assert!(sim.db.items("target").is_empty());
 
@@ -959,6 +982,12 @@ fn a_restore_seed_resumed_over_a_table_its_restore_did_not_create_is_refused() {
                 };
                 sim.ctx.write_control(&read, next).await.unwrap();
             }
+            let pre = target_check(&sim, method).await;
+            assert!(
+                pre.status == relay_core::decide::CheckStatus::Pass
+                    && pre.detail.contains("created by the recorded"),
+                "{pre:?}"
+            );
             let r = restore_seed(&sim, method).await.unwrap();
             assert!(r.cutoff_ms.is_some(), "{method:?} {forget}");
             assert_eq!(sim.db.items("target"), sim.db.items("source"));

@@ -1,7 +1,8 @@
 //! `preflight`: a checklist before seeding; any FAIL is a blocker (exit 3).
 
 use anyhow::Result;
-use relay_aws::operator::Aws;
+use relay_aws::operator::{Aws, TableInfo};
+use relay_core::control::ControlState;
 use relay_core::decide::{self, Check, CheckStatus};
 use relay_core::iac::exposure;
 use relay_core::place::SeedReach;
@@ -260,7 +261,7 @@ pub async fn preflight<A: Aws>(
             ),
         }),
         Ok(None) => checks.push(Check::pass("target table", format!("{} does not exist yet; the {} seed creates it", s.target_table, method.as_str()))),
-        Ok(Some(t)) if seeded => checks.push(Check::pass("target table", format!("{} ({}), seeded by ddb-relay", t.name, t.status))),
+        Ok(Some(t)) if seeded => checks.push(seeded_target(ctx, control.as_ref(), &t).await),
         Ok(Some(t)) => checks.push(Check::fail(
             "target table",
             format!("{} already exists ({} keys {:?}) and no seed is recorded: a {} seed must create it; delete it or choose another TargetTableName", t.name, t.status, t.key_names, method.as_str()),
@@ -305,4 +306,33 @@ pub async fn preflight<A: Aws>(
         ok: !decide::has_blocker(&checks),
         checks,
     })
+}
+
+/// The target of a recorded seed. A restore whose cutoff is not set yet
+/// must be the table its restore created (`seed::refuse_another_table`).
+async fn seeded_target<A: Aws>(
+    ctx: &Ctx<A>,
+    control: Option<&ControlState>,
+    t: &TableInfo,
+) -> Check {
+    let restore =
+        control
+            .filter(|c| c.cutoff_ms.is_none())
+            .and_then(|c| match c.seed_method.as_deref() {
+                Some(m @ ("pitr" | "backup")) => Some((c, m)),
+                _ => None,
+            });
+    let Some((c, m)) = restore else {
+        return Check::pass(
+            "target table",
+            format!("{} ({}), seeded by ddb-relay", t.name, t.status),
+        );
+    };
+    match super::seed::refuse_another_table(ctx, c, m).await {
+        Ok(()) => Check::pass(
+            "target table",
+            format!("{} ({}), created by the recorded {m} seed's restore: re-running the seed sets its cutoff", t.name, t.status),
+        ),
+        Err(e) => Check::fail("target table", format!("{e:#}")),
+    }
 }

@@ -25,7 +25,8 @@ pub use refuse::{
     refuse_copy_over, refuse_filled_target, refuse_interrupted_replay,
     refuse_restore_with_transform,
 };
-use restored::{record_restored_table, refuse_another_table};
+use restored::record_restored_table;
+pub use restored::refuse_another_table;
 
 #[derive(Debug, Serialize)]
 pub struct SeedReport {

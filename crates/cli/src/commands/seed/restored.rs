@@ -48,7 +48,7 @@ pub(super) async fn record_restored_table<A: Aws>(
 /// right after it, or an earlier release ran it), a table DynamoDB does not
 /// say was restored. Deleting the target and running the seed again is
 /// always safe.
-pub(super) async fn refuse_another_table<A: Aws>(
+pub async fn refuse_another_table<A: Aws>(
     ctx: &Ctx<A>,
     read: &ControlState,
     method: &str,
