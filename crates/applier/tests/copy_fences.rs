@@ -821,6 +821,14 @@ fn a_restore_seed_sets_its_cutoff_only_on_its_own_record() {
 /// (`stop_after_restore` false) or, once the restore returned, the wait for
 /// the restored table (as if the command were stopped there).
 async fn failed_seed(sim: &Sim, method: Method, stop_after_restore: bool) -> String {
+    fault_restores(sim, method, stop_after_restore);
+    let err = restore_seed(sim, method).await.unwrap_err().to_string();
+    sim.db.clear_faults();
+    err
+}
+
+/// The faults of [`failed_seed`], for any command that restores.
+fn fault_restores(sim: &Sim, method: Method, stop_after_restore: bool) {
     use relay_aws::fake::DbFault;
     use relay_aws::AwsError;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -854,9 +862,6 @@ async fn failed_seed(sim: &Sim, method: Method, stop_after_restore: bool) -> Str
             _ => None,
         }
     });
-    let err = restore_seed(sim, method).await.unwrap_err().to_string();
-    sim.db.clear_faults();
-    err
 }
 
 /// A simulation whose source holds three items written ten minutes ago
@@ -868,6 +873,19 @@ async fn three_old_items(seed: u64) -> Sim {
     }
     tokio::time::sleep(Duration::from_secs(600)).await;
     sim
+}
+
+/// The record of `table` as the restore of the seed `read` names.
+fn bound(
+    method: &str,
+    read: &relay_core::control::ControlState,
+    table: &relay_aws::operator::TableInfo,
+) -> String {
+    format!(
+        "{method}@{}={}",
+        read.seed_ms.unwrap(),
+        table.id.as_deref().unwrap()
+    )
 }
 
 /// What `preflight` for `method` says of the target table.
@@ -916,6 +934,7 @@ fn a_restore_seed_resumed_over_a_table_its_restore_did_not_create_is_refused() {
             "{err}"
         );
         assert!(err.contains("delete target"), "{err}");
+        assert!(err.contains("`ddb-relay seed --method backup`"), "{err}");
         let pre = target_check(&sim, Method::Backup).await;
         assert!(
             pre.status == relay_core::decide::CheckStatus::Fail
@@ -937,8 +956,11 @@ fn a_restore_seed_resumed_over_a_table_its_restore_did_not_create_is_refused() {
         assert!(err.contains("DescribeTable"), "{err}");
         let stopped = sim.ctx.control().await.unwrap();
         let restored = sim.aws.describe("target").await.unwrap().unwrap();
-        assert!(stopped.seed_table.is_some() && stopped.cutoff_ms.is_none());
-        assert_eq!(stopped.seed_table, restored.id);
+        assert!(stopped.cutoff_ms.is_none());
+        assert_eq!(
+            stopped.seed_table,
+            Some(bound("backup", &stopped, &restored))
+        );
         // The table deleted and created again (empty) under the record.
         sim.aws.delete_table("target").await.unwrap();
         sim.create_target();
@@ -959,28 +981,33 @@ fn a_restore_seed_resumed_over_a_table_its_restore_did_not_create_is_refused() {
         assert_eq!(sim.ctx.control().await.unwrap(), stopped);
         assert!(sim.db.items("target").is_empty());
 
-        // The same stop, the restored table kept: the re-run resumes it;
-        // and with no record of it (an earlier release), a table DynamoDB
-        // says was restored is taken too. Both restores record their table.
+        // The same stop, the restored table kept: the re-run resumes it.
+        // With no record of it (an earlier release's seed), or a record of
+        // another seed's table (an earlier release's re-seed leaves it), a
+        // table DynamoDB says was restored is taken. Both restores record
+        // their table, bound to their seed.
         for (method, forget) in [
-            (Method::Backup, false),
-            (Method::Backup, true),
-            (Method::Pitr, false),
-            (Method::Pitr, true),
+            (Method::Backup, None),
+            (Method::Backup, Some(None)),
+            (Method::Backup, Some(Some("backup@1=fake-table-1"))),
+            (Method::Pitr, None),
+            (Method::Pitr, Some(None)),
         ] {
             let sim = three_old_items(229).await;
             failed_seed(&sim, method, true).await;
             let stopped = sim.ctx.control().await.unwrap();
             let restored = sim.aws.describe("target").await.unwrap().unwrap();
-            assert!(stopped.seed_table.is_some(), "{method:?}");
-            assert_eq!(stopped.seed_table, restored.id, "{method:?}");
-            if forget {
-                let read = sim.ctx.control().await.unwrap();
+            assert_eq!(
+                stopped.seed_table,
+                Some(bound(method.as_str(), &stopped, &restored)),
+                "{method:?}"
+            );
+            if let Some(other) = forget {
                 let next = relay_core::control::ControlState {
-                    seed_table: None,
-                    ..read.clone()
+                    seed_table: other.map(String::from),
+                    ..stopped.clone()
                 };
-                sim.ctx.write_control(&read, next).await.unwrap();
+                sim.ctx.write_control(&stopped, next).await.unwrap();
             }
             let pre = target_check(&sim, method).await;
             assert!(
@@ -989,8 +1016,97 @@ fn a_restore_seed_resumed_over_a_table_its_restore_did_not_create_is_refused() {
                 "{pre:?}"
             );
             let r = restore_seed(&sim, method).await.unwrap();
-            assert!(r.cutoff_ms.is_some(), "{method:?} {forget}");
+            assert!(r.cutoff_ms.is_some(), "{method:?} {forget:?}");
             assert_eq!(sim.db.items("target"), sim.db.items("source"));
         }
+    });
+}
+
+/// The same for a replay (a re-seed: its way out is the replay at its
+/// point): stopped after its restore, the target deleted and created
+/// again, the replay run again is refused; once the target is deleted it
+/// runs and converges.
+#[test]
+fn a_replay_resumed_over_a_table_its_restore_did_not_create_is_refused() {
+    use ddb_relay::ctx::When;
+    sim::run(async {
+        let sim = seeded_by_backup(232).await;
+        let paused = pause::pause(&sim.ctx, false).await.unwrap();
+        let t = paused.earliest_replay_ms;
+        sim.ctx
+            .wait_until(t + 1_500, "past the earliest point")
+            .await
+            .unwrap();
+        fault_restores(&sim, Method::Pitr, true);
+        let err = format!(
+            "{:#}",
+            replay::replay(&sim.ctx, Some(When::At(t)), false, false)
+                .await
+                .unwrap_err()
+        );
+        sim.db.clear_faults();
+        assert!(err.contains("DescribeTable"), "{err}");
+        let stopped = sim.ctx.control().await.unwrap();
+        assert!(stopped.seed_table.is_some() && stopped.cutoff_ms.is_none());
+        sim.aws.delete_table("target").await.unwrap();
+        sim.create_target();
+        let err = format!(
+            "{:#}",
+            replay::replay(&sim.ctx, Some(When::At(t)), false, false)
+                .await
+                .unwrap_err()
+        );
+        assert!(
+            err.contains("is not the table the pitr seed's restore created"),
+            "{err}"
+        );
+        assert!(err.contains("ddb-relay replay --from"), "{err}");
+        assert_eq!(sim.ctx.control().await.unwrap(), stopped);
+        assert!(sim.db.items("target").is_empty());
+        sim.aws.delete_table("target").await.unwrap();
+        replay::replay(&sim.ctx, Some(When::At(t)), false, false)
+            .await
+            .unwrap();
+        sim.assert_converged().await;
+        sim.stop_pollers();
+    });
+}
+
+/// A control item write between a restore seed's record and its restore's
+/// end (another command's) does not lose which table the restore created:
+/// the record is written on the item read again while it still names this
+/// seed.
+#[test]
+fn a_restores_table_is_recorded_over_another_commands_write() {
+    sim::run(async {
+        let sim = three_old_items(233).await;
+        sim.db.set_latency(|call| {
+            if call.op == "RestoreTableFromBackup" {
+                Duration::from_secs(5)
+            } else {
+                Duration::ZERO
+            }
+        });
+        let other = async {
+            for _ in 0..6_000 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let c = sim.ctx.control().await.unwrap();
+                if c.seed_ms.is_some() {
+                    let next = relay_core::control::ControlState {
+                        updated_ms: Some(sim.now_ms()),
+                        ..c.clone()
+                    };
+                    sim.ctx.write_control(&c, next).await.unwrap();
+                    return;
+                }
+            }
+            panic!("the seed never recorded itself");
+        };
+        let (seeded, ()) = tokio::join!(restore_seed(&sim, Method::Backup), other);
+        let seeded = seeded.unwrap();
+        assert!(seeded.cutoff_ms.is_some());
+        let c = sim.ctx.control().await.unwrap();
+        let restored = sim.aws.describe("target").await.unwrap().unwrap();
+        assert_eq!(c.seed_table, Some(bound("backup", &c, &restored)));
     });
 }

@@ -287,3 +287,40 @@ async fn the_operators_clients_read_aws_clock_from_its_responses() {
         relay_aws::runtime::Clock::following(relay_aws::runtime::Clock::wall(), sdk.server_time());
     assert!((AWS_DATE_MS..AWS_DATE_MS + 5_000).contains(&clock.now_ms()));
 }
+
+/// DescribeTable tells which table this is (its TableId, or its creation
+/// time where an engine gives none) and whether it was restored (its
+/// RestoreSummary): a restore seed's cutoff is set only on its own table.
+#[tokio::test]
+async fn describe_tells_which_table_it_is_and_whether_it_was_restored() {
+    let script = Script::default();
+    let sdk = Sdk::new(&script.config().await);
+    let table = |more: Value| {
+        let mut t = json!({
+            "TableName": "T",
+            "TableStatus": "ACTIVE",
+            "KeySchema": [{ "AttributeName": "pk", "KeyType": "HASH" }],
+            "CreationDateTime": 1_700_000_000.25,
+        });
+        for (k, v) in more.as_object().unwrap() {
+            t[k] = v.clone();
+        }
+        json!({ "Table": t })
+    };
+    script.answer(
+        200,
+        table(json!({
+            "TableId": "4f1c-id",
+            "RestoreSummary": { "RestoreDateTime": 1_700_000_000, "RestoreInProgress": false },
+        })),
+    );
+    let t = sdk.describe("T").await.unwrap().unwrap();
+    assert_eq!(t.id.as_deref(), Some("4f1c-id"));
+    assert!(t.restored);
+    // moto: no TableId, its creation time stands in.
+    script.answer(200, table(json!({})));
+    let t = sdk.describe("T").await.unwrap().unwrap();
+    assert_eq!(t.id.as_deref(), Some("created:1700000000.250000000"));
+    assert!(!t.restored);
+    assert_eq!(script.sent()[0].0, "DescribeTable");
+}

@@ -48,8 +48,9 @@ pub const ATTR_CLEARED_MS: &str = "cleared_ms";
 /// release's take-back) stands.
 pub const ATTR_TAKEN_BACK_MS: &str = "taken_back_ms";
 /// Written by a restore seed (`pitr`, `backup`) once its restore call
-/// returned: which table the restore created (DescribeTable's TableId).
-/// Every new seed record clears it. A restore seed resumed over a table
+/// returned: which table the restore created (DescribeTable's TableId),
+/// bound to the seed (`<method>@<seed_ms>=<id>`; a record of another seed
+/// counts as none). Every new seed record clears it. A restore seed resumed over a table
 /// that is not that one is refused (an empty table the IaC created after a
 /// failed restore would otherwise get the restore's cutoff).
 pub const ATTR_SEED_TABLE: &str = "seed_table";

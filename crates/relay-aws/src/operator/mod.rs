@@ -196,7 +196,8 @@ pub struct TableInfo {
     pub deletion_protection: bool,
     /// Which table this is, told apart from one deleted and created again
     /// under the same name: DescribeTable's TableId, or its creation time
-    /// (`created:<seconds>`) where an engine gives no TableId (moto).
+    /// (`created:<seconds>.<nanoseconds>`) where an engine gives no TableId
+    /// (moto).
     pub id: Option<String>,
     /// DescribeTable carries a RestoreSummary: the table was restored from
     /// a backup or a point in time. AWS and moto say so; MiniStack does not.

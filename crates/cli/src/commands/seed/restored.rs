@@ -8,46 +8,86 @@
 //! otherwise get the cutoff, and every item that does not change after it
 //! would be missing from the target for good.
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use relay_aws::operator::Aws;
 use relay_core::control::ControlState;
 
-use crate::ctx::{explain, Ctx};
+use crate::ctx::{explain, rfc3339, Ctx};
+
+/// The record of the table a restore created, bound to its seed: a record
+/// left by another seed (an earlier release's re-seed does not clear it)
+/// counts as none.
+fn binding(method: &str, seed_ms: Option<i64>, id: &str) -> String {
+    format!("{method}@{}={id}", seed_ms.unwrap_or_default())
+}
+
+/// The table id `read` records for its own `method` seed, if any.
+fn recorded_id<'a>(read: &'a ControlState, method: &str) -> Option<&'a str> {
+    let prefix = binding(method, read.seed_ms, "");
+    read.seed_table.as_deref()?.strip_prefix(prefix.as_str())
+}
 
 /// Records the target the restore just created (`seed_table`), on the
-/// record the seed wrote before it. An engine that tells no table id
-/// records nothing, and a resumed seed then relies on DynamoDB's
+/// record the seed wrote before it, or on a later one that still names
+/// this seed (another command's write in between). An engine that tells no
+/// table id records nothing, and a resumed seed then relies on DynamoDB's
 /// RestoreSummary (below).
 pub(super) async fn record_restored_table<A: Aws>(
     ctx: &Ctx<A>,
     recorded: &ControlState,
 ) -> Result<()> {
     let target = &ctx.stack.target_table;
+    let started = || {
+        format!(
+            "the restore of {target} started, and which table it created could not be recorded: re-run the same command to finish the seed (it checks the table)"
+        )
+    };
     let id = ctx
         .aws
         .describe(target)
         .await
-        .map_err(|e| explain(e, target))?
+        .map_err(|e| explain(e, target))
+        .with_context(started)?
         .and_then(|t| t.id);
-    if let Some(id) = id {
-        ctx.write_control(
-            recorded,
-            ControlState {
-                seed_table: Some(id),
-                ..recorded.clone()
-            },
-        )
-        .await?;
+    let (Some(id), Some(method)) = (id, recorded.seed_method.as_deref()) else {
+        return Ok(());
+    };
+    let mut read = recorded.clone();
+    for _ in 0..5 {
+        let next = ControlState {
+            seed_table: Some(binding(method, read.seed_ms, &id)),
+            ..read.clone()
+        };
+        if ctx
+            .write_control_unless_moved(&read, next)
+            .await
+            .with_context(started)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        read = ctx.control().await.with_context(started)?;
+        let still = read.seed_method == recorded.seed_method
+            && read.seed_ms == recorded.seed_ms
+            && read.cutoff_ms.is_none()
+            && read.seed_table.is_none();
+        if !still {
+            bail!(
+                "{}: the control item no longer records this {method} seed at {} (another operator seeded or re-seeded since); check `ddb-relay status`",
+                started(),
+                recorded.seed_ms.map_or("?".into(), rfc3339)
+            );
+        }
     }
-    Ok(())
+    bail!("{}: the control item kept changing", started())
 }
 
 /// Refuses to set a `method` restore's cutoff on a target that is not the
-/// table its restore created: another table id than the recorded one, or,
-/// with none recorded (the restore call failed, or the command stopped
-/// right after it, or an earlier release ran it), a table DynamoDB does not
-/// say was restored. Deleting the target and running the seed again is
-/// always safe.
+/// table its restore created: another table id than the one recorded for
+/// this seed, or, with none recorded (the restore call failed, or the
+/// command stopped right after it, or an earlier release ran it), a table
+/// DynamoDB does not say was restored. Deleting the target and running the
+/// seed again is always safe.
 pub async fn refuse_another_table<A: Aws>(
     ctx: &Ctx<A>,
     read: &ControlState,
@@ -60,18 +100,28 @@ pub async fn refuse_another_table<A: Aws>(
         .await
         .map_err(|e| explain(e, name))?
         .ok_or_else(|| anyhow!("target table {name} is gone: run the seed again"))?;
+    // A re-seed runs again as it was started: a replay at its point, a
+    // restart by its method; a first seed as `seed`.
+    let rerun = match (method, read.reseeding()) {
+        ("pitr", true) => format!(
+            "`ddb-relay replay --from {}`",
+            read.seed_ms.map_or("T".into(), rfc3339)
+        ),
+        (m, true) => format!("`ddb-relay restart --method {m}`"),
+        (m, false) => format!("`ddb-relay seed --method {m}`"),
+    };
     let way_out = format!(
-        "nothing was changed: delete {name} (it may lack the source's items, and they would be missing for good after the cutoff), then run the same `ddb-relay seed --method {method}` (or `replay`/`restart`) again"
+        "nothing was changed: delete {name} (it may lack the source's items, and they would be missing for good after the cutoff), then run {rerun} again"
     );
-    match (&read.seed_table, &t.id) {
+    match (recorded_id(read, method), t.id.as_deref()) {
         (Some(recorded), Some(id)) if recorded == id => Ok(()),
         (Some(recorded), id) => bail!(
             "target table {name} is not the table the {method} seed's restore created (that was {recorded}, this is {}): it was deleted and created again since, by the IaC or by hand; {way_out}",
-            id.as_deref().unwrap_or("a table with no id")
+            id.unwrap_or("a table with no id")
         ),
         (None, _) if t.restored => Ok(()),
         (None, _) => bail!(
-            "target table {name} is not known to be the {method} seed's restore: no restore recorded it (the restore failed, or the seed stopped right after it), and DynamoDB does not say the table was restored (another engine may not say so for a real restore); {way_out}"
+            "target table {name} is not known to be the {method} seed's restore: no restore recorded it (the restore failed, or the seed stopped right after it), and DynamoDB does not say the table was restored (MiniStack never says so, even for a real restore); {way_out}"
         ),
     }
 }
