@@ -852,8 +852,8 @@ fn fault_restores(sim: &Sim, method: Method, stop_after_restore: bool) {
                 after_restore.store(1, Ordering::SeqCst);
                 None
             }
-            // The first look after the restore records its table; the
-            // wait for ACTIVE fails.
+            // The second look at the table after the restore fails (the
+            // wait for ACTIVE, after the restore was recorded).
             ("DescribeTable", "target", true) if after_restore.load(Ordering::SeqCst) > 0 => {
                 (after_restore.fetch_add(1, Ordering::SeqCst) > 1)
                     .then(|| fail("DescribeTable"))
@@ -980,20 +980,37 @@ fn a_restore_seed_resumed_over_a_table_its_restore_did_not_create_is_refused() {
         );
         assert_eq!(sim.ctx.control().await.unwrap(), stopped);
         assert!(sim.db.items("target").is_empty());
+        // Only a first cutoff is checked: once this seed's cutoff is set
+        // (by an earlier release, say), a re-run is not refused.
+        let seed_ms = stopped.seed_ms.unwrap();
+        let cutoff = relay_core::control::cutoff_for_seed(seed_ms, sim.ctx.stack.margin_ms);
+        let with_cutoff = relay_core::control::ControlState {
+            cutoff_ms: Some(cutoff),
+            seed_table: None,
+            ..stopped.clone()
+        };
+        sim.ctx.write_control(&stopped, with_cutoff).await.unwrap();
+        ddb_relay::commands::seed::set_cutoff_when_active(&sim.ctx, seed_ms, "backup")
+            .await
+            .unwrap();
 
         // The same stop, the restored table kept: the re-run resumes it.
         // With no record of it (an earlier release's seed), or a record of
         // another seed's table (an earlier release's re-seed leaves it), a
         // table DynamoDB says was restored is taken. Both restores record
-        // their table, bound to their seed.
-        for (method, forget) in [
-            (Method::Backup, None),
-            (Method::Backup, Some(None)),
-            (Method::Backup, Some(Some("backup@1=fake-table-1"))),
-            (Method::Pitr, None),
-            (Method::Pitr, Some(None)),
+        // their table, bound to their seed, also when the restore's answer
+        // does not carry it (DescribeTable's then).
+        for (method, forget, no_answer) in [
+            (Method::Backup, None, false),
+            (Method::Backup, None, true),
+            (Method::Backup, Some(None), false),
+            (Method::Backup, Some(Some("backup@1=fake-table-1")), false),
+            (Method::Pitr, None, false),
+            (Method::Pitr, None, true),
+            (Method::Pitr, Some(None), false),
         ] {
             let sim = three_old_items(229).await;
+            sim.aws.answer_restores_without_table(no_answer);
             failed_seed(&sim, method, true).await;
             let stopped = sim.ctx.control().await.unwrap();
             let restored = sim.aws.describe("target").await.unwrap().unwrap();
@@ -1016,7 +1033,7 @@ fn a_restore_seed_resumed_over_a_table_its_restore_did_not_create_is_refused() {
                 "{pre:?}"
             );
             let r = restore_seed(&sim, method).await.unwrap();
-            assert!(r.cutoff_ms.is_some(), "{method:?} {forget:?}");
+            assert!(r.cutoff_ms.is_some(), "{method:?} {forget:?} {no_answer}");
             assert_eq!(sim.db.items("target"), sim.db.items("source"));
         }
     });

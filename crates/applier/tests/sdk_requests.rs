@@ -317,10 +317,24 @@ async fn describe_tells_which_table_it_is_and_whether_it_was_restored() {
     let t = sdk.describe("T").await.unwrap().unwrap();
     assert_eq!(t.id.as_deref(), Some("4f1c-id"));
     assert!(t.restored);
-    // moto: no TableId, its creation time stands in.
+    // No TableId (moto): its creation time stands in; no RestoreSummary
+    // (MiniStack, or a table not restored).
     script.answer(200, table(json!({})));
     let t = sdk.describe("T").await.unwrap().unwrap();
     assert_eq!(t.id.as_deref(), Some("created:1700000000.250000000"));
     assert!(!t.restored);
     assert_eq!(script.sent()[0].0, "DescribeTable");
+    // The restores tell the id of the table they create, from their answer.
+    let described = |t: Value| json!({ "TableDescription": t["Table"].clone() });
+    script.answer(200, described(table(json!({ "TableId": "5a2e-id" }))));
+    let id = sdk.restore_backup("arn:backup", "T").await.unwrap();
+    assert_eq!(id.as_deref(), Some("5a2e-id"));
+    script.answer(200, described(table(json!({}))));
+    let id = sdk.restore_pitr("S", "T", 1_700_000_000_000).await.unwrap();
+    assert_eq!(id.as_deref(), Some("created:1700000000.250000000"));
+    let sent = script.sent();
+    assert_eq!(
+        (sent[0].0.as_str(), sent[1].0.as_str()),
+        ("RestoreTableFromBackup", "RestoreTableToPointInTime")
+    );
 }

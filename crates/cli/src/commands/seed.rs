@@ -420,7 +420,9 @@ pub async fn set_cutoff_when_active<A: Aws>(
                 .map_or(String::new(), |c| format!(", cutoff {}", rfc3339(c)))
         );
     }
-    if matches!(method, "pitr" | "backup") {
+    // A restore's first cutoff only on its own table (a cutoff set already
+    // is this seed's, resumed).
+    if read.cutoff_ms.is_none() && matches!(method, "pitr" | "backup") {
         refuse_another_table(ctx, &read, method).await?;
     }
     let next = ControlState {
@@ -510,11 +512,12 @@ pub async fn run_seed<A: Aws>(
                 s.target_table,
                 rfc3339(seed_ms)
             ));
-            ctx.aws
+            let id = ctx
+                .aws
                 .restore_backup(&arn, &s.target_table)
                 .await
                 .map_err(|e| explain(e, &s.target_table))?;
-            record_restored_table(ctx, &recorded).await?;
+            record_restored_table(ctx, &recorded, id).await?;
             Ok(seed_ms)
         }
         Method::Pitr => {
@@ -545,11 +548,12 @@ pub async fn run_seed<A: Aws>(
                 rfc3339(seed_ms),
                 s.target_table
             ));
-            ctx.aws
+            let id = ctx
+                .aws
                 .restore_pitr(&s.source_table, &s.target_table, seed_ms)
                 .await
                 .map_err(|e| explain(e, &s.target_table))?;
-            record_restored_table(ctx, &recorded).await?;
+            record_restored_table(ctx, &recorded, id).await?;
             Ok(seed_ms)
         }
         Method::Export => {

@@ -45,6 +45,8 @@ pub(super) struct State {
     /// With `mapping_fault`: the update takes effect, then reports it
     /// (a timeout after the service applied it).
     pub(super) mapping_fault_lands: bool,
+    /// Restores answer without the new table's description (its id).
+    pub(super) restores_answer_no_table: bool,
     /// How long a trigger call takes (see [`FakeAws::set_mapping_latency`]).
     pub(super) mapping_latency: Option<MappingLatency>,
     page_size: usize,
@@ -190,6 +192,12 @@ impl FakeAws {
         s.mapping_fault_of = Some(function.to_string());
     }
 
+    /// Whether restores answer without the new table (as an engine may):
+    /// its id is then DescribeTable's.
+    pub fn answer_restores_without_table(&self, yes: bool) {
+        lock(&self.state).restores_answer_no_table = yes;
+    }
+
     /// Whether the failed trigger updates above take effect all the same
     /// (the service applied them and the answer was lost).
     pub fn land_failed_mapping_updates(&self, lands: bool) {
@@ -258,6 +266,11 @@ fn check(cond: &Cond) -> Check {
 }
 
 impl FakeAws {
+    /// The id a restore's answer carries, unless told to carry none.
+    fn restore_answer(&self, id: u64) -> Option<String> {
+        (!lock(&self.state).restores_answer_no_table).then(|| format!("fake-table-{id}"))
+    }
+
     pub(super) async fn enter(&self, op: &'static str, table: &str) -> Result<(), AwsError> {
         self.server_time.observe(self.db.now_ms() / 1000 * 1000);
         let call = super::Call {
@@ -328,26 +341,35 @@ impl Tables for FakeAws {
         self.db.with_state(|s| s.backup_status(arn))
     }
 
-    async fn restore_backup(&self, arn: &str, target: &str) -> Result<(), AwsError> {
+    async fn restore_backup(&self, arn: &str, target: &str) -> Result<Option<String>, AwsError> {
         self.enter("RestoreTableFromBackup", target).await?;
-        self.db.with_state(|s| {
-            let (table, items) = s.backup(arn).ok_or_else(|| {
-                AwsError::permanent(
-                    "RestoreTableFromBackup",
-                    "BackupNotFoundException",
-                    "backup not available",
-                )
-            })?;
-            s.create_from(&table, target, items, "RestoreTableFromBackup")
-        })
+        self.db
+            .with_state(|s| {
+                let (table, items) = s.backup(arn).ok_or_else(|| {
+                    AwsError::permanent(
+                        "RestoreTableFromBackup",
+                        "BackupNotFoundException",
+                        "backup not available",
+                    )
+                })?;
+                s.create_from(&table, target, items, "RestoreTableFromBackup")
+            })
+            .map(|id| self.restore_answer(id))
     }
 
-    async fn restore_pitr(&self, source: &str, target: &str, at_ms: i64) -> Result<(), AwsError> {
+    async fn restore_pitr(
+        &self,
+        source: &str,
+        target: &str,
+        at_ms: i64,
+    ) -> Result<Option<String>, AwsError> {
         self.enter("RestoreTableToPointInTime", target).await?;
-        self.db.with_state(|s| {
-            let items = s.state_at(source, at_ms)?;
-            s.create_from(source, target, items, "RestoreTableToPointInTime")
-        })
+        self.db
+            .with_state(|s| {
+                let items = s.state_at(source, at_ms)?;
+                s.create_from(source, target, items, "RestoreTableToPointInTime")
+            })
+            .map(|id| self.restore_answer(id))
     }
 
     async fn export(

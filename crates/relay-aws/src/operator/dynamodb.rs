@@ -14,6 +14,15 @@ use crate::AwsError;
 /// Requests a BatchGetItem makes before its unprocessed keys are an error.
 const BATCH_GET_ATTEMPTS: u32 = 8;
 
+/// Which table this is ([`TableInfo::id`]): its TableId, or its creation
+/// time where an engine gives no TableId.
+fn table_id(t: &aws_sdk_dynamodb::types::TableDescription) -> Option<String> {
+    t.table_id().map(str::to_string).or_else(|| {
+        t.creation_date_time()
+            .map(|c| format!("created:{}.{:09}", c.secs(), c.subsec_nanos()))
+    })
+}
+
 /// `Ok(false)` for a failed condition, the error otherwise.
 /// A restore into another region must say how to encrypt the new table
 /// (the API requires the override there): the default, an AWS owned key.
@@ -75,10 +84,7 @@ impl Tables for Sdk {
             size_bytes: t.table_size_bytes(),
             arn: t.table_arn().map(str::to_string),
             deletion_protection: t.deletion_protection_enabled().unwrap_or(false),
-            id: t.table_id().map(str::to_string).or_else(|| {
-                t.creation_date_time()
-                    .map(|c| format!("created:{}.{:09}", c.secs(), c.subsec_nanos()))
-            }),
+            id: table_id(t),
             restored: t.restore_summary().is_some(),
         }))
     }
@@ -152,20 +158,26 @@ impl Tables for Sdk {
             .unwrap_or_default())
     }
 
-    async fn restore_backup(&self, arn: &str, target: &str) -> Result<(), AwsError> {
+    async fn restore_backup(&self, arn: &str, target: &str) -> Result<Option<String>, AwsError> {
         let remote = self.is_remote(target);
         let (ddb, target) = self.at(target);
-        ddb.restore_table_from_backup()
+        let r = ddb
+            .restore_table_from_backup()
             .backup_arn(arn)
             .target_table_name(target)
             .set_sse_specification_override(remote.then(cross_region_sse))
             .send()
             .await
             .map_err(e("RestoreTableFromBackup"))?;
-        Ok(())
+        Ok(r.table_description().and_then(table_id))
     }
 
-    async fn restore_pitr(&self, source: &str, target: &str, at_ms: i64) -> Result<(), AwsError> {
+    async fn restore_pitr(
+        &self,
+        source: &str,
+        target: &str,
+        at_ms: i64,
+    ) -> Result<Option<String>, AwsError> {
         let (ddb, target_name) = self.at(target);
         let mut req = ddb
             .restore_table_to_point_in_time()
@@ -188,11 +200,12 @@ impl Tables for Sdk {
         } else {
             req.source_table_name(source)
         };
-        req.restore_date_time(aws_smithy_types::DateTime::from_millis(at_ms))
+        let r = req
+            .restore_date_time(aws_smithy_types::DateTime::from_millis(at_ms))
             .send()
             .await
             .map_err(e("RestoreTableToPointInTime"))?;
-        Ok(())
+        Ok(r.table_description().and_then(table_id))
     }
 
     async fn export(

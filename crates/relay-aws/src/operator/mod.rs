@@ -390,17 +390,21 @@ pub trait Tables: Send + Sync {
         name: &str,
     ) -> impl Future<Output = Result<(String, i64), AwsError>> + Send;
     fn backup_status(&self, arn: &str) -> impl Future<Output = Result<String, AwsError>> + Send;
+    /// Restores `target` from a backup; returns the new table's id (as
+    /// [`TableInfo::id`]) from the restore's answer, when it gives one.
     fn restore_backup(
         &self,
         arn: &str,
         target: &str,
-    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    ) -> impl Future<Output = Result<Option<String>, AwsError>> + Send;
+    /// Restores `target` from `source` at `at_ms`; returns the new table's
+    /// id, as [`Tables::restore_backup`].
     fn restore_pitr(
         &self,
         source: &str,
         target: &str,
         at_ms: i64,
-    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+    ) -> impl Future<Output = Result<Option<String>, AwsError>> + Send;
     /// Starts an export to S3; returns its ARN.
     fn export(
         &self,

@@ -29,26 +29,41 @@ fn recorded_id<'a>(read: &'a ControlState, method: &str) -> Option<&'a str> {
 
 /// Records the target the restore just created (`seed_table`), on the
 /// record the seed wrote before it, or on a later one that still names
-/// this seed (another command's write in between). An engine that tells no
-/// table id records nothing, and a resumed seed then relies on DynamoDB's
+/// this seed (another command's write in between). The id is the restore's
+/// answer's, else DescribeTable's (which may not see a table created a
+/// moment ago: asked a few times). An engine that tells no table id
+/// records nothing, and a resumed seed then relies on DynamoDB's
 /// RestoreSummary (below).
 pub(super) async fn record_restored_table<A: Aws>(
     ctx: &Ctx<A>,
     recorded: &ControlState,
+    returned: Option<String>,
 ) -> Result<()> {
     let target = &ctx.stack.target_table;
     let started = || {
         format!(
-            "the restore of {target} started, and which table it created could not be recorded: re-run the same command to finish the seed (it checks the table)"
+            "the restore of {target} started, and which table it created could not be recorded: check `ddb-relay status`, then run the seed again (`seed` or `replay --from T` finish it on this table when DynamoDB says it was restored, and otherwise say to delete it; `restart` starts over)"
         )
     };
-    let id = ctx
-        .aws
-        .describe(target)
-        .await
-        .map_err(|e| explain(e, target))
-        .with_context(started)?
-        .and_then(|t| t.id);
+    let mut id = returned;
+    for _ in 0..5 {
+        if id.is_some() {
+            break;
+        }
+        match ctx
+            .aws
+            .describe(target)
+            .await
+            .map_err(|e| explain(e, target))
+            .with_context(started)?
+        {
+            Some(t) => {
+                id = t.id;
+                break;
+            }
+            None => tokio::time::sleep(ctx.poll).await,
+        }
+    }
     let (Some(id), Some(method)) = (id, recorded.seed_method.as_deref()) else {
         return Ok(());
     };
@@ -67,11 +82,14 @@ pub(super) async fn record_restored_table<A: Aws>(
             return Ok(());
         }
         read = ctx.control().await.with_context(started)?;
-        let still = read.seed_method == recorded.seed_method
-            && read.seed_ms == recorded.seed_ms
-            && read.cutoff_ms.is_none()
-            && read.seed_table.is_none();
-        if !still {
+        let this_seed =
+            read.seed_method == recorded.seed_method && read.seed_ms == recorded.seed_ms;
+        // Another run of this seed recorded the table, or set its cutoff
+        // (which it does only on the restore's table): nothing to add.
+        if this_seed && (read.cutoff_ms.is_some() || recorded_id(&read, method).is_some()) {
+            return Ok(());
+        }
+        if !this_seed {
             bail!(
                 "{}: the control item no longer records this {method} seed at {} (another operator seeded or re-seeded since); check `ddb-relay status`",
                 started(),
@@ -100,15 +118,14 @@ pub async fn refuse_another_table<A: Aws>(
         .await
         .map_err(|e| explain(e, name))?
         .ok_or_else(|| anyhow!("target table {name} is gone: run the seed again"))?;
-    // A re-seed runs again as it was started: a replay at its point, a
-    // restart by its method; a first seed as `seed`.
-    let rerun = match (method, read.reseeding()) {
-        ("pitr", true) => format!(
-            "`ddb-relay replay --from {}`",
+    // The command that started it runs it again: a seed as `seed`, a
+    // replay at its point (or a later valid one), a restart as `restart`.
+    let rerun = match method {
+        "pitr" => format!(
+            "`ddb-relay seed --method pitr` (for a replay: `ddb-relay replay --from {}`, or any later valid point)",
             read.seed_ms.map_or("T".into(), rfc3339)
         ),
-        (m, true) => format!("`ddb-relay restart --method {m}`"),
-        (m, false) => format!("`ddb-relay seed --method {m}`"),
+        m => format!("`ddb-relay seed --method {m}` (for a restart: `ddb-relay restart --method {m}`)"),
     };
     let way_out = format!(
         "nothing was changed: delete {name} (it may lack the source's items, and they would be missing for good after the cutoff), then run {rerun} again"

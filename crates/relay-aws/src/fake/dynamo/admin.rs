@@ -91,7 +91,7 @@ impl DbStateRef<'_> {
         target: &str,
         items: BTreeMap<CanonicalKey, Attrs>,
         op: &'static str,
-    ) -> Result<(), AwsError> {
+    ) -> Result<u64, AwsError> {
         if self.0.tables.contains_key(target) {
             return Err(AwsError::permanent(
                 op,
@@ -119,7 +119,7 @@ impl DbStateRef<'_> {
                 ..Table::default()
             },
         );
-        Ok(())
+        Ok(id)
     }
 
     /// The table's items as they were at `at_ms` (from its history).
