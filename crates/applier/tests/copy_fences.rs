@@ -980,16 +980,26 @@ fn a_restore_seed_resumed_over_a_table_its_restore_did_not_create_is_refused() {
         );
         assert_eq!(sim.ctx.control().await.unwrap(), stopped);
         assert!(sim.db.items("target").is_empty());
-        // Only a first cutoff is checked: once this seed's cutoff is set
-        // (by an earlier release, say), a re-run is not refused.
+        // Once this seed's cutoff is set (by an earlier release, say), only
+        // a recorded table tells another table apart: with it, a re-run is
+        // refused; without it, it is not.
         let seed_ms = stopped.seed_ms.unwrap();
         let cutoff = relay_core::control::cutoff_for_seed(seed_ms, sim.ctx.stack.margin_ms);
         let with_cutoff = relay_core::control::ControlState {
             cutoff_ms: Some(cutoff),
-            seed_table: None,
             ..stopped.clone()
         };
-        sim.ctx.write_control(&stopped, with_cutoff).await.unwrap();
+        let read = sim.ctx.write_control(&stopped, with_cutoff).await.unwrap();
+        let err = ddb_relay::commands::seed::set_cutoff_when_active(&sim.ctx, seed_ms, "backup")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not the table"), "{err}");
+        let unrecorded = relay_core::control::ControlState {
+            seed_table: None,
+            ..read.clone()
+        };
+        sim.ctx.write_control(&read, unrecorded).await.unwrap();
         ddb_relay::commands::seed::set_cutoff_when_active(&sim.ctx, seed_ms, "backup")
             .await
             .unwrap();

@@ -420,9 +420,7 @@ pub async fn set_cutoff_when_active<A: Aws>(
                 .map_or(String::new(), |c| format!(", cutoff {}", rfc3339(c)))
         );
     }
-    // A restore's first cutoff only on its own table (a cutoff set already
-    // is this seed's, resumed).
-    if read.cutoff_ms.is_none() && matches!(method, "pitr" | "backup") {
+    if matches!(method, "pitr" | "backup") {
         refuse_another_table(ctx, &read, method).await?;
     }
     let next = ControlState {

@@ -23,6 +23,12 @@ fn table_id(t: &aws_sdk_dynamodb::types::TableDescription) -> Option<String> {
     })
 }
 
+/// A restore's answer's TableId only: an engine without one is asked
+/// DescribeTable, whose creation time then stands in, as in [`table_id`].
+fn answered_id(t: Option<&aws_sdk_dynamodb::types::TableDescription>) -> Option<String> {
+    t.and_then(|t| t.table_id()).map(str::to_string)
+}
+
 /// `Ok(false)` for a failed condition, the error otherwise.
 /// A restore into another region must say how to encrypt the new table
 /// (the API requires the override there): the default, an AWS owned key.
@@ -169,7 +175,7 @@ impl Tables for Sdk {
             .send()
             .await
             .map_err(e("RestoreTableFromBackup"))?;
-        Ok(r.table_description().and_then(table_id))
+        Ok(answered_id(r.table_description()))
     }
 
     async fn restore_pitr(
@@ -205,7 +211,7 @@ impl Tables for Sdk {
             .send()
             .await
             .map_err(e("RestoreTableToPointInTime"))?;
-        Ok(r.table_description().and_then(table_id))
+        Ok(answered_id(r.table_description()))
     }
 
     async fn export(

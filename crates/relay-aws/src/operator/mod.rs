@@ -390,8 +390,9 @@ pub trait Tables: Send + Sync {
         name: &str,
     ) -> impl Future<Output = Result<(String, i64), AwsError>> + Send;
     fn backup_status(&self, arn: &str) -> impl Future<Output = Result<String, AwsError>> + Send;
-    /// Restores `target` from a backup; returns the new table's id (as
-    /// [`TableInfo::id`]) from the restore's answer, when it gives one.
+    /// Restores `target` from a backup; returns the new table's TableId
+    /// from the restore's answer, when it gives one (else `None`:
+    /// DescribeTable's [`TableInfo::id`] tells it).
     fn restore_backup(
         &self,
         arn: &str,

@@ -42,7 +42,7 @@ pub(super) async fn record_restored_table<A: Aws>(
     let target = &ctx.stack.target_table;
     let started = || {
         format!(
-            "the restore of {target} started, and which table it created could not be recorded: check `ddb-relay status`, then run the seed again (`seed` or `replay --from T` finish it on this table when DynamoDB says it was restored, and otherwise say to delete it; `restart` starts over)"
+            "the restore of {target} started, and which table it created could not be recorded: check `ddb-relay status`, then run the seed again (`seed`, or for a replay `replay --from T` at the same T, finishes it on this table when it can tell the table is the restore's, and otherwise says to delete it; `restart` starts over)"
         )
     };
     let mut id = returned;
@@ -103,8 +103,8 @@ pub(super) async fn record_restored_table<A: Aws>(
 /// Refuses to set a `method` restore's cutoff on a target that is not the
 /// table its restore created: another table id than the one recorded for
 /// this seed, or, with none recorded (the restore call failed, or the
-/// command stopped right after it, or an earlier release ran it), a table
-/// DynamoDB does not say was restored. Deleting the target and running the
+/// command stopped right after it, or an earlier release ran it) and no
+/// cutoff set yet, a table DynamoDB does not say was restored. Deleting the target and running the
 /// seed again is always safe.
 pub async fn refuse_another_table<A: Aws>(
     ctx: &Ctx<A>,
@@ -136,7 +136,9 @@ pub async fn refuse_another_table<A: Aws>(
             "target table {name} is not the table the {method} seed's restore created (that was {recorded}, this is {}): it was deleted and created again since, by the IaC or by hand; {way_out}",
             id.unwrap_or("a table with no id")
         ),
-        (None, _) if t.restored => Ok(()),
+        // A cutoff set already is this seed's, resumed: only a recorded
+        // table tells otherwise.
+        (None, _) if t.restored || read.cutoff_ms.is_some() => Ok(()),
         (None, _) => bail!(
             "target table {name} is not known to be the {method} seed's restore: no restore recorded it (the restore failed, or the seed stopped right after it), and DynamoDB does not say the table was restored (MiniStack never says so, even for a real restore); {way_out}"
         ),
