@@ -899,6 +899,25 @@ async fn target_check(sim: &Sim, method: Method) -> relay_core::decide::Check {
         .unwrap()
 }
 
+/// A backup seed's refusal `err` says `says`, `preflight` fails the target
+/// with it, and nothing changed: the control item is `before`, the target
+/// empty.
+async fn refused_and_unchanged(
+    sim: &Sim,
+    err: &str,
+    says: &str,
+    before: &relay_core::control::ControlState,
+) {
+    assert!(err.contains(says), "{err}");
+    let pre = target_check(sim, Method::Backup).await;
+    assert!(
+        pre.status == relay_core::decide::CheckStatus::Fail && pre.detail.contains(says),
+        "{pre:?}"
+    );
+    assert_eq!(&sim.ctx.control().await.unwrap(), before);
+    assert!(sim.db.items("target").is_empty());
+}
+
 async fn restore_seed(
     sim: &Sim,
     method: Method,
@@ -929,20 +948,10 @@ fn a_restore_seed_resumed_over_a_table_its_restore_did_not_create_is_refused() {
             .await
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("is not known to be the backup seed's restore"),
-            "{err}"
-        );
         assert!(err.contains("delete target"), "{err}");
         assert!(err.contains("`ddb-relay seed --method backup`"), "{err}");
-        let pre = target_check(&sim, Method::Backup).await;
-        assert!(
-            pre.status == relay_core::decide::CheckStatus::Fail
-                && pre.detail.contains("is not known to be"),
-            "{pre:?}"
-        );
-        assert_eq!(sim.ctx.control().await.unwrap(), failed);
-        assert!(sim.db.items("target").is_empty());
+        let says = "is not known to be the backup seed's restore";
+        refused_and_unchanged(&sim, &err, says, &failed).await;
         // Its way out: delete the target, seed again.
         sim.aws.delete_table("target").await.unwrap();
         restore_seed(&sim, Method::Backup).await.unwrap();
@@ -968,18 +977,8 @@ fn a_restore_seed_resumed_over_a_table_its_restore_did_not_create_is_refused() {
             .await
             .unwrap_err()
             .to_string();
-        assert!(
-            err.contains("is not the table the backup seed's restore created"),
-            "{err}"
-        );
-        let pre = target_check(&sim, Method::Backup).await;
-        assert!(
-            pre.status == relay_core::decide::CheckStatus::Fail
-                && pre.detail.contains("is not the table"),
-            "{pre:?}"
-        );
-        assert_eq!(sim.ctx.control().await.unwrap(), stopped);
-        assert!(sim.db.items("target").is_empty());
+        let says = "is not the table the backup seed's restore created";
+        refused_and_unchanged(&sim, &err, says, &stopped).await;
         // Once this seed's cutoff is set (by an earlier release, say), only
         // a recorded table tells another table apart: with it, a re-run is
         // refused; without it, it is not.
