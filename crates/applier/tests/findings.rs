@@ -15,6 +15,7 @@ use ddb_relay::ctx::When;
 use ddb_relay::report::Report;
 use relay_aws::fake::events::sqs_event;
 use relay_aws::fake::{DbFault, FakeFifo};
+use relay_aws::operator::Tables;
 use relay_aws::{AwsError, Write};
 use relay_core::apply::{is_tombstone, TOMBSTONE_ATTR};
 use relay_core::control::Mode;
@@ -1904,5 +1905,91 @@ fn an_export_load_after_a_cleared_stream_failure_keeps_the_replay_rules() {
             .unwrap();
         assert_eq!(r.seed_ms, ok, "{r:?}");
         assert!(sim.now_ms() >= stopped_by, "waited for the pause");
+    });
+}
+
+/// helper-76 #1: the source's stream replaced after the seed (a new view
+/// type, or the stream off and on), then the stack redeployed onto the new
+/// stream: changes made meanwhile may be in no queue, so cutover is NO-GO,
+/// even with a clean verify from before or `--no-verify`, until a clean
+/// verify begins after the new stream; `finish` reports it unverified
+/// meanwhile; `status` says so.
+#[test]
+fn a_stream_replaced_after_the_seed_is_no_go_until_a_verify_begun_after_it() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 236)).await;
+        sim.start_pollers();
+        keep_writing(&sim, 4, Duration::from_millis(200), Duration::from_secs(10));
+        seed_by_backup(&sim).await;
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        sim.assert_converged().await;
+        assert!(
+            verify::verify(&sim.ctx, 100.0, false, 1, copy(), &Default::default())
+                .await
+                .unwrap()
+                .clean
+        );
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        assert!(go(&decide(&sim, false).await));
+        let label = |ms: i64| {
+            chrono::DateTime::from_timestamp_millis(ms)
+                .unwrap()
+                .format("%Y-%m-%dT%H:%M:%S%.3f")
+                .to_string()
+        };
+        // A backup may lack its minute before, which the stream must hold:
+        // a stream created within that minute counts as replaced.
+        let seed_ms = sim.ctx.control().await.unwrap().seed_ms.unwrap();
+        for (created, replaced) in [(seed_ms - 61_000, false), (seed_ms - 30_000, true)] {
+            sim.aws.set_stream_label("source", &label(created));
+            let st = ddb_relay::commands::status::status(&sim.ctx, 60)
+                .await
+                .unwrap();
+            assert_eq!(st.stream_replaced_ms.is_some(), replaced, "{created}");
+        }
+        // The stream replaced, and the stack redeployed onto it.
+        sim.aws.set_stream_label("source", &label(sim.now_ms()));
+        let arn = sim
+            .aws
+            .describe("source")
+            .await
+            .unwrap()
+            .unwrap()
+            .stream_arn
+            .unwrap();
+        sim.aws.retarget_trigger(sim::FORWARDER, &arn);
+        let st = ddb_relay::commands::status::status(&sim.ctx, 60)
+            .await
+            .unwrap();
+        assert_eq!(st.forwarder_on_current_stream, Some(true));
+        assert!(st.stream_replaced_ms.is_some(), "{st:?}");
+        assert!(ddb_relay::commands::status::status_text(&st).contains("REPLACED"));
+        for waive in [false, true] {
+            let d = decide(&sim, waive).await;
+            assert!(
+                !go(&d)
+                    && d.decision
+                        .reasons
+                        .iter()
+                        .any(|r| r.contains("stream was replaced")),
+                "{waive}: {:?}",
+                d.decision.reasons
+            );
+        }
+        assert!(relay_core::decide::verdict(&st).is_err());
+        let dry = finish::finish(&sim.ctx, 3, 300, None, true).await.unwrap();
+        assert!(!dry.verified);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            verify::verify(&sim.ctx, 100.0, false, 1, copy(), &Default::default())
+                .await
+                .unwrap()
+                .clean
+        );
+        let d = decide(&sim, false).await;
+        assert!(go(&d), "{:?}", d.decision.reasons);
+        let dry = finish::finish(&sim.ctx, 3, 300, None, true).await.unwrap();
+        assert!(dry.verified);
+        sim.stop_pollers();
     });
 }

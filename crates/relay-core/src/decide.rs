@@ -299,6 +299,14 @@ pub struct Status {
     pub last_verify: Option<String>,
     /// How long ago the verify of `last_verify` began (`None`: unknown).
     pub last_verify_age_s: Option<i64>,
+    /// When the verify of `last_verify` began (`None`: unknown).
+    pub verify_ms: Option<i64>,
+    /// When the source's current stream was created, when that is after
+    /// the seed's point (less a backup's minute, which only the stream
+    /// holds): the stream was replaced since, and the changes made while
+    /// it was (and those the old stream had not yet forwarded) may be in
+    /// no queue. `None`: not after it, no seed, or the time is unknown.
+    pub stream_replaced_ms: Option<i64>,
     /// How long a clean verdict counts ([`verdict_lifetime_s`]).
     pub verdict_lifetime_s: i64,
     /// When `finish` ran (`None`: not finished, or reopened by `resume`).
@@ -428,7 +436,7 @@ pub fn cutover(status: &Status, t: &CutoverThresholds) -> Decision {
             (_, _) if finished => Check::fail("forwarder", "off since finish"),
             (_, Some(false)) => Check::fail(
                 "forwarder",
-                "its trigger reads an old stream of the source: changes are not forwarded",
+                "its trigger reads an old stream of the source: changes are not forwarded; redeploy the stack with the current stream's ARN, then verify (changes around the switch may be in no queue) or re-seed",
             ),
             ("Enabled", None) => Check::fail(
                 "forwarder",
@@ -509,7 +517,55 @@ pub fn cutover(status: &Status, t: &CutoverThresholds) -> Decision {
     for u in &status.unknown {
         checks.push(Check::fail("unknown", format!("{u} (unknown is not zero)")));
     }
-    let verdict = match (status.last_verify.as_deref(), status.last_verify_age_s) {
+    if let Some(replaced) = status.stream_replaced_ms {
+        // Not waivable: a known gap, which only a verify begun after it
+        // (or a re-seed) closes.
+        checks.push(match verdict(status) {
+            Ok(_) => Check::pass(
+                "source stream",
+                "replaced after the seed, and a clean verify began after that",
+            ),
+            Err(_) => Check::fail(
+                "source stream",
+                format!(
+                    "the source's stream was replaced after the seed (the current one was created {} s after the seed's point): changes made while it was replaced, and any the old stream had not forwarded, may be in no queue; run `ddb-relay verify` (a clean verify begun after the new stream proves the target; `--repair` fixes what differs), or re-seed (`ddb-relay pause`, then `ddb-relay restart`)",
+                    status.seed_ms.map_or(0, |s| (replaced - s) / 1000)
+                ),
+            ),
+        });
+    }
+    checks.push(match (verdict(status), t.waive_verify) {
+        (Ok(d), _) => Check::pass("verify", d),
+        (Err(d), true) => Check::warn("verify", format!("waived by --no-verify: {d}")),
+        (Err(d), false) => Check::fail("verify", format!("{d} (or waive with --no-verify)")),
+    });
+    let reasons = checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Fail)
+        .map(|c| format!("{}: {}", c.name, c.detail))
+        .collect::<Vec<_>>();
+    Decision {
+        go: reasons.is_empty(),
+        reasons,
+        checks,
+    }
+}
+
+/// Whether the last verify counts for cutover (`Ok`, said) or not (`Err`,
+/// why): clean since the last seed, begun within the verdict's lifetime,
+/// and, when the source's stream was replaced after the seed, begun after
+/// that.
+pub fn verdict(status: &Status) -> Result<String, String> {
+    if let (Some("clean"), Some(replaced)) =
+        (status.last_verify.as_deref(), status.stream_replaced_ms)
+    {
+        if status.verify_ms.is_none_or(|v| v <= replaced) {
+            return Err(
+                "the last clean verify began before the source's stream was replaced: run `ddb-relay verify` again".into(),
+            );
+        }
+    }
+    match (status.last_verify.as_deref(), status.last_verify_age_s) {
         (Some("clean"), Some(age)) if age < status.verdict_lifetime_s => Ok(format!(
             "clean since the last seed (began {} ago)",
             duration_text(age)
@@ -526,21 +582,6 @@ pub fn cutover(status: &Status, t: &CutoverThresholds) -> Decision {
         (None, _) => Err(
             "no clean full verify since the last seed: run `ddb-relay verify`".into(),
         ),
-    };
-    checks.push(match (verdict, t.waive_verify) {
-        (Ok(d), _) => Check::pass("verify", d),
-        (Err(d), true) => Check::warn("verify", format!("waived by --no-verify: {d}")),
-        (Err(d), false) => Check::fail("verify", format!("{d} (or waive with --no-verify)")),
-    });
-    let reasons = checks
-        .iter()
-        .filter(|c| c.status == CheckStatus::Fail)
-        .map(|c| format!("{}: {}", c.name, c.detail))
-        .collect::<Vec<_>>();
-    Decision {
-        go: reasons.is_empty(),
-        reasons,
-        checks,
     }
 }
 

@@ -496,6 +496,7 @@ pub async fn finish<A: Aws>(
         finished_ms = written.finished_ms;
     }
     let st = status(ctx, 300).await?;
+    let verified = relay_core::decide::verdict(&st).is_ok();
     let src = ctx.aws.describe(&s.source_table).await.ok().flatten();
     let tgt = ctx.aws.describe(&s.target_table).await.ok().flatten();
     let mut value = FinishReport {
@@ -519,10 +520,7 @@ pub async fn finish<A: Aws>(
         } else {
             st.queue_visible + st.queue_in_flight
         },
-        verified: st.last_verify.as_deref() == Some("clean")
-            && st
-                .last_verify_age_s
-                .is_some_and(|age| age < st.verdict_lifetime_s),
+        verified,
         last_verify: st.last_verify,
         triggers: if st.applier_trigger == st.forwarder_trigger {
             st.applier_trigger

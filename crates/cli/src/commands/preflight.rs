@@ -189,7 +189,7 @@ pub async fn preflight<A: Aws>(
                 }
                 (Ok(m), Some(current)) => checks.push(Check::fail(
                     "forwarder trigger",
-                    format!("reads {}, but the source's stream is now {current}: redeploy with SourceStreamArn={current}", m.source_arn),
+                    format!("reads {}, but the source's stream is now {current}: redeploy with SourceStreamArn={current} (once seeded, changes made around the switch may be in no queue: `cutover` then asks for a clean verify begun after the new stream, or a re-seed)", m.source_arn),
                 )),
                 (Ok(_), None) => {}
                 (Err(e), _) => checks.push(Check::fail("forwarder trigger", e.to_string())),

@@ -181,6 +181,20 @@ pub async fn status<A: Aws>(ctx: &Ctx<A>, window_s: u64) -> Result<Status> {
             (None, false)
         }
     };
+    // The seed holds the source as of its point (a backup: as of a minute
+    // before it at worst), and the stream everything after: a stream
+    // created after that was a replacement (helper-76 #1).
+    let stream_replaced_ms = source
+        .as_ref()
+        .and_then(|t| t.stream_arn.as_deref())
+        .and_then(super::copy::stream_created_ms)
+        .filter(|created| {
+            let fuzz = match control.seed_method.as_deref() {
+                Some("backup") => super::copy::BACKUP_FUZZ_MS,
+                _ => 0,
+            };
+            control.seed_ms.is_some_and(|s| *created > s - fuzz)
+        });
     Ok(Status {
         stack: s.name.clone(),
         migration: s.migration.clone(),
@@ -214,6 +228,8 @@ pub async fn status<A: Aws>(ctx: &Ctx<A>, window_s: u64) -> Result<Status> {
         errors,
         last_verify: control.last_verify,
         last_verify_age_s: control.verify_ms.map(|t| (now - t).max(0) / 1000),
+        verify_ms: control.verify_ms,
+        stream_replaced_ms,
         verdict_lifetime_s: relay_core::decide::verdict_lifetime_s(
             dlq.retention_s,
             failures.retention_s,
@@ -289,6 +305,12 @@ pub fn status_text(s: &Status) -> String {
         out.push_str(&format!(
             "\nfinished   at {} (restart and replay refuse; `resume` reopens)",
             rfc3339(f)
+        ));
+    }
+    if let Some(r) = s.stream_replaced_ms {
+        out.push_str(&format!(
+            "\nstream     REPLACED at {}, after the seed: changes around it may be in no queue; a clean `ddb-relay verify` begun after it, or a re-seed, is needed before cutover",
+            rfc3339(r)
         ));
     }
     if s.retire_interrupted {

@@ -124,6 +124,16 @@ impl FakeAws {
         s.timeouts.insert(function.into(), timeout_s);
     }
 
+    /// Points `function`'s trigger at `source_arn` (a redeploy onto a
+    /// replaced stream).
+    pub fn retarget_trigger(&self, function: &str, source_arn: &str) {
+        for t in lock(&self.state).triggers.iter_mut() {
+            if t.function == function {
+                t.source_arn = source_arn.into();
+            }
+        }
+    }
+
     pub fn set_env(&self, function: &str, var: &str, value: &str) {
         lock(&self.state)
             .env

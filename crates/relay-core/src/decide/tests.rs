@@ -346,3 +346,42 @@ fn stream_views_without_new_images_are_blockers() {
     assert_eq!(visibility_check(359, 60).status, CheckStatus::Fail);
     assert_eq!(visibility_check(360, 60).status, CheckStatus::Pass);
 }
+
+#[test]
+fn a_stream_replaced_after_the_seed_needs_a_verify_begun_after_it() {
+    let replaced = Status {
+        seed_ms: Some(1_000_000),
+        stream_replaced_ms: Some(2_000_000),
+        verify_ms: Some(1_500_000),
+        ..healthy()
+    };
+    for waive in [false, true] {
+        let d = cutover(
+            &replaced,
+            &CutoverThresholds {
+                waive_verify: waive,
+                ..T
+            },
+        );
+        assert!(!d.go, "{waive}");
+        assert!(
+            d.reasons.iter().any(|r| r.starts_with("source stream")),
+            "{:?}",
+            d.reasons
+        );
+    }
+    assert!(verdict(&replaced).is_err());
+    // A verify of unknown start counts as before it.
+    assert!(verdict(&Status {
+        verify_ms: None,
+        ..replaced.clone()
+    })
+    .is_err());
+    let verified = Status {
+        verify_ms: Some(2_000_001),
+        ..replaced
+    };
+    assert!(verdict(&verified).is_ok());
+    let d = cutover(&verified, &T);
+    assert!(d.go, "{:?}", d.reasons);
+}
