@@ -1993,3 +1993,101 @@ fn a_stream_replaced_after_the_seed_is_no_go_until_a_verify_begun_after_it() {
         sim.stop_pollers();
     });
 }
+
+/// helper-76 #2: the target deleted and created again after its seed and a
+/// clean verify (the IaC replacing the table, or the stack deployed
+/// again): it lacks what the seed wrote, so `status` says REPLACED,
+/// `cutover` is NO-GO even with `--no-verify`, `finish` refuses, and `seed`
+/// does not call it seeded. For a copy seed (recorded at its start) and a
+/// restore (recorded when its restore returned).
+#[test]
+fn a_target_replaced_after_the_seed_is_no_go() {
+    for by_scan in [true, false] {
+        sim::run(async move {
+            let sim = Sim::new(Config::quiet(Shape::Identity, 237)).await;
+            sim.start_pollers();
+            keep_writing(&sim, 4, Duration::from_millis(200), Duration::from_secs(10));
+            if by_scan {
+                sim::seed_by_scan(&sim).await;
+            } else {
+                seed_by_backup(&sim).await;
+            }
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            sim.assert_converged().await;
+            assert!(
+                verify::verify(&sim.ctx, 100.0, false, 1, copy(), &Default::default())
+                    .await
+                    .unwrap()
+                    .clean
+            );
+            tokio::time::sleep(Duration::from_secs(200)).await;
+            let d = decide(&sim, false).await;
+            assert!(go(&d), "{by_scan}: {:?}", d.decision.reasons);
+            // The IaC replaces the table.
+            sim.aws.delete_table("target").await.unwrap();
+            sim.create_target();
+            let st = status::status(&sim.ctx, 60).await.unwrap();
+            assert!(st.target_replaced, "{by_scan}");
+            assert!(status::status_text(&st).contains("REPLACED"));
+            for waive in [false, true] {
+                let d = decide(&sim, waive).await;
+                assert!(
+                    !go(&d) && d.decision.reasons.iter().any(|r| r.starts_with("target:")),
+                    "{by_scan} {waive}: {:?}",
+                    d.decision.reasons
+                );
+            }
+            let err = format!(
+                "{:#}",
+                finish::finish(&sim.ctx, 3, 300, None, false)
+                    .await
+                    .unwrap_err()
+            );
+            assert!(err.contains("is not the table the seed wrote"), "{err}");
+            // Refused before it changed anything.
+            assert!(sim.ctx.control().await.unwrap().finished_ms.is_none());
+            assert!(sim.aws.trigger_enabled(sim::FORWARDER));
+            if !by_scan {
+                let args = sim::seed_args(ddb_relay::args::Method::Backup, None);
+                let err = ddb_relay::commands::seed::seed(&sim.ctx, &args)
+                    .await
+                    .unwrap_err()
+                    .to_string();
+                assert!(err.contains("is not the table the seed wrote"), "{err}");
+            }
+            sim.stop_pollers();
+        });
+    }
+}
+
+/// An import's table is recorded when its seed sets the cutoff (the seed
+/// runs no restore of its own), so a replacement later is told apart too.
+#[test]
+fn an_imports_table_is_recorded_with_its_cutoff() {
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 238)).await;
+        let seed_ms = sim.now_ms();
+        let read = sim.ctx.control().await.unwrap();
+        let next = relay_core::control::ControlState {
+            seed_method: Some("export".into()),
+            seed_ms: Some(seed_ms),
+            ..read.clone()
+        };
+        sim.ctx.write_control(&read, next).await.unwrap();
+        sim.create_target();
+        ddb_relay::commands::seed::set_cutoff_when_active(&sim.ctx, seed_ms, "export")
+            .await
+            .unwrap();
+        let c = sim.ctx.control().await.unwrap();
+        let id = sim
+            .aws
+            .describe("target")
+            .await
+            .unwrap()
+            .unwrap()
+            .id
+            .unwrap();
+        assert_eq!(c.seed_table, Some(format!("export@{seed_ms}={id}")));
+        assert!(c.cutoff_ms.is_some());
+    });
+}

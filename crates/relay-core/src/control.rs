@@ -47,12 +47,14 @@ pub const ATTR_CLEARED_MS: &str = "cleared_ms";
 /// when this names that fence; any other lift (a resume, or an earlier
 /// release's take-back) stands.
 pub const ATTR_TAKEN_BACK_MS: &str = "taken_back_ms";
-/// Written by a restore seed (`pitr`, `backup`) once its restore call
-/// returned: which table the restore created (DescribeTable's TableId),
-/// bound to the seed (`<method>@<seed_ms>=<id>`; a record of another seed
-/// counts as none). Every new seed record clears it. A restore seed resumed over a table
-/// that is not that one is refused (an empty table the IaC created after a
-/// failed restore would otherwise get the restore's cutoff).
+/// Which table the seed wrote (DescribeTable's TableId), bound to the seed
+/// (`<method>@<seed_ms>=<id>`; a record of another seed counts as none):
+/// written by a restore seed (`pitr`, `backup`) once its restore call
+/// returned, by a copy seed with its tombstone-mode record, and by an
+/// import's seed with its cutoff. Every new seed record clears it. A
+/// restore seed resumed over a table that is not that one is refused (an
+/// empty table the IaC created after a failed restore would otherwise get
+/// the restore's cutoff), and a target replaced after its seed is NO-GO.
 pub const ATTR_SEED_TABLE: &str = "seed_table";
 
 /// Default safety margin between the seed's time and the cutoff. An

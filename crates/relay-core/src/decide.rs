@@ -307,6 +307,9 @@ pub struct Status {
     /// it was (and those the old stream had not yet forwarded) may be in
     /// no queue. `None`: not after it, no seed, or the time is unknown.
     pub stream_replaced_ms: Option<i64>,
+    /// The target is not the table the seed recorded (deleted and created
+    /// again since, or gone): it lacks what the seed wrote.
+    pub target_replaced: bool,
     /// How long a clean verdict counts ([`verdict_lifetime_s`]).
     pub verdict_lifetime_s: i64,
     /// When `finish` ran (`None`: not finished, or reopened by `resume`).
@@ -517,6 +520,12 @@ pub fn cutover(status: &Status, t: &CutoverThresholds) -> Decision {
     for u in &status.unknown {
         checks.push(Check::fail("unknown", format!("{u} (unknown is not zero)")));
     }
+    if status.target_replaced {
+        checks.push(Check::fail(
+            "target",
+            "the target table is not the one the seed wrote (deleted and created again since, by the IaC or by hand): it lacks what the seed wrote; re-seed (`ddb-relay pause`, then `ddb-relay restart`)",
+        ));
+    }
     if let Some(replaced) = status.stream_replaced_ms {
         // Not waivable: a known gap, which only a verify begun after it
         // (or a re-seed) closes.
@@ -551,39 +560,8 @@ pub fn cutover(status: &Status, t: &CutoverThresholds) -> Decision {
     }
 }
 
-/// Whether the last verify counts for cutover (`Ok`, said) or not (`Err`,
-/// why): clean since the last seed, begun within the verdict's lifetime,
-/// and, when the source's stream was replaced after the seed, begun after
-/// that.
-pub fn verdict(status: &Status) -> Result<String, String> {
-    if let (Some("clean"), Some(replaced)) =
-        (status.last_verify.as_deref(), status.stream_replaced_ms)
-    {
-        if status.verify_ms.is_none_or(|v| v <= replaced) {
-            return Err(
-                "the last clean verify began before the source's stream was replaced: run `ddb-relay verify` again".into(),
-            );
-        }
-    }
-    match (status.last_verify.as_deref(), status.last_verify_age_s) {
-        (Some("clean"), Some(age)) if age < status.verdict_lifetime_s => Ok(format!(
-            "clean since the last seed (began {} ago)",
-            duration_text(age)
-        )),
-        (Some("clean"), Some(age)) => Err(format!(
-            "the last clean verify began {} ago, longer than the DLQ and the stream failure queue keep a message less an hour ({}): a change that failed since could have expired from them unseen; run `ddb-relay verify` again",
-            duration_text(age),
-            duration_text(status.verdict_lifetime_s)
-        )),
-        (Some("clean"), None) => Err(
-            "clean, but when that verify ran was not recorded (an older ddb-relay wrote it): run `ddb-relay verify` again".into(),
-        ),
-        (Some(v), _) => Err(v.to_string()),
-        (None, _) => Err(
-            "no clean full verify since the last seed: run `ddb-relay verify`".into(),
-        ),
-    }
-}
+mod verdict;
+pub use verdict::verdict;
 
 #[cfg(test)]
 mod tests;

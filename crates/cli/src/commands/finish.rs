@@ -260,6 +260,7 @@ pub(crate) async fn refuse_partial_target<A: Aws>(
     if c.mode == relay_core::control::Mode::Tombstone {
         bail!("a scan copy is still running (tombstone mode): the target is not whole. Let it finish (or re-run `ddb-relay seed` to continue it), {then}");
     }
+    super::seed::refuse_replaced_target(ctx, c, then).await?;
     match super::copy::read_checkpoint(ctx, &super::copy::checkpoint_key(ctx)).await? {
         Some(c) if c.contains_key("retired") => bail!("{}, {then}", super::copy::RETIRE_INTERRUPTED),
         Some(_) => bail!("the copy seed's checkpoint is still there: its copy or tombstone sweep did not finish. Re-run `ddb-relay seed` to finish it, {then}"),

@@ -367,6 +367,11 @@ pub async fn seed_copy<A: Aws>(
             },
             s.margin_ms / 1000
         ));
+        // The table the copy writes, recorded with its seed: one deleted
+        // and created again since is told apart (`status`, `finish`).
+        let seed_table = super::seed::target_id(ctx)
+            .await?
+            .map(|id| super::seed::binding(method, Some(start_ms), &id));
         let written = ctx
             .write_control(
                 &read,
@@ -375,6 +380,7 @@ pub async fn seed_copy<A: Aws>(
                     mode: Mode::Tombstone,
                     seed_method: Some(method.into()),
                     seed_ms: Some(start_ms),
+                    seed_table,
                     ..read.for_new_seed()
                 },
             )

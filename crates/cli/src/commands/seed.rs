@@ -26,7 +26,9 @@ pub use refuse::{
     refuse_restore_with_transform,
 };
 use restored::record_restored_table;
-pub use restored::refuse_another_table;
+pub use restored::{
+    binding, recorded_table, refuse_another_table, refuse_replaced_target, target_id,
+};
 
 #[derive(Debug, Serialize)]
 pub struct SeedReport {
@@ -197,6 +199,7 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
         .await
         .map_err(|e| explain(e, &s.target_table))?;
     if let (Some(t), Some(seed_ms), Some(cutoff)) = (&target, read.seed_ms, read.cutoff_ms) {
+        refuse_replaced_target(ctx, &read, "then seed again").await?;
         if t.status == "ACTIVE" {
             return Ok(SeedReport {
                 seed_ms: Some(seed_ms),
@@ -423,7 +426,16 @@ pub async fn set_cutoff_when_active<A: Aws>(
     if matches!(method, "pitr" | "backup") {
         refuse_another_table(ctx, &read, method).await?;
     }
+    // The table this cutoff is set on: an import's is recorded here (a
+    // restore recorded its own, a copy at its start).
+    let seed_table = match recorded_table(&read) {
+        Some(_) => read.seed_table.clone(),
+        None => target_id(ctx)
+            .await?
+            .map(|id| binding(method, Some(seed_ms), &id)),
+    };
     let next = ControlState {
+        seed_table,
         cutoff_ms: Some(cutoff),
         seed_method: Some(method.to_string()),
         seed_ms: Some(seed_ms),

@@ -195,6 +195,17 @@ pub async fn status<A: Aws>(ctx: &Ctx<A>, window_s: u64) -> Result<Status> {
             };
             control.seed_ms.is_some_and(|s| *created > s - fuzz)
         });
+    // The target the seed recorded, still there (helper-76 #2).
+    let target_replaced = match super::seed::recorded_table(&control) {
+        None => false,
+        Some(recorded) => match super::seed::target_id(ctx).await {
+            Ok(now) => now.as_deref() != Some(recorded),
+            Err(e) => {
+                unknown.push(format!("the target table ({e:#})"));
+                false
+            }
+        },
+    };
     Ok(Status {
         stack: s.name.clone(),
         migration: s.migration.clone(),
@@ -230,6 +241,7 @@ pub async fn status<A: Aws>(ctx: &Ctx<A>, window_s: u64) -> Result<Status> {
         last_verify_age_s: control.verify_ms.map(|t| (now - t).max(0) / 1000),
         verify_ms: control.verify_ms,
         stream_replaced_ms,
+        target_replaced,
         verdict_lifetime_s: relay_core::decide::verdict_lifetime_s(
             dlq.retention_s,
             failures.retention_s,
@@ -306,6 +318,9 @@ pub fn status_text(s: &Status) -> String {
             "\nfinished   at {} (restart and replay refuse; `resume` reopens)",
             rfc3339(f)
         ));
+    }
+    if s.target_replaced {
+        out.push_str("\ntarget     REPLACED: not the table the seed wrote (deleted and created again since); re-seed (`ddb-relay pause`, then `ddb-relay restart`)");
     }
     if let Some(r) = s.stream_replaced_ms {
         out.push_str(&format!(

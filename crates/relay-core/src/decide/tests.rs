@@ -385,3 +385,26 @@ fn a_stream_replaced_after_the_seed_needs_a_verify_begun_after_it() {
     let d = cutover(&verified, &T);
     assert!(d.go, "{:?}", d.reasons);
 }
+
+#[test]
+fn a_replaced_target_is_no_go_whatever_is_waived() {
+    let replaced = Status {
+        target_replaced: true,
+        ..healthy()
+    };
+    for waive in [false, true] {
+        let d = cutover(
+            &replaced,
+            &CutoverThresholds {
+                waive_verify: waive,
+                ..T
+            },
+        );
+        assert!(
+            !d.go && d.reasons.iter().any(|r| r.starts_with("target:")),
+            "{:?}",
+            d.reasons
+        );
+    }
+    assert!(verdict(&replaced).is_err());
+}

@@ -14,11 +14,48 @@ use relay_core::control::ControlState;
 
 use crate::ctx::{explain, rfc3339, Ctx};
 
-/// The record of the table a restore created, bound to its seed: a record
-/// left by another seed (an earlier release's re-seed does not clear it)
-/// counts as none.
-fn binding(method: &str, seed_ms: Option<i64>, id: &str) -> String {
+/// The record of the table a seed wrote (a restore created, or a copy or
+/// import seeded), bound to its seed: a record left by another seed (an
+/// earlier release's re-seed does not clear it) counts as none.
+pub fn binding(method: &str, seed_ms: Option<i64>, id: &str) -> String {
     format!("{method}@{}={id}", seed_ms.unwrap_or_default())
+}
+
+/// The id of the table the seed `read` records wrote, if it recorded one.
+pub fn recorded_table(read: &ControlState) -> Option<&str> {
+    recorded_id(read, read.seed_method.as_deref()?)
+}
+
+/// The target's id now (`None`: no such table, or an engine without ids).
+pub async fn target_id<A: Aws>(ctx: &Ctx<A>) -> Result<Option<String>> {
+    let target = &ctx.stack.target_table;
+    Ok(ctx
+        .aws
+        .describe(target)
+        .await
+        .map_err(|e| explain(e, target))?
+        .and_then(|t| t.id))
+}
+
+/// Refuses a target that is not the table the seed recorded (deleted and
+/// created again since: it lacks what the seed wrote).
+pub async fn refuse_replaced_target<A: Aws>(
+    ctx: &Ctx<A>,
+    read: &ControlState,
+    then: &str,
+) -> Result<()> {
+    let Some(recorded) = recorded_table(read) else {
+        return Ok(());
+    };
+    let now = target_id(ctx).await?;
+    if now.as_deref() != Some(recorded) {
+        bail!(
+            "target table {} is not the table the seed wrote (that was {recorded}, this is {}): it was deleted and created again since, by the IaC or by hand, and lacks what the seed wrote; re-seed it (`ddb-relay pause`, then `ddb-relay restart`), {then}",
+            ctx.stack.target_table,
+            now.as_deref().unwrap_or("none")
+        );
+    }
+    Ok(())
 }
 
 /// The table id `read` records for its own `method` seed, if any.
