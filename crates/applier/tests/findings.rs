@@ -1908,6 +1908,31 @@ fn an_export_load_after_a_cleared_stream_failure_keeps_the_replay_rules() {
     });
 }
 
+/// A migration seeded (by scan, or by backup) under live writes,
+/// converged, verified clean and GO.
+async fn verified_go(seed: u64, by_scan: bool) -> Sim {
+    let sim = Sim::new(Config::quiet(Shape::Identity, seed)).await;
+    sim.start_pollers();
+    keep_writing(&sim, 4, Duration::from_millis(200), Duration::from_secs(10));
+    if by_scan {
+        sim::seed_by_scan(&sim).await;
+    } else {
+        seed_by_backup(&sim).await;
+    }
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    sim.assert_converged().await;
+    assert!(
+        verify::verify(&sim.ctx, 100.0, false, 1, copy(), &Default::default())
+            .await
+            .unwrap()
+            .clean
+    );
+    tokio::time::sleep(Duration::from_secs(200)).await;
+    let d = decide(&sim, false).await;
+    assert!(go(&d), "{by_scan}: {:?}", d.decision.reasons);
+    sim
+}
+
 /// helper-76 #1: the source's stream replaced after the seed (a new view
 /// type, or the stream off and on), then the stack redeployed onto the new
 /// stream: changes made meanwhile may be in no queue, so cutover is NO-GO,
@@ -1917,20 +1942,7 @@ fn an_export_load_after_a_cleared_stream_failure_keeps_the_replay_rules() {
 #[test]
 fn a_stream_replaced_after_the_seed_is_no_go_until_a_verify_begun_after_it() {
     sim::run(async {
-        let sim = Sim::new(Config::quiet(Shape::Identity, 236)).await;
-        sim.start_pollers();
-        keep_writing(&sim, 4, Duration::from_millis(200), Duration::from_secs(10));
-        seed_by_backup(&sim).await;
-        tokio::time::sleep(Duration::from_secs(15)).await;
-        sim.assert_converged().await;
-        assert!(
-            verify::verify(&sim.ctx, 100.0, false, 1, copy(), &Default::default())
-                .await
-                .unwrap()
-                .clean
-        );
-        tokio::time::sleep(Duration::from_secs(200)).await;
-        assert!(go(&decide(&sim, false).await));
+        let sim = verified_go(236, false).await;
         let label = |ms: i64| {
             chrono::DateTime::from_timestamp_millis(ms)
                 .unwrap()
@@ -2004,25 +2016,7 @@ fn a_stream_replaced_after_the_seed_is_no_go_until_a_verify_begun_after_it() {
 fn a_target_replaced_after_the_seed_is_no_go() {
     for by_scan in [true, false] {
         sim::run(async move {
-            let sim = Sim::new(Config::quiet(Shape::Identity, 237)).await;
-            sim.start_pollers();
-            keep_writing(&sim, 4, Duration::from_millis(200), Duration::from_secs(10));
-            if by_scan {
-                sim::seed_by_scan(&sim).await;
-            } else {
-                seed_by_backup(&sim).await;
-            }
-            tokio::time::sleep(Duration::from_secs(15)).await;
-            sim.assert_converged().await;
-            assert!(
-                verify::verify(&sim.ctx, 100.0, false, 1, copy(), &Default::default())
-                    .await
-                    .unwrap()
-                    .clean
-            );
-            tokio::time::sleep(Duration::from_secs(200)).await;
-            let d = decide(&sim, false).await;
-            assert!(go(&d), "{by_scan}: {:?}", d.decision.reasons);
+            let sim = verified_go(237, by_scan).await;
             // The IaC replaces the table.
             sim.aws.delete_table("target").await.unwrap();
             sim.create_target();

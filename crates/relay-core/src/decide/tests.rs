@@ -355,21 +355,7 @@ fn a_stream_replaced_after_the_seed_needs_a_verify_begun_after_it() {
         verify_ms: Some(1_500_000),
         ..healthy()
     };
-    for waive in [false, true] {
-        let d = cutover(
-            &replaced,
-            &CutoverThresholds {
-                waive_verify: waive,
-                ..T
-            },
-        );
-        assert!(!d.go, "{waive}");
-        assert!(
-            d.reasons.iter().any(|r| r.starts_with("source stream")),
-            "{:?}",
-            d.reasons
-        );
-    }
+    no_go_whatever_is_waived(&replaced, "source stream");
     assert!(verdict(&replaced).is_err());
     // A verify of unknown start counts as before it.
     assert!(verdict(&Status {
@@ -392,19 +378,25 @@ fn a_replaced_target_is_no_go_whatever_is_waived() {
         target_replaced: true,
         ..healthy()
     };
+    no_go_whatever_is_waived(&replaced, "target:");
+    assert!(verdict(&replaced).is_err());
+}
+
+/// `status` is NO-GO for a reason starting with `reason`, with the verify
+/// waived or not.
+fn no_go_whatever_is_waived(status: &Status, reason: &str) {
     for waive in [false, true] {
         let d = cutover(
-            &replaced,
+            status,
             &CutoverThresholds {
                 waive_verify: waive,
                 ..T
             },
         );
         assert!(
-            !d.go && d.reasons.iter().any(|r| r.starts_with("target:")),
-            "{:?}",
+            !d.go && d.reasons.iter().any(|r| r.starts_with(reason)),
+            "{waive}: {:?}",
             d.reasons
         );
     }
-    assert!(verdict(&replaced).is_err());
 }
