@@ -1136,3 +1136,44 @@ fn a_restores_table_is_recorded_over_another_commands_write() {
         assert_eq!(c.seed_table, Some(bound("backup", &c, &restored)));
     });
 }
+
+/// helper-77 #6: a stopped copy is not continued into a target deleted and
+/// created again since it began (it would fill a table missing what the
+/// copy wrote before).
+#[test]
+fn a_stopped_copy_is_not_continued_into_a_replaced_target() {
+    use relay_aws::fake::DbFault;
+    use relay_aws::AwsError;
+    sim::run(async {
+        let sim = Sim::new(Config::quiet(Shape::Identity, 240)).await;
+        for i in 1..=3 {
+            sim.db.put("source", source_item(i, 1, 20, 0));
+        }
+        sim.create_target();
+        sim.db.set_faults(|call| {
+            (call.table == "target" && call.op == "PutItem").then(|| {
+                DbFault::Error(AwsError::permanent(
+                    "PutItem",
+                    "ValidationException",
+                    "refused",
+                ))
+            })
+        });
+        scan::seed_scan(&sim.ctx, copy(), false, false)
+            .await
+            .unwrap_err();
+        sim.db.clear_faults();
+        let stopped = sim.ctx.control().await.unwrap();
+        assert_eq!(stopped.mode, Mode::Tombstone);
+        assert!(stopped.seed_table.is_some());
+        sim.aws.delete_table("target").await.unwrap();
+        sim.create_target();
+        let err = scan::seed_scan(&sim.ctx, copy(), false, false)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not the table the seed wrote"), "{err}");
+        assert_eq!(sim.ctx.control().await.unwrap(), stopped);
+        assert!(sim.db.items("target").is_empty());
+    });
+}

@@ -2085,3 +2085,55 @@ fn an_imports_table_is_recorded_with_its_cutoff() {
         assert!(c.cutoff_ms.is_some());
     });
 }
+
+/// helper-77 #2: a re-seed is held to the current stream too: after the
+/// stream was replaced, `replay --from T` with T before the new stream's
+/// creation is refused (its changes between were never streamed), and a
+/// point after it is taken.
+#[test]
+fn a_replay_before_a_replaced_streams_creation_is_refused() {
+    sim::run(async {
+        let sim = verified_go(239, false).await;
+        let paused = pause::pause(&sim.ctx, false).await.unwrap();
+        let t = paused.earliest_replay_ms;
+        // The stream replaced a minute after the earliest replay point.
+        let created = t + 60_000;
+        sim.ctx.wait_until(created, "the new stream").await.unwrap();
+        let label = chrono::DateTime::from_timestamp_millis(created)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%S%.3f")
+            .to_string();
+        sim.aws.set_stream_label("source", &label);
+        let arn = sim
+            .aws
+            .describe("source")
+            .await
+            .unwrap()
+            .unwrap()
+            .stream_arn
+            .unwrap();
+        sim.aws.retarget_trigger(sim::FORWARDER, &arn);
+        sim.ctx
+            .wait_until(created + 10_000, "past the new stream")
+            .await
+            .unwrap();
+        let before = sim.ctx.control().await.unwrap();
+        let err = format!(
+            "{:#}",
+            replay::replay(&sim.ctx, Some(When::At(t)), false, false)
+                .await
+                .unwrap_err()
+        );
+        assert!(
+            err.contains("before the source's stream was created"),
+            "{err}"
+        );
+        assert_eq!(sim.ctx.control().await.unwrap(), before);
+        replay::replay(&sim.ctx, Some(When::At(created + 1_000)), false, false)
+            .await
+            .unwrap();
+        let st = status::status(&sim.ctx, 60).await.unwrap();
+        assert_eq!(st.stream_replaced_ms, None, "the re-seed closed the gap");
+        sim.stop_pollers();
+    });
+}

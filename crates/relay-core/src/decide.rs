@@ -307,6 +307,10 @@ pub struct Status {
     /// it was (and those the old stream had not yet forwarded) may be in
     /// no queue. `None`: not after it, no seed, or the time is unknown.
     pub stream_replaced_ms: Option<i64>,
+    /// The forwarder starts at `LATEST` (StreamStartingPosition): on a
+    /// replaced stream it saw nothing before its redeploy, so no verify
+    /// can tell when that was; only a re-seed closes the gap.
+    pub forwarder_from_latest: bool,
     /// The target is not the table the seed recorded (deleted and created
     /// again since, or gone): it lacks what the seed wrote.
     pub target_replaced: bool,
@@ -529,16 +533,15 @@ pub fn cutover(status: &Status, t: &CutoverThresholds) -> Decision {
     if let Some(replaced) = status.stream_replaced_ms {
         // Not waivable: a known gap, which only a verify begun after it
         // (or a re-seed) closes.
-        checks.push(match verdict(status) {
-            Ok(_) => Check::pass(
+        checks.push(match verify_after_stream(status, replaced) {
+            Ok(()) => Check::pass(
                 "source stream",
                 "replaced after the seed, and a clean verify began after that",
             ),
-            Err(_) => Check::fail(
+            Err(why) => Check::fail(
                 "source stream",
                 format!(
-                    "the source's stream was replaced after the seed (the current one was created {} s after the seed's point): changes made while it was replaced, and any the old stream had not forwarded, may be in no queue; run `ddb-relay verify` (a clean verify begun after the new stream proves the target; `--repair` fixes what differs), or re-seed (`ddb-relay pause`, then `ddb-relay restart`)",
-                    status.seed_ms.map_or(0, |s| (replaced - s) / 1000)
+                    "the source's stream was replaced after the seed (the current one was created after the seed's point, less a backup's minute): changes made while it was replaced, and any the old stream had not forwarded, may be in no queue; {why}"
                 ),
             ),
         });
@@ -561,7 +564,7 @@ pub fn cutover(status: &Status, t: &CutoverThresholds) -> Decision {
 }
 
 mod verdict;
-pub use verdict::verdict;
+pub use verdict::{verdict, verify_after_stream};
 
 #[cfg(test)]
 mod tests;

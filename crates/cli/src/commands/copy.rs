@@ -403,6 +403,21 @@ pub fn refuse_unstreamed_point<A: Aws>(
             "{what} is consistent to {when}: its cutoff is older than the 24 hours a DynamoDB stream keeps, so changes after it may never have been queued; {fix}"
         );
     }
+    refuse_point_before_stream(ctx, (at, fuzz_ms), stream_arn, what, fix)
+}
+
+/// The part of [`refuse_unstreamed_point`] every seed point keeps, a
+/// re-seed's too (whose changes the queue holds for its retention, not the
+/// stream's 24 hours): `at − fuzz_ms` not before the source's current
+/// stream was created (a stream replaced since holds nothing before it).
+pub fn refuse_point_before_stream<A: Aws>(
+    ctx: &Ctx<A>,
+    (at, fuzz_ms): (i64, i64),
+    stream_arn: Option<&str>,
+    what: &str,
+    fix: &str,
+) -> Result<()> {
+    let when = rfc3339(at);
     let created = stream_arn.map(|arn| (arn, stream_created_ms(arn)));
     if let (Some((arn, None)), 0) = (created, fuzz_ms) {
         ctx.step(&format!("the source's stream label ({arn}) is not a time: {what} is not checked against the stream's creation"));
@@ -444,6 +459,18 @@ pub async fn refuse_first_seed_before_stream<A: Aws>(
 ) -> Result<()> {
     let stream = source_stream(ctx).await?;
     refuse_unstreamed_point(ctx, (at, fuzz_ms), stream.as_deref(), what, fix)
+}
+
+/// [`refuse_point_before_stream`] for a re-seed at `at`, reading the
+/// source's stream.
+pub async fn refuse_reseed_before_stream<A: Aws>(
+    ctx: &Ctx<A>,
+    (at, fuzz_ms): (i64, i64),
+    what: &str,
+    fix: &str,
+) -> Result<()> {
+    let stream = source_stream(ctx).await?;
+    refuse_point_before_stream(ctx, (at, fuzz_ms), stream.as_deref(), what, fix)
 }
 
 /// A chosen point (`--at`) is refused when the forwarder starts at `LATEST`:

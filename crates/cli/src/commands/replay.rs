@@ -144,6 +144,10 @@ pub async fn replay<A: Aws>(
             b.latest_ms = latest.unwrap_or(b.now_ms);
             let t = f.resolve(b.now_ms);
             validate_replay_point(t, &b).map_err(|e| anyhow!("{e}"))?;
+            // A stream replaced since the pause holds nothing before it
+            // (helper-77 #2).
+            super::copy::refuse_reseed_before_stream(ctx, (t, 0), "--from", "choose a later point")
+                .await?;
             (Method::Pitr, t)
         }
         None => {

@@ -352,6 +352,10 @@ pub async fn seed_copy<A: Aws>(
     if replay_rules && !replacing {
         super::replay::wait_stopped(ctx, &read).await?;
     }
+    if resuming {
+        // Not into a table created again since the copy began.
+        super::seed::refuse_replaced_target(ctx, &read, "").await?;
+    }
     let written = if resuming {
         ctx.step(&format!(
             "resuming the {method} copy from its checkpoints (same cutoff)"

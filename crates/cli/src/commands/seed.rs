@@ -199,7 +199,7 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
         .await
         .map_err(|e| explain(e, &s.target_table))?;
     if let (Some(t), Some(seed_ms), Some(cutoff)) = (&target, read.seed_ms, read.cutoff_ms) {
-        refuse_replaced_target(ctx, &read, "then seed again").await?;
+        refuse_replaced_target(ctx, &read, "").await?;
         if t.status == "ACTIVE" {
             return Ok(SeedReport {
                 seed_ms: Some(seed_ms),
@@ -321,6 +321,17 @@ pub async fn seed<A: Aws>(ctx: &Ctx<A>, a: &SeedArgs) -> Result<SeedReport> {
         };
         b.latest_ms = point.max(b.latest_ms);
         validate_replay_point(point, &b).map_err(|e| anyhow!("{e}"))?;
+        // A stream replaced since holds nothing before it (a backup's
+        // time is checked when it is taken).
+        if a.method != Method::Backup {
+            super::copy::refuse_reseed_before_stream(
+                ctx,
+                (point, 0),
+                "the seed's point",
+                "choose a later point",
+            )
+            .await?;
+        }
     }
     if a.dry_run {
         let plan = match a.method {
@@ -486,15 +497,16 @@ pub async fn run_seed<A: Aws>(
                 .await
                 .map_err(|e| explain(e, &s.source_table))?;
             // The backup's own time (AWS's clock, as the stream's label):
-            // a first seed's backup may not lack writes the stream missed.
+            // a backup may not lack writes the stream missed (a first
+            // seed's, or a re-seed's after the stream was replaced:
+            // helper-77 #2).
+            let point = (seed_ms, super::copy::BACKUP_FUZZ_MS);
+            let fix = format!("seed again (backup {name} is not used)");
             if read.consumed_ms.is_none() {
-                super::copy::refuse_first_seed_before_stream(
-                    ctx,
-                    (seed_ms, super::copy::BACKUP_FUZZ_MS),
-                    "the backup",
-                    &format!("seed again (backup {name} is not used)"),
-                )
-                .await?;
+                super::copy::refuse_first_seed_before_stream(ctx, point, "the backup", &fix)
+                    .await?;
+            } else {
+                super::copy::refuse_reseed_before_stream(ctx, point, "the backup", &fix).await?;
             }
             if let Some(t) = consumed_by.filter(|t| seed_ms < *t) {
                 bail!(

@@ -241,6 +241,7 @@ pub async fn status<A: Aws>(ctx: &Ctx<A>, window_s: u64) -> Result<Status> {
         last_verify_age_s: control.verify_ms.map(|t| (now - t).max(0) / 1000),
         verify_ms: control.verify_ms,
         stream_replaced_ms,
+        forwarder_from_latest: s.starting_position.as_deref() == Some("LATEST"),
         target_replaced,
         verdict_lifetime_s: relay_core::decide::verdict_lifetime_s(
             dlq.retention_s,
@@ -324,7 +325,7 @@ pub fn status_text(s: &Status) -> String {
     }
     if let Some(r) = s.stream_replaced_ms {
         out.push_str(&format!(
-            "\nstream     REPLACED at {}, after the seed: changes around it may be in no queue; a clean `ddb-relay verify` begun after it, or a re-seed, is needed before cutover",
+            "\nstream     REPLACED (the current one created {}, after the seed's point less a backup's minute): changes around it may be in no queue; a clean `ddb-relay verify` begun after it (with a forwarder starting at LATEST: a re-seed) is needed before cutover",
             rfc3339(r)
         ));
     }

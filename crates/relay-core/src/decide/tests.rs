@@ -400,3 +400,31 @@ fn no_go_whatever_is_waived(status: &Status, reason: &str) {
         );
     }
 }
+
+#[test]
+fn with_a_forwarder_from_latest_only_a_reseed_closes_a_replaced_stream() {
+    let latest = Status {
+        seed_ms: Some(1_000_000),
+        stream_replaced_ms: Some(2_000_000),
+        verify_ms: Some(2_500_000),
+        forwarder_from_latest: true,
+        ..healthy()
+    };
+    no_go_whatever_is_waived(&latest, "source stream");
+    assert!(verdict(&latest).is_err());
+    // A clean verify begun after the new stream, too old to count: the
+    // stream is covered, and only the verify check (waivable) fails.
+    let old = Status {
+        forwarder_from_latest: false,
+        last_verify_age_s: Some(20 * 86_400),
+        ..latest
+    };
+    let waived = cutover(
+        &old,
+        &CutoverThresholds {
+            waive_verify: true,
+            ..T
+        },
+    );
+    assert!(waived.go, "{:?}", waived.reasons);
+}

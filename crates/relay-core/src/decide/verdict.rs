@@ -15,11 +15,7 @@ pub fn verdict(status: &Status) -> Result<String, String> {
     if let (Some("clean"), Some(replaced)) =
         (status.last_verify.as_deref(), status.stream_replaced_ms)
     {
-        if status.verify_ms.is_none_or(|v| v <= replaced) {
-            return Err(
-                "the last clean verify began before the source's stream was replaced: run `ddb-relay verify` again".into(),
-            );
-        }
+        verify_after_stream(status, replaced)?;
     }
     match (status.last_verify.as_deref(), status.last_verify_age_s) {
         (Some("clean"), Some(age)) if age < status.verdict_lifetime_s => Ok(format!(
@@ -38,5 +34,22 @@ pub fn verdict(status: &Status) -> Result<String, String> {
         (None, _) => Err(
             "no clean full verify since the last seed: run `ddb-relay verify`".into(),
         ),
+    }
+}
+
+/// Whether a clean verify began after the source's stream was replaced
+/// (at `replaced`), which proves the target whatever the gap lost; with a
+/// forwarder that starts at `LATEST` nothing does (it saw nothing before
+/// its redeploy, whose time is not known here): only a re-seed.
+pub fn verify_after_stream(status: &Status, replaced: i64) -> Result<(), String> {
+    if status.forwarder_from_latest {
+        return Err("the forwarder starts at LATEST, so it missed what changed before its redeploy onto the new stream: re-seed (`ddb-relay pause`, then `ddb-relay restart`)".into());
+    }
+    let after = status.last_verify.as_deref() == Some("clean")
+        && status.verify_ms.is_some_and(|v| v > replaced);
+    if after {
+        Ok(())
+    } else {
+        Err("run `ddb-relay verify` (a clean verify begun after the new stream proves the target; `--repair` fixes what differs), or re-seed (`ddb-relay pause`, then `ddb-relay restart`)".into())
     }
 }

@@ -48,14 +48,22 @@ pub async fn refuse_replaced_target<A: Aws>(
         return Ok(());
     };
     let now = target_id(ctx).await?;
-    if now.as_deref() != Some(recorded) {
-        bail!(
-            "target table {} is not the table the seed wrote (that was {recorded}, this is {}): it was deleted and created again since, by the IaC or by hand, and lacks what the seed wrote; re-seed it (`ddb-relay pause`, then `ddb-relay restart`), {then}",
-            ctx.stack.target_table,
-            now.as_deref().unwrap_or("none")
-        );
+    let then = if then.is_empty() {
+        String::new()
+    } else {
+        format!(", {then}")
+    };
+    match now.as_deref() {
+        Some(id) if id == recorded => Ok(()),
+        Some(id) => bail!(
+            "target table {} is not the table the seed wrote (that was {recorded}, this is {id}): it was deleted and created again since, by the IaC or by hand, and lacks what the seed wrote; re-seed it (`ddb-relay pause`, then `ddb-relay restart`){then}",
+            ctx.stack.target_table
+        ),
+        None => bail!(
+            "target table {} is not the table the seed wrote ({recorded}): it does not exist now; re-seed (`ddb-relay pause`, then `ddb-relay restart`){then}",
+            ctx.stack.target_table
+        ),
     }
-    Ok(())
 }
 
 /// The table id `read` records for its own `method` seed, if any.
