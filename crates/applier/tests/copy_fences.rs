@@ -65,6 +65,35 @@ async fn leased(seed: u64) -> (Sim, Attrs, i64, Lease) {
     (sim, ckey, seed_ms, lease)
 }
 
+/// A copy seed of three items stopped by an error (its puts refused),
+/// left in tombstone mode; with the pollers started before it.
+async fn stopped_copy(seed: u64, pollers: bool) -> Sim {
+    use relay_aws::fake::DbFault;
+    use relay_aws::AwsError;
+    let sim = Sim::new(Config::quiet(Shape::Identity, seed)).await;
+    for i in 1..=3 {
+        sim.db.put("source", source_item(i, 1, 20, 0));
+    }
+    if pollers {
+        sim.start_pollers();
+    }
+    sim.create_target();
+    sim.db.set_faults(|call| {
+        (call.table == "target" && call.op == "PutItem").then(|| {
+            DbFault::Error(AwsError::permanent(
+                "PutItem",
+                "ValidationException",
+                "refused",
+            ))
+        })
+    });
+    scan::seed_scan(&sim.ctx, copy(), false, false)
+        .await
+        .unwrap_err();
+    sim.db.clear_faults();
+    sim
+}
+
 /// D3: `restart --method scan` waits for the earliest point and for the
 /// pause's invocations; another operator's `resume` meanwhile must stop it
 /// before it clears the target under a running applier.
@@ -241,28 +270,8 @@ fn a_sweep_left_behind_by_a_replaced_copy_deletes_no_tombstone() {
 /// target still needs may expire from the queue first.
 #[test]
 fn a_stopped_copy_continued_after_a_pause_as_long_as_the_retention_is_refused() {
-    use relay_aws::fake::DbFault;
-    use relay_aws::AwsError;
     sim::run(async {
-        let sim = Sim::new(Config::quiet(Shape::Identity, 113)).await;
-        for i in 1..=3 {
-            sim.db.put("source", source_item(i, 1, 20, 0));
-        }
-        sim.start_pollers();
-        sim.create_target();
-        sim.db.set_faults(|call| {
-            (call.table == "target" && call.op == "PutItem").then(|| {
-                DbFault::Error(AwsError::permanent(
-                    "PutItem",
-                    "ValidationException",
-                    "refused",
-                ))
-            })
-        });
-        scan::seed_scan(&sim.ctx, copy(), false, false)
-            .await
-            .unwrap_err();
-        sim.db.clear_faults();
+        let sim = stopped_copy(113, true).await;
         assert_eq!(sim.ctx.control().await.unwrap().mode, Mode::Tombstone);
         pause::pause(&sim.ctx, false).await.unwrap();
         sim.stop_pollers();
@@ -1142,27 +1151,8 @@ fn a_restores_table_is_recorded_over_another_commands_write() {
 /// copy wrote before).
 #[test]
 fn a_stopped_copy_is_not_continued_into_a_replaced_target() {
-    use relay_aws::fake::DbFault;
-    use relay_aws::AwsError;
     sim::run(async {
-        let sim = Sim::new(Config::quiet(Shape::Identity, 240)).await;
-        for i in 1..=3 {
-            sim.db.put("source", source_item(i, 1, 20, 0));
-        }
-        sim.create_target();
-        sim.db.set_faults(|call| {
-            (call.table == "target" && call.op == "PutItem").then(|| {
-                DbFault::Error(AwsError::permanent(
-                    "PutItem",
-                    "ValidationException",
-                    "refused",
-                ))
-            })
-        });
-        scan::seed_scan(&sim.ctx, copy(), false, false)
-            .await
-            .unwrap_err();
-        sim.db.clear_faults();
+        let sim = stopped_copy(240, false).await;
         let stopped = sim.ctx.control().await.unwrap();
         assert_eq!(stopped.mode, Mode::Tombstone);
         assert!(stopped.seed_table.is_some());

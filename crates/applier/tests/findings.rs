@@ -1933,6 +1933,30 @@ async fn verified_go(seed: u64, by_scan: bool) -> Sim {
     sim
 }
 
+/// A stream label for the time `ms`.
+fn stream_label(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%S%.3f")
+        .to_string()
+}
+
+/// The source's stream replaced by one created at `created_ms`, and the
+/// stack redeployed onto it (the forwarder's trigger on the new stream).
+async fn replace_stream(sim: &Sim, created_ms: i64) {
+    sim.aws
+        .set_stream_label("source", &stream_label(created_ms));
+    let arn = sim
+        .aws
+        .describe("source")
+        .await
+        .unwrap()
+        .unwrap()
+        .stream_arn
+        .unwrap();
+    sim.aws.retarget_trigger(sim::FORWARDER, &arn);
+}
+
 /// helper-76 #1: the source's stream replaced after the seed (a new view
 /// type, or the stream off and on), then the stack redeployed onto the new
 /// stream: changes made meanwhile may be in no queue, so cutover is NO-GO,
@@ -1943,33 +1967,18 @@ async fn verified_go(seed: u64, by_scan: bool) -> Sim {
 fn a_stream_replaced_after_the_seed_is_no_go_until_a_verify_begun_after_it() {
     sim::run(async {
         let sim = verified_go(236, false).await;
-        let label = |ms: i64| {
-            chrono::DateTime::from_timestamp_millis(ms)
-                .unwrap()
-                .format("%Y-%m-%dT%H:%M:%S%.3f")
-                .to_string()
-        };
         // A backup may lack its minute before, which the stream must hold:
         // a stream created within that minute counts as replaced.
         let seed_ms = sim.ctx.control().await.unwrap().seed_ms.unwrap();
         for (created, replaced) in [(seed_ms - 61_000, false), (seed_ms - 30_000, true)] {
-            sim.aws.set_stream_label("source", &label(created));
+            sim.aws.set_stream_label("source", &stream_label(created));
             let st = ddb_relay::commands::status::status(&sim.ctx, 60)
                 .await
                 .unwrap();
             assert_eq!(st.stream_replaced_ms.is_some(), replaced, "{created}");
         }
         // The stream replaced, and the stack redeployed onto it.
-        sim.aws.set_stream_label("source", &label(sim.now_ms()));
-        let arn = sim
-            .aws
-            .describe("source")
-            .await
-            .unwrap()
-            .unwrap()
-            .stream_arn
-            .unwrap();
-        sim.aws.retarget_trigger(sim::FORWARDER, &arn);
+        replace_stream(&sim, sim.now_ms()).await;
         let st = ddb_relay::commands::status::status(&sim.ctx, 60)
             .await
             .unwrap();
@@ -2099,20 +2108,7 @@ fn a_replay_before_a_replaced_streams_creation_is_refused() {
         // The stream replaced a minute after the earliest replay point.
         let created = t + 60_000;
         sim.ctx.wait_until(created, "the new stream").await.unwrap();
-        let label = chrono::DateTime::from_timestamp_millis(created)
-            .unwrap()
-            .format("%Y-%m-%dT%H:%M:%S%.3f")
-            .to_string();
-        sim.aws.set_stream_label("source", &label);
-        let arn = sim
-            .aws
-            .describe("source")
-            .await
-            .unwrap()
-            .unwrap()
-            .stream_arn
-            .unwrap();
-        sim.aws.retarget_trigger(sim::FORWARDER, &arn);
+        replace_stream(&sim, created).await;
         sim.ctx
             .wait_until(created + 10_000, "past the new stream")
             .await
